@@ -1,0 +1,261 @@
+"""The glusterfs-like command line: one table of flags, argp's rules.
+
+- ``--name=VALUE`` always works; ``--name VALUE`` only for flags whose value is required.
+- A flag with an optional value (``--use-readdirp[=BOOL]``) takes a value only with ``=``:
+  a bare flag means yes and never swallows the next word (the mountpoint).
+- Short flags: ``-N``, ``-f FILE`` / ``-fFILE``, ``-l FILE``, ``-L LEVEL``, ``-p FILE``,
+  ``-o OPTS`` (the mount-helper form).
+- Two forms: ``xlfs [OPTIONS] MOUNTPOINT`` (with ``-f``), and the helper form used by
+  ``mount -t fuse.xlfs`` and fstab: ``xlfs VOLFILE MOUNTPOINT [-o opt,...]``.
+- Booleans accept yes/no, on/off, true/false, enable/disable, 1/0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from xlators.core.options import parse_bool, parse_time
+
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NONE")
+
+
+class UsageError(Exception):
+    """A wrong command line; str() is one line for the user."""
+
+
+def _level(text: str) -> str:
+    t = text.upper()
+    if t not in LOG_LEVELS:
+        raise ValueError(f"not a log level ({', '.join(LOG_LEVELS)})")
+    return t
+
+
+def _dio(text: str) -> Any:
+    if text.lower() in ("auto", "disable-auto"):
+        return "auto"
+    return parse_bool(text)
+
+
+def _uint(text: str) -> int:
+    value = int(text, 0)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _secs(text: str) -> float:
+    value = parse_time(text)
+    return value
+
+
+@dataclass(frozen=True)
+class Flag:
+    long: str
+    dest: str
+    kind: str                     # "bool?" optional bool, "value" required, "none" no value
+    parse: Callable[[str], Any] = str
+    short: str = ""
+    hidden: bool = False
+    help: str = ""
+    metavar: str = "VALUE"
+    repeat: bool = False
+
+
+FLAGS: tuple[Flag, ...] = (
+    Flag("volfile", "volfile", "value", short="f", metavar="FILE",
+         help="the volfile (GlusterFS grammar, or TOML when it ends in .toml)"),
+    Flag("log-file", "log_file", "value", short="l", metavar="FILE",
+         help="log to FILE (default: /var/log/xlfs/<mountpoint>.log, stderr with -N)"),
+    Flag("log-level", "log_level", "value", _level, short="L", metavar="LEVEL",
+         help="TRACE DEBUG INFO WARNING ERROR CRITICAL NONE (default INFO)"),
+    Flag("no-daemon", "no_daemon", "none", short="N", help="stay in the foreground"),
+    Flag("debug", "debug", "none", help="= -N, log level DEBUG, log to stderr"),
+    Flag("pid-file", "pid_file", "value", short="p", metavar="FILE",
+         help="write the daemon's pid to FILE"),
+    Flag("xlator-option", "xlator_options", "value", metavar="VOL.KEY=VALUE", repeat=True,
+         help="set a translator option (VOL may be a glob); repeatable"),
+    Flag("read-only", "read_only", "bool?", parse_bool, help="mount read-only"),
+    Flag("volfile-check", "volfile_check", "bool?", parse_bool,
+         help="validate the volfile and exit"),
+    Flag("attribute-timeout", "attribute_timeout", "value", _secs, metavar="SECONDS",
+         help="kernel attribute cache timeout (default 1)"),
+    Flag("entry-timeout", "entry_timeout", "value", _secs, metavar="SECONDS",
+         help="kernel entry cache timeout (default 1)"),
+    Flag("negative-timeout", "negative_timeout", "value", _secs, metavar="SECONDS",
+         help="kernel negative entry cache timeout (default 0)"),
+    Flag("direct-io-mode", "direct_io_mode", "bool?", _dio, metavar="BOOL|auto",
+         help="bypass the page cache for every file (default auto: translators decide)"),
+    Flag("use-readdirp", "use_readdirp", "bool?", parse_bool,
+         help="use READDIRPLUS (default yes)"),
+    Flag("fopen-keep-cache", "fopen_keep_cache", "bool?", parse_bool,
+         help="keep the page cache across opens"),
+    Flag("kernel-writeback-cache", "kernel_writeback_cache", "bool?", parse_bool,
+         help="let the kernel cache writes (default no)"),
+    Flag("lru-limit", "lru_limit", "value", _uint, metavar="N",
+         help="inodes kept in the table beyond the kernel's references (default 65536)"),
+    Flag("invalidate-limit", "invalidate_limit", "value", _uint, metavar="N",
+         help="bound of the kernel notification queue (default 4096)"),
+    Flag("background-qlen", "background_qlen", "value", _uint, metavar="N",
+         help="kernel background requests (default 64)"),
+    Flag("congestion-threshold", "congestion_threshold", "value", _uint, metavar="N",
+         help="kernel congestion threshold (default 48)"),
+    Flag("reader-thread-count", "reader_thread_count", "value", _uint, metavar="N",
+         help="/dev/fuse channels (cloned descriptors) read in parallel (default 1)"),
+    Flag("dump-fuse", "dump_fuse", "value", metavar="PATH",
+         help="record every FUSE message to PATH (decode: xlfsctl dump-decode PATH)"),
+    Flag("fuse-mountopts", "fuse_mountopts", "value", hidden=True, metavar="OPTS",
+         help="extra kernel mount options"),
+    Flag("auto-invalidation", "auto_invalidation", "bool?", parse_bool,
+         help="let the kernel drop cached data when mtime changes (default yes)"),
+    Flag("fuse-flush-handle-interrupt", "flush_handle_interrupt", "bool?", parse_bool,
+         hidden=True, help="answer an interrupted FLUSH with EINTR at once"),
+    Flag("fuse-setlk-handle-interrupt", "setlk_handle_interrupt", "bool?", parse_bool,
+         help="withdraw an interrupted blocking lock and answer EINTR (default no)"),
+    Flag("fsname", "fsname", "value", hidden=True, help="source name shown in mount tables"),
+    Flag("help", "help", "none", short="h", help="show this help"),
+    Flag("version", "version", "none", short="V", help="show the version"),
+)
+_BY_LONG = {f.long: f for f in FLAGS}
+_BY_SHORT = {f.short: f for f in FLAGS if f.short}
+
+# mount -o words that carry no meaning for us (mount.glusterfs / mount.fuse3 rules).
+IGNORED_MOUNT_OPTS = {"defaults", "_netdev", "auto", "noauto", "user", "nouser", "users",
+                      "nofail", "rw"}
+# Generic options passed to the kernel.
+KERNEL_MOUNT_OPTS = {"ro", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync",
+                     "async", "noatime", "atime", "nodiratime", "diratime", "relatime",
+                     "norelatime", "lazytime", "dirsync", "allow_other",
+                     "default_permissions"}
+
+
+@dataclass
+class Args:
+    values: dict[str, Any] = field(default_factory=dict)
+    positionals: list[str] = field(default_factory=list)
+    kernel_opts: list[str] = field(default_factory=list)
+
+    def get(self, dest: str, default: Any = None) -> Any:
+        return self.values.get(dest, default)
+
+
+def _set(args: Args, flag: Flag, text: Optional[str], origin: str) -> None:
+    if text is None:
+        value: Any = True
+    else:
+        try:
+            value = flag.parse(text)
+        except ValueError as exc:
+            raise UsageError(f"{origin}: invalid value '{text}': {exc}") from None
+    if flag.repeat:
+        args.values.setdefault(flag.dest, []).append(value)
+    else:
+        args.values[flag.dest] = value
+
+
+def apply_mount_options(args: Args, text: str) -> None:
+    """``-o a,b=c``: long flags by name (dashes or underscores), kernel options through."""
+    for word in (w.strip() for w in text.split(",")):
+        if not word or word in IGNORED_MOUNT_OPTS or word.startswith("x-"):
+            continue
+        if word in KERNEL_MOUNT_OPTS:
+            args.kernel_opts.append(word)
+            if word == "ro":
+                args.values["read_only"] = True
+            continue
+        key, eq, value = word.partition("=")
+        flag = _BY_LONG.get(key.replace("_", "-"))
+        if flag is None or flag.long in ("help", "version"):
+            raise UsageError(f"-o {word}: Invalid option '{key}'")
+        if flag.kind == "none":
+            if eq:
+                raise UsageError(f"-o {word}: '{key}' takes no value")
+            _set(args, flag, None, f"-o {key}")
+        elif flag.kind == "value" and not eq:
+            raise UsageError(f"-o {word}: '{key}' needs a value ({key}=...)")
+        else:
+            _set(args, flag, value if eq else None, f"-o {key}")
+
+
+def parse_args(argv: list[str]) -> Args:
+    args = Args()
+    i = 0
+    only_positionals = False
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        if only_positionals or word == "-" or not word.startswith("-"):
+            args.positionals.append(word)
+            continue
+        if word == "--":
+            only_positionals = True
+            continue
+        if word.startswith("--"):
+            name, eq, value = word[2:].partition("=")
+            flag = _BY_LONG.get(name)
+            if flag is None:
+                raise UsageError(f"unrecognized option '--{name}' (see xlfs --help)")
+            origin = f"--{name}"
+            if flag.kind == "none":
+                if eq:
+                    raise UsageError(f"option '--{name}' doesn't allow an argument")
+                _set(args, flag, None, origin)
+            elif flag.kind == "bool?":
+                _set(args, flag, value if eq else None, origin)
+            else:
+                if not eq:
+                    if i >= len(argv):
+                        raise UsageError(f"option '--{name}' requires an argument")
+                    value = argv[i]
+                    i += 1
+                _set(args, flag, value, origin)
+            continue
+        # short options, possibly bundled (-Nf FILE)
+        j = 1
+        while j < len(word):
+            ch = word[j]
+            j += 1
+            if ch == "o":
+                text = word[j:] or (argv[i] if i < len(argv) else None)
+                if text is None:
+                    raise UsageError("option '-o' requires an argument")
+                if not word[j:]:
+                    i += 1
+                apply_mount_options(args, text)
+                break
+            flag = _BY_SHORT.get(ch)
+            if flag is None:
+                raise UsageError(f"invalid option -- '{ch}' (see xlfs --help)")
+            if flag.kind == "none":
+                _set(args, flag, None, f"-{ch}")
+                continue
+            text = word[j:]
+            if not text:
+                if i >= len(argv):
+                    raise UsageError(f"option '-{ch}' requires an argument")
+                text = argv[i]
+                i += 1
+            _set(args, flag, text, f"-{ch}")
+            break
+    return args
+
+
+def help_text() -> str:
+    lines = ["Usage: xlfs [OPTIONS] -f VOLFILE MOUNTPOINT",
+             "       xlfs VOLFILE MOUNTPOINT [-o OPTION[,OPTION...]]", "",
+             "Mount a translator stack described by a volfile.", ""]
+    for f in FLAGS:
+        if f.hidden:
+            continue
+        short = f"-{f.short}, " if f.short else "    "
+        if f.kind == "value":
+            name = f"--{f.long}={f.metavar}"
+        elif f.kind == "bool?":
+            name = f"--{f.long}[=BOOL]"
+        else:
+            name = f"--{f.long}"
+        lines.append(f"  {short}{name:<38} {f.help}")
+    lines += ["", "  -o OPTS   mount-helper form: long flags as key=value, plus kernel options "
+              "(ro, noatime, ...)", "",
+              "Signals: SIGINT/SIGTERM unmount and exit, SIGHUP reloads the volfile, "
+              "SIGUSR1 writes a statedump."]
+    return "\n".join(lines)

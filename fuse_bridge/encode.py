@@ -1,0 +1,54 @@
+"""Translator values -> kernel reply bytes (through the layouts in abi.py)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from xlators.core.types import Attr, StatFs
+
+from . import abi
+
+_ENTRY_PACK = abi.ENTRY_OUT.pack
+_ATTR_OUT_PACK = abi.ATTR_OUT.pack
+_STATFS_PACK = abi.KSTATFS.pack
+
+
+def attr_values(a: Attr) -> tuple:
+    """The 16 ATTR fields in wire order."""
+    asec, ansec = divmod(a.atime_ns, 1_000_000_000)
+    msec, mnsec = divmod(a.mtime_ns, 1_000_000_000)
+    csec, cnsec = divmod(a.ctime_ns, 1_000_000_000)
+    return (a.ino, a.size, a.blocks, asec & 0xFFFFFFFFFFFFFFFF, msec & 0xFFFFFFFFFFFFFFFF,
+            csec & 0xFFFFFFFFFFFFFFFF, ansec, mnsec, cnsec, a.mode, a.nlink, a.uid, a.gid,
+            a.rdev & 0xFFFFFFFF, a.blksize, 0)
+
+
+class Timeouts:
+    """Cache validity the kernel is told, split into (seconds, nanoseconds) once."""
+    __slots__ = ("entry", "entry_ns", "attr", "attr_ns", "negative", "negative_ns")
+
+    def __init__(self, entry: float, attr: float, negative: float) -> None:
+        self.entry, self.entry_ns = abi.split_timeout(entry)
+        self.attr, self.attr_ns = abi.split_timeout(attr)
+        self.negative, self.negative_ns = abi.split_timeout(negative)
+
+
+def entry_out(t: Timeouts, nodeid: int, attr: Attr) -> bytes:
+    return _ENTRY_PACK(nodeid, 0, t.entry, t.attr, t.entry_ns, t.attr_ns, *attr_values(attr))
+
+
+def negative_entry_out(t: Timeouts) -> bytes:
+    return _ENTRY_PACK(0, 0, t.negative, 0, t.negative_ns, 0, *((0,) * 16))
+
+
+def attr_out(t: Timeouts, attr: Attr) -> bytes:
+    return _ATTR_OUT_PACK(t.attr, t.attr_ns, *attr_values(attr))
+
+
+def statfs_out(s: StatFs) -> bytes:
+    return _STATFS_PACK(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen,
+                        s.frsize)
+
+
+def names_blob(names: Sequence[bytes]) -> bytes:
+    """listxattr's reply: every name NUL-terminated."""
+    return b"".join(n + b"\0" for n in names)

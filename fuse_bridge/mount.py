@@ -1,0 +1,247 @@
+"""Mounting and unmounting a FUSE filesystem, with no libfuse.
+
+As root: open /dev/fuse and call mount(2).  Otherwise: run ``fusermount3`` with
+``_FUSE_COMMFD`` and receive the /dev/fuse descriptor over SCM_RIGHTS.  Also: finding a
+mount's connection number (for the abort file), detecting stale mounts, and the
+auto-unmount guard that removes the mount if the daemon dies.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import socket
+import stat
+import subprocess
+from typing import Iterable, Optional
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS = 1, 2, 4, 8, 16
+MS_NOATIME, MS_NODIRATIME, MS_DIRSYNC, MS_RELATIME, MS_LAZYTIME = 1024, 2048, 128, 1 << 21, 1 << 25
+MNT_FORCE, MNT_DETACH = 1, 2
+
+# Generic mount options mapped to MS_* flags (the rest go to the FUSE data string).
+_FLAG_OPTS = {
+    "ro": (MS_RDONLY, True), "rw": (MS_RDONLY, False), "nosuid": (MS_NOSUID, True),
+    "suid": (MS_NOSUID, False), "nodev": (MS_NODEV, True), "dev": (MS_NODEV, False),
+    "noexec": (MS_NOEXEC, True), "exec": (MS_NOEXEC, False),
+    "sync": (MS_SYNCHRONOUS, True), "async": (MS_SYNCHRONOUS, False),
+    "noatime": (MS_NOATIME, True), "atime": (MS_NOATIME, False),
+    "nodiratime": (MS_NODIRATIME, True), "diratime": (MS_NODIRATIME, False),
+    "dirsync": (MS_DIRSYNC, True), "relatime": (MS_RELATIME, True),
+    "norelatime": (MS_RELATIME, False), "lazytime": (MS_LAZYTIME, True),
+}
+# Options the kernel's FUSE data string accepts from us.
+_DATA_OPTS = {"allow_other", "default_permissions", "max_read", "blksize"}
+
+
+class MountError(Exception):
+    """A mount that cannot be made; str() is one line for the user."""
+
+
+def _oserror(what: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def is_stale(mountpoint: str) -> bool:
+    """True when ``mountpoint`` is a dead FUSE mount (ENOTCONN)."""
+    try:
+        os.stat(mountpoint)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def find_mount(mountpoint: str) -> Optional[dict]:
+    """The /proc/self/mountinfo entry of ``mountpoint`` (last one wins), or None."""
+    target = os.path.realpath(mountpoint) if not is_stale(mountpoint) else os.path.abspath(mountpoint)
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            point = parts[4].encode().decode("unicode_escape")
+            if point == target:
+                major, minor = parts[2].split(":")
+                found = {"mountpoint": point, "major": int(major), "minor": int(minor),
+                         "fstype": parts[sep + 1], "source": parts[sep + 2],
+                         "options": parts[5]}
+    return found
+
+
+def connection_id(mountpoint: str) -> Optional[int]:
+    """The FUSE connection number (the device minor) of a mount, never by stat-ing it."""
+    m = find_mount(mountpoint)
+    if m is None or not m["fstype"].startswith("fuse"):
+        return None
+    return m["minor"]
+
+
+def ensure_fusectl() -> str:
+    path = "/sys/fs/fuse/connections"
+    if os.path.isdir(path) and not os.listdir(path):
+        try:
+            subprocess.run(["mount", "-t", "fusectl", "fusectl", path], check=False,
+                           capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return path
+
+
+def abort_connection(conn: int) -> bool:
+    """Write 1 to the connection's abort file: breaks every wait on it."""
+    path = os.path.join(ensure_fusectl(), str(conn), "abort")
+    try:
+        with open(path, "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """Fail with one clear line when the mountpoint is unusable."""
+    if is_stale(mountpoint):
+        raise MountError(f"{mountpoint}: a dead FUSE mount is still there (Transport endpoint "
+                         f"is not connected); clear it with: fusermount3 -u -z {mountpoint}")
+    try:
+        st = os.stat(mountpoint)
+    except FileNotFoundError:
+        raise MountError(f"{mountpoint}: mountpoint does not exist") from None
+    except OSError as exc:
+        raise MountError(f"{mountpoint}: {exc.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MountError(f"{mountpoint}: mountpoint is not a directory")
+    m = find_mount(mountpoint)
+    if m is not None and m["fstype"].startswith("fuse"):
+        raise MountError(f"{mountpoint}: already mounted ({m['fstype']} from {m['source']}); "
+                         f"unmount it first: umount {mountpoint}")
+
+
+def split_options(options: Iterable[str]) -> tuple[int, list[str], list[str]]:
+    """(MS_* flags, kernel FUSE data options, unknown options)."""
+    flags = MS_NOSUID | MS_NODEV
+    data, unknown = [], []
+    for opt in options:
+        if not opt:
+            continue
+        if opt in _FLAG_OPTS:
+            bit, on = _FLAG_OPTS[opt]
+            flags = flags | bit if on else flags & ~bit
+        elif opt.split("=", 1)[0] in _DATA_OPTS:
+            data.append(opt)
+        else:
+            unknown.append(opt)
+    return flags, data, unknown
+
+
+def mount(mountpoint: str, fsname: str, subtype: str = "xlfs",
+          options: Iterable[str] = ()) -> int:
+    """Mount and return the /dev/fuse fd (non-blocking, close-on-exec)."""
+    check_mountpoint(mountpoint)
+    flags, data, unknown = split_options(options)
+    if unknown:
+        raise MountError(f"unknown mount option(s): {', '.join(unknown)}")
+    if os.geteuid() == 0:
+        return _mount_root(mountpoint, fsname, subtype, flags, data)
+    return _mount_fusermount(mountpoint, fsname, subtype, options)
+
+
+def _mount_root(mountpoint: str, fsname: str, subtype: str, flags: int,
+                data: list[str]) -> int:
+    fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+    st = os.stat(mountpoint)
+    opts = [f"fd={fd}", f"rootmode={stat.S_IFMT(st.st_mode) & 0o170000:o}",
+            f"user_id={os.getuid()}", f"group_id={os.getgid()}"] + data
+    source = fsname.replace(",", "_").encode()
+    rc = _libc.mount(source, os.fsencode(mountpoint), f"fuse.{subtype}".encode(), flags,
+                     ",".join(opts).encode())
+    if rc != 0:
+        err = _oserror("mount")
+        os.close(fd)
+        raise MountError(f"{mountpoint}: mount failed: {err.strerror}")
+    os.set_blocking(fd, False)
+    return fd
+
+
+def _mount_fusermount(mountpoint: str, fsname: str, subtype: str,
+                      options: Iterable[str]) -> int:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    env = dict(os.environ, _FUSE_COMMFD=str(theirs.fileno()))
+    opts = ",".join([f"fsname={fsname}", f"subtype={subtype}"] + [o for o in options if o])
+    try:
+        proc = subprocess.run(["fusermount3", "-o", opts, "--", mountpoint], env=env,
+                              pass_fds=(theirs.fileno(),), capture_output=True, timeout=30)
+        theirs.close()
+        if proc.returncode != 0:
+            raise MountError(f"{mountpoint}: fusermount3 failed: "
+                             f"{proc.stderr.decode(errors='replace').strip()}")
+        _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+    except FileNotFoundError:
+        raise MountError("fusermount3 not found (install the fuse3 package)") from None
+    finally:
+        ours.close()
+    if not fds:
+        raise MountError(f"{mountpoint}: fusermount3 sent no /dev/fuse descriptor")
+    os.set_blocking(fds[0], False)
+    os.set_inheritable(fds[0], False)
+    return fds[0]
+
+
+def unmount(mountpoint: str, lazy: bool = False) -> None:
+    """Unmount (umount2 as root, fusermount3 -u otherwise)."""
+    if os.geteuid() == 0:
+        if _libc.umount2(os.fsencode(mountpoint), MNT_DETACH if lazy else 0) != 0:
+            raise _oserror(f"umount {mountpoint}")
+        return
+    args = ["fusermount3", "-u"] + (["-z"] if lazy else []) + ["--", mountpoint]
+    proc = subprocess.run(args, capture_output=True, timeout=30)
+    if proc.returncode != 0:
+        raise OSError(errno.EBUSY, proc.stderr.decode(errors="replace").strip())
+
+
+def start_unmount_guard(mountpoint: str) -> Optional[subprocess.Popen]:
+    """A tiny watcher process that lazily unmounts ``mountpoint`` when we die.
+
+    It holds the read end of a pipe whose write end only this process has; when the
+    daemon exits for any reason (SIGKILL included) the pipe closes and the watcher
+    unmounts, so no dead mount is left behind.
+    """
+    r, w = os.pipe()
+    code = ("import os,sys,ctypes,subprocess\n"
+            "os.setsid()\n"
+            "r=int(sys.argv[1]); mp=sys.argv[2]\n"
+            "while os.read(r,1): pass\n"
+            "libc=ctypes.CDLL('libc.so.6')\n"
+            "if os.geteuid()==0: libc.umount2(mp.encode(),2)\n"
+            "else: subprocess.run(['fusermount3','-u','-z','--',mp],capture_output=True)\n")
+    import sys
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", code, str(r), mountpoint],
+                                pass_fds=(r,), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                close_fds=True)
+    except OSError:
+        os.close(r)
+        os.close(w)
+        return None
+    os.close(r)
+    os.set_inheritable(w, False)
+    proc._xlfs_guard_fd = w  # type: ignore[attr-defined]  # keep the write end alive
+    return proc
+
+
+def stop_unmount_guard(proc: Optional[subprocess.Popen]) -> None:
+    if proc is None:
+        return
+    fd = getattr(proc, "_xlfs_guard_fd", None)
+    proc.kill()
+    proc.wait(timeout=5)
+    if fd is not None:
+        os.close(fd)

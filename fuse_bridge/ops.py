@@ -1,0 +1,116 @@
+"""The opcode table: INIT, DESTROY, FORGET, BATCH_FORGET, INTERRUPT, SYNCFS here, and the
+handlers of ops_entry, ops_file and ops_dir.  An opcode missing from HANDLERS is answered
+ENOSYS by the session."""
+from __future__ import annotations
+
+import logging
+
+from . import abi
+from .ops_dir import HANDLERS as _DIR
+from .ops_entry import HANDLERS as _ENTRY
+from .ops_file import HANDLERS as _FILE
+
+log = logging.getLogger("xlfs.fuse")
+_I = abi.InitFlag
+
+# What we ask for when the kernel offers it (more is added from options in init()).
+_WANTED = (_I.ASYNC_READ | _I.ATOMIC_O_TRUNC | _I.BIG_WRITES | _I.HAS_IOCTL_DIR
+           | _I.ASYNC_DIO | _I.PARALLEL_DIROPS | _I.MAX_PAGES | _I.CACHE_SYMLINKS
+           | _I.SETXATTR_EXT | _I.INIT_EXT | _I.EXPORT_SUPPORT)
+
+
+async def init(s, req, body):
+    major, minor, max_readahead, kflags, kflags2 = abi.decode_init_in(body)
+    if major < abi.KERNEL_VERSION:
+        log.error("INIT: kernel protocol %d.%d is too old", major, minor)
+        raise OSError(71, "protocol error")  # EPROTO
+    if major > abi.KERNEL_VERSION:
+        # Tell the kernel our major; it sends INIT again with ours.
+        s.reply(req, abi.INIT_OUT.pack(abi.KERNEL_VERSION, abi.KERNEL_MINOR_VERSION,
+                                       *([0] * 11))[:abi.FUSE_COMPAT_INIT_OUT_SIZE])
+        return None
+    if minor < abi.MIN_MINOR:
+        log.error("INIT: kernel protocol 7.%d is older than 7.%d", minor, abi.MIN_MINOR)
+        raise OSError(71, "protocol error")
+    offered = abi.init_flags_join(kflags, kflags2)
+    o = s.opts
+    wanted = _WANTED
+    if o.use_readdirp:
+        wanted |= _I.DO_READDIRPLUS | _I.READDIRPLUS_AUTO
+    if o.kernel_writeback_cache:
+        wanted |= _I.WRITEBACK_CACHE
+    if o.auto_invalidation:
+        wanted |= _I.AUTO_INVAL_DATA
+    if s.handles_locks:
+        wanted |= _I.POSIX_LOCKS | _I.FLOCK_LOCKS
+    flags = offered & wanted
+    s.flags = flags
+    s.proto_minor = min(minor, abi.KERNEL_MINOR_VERSION)
+    max_pages = 0
+    if flags & _I.MAX_PAGES:
+        max_pages = max(1, min(s.max_write // abi.PAGE_SIZE, abi.MAX_PAGES_LIMIT))
+        s.max_write = max_pages * abi.PAGE_SIZE
+    else:
+        s.max_write = min(s.max_write, abi.MAX_PAGES_DEFAULT * abi.PAGE_SIZE)
+    f1, f2 = abi.init_flags_split(flags)
+    out = abi.INIT_OUT.pack(abi.KERNEL_VERSION, s.proto_minor, max_readahead, f1,
+                            o.background_qlen, o.congestion_threshold, s.max_write, 1,
+                            max_pages, 0, f2, 0, 0)
+    s.initialized = True
+    log.info("INIT: kernel 7.%d, speaking 7.%d; max_write %d; flags %s", minor,
+             s.proto_minor, s.max_write, _flag_names(flags))
+    s.reply(req, out[:abi.init_out_size(s.proto_minor)])
+    s.init_done.set()
+    return None
+
+
+def _flag_names(flags: int) -> str:
+    return ",".join(f.name for f in _I if f.value & flags and f.value.bit_count() == 1
+                    and f.name) or "none"
+
+
+async def destroy(s, req, body):
+    s.reply(req, None)
+    s.end("DESTROY from the kernel")
+
+
+async def forget(s, req, body):
+    (n,) = abi.FORGET_IN.unpack_from(body)
+    await _forget_one(s, req.nodeid, n)
+
+
+async def batch_forget(s, req, body):
+    (count,) = abi.BATCH_FORGET_IN.unpack_from(body)
+    off = abi.BATCH_FORGET_IN.size
+    one = abi.FORGET_ONE
+    if len(body) < off + count * one.size:
+        raise ValueError(f"BATCH_FORGET of {count} entries in {len(body)} bytes")
+    for i in range(count):
+        nodeid, n = one.unpack_from(body, off + i * one.size)
+        await _forget_one(s, nodeid, n)
+
+
+async def _forget_one(s, nodeid: int, n: int) -> None:
+    inode = s.itable.by_nodeid.get(nodeid)
+    if inode is None:
+        log.debug("FORGET of unknown nodeid %d", nodeid)
+        return
+    if s.itable.forget(inode, n):
+        await s.graph.forget(inode)
+
+
+async def interrupt(s, req, body):
+    (target,) = abi.INTERRUPT_IN.unpack_from(body)
+    s.interrupts.interrupt(target)
+
+
+async def syncfs(s, req, body):
+    return None
+
+
+O = abi.Opcode
+HANDLERS = {
+    O.INIT: init, O.DESTROY: destroy, O.FORGET: forget, O.BATCH_FORGET: batch_forget,
+    O.INTERRUPT: interrupt, O.SYNCFS: syncfs,
+    **_ENTRY, **_FILE, **_DIR,
+}

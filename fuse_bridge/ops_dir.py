@@ -1,0 +1,86 @@
+"""Handlers for directories: OPENDIR, READDIR, READDIRPLUS, FSYNCDIR, RELEASEDIR.
+
+A READDIR(PLUS) reply holds as many entries as fit in the kernel's buffer; the next
+request resumes at the last packed entry's cookie.  READDIRPLUS counts one lookup for
+every entry it hands the kernel (never for "." and ".."), and releases the inodes of
+entries that did not fit.
+"""
+from __future__ import annotations
+
+from xlators.core.inode import Fd
+
+from . import abi
+from .encode import attr_values
+
+_pack_dirent = abi.pack_dirent
+_pack_direntplus = abi.pack_direntplus
+
+
+async def opendir(s, req, body):
+    flags, _ = abi.OPEN_IN.unpack_from(body)
+    inode = s.inode(req.nodeid)
+    fd = Fd(inode, flags, req.frame.pid, is_dir=True)
+    await s.top.opendir(req.frame, inode, fd)
+    return abi.OPEN_OUT.pack(s.new_fh(fd), 0, 0)
+
+
+async def readdir(s, req, body):
+    fh, offset, size, *_ = abi.READ_IN.unpack_from(body)
+    entries = await s.top.readdir(req.frame, s.fd(fh), offset, size)
+    buf = bytearray(size)
+    pos = 0
+    for e in entries:
+        end = _pack_dirent(buf, pos, e.ino, e.off, e.type, e.name)
+        if end < 0:
+            break
+        pos = end
+    return memoryview(buf)[:pos]
+
+
+async def readdirplus(s, req, body):
+    fh, offset, size, *_ = abi.READ_IN.unpack_from(body)
+    entries = await s.top.readdirp(req.frame, s.fd(fh), offset, size)
+    t = s.timeouts
+    buf = bytearray(size)
+    pos = 0
+    unsent = []
+    for i, e in enumerate(entries):
+        entry = e.entry
+        if entry is None:
+            end = _pack_direntplus(buf, pos, 0, 0, 0, 0, 0, 0,
+                                   (e.ino,) + (0,) * 8 + (e.type << 12,) + (0,) * 6,
+                                   e.off, e.type, e.name)
+        else:
+            end = _pack_direntplus(buf, pos, entry.inode.nodeid, 0, t.entry, t.attr,
+                                   t.entry_ns, t.attr_ns, attr_values(entry.attr), e.off,
+                                   e.type, e.name)
+        if end < 0:
+            unsent = entries[i:]
+            break
+        pos = end
+        if entry is not None:
+            entry.inode.nlookup += 1
+    for e in unsent:
+        if e.entry is not None:
+            await s.maybe_forget(e.entry.inode)
+    return memoryview(buf)[:pos]
+
+
+async def fsyncdir(s, req, body):
+    fh, fsync_flags = abi.FSYNC_IN.unpack_from(body)
+    await s.top.fsyncdir(req.frame, s.fd(fh), bool(fsync_flags & abi.FsyncFlag.FDATASYNC))
+
+
+async def releasedir(s, req, body):
+    fh, *_ = abi.RELEASE_IN.unpack_from(body)
+    try:
+        await s.top.releasedir(req.frame, s.fd(fh))
+    finally:
+        await s.drop_fh(fh)
+
+
+O = abi.Opcode
+HANDLERS = {
+    O.OPENDIR: opendir, O.READDIR: readdir, O.READDIRPLUS: readdirplus,
+    O.FSYNCDIR: fsyncdir, O.RELEASEDIR: releasedir,
+}

@@ -1,0 +1,190 @@
+"""Handlers for name and attribute requests: LOOKUP, GETATTR, SETATTR, MKNOD, MKDIR,
+SYMLINK, LINK, UNLINK, RMDIR, RENAME(2), READLINK, ACCESS, STATFS and the xattr family.
+
+Each handler decodes its body with abi.py, calls one fop on the graph's top translator and
+returns the reply payload (or raises FopError).  New entries count one kernel lookup.
+"""
+from __future__ import annotations
+
+import errno
+import stat
+
+from xlators.core.errors import FopError
+from xlators.core.inode import Loc
+from xlators.core.types import NOW, SetAttr
+
+from . import abi
+from .encode import attr_out, entry_out, names_blob, negative_entry_out, statfs_out
+
+_V = abi.SetattrValid
+
+
+def _name(body: memoryview) -> bytes:
+    data = body.tobytes()
+    nul = data.find(b"\0")
+    if nul < 0:
+        raise ValueError("name is not NUL-terminated")
+    return data[:nul]
+
+
+def _two_names(body: memoryview) -> tuple[bytes, bytes]:
+    a, b = abi.split_names(body, 2)
+    return a, b
+
+
+def reply_entry(s, entry) -> bytes:
+    inode = entry.inode
+    inode.nlookup += 1
+    return entry_out(s.timeouts, inode.nodeid, entry.attr)
+
+
+async def lookup(s, req, body):
+    parent = s.inode(req.nodeid)
+    name = _name(body)
+    try:
+        entry = await s.top.lookup(req.frame, Loc(parent, name))
+    except FopError as exc:
+        if exc.errno == errno.ENOENT and s.timeouts.negative | s.timeouts.negative_ns:
+            return negative_entry_out(s.timeouts)
+        raise
+    return reply_entry(s, entry)
+
+
+async def getattr_(s, req, body):
+    flags, _, fh = abi.GETATTR_IN.unpack_from(body) if len(body) >= 16 else (0, 0, 0)
+    inode = s.inode(req.nodeid)
+    fd = s.fds.get(fh) if flags & abi.GetattrFlag.FH else None
+    return attr_out(s.timeouts, await s.top.getattr(req.frame, inode, fd))
+
+
+async def setattr_(s, req, body):
+    (valid, fh, size, lock_owner, atime, mtime, ctime, atimensec, mtimensec, ctimensec,
+     mode, uid, gid) = abi.SETATTR_IN.unpack_from(body)
+    inode = s.inode(req.nodeid)
+    fd = s.fds.get(fh) if valid & _V.FH else None
+    if valid & _V.LOCKOWNER:
+        req.frame.lk_owner = lock_owner
+    changes = SetAttr(
+        mode=mode & 0o7777 if valid & _V.MODE else None,
+        uid=uid if valid & _V.UID else None,
+        gid=gid if valid & _V.GID else None,
+        size=size if valid & _V.SIZE else None,
+        atime_ns=(NOW if valid & _V.ATIME_NOW else atime * 1_000_000_000 + atimensec)
+        if valid & _V.ATIME else None,
+        mtime_ns=(NOW if valid & _V.MTIME_NOW else mtime * 1_000_000_000 + mtimensec)
+        if valid & _V.MTIME else None,
+        ctime_ns=ctime * 1_000_000_000 + ctimensec if valid & _V.CTIME else None,
+        kill_suidgid=bool(valid & _V.KILL_SUIDGID))
+    return attr_out(s.timeouts, await s.top.setattr(req.frame, inode, changes, fd))
+
+
+async def readlink(s, req, body):
+    return await s.top.readlink(req.frame, s.inode(req.nodeid))
+
+
+async def mknod(s, req, body):
+    mode, rdev, umask = abi.MKNOD_IN.unpack_from(body)
+    name = _name(body[abi.MKNOD_IN.size:])
+    entry = await s.top.mknod(req.frame, Loc(s.inode(req.nodeid), name), mode, rdev,
+                              s.umask(umask))
+    return reply_entry(s, entry)
+
+
+async def mkdir(s, req, body):
+    mode, umask = abi.MKDIR_IN.unpack_from(body)
+    name = _name(body[abi.MKDIR_IN.size:])
+    entry = await s.top.mkdir(req.frame, Loc(s.inode(req.nodeid), name),
+                              stat.S_IFDIR | (mode & 0o7777), s.umask(umask))
+    return reply_entry(s, entry)
+
+
+async def symlink(s, req, body):
+    name, target = _two_names(body)
+    entry = await s.top.symlink(req.frame, target, Loc(s.inode(req.nodeid), name))
+    return reply_entry(s, entry)
+
+
+async def link(s, req, body):
+    (oldnodeid,) = abi.LINK_IN.unpack_from(body)
+    name = _name(body[abi.LINK_IN.size:])
+    entry = await s.top.link(req.frame, s.inode(oldnodeid), Loc(s.inode(req.nodeid), name))
+    return reply_entry(s, entry)
+
+
+async def unlink(s, req, body):
+    await s.top.unlink(req.frame, Loc(s.inode(req.nodeid), _name(body)))
+
+
+async def rmdir(s, req, body):
+    await s.top.rmdir(req.frame, Loc(s.inode(req.nodeid), _name(body)))
+
+
+async def rename(s, req, body):
+    (newdir,) = abi.RENAME_IN.unpack_from(body)
+    old, new = _two_names(body[abi.RENAME_IN.size:])
+    await s.top.rename(req.frame, Loc(s.inode(req.nodeid), old), Loc(s.inode(newdir), new), 0)
+
+
+async def rename2(s, req, body):
+    newdir, flags = abi.RENAME2_IN.unpack_from(body)
+    old, new = _two_names(body[abi.RENAME2_IN.size:])
+    await s.top.rename(req.frame, Loc(s.inode(req.nodeid), old), Loc(s.inode(newdir), new),
+                       flags)
+
+
+async def access(s, req, body):
+    (mask,) = abi.ACCESS_IN.unpack_from(body)
+    await s.top.access(req.frame, s.inode(req.nodeid), mask)
+
+
+async def statfs(s, req, body):
+    return statfs_out(await s.top.statfs(req.frame, s.inode(req.nodeid)))
+
+
+async def setxattr(s, req, body):
+    if s.flags & abi.InitFlag.SETXATTR_EXT:
+        size, flags, _ = abi.SETXATTR_IN.unpack_from(body)
+        rest = body[abi.SETXATTR_IN.size:]
+    else:
+        size, flags = abi.SETXATTR_IN_COMPAT.unpack_from(body)
+        rest = body[abi.SETXATTR_IN_COMPAT.size:]
+    name = _name(rest)
+    value = rest[len(name) + 1:len(name) + 1 + size].tobytes()
+    if len(value) != size:
+        raise ValueError(f"SETXATTR value is {len(value)} bytes, header says {size}")
+    await s.top.setxattr(req.frame, s.inode(req.nodeid), name, value, flags)
+
+
+async def getxattr(s, req, body):
+    size, = abi.GETXATTR_IN.unpack_from(body)
+    name = _name(body[abi.GETXATTR_IN.size:])
+    value = await s.top.getxattr(req.frame, s.inode(req.nodeid), name)
+    return _sized(value, size)
+
+
+async def listxattr(s, req, body):
+    size, = abi.GETXATTR_IN.unpack_from(body)
+    names = await s.top.listxattr(req.frame, s.inode(req.nodeid))
+    return _sized(names_blob(names), size)
+
+
+def _sized(value: bytes, size: int):
+    if size == 0:
+        return abi.GETXATTR_OUT.pack(len(value))
+    if len(value) > size:
+        raise FopError(errno.ERANGE)
+    return value
+
+
+async def removexattr(s, req, body):
+    await s.top.removexattr(req.frame, s.inode(req.nodeid), _name(body))
+
+
+O = abi.Opcode
+HANDLERS = {
+    O.LOOKUP: lookup, O.GETATTR: getattr_, O.SETATTR: setattr_, O.READLINK: readlink,
+    O.MKNOD: mknod, O.MKDIR: mkdir, O.SYMLINK: symlink, O.LINK: link, O.UNLINK: unlink,
+    O.RMDIR: rmdir, O.RENAME: rename, O.RENAME2: rename2, O.ACCESS: access,
+    O.STATFS: statfs, O.SETXATTR: setxattr, O.GETXATTR: getxattr, O.LISTXATTR: listxattr,
+    O.REMOVEXATTR: removexattr,
+}

@@ -1,0 +1,199 @@
+"""Handlers for open files: OPEN, CREATE, READ, WRITE, FLUSH, RELEASE, FSYNC, the lock
+requests, FALLOCATE, LSEEK and COPY_FILE_RANGE.
+
+FLUSH and SETLKW use the interrupt-record API when their flags ask for it
+(``--fuse-flush-handle-interrupt``, ``--fuse-setlk-handle-interrupt``): see interrupt.py.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+
+from xlators.core.errors import FopError
+from xlators.core.inode import Fd, Loc
+from xlators.core.types import LK_GET, LK_SET, LK_SETW, Lock
+
+from . import abi
+from .interrupt import (HANDLED, interrupt_finish_fop, interrupt_finish_interrupt,
+                        interrupt_record_insert, interrupt_record_new)
+from .ops_entry import _name, reply_entry
+
+log = logging.getLogger("xlfs.fuse")
+_F = abi.FopenFlag
+_OPEN_OUT_PACK = abi.OPEN_OUT.pack
+_READ_IN = abi.READ_IN.unpack_from
+_WRITE_IN = abi.WRITE_IN.unpack_from
+_WRITE_OUT_PACK = abi.WRITE_OUT.pack
+_WRITE_HDR = abi.WRITE_IN.size
+
+
+def open_flags(s, fd: Fd) -> int:
+    """FOPEN_* bits for the kernel: bridge options first, then the translators' hints."""
+    flags = 0
+    dio = s.opts.direct_io_mode
+    if dio is True or (dio in (None, "auto") and "direct_io" in fd.open_flags):
+        flags |= _F.DIRECT_IO
+    keep = s.opts.fopen_keep_cache
+    if keep is True or (keep is None and "keep_cache" in fd.open_flags):
+        flags |= _F.KEEP_CACHE
+    return flags
+
+
+async def open_(s, req, body):
+    flags, _ = abi.OPEN_IN.unpack_from(body)
+    inode = s.inode(req.nodeid)
+    fd = Fd(inode, flags, req.frame.pid)
+    await s.top.open(req.frame, inode, flags, fd)
+    fh = s.new_fh(fd)
+    return _OPEN_OUT_PACK(fh, open_flags(s, fd), 0)
+
+
+async def create(s, req, body):
+    flags, mode, umask, _ = abi.CREATE_IN.unpack_from(body)
+    parent = s.inode(req.nodeid)
+    name = _name(body[abi.CREATE_IN.size:])
+    fd = Fd(parent, flags, req.frame.pid)
+    entry = await s.top.create(req.frame, Loc(parent, name), flags, mode, s.umask(umask), fd)
+    fd.inode = entry.inode
+    reply = reply_entry(s, entry)
+    fh = s.new_fh(fd)
+    return [reply, _OPEN_OUT_PACK(fh, open_flags(s, fd), 0)]
+
+
+async def read(s, req, body):
+    fh, offset, size, _, lock_owner, flags = _READ_IN(body)
+    return await s.top.readv(req.frame, s.fd(fh), size, offset, flags)
+
+
+async def write(s, req, body):
+    fh, offset, size, write_flags, lock_owner, flags = _WRITE_IN(body)
+    data = body[_WRITE_HDR:_WRITE_HDR + size]
+    if len(data) != size:
+        raise ValueError(f"WRITE carries {len(data)} bytes, header says {size}")
+    if write_flags & abi.WriteFlag.LOCKOWNER:
+        req.frame.lk_owner = lock_owner
+    n = await s.top.writev(req.frame, s.fd(fh), data.tobytes(), offset, flags)
+    return _WRITE_OUT_PACK(n)
+
+
+def _flush_interrupted(record) -> None:
+    """GlusterFS's flush interrupt handler: answer EINTR now, let the flush run on."""
+    interrupt_finish_interrupt(record, HANDLED, False)
+
+
+async def flush(s, req, body):
+    fh, lock_owner = abi.FLUSH_IN.unpack_from(body)
+    fd = s.fd(fh)
+    req.frame.lk_owner = lock_owner
+    if not s.opts.flush_handle_interrupt:
+        req.interruptible = False          # GlusterFS: FLUSH waits unless the flag says so
+        await s.top.flush(req.frame, fd)
+        return None
+    record = interrupt_record_new(req.header, _flush_interrupted)
+    interrupt_record_insert(s, record)
+    try:
+        await s.top.flush(req.frame, fd)
+    finally:
+        handled = await interrupt_finish_fop(req.frame, False)
+    if handled:
+        log.debug("FLUSH unique %d: answered EINTR by the interrupt handler; the flush "
+                  "finished afterwards", req.unique)
+    return None
+
+
+async def release(s, req, body):
+    fh, flags, release_flags, lock_owner = abi.RELEASE_IN.unpack_from(body)
+    fd = s.fd(fh)
+    req.frame.lk_owner = lock_owner
+    try:
+        if release_flags & abi.ReleaseFlag.FLUSH:
+            await s.top.flush(req.frame, fd)
+        if release_flags & abi.ReleaseFlag.FLOCK_UNLOCK and s.handles_locks:
+            await s.top.lk(req.frame, fd, LK_SET,
+                           Lock(fcntl.F_UNLCK, 0, abi_offset_max(), 0, lock_owner, True))
+        await s.top.release(req.frame, fd)
+    finally:
+        await s.drop_fh(fh)
+
+
+def abi_offset_max() -> int:
+    from xlators.core.types import OFFSET_MAX
+    return OFFSET_MAX
+
+
+async def fsync(s, req, body):
+    fh, fsync_flags = abi.FSYNC_IN.unpack_from(body)
+    await s.top.fsync(req.frame, s.fd(fh), bool(fsync_flags & abi.FsyncFlag.FDATASYNC))
+
+
+def _lock(body):
+    fh, owner, start, end, type_, pid, lk_flags = abi.LK_IN.unpack_from(body)
+    return fh, owner, Lock(type_, start, end, pid, owner, bool(lk_flags & abi.LkFlag.FLOCK))
+
+
+async def getlk(s, req, body):
+    fh, owner, lock = _lock(body)
+    req.frame.lk_owner = owner
+    got = await s.top.lk(req.frame, s.fd(fh), LK_GET, lock)
+    return abi.LK_OUT.pack(got.start, got.end, got.type, got.pid)
+
+
+async def setlk(s, req, body):
+    fh, owner, lock = _lock(body)
+    req.frame.lk_owner = owner
+    await s.top.lk(req.frame, s.fd(fh), LK_SET, lock)
+
+
+def _setlk_interrupted(record) -> None:
+    """Withdraw the blocked lock (cancel the wait) and answer EINTR."""
+    record.request.cancel()
+    interrupt_finish_interrupt(record, HANDLED, True)
+
+
+async def setlkw(s, req, body):
+    fh, owner, lock = _lock(body)
+    req.frame.lk_owner = owner
+    fd = s.fd(fh)
+    if not s.opts.setlk_handle_interrupt:
+        req.interruptible = False          # the wait goes on until granted (GlusterFS)
+        await s.top.lk(req.frame, fd, LK_SETW, lock)
+        return None
+    record = interrupt_record_new(req.header, _setlk_interrupted)
+    interrupt_record_insert(s, record)
+    try:
+        await s.top.lk(req.frame, fd, LK_SETW, lock)
+    finally:
+        await interrupt_finish_fop(req.frame, True)
+    return None
+
+
+async def fallocate(s, req, body):
+    fh, offset, length, mode = abi.FALLOCATE_IN.unpack_from(body)
+    await s.top.fallocate(req.frame, s.fd(fh), mode, offset, length)
+
+
+async def lseek(s, req, body):
+    fh, offset, whence = abi.LSEEK_IN.unpack_from(body)
+    return abi.LSEEK_OUT.pack(await s.top.lseek(req.frame, s.fd(fh), offset, whence))
+
+
+async def copy_file_range(s, req, body):
+    fh_in, off_in, _nodeid_out, fh_out, off_out, length, flags = \
+        abi.COPY_FILE_RANGE_IN.unpack_from(body)
+    n = await s.top.copy_file_range(req.frame, s.fd(fh_in), off_in, s.fd(fh_out), off_out,
+                                    length, flags)
+    if req.opcode == abi.Opcode.COPY_FILE_RANGE_64:
+        return abi.COPY_FILE_RANGE_OUT.pack(n)
+    if n > 0xFFFFFFFF:
+        raise FopError(errno.EOVERFLOW)
+    return _WRITE_OUT_PACK(n)
+
+
+O = abi.Opcode
+HANDLERS = {
+    O.OPEN: open_, O.CREATE: create, O.READ: read, O.WRITE: write, O.FLUSH: flush,
+    O.RELEASE: release, O.FSYNC: fsync, O.GETLK: getlk, O.SETLK: setlk, O.SETLKW: setlkw,
+    O.FALLOCATE: fallocate, O.LSEEK: lseek, O.COPY_FILE_RANGE: copy_file_range,
+    O.COPY_FILE_RANGE_64: copy_file_range,
+}

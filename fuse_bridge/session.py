@@ -1,0 +1,398 @@
+"""One FUSE session: INIT, the request loop, dispatch and exactly one reply per request.
+
+The loop follows the kernel's rules (and seed 004, libfuse's loop):
+
+- read errors: ENOENT (the request was aborted before we read it), EINTR and EAGAIN are
+  retried; ENODEV ends the session (unmounted); anything else is logged and retried;
+- nothing but INIT is served before INIT, and a second INIT is refused (EIO);
+- an unknown opcode is answered ENOSYS; a malformed request (short body, wrong length) EIO;
+- FORGET, BATCH_FORGET and INTERRUPT are never answered; every other request exactly once;
+- a handler exception becomes EIO and a logged traceback: the loop never dies.
+
+Concurrency (ARCHITECTURE.md, "The request path"): readers handle requests inline.  A
+reader steps the handler coroutine itself; if the handler finishes without suspending (the
+common case: GETATTR, LOOKUP, small I/O on a local disk) no task switch happens at all.
+Only when a handler really waits does the reader make sure another reader listens on the
+device, waking an idle one or starting a new one (up to ``max_readers`` per channel), so
+a request that waits never stalls the others and there is no task spawn per request.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import types
+from typing import Any, Awaitable, Callable, Optional
+
+import trio
+
+from xlators.core.errors import FopError
+from xlators.core.frame import Frame
+from xlators.core.graph import Graph
+from xlators.core.inode import Fd, Inode
+
+from . import abi
+from .encode import Timeouts
+from .interrupt import InterruptTable, Request
+from .options import BridgeOptions
+
+log = logging.getLogger("xlfs.fuse")
+
+_IN_HEADER_UNPACK = abi.IN_HEADER.unpack_from
+_OUT_HEADER_PACK = abi.OUT_HEADER.pack
+_HDR = abi.IN_HEADER.size
+_NO_REPLY = frozenset(int(o) for o in abi.NO_REPLY_OPCODES)
+_YIELD_EVERY = 64  # consecutive inline requests before a reader lets others run
+
+Handler = Callable[["Session", Request, memoryview], Awaitable[Any]]
+
+
+class SessionEnded(Exception):
+    """The kernel ended the connection (ENODEV): unmounted or aborted."""
+
+
+@types.coroutine
+def _resume(coro: Any, trap: Any):
+    """Continue awaiting ``coro`` after we stepped it by hand once (it yielded ``trap``)."""
+    while True:
+        try:
+            sent = yield trap
+        except BaseException as exc:
+            try:
+                trap = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                trap = coro.send(sent)
+            except StopIteration:
+                return
+
+
+class Channel:
+    """One /dev/fuse descriptor (the original or a clone) and its reader pool."""
+
+    def __init__(self, fd: int, bufsize: int) -> None:
+        self.fd = fd
+        self.bufsize = bufsize
+        self.listening = False   # a reader is waiting for the device to become readable
+        self.idle = 0            # parked readers
+        self.readers = 0
+        self.parking = trio.lowlevel.ParkingLot()
+
+
+class Session:
+    def __init__(self, graph: Graph, fd: int, options: Optional[BridgeOptions] = None,
+                 mountpoint: str = "") -> None:
+        from .ops import HANDLERS
+        self.graph = graph
+        self.top = graph.top
+        self.itable = graph.itable
+        self.fd = fd
+        self.opts = options or BridgeOptions()
+        self.mountpoint = mountpoint
+        self.timeouts = Timeouts(self.opts.entry_timeout, self.opts.attribute_timeout,
+                                 self.opts.negative_timeout)
+        self.handlers: dict[int, Handler] = {int(op): h for op, h in HANDLERS.items()}
+        self.initialized = False
+        self.proto_minor = 0
+        self.flags = 0                        # negotiated INIT flags (64-bit set)
+        self.max_write = self.opts.max_write
+        self.bufsize = max(abi.FUSE_MIN_READ_BUFFER, self.max_write + abi.BUFFER_HEADER_SIZE)
+        self.channels: list[Channel] = []
+        self.fds: dict[int, Fd] = {}
+        self._next_fh = 1
+        self.interrupts = InterruptTable(self)
+        self.dump: Any = None
+        self.notifier: Any = None
+        self.nursery: Optional[trio.Nursery] = None
+        self.ended = trio.Event()
+        self.init_done = trio.Event()
+        self.stats = {"requests": 0, "errors": 0, "exceptions": 0}
+        self.end_reason = ""
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until the kernel ends the connection (or the caller cancels)."""
+        if self.opts.dump_fuse:
+            from .dump import DumpWriter
+            self.dump = DumpWriter(self.opts.dump_fuse)
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                self.graph.nursery = nursery
+                self._add_channel(self.fd)
+                task_status.started()
+                await self.ended.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            if self.notifier is not None:
+                self.notifier.stop()
+            if self.dump is not None:
+                self.dump.close()
+
+    def end(self, reason: str) -> None:
+        if not self.ended.is_set():
+            self.end_reason = reason
+            log.info("session ended: %s", reason)
+            self.ended.set()
+
+    def _add_channel(self, fd: int) -> Channel:
+        chan = Channel(fd, self.bufsize)
+        self.channels.append(chan)
+        self._start_reader(chan)
+        return chan
+
+    def _start_reader(self, chan: Channel) -> None:
+        chan.readers += 1
+        assert self.nursery is not None
+        self.nursery.start_soon(self._reader, chan)
+
+    def clone_channels(self, count: int) -> None:
+        """GlusterFS's --reader-thread-count: extra cloned /dev/fuse descriptors."""
+        import fcntl
+        import struct
+        for _ in range(count - 1):
+            fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+            try:
+                fcntl.ioctl(fd, abi.FUSE_DEV_IOC_CLONE, struct.pack("I", self.fd))
+            except OSError as exc:
+                os.close(fd)
+                log.warning("cannot clone /dev/fuse (%s); using one channel", exc)
+                return
+            os.set_blocking(fd, False)
+            self._add_channel(fd)
+
+    # -- the request loop --------------------------------------------------------------
+    async def _reader(self, chan: Channel) -> None:
+        buf = bytearray(chan.bufsize)
+        bufs = [buf]
+        fd = chan.fd
+        streak = 0
+        try:
+            while True:
+                try:
+                    n = os.readv(fd, bufs)
+                except BlockingIOError:
+                    streak = 0
+                    if chan.listening:
+                        chan.idle += 1
+                        await chan.parking.park()
+                        continue
+                    chan.listening = True
+                    try:
+                        await trio.lowlevel.wait_readable(fd)
+                    finally:
+                        chan.listening = False
+                    continue
+                except InterruptedError:
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:   # aborted before we read it
+                        continue
+                    if exc.errno == errno.ENODEV:
+                        self.end("the kernel ended the connection (unmounted)")
+                        return
+                    log.error("read from /dev/fuse failed: %s", exc)
+                    await trio.sleep(0.01)
+                    continue
+                if n == 0:
+                    self.end("end of file on /dev/fuse")
+                    return
+                coro = self._dispatch(chan, buf, n)
+                try:
+                    trap = coro.send(None)
+                except StopIteration:
+                    streak += 1
+                    if streak >= _YIELD_EVERY:
+                        streak = 0
+                        await trio.lowlevel.checkpoint()
+                    continue
+                # The handler waits: let another reader take the device meanwhile.
+                self._ensure_listener(chan)
+                streak = 0
+                await _resume(coro, trap)
+        finally:
+            chan.readers -= 1
+
+    def _ensure_listener(self, chan: Channel) -> None:
+        if chan.listening:
+            return
+        if chan.idle:
+            chan.idle -= 1
+            chan.parking.unpark()
+        elif chan.readers < self.opts.max_readers:
+            self._start_reader(chan)
+
+    async def _dispatch(self, chan: Channel, buf: bytearray, n: int) -> None:
+        if n < _HDR:
+            log.error("malformed request: %d bytes, shorter than the %d-byte header", n, _HDR)
+            return
+        length, opcode, unique, nodeid, uid, gid, pid, extlen = _IN_HEADER_UNPACK(buf)
+        if self.dump is not None:
+            self.dump.record(b"R", buf[:n])
+        self.stats["requests"] += 1
+        handler = self.handlers.get(opcode)
+        if opcode in _NO_REPLY:
+            if handler is not None and self.initialized:
+                body = memoryview(buf)[_HDR:n]
+                try:
+                    await handler(self, Request(self, chan.fd, unique, opcode, nodeid, None),
+                                  body)
+                except Exception:
+                    log.exception("%s (unique %d) failed", _opname(opcode), unique)
+            return
+        if length != n:
+            return self._reply_error(chan.fd, unique, errno.EIO,
+                                     f"malformed {_opname(opcode)}: header says {length} "
+                                     f"bytes, read {n}")
+        if not self.initialized:
+            if opcode != abi.Opcode.INIT:
+                return self._reply_error(chan.fd, unique, errno.EIO,
+                                         f"{_opname(opcode)} before INIT")
+        elif opcode == abi.Opcode.INIT:
+            return self._reply_error(chan.fd, unique, errno.EIO, "a second INIT")
+        if handler is None:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s (unique %d): not implemented, ENOSYS", _opname(opcode), unique)
+            return self._reply_error(chan.fd, unique, errno.ENOSYS)
+        body_end = n - extlen * 8
+        need = abi.OPCODE_INPUT.get(opcode)
+        if body_end < _HDR or (need is not None and body_end - _HDR < need.size):
+            return self._reply_error(chan.fd, unique, errno.EIO,
+                                     f"malformed {_opname(opcode)}: body of "
+                                     f"{body_end - _HDR} bytes")
+        frame = Frame(unique, uid, gid, pid)
+        req = Request(self, chan.fd, unique, opcode, nodeid, frame)
+        frame.interrupt = req
+        pending = self.interrupts.pending
+        pending[unique] = req
+        try:
+            with trio.CancelScope() as scope:
+                frame.cancel_scope = scope
+                payload = await handler(self, req, memoryview(buf)[_HDR:body_end])
+            if scope.cancelled_caught:
+                self.reply_error(req, errno.EINTR)
+            elif not req.replied:
+                self.reply(req, payload)
+        except FopError as exc:
+            self.reply_error(req, exc.errno or errno.EIO)
+        except OSError as exc:
+            self.reply_error(req, exc.errno or errno.EIO)
+        except (ValueError, IndexError, UnicodeError) as exc:
+            log.error("%s (unique %d): malformed request: %s", _opname(opcode), unique, exc)
+            self.reply_error(req, errno.EIO)
+        except Exception:
+            self.stats["exceptions"] += 1
+            log.exception("%s (unique %d, nodeid %d) raised; answering EIO",
+                          _opname(opcode), unique, nodeid)
+            self.reply_error(req, errno.EIO)
+        finally:
+            del pending[unique]
+            req.finish()
+
+    # -- replies ---------------------------------------------------------------------
+    def reply(self, req: Request, payload: Any = None) -> bool:
+        """Send the one reply of ``req``; False if it was already answered."""
+        if req.replied:
+            return False
+        req.replied = True
+        if payload is None:
+            data: Any = _OUT_HEADER_PACK(16, 0, req.unique)
+            self._write(req.fd, data, req.unique)
+        elif isinstance(payload, (list, tuple)):
+            size = 16 + sum(len(p) for p in payload)
+            self._writev(req.fd, [_OUT_HEADER_PACK(size, 0, req.unique), *payload], req.unique)
+        else:
+            self._writev(req.fd, [_OUT_HEADER_PACK(16 + len(payload), 0, req.unique),
+                                  payload], req.unique)
+        return True
+
+    def reply_error(self, req: Request, err: int) -> bool:
+        if req.replied:
+            return False
+        req.replied = True
+        if not 0 < err < 1000:
+            err = errno.EIO
+        self.stats["errors"] += 1
+        self._write(req.fd, _OUT_HEADER_PACK(16, -err, req.unique), req.unique)
+        return True
+
+    def _reply_error(self, fd: int, unique: int, err: int, why: str = "") -> None:
+        if why:
+            log.error("%s (unique %d): answering %s", why, unique, errno.errorcode[err])
+        self._write(fd, _OUT_HEADER_PACK(16, -err, unique), unique)
+
+    def _write(self, fd: int, data: bytes, unique: int) -> None:
+        if self.dump is not None:
+            self.dump.record(b"W", data)
+        try:
+            os.write(fd, data)
+        except OSError as exc:
+            self._write_failed(exc, unique)
+
+    def _writev(self, fd: int, bufs: list, unique: int) -> None:
+        if self.dump is not None:
+            self.dump.record(b"W", b"".join(bytes(b) for b in bufs))
+        try:
+            os.writev(fd, bufs)
+        except OSError as exc:
+            self._write_failed(exc, unique)
+
+    def _write_failed(self, exc: OSError, unique: int) -> None:
+        if exc.errno == errno.ENOENT:
+            # The request is gone (interrupted and answered, or aborted): normal.
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("reply to unique %d: the request is no longer pending", unique)
+        elif exc.errno == errno.ENODEV:
+            self.end("the kernel ended the connection (unmounted)")
+        else:
+            log.error("reply to unique %d failed: %s", unique, exc)
+
+    # -- helpers for handlers ----------------------------------------------------------
+    @property
+    def handles_locks(self) -> bool:
+        """Whether some translator implements lk (then POSIX and flock locks go to it)."""
+        return any(getattr(xl, "handles_locks", False) for xl in self.graph.xlators.values())
+
+    def umask(self, umask: int) -> int:
+        """The umask still to apply: 0 when the kernel applied it already (no DONT_MASK)."""
+        return umask if self.flags & abi.InitFlag.DONT_MASK else 0
+
+    # -- tables --------------------------------------------------------------------
+    def inode(self, nodeid: int) -> Inode:
+        inode = self.itable.by_nodeid.get(nodeid)
+        if inode is None:
+            raise FopError(errno.ESTALE)
+        return inode
+
+    def new_fh(self, fd: Fd) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        fd.fh = fh
+        self.fds[fh] = fd
+        fd.inode.refs += 1
+        return fh
+
+    def fd(self, fh: int) -> Fd:
+        fd = self.fds.get(fh)
+        if fd is None:
+            raise FopError(errno.EBADF)
+        return fd
+
+    async def drop_fh(self, fh: int) -> None:
+        fd = self.fds.pop(fh, None)
+        if fd is not None:
+            fd.inode.refs -= 1
+            await self.maybe_forget(fd.inode)
+
+    async def maybe_forget(self, inode: Inode) -> None:
+        if self.itable.purge(inode):
+            await self.graph.forget(inode)
+
+
+def _opname(opcode: int) -> str:
+    try:
+        return abi.Opcode(opcode).name
+    except ValueError:
+        return f"opcode {opcode}"

@@ -1,0 +1,1 @@
+"""The xlfs translator framework (public names are re-exported by ``xlators``)."""

@@ -1,0 +1,170 @@
+"""A graph of translators built from a volfile.
+
+Order (documented in docs/volfile.md): translators are constructed in definition order
+(children always exist before parents, since a volfile defines before use), options are
+validated at construction, ``init()`` runs in definition order (leaves first), then
+PARENT_UP is sent from the top down and CHILD_UP comes back up to the graph.  ``fini()``
+runs in reverse definition order.  The top is the last volume of the file.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+from .events import Event
+from .inode import InodeTable
+from .registry import Registry, UnknownTypeError, default_registry
+from .translator import Translator
+from .volfile import VolfileError, VolumeSpec, load_volfile, parse_volfile
+
+log = logging.getLogger("xlfs.graph")
+
+
+class GraphError(Exception):
+    """A graph that cannot be built or started; str() says where and why."""
+
+
+def parse_override(text: str) -> tuple[str, str, str]:
+    """``VOLUME-GLOB.key=value`` -> (glob, key, value)."""
+    left, eq, value = text.partition("=")
+    glob, dot, key = left.partition(".")
+    if not eq or not dot or not glob or not key:
+        raise GraphError(f"--xlator-option '{text}': expected VOLUME.KEY=VALUE "
+                         "(VOLUME may be a glob)")
+    return glob, key, value
+
+
+def apply_overrides(volumes: Sequence[VolumeSpec], overrides: Iterable[str]) -> None:
+    """Apply ``--xlator-option`` overrides in place; a glob that matches nothing fails."""
+    for text in overrides:
+        glob, key, value = parse_override(text)
+        hit = [v for v in volumes if fnmatch.fnmatchcase(v.name, glob)]
+        if not hit:
+            names = ", ".join(v.name for v in volumes)
+            raise GraphError(f"--xlator-option '{text}': no volume matches '{glob}' "
+                             f"(volumes: {names})")
+        for v in hit:
+            v.options[key] = value
+            v.option_lines[key] = 0
+
+
+class Graph:
+    """Translators linked parent to child, one inode table, one top."""
+
+    def __init__(self, volumes: Sequence[VolumeSpec], *, registry: Optional[Registry] = None,
+                 overrides: Iterable[str] = (), itable: Optional[InodeTable] = None) -> None:
+        if not volumes:
+            raise GraphError("the volfile defines no volume")
+        self.volumes = [VolumeSpec(v.name, v.type, dict(v.options), list(v.subvolumes),
+                                   v.line, dict(v.option_lines), v.filename) for v in volumes]
+        apply_overrides(self.volumes, overrides)
+        self.registry = registry or default_registry()
+        self.itable = itable or InodeTable()
+        self.xlators: dict[str, Translator] = {}
+        self.nursery: Any = None
+        self.state: Optional[Event] = None
+        self.listeners: list[Callable[[Event, Any, Any], None]] = []
+        self._inited: list[Translator] = []
+        for spec in self.volumes:
+            self.xlators[spec.name] = self._build(spec)
+        self.top: Translator = self.xlators[self.volumes[-1].name]
+        self.top.parents.append(self)
+        self._check_xlator_options()
+
+    @classmethod
+    def from_file(cls, path: str, **kw: Any) -> "Graph":
+        return cls(load_volfile(path), **kw)
+
+    @classmethod
+    def from_text(cls, text: str, filename: str = "<volfile>", **kw: Any) -> "Graph":
+        return cls(parse_volfile(text, filename), **kw)
+
+    def _where(self, spec: VolumeSpec) -> Callable[[str], str]:
+        def where(key: str) -> str:
+            line = spec.option_lines.get(key)
+            if line == 0:
+                return "--xlator-option"
+            return f"{spec.filename}:{line or spec.line}"
+        return where
+
+    def _build(self, spec: VolumeSpec) -> Translator:
+        try:
+            cls = self.registry.get(spec.type)
+        except UnknownTypeError as exc:
+            raise GraphError(f"{spec.filename}:{spec.line}: volume '{spec.name}': {exc}") from None
+        children = [self.xlators[name] for name in spec.subvolumes]
+        try:
+            xl = cls(spec.name, children, spec.options, itable=self.itable,
+                     option_where=self._where(spec))
+        except (ValueError, TypeError) as exc:
+            msg = str(exc)
+            if not msg.startswith(spec.filename):
+                msg = f"{spec.filename}:{spec.line}: {msg}"
+            raise GraphError(msg) from None
+        xl.graph = self
+        for key in xl.unknown_options:
+            log.debug("volume '%s' (%s): option '%s' is not known; ignored",
+                      spec.name, spec.type, key)
+        return xl
+
+    def _check_xlator_options(self) -> None:
+        for spec in self.volumes:
+            xl = self.xlators[spec.name]
+            for opt in xl.options:
+                value = xl.opts[opt.key]
+                if opt.type == "xlator" and value is not None and value not in self.xlators:
+                    raise GraphError(f"{self._where(spec)(opt.key)}: volume '{spec.name}': "
+                                     f"option '{opt.key}': no volume named '{value}'")
+
+    # -- lifecycle -----------------------------------------------------------------
+    def init(self) -> None:
+        """init() every translator, leaves first; on failure fini the ones done."""
+        for xl in self.xlators.values():
+            try:
+                xl.init()
+            except Exception as exc:
+                self.fini()
+                spec = next(v for v in self.volumes if v.name == xl.name)
+                raise GraphError(f"{spec.filename}:{spec.line}: volume '{xl.name}' "
+                                 f"({xl.type}): init failed: {exc}") from exc
+            self._inited.append(xl)
+
+    def activate(self) -> None:
+        """Send PARENT_UP from the top; CHILD_UP arrives at notify()."""
+        self.top.notify(Event.PARENT_UP, None, self)
+
+    def fini(self) -> None:
+        while self._inited:
+            xl = self._inited.pop()
+            try:
+                xl.fini()
+            except Exception:  # fini must go on for the others
+                log.exception("volume '%s': fini failed", xl.name)
+
+    def notify(self, event: Event, data: Any = None, source: Any = None) -> None:
+        """Events from the top translator (the graph is its parent)."""
+        if event in (Event.CHILD_UP, Event.CHILD_DOWN, Event.CHILD_CONNECTING):
+            self.state = event
+        for listener in list(self.listeners):
+            listener(event, data, source)
+
+    async def forget(self, inode: Any) -> None:
+        """Tell every translator that ``inode`` left the table (after InodeTable.purge)."""
+        from .frame import system_frame
+        try:
+            await self.top.forget(system_frame(), inode)
+        except Exception:
+            log.exception("forget of %r failed", inode)
+
+    # -- introspection ---------------------------------------------------------------
+    def walk(self) -> Iterable[tuple[int, Translator]]:
+        """(depth, translator) from the top, depth-first."""
+        def rec(xl: Translator, depth: int):
+            yield depth, xl
+            for c in xl.children:
+                yield from rec(c, depth + 1)
+        return rec(self.top, 0)
+
+    def __getitem__(self, name: str) -> Translator:
+        return self.xlators[name]

@@ -1,0 +1,125 @@
+"""Inodes, open files and locations, each with per-translator context slots.
+
+One :class:`InodeTable` serves a whole graph.  An inode's identity is ``Attr.ino`` as the
+storage translator reports it (GlusterFS's gfid plays this role); ``link(ino)`` returns
+the one live ``Inode`` for that number.  ``nodeid`` is the handle the FUSE bridge gives the
+kernel (the root is 1).  ``nlookup`` counts the kernel's references; when it drops to zero
+and no ``Fd`` holds the inode, ``purge`` unlinks it and returns True: the caller then
+awaits ``Graph.forget(inode)`` so every translator can drop its context.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Iterator, Optional
+
+ROOT_NODEID = 1
+
+
+class Inode:
+    __slots__ = ("nodeid", "ino", "nlookup", "refs", "ctx", "__weakref__")
+
+    def __init__(self, nodeid: int, ino: int) -> None:
+        self.nodeid = nodeid
+        self.ino = ino
+        self.nlookup = 0   # kernel references (LOOKUP replies minus FORGETs)
+        self.refs = 0      # open Fds and other in-process holders
+        self.ctx: dict[Any, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<Inode nodeid={self.nodeid} ino={self.ino} nlookup={self.nlookup}>"
+
+
+class Fd:
+    """An open file or directory.  ``fh`` is the bridge's handle number (0 in the harness)."""
+    __slots__ = ("inode", "flags", "pid", "fh", "lk_owner", "ctx", "is_dir", "open_flags")
+
+    def __init__(self, inode: Inode, flags: int = 0, pid: int = 0, *, is_dir: bool = False,
+                 fh: int = 0) -> None:
+        self.inode = inode
+        self.flags = flags
+        self.pid = pid
+        self.fh = fh
+        self.lk_owner = 0
+        self.is_dir = is_dir
+        self.ctx: dict[Any, Any] = {}
+        # FOPEN_* style hints a translator may set for the kernel: "direct_io", "keep_cache"
+        self.open_flags: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"<Fd fh={self.fh} {self.inode!r} flags={self.flags:#o}>"
+
+
+class Loc:
+    """Where an entry is: ``name`` (bytes) in directory ``parent``; ``inode`` when known."""
+    __slots__ = ("parent", "name", "inode")
+
+    def __init__(self, parent: Optional[Inode], name: Optional[bytes],
+                 inode: Optional[Inode] = None) -> None:
+        self.parent = parent
+        self.name = name
+        self.inode = inode
+
+    def __repr__(self) -> str:
+        parent = self.parent.nodeid if self.parent is not None else None
+        return f"Loc(parent={parent}, name={self.name!r}, inode={self.inode!r})"
+
+
+class InodeTable:
+    """The live inodes of one graph, by ino and by nodeid."""
+
+    def __init__(self, root_ino: int = 1) -> None:
+        self._nodeids = itertools.count(ROOT_NODEID + 1)
+        self.root = Inode(ROOT_NODEID, root_ino)
+        self.root.nlookup = 1  # the kernel never forgets the root
+        self.by_ino: dict[int, Inode] = {root_ino: self.root}
+        self.by_nodeid: dict[int, Inode] = {ROOT_NODEID: self.root}
+
+    def set_root_ino(self, ino: int) -> None:
+        """Re-key the root under the storage's own inode number for it."""
+        del self.by_ino[self.root.ino]
+        self.root.ino = ino
+        self.by_ino[ino] = self.root
+
+    def link(self, ino: int) -> Inode:
+        """The live inode for ``ino``, created (with nlookup 0) when there is none."""
+        inode = self.by_ino.get(ino)
+        if inode is None:
+            inode = Inode(next(self._nodeids), ino)
+            self.by_ino[ino] = inode
+            self.by_nodeid[inode.nodeid] = inode
+        return inode
+
+    def find(self, ino: int) -> Optional[Inode]:
+        return self.by_ino.get(ino)
+
+    def get(self, nodeid: int) -> Optional[Inode]:
+        return self.by_nodeid.get(nodeid)
+
+    def lookup_ref(self, inode: Inode, n: int = 1) -> None:
+        inode.nlookup += n
+
+    def forget(self, inode: Inode, n: int) -> bool:
+        """Drop ``n`` kernel references; True when the inode left the table."""
+        inode.nlookup = max(0, inode.nlookup - n)
+        return self.purge(inode)
+
+    def purge(self, inode: Inode) -> bool:
+        """Unlink ``inode`` if nothing references it; True when it left the table."""
+        if inode.nlookup or inode.refs or inode is self.root:
+            return False
+        if self.by_ino.get(inode.ino) is inode:
+            del self.by_ino[inode.ino]
+        return self.by_nodeid.pop(inode.nodeid, None) is not None
+
+    def rekey(self, inode: Inode, new_ino: int) -> None:
+        """An inode's number changed (a storage-level replace): keep one entry per ino."""
+        if self.by_ino.get(inode.ino) is inode:
+            del self.by_ino[inode.ino]
+        inode.ino = new_ino
+        self.by_ino[new_ino] = inode
+
+    def __len__(self) -> int:
+        return len(self.by_nodeid)
+
+    def __iter__(self) -> Iterator[Inode]:
+        return iter(list(self.by_nodeid.values()))

@@ -1,0 +1,109 @@
+"""The translator registry, on pluggy.
+
+A package makes its translators usable by type name in a volfile by declaring an entry
+point in the ``xlfs`` group whose module implements the hook::
+
+    # pyproject.toml
+    [project.entry-points.xlfs]
+    rot13 = "xlfs_rot13.plugin"
+
+    # xlfs_rot13/plugin.py
+    from xlators import hookimpl
+
+    @hookimpl
+    def xlfs_register_xlators(register):
+        register(Rot13)
+
+The built-in translators register through the same hook (``xlators.builtin``).  Hook
+implementations with misspelled names are caught when the registry loads.
+"""
+from __future__ import annotations
+
+import difflib
+import threading
+from typing import Callable, Optional
+
+import pluggy
+
+from .translator import Translator
+
+PROJECT = "xlfs"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class HookSpecs:
+    """The hooks an xlfs plugin can implement."""
+
+    @hookspec
+    def xlfs_register_xlators(self, register: Callable[[type], None]) -> None:
+        """Call ``register(cls)`` for each Translator subclass the plugin provides."""
+
+
+class UnknownTypeError(LookupError):
+    def __init__(self, type_name: str, known: list[str]) -> None:
+        self.type_name = type_name
+        close = difflib.get_close_matches(type_name, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        super().__init__(f"unknown translator type '{type_name}'{hint}; known types: "
+                         + ", ".join(known))
+
+
+class Registry:
+    def __init__(self, *, load_entrypoints: bool = True) -> None:
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(HookSpecs)
+        self._types: dict[str, type] = {}
+        self._origin: dict[str, str] = {}
+        from .. import builtin
+        if load_entrypoints:
+            self.pm.load_setuptools_entrypoints(PROJECT)
+        if not self.pm.is_registered(builtin):
+            self.pm.register(builtin, name="builtin")
+        self.pm.check_pending()  # misspelled hooks fail here
+        for plugin in self.pm.get_plugins():
+            name = self.pm.get_name(plugin) or repr(plugin)
+            impl = getattr(plugin, "xlfs_register_xlators", None)
+            if impl is not None:
+                impl(register=lambda cls, _n=name: self.register(cls, _n))
+
+    def register(self, cls: type, origin: str = "direct") -> None:
+        if not (isinstance(cls, type) and issubclass(cls, Translator)):
+            raise TypeError(f"{origin}: {cls!r} is not a Translator subclass")
+        t = cls.type
+        if not t or t.count("/") != 1:
+            raise ValueError(f"{origin}: {cls.__name__}.type must be 'category/name', not {t!r}")
+        prev = self._types.get(t)
+        if prev is not None and prev is not cls:
+            raise ValueError(f"translator type '{t}' registered twice: by "
+                             f"{self._origin[t]} and by {origin}")
+        self._types[t] = cls
+        self._origin[t] = origin
+
+    def get(self, type_name: str) -> type:
+        cls = self._types.get(type_name)
+        if cls is None:
+            raise UnknownTypeError(type_name, self.types())
+        return cls
+
+    def origin(self, type_name: str) -> str:
+        return self._origin[type_name]
+
+    def types(self) -> list[str]:
+        return sorted(self._types)
+
+    def __contains__(self, type_name: str) -> bool:
+        return type_name in self._types
+
+
+_default: Optional[Registry] = None
+_lock = threading.Lock()
+
+
+def default_registry() -> Registry:
+    """The process-wide registry (entry points loaded once)."""
+    global _default
+    with _lock:
+        if _default is None:
+            _default = Registry()
+        return _default

@@ -1,0 +1,167 @@
+"""The Translator base class.
+
+A translator is a node of the graph.  It overrides the fops it changes; every other fop
+passes to its first child unchanged (the defaults are generated from the fop table in
+:mod:`xlators.core.fops`).  It winds by awaiting a child and unwinds by returning or
+raising ``FopError``.
+
+    volume ro
+        type features/read-only
+        subvolumes posix
+    end-volume
+
+Lifecycle: ``__init__`` parses options (no I/O), ``init()`` acquires resources (sync),
+``notify()`` sees graph events, ``reconfigure()`` applies new option values at run time,
+``fini()`` releases everything.  ``spawn()`` runs background work in the graph's nursery.
+"""
+from __future__ import annotations
+
+import errno
+import inspect
+import logging
+from typing import Any, Awaitable, Callable, ClassVar, Mapping, Optional, Sequence
+
+from .errors import FopError
+from .events import Event
+from .fops import FOPS, NO_ERROR_FOPS, Fop
+from .inode import InodeTable
+from .options import Option, Opts, resolve_options
+
+
+class Translator:
+    #: "category/name", as written after ``type`` in a volfile.
+    type: ClassVar[str] = ""
+    #: Declared options (see xlators.core.options).
+    options: ClassVar[tuple[Option, ...]] = ()
+    #: One line for ``xlfsctl xlators`` and the docs (defaults to the docstring's first line).
+    summary: ClassVar[str] = ""
+    #: Children counts this type accepts (min, max); max None = any.
+    children_range: ClassVar[tuple[int, Optional[int]]] = (0, None)
+
+    def __init__(self, name: str, children: Sequence["Translator"] = (),
+                 options: Optional[Mapping[str, str]] = None, *,
+                 itable: Optional[InodeTable] = None,
+                 option_where: Callable[[str], str] = lambda key: "") -> None:
+        self.name = name
+        self.children: list[Translator] = list(children)
+        self.child: Optional[Translator] = self.children[0] if self.children else None
+        self.parents: list[Any] = []
+        for c in self.children:
+            c.parents.append(self)
+        self.log = logging.getLogger(f"xlfs.{self.type or 'xlator'}.{name}")
+        self.given_options: dict[str, str] = dict(options or {})
+        self.unknown_options: list[str] = []
+        self.opts: Opts = resolve_options(self.options, self.given_options, name,
+                                          option_where, self.unknown_options.append)
+        self.itable: InodeTable = itable if itable is not None else (
+            self.children[0].itable if self.children else InodeTable())
+        self.graph: Any = None        # set by Graph
+        self._nursery: Any = None
+        lo, hi = self.children_range
+        if len(self.children) < lo or (hi is not None and len(self.children) > hi):
+            want = f"{lo}" if lo == hi else f"{lo} to {'any' if hi is None else hi}"
+            raise ValueError(f"volume '{name}' ({self.type}): needs {want} subvolumes, "
+                             f"has {len(self.children)}")
+
+    # -- lifecycle -----------------------------------------------------------------
+    def init(self) -> None:
+        """Acquire resources.  Raise to fail the graph (the message is shown to the user)."""
+
+    def fini(self) -> None:
+        """Release what init() acquired."""
+
+    def reconfigure(self, options: Mapping[str, str]) -> None:
+        """Apply new option texts at run time; validates everything before changing."""
+        new = resolve_options(self.options, options, self.name)
+        old, self.opts = self.opts, new
+        self.given_options = dict(options)
+        self.reconfigured(old)
+
+    def reconfigured(self, old: Opts) -> None:
+        """Hook: ``self.opts`` was replaced (``old`` is the previous value)."""
+
+    def notify(self, event: Event, data: Any = None, source: Any = None) -> None:
+        """Graph events.  Default propagation as in GlusterFS: PARENT_* go down to every
+        child, CHILD_* and UPCALL go up to every parent; a leaf answers PARENT_UP with
+        CHILD_UP."""
+        if event.goes_down:
+            if not self.children and event is Event.PARENT_UP:
+                self.notify_parents(Event.CHILD_UP, None)
+            for c in self.children:
+                c.notify(event, data, self)
+        else:
+            self.notify_parents(event, data)
+
+    def notify_parents(self, event: Event, data: Any = None) -> None:
+        for p in self.parents:
+            p.notify(event, data, self)
+
+    def upcall(self, message: Any) -> None:
+        """Send a notification towards the bridge (e.g. ``Invalidate``) via UPCALL."""
+        self.notify_parents(Event.UPCALL, message)
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run ``fn(*args)`` in the background, in the graph's nursery."""
+        nursery = self._nursery or (self.graph.nursery if self.graph is not None else None)
+        if nursery is None:
+            raise RuntimeError(f"{self.name}: spawn() needs a running graph (no nursery)")
+        nursery.start_soon(fn, *args)
+
+    # -- per-object context ------------------------------------------------------------
+    def ctx_get(self, obj: Any, default: Any = None) -> Any:
+        return obj.ctx.get(self, default)
+
+    def ctx_set(self, obj: Any, value: Any) -> None:
+        obj.ctx[self] = value
+
+    def ctx_del(self, obj: Any) -> Any:
+        return obj.ctx.pop(self, None)
+
+    # -- introspection -----------------------------------------------------------------
+    def dump(self) -> dict[str, Any]:
+        """Private state for the statedump (``key -> value``)."""
+        return {}
+
+    @classmethod
+    def describe(cls) -> str:
+        if cls.summary:
+            return cls.summary
+        doc = inspect.getdoc(cls) or inspect.getdoc(inspect.getmodule(cls)) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    @classmethod
+    def overridden_fops(cls) -> list[str]:
+        return [f.name for f in FOPS if getattr(cls, f.name) is not getattr(Translator, f.name)]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} ({self.type})>"
+
+
+def _make_default(fop: Fop) -> Callable[..., Awaitable[Any]]:
+    name = fop.name
+    no_error = name in NO_ERROR_FOPS
+
+    async def default(self: Translator, frame: Any, *args: Any, **kwargs: Any) -> Any:
+        child = self.child
+        if child is None:
+            if no_error:
+                return None
+            raise FopError(errno.ENOSYS)
+        return await getattr(child, name)(frame, *args, **kwargs)
+
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+              inspect.Parameter("frame", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for p in fop.params:
+        params.append(inspect.Parameter(
+            p.rstrip("="), inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            default=None if p.endswith("=") else inspect.Parameter.empty))
+    default.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    default.__name__ = default.__qualname__ = name
+    default.__doc__ = (f"{name}(frame, {', '.join(fop.params)}) -> {fop.result}. "
+                       f"{fop.description} Default: wind to the first child.").strip()
+    return default
+
+
+for _fop in FOPS:
+    setattr(Translator, _fop.name, _make_default(_fop))
+del _fop
