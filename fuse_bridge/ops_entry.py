@@ -51,7 +51,7 @@ async def lookup(s, req, body):
 
 
 async def getattr_(s, req, body):
-    flags, _, fh = abi.GETATTR_IN.unpack_from(body) if len(body) >= 16 else (0, 0, 0)
+    flags, fh = abi.GETATTR_IN.unpack_from(body)
     inode = s.inode(req.nodeid)
     fd = s.fds.get(fh) if flags & abi.GetattrFlag.FH else None
     return attr_out(s.timeouts, await s.top.getattr(req.frame, inode, fd))

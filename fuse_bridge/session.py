@@ -88,7 +88,7 @@ class Session:
         self.graph = graph
         self.top = graph.top
         self.itable = graph.itable
-        self.fd = fd
+        self.devfd = fd
         self.opts = options or BridgeOptions()
         self.mountpoint = mountpoint
         self.timeouts = Timeouts(self.opts.entry_timeout, self.opts.attribute_timeout,
@@ -121,7 +121,7 @@ class Session:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 self.graph.nursery = nursery
-                self._add_channel(self.fd)
+                self._add_channel(self.devfd)
                 task_status.started()
                 await self.ended.wait()
                 nursery.cancel_scope.cancel()
@@ -155,7 +155,7 @@ class Session:
         for _ in range(count - 1):
             fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
             try:
-                fcntl.ioctl(fd, abi.FUSE_DEV_IOC_CLONE, struct.pack("I", self.fd))
+                fcntl.ioctl(fd, abi.FUSE_DEV_IOC_CLONE, struct.pack("I", self.devfd))
             except OSError as exc:
                 os.close(fd)
                 log.warning("cannot clone /dev/fuse (%s); using one channel", exc)

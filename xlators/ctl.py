@@ -26,13 +26,15 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import fnmatch
 import importlib
 import os
 import sys
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from .core.docgen import children_text, default_text, origin_label, summary_of, volfile_example
-from .core.graph import Graph, GraphError
+from .core.docgen import (children_text, default_text, origin_label, overridden_text, summary_of,
+                          volfile_example)
+from .core.graph import Graph, GraphError, parse_override
 from .core.registry import Registry, default_registry
 from .core.translator import Translator
 from .core.volfile import (VolfileError, VolumeSpec, format_toml, format_volfile, load_volfile,
@@ -90,13 +92,30 @@ def _where(spec: VolumeSpec, key: Optional[str] = None) -> str:
     return "--xlator-option" if line == 0 else f"{spec.filename}:{line}"
 
 
-def graph_warnings(graph: Graph) -> list[str]:
+def _glob_covered(graph: Graph, overrides: Iterable[str]) -> set[tuple[str, str]]:
+    """(volume, key) pairs set only through a wildcard ``--xlator-option`` (``*.trace=on``)
+    that some matched volume understands: no warning for the others it also reached."""
+    covered: set[tuple[str, str]] = set()
+    for text in overrides:
+        glob, key, _ = parse_override(text)
+        if not any(c in glob for c in "*?["):
+            continue
+        hit = [v.name for v in graph.volumes if fnmatch.fnmatchcase(v.name, glob)]
+        if any(key in (n for o in graph.xlators[v].options for n in o.names) for v in hit):
+            covered.update((v, key) for v in hit)
+    return covered
+
+
+def graph_warnings(graph: Graph, overrides: Iterable[str] = ()) -> list[str]:
     """Unknown option keys and dangling volumes, one ``FILE:LINE: warning: ...`` each."""
     out = []
+    covered = _glob_covered(graph, overrides)
     for spec in graph.volumes:
         xl = graph.xlators[spec.name]
         known = [name for opt in xl.options for name in opt.names]
         for key in xl.unknown_options:
+            if spec.option_lines.get(key) == 0 and (spec.name, key) in covered:
+                continue
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             out.append(f"{_where(spec, key)}: warning: volume '{spec.name}' ({spec.type}): "
@@ -190,7 +209,7 @@ def add_check(sub: Any) -> None:
 
 def run_check(args: argparse.Namespace) -> int:
     graph = _build(args)
-    warnings = graph_warnings(graph)
+    warnings = graph_warnings(graph, args.xlator_option or ())
     for w in warnings:
         print(w, file=sys.stderr)
     if warnings and args.strict:
@@ -215,7 +234,7 @@ def add_graph(sub: Any) -> None:
 
 def run_graph(args: argparse.Namespace) -> int:
     graph = _build(args)
-    for w in graph_warnings(graph):
+    for w in graph_warnings(graph, args.xlator_option or ()):
         print(w, file=sys.stderr)
     sys.stdout.write(render_tree(graph, show_defaults=not args.no_defaults))
     return 0
@@ -291,8 +310,8 @@ def describe_type(reg: Registry, type_name: str, cls: type) -> str:
            f"  plugin:     {origin_label(reg, type_name)}",
            f"  class:      {cls.__module__}.{cls.__qualname__}",
            f"  subvolumes: {children_text(cls)}"]
-    fops = cls.overridden_fops()
-    out.append("  fops:       " + (", ".join(fops) if fops else
+    fops = overridden_text(cls)
+    out.append("  fops:       " + (fops if fops != "none" else
                                    "none overridden (every fop passes to the first child)"))
     out.append("")
     if cls.options:

@@ -91,7 +91,7 @@ def test_volfile_with_the_plugin_type_builds_through_the_default_registry(instal
     volfile.write_text(textwrap.dedent("""
         volume brick
             type storage/memory
-            option xlfs-test-unused-option on
+            option size 1MB
         end-volume
 
         volume rot13

@@ -26,6 +26,7 @@ from .options import Option
 from .registry import Registry
 
 __all__ = ["BEGIN", "END", "summary_of", "volfile_example", "children_text", "origin_label",
+           "overridden_text", "default_text",
            "options_markdown", "fops_markdown", "generated_section", "replace_generated",
            "default_doc_path", "main"]
 
@@ -81,6 +82,19 @@ def origin_label(registry: Registry, type_name: str) -> str:
     return origin
 
 
+def overridden_text(cls: type, code: bool = False) -> str:
+    """The fops ``cls`` overrides, in words: "readv, writev", "every fop except forget",
+    "none"."""
+    fops = cls.overridden_fops()
+    fmt = (lambda names: ", ".join(f"`{n}`" for n in names)) if code else ", ".join
+    if not fops:
+        return "none"
+    if len(fops) > len(FOPS) // 2:
+        rest = [f.name for f in FOPS if f.name not in fops]
+        return "every fop except " + fmt(rest) if rest else "every fop"
+    return fmt(fops)
+
+
 def default_text(opt: Option) -> str:
     """The default as a volfile user would write it; ``(unset)`` when there is none."""
     if opt.default is None:
@@ -115,8 +129,8 @@ def options_markdown(registry: Registry, types: Optional[Iterable[str]] = None) 
         origin = registry.origin(type_name)
         if origin != "builtin":
             facts.append(f"Provided by the plugin `{origin}`.")
-        fops = cls.overridden_fops()
-        facts.append("Overrides: " + (", ".join(f"`{f}`" for f in fops) if fops
+        fops = overridden_text(cls, code=True)
+        facts.append("Overrides: " + (fops if fops != "none"
                                       else "no fop (all pass through)") + ".")
         out.append(" ".join(facts))
         out.append("")

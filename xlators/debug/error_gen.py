@@ -116,10 +116,11 @@ class ErrorGen(Translator):
                            "short write" if err == SHORT_WRITE else errno.errorcode.get(err))
 
     def dump(self) -> dict[str, Any]:
-        return {"failure": self.opts.failure, "random_failure": self._random_failure,
-                "error_no": self.given_options.get("error-no", ""),
-                "enabled": ",".join(sorted(self._enabled)),
-                "injected": dict(self.injected)}
+        out: dict[str, Any] = {"enabled": ",".join(sorted(self._enabled)),
+                               "injected": sum(self.injected.values())}
+        for name, n in self.injected.items():
+            out[f"injected.{name}"] = n
+        return out
 
 
 def _make(fop: Fop):

@@ -28,7 +28,7 @@ import json
 import os
 import time
 from time import perf_counter_ns
-from typing import Any, Optional
+from typing import Any
 
 import trio
 
@@ -130,6 +130,9 @@ class IoStats(Translator):
 
     def reconfigured(self, old: Opts) -> None:
         self._apply()
+        dump_keys = ("ios-dump-interval", "ios-dump-format", "ios-dump-file")
+        if any(old[k] != self.opts[k] for k in dump_keys):
+            self._stop_dumper()             # restart with the new settings
         self._maybe_start_dumper()
 
     def notify(self, event: Event, data: Any = None, source: Any = None) -> None:
@@ -138,6 +141,9 @@ class IoStats(Translator):
             self._maybe_start_dumper()
 
     def fini(self) -> None:
+        self._stop_dumper()
+
+    def _stop_dumper(self) -> None:
         if isinstance(self._dumper, trio.CancelScope):
             self._dumper.cancel()
         self._dumper = None

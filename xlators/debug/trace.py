@@ -26,7 +26,7 @@ import collections
 import errno
 import logging
 import time
-from typing import Any, Optional, TextIO
+from typing import Any, Mapping, Optional, TextIO
 
 from ..core.errors import errno_of
 from ..core.fops import FOP_NAMES, FOPS, Fop
@@ -106,18 +106,23 @@ class Trace(Translator):
         self._file: Optional[TextIO] = None
         self._file_path: Optional[str] = None
         self.history: collections.deque[str] = collections.deque(maxlen=1)
-        self._check()
+        self._check(self.given_options)
         self._apply()
 
-    def _check(self) -> None:
-        if self._nonempty("include-ops") and self._nonempty("exclude-ops"):
+    def _check(self, given: Mapping[str, str]) -> None:
+        if self._nonempty("include-ops", given) and self._nonempty("exclude-ops", given):
             raise ValueError(f"volume '{self.name}' (debug/trace): give only one of "
                              "'include-ops' and 'exclude-ops'")
 
-    def _nonempty(self, key: str) -> bool:
+    def _nonempty(self, key: str, given: Optional[Mapping[str, str]] = None) -> bool:
         """Was option ``key`` (or an alias) given with a non-empty value?"""
+        given = self.given_options if given is None else given
         opt = next(o for o in self.options if o.key == key)
-        return any(self.given_options.get(n, "").strip() for n in opt.names)
+        return any(given.get(n, "").strip() for n in opt.names)
+
+    def reconfigure(self, options: Mapping[str, str]) -> None:
+        self._check(options)            # refuse before changing anything
+        super().reconfigure(options)
 
     def init(self) -> None:
         self._open_file()
@@ -126,7 +131,6 @@ class Trace(Translator):
         self._close_file()
 
     def reconfigured(self, old: Opts) -> None:
-        self._check()
         self._apply()
         self._open_file()
 
@@ -178,8 +182,14 @@ class Trace(Translator):
         out: dict[str, Any] = {"traced": ",".join(n for n in FOP_NAMES if n in self._traced),
                                "log_history": self._history_on}
         if self._history_on:
-            out["history"] = list(self.history)
+            out["history-size"] = len(self.history)
+            for i, line in enumerate(self.history):
+                out[f"history.{i}"] = line
         return out
+
+    def history_lines(self) -> list[str]:
+        """The lines kept with log-history (oldest first)."""
+        return list(self.history)
 
 
 def _make(fop: Fop):

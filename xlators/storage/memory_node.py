@@ -286,7 +286,12 @@ class Node:
         return _round_block(len(d)) if len(d) > 60 else 0   # short targets live inline
 
     def attr(self) -> Attr:
-        return Attr(self.ino, self.size, self.alloc >> 9, self.atime_ns, self.mtime_ns,
+        d = self.data
+        if d.__class__ is FileData:            # the hot path: no property calls
+            size, alloc = d.size, d.alloc
+        else:
+            size, alloc = self.size, self.alloc
+        return Attr(self.ino, size, alloc >> 9, self.atime_ns, self.mtime_ns,
                     self.ctime_ns, self.mode, self.nlink, self.uid, self.gid, self.rdev,
                     BLOCK)
 
@@ -307,6 +312,14 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<Node ino={self.ino} mode={self.mode:#o} nlink={self.nlink}>"
+
+
+def kill_suid(mode: int) -> int:
+    """Drop set-user-ID, and set-group-ID when group-executable (Linux's rule)."""
+    mode &= ~stat.S_ISUID
+    if mode & stat.S_IXGRP:
+        mode &= ~stat.S_ISGID
+    return mode
 
 
 # -- permissions ---------------------------------------------------------------------

@@ -31,7 +31,7 @@ class Rot13(Translator):
     """rot-13 the data of writes going down and of reads coming up."""
 
     type = "playground/rot-13"
-    summary = "rot-13 on file data: written data is rotated, read data is rotated back"
+    summary = "rot-13 on file data: written data is rotated, read data is rotated back."
     children_range = (1, 1)   # GlusterFS: "rot13 should have exactly one child"
     options = (
         Option.bool("encrypt-write", default=True,

@@ -1,0 +1,313 @@
+"""``xlfs``: mount a volfile.
+
+    xlfs -f volfiles/local.vol /mnt              # daemon; returns once the mount answers
+    xlfs -N --debug -f stack.vol /mnt            # foreground, every request logged
+    xlfs volfiles/local.vol /mnt -o ro,attribute-timeout=0     # mount helper form
+
+Every failure is one line on stderr and a non-zero exit.  SIGINT/SIGTERM unmount and exit
+(a busy mount is detached lazily and served until its files close; a second signal ends
+at once), SIGHUP reloads the volfile (options reconfigured in place when the topology is
+the same), SIGUSR1 writes a statedump.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Any, Optional
+
+import trio
+
+from xlators.core.graph import Graph, GraphError
+from xlators.core.registry import UnknownTypeError
+from xlators.core.volfile import VolfileError, load_volfile
+
+from . import mount as mnt
+from .cli_args import Args, UsageError, help_text, parse_args
+from .options import BridgeOptions
+from .session import Session
+
+log = logging.getLogger("xlfs")
+VERSION = "0.1.0"
+
+_LEVELS = {"TRACE": 5, "DEBUG": logging.DEBUG, "INFO": logging.INFO,
+           "WARNING": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL,
+           "NONE": logging.CRITICAL + 10}
+
+
+class Failure(Exception):
+    """Ends the program with one line on stderr."""
+
+
+def bridge_options(args: Args) -> BridgeOptions:
+    o = BridgeOptions()
+    for dest in ("attribute_timeout", "entry_timeout", "negative_timeout", "direct_io_mode",
+                 "use_readdirp", "fopen_keep_cache", "kernel_writeback_cache", "lru_limit",
+                 "invalidate_limit", "background_qlen", "congestion_threshold",
+                 "reader_thread_count", "dump_fuse", "fuse_mountopts",
+                 "flush_handle_interrupt", "setlk_handle_interrupt", "read_only",
+                 "auto_invalidation", "fsname"):
+        if dest in args.values:
+            setattr(o, dest, args.values[dest])
+    if args.kernel_opts:
+        extra = [x for x in args.kernel_opts if x not in ("allow_other", "default_permissions")]
+        o.fuse_mountopts = ",".join(filter(None, [o.fuse_mountopts] + extra))
+    if o.reader_thread_count < 1:
+        raise Failure("--reader-thread-count must be at least 1")
+    return o
+
+
+def resolve(args: Args) -> tuple[str, Optional[str]]:
+    """(volfile, mountpoint) from either command-line form."""
+    pos = list(args.positionals)
+    volfile = args.get("volfile")
+    if volfile is None and len(pos) == 2:
+        volfile = pos.pop(0)
+    if volfile is None:
+        raise UsageError("no volfile: use -f VOLFILE MOUNTPOINT or VOLFILE MOUNTPOINT")
+    if len(pos) > 1:
+        raise UsageError(f"too many arguments: {' '.join(pos)}")
+    return volfile, (pos[0] if pos else None)
+
+
+def build_graph(volfile: str, args: Args) -> Graph:
+    try:
+        volumes = load_volfile(volfile)
+    except FileNotFoundError:
+        raise Failure(f"{volfile}: volfile not found") from None
+    except OSError as exc:
+        raise Failure(f"{volfile}: {exc.strerror}") from None
+    except VolfileError as exc:
+        raise Failure(str(exc)) from None
+    try:
+        return Graph(volumes, overrides=args.get("xlator_options", []))
+    except (GraphError, UnknownTypeError) as exc:
+        raise Failure(str(exc)) from None
+
+
+def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
+    level = "DEBUG" if args.get("debug") else args.get("log_level", "INFO")
+    path = args.get("log_file")
+    if args.get("debug") or (foreground and path is None):
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:
+        if path is None:
+            base = "/var/log/xlfs" if os.geteuid() == 0 else os.path.expanduser(
+                "~/.local/state/xlfs")
+            os.makedirs(base, exist_ok=True)
+            name = os.path.abspath(mountpoint).strip("/").replace("/", "-") or "root"
+            path = os.path.join(base, name + ".log")
+        handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(
+        "[%(asctime)s.%(msecs)03d] %(levelname).1s [%(name)s] %(message)s",
+        "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[level])
+
+
+async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
+                args: Args, ready: Any = None) -> None:
+    """Mount, serve until unmounted or signalled, unmount."""
+    fd = mnt.mount(mountpoint, opts.fsname if opts.fsname != "xlfs" else f"xlfs:{volfile}",
+                   opts.subtype, opts.mount_options())
+    guard = mnt.start_unmount_guard(mountpoint)
+    session = Session(graph, fd, opts, mountpoint)
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
+                                       signal.SIGUSR1) as signals:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(session.run)
+                if opts.reader_thread_count > 1:
+                    session.clone_channels(opts.reader_thread_count)
+                nursery.start_soon(_signals, signals, session, graph, volfile, args)
+                if ready is not None:
+                    nursery.start_soon(_report_ready, session, ready)
+                await session.ended.wait()
+                nursery.cancel_scope.cancel()
+    finally:
+        if mnt.find_mount(mountpoint) is not None and session.end_reason != "aborted":
+            try:
+                mnt.unmount(mountpoint, lazy=True)
+            except OSError:
+                pass
+        mnt.stop_unmount_guard(guard)
+        os.close(fd)
+
+
+async def _report_ready(session: Session, ready: Any) -> None:
+    with trio.move_on_after(30):
+        await session.init_done.wait()
+    ready(session.init_done.is_set())
+
+
+async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
+                   args: Args) -> None:
+    stopping = False
+    async for signum in signals:
+        if signum in (signal.SIGINT, signal.SIGTERM):
+            name = signal.Signals(signum).name
+            if stopping:
+                log.warning("%s again: aborting the connection", name)
+                conn = mnt.connection_id(session.mountpoint)
+                if conn is not None:
+                    mnt.abort_connection(conn)
+                session.end("aborted")
+                return
+            stopping = True
+            log.info("%s: unmounting %s", name, session.mountpoint)
+            try:
+                await trio.to_thread.run_sync(mnt.unmount, session.mountpoint)
+            except OSError as exc:
+                log.warning("unmount: %s; detaching lazily, serving open files until "
+                            "they close", exc)
+                try:
+                    mnt.unmount(session.mountpoint, lazy=True)
+                except OSError as exc2:
+                    log.error("lazy unmount failed: %s", exc2)
+                    session.end("signal")
+        elif signum == signal.SIGHUP:
+            from .reload import reload_volfile
+            reload_volfile(graph, volfile, args.get("xlator_options", []))
+        elif signum == signal.SIGUSR1:
+            from xlators.core.statedump import write_statedump
+            try:
+                path = write_statedump(graph, extra={"fuse": _bridge_state(session)})
+                log.info("statedump written to %s", path)
+            except OSError as exc:
+                log.error("statedump failed: %s", exc)
+
+
+def _bridge_state(session: Session) -> dict:
+    state = {f"option.{k}": v for k, v in session.opts.as_dict().items()}
+    state.update({"mountpoint": session.mountpoint, "proto-minor": session.proto_minor,
+                  "max-write": session.max_write, "open-fds": len(session.fds),
+                  "inodes": len(session.itable)})
+    state.update(session.interrupts.dump())
+    state.update(session.stats)
+    return state
+
+
+def run(args: Args) -> int:
+    if args.get("help"):
+        print(help_text())
+        return 0
+    if args.get("version"):
+        print(f"xlfs {VERSION}")
+        return 0
+    volfile, mountpoint = resolve(args)
+    opts = bridge_options(args)
+    graph = build_graph(volfile, args)
+    if opts.read_only:
+        graph = _read_only(graph)
+    if args.get("volfile_check"):
+        print(f"{volfile}: ok")
+        return 0
+    if mountpoint is None:
+        raise UsageError("no mountpoint given")
+    try:
+        mnt.check_mountpoint(mountpoint)
+    except mnt.MountError as exc:
+        raise Failure(str(exc)) from None
+    foreground = bool(args.get("no_daemon") or args.get("debug"))
+    if foreground:
+        setup_logging(args, mountpoint, True)
+        _write_pid(args)
+        return _run_mounted(graph, opts, mountpoint, volfile, args, None)
+    return _daemonize(graph, opts, mountpoint, volfile, args)
+
+
+def _read_only(graph: Graph) -> Graph:
+    """--read-only: put features/read-only on top of the graph."""
+    from xlators.core.volfile import VolumeSpec
+    volumes = list(graph.volumes) + [VolumeSpec("xlfs-read-only", "features/read-only", {},
+                                                [graph.volumes[-1].name])]
+    return Graph(volumes)
+
+
+def _run_mounted(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
+                 args: Args, ready: Any) -> int:
+    try:
+        graph.init()
+    except GraphError as exc:
+        raise Failure(str(exc)) from None
+    try:
+        graph.activate()
+        trio.run(serve, graph, opts, mountpoint, volfile, args, ready)
+    except mnt.MountError as exc:
+        raise Failure(str(exc)) from None
+    finally:
+        graph.fini()
+    return 0
+
+
+def _write_pid(args: Args) -> None:
+    path = args.get("pid_file")
+    if path:
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def _daemonize(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
+               args: Args) -> int:
+    """Fork; the parent returns once the child's mount answers (or reports why not)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(w)
+        with os.fdopen(r, "rb") as status:
+            msg = status.read()
+        if msg == b"ok":
+            return 0
+        os.waitpid(pid, 0)
+        raise Failure(msg.decode(errors="replace").strip() or "the daemon died at start")
+    os.close(r)
+    os.setsid()
+    code = 1
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1):
+            os.dup2(devnull, fd)
+        setup_logging(args, mountpoint, False)
+        os.dup2(devnull, 2)
+        _write_pid(args)
+
+        def ready(ok: bool) -> None:
+            os.write(w, b"ok" if ok else b"the kernel never sent INIT")
+            os.close(w)
+
+        code = _run_mounted(graph, opts, mountpoint, volfile, args, ready)
+    except (Failure, UsageError) as exc:
+        _try_write(w, str(exc))
+    except BaseException as exc:  # the parent must hear something
+        log.exception("daemon failed")
+        _try_write(w, f"xlfs: {exc}")
+    finally:
+        os._exit(code)
+
+
+def _try_write(fd: int, text: str) -> None:
+    try:
+        os.write(fd, text.encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        return run(args)
+    except UsageError as exc:
+        print(f"xlfs: {exc}", file=sys.stderr)
+        return 2
+    except Failure as exc:
+        print(f"xlfs: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

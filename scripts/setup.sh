@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks for xlfs: fuse3 (fusermount3, and libfuse3
+# headers for the pyfuse3 benchmark peer), attr, a virtualenv in .venv with the package
+# and its test dependencies.  Safe to run again: it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+command -v setfattr >/dev/null 2>&1 || need+=(attr)
+[ -e /usr/include/fuse3/fuse_lowlevel.h ] || need+=(libfuse3-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "setup: missing Debian packages: ${need[*]} (run as root, or apt-get install them)" >&2
+    fi
+fi
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+stamp=.venv/.xlfs-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    .venv/bin/pip install -q -e '.[test]'
+    touch "$stamp"
+fi

@@ -1,0 +1,185 @@
+"""Real mounts for tests: the xlfs daemon in a subprocess, bounded in time, never leaked.
+
+    with Mounted("volfiles/local.vol", tmp_path, "--attribute-timeout=0") as m:
+        open(m.path("f"), "w").write("x")
+
+- The daemon runs in the foreground (``-N``) in its own process, logging to ``m.log``.
+- A watchdog thread aborts the FUSE connection (``/sys/fs/fuse/connections/N/abort``) if
+  the mount outlives its time limit, so a wedged mount cannot hang the test run.
+- Teardown on every path: SIGTERM, wait, then abort + SIGKILL, then a lazy unmount; the
+  mount is gone when ``__exit__`` returns (asserted).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from fuse_bridge import mount as mnt
+
+ROOT = Path(__file__).resolve().parent.parent
+VOLFILES = ROOT / "volfiles"
+
+
+def can_mount() -> Optional[str]:
+    """None when real mounts work here, else why not (for pytest.skip)."""
+    if os.geteuid() != 0:
+        return "mount tests need root"
+    if not os.path.exists("/dev/fuse"):
+        return "no /dev/fuse"
+    return None
+
+
+def xlfs_command() -> list[str]:
+    return [sys.executable, "-m", "fuse_bridge.cli"]
+
+
+class Mounted:
+    def __init__(self, volfile: str | os.PathLike, workdir: Path, *flags: str,
+                 brick: Optional[Path] = None, limit: float = 90.0,
+                 overrides: Sequence[str] = (), env: Optional[dict] = None) -> None:
+        self.volfile = str(volfile)
+        self.workdir = Path(workdir)
+        self.mountpoint = self.workdir / "mnt"
+        self.brick = brick if brick is not None else self.workdir / "brick"
+        self.log = self.workdir / "xlfs.log"
+        self.flags = list(flags)
+        self.overrides = list(overrides)
+        self.limit = limit
+        self.env = env
+        self.proc: Optional[subprocess.Popen] = None
+        self.conn: Optional[int] = None
+        self._watchdog: Optional[threading.Timer] = None
+        self.aborted = False
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(str(self.mountpoint), *parts)
+
+    def __enter__(self) -> "Mounted":
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.brick.mkdir(parents=True, exist_ok=True)
+        args = xlfs_command() + ["-N", "-L", "DEBUG", "-l", str(self.log), "-f", self.volfile]
+        if "volume posix" in Path(self.volfile).read_text():
+            args += [f"--xlator-option=posix.directory={self.brick}"]
+        args += [f"--xlator-option={o}" for o in self.overrides] + self.flags
+        args.append(str(self.mountpoint))
+        env = dict(os.environ, PYTHONPATH=str(ROOT), **(self.env or {}))
+        self.proc = subprocess.Popen(args, cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            self._wait_ready(20.0)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self._watchdog = threading.Timer(self.limit, self.abort)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read().decode(errors="replace")
+                raise RuntimeError(f"xlfs exited with {self.proc.returncode}: {out}\n"
+                                   f"log: {self.read_log()}")
+            conn = mnt.connection_id(str(self.mountpoint))
+            if conn is not None:
+                self.conn = conn
+                if _stat_within(str(self.mountpoint), 5.0):
+                    return
+            time.sleep(0.02)
+        raise TimeoutError(f"mount of {self.volfile} did not answer in {timeout}s; "
+                           f"log: {self.read_log()}")
+
+    def abort(self) -> None:
+        """Last resort: break every wait on the connection."""
+        self.aborted = True
+        if self.conn is not None:
+            mnt.abort_connection(self.conn)
+
+    def read_log(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """Signal the daemon and wait for it; abort and kill if it does not go."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.abort()
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def __exit__(self, *exc) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        try:
+            self.stop()
+        finally:
+            if self.proc is not None and self.proc.stdout is not None:
+                self.proc.stdout.close()
+            _force_unmount(str(self.mountpoint), self.conn)
+        assert mnt.find_mount(str(self.mountpoint)) is None, "mount left behind"
+
+
+def _stat_within(path: str, timeout: float) -> bool:
+    done = threading.Event()
+
+    def probe() -> None:
+        try:
+            os.stat(path)
+        except OSError:
+            pass
+        done.set()
+    threading.Thread(target=probe, daemon=True).start()
+    return done.wait(timeout)
+
+
+def _force_unmount(mountpoint: str, conn: Optional[int]) -> None:
+    for _ in range(50):
+        m = mnt.find_mount(mountpoint)
+        if m is None:
+            return
+        if conn is None and m["fstype"].startswith("fuse"):
+            conn = m["minor"]
+        try:
+            mnt.unmount(mountpoint, lazy=True)
+        except OSError:
+            if conn is not None:
+                mnt.abort_connection(conn)
+        time.sleep(0.05)
+
+
+def run_in_child(fn, *args, timeout: float = 30.0):
+    """Run ``fn(*args)`` in a forked child (e.g. as another uid); returns its exit code,
+    or raises TimeoutError (after killing it)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = fn(*args) or 0
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise TimeoutError(f"child did not finish in {timeout}s")

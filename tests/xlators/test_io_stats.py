@@ -1,0 +1,165 @@
+"""debug/io-stats: counts, bytes, errors, latency, dumps."""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+
+import pytest
+import trio
+
+from xlators import FOPS, Event, Frame
+from xlators.debug import io_stats as io_stats_mod
+from xlators.debug.io_stats import IoStats
+from xlators.testing import Harness, RecordingLeaf, check_passthrough
+
+
+def stack(**options: str) -> Harness:
+    return Harness.stack("debug/io-stats", options={"debug/io-stats": {
+        k.replace("_", "-"): v for k, v in options.items()}})
+
+
+@pytest.fixture
+def fake_ns(monkeypatch):
+    """perf_counter_ns advancing 5 µs per call: every fop takes exactly 5 µs."""
+    state = {"t": 0}
+
+    def fake() -> int:
+        state["t"] += 5000
+        return state["t"]
+    monkeypatch.setattr(io_stats_mod, "perf_counter_ns", fake)
+    return state
+
+
+async def test_passes_everything_through_unchanged():
+    assert await check_passthrough(IoStats) == []          # every fop is wrapped
+    leaf = RecordingLeaf()
+    xl = IoStats("io", [leaf], {"latency-measurement": "on"}, itable=leaf.itable)
+    for fop in FOPS:
+        leaf.calls.clear()
+        frame = Frame(unique=3)
+        args = tuple(object() for _ in fop.params)
+        assert await getattr(xl, fop.name)(frame, *args) is leaf.result
+        (name, got_frame, got_args, _), = leaf.calls
+        assert name == fop.name and got_frame is frame and got_args == args
+    assert all(xl.stats(f.name).count == 1 for f in FOPS)
+
+
+async def test_counts_bytes_and_errors():
+    h = stack()
+    fd = await h.create("/f")
+    for i in range(3):
+        await h.write(fd, b"x" * 100, i * 100)
+    assert await h.read(fd, 1000) == b"x" * 300
+    await h.read(fd, 10, 5000)                              # 0 bytes at EOF
+    for _ in range(2):
+        with pytest.raises(OSError):
+            await h.lookup("/missing")
+    xl: IoStats = h.top
+    assert xl.stats("writev").count == 3 and xl.stats("readv").count == 2
+    assert xl.stats("create").count == 1
+    assert xl.bytes_written == 300 and xl.bytes_read == 300
+    assert xl.write_sizes == {7: 3}                        # 100 bytes: the 64-128 bucket
+    look = xl.stats("lookup")
+    assert look.count == 2 and look.errors == 2 and look.errnos == {errno.ENOENT: 2}
+    assert look.lat_n == 0                                 # latency-measurement off
+    d = xl.dump()
+    assert d["writev.count"] == 3 and d["bytes_written"] == 300
+    assert d["lookup.errnos"] == "ENOENT:2" and d["write_sizes"] == "64-128b:3"
+    assert "writev.latency_avg_us" not in d
+
+
+async def test_latency_min_avg_max_and_histogram(fake_ns):
+    h = stack(latency_measurement="on")
+    fd = await h.create("/f")
+    await h.write(fd, b"abc")
+    await h.write(fd, b"abc")
+    s = h.top.stats("writev")
+    assert s.lat_n == 2 and s.lat_min == s.lat_max == 5000 and s.lat_total == 10000
+    assert sum(s.hist) == 2 and s.hist[(5).bit_length()] == 2       # the 4-8 µs bucket
+    d = h.top.dump()
+    assert d["writev.latency_avg_us"] == 5.0 and d["writev.histogram_us"] == "4-8:2"
+    j = json.loads(h.top.dump_json())
+    assert j["fops"]["writev"]["latency_us"]["max"] == 5.0
+    assert j["fops"]["writev"]["histogram_us"] == {"4-8": 2}
+    text = h.top.dump_text()
+    assert "WRITEV" in text and "CREATE" in text and "Data Written: 6 bytes" in text
+    assert "5.00 us" in text
+
+
+async def test_count_fop_hits_off_and_reset():
+    h = stack(count_fop_hits="off")
+    await h.write_file("/f", b"12345")
+    assert h.top.stats("writev").count == 0 and h.top.bytes_written == 5
+    h.top.reconfigure({"count-fop-hits": "on", "latency-measurement": "on"})
+    await h.stat("/f")
+    getattr_stats = h.top.stats("getattr")            # the root's and the file's
+    assert getattr_stats.count == 2 and getattr_stats.lat_n == 2
+    h.top.reset()
+    assert h.top.stats("getattr").count == 0 and h.top.bytes_written == 0
+    assert json.loads(h.top.dump_json())["fops"] == {}
+
+
+async def test_cancelled_calls_are_timed_not_counted_as_errors(fake_ns):
+    class Slow(RecordingLeaf):
+        async def flush(self, frame, fd):
+            await trio.sleep(100)
+
+    leaf = Slow()
+    xl = IoStats("io", [leaf], {"latency-measurement": "on"}, itable=leaf.itable)
+    with trio.move_on_after(0.01):
+        await xl.flush(Frame(), object())
+    s = xl.stats("flush")
+    assert s.count == 1 and s.errors == 0 and s.lat_n == 1
+
+
+async def test_periodic_dump_to_a_file(tmp_path, autojump_clock):
+    path = tmp_path / "stats.json"
+    h = stack(ios_dump_interval="10s", ios_dump_file=str(path))
+    await h.write_file("/f", b"abc")                       # started without a nursery: ok
+    assert h.top._dumper is None
+    async with trio.open_nursery() as nursery:
+        h.attach_nursery(nursery)
+        h.top.notify(Event.CHILD_UP, None, h.top.child)    # the graph is up
+        await trio.sleep(9)
+        assert not path.exists()
+        await _until(path.exists)                          # written by a worker thread
+        assert trio.current_time() >= 10
+        data = json.loads(path.read_text())
+        assert data["bytes_written"] == 3 and data["fops"]["writev"]["count"] == 1
+        h.top.reconfigure({"ios-dump-interval": "10s", "ios-dump-file": str(path),
+                           "ios-dump-format": "text"})
+        await _until(lambda: "Data Written: 3 bytes" in path.read_text())
+        h.fini()                                           # stops the dumper
+        await trio.sleep(1)
+        assert h.top._dumper is None
+
+
+async def test_periodic_dump_to_the_log(caplog, autojump_clock):
+    caplog.set_level(logging.INFO, logger="xlfs")
+    h = stack(ios_dump_interval="1m", ios_dump_format="text")
+    async with trio.open_nursery() as nursery:
+        h.attach_nursery(nursery)
+        h.top.notify(Event.CHILD_UP, None, h.top.child)
+        h.top.notify(Event.CHILD_UP, None, h.top.child)    # only one dumper
+        await trio.sleep(61)
+        assert caplog.text.count("io-stats of io-stats") == 1
+        h.top.reconfigure({"ios-dump-interval": "0"})      # off: the loop ends
+        await trio.sleep(120)
+        assert caplog.text.count("io-stats of io-stats") == 1
+
+
+async def _until(predicate) -> None:
+    for _ in range(10000):
+        if predicate():
+            return
+        await trio.sleep(0.5)
+    raise AssertionError("never happened")
+
+
+def test_options():
+    xl = IoStats("io", [RecordingLeaf()], {})
+    assert xl.opts.latency_measurement is False and xl.opts.count_fop_hits is True
+    assert xl.opts.ios_dump_interval == 0 and xl.opts.ios_dump_format == "json"
+    with pytest.raises(ValueError, match="ios-dump-format"):
+        IoStats("io", [RecordingLeaf()], {"ios-dump-format": "xml"})

@@ -1,0 +1,154 @@
+"""storage/posix: attribute fops (a mixin of the Posix translator).
+
+setattr (chown, chmod, truncate, utimens: in that order, so that a mode set together with
+an owner is not undone by chown's clearing of set-id bits), access, statfs and the
+extended attributes.  Everything runs with the caller's credentials except clearing
+set-uid/set-gid bits after a write or truncate, which the kernel asks of the filesystem
+on behalf of a writer who is not the owner.  Extended attributes go through
+/proc/self/fd/N of the O_PATH handle, which names the inode itself (a symlink's own
+attributes, never its target's).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Any
+
+from xlators.core.errors import FopError
+from xlators.core.types import Attr, StatFs
+
+from .posix_sys import faccessat, fchown_empty, utimens_empty
+
+_PRIVS = stat.S_ISUID | stat.S_ISGID
+
+
+class PosixAttrOps:
+    """setattr/access/statfs/xattrs for Posix."""
+
+    async def setattr(self, frame, inode, changes, fd=None):
+        node = self._node(inode)
+        of = fd.ctx.get(self) if fd is not None else None
+        if changes.kill_suidgid or (changes.mode is not None and frame.uid != 0):
+            changes = await self._kill_privs(frame, node, changes)
+        if (changes.uid is not None or changes.gid is not None or changes.mode is not None
+                or changes.size is not None or changes.atime_ns is not None
+                or changes.mtime_ns is not None):
+            await self._do(frame, False, self._setattr_sync, node, changes, of)
+        st = os.fstat(node.fd)
+        node.mode = st.st_mode
+        return Attr.from_stat(st, node.ino)
+
+    async def _kill_privs(self, frame: Any, node: Any, ch: Any) -> Any:
+        """Clearing set-uid/set-gid bits is what the kernel asks after a write or truncate
+        by someone who is not the owner (kill_suidgid, or a mode that only drops those
+        bits): done as the daemon for any caller who may write the file."""
+        if node.kind != stat.S_IFREG:
+            return ch._replace(kill_suidgid=False)
+        st = os.fstat(node.fd)
+        cur = st.st_mode & 0o7777
+        if ch.mode is not None:
+            new = ch.mode & 0o7777
+            if (not self._switch or frame.uid == st.st_uid or new == cur
+                    or (new | _PRIVS) != (cur | _PRIVS) or new & ~cur):
+                return ch                 # not only dropping set-id bits: a plain chmod
+        else:
+            new = cur & ~stat.S_ISUID
+            if cur & stat.S_IXGRP:
+                new &= ~stat.S_ISGID
+        if new != cur:
+            if frame.uid != 0:
+                await self._do(frame, False, faccessat, node.fd, os.W_OK)
+            os.chmod(f"/proc/self/fd/{node.fd}", new)
+        return ch._replace(mode=None, kill_suidgid=False)
+
+    def _setattr_sync(self, node: Any, ch: Any, of: Any) -> None:
+        if ch.uid is not None or ch.gid is not None:
+            fchown_empty(node.fd, ch.uid, ch.gid)
+        if ch.mode is not None:
+            if node.kind == stat.S_IFLNK:
+                raise FopError(errno.EOPNOTSUPP)
+            os.chmod(f"/proc/self/fd/{node.fd}", ch.mode & 0o7777)
+        if ch.size is not None:
+            if of is not None and getattr(of, "writable", False):
+                os.ftruncate(of.fd, ch.size)
+            else:
+                os.truncate(f"/proc/self/fd/{node.fd}", ch.size)
+        if ch.atime_ns is not None or ch.mtime_ns is not None:
+            utimens_empty(node.fd, ch.atime_ns, ch.mtime_ns)
+
+    async def access(self, frame, inode, mask):
+        node = self._node(inode)
+        if mask == os.F_OK:
+            return None
+        await self._do(frame, False, faccessat, node.fd, mask)
+        return None
+
+    async def statfs(self, frame, inode):
+        node = inode.ctx.get(self) if inode is not None else None
+        node = node or self._root
+        sv = os.fstatvfs(node.fd) if self._inline else await self._thread(os.fstatvfs,
+                                                                            node.fd)
+        blocks, bfree, bavail = sv.f_blocks, sv.f_bfree, sv.f_bavail
+        files, ffree = sv.f_files, sv.f_ffree
+        if self._reserve is not None:
+            kind, value = self._reserve
+            if kind == "percent":
+                reserved = int(blocks * value / 100 + 0.5)
+            else:
+                reserved = int((value + sv.f_bsize - 1) // sv.f_bsize) if sv.f_bsize else 0
+            if bfree > reserved:
+                bfree -= reserved
+                bavail = min(bavail, bfree)
+            else:
+                bfree = bavail = 0
+        n = self.opts.shared_brick_count
+        if n > 1:
+            blocks, bfree, bavail, files, ffree = (blocks // n, bfree // n, bavail // n,
+                                                   files // n, ffree // n)
+        if not self.opts.export_statfs_size:
+            blocks = bfree = bavail = files = ffree = 0
+        return StatFs(blocks, bfree, bavail, files, ffree, sv.f_bsize, sv.f_namemax,
+                      sv.f_frsize)
+
+    # -- xattrs ----------------------------------------------------------------------
+    def _xname(self, frame: Any, name: Any, write: bool) -> bytes:
+        if isinstance(name, str):
+            name = os.fsencode(name)
+        if not name or b"\0" in name:
+            raise FopError(errno.EINVAL)
+        if frame.uid != 0 and self._switch:
+            # The daemon keeps CAP_SYS_ADMIN under a switched fsuid: refuse what the
+            # kernel would refuse an unprivileged caller.
+            if name.startswith(b"trusted."):
+                raise FopError(errno.EPERM if write else errno.ENODATA)
+            if write and name.startswith(b"security."):
+                raise FopError(errno.EPERM)
+        return name
+
+    async def setxattr(self, frame, inode, name, value, flags):
+        node = self._node(inode)
+        name = self._xname(frame, name, True)
+        self._space()
+        await self._do(frame, False, os.setxattr, f"/proc/self/fd/{node.fd}", name,
+                       bytes(value), flags or 0)
+        node.noacl_ctime = -1
+
+    async def getxattr(self, frame, inode, name):
+        node = self._node(inode)
+        name = self._xname(frame, name, False)
+        return await self._do(frame, False, os.getxattr, f"/proc/self/fd/{node.fd}", name)
+
+    async def listxattr(self, frame, inode):
+        node = self._node(inode)
+        names = await self._do(frame, False, os.listxattr, f"/proc/self/fd/{node.fd}")
+        out = [os.fsencode(n) for n in names]
+        if frame.uid != 0 and self._switch:
+            out = [n for n in out if not n.startswith(b"trusted.")]
+        return out
+
+    async def removexattr(self, frame, inode, name):
+        node = self._node(inode)
+        name = self._xname(frame, name, True)
+        await self._do(frame, False, os.removexattr, f"/proc/self/fd/{node.fd}", name)
+        node.noacl_ctime = -1
