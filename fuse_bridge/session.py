@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable, Optional
 import trio
 
 from xlators.core.errors import FopError
+from xlators.core.events import Event
 from xlators.core.frame import Frame
 from xlators.core.graph import Graph
 from xlators.core.inode import Fd, Inode
@@ -110,6 +111,12 @@ class Session:
         self.init_done = trio.Event()
         self.stats = {"requests": 0, "errors": 0, "exceptions": 0}
         self.end_reason = ""
+        graph.listeners.append(self._graph_event)
+
+    def _graph_event(self, event: Any, data: Any, source: Any) -> None:
+        """UPCALLs from translators become kernel notifications (fuse_bridge.notify)."""
+        if event is Event.UPCALL and self.notifier is not None:
+            self.notifier.send(data)
 
     # -- lifecycle -------------------------------------------------------------------
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:

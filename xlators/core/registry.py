@@ -15,11 +15,15 @@ point in the ``xlfs`` group whose module implements the hook::
         register(Rot13)
 
 The built-in translators register through the same hook (``xlators.builtin``).  Hook
-implementations with misspelled names are caught when the registry loads.
+implementations with misspelled names are caught when the registry loads.  Modules named
+in the ``XLFS_PLUGINS`` environment variable (comma separated) are registered as plugins
+too, with no packaging: handy for tests and while developing a translator.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
+import os
 import threading
 from typing import Callable, Optional
 
@@ -28,6 +32,8 @@ import pluggy
 from .translator import Translator
 
 PROJECT = "xlfs"
+#: Comma list of modules registered as plugins without being installed (tests, development).
+PLUGINS_ENV = "XLFS_PLUGINS"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -60,6 +66,10 @@ class Registry:
             self.pm.load_setuptools_entrypoints(PROJECT)
         if not self.pm.is_registered(builtin):
             self.pm.register(builtin, name="builtin")
+        for modname in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
+            module = importlib.import_module(modname.strip())
+            if not self.pm.is_registered(module):
+                self.pm.register(module, name=modname.strip())
         self.pm.check_pending()  # misspelled hooks fail here
         for plugin in self.pm.get_plugins():
             name = self.pm.get_name(plugin) or repr(plugin)
