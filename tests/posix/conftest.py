@@ -1,0 +1,65 @@
+"""Fixtures of the POSIX suite: the filesystems under test (mounted once per session) and
+a fresh directory per test."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.mountlib import can_mount
+from tests.posix.posixlib import MountPool, Target, rmtree
+
+# raw = the backing directory itself (the oracle); the others are xlfs mounts.
+SUITE_TARGETS = ("raw", "local", "memory", "write-behind")
+
+
+def _param(name: str):
+    return pytest.param(name, id=name, marks=() if name == "raw" else (pytest.mark.mount,))
+
+
+@pytest.fixture(scope="session")
+def posix_base():
+    """A world-searchable scratch directory (other uids must reach the mountpoints)."""
+    base = Path(tempfile.mkdtemp(prefix="xlfs-posix-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    yield base
+    rmtree(base)
+
+
+@pytest.fixture(scope="session")
+def mount_pool(posix_base):
+    pool = MountPool(posix_base)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def get_target(pool: MountPool, name: str) -> Target:
+    if name != "raw":
+        why = can_mount()
+        if why:
+            pytest.skip(why)
+    return pool.get(name)
+
+
+@pytest.fixture(scope="session", params=[_param(n) for n in SUITE_TARGETS])
+def target(request, mount_pool) -> Target:
+    return get_target(mount_pool, request.param)
+
+
+@pytest.fixture
+def d(request, target) -> Path:
+    """This test's own directory on the target (removed afterwards)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:120]
+    path = target.root / name
+    rmtree(path)
+    path.mkdir()
+    os.chmod(path, 0o755)
+    yield path
+    rmtree(path)
+    if target.mount is not None and target.mount.proc.poll() is not None:
+        pytest.fail(f"the xlfs daemon of {target.name} died: {target.mount.read_log()[-3000:]}")

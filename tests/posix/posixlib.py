@@ -1,0 +1,272 @@
+"""Helpers of the POSIX behaviour suite: the filesystems under test, libc calls Python
+lacks (renameat2, utimensat with UTIME_OMIT, fallocate modes, getxattr size probing),
+running code as another user in a forked child, and a pool of shared mounts.
+
+A *target* is one filesystem under test: ``raw`` (a plain directory on the disk that
+backs the bricks: the oracle) or an xlfs mount of a shipped volfile.  Every test gets a
+fresh subdirectory of its target, so one mount per volfile serves the whole session.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import pickle
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from tests.mountlib import VOLFILES, Mounted
+
+# -- libc -------------------------------------------------------------------------------
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                            ctypes.c_uint]
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+_libc.getxattr.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+_libc.getxattr.restype = ctypes.c_ssize_t
+_libc.listxattr.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+_libc.listxattr.restype = ctypes.c_ssize_t
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE = 0x1, 0x2, 0x10
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+_libc.utimensat.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.POINTER(_Timespec),
+                            ctypes.c_int]
+
+
+def _check(rc: int, *what: Any) -> int:
+    if rc < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), *[os.fsdecode(w) for w in what[:1]])
+    return rc
+
+
+def renameat2(old: str | os.PathLike, new: str | os.PathLike, flags: int) -> None:
+    _check(_libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), flags),
+           old)
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    _check(_libc.fallocate(fd, mode, offset, length))
+
+
+def utimensat(path: str | os.PathLike, atime: tuple[int, int], mtime: tuple[int, int],
+              follow: bool = True) -> None:
+    """``atime``/``mtime`` are (seconds, nanoseconds); nanoseconds may be UTIME_NOW/OMIT."""
+    times = (_Timespec * 2)(_Timespec(*atime), _Timespec(*mtime))
+    _check(_libc.utimensat(AT_FDCWD, os.fsencode(path), times,
+                           0 if follow else AT_SYMLINK_NOFOLLOW), path)
+
+
+def getxattr_size(path: str | os.PathLike, name: str) -> int:
+    """getxattr(path, name, NULL, 0): the value's size, as programs probe it."""
+    return _check(_libc.getxattr(os.fsencode(path), name.encode(), None, 0), path)
+
+
+def getxattr_into(path: str | os.PathLike, name: str, size: int) -> bytes:
+    buf = ctypes.create_string_buffer(max(size, 1))
+    n = _check(_libc.getxattr(os.fsencode(path), name.encode(), buf, size), path)
+    return buf.raw[:n]
+
+
+def listxattr_size(path: str | os.PathLike) -> int:
+    return _check(_libc.listxattr(os.fsencode(path), None, 0), path)
+
+
+# -- other users ------------------------------------------------------------------------
+class ChildTimeout(Exception):
+    pass
+
+
+def as_user(uid: int, fn: Callable[..., Any], *args: Any, gid: Optional[int] = None,
+            groups: Sequence[int] = (), umask: int = 0o022, timeout: float = 30.0) -> Any:
+    """Run ``fn(*args)`` in a forked child as ``uid``/``gid`` with supplementary
+    ``groups``; return its result, or raise the exception it raised (OSError keeps its
+    errno)."""
+    gid = uid if gid is None else gid
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        try:
+            os.setgroups(list(groups))
+            os.setresgid(gid, gid, gid)
+            os.setresuid(uid, uid, uid)
+            os.umask(umask)
+            out = (True, fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent
+            if isinstance(exc, OSError):
+                exc = OSError(exc.errno, exc.strerror, exc.filename)
+            try:
+                out = (False, exc)
+                pickle.dumps(out)
+            except Exception:  # noqa: BLE001
+                out = (False, RuntimeError(repr(exc)))
+        try:
+            data = pickle.dumps(out)
+            while data:
+                data = data[os.write(w, data):]
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        os.set_blocking(r, False)
+        while True:
+            try:
+                chunk = os.read(r, 65536)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    raise ChildTimeout(f"child as uid {uid} did not finish in {timeout}s")
+                time.sleep(0.002)
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    ok, value = pickle.loads(b"".join(chunks))
+    if ok:
+        return value
+    raise value
+
+
+def in_children(fns: Sequence[Callable[[], Any]], timeout: float = 60.0) -> None:
+    """Run each function in its own forked process at once; fail if any fails."""
+    pids = []
+    for fn in fns:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                fn()
+                code = 0
+            except BaseException:  # noqa: BLE001
+                import traceback
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    deadline = time.monotonic() + timeout
+    failed = []
+    pending = set(pids)
+    while pending:
+        for pid in list(pending):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                pending.discard(pid)
+                if os.waitstatus_to_exitcode(status) != 0:
+                    failed.append(pid)
+        if pending and time.monotonic() > deadline:
+            for pid in pending:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            raise ChildTimeout(f"{len(pending)} writer processes did not finish")
+        time.sleep(0.005)
+    assert not failed, f"{len(failed)} of {len(pids)} child processes failed"
+
+
+def errno_of(fn: Callable[..., Any], *args: Any, **kw: Any) -> int:
+    """The errno ``fn`` fails with (0 if it succeeds)."""
+    try:
+        fn(*args, **kw)
+    except OSError as exc:
+        return exc.errno
+    return 0
+
+
+# -- targets ----------------------------------------------------------------------------
+@dataclass
+class Target:
+    name: str                       # "raw" or a volfile's stem
+    root: Path                      # where tests make their subdirectories
+    brick: Optional[Path] = None    # the backing directory (raw: root itself)
+    mount: Optional[Mounted] = None
+
+    @property
+    def raw(self) -> bool:
+        return self.mount is None
+
+    @property
+    def posix_backed(self) -> bool:
+        return self.brick is not None
+
+
+class MountPool:
+    """One mount per volfile for the whole session (and a raw directory)."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.targets: dict[str, Target] = {}
+
+    def get(self, name: str, *flags: str) -> Target:
+        if name in self.targets:
+            return self.targets[name]
+        work = self.base / name
+        work.mkdir(mode=0o755)
+        if name == "raw":
+            root = work / "dir"
+            root.mkdir(mode=0o755)
+            t = Target(name, root, brick=root)
+        else:
+            volfile = VOLFILES / f"{name}.vol"
+            m = Mounted(volfile, work, *flags, limit=1800.0)
+            m.brick.mkdir(mode=0o755, exist_ok=True)
+            m.__enter__()
+            posix = "volume posix" in volfile.read_text()
+            t = Target(name, m.mountpoint, brick=m.brick if posix else None, mount=m)
+        self.targets[name] = t
+        return t
+
+    def close(self) -> None:
+        errors = []
+        for t in self.targets.values():
+            if t.mount is not None:
+                try:
+                    t.mount.__exit__(None, None, None)
+                except BaseException as exc:  # noqa: BLE001
+                    errors.append(exc)
+        self.targets.clear()
+        if errors:
+            raise errors[0]
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        # a test may leave a directory without permissions behind
+        for dirpath, dirnames, _ in os.walk(path):
+            for dn in dirnames:
+                try:
+                    os.chmod(os.path.join(dirpath, dn), 0o700)
+                except OSError:
+                    pass
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def probe(fn: Callable[[], Any]) -> Optional[int]:
+    """None if ``fn()`` works, else the errno it fails with."""
+    try:
+        fn()
+    except OSError as exc:
+        return exc.errno
+    return None
+
+
+__all__ = [n for n in dir() if not n.startswith("_")] + ["errno"]
