@@ -311,6 +311,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:      # e.g. `xlfs --help | head`
+        return 0
 
 
 if __name__ == "__main__":
