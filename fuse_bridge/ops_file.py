@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
+import os
 
 from xlators.core.errors import FopError
 from xlators.core.inode import Fd, Loc
@@ -40,8 +41,19 @@ def open_flags(s, fd: Fd) -> int:
     return flags
 
 
+def backend_flags(s, flags: int) -> int:
+    """With the kernel's writeback cache the kernel may READ through a write-only file
+    (to fill pages) and positions O_APPEND writes itself: open read-write, no append."""
+    if s.flags & abi.InitFlag.WRITEBACK_CACHE:
+        if flags & os.O_ACCMODE == os.O_WRONLY:
+            flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
+        flags &= ~os.O_APPEND
+    return flags
+
+
 async def open_(s, req, body):
     flags, _ = abi.OPEN_IN.unpack_from(body)
+    flags = backend_flags(s, flags)
     inode = s.inode(req.nodeid)
     fd = Fd(inode, flags, req.frame.pid)
     await s.top.open(req.frame, inode, flags, fd)
@@ -51,6 +63,7 @@ async def open_(s, req, body):
 
 async def create(s, req, body):
     flags, mode, umask, _ = abi.CREATE_IN.unpack_from(body)
+    flags = backend_flags(s, flags)
     parent = s.inode(req.nodeid)
     name = _name(body[abi.CREATE_IN.size:])
     fd = Fd(parent, flags, req.frame.pid)
