@@ -12,7 +12,7 @@ without a reply to the kernel; it still takes a frame (a system frame) for unifo
 from __future__ import annotations
 
 import errno as E
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 
 class Fop(NamedTuple):
@@ -106,17 +106,21 @@ FOP_ALIASES: dict[str, str] = {
 }
 
 
-def resolve_fop_names(text: str, what: str = "fop") -> frozenset[str]:
+def resolve_fop_names(text: str, what: str = "fop",
+                      on_unknown: "Callable[[str], None] | None" = None) -> frozenset[str]:
     """Parse a comma/space separated list of fop names (case-insensitive, GlusterFS aliases
-    allowed) into xlfs fop names; an empty text means every fop.  Unknown names raise
-    ValueError listing the known ones."""
+    allowed) into xlfs fop names; an empty text means every fop.  An unknown name raises
+    ValueError listing the known ones, or is passed to ``on_unknown`` and skipped."""
     words = [w.strip().lower() for w in text.replace(" ", ",").split(",") if w.strip()]
     if not words:
         return frozenset(FOP_NAMES)
     out = set()
     for w in words:
         name = FOP_ALIASES.get(w, w)
-        if name not in FOP_BY_NAME:
+        if name in FOP_BY_NAME:
+            out.add(name)
+        elif on_unknown is not None:
+            on_unknown(w)
+        else:
             raise ValueError(f"unknown {what} {w!r}; known: {', '.join(FOP_NAMES)}")
-        out.add(name)
     return frozenset(out)

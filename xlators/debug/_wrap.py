@@ -14,7 +14,7 @@ import inspect
 import logging
 from typing import Any, Callable, Iterable
 
-from ..core.fops import FOP_ALIASES, FOP_BY_NAME, FOP_NAMES, FOPS, Fop
+from ..core.fops import FOP_NAMES, FOPS, Fop, resolve_fop_names
 
 log = logging.getLogger("xlfs.debug")
 
@@ -82,15 +82,6 @@ def lenient_fops(text: str) -> frozenset[str]:
     """Parse a fop list the way GlusterFS's error-gen and trace do: case-insensitive,
     GlusterFS aliases accepted, an empty text means every fop, and a name that is not a
     fop is skipped with a warning (GlusterFS: "Wrong option value") instead of failing."""
-    words = [w.strip().lower() for w in text.replace(" ", ",").split(",") if w.strip()]
-    if not words:
-        return frozenset(FOP_NAMES)
-    out = set()
-    for w in words:
-        name = FOP_ALIASES.get(w, w)
-        if name in FOP_BY_NAME:
-            out.add(name)
-        else:
-            log.warning("not a fop name: %r (ignored; known: %s)", w, ", ".join(FOP_NAMES))
-    return frozenset(out)
+    return resolve_fop_names(text, on_unknown=lambda w: log.warning(
+        "not a fop name: %r (ignored; known: %s)", w, ", ".join(FOP_NAMES)))
 
