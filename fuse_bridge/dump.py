@@ -12,7 +12,7 @@ import errno
 import os
 import struct
 import time
-from typing import BinaryIO, Iterator, NamedTuple
+from typing import BinaryIO, Iterator, NamedTuple, Optional
 
 from . import abi
 
@@ -44,30 +44,81 @@ class DumpRecord(NamedTuple):
     message: bytes
 
 
-def read_dump(f: BinaryIO) -> Iterator[DumpRecord]:
-    """Yield the records of a dump; a truncated last record ends the iteration."""
-    head = 1 + _TIME.size + _MARK_PART.size
+_HEAD = 1 + _TIME.size + _MARK_PART.size
+_HEAD_KEY = struct.pack("<II", 3, 16)   # bytes 1..8 of every record head
+
+
+def _is_head(h: bytes) -> bool:
+    if len(h) < _HEAD or h[0] not in b"RW":
+        return False
+    count, size, _, _ = _TIME.unpack_from(h, 1)
+    size12, mark = _MARK_PART.unpack_from(h, 1 + _TIME.size)
+    return count == 3 and size == 16 and size12 == 12 and mark == _MARK
+
+
+def _next_head(f: BinaryIO, pos: int) -> Optional[int]:
+    """Offset of the first record head at or after ``pos``, None if there is none."""
+    f.seek(pos)
+    buf = b""
+    base = pos
     while True:
-        h = f.read(head)
-        if len(h) < head:
+        chunk = f.read(1 << 16)
+        buf += chunk
+        i = buf.find(_HEAD_KEY, 1)
+        while i >= 1:
+            if len(buf) - (i - 1) < _HEAD and chunk:
+                break                                  # need more bytes to judge
+            if _is_head(buf[i - 1:i - 1 + _HEAD]):
+                return base + i - 1
+            i = buf.find(_HEAD_KEY, i + 1)
+        if not chunk:
+            return None
+        keep = max(0, len(buf) - _HEAD)
+        base += keep
+        buf = buf[keep:]
+
+
+def read_dump(f: BinaryIO) -> Iterator[DumpRecord]:
+    """Yield the records of a dump; a truncated last record ends the iteration.
+
+    A record's message ends where its own header's length says.  A request whose header
+    lies about its length (the session records what it read) is cut at the next record
+    head instead, so the records after it still decode (needs a seekable file)."""
+    while True:
+        start = f.tell()
+        h = f.read(_HEAD)
+        if len(h) < _HEAD:
             return
+        if not _is_head(h):
+            raise ValueError(f"not a FUSE dump record at byte {start}")
         direction = chr(h[0])
-        count, size, sec, nsec = _TIME.unpack_from(h, 1)
-        _, mark = _MARK_PART.unpack_from(h, 1 + _TIME.size)
-        if direction not in "RW" or count != 3 or size != 16 or mark != _MARK:
-            raise ValueError(f"not a FUSE dump record at byte {f.tell() - head}")
+        _, _, sec, nsec = _TIME.unpack_from(h, 1)
         first = f.read(4)
         if len(first) < 4:
             return
         (length,) = struct.unpack("<I", first)
-        rest = f.read(length - 4)
-        if len(rest) < length - 4:
-            return
-        yield DumpRecord(direction, sec * 1_000_000_000 + nsec, first + rest)
+        message = first + f.read(max(0, length - 4))
+        after = f.read(_HEAD)
+        f.seek(-len(after), os.SEEK_CUR)
+        if length < 4 or len(message) < length or (len(after) == _HEAD
+                                                   and not _is_head(after)):
+            # A truncated last record, or a message whose header lies about its length.
+            body = start + _HEAD
+            nxt = _next_head(f, body + 4)
+            if nxt is None:
+                if len(message) < length or length < 4:
+                    return                             # truncated
+                end = body + length                    # garbage follows: reported next
+            else:
+                end = nxt
+            f.seek(body)
+            message = f.read(end - body)
+        yield DumpRecord(direction, sec * 1_000_000_000 + nsec, message)
 
 
-def describe(rec: DumpRecord) -> str:
-    """One readable line for a record."""
+def describe(rec: DumpRecord, setxattr_ext: bool = False) -> str:
+    """One readable line for a record.  ``setxattr_ext``: INIT negotiated SETXATTR_EXT
+    (SETXATTR then carries the longer SETXATTR_IN before the name)."""
     t = time.strftime("%H:%M:%S", time.localtime(rec.time_ns / 1e9))
     stamp = f"{t}.{rec.time_ns % 1_000_000_000 // 1000:06d}"
     m = rec.message
@@ -81,6 +132,8 @@ def describe(rec: DumpRecord) -> str:
         names = abi.OPCODE_NAMES.get(opcode) if opcode in abi.Opcode._value2member_map_ else None
         if names:
             st = abi.OPCODE_INPUT.get(abi.Opcode(opcode))
+            if opcode == abi.Opcode.SETXATTR and setxattr_ext:
+                st = abi.SETXATTR_IN
             body = m[abi.IN_HEADER.size + (st.size if st else 0):]
             try:
                 extra = " " + " ".join(repr(n) for n in abi.split_names(body, names))
@@ -102,9 +155,20 @@ def describe(rec: DumpRecord) -> str:
 
 
 def decode_file(path: str) -> Iterator[str]:
+    init_unique = None
+    setxattr_ext = False          # from the INIT reply: how SETXATTR names are laid out
     with open(path, "rb") as f:
         for rec in read_dump(f):
-            yield describe(rec)
+            m = rec.message
+            if rec.direction == "R" and len(m) >= abi.IN_HEADER.size:
+                if abi.IN_HEADER.unpack_from(m)[1] == abi.Opcode.INIT:
+                    init_unique = abi.IN_HEADER.unpack_from(m)[2]
+            elif init_unique is not None and len(m) >= abi.OUT_HEADER.size + 16:
+                _, error, unique = abi.OUT_HEADER.unpack_from(m)
+                if unique == init_unique and error == 0:
+                    (flags,) = struct.unpack_from("<I", m, abi.OUT_HEADER.size + 12)
+                    setxattr_ext = bool(flags & abi.InitFlag.SETXATTR_EXT)
+            yield describe(rec, setxattr_ext)
 
 
 def main_decode(path: str) -> int:

@@ -62,6 +62,10 @@ async def setattr_(s, req, body):
      mode, uid, gid) = abi.SETATTR_IN.unpack_from(body)
     inode = s.inode(req.nodeid)
     fd = s.fds.get(fh) if valid & _V.FH else None
+    # the kernel's times are signed (s64): a time before 1970 arrives as a huge u64
+    if valid & (_V.ATIME | _V.MTIME | _V.CTIME):
+        atime, mtime, ctime = (t - (1 << 64) if t >= 1 << 63 else t
+                               for t in (atime, mtime, ctime))
     if valid & _V.LOCKOWNER:
         req.frame.lk_owner = lock_owner
     changes = SetAttr(
@@ -143,6 +147,9 @@ async def statfs(s, req, body):
 
 async def setxattr(s, req, body):
     if s.flags & abi.InitFlag.SETXATTR_EXT:
+        if len(body) < abi.SETXATTR_IN.size:   # the session checked only the compat size
+            raise ValueError(f"SETXATTR body of {len(body)} bytes, SETXATTR_EXT needs "
+                             f"{abi.SETXATTR_IN.size}")
         size, flags, _ = abi.SETXATTR_IN.unpack_from(body)
         rest = body[abi.SETXATTR_IN.size:]
     else:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import struct
 import types
 from typing import Any, Awaitable, Callable, Optional
 
@@ -179,55 +180,62 @@ class Session:
         streak = 0
         try:
             while True:
-                try:
-                    n = os.readv(fd, bufs)
-                except BlockingIOError:
-                    streak = 0
-                    if chan.listening:
-                        chan.idle += 1
-                        await chan.parking.park()
-                        continue
-                    chan.listening = True
-                    try:
-                        await trio.lowlevel.wait_readable(fd)
-                    finally:
-                        chan.listening = False
-                    continue
-                except InterruptedError:
-                    continue
-                except OSError as exc:
-                    if exc.errno == errno.ENOENT:   # aborted before we read it
-                        continue
-                    if exc.errno == errno.ENODEV:
-                        self.end("the kernel ended the connection (unmounted)")
-                        return
-                    log.error("read from /dev/fuse failed: %s", exc)
-                    await trio.sleep(0.01)
-                    continue
-                if n == 0:
-                    self.end("end of file on /dev/fuse")
-                    return
-                coro = self._dispatch(chan, buf, n)
-                try:
-                    trap = coro.send(None)
-                except StopIteration:
-                    streak += 1
-                    if streak >= _YIELD_EVERY:
-                        streak = 0
-                        await trio.lowlevel.checkpoint()
-                    continue
-                # The handler waits: let another reader take the device meanwhile, and
-                # give the request a cancel scope now (code that never yields cannot be
-                # cancelled, so the fast path needs none).
-                self._ensure_listener(chan)
-                streak = 0
-                req, self._stepping = self._stepping, None
+                # The scope of the next request that waits.  It is entered before that
+                # request's first step, so every scope the handler opens (trio.sleep's,
+                # a nursery's) nests inside it; a fresh one per waiting request, since a
+                # cancelled scope stays cancelled.  Fast requests only pass through it.
                 with trio.CancelScope() as scope:
-                    if req is not None:
-                        req.frame.cancel_scope = scope
-                        if req.cancel_requested:
-                            scope.cancel()
-                    await _resume(coro, trap)
+                    while True:
+                        try:
+                            n = os.readv(fd, bufs)
+                        except BlockingIOError:
+                            streak = 0
+                            if chan.listening:
+                                chan.idle += 1
+                                await chan.parking.park()
+                                continue
+                            chan.listening = True
+                            try:
+                                await trio.lowlevel.wait_readable(fd)
+                            finally:
+                                chan.listening = False
+                            continue
+                        except InterruptedError:
+                            continue
+                        except OSError as exc:
+                            if exc.errno == errno.ENOENT:   # aborted before we read it
+                                continue
+                            if exc.errno == errno.ENODEV:
+                                self.end("the kernel ended the connection "
+                                         "(unmounted)")
+                                return
+                            log.error("read from /dev/fuse failed: %s", exc)
+                            await trio.sleep(0.01)
+                            continue
+                        if n == 0:
+                            self.end("end of file on /dev/fuse")
+                            return
+                        coro = self._dispatch(chan, buf, n)
+                        try:
+                            trap = coro.send(None)
+                        except StopIteration:
+                            streak += 1
+                            if streak >= _YIELD_EVERY:
+                                streak = 0
+                                await trio.lowlevel.checkpoint()
+                            continue
+                        # The handler waits: let another reader take the device
+                        # meanwhile, and make the scope the request's (code that never
+                        # yields cannot be cancelled: the fast path needs no scope).
+                        self._ensure_listener(chan)
+                        streak = 0
+                        req, self._stepping = self._stepping, None
+                        if req is not None:
+                            req.frame.cancel_scope = scope
+                            if req.cancel_requested:
+                                scope.cancel()
+                        await _resume(coro, trap)
+                        break           # that request's scope: take a fresh one
         finally:
             chan.readers -= 1
 
@@ -296,7 +304,7 @@ class Session:
             self.reply_error(req, exc.errno or errno.EIO)
         except OSError as exc:
             self.reply_error(req, exc.errno or errno.EIO)
-        except (ValueError, IndexError, UnicodeError) as exc:
+        except (ValueError, IndexError, UnicodeError, struct.error) as exc:
             log.error("%s (unique %d): malformed request: %s", _opname(opcode), unique, exc)
             self.reply_error(req, errno.EIO)
         except Exception:

@@ -1,0 +1,22 @@
+"""xlfsctl subcommands of the FUSE bridge (found through ``xlators.ctl.EXTENSIONS``).
+
+    xlfsctl dump-decode PATH      # one line per message of a --dump-fuse recording
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_subcommands(sub: Any) -> None:
+    p = sub.add_parser("dump-decode", help="decode a --dump-fuse recording",
+                       description="Print one line per FUSE message recorded with "
+                                   "--dump-fuse=PATH: direction (R read from the kernel, "
+                                   "W written to it), unique, opcode or status, length.")
+    p.add_argument("path", metavar="PATH")
+    p.set_defaults(func=run_dump_decode)
+
+
+def run_dump_decode(args: argparse.Namespace) -> int:
+    from .dump import main_decode
+    return main_decode(args.path)
