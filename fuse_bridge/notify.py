@@ -49,6 +49,7 @@ import threading
 import time
 from typing import Any, Optional
 
+from xlators.core.inode import ROOT_NODEID
 from xlators.core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode, StoreData
 
 from . import abi
@@ -82,7 +83,7 @@ def _known(obj: Any) -> bool:
     """Whether the kernel can hold something for this inode (it holds a lookup on it)."""
     if isinstance(obj, int):
         return True
-    return obj.nodeid == 1 or getattr(obj, "nlookup", 1) > 0
+    return obj.nodeid == ROOT_NODEID or getattr(obj, "nlookup", 1) > 0
 
 
 def _name(name: Any) -> bytes:
@@ -122,6 +123,25 @@ def encode(msg: Any, minor: int = abi.KERNEL_MINOR_VERSION) -> Optional[tuple[in
     return code, abi.pack_notify_header(abi.OUT_HEADER.size + len(body), code) + body
 
 
+def describe(data: bytes) -> str:
+    """A notification as text, for debug logs: ``nodeid=5 off=0 len=0``."""
+    body = memoryview(data)[abi.OUT_HEADER.size:]
+    _, code, _ = abi.OUT_HEADER.unpack_from(data)
+    if code == _N.INVAL_INODE:
+        return "nodeid=%d off=%d len=%d" % abi.NOTIFY_INVAL_INODE_OUT.unpack_from(body)
+    if code == _N.INVAL_ENTRY:
+        parent, namelen, _flags = abi.NOTIFY_INVAL_ENTRY_OUT.unpack_from(body)
+        name = bytes(body[abi.NOTIFY_INVAL_ENTRY_OUT.size:][:namelen])
+        return f"parent={parent} name={name!r}"
+    if code == _N.DELETE:
+        parent, child, namelen = abi.NOTIFY_DELETE_OUT.unpack_from(body)
+        name = bytes(body[abi.NOTIFY_DELETE_OUT.size:][:namelen])
+        return f"parent={parent} child={child} name={name!r}"
+    if code == _N.STORE:
+        return "nodeid=%d offset=%d size=%d" % abi.NOTIFY_STORE_OUT.unpack_from(body)
+    return f"code {code}"
+
+
 class Notifier:
     """Kernel notifications through a bounded queue and one writer thread."""
 
@@ -155,6 +175,7 @@ class Notifier:
         self.expected: dict[str, int] = {}
         self.errors = 0
         self.blocked_since: Optional[float] = None
+        self.longest_write = 0.0  # seconds the kernel kept one write() waiting
 
     # -- the producer side (event loop) -------------------------------------------------
     def send(self, msg: Any) -> bool:
@@ -228,7 +249,7 @@ class Notifier:
 
     def _write(self, code: int, data: bytes) -> bool:
         """Write one notification; False when the channel is gone for good."""
-        self.blocked_since = time.monotonic()
+        started = self.blocked_since = time.monotonic()
         try:
             self._os_write(self.fd, data)
         except OSError as exc:
@@ -237,8 +258,8 @@ class Notifier:
                 key = errno.errorcode.get(err, str(err))
                 self.expected[key] = self.expected.get(key, 0) + 1
                 if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s: %s (the kernel has nothing cached there)",
-                              KIND_NAMES.get(code, code), key)
+                    log.debug("%s: %s (the kernel has nothing cached there): %s",
+                              KIND_NAMES.get(code, code), key, describe(data))
                 return True
             if err in FATAL_ERRORS:
                 self.ended = f"{errno.errorcode.get(err, err)}: the connection ended"
@@ -249,7 +270,12 @@ class Notifier:
             return True
         finally:
             self.blocked_since = None
+            took = time.monotonic() - started
+            if took > self.longest_write:
+                self.longest_write = took
         self.sent[KIND_NAMES.get(code, str(code))] += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s written: %s", KIND_NAMES.get(code, code), describe(data))
         return True
 
     def _close_fd(self) -> None:
@@ -303,6 +329,7 @@ class Notifier:
             "notify.discarded-after-end": self.discarded,
             "notify.expected-errors": sum(self.expected.values()),
             "notify.errors": self.errors,
+            "notify.longest-write-seconds": round(self.longest_write, 3),
             "notify.state": self.ended or ("running" if self._thread is not None
                                            else "idle"),
         }

@@ -43,7 +43,7 @@ async def lookup(s, req, body):
     name = _name(body)
     try:
         entry = await s.top.lookup(req.frame, Loc(parent, name))
-    except FopError as exc:
+    except OSError as exc:      # FopError, or an OSError escaping a translator
         if exc.errno == errno.ENOENT and s.timeouts.negative | s.timeouts.negative_ns:
             return negative_entry_out(s.timeouts)
         raise

@@ -33,7 +33,7 @@ from xlators.core.frame import Frame
 from xlators.core.graph import Graph
 from xlators.core.inode import Fd, Inode
 
-from . import abi
+from . import abi, selfaccess
 from .encode import Timeouts
 from .interrupt import InterruptTable, Request
 from .options import BridgeOptions
@@ -287,6 +287,8 @@ class Session:
                                      f"malformed {_opname(opcode)}: body of "
                                      f"{body_end - _HDR} bytes")
         frame = Frame(unique, uid, gid, pid)
+        if pid not in selfaccess.FOREIGN:
+            selfaccess.check(pid, opcode, unique, nodeid)
         req = Request(self, chan.fd, unique, opcode, nodeid, frame)
         frame.interrupt = req
         pending = self.interrupts.pending

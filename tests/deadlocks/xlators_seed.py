@@ -14,8 +14,10 @@ application over a UNIX socket (like the FUSE server of the FUSE_ASYNC_FLUSH pat
 
 ``test/upcall-race`` (seed 002) sends an invalidation of the very object a pending request
 holds locked in the kernel, then waits a little and only then winds the request: CREATE of
-a name starting with ``race`` sends INVAL_ENTRY for its directory, READ of a file whose
-name starts with ``race`` sends INVAL_INODE for it::
+a name starting with ``race`` sends INVAL_ENTRY for its directory, the first READ of a file
+whose name starts with ``race`` sends INVAL_INODE for it (once: the invalidation drops the
+pages the READ fills, so the kernel reads them again, and invalidating on every READ would
+never end)::
 
     volume race
         type test/upcall-race
@@ -99,6 +101,7 @@ class UpcallRace(Translator):
     def __init__(self, *args, **kw) -> None:
         super().__init__(*args, **kw)
         self._race_inos: set[int] = set()
+        self._raced: set[int] = set()
 
     def _note(self, name, entry):
         if name and bytes(name).startswith(b"race"):
@@ -118,7 +121,8 @@ class UpcallRace(Translator):
                                                             fd))
 
     async def readv(self, frame, fd, size, offset, flags):
-        if fd.inode.ino in self._race_inos:
+        if fd.inode.ino in self._race_inos and fd.inode.ino not in self._raced:
+            self._raced.add(fd.inode.ino)
             self.log.info("seed002: READ of nodeid %d pending; INVAL_INODE of it",
                           fd.inode.nodeid)
             self.upcall(InvalidateInode(fd.inode, 0, 0))

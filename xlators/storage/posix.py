@@ -61,7 +61,7 @@ from xlators.core.options import Option
 from xlators.core.translator import Translator
 from xlators.core.types import Attr, Entry
 
-from . import posix_lk
+from . import posix_lk, posix_watch
 from .posix_attr import PosixAttrOps
 from .posix_dir import PosixDirOps
 from .posix_io import PosixIOOps
@@ -136,6 +136,10 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                     "network-backed bricks)."),
         Option.int("io-thread-count", 16, "Most worker threads busy at once.", min=1,
                    max=1024),
+        Option.bool("watch-brick", False, "Watch the brick with inotify and tell the "
+                    "kernel (invalidations) when files or names change in it directly, not "
+                    "through the mount; an xlfs option, GlusterFS has none (see "
+                    "posix_watch)."),
     )
 
     def __init__(self, *args: Any, **kw: Any) -> None:
@@ -154,6 +158,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         self._space_full = False
         self._nowait = True                     # RWF_NOWAIT reads work here
         self._root_daemon = False
+        self._watch: Optional[posix_watch.BrickWatch] = None
         self._apply_opts()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -209,8 +214,10 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         self._root = Node(fd, st.st_mode, st.st_ino, 0)
         self._live[st.st_ino] = self._root
         root.ctx[self] = self._root
+        self._watch = posix_watch.start(self)
 
     def fini(self) -> None:
+        posix_watch.stop(self)
         for of in list(self._opens):
             self._close_open(of)
         self._opens.clear()
@@ -231,12 +238,14 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             self.log.warning("%s: the directory cannot change at run time; still serving "
                              "%s", self.name, self._directory)
         self._apply_opts()
+        posix_watch.reconfigure(self)
 
     def dump(self) -> dict[str, Any]:
         return {"directory": self._directory, "live-inodes": len(self._live),
                 "open-fds": len(self._opens), "submount-devices": dict(self._devs),
                 "caller-credentials": self._switch, "inline": self._inline,
-                "io-thread-threshold": self._threshold, "space-full": self._space_full}
+                "io-thread-threshold": self._threshold, "space-full": self._space_full,
+                **(self._watch.dump() if self._watch is not None else {})}
 
     # -- helpers ---------------------------------------------------------------------
     def _node(self, inode: Any) -> Node:
@@ -328,6 +337,8 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                             return self._entry(st2, fd)
                 node = self._live[ino] = Node(fd, st.st_mode, ino, bits)
                 fd = -1
+                if self._watch is not None:
+                    self._watch.new_node(node)
             inode.ctx[self] = node
         if fd >= 0:
             os.close(fd)
@@ -406,10 +417,13 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                 st = os.stat(name, dir_fd=pnode.fd, follow_symlinks=False)
             else:
                 st = self._call(frame, False, stat_at, pnode.fd, name)
-            return self._entry(st, pfd=pnode.fd, name=name)
+            entry = self._entry(st, pfd=pnode.fd, name=name)
         else:
             fd, st = await self._thread(self._call, frame, False, lookup_at, pnode.fd, name)
-        return self._entry(st, fd)
+            entry = self._entry(st, fd)
+        if self._watch is not None:
+            self._watch.looked_up(pnode, name, entry)
+        return entry
 
     async def getattr(self, frame, inode, fd=None):
         node = inode.ctx.get(self)
@@ -491,6 +505,8 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         if self._live.get(node.ino) is node:
             del self._live[node.ino]
         posix_lk.drop_all(node)
+        if self._watch is not None:
+            self._watch.forget(node)
         os.close(node.fd)
         return None
 

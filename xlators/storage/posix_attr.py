@@ -31,10 +31,24 @@ class PosixAttrOps:
         of = fd.ctx.get(self) if fd is not None else None
         if changes.kill_suidgid or (changes.mode is not None and frame.uid != 0):
             changes = await self._kill_privs(frame, node, changes)
+        wb_times = None
+        if (changes.ctime_ns is not None and frame.uid != 0 and self._switch
+                and (changes.atime_ns is not None or changes.mtime_ns is not None)
+                and frame.uid != os.fstat(node.fd).st_uid):
+            # A writeback-cache kernel (the only sender of ctime) flushes its own times
+            # after a write, truncate or touch by any writer, as explicit times that
+            # utimensat allows the owner alone: set them as the daemon for a caller who
+            # has the file open for writing or may write it.
+            wb_times = (changes.atime_ns, changes.mtime_ns)
+            changes = changes._replace(atime_ns=None, mtime_ns=None)
+            if not getattr(of, "writable", False):
+                await self._do(frame, False, faccessat, node.fd, os.W_OK)
         if (changes.uid is not None or changes.gid is not None or changes.mode is not None
                 or changes.size is not None or changes.atime_ns is not None
                 or changes.mtime_ns is not None):
             await self._do(frame, False, self._setattr_sync, node, changes, of)
+        if wb_times is not None:
+            utimens_empty(node.fd, *wb_times)
         st = os.fstat(node.fd)
         node.mode = st.st_mode
         return Attr.from_stat(st, node.ino)

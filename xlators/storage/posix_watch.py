@@ -1,0 +1,366 @@
+"""storage/posix option ``watch-brick``: tell the kernel about changes made in the brick.
+
+    volume posix
+        type storage/posix
+        option directory /srv/brick
+        option watch-brick on
+    end-volume
+
+GlusterFS has no such option (its bricks are never changed behind its back).  xlfs serves a
+plain local directory, which other programs may change directly; with long kernel cache
+timeouts (``--attribute-timeout=60 --entry-timeout=60 --negative-timeout=60``) such changes
+would stay invisible through the mount for up to a minute.  With ``watch-brick on``, posix
+watches its brick with inotify and sends upcalls, which the FUSE bridge turns into kernel
+notifications (fuse_bridge/notify.py, on its own thread: see docs/deadlocks.md):
+
+- a file written or truncated in the brick (IN_MODIFY, IN_CLOSE_WRITE): ``InvalidateInode``
+  of that file (attributes and cached data);
+- its attributes changed (IN_ATTRIB): ``InvalidateInode`` with offset -1 (attributes only);
+- a name created or moved in (IN_CREATE, IN_MOVED_TO), moved out (IN_MOVED_FROM):
+  ``InvalidateEntry(parent, name)`` (this also drops a cached *negative* entry);
+- a name deleted (IN_DELETE): ``DeleteEntry(parent, child, name)`` when posix knows which
+  inode that name was (it was looked up), else ``InvalidateEntry``;
+- and, for every name change, ``InvalidateInode(parent, -1)`` (the directory's mtime and
+  link count).
+
+What is watched: every directory the kernel knows, i.e. every directory inode that has a
+posix descriptor.  A watch is added when posix first makes a descriptor for a directory
+(lookup, mkdir, readdirp, ...: the ``_entry`` path) and removed on ``forget``.  The events
+are read by one trio task (``trio.lowlevel.wait_readable`` on the inotify descriptor),
+started with ``spawn()`` by the first lookup or new inode once the graph runs (PARENT_UP
+comes before the bridge's nursery exists).  Each wake-up reads every
+queued event, drops duplicates and sends one upcall per distinct message; after a batch
+the task pauses ``COALESCE`` seconds so that a burst (a large write makes an IN_MODIFY per
+write call) becomes one invalidation.
+
+Changes made *through the mount* produce inotify events too: they cost an extra
+invalidation (the kernel drops a dentry or page cache it had just filled and looks it up
+again), never correctness.  They are not suppressed: telling them apart would need the
+writer's identity, which inotify does not give, and a time-based guess would also hide a
+real change made in the brick at the same moment.  The coalescing above bounds the cost.
+
+If the inotify queue overflows (IN_Q_OVERFLOW, more than ``fs.inotify.max_queued_events``
+unread), events were lost: every watched directory and every inode posix holds a
+descriptor for is invalidated (attributes only), and a warning is logged.  Watches count
+against ``fs.inotify.max_user_watches``; when it is reached a warning is logged once and
+further directories are served without a watch.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import stat
+import struct
+from typing import Any, Optional
+
+import trio
+
+from xlators.core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
+
+log = logging.getLogger("xlfs.storage.posix.watch")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.inotify_init1.argtypes = [ctypes.c_int]
+_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
+_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
+
+IN_MODIFY = 0x00000002
+IN_ATTRIB = 0x00000004
+IN_CLOSE_WRITE = 0x00000008
+IN_MOVED_FROM = 0x00000040
+IN_MOVED_TO = 0x00000080
+IN_CREATE = 0x00000100
+IN_DELETE = 0x00000200
+IN_DELETE_SELF = 0x00000400
+IN_MOVE_SELF = 0x00000800
+IN_Q_OVERFLOW = 0x00004000
+IN_IGNORED = 0x00008000
+IN_ONLYDIR = 0x01000000
+IN_EXCL_UNLINK = 0x04000000
+IN_ISDIR = 0x40000000
+IN_NONBLOCK = os.O_NONBLOCK
+IN_CLOEXEC = os.O_CLOEXEC
+
+MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
+        | IN_DELETE | IN_ONLYDIR | IN_EXCL_UNLINK)
+_NAMES = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE
+_EVENT = struct.Struct("iIII")      # wd, mask, cookie, len; then len bytes of name
+COALESCE = 0.01
+_READ_SIZE = 65536
+
+
+def parse_events(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(wd, mask, name) of every ``struct inotify_event`` in ``data``."""
+    out = []
+    pos, end = 0, len(data)
+    size = _EVENT.size
+    while pos + size <= end:
+        wd, mask, _cookie, length = _EVENT.unpack_from(data, pos)
+        name = data[pos + size:pos + size + length].rstrip(b"\0")
+        out.append((wd, mask, name))
+        pos += size + length
+    return out
+
+
+class BrickWatch:
+    """The inotify watcher of one storage/posix translator (``xl``)."""
+
+    def __init__(self, xl: Any) -> None:
+        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"inotify_init1: {os.strerror(err)}")
+        self.xl = xl
+        self.fd = fd
+        self.wd_ino: dict[int, int] = {}           # watch -> directory's ino (posix's)
+        self.ino_wd: dict[int, int] = {}
+        self.names: dict[tuple[int, bytes], int] = {}   # (dir ino, name) -> child ino
+        self.keys_of: dict[int, set] = {}               # child ino -> its keys in names
+        self.task_started = False
+        self.closed = False
+        self.full_warned = False
+        self.stats = {"events": 0, "upcalls": 0, "overflows": 0, "watch-failures": 0}
+
+    # -- watches ---------------------------------------------------------------------
+    def add(self, node: Any) -> None:
+        """Watch the directory of posix Node ``node`` (no-op when already watched)."""
+        if self.closed or node.ino in self.ino_wd:
+            return
+        wd = _libc.inotify_add_watch(self.fd, f"/proc/self/fd/{node.fd}".encode(), MASK)
+        if wd < 0:
+            err = ctypes.get_errno()
+            self.stats["watch-failures"] += 1
+            if err == errno.ENOSPC and not self.full_warned:
+                self.full_warned = True
+                log.warning("%s: fs.inotify.max_user_watches reached: directories from "
+                            "now on are served without a brick watch", self.xl.name)
+            elif err != errno.ENOSPC:
+                log.debug("inotify_add_watch of ino %d: %s", node.ino, os.strerror(err))
+            return
+        old = self.wd_ino.get(wd)
+        if old is not None and old != node.ino:   # the same directory under another ino
+            self.ino_wd.pop(old, None)
+        self.wd_ino[wd] = node.ino
+        self.ino_wd[node.ino] = wd
+        self.start()
+
+    def new_node(self, node: Any) -> None:
+        """posix made a descriptor for a new inode: watch it if it is a directory; the
+        first one after the graph runs starts the reader task."""
+        if node.kind == stat.S_IFDIR:
+            self.add(node)
+        elif not self.task_started:
+            self.start()
+
+    def forget(self, node: Any) -> None:
+        """posix is closing ``node``'s descriptor: drop its watch and remembered names."""
+        keys = self.keys_of.pop(node.ino, None)
+        if keys:
+            for key in keys:
+                if self.names.get(key) == node.ino:
+                    del self.names[key]
+        wd = self.ino_wd.pop(node.ino, None)
+        if wd is not None:
+            self.wd_ino.pop(wd, None)
+            if not self.closed:
+                _libc.inotify_rm_watch(self.fd, wd)
+
+    def looked_up(self, pnode: Any, name: bytes, entry: Any) -> None:
+        """Remember which inode ``name`` in ``pnode`` is (for DELETE notifications)."""
+        ino = entry.inode.ino
+        key = (pnode.ino, name)
+        prev = self.names.get(key)
+        if prev == ino:
+            return
+        if prev is not None:
+            self.keys_of.get(prev, set()).discard(key)
+        self.names[key] = ino
+        self.keys_of.setdefault(ino, set()).add(key)
+        if not self.task_started:
+            self.start()
+
+    # -- the reader task --------------------------------------------------------------
+    def start(self) -> None:
+        """Start the reader task once the graph runs (there is a nursery)."""
+        if self.task_started or self.closed:
+            return
+        try:
+            self.xl.spawn(self._reader)
+        except RuntimeError:      # no running graph yet: the next fop starts it
+            return
+        self.task_started = True
+
+    async def _reader(self) -> None:
+        try:
+            while not self.closed:
+                await trio.lowlevel.wait_readable(self.fd)
+                data = self.read_available()
+                if data:
+                    self.dispatch(data)
+                await trio.sleep(COALESCE)
+        except (trio.ClosedResourceError, OSError) as exc:
+            if not self.closed:
+                log.error("%s: brick watch stopped: %s", self.xl.name, exc)
+        finally:
+            self.task_started = False
+
+    def read_available(self) -> bytes:
+        chunks = []
+        while not self.closed:
+            try:
+                chunk = os.read(self.fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def dispatch(self, data: bytes) -> int:
+        """Turn raw inotify events into upcalls (duplicates dropped); returns how many."""
+        msgs = self.messages(parse_events(data))
+        for msg in msgs:
+            self.xl.upcall(msg)
+        self.stats["upcalls"] += len(msgs)
+        return len(msgs)
+
+    # -- events -> messages ---------------------------------------------------------------
+    def messages(self, events: list[tuple[int, int, bytes]]) -> list[Any]:
+        itable = self.xl.itable
+        out: dict[Any, Any] = {}            # key -> message, in first-seen order
+
+        def put(key: Any, msg: Any) -> None:
+            if key not in out:
+                out[key] = msg
+        for wd, mask, name in events:
+            self.stats["events"] += 1
+            if mask & IN_Q_OVERFLOW:
+                self._overflow(put)
+                continue
+            if mask & IN_IGNORED:          # the kernel removed the watch (dir deleted)
+                ino = self.wd_ino.pop(wd, None)
+                if ino is not None and self.ino_wd.get(ino) == wd:
+                    del self.ino_wd[ino]
+                continue
+            dino = self.wd_ino.get(wd)
+            if dino is None:
+                continue
+            parent = itable.find(dino)
+            if parent is None:
+                continue
+            if not name:                   # the watched directory itself
+                if mask & IN_ATTRIB:
+                    put(("attr", parent.nodeid), InvalidateInode(parent, -1, 0))
+                continue
+            if mask & _NAMES:
+                if ("data", parent.nodeid) not in out:
+                    put(("attr", parent.nodeid), InvalidateInode(parent, -1, 0))
+                key = (dino, name)
+                if mask & IN_DELETE:
+                    child = self._forget_name(key)
+                    inode = itable.find(child) if child is not None else None
+                    if inode is not None:
+                        put(("del", parent.nodeid, name), DeleteEntry(parent, inode, name))
+                        continue
+                elif mask & IN_MOVED_FROM:
+                    self._forget_name(key)
+                put(("entry", parent.nodeid, name), InvalidateEntry(parent, name))
+                continue
+            if mask & (IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB):
+                inode = self._child(dino, name)
+                if inode is None:
+                    continue
+                if mask & (IN_MODIFY | IN_CLOSE_WRITE):
+                    out.pop(("attr", inode.nodeid), None)
+                    put(("data", inode.nodeid), InvalidateInode(inode, 0, 0))
+                elif ("data", inode.nodeid) not in out:
+                    put(("attr", inode.nodeid), InvalidateInode(inode, -1, 0))
+        return list(out.values())
+
+    def _forget_name(self, key: tuple[int, bytes]) -> Optional[int]:
+        child = self.names.pop(key, None)
+        if child is not None:
+            self.keys_of.get(child, set()).discard(key)
+        return child
+
+    def _child(self, dino: int, name: bytes) -> Any:
+        """The table's inode that ``name`` in directory ``dino`` is now, if any."""
+        xl = self.xl
+        dnode = xl._live.get(dino)
+        if dnode is None:
+            return None
+        try:
+            st = os.stat(name, dir_fd=dnode.fd, follow_symlinks=False)
+        except OSError:
+            ino = self.names.get((dino, name))
+            return xl.itable.find(ino) if ino is not None else None
+        ino = st.st_ino
+        if st.st_dev != xl._dev:
+            idx = xl._devs.get(st.st_dev)
+            if idx is None:
+                return None
+            ino |= idx << 56
+        return xl.itable.find(ino)
+
+    def _overflow(self, put: Any) -> None:
+        self.stats["overflows"] += 1
+        log.warning("%s: inotify queue overflow: brick changes were lost; invalidating "
+                    "the attributes of every inode posix holds", self.xl.name)
+        for ino in list(self.xl._live):
+            inode = self.xl.itable.find(ino)
+            if inode is not None:
+                put(("attr", inode.nodeid), InvalidateInode(inode, -1, 0))
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            trio.lowlevel.notify_closing(self.fd)
+        except RuntimeError:      # not inside trio (fini after the run): nobody waits
+            pass
+        os.close(self.fd)
+        self.wd_ino.clear()
+        self.ino_wd.clear()
+        self.names.clear()
+        self.keys_of.clear()
+
+    def dump(self) -> dict[str, Any]:
+        return {"watch.directories": len(self.ino_wd), "watch.names": len(self.names),
+                **{f"watch.{k}": v for k, v in self.stats.items()}}
+
+
+def start(xl: Any) -> Optional[BrickWatch]:
+    """A watcher for posix translator ``xl`` if its ``watch-brick`` option is on, with
+    every directory it already holds watched; else None."""
+    if not xl.opts.watch_brick:
+        return None
+    try:
+        watch = BrickWatch(xl)
+    except OSError as exc:
+        log.warning("%s: watch-brick: %s; brick changes will show only when the kernel's "
+                    "caches time out", xl.name, exc)
+        return None
+    for node in list(xl._live.values()):
+        if stat.S_ISDIR(node.mode):
+            watch.add(node)
+    return watch
+
+
+def stop(xl: Any) -> None:
+    """Close ``xl``'s watcher, if any (fini)."""
+    if xl._watch is not None:
+        xl._watch.close()
+        xl._watch = None
+
+
+def reconfigure(xl: Any) -> None:
+    """Apply a changed ``watch-brick`` at run time."""
+    if xl.opts.watch_brick and xl._watch is None and xl._root is not None:
+        xl._watch = start(xl)
+    elif not xl.opts.watch_brick:
+        stop(xl)
