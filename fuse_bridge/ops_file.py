@@ -16,8 +16,9 @@ from xlators.core.inode import Fd, Loc
 from xlators.core.types import LK_GET, LK_SET, LK_SETW, Lock
 
 from . import abi
-from .interrupt import (HANDLED, interrupt_finish_fop, interrupt_finish_interrupt,
-                        interrupt_record_insert, interrupt_record_new)
+from .interrupt import (HANDLED, SQUELCHED, DataRef, interrupt_finish_fop,
+                        interrupt_finish_interrupt, interrupt_record_insert,
+                        interrupt_record_new)
 from .ops_entry import _name, reply_entry
 
 log = logging.getLogger("xlfs.fuse")
@@ -100,18 +101,21 @@ async def flush(s, req, body):
     fd = s.fd(fh)
     req.frame.lk_owner = lock_owner
     if not s.opts.flush_handle_interrupt:
-        req.interruptible = False          # GlusterFS: FLUSH waits unless the flag says so
+        # GlusterFS: FLUSH waits unless the flag says so; translators' interrupt
+        # handlers (delay-gen, ...) are refused, the interrupt is only logged.
+        req.interruptible = False
         await s.top.flush(req.frame, fd)
         return None
     record = interrupt_record_new(req.header, _flush_interrupted)
-    interrupt_record_insert(s, record)
+    interrupt_record_insert(record)
     try:
         await s.top.flush(req.frame, fd)
     finally:
-        handled = await interrupt_finish_fop(req.frame, False)
-    if handled:
-        log.debug("FLUSH unique %d: answered EINTR by the interrupt handler; the flush "
-                  "finished afterwards", req.unique)
+        # On every path (errors too): reap the record; when the handler answered EINTR
+        # first, the flush finished unseen and its answer (or error) is dropped.
+        if await interrupt_finish_fop(req.frame, False):
+            log.debug("FLUSH unique %d: answered EINTR by the interrupt handler; the "
+                      "flush finished afterwards", req.unique)
     return None
 
 
@@ -159,9 +163,26 @@ async def setlk(s, req, body):
 
 
 def _setlk_interrupted(record) -> None:
-    """Withdraw the blocked lock (cancel the wait) and answer EINTR."""
-    record.request.cancel()
-    interrupt_finish_interrupt(record, HANDLED, True)
+    """GlusterFS's setlk interrupt handler (sync strategy): ask the lock translators to
+    withdraw the blocked request; HANDLED (EINTR now) if one did.  Otherwise the lock was
+    granted already (that answer stands: no stale lock) or the request has not reached
+    the lock queue yet: SQUELCHED, and the interrupt is remembered so that a lock wait
+    that starts later is withdrawn at once (features/locks registers frame.on_interrupt).
+    """
+    req = record.request
+    withdrawn = False
+    for xl in req.session.graph.xlators.values():
+        cancel = getattr(xl, "cancel_blocked", None)
+        if cancel is not None and cancel(req.frame):
+            withdrawn = True
+    if withdrawn:
+        log.debug("%s unique %d: blocked lock withdrawn", _opname(req.opcode), req.unique)
+        interrupt_finish_interrupt(record, HANDLED, True)
+        return
+    log.debug("%s unique %d: no blocked lock to withdraw; squelched", _opname(req.opcode),
+              req.unique)
+    req.interrupted = True
+    interrupt_finish_interrupt(record, SQUELCHED, True)
 
 
 async def setlkw(s, req, body):
@@ -173,12 +194,23 @@ async def setlkw(s, req, body):
         await s.top.lk(req.frame, fd, LK_SETW, lock)
         return None
     record = interrupt_record_new(req.header, _setlk_interrupted)
-    interrupt_record_insert(s, record)
+    record.data = lock                     # handed to whoever cleans up (here: us, sync)
+    interrupt_record_insert(record)
+    data = DataRef()
     try:
         await s.top.lk(req.frame, fd, LK_SETW, lock)
     finally:
-        await interrupt_finish_fop(req.frame, True)
+        # sync: if the handler is still deciding, wait for it (in trio: nothing else
+        # waits).  HANDLED: EINTR went out and the lock was withdrawn, so the EINTR that
+        # the lock wait raises here is dropped by the session (one reply per request).
+        if await interrupt_finish_fop(req.frame, True, data):
+            log.debug("%s unique %d: answered EINTR by the interrupt handler; lock %s "
+                      "withdrawn", _opname(req.opcode), req.unique, data.value)
     return None
+
+
+def _opname(opcode: int) -> str:
+    return abi.Opcode(opcode).name
 
 
 async def fallocate(s, req, body):
@@ -187,6 +219,11 @@ async def fallocate(s, req, body):
 
 
 async def lseek(s, req, body):
+    if s.flags & abi.InitFlag.WRITEBACK_CACHE:
+        # The kernel asks SEEK_DATA/SEEK_HOLE without writing its dirty pages back, so
+        # the brick would call fresh data a hole (cp --sparse would skip it).  ENOSYS
+        # makes it answer by itself for the rest of the connection: all data, no holes.
+        raise FopError(errno.ENOSYS)
     fh, offset, whence = abi.LSEEK_IN.unpack_from(body)
     return abi.LSEEK_OUT.pack(await s.top.lseek(req.frame, s.fd(fh), offset, whence))
 
