@@ -3,20 +3,23 @@
     metrics = create(directory)                    # default (full) sizes
     metrics = create(directory, QUICK, CaseEnv())  # the sizes of --quick
 
-A case makes what it needs under ``directory`` (untimed), times only the operation it is
-named after, and leaves its files behind (the runner throws the whole brick away after
-unmounting, which is much cheaper than deleting 10,000 files through FUSE).  Every loop is
+A case makes what it needs in a fresh directory under ``directory`` (untimed), times only
+the operation it is named after, and deletes that directory again (untimed), so that no
+case runs on the inodes earlier cases left in the kernel's and the daemon's tables.  Every loop is
 bounded by ``Config.time_limit`` seconds: a slow peer reports the rate of what it managed,
 with a note saying so, instead of running for ever.
 
-Full-mode cases repeat their timed part ``Config.repeats`` times and report the median.
+Each call measures once; the runner calls every case ``Config.rounds`` times, interleaved
+across the peers, and keeps the median.
 Rates are ops/s (higher is better), throughput MiB/s (higher is better), latency in
 microseconds (lower is better).
 """
 from __future__ import annotations
 
+import functools
 import os
 import random
+import shutil
 import stat as stat_mod
 import statistics
 import time
@@ -40,18 +43,18 @@ class Config:
     getattr_seconds: float = 5.0  # the GETATTR-bound fstat loop
     latency_samples: int = 20000  # single stats timed one by one
     stat_passes: int = 3          # stat passes over `files` (each after the entries expire)
-    repeats: int = 3              # timed repetitions of create/rename/unlink/mkdir; median
+    rounds: int = 3               # the runner runs every case this often; median
     time_limit: float = 30.0      # bound of any one timed loop (and of any one setup)
 
 
 FULL = Config()
-QUICK = Config(files=1000, dirs=500, readdir_rounds=5, random_reads=5000,
-               getattr_seconds=2.0, latency_samples=3000, stat_passes=2, repeats=1,
+QUICK = Config(files=2000, dirs=1000, readdir_rounds=5, random_reads=20000,
+               getattr_seconds=3.0, latency_samples=5000, stat_passes=3, rounds=1,
                time_limit=12.0)
 # For the smoke test: a few files, well under a second on any disk.
 TINY = Config(files=20, dirs=10, readdir_entries=50, readdir_rounds=2, seq_bytes=2 * MiB,
               block=256 * 1024, random_reads=50, getattr_seconds=0.05, latency_samples=50,
-              stat_passes=1, repeats=1, time_limit=5.0)
+              stat_passes=1, rounds=1, time_limit=5.0)
 
 
 @dataclass
@@ -95,6 +98,23 @@ def _fresh_dir(directory: str, name: str) -> str:
             path = os.path.join(directory, f"{name}.{n}")
 
 
+def _scratch(name: str) -> Callable:
+    """Run the case in a fresh directory ``name`` under the one it is given, and delete
+    that directory afterwards (untimed): a peer that keeps something per live inode must
+    not be measured on the leftovers of earlier cases."""
+    def deco(fn: Callable[..., List[Metric]]) -> Callable[..., List[Metric]]:
+        @functools.wraps(fn)
+        def case(directory: str, cfg: Config = FULL,
+                 env: Optional[CaseEnv] = None) -> List[Metric]:
+            d = _fresh_dir(directory, name)
+            try:
+                return fn(d, cfg, env)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+        return case
+    return deco
+
+
 def _make_files(d: str, count: int, limit: float, payload: bytes = b"") -> int:
     """Untimed setup: up to ``count`` files f0..f(count-1) in ``d``; returns how many."""
     clock = _Clock(limit)
@@ -117,54 +137,49 @@ def _rate(done: int, seconds: float) -> float:
     return done / seconds if seconds > 0 else float("inf")
 
 
-def _median_rate(rounds: List[tuple]) -> tuple:
-    """rounds: (done, seconds, wanted) -> (median rate, note about short rounds)."""
-    rates = [_rate(done, secs) for done, secs, _ in rounds]
-    short = [(done, wanted) for done, _, wanted in rounds if done < wanted]
-    note = ""
-    if short:
-        done, wanted = short[0]
-        note = f"time limit: {done} of {wanted} done"
-    if len(rounds) > 1:
-        note = (note + "; " if note else "") + f"median of {len(rounds)}"
-    return statistics.median(rates), note
+def _short(done: int, wanted: int, what: str = "") -> str:
+    """The note of a loop the time limit cut short (empty if it was not)."""
+    if done >= wanted:
+        return ""
+    return f"time limit: {done} of {wanted}{' ' + what if what else ''} done"
 
 
 # -- metadata ----------------------------------------------------------------------------
 
+@_scratch("create")
 def create(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
     """Small-file create: open(O_CREAT|O_EXCL), write ``file_bytes``, close."""
     payload = b"x" * cfg.file_bytes
-    rounds = []
-    for _ in range(cfg.repeats):
-        d = _fresh_dir(directory, "create")
-        clock = _Clock(cfg.time_limit)
-        done = 0
-        t0 = time.perf_counter()
-        for i in range(cfg.files):
-            fd = os.open(os.path.join(d, f"f{i}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, payload)
-            finally:
-                os.close(fd)
-            done += 1
-            if clock.over():
-                break
-        rounds.append((done, time.perf_counter() - t0, cfg.files))
-    value, note = _median_rate(rounds)
-    return [Metric("small-file create", value, "ops/s", note=note)]
+    d = directory
+    clock = _Clock(cfg.time_limit)
+    done = 0
+    t0 = time.perf_counter()
+    for i in range(cfg.files):
+        fd = os.open(os.path.join(d, f"f{i}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, payload)
+        finally:
+            os.close(fd)
+        done += 1
+        if clock.over():
+            break
+    secs = time.perf_counter() - t0
+    return [Metric("small-file create", _rate(done, secs), "ops/s",
+                   note=_short(done, cfg.files))]
 
 
+@_scratch("stat")
 def stat(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
     """stat() of every small file, once per pass, each pass after the mount's entry and
     attribute timeouts have run out (so every stat asks the filesystem: one LOOKUP)."""
     env = env or CaseEnv()
-    d = _fresh_dir(directory, "stat")
+    d = directory
     made = _make_files(d, cfg.files, cfg.time_limit)
     names = [f"f{i}" for i in range(made)]
     wait = max(env.entry_timeout, env.attr_timeout)
     dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    rounds = []
+    rounds: List[float] = []
+    note = ""
     try:
         for _ in range(cfg.stat_passes):
             if wait > 0:
@@ -177,77 +192,76 @@ def stat(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> L
                 done += 1
                 if clock.over():
                     break
-            rounds.append((done, time.perf_counter() - t0, len(names)))
+            rounds.append(_rate(done, time.perf_counter() - t0))
+            if done < len(names):
+                note = _short(done, len(names))
     finally:
         os.close(dfd)
-    value, note = _median_rate(rounds)
+    value = statistics.median(rounds)
+    note = "; ".join(filter(None, [note, f"median of {len(rounds)} passes"]))
     if made < cfg.files:
         note = f"setup made {made} of {cfg.files} files" + (f"; {note}" if note else "")
     return [Metric("stat (expired cache)", value, "ops/s", note=note)]
 
 
+@_scratch("unlink")
 def unlink(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
     """unlink() of small files."""
-    rounds = []
-    for _ in range(cfg.repeats):
-        d = _fresh_dir(directory, "unlink")
-        made = _make_files(d, cfg.files, cfg.time_limit, b"x" * cfg.file_bytes)
-        clock = _Clock(cfg.time_limit)
-        done = 0
-        t0 = time.perf_counter()
-        for i in range(made):
-            os.unlink(os.path.join(d, f"f{i}"))
-            done += 1
-            if clock.over():
-                break
-        rounds.append((done, time.perf_counter() - t0, cfg.files))
-    value, note = _median_rate(rounds)
-    return [Metric("unlink", value, "ops/s", note=note)]
+    d = directory
+    made = _make_files(d, cfg.files, cfg.time_limit, b"x" * cfg.file_bytes)
+    clock = _Clock(cfg.time_limit)
+    done = 0
+    t0 = time.perf_counter()
+    for i in range(made):
+        os.unlink(os.path.join(d, f"f{i}"))
+        done += 1
+        if clock.over():
+            break
+    secs = time.perf_counter() - t0
+    return [Metric("unlink", _rate(done, secs), "ops/s", note=_short(done, cfg.files))]
 
 
+@_scratch("mkdir")
 def mkdir_rmdir(directory: str, cfg: Config = FULL,
                 env: Optional[CaseEnv] = None) -> List[Metric]:
     """mkdir() of ``dirs`` directories, then rmdir() of each: ops/s over both."""
-    rounds = []
-    for _ in range(cfg.repeats):
-        d = _fresh_dir(directory, "mkdir")
-        clock = _Clock(cfg.time_limit)
-        made = 0
-        t0 = time.perf_counter()
-        for i in range(cfg.dirs):
-            os.mkdir(os.path.join(d, f"d{i}"))
-            made += 1
-            if clock.over():
-                break
-        for i in range(made):
-            os.rmdir(os.path.join(d, f"d{i}"))
-        rounds.append((2 * made, time.perf_counter() - t0, 2 * cfg.dirs))
-    value, note = _median_rate(rounds)
-    return [Metric("mkdir+rmdir", value, "ops/s", note=note)]
+    d = directory
+    clock = _Clock(cfg.time_limit)
+    made = 0
+    t0 = time.perf_counter()
+    for i in range(cfg.dirs):
+        os.mkdir(os.path.join(d, f"d{i}"))
+        made += 1
+        if clock.over():
+            break
+    for i in range(made):
+        os.rmdir(os.path.join(d, f"d{i}"))
+    secs = time.perf_counter() - t0
+    return [Metric("mkdir+rmdir", _rate(2 * made, secs), "ops/s",
+                   note=_short(made, cfg.dirs, "pairs"))]
 
 
+@_scratch("rename")
 def rename(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
     """rename() of small files to new names in the same directory."""
-    rounds = []
-    for _ in range(cfg.repeats):
-        d = _fresh_dir(directory, "rename")
-        made = _make_files(d, cfg.files, cfg.time_limit)
-        clock = _Clock(cfg.time_limit)
-        done = 0
-        t0 = time.perf_counter()
-        for i in range(made):
-            os.rename(os.path.join(d, f"f{i}"), os.path.join(d, f"r{i}"))
-            done += 1
-            if clock.over():
-                break
-        rounds.append((done, time.perf_counter() - t0, cfg.files))
-    value, note = _median_rate(rounds)
-    return [Metric("rename", value, "ops/s", note=note)]
+    d = directory
+    made = _make_files(d, cfg.files, cfg.time_limit)
+    clock = _Clock(cfg.time_limit)
+    done = 0
+    t0 = time.perf_counter()
+    for i in range(made):
+        os.rename(os.path.join(d, f"f{i}"), os.path.join(d, f"r{i}"))
+        done += 1
+        if clock.over():
+            break
+    secs = time.perf_counter() - t0
+    return [Metric("rename", _rate(done, secs), "ops/s", note=_short(done, cfg.files))]
 
 
+@_scratch("readdir")
 def readdir(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
     """os.listdir() of a directory of ``readdir_entries`` entries: entries per second."""
-    d = _fresh_dir(directory, "readdir")
+    d = directory
     made = _make_files(d, cfg.readdir_entries, 4 * cfg.time_limit)
     listings = []
     clock = _Clock(cfg.time_limit)
@@ -295,8 +309,16 @@ def _write_file(path: str, size: int, block: int, clock: Optional[_Clock] = None
 
 
 def seq_write(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
-    """Sequential write of ``seq_bytes`` in ``block`` writes, close included (no fsync)."""
+    """Sequential write of ``seq_bytes`` in ``block`` writes into a new file, close
+    included, no fsync (after a sync(2) beforehand, untimed)."""
     path = os.path.join(directory, SEQ_NAME)
+    try:
+        os.unlink(path)  # a new file every time, not an overwrite
+    except FileNotFoundError:
+        pass
+    # Start with no dirty pages on the machine (untimed): otherwise the writeback of the
+    # previous peer's 256 MiB throttles this one.
+    os.sync()
     clock = _Clock(cfg.time_limit)
     t0 = time.perf_counter()
     written = _write_file(path, cfg.seq_bytes, cfg.block, clock)
@@ -405,11 +427,12 @@ def getattr_loop(directory: str, cfg: Config = FULL,
                    note=f"{done} calls in {secs:.1f} s")]
 
 
+@_scratch("latency")
 def stat_latency(directory: str, cfg: Config = FULL,
                  env: Optional[CaseEnv] = None) -> List[Metric]:
     """One stat() at a time, each timed: p50 and p99 in microseconds (caching off, so each
     is a LOOKUP, plus a GETATTR where the kernel asks for one)."""
-    d = _fresh_dir(directory, "latency")
+    d = directory
     name = "target"
     os.close(os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT, 0o644))
     dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)

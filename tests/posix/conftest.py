@@ -9,15 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.mountlib import can_mount
-from tests.posix.posixlib import MountPool, Target, rmtree
+from tests.posix.posixlib import MountPool, Target, get_target, rmtree
 
-# raw = the backing directory itself (the oracle); the others are xlfs mounts.
-SUITE_TARGETS = ("raw", "local", "memory", "write-behind")
+# raw = the backing directory itself (the oracle); the others are xlfs mounts, given as
+# VOLFILE-STEM[:BRIDGE-FLAG...].  More for one run:
+#   XLFS_POSIX_EXTRA="memory:--kernel-writeback-cache memory:--direct-io-mode=yes"
+SUITE_TARGETS = ("raw", "local", "memory", "write-behind",
+                 "local:--kernel-writeback-cache") + tuple(
+    os.environ.get("XLFS_POSIX_EXTRA", "").split())
 
 
-def _param(name: str):
-    return pytest.param(name, id=name, marks=() if name == "raw" else (pytest.mark.mount,))
+def _param(spec: str):
+    return pytest.param(spec, id=spec.replace(":--", "+"),
+                        marks=() if spec == "raw" else (pytest.mark.mount,))
 
 
 @pytest.fixture(scope="session")
@@ -38,17 +42,10 @@ def mount_pool(posix_base):
         pool.close()
 
 
-def get_target(pool: MountPool, name: str) -> Target:
-    if name != "raw":
-        why = can_mount()
-        if why:
-            pytest.skip(why)
-    return pool.get(name)
-
-
 @pytest.fixture(scope="session", params=[_param(n) for n in SUITE_TARGETS])
 def target(request, mount_pool) -> Target:
-    return get_target(mount_pool, request.param)
+    name, *flags = request.param.split(":")
+    return get_target(mount_pool, name, *flags)
 
 
 @pytest.fixture

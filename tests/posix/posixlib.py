@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from tests.mountlib import VOLFILES, Mounted
+from tests.mountlib import VOLFILES, Mounted, can_mount
 
 # -- libc -------------------------------------------------------------------------------
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -208,6 +208,14 @@ class Target:
         return self.brick is not None
 
 
+def speed_overrides(volfile: str | os.PathLike) -> list[str]:
+    """``--xlator-option`` values that keep a deliberately slow stack quick in tests:
+    every debug/delay-gen delay becomes 5 ms (the stack itself stays as shipped)."""
+    from xlators.core.volfile import load_volfile
+    return [f"{v.name}.delay-duration=5000" for v in load_volfile(volfile)
+            if v.type == "debug/delay-gen"]
+
+
 class MountPool:
     """One mount per volfile for the whole session (and a raw directory)."""
 
@@ -215,10 +223,14 @@ class MountPool:
         self.base = base
         self.targets: dict[str, Target] = {}
 
-    def get(self, name: str, *flags: str) -> Target:
-        if name in self.targets:
-            return self.targets[name]
-        work = self.base / name
+    def get(self, name: str, *flags: str,
+            prepare: Optional[Callable[[Path], None]] = None) -> Target:
+        """The target ``name`` ("raw" or a volfile's stem), mounted on first use;
+        ``prepare(brick)`` fills a new posix brick before it is mounted."""
+        key = " ".join((name,) + flags)
+        if key in self.targets:
+            return self.targets[key]
+        work = self.base / (name + (f"-{len(self.targets)}" if flags else ""))
         work.mkdir(mode=0o755)
         if name == "raw":
             root = work / "dir"
@@ -226,12 +238,15 @@ class MountPool:
             t = Target(name, root, brick=root)
         else:
             volfile = VOLFILES / f"{name}.vol"
-            m = Mounted(volfile, work, *flags, limit=1800.0)
+            m = Mounted(volfile, work, *flags, limit=1800.0,
+                        overrides=speed_overrides(volfile))
             m.brick.mkdir(mode=0o755, exist_ok=True)
+            if prepare is not None:
+                prepare(m.brick)
             m.__enter__()
             posix = "volume posix" in volfile.read_text()
             t = Target(name, m.mountpoint, brick=m.brick if posix else None, mount=m)
-        self.targets[name] = t
+        self.targets[key] = t
         return t
 
     def close(self) -> None:
@@ -245,6 +260,17 @@ class MountPool:
         self.targets.clear()
         if errors:
             raise errors[0]
+
+
+def get_target(pool: MountPool, name: str, *flags: str,
+               prepare: Optional[Callable[[Path], None]] = None) -> Target:
+    """pool.get(), or skip the test when this machine cannot mount."""
+    if name != "raw":
+        why = can_mount()
+        if why:
+            import pytest
+            pytest.skip(why)
+    return pool.get(name, *flags, prepare=prepare)
 
 
 def rmtree(path: Path) -> None:

@@ -744,7 +744,12 @@ def mmap_shared(e: Env) -> None:
     put(f, pattern(size))
     fd = os.open(f, os.O_RDWR)
     try:
-        m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            m = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError as exc:
+            if exc.errno == errno.ENODEV and not e.t.raw:
+                e.na("FUSE direct I/O: no shared writable mappings")
+            raise
         try:
             assert m[:] == pattern(size)
             m[100:110] = b"0123456789"
