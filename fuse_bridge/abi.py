@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import types
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -867,3 +868,9 @@ def init_out_size(minor: int) -> int:
     if minor < 23:
         return FUSE_COMPAT_22_INIT_OUT_SIZE
     return INIT_OUT.size
+
+
+def int_flags(cls: type) -> "types.SimpleNamespace":
+    """The members of an IntFlag class as plain ints: arithmetic on IntFlag members makes a
+    new member per operation, too slow for the request path."""
+    return types.SimpleNamespace(**{name: int(m) for name, m in cls.__members__.items()})

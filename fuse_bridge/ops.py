@@ -43,7 +43,7 @@ async def init(s, req, body):
         wanted |= _I.AUTO_INVAL_DATA
     if s.handles_locks:
         wanted |= _I.POSIX_LOCKS | _I.FLOCK_LOCKS
-    flags = offered & wanted
+    flags = int(offered & wanted)
     s.flags = flags
     s.proto_minor = min(minor, abi.KERNEL_MINOR_VERSION)
     max_pages = 0

@@ -16,7 +16,9 @@ from xlators.core.types import NOW, SetAttr
 from . import abi
 from .encode import attr_out, entry_out, names_blob, negative_entry_out, statfs_out
 
-_V = abi.SetattrValid
+_V = abi.int_flags(abi.SetattrValid)
+_GETATTR_FH = int(abi.GetattrFlag.FH)
+_SETXATTR_EXT = int(abi.InitFlag.SETXATTR_EXT)
 
 
 def _name(body: memoryview) -> bytes:
@@ -53,7 +55,7 @@ async def lookup(s, req, body):
 async def getattr_(s, req, body):
     flags, fh = abi.GETATTR_IN.unpack_from(body)
     inode = s.inode(req.nodeid)
-    fd = s.fds.get(fh) if flags & abi.GetattrFlag.FH else None
+    fd = s.fds.get(fh) if flags & _GETATTR_FH else None
     return attr_out(s.timeouts, await s.top.getattr(req.frame, inode, fd))
 
 
@@ -146,7 +148,7 @@ async def statfs(s, req, body):
 
 
 async def setxattr(s, req, body):
-    if s.flags & abi.InitFlag.SETXATTR_EXT:
+    if s.flags & _SETXATTR_EXT:
         if len(body) < abi.SETXATTR_IN.size:   # the session checked only the compat size
             raise ValueError(f"SETXATTR body of {len(body)} bytes, SETXATTR_EXT needs "
                              f"{abi.SETXATTR_IN.size}")

@@ -28,6 +28,8 @@ _READ_IN = abi.READ_IN.unpack_from
 _WRITE_IN = abi.WRITE_IN.unpack_from
 _WRITE_OUT_PACK = abi.WRITE_OUT.pack
 _WRITE_HDR = abi.WRITE_IN.size
+_WRITE_LOCKOWNER = int(abi.WriteFlag.LOCKOWNER)
+_WRITEBACK_CACHE = int(abi.InitFlag.WRITEBACK_CACHE)
 
 
 def open_flags(s, fd: Fd) -> int:
@@ -45,7 +47,7 @@ def open_flags(s, fd: Fd) -> int:
 def backend_flags(s, flags: int) -> int:
     """With the kernel's writeback cache the kernel may READ through a write-only file
     (to fill pages) and positions O_APPEND writes itself: open read-write, no append."""
-    if s.flags & abi.InitFlag.WRITEBACK_CACHE:
+    if s.flags & _WRITEBACK_CACHE:
         if flags & os.O_ACCMODE == os.O_WRONLY:
             flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
         flags &= ~os.O_APPEND
@@ -85,7 +87,7 @@ async def write(s, req, body):
     data = body[_WRITE_HDR:_WRITE_HDR + size]
     if len(data) != size:
         raise ValueError(f"WRITE carries {len(data)} bytes, header says {size}")
-    if write_flags & abi.WriteFlag.LOCKOWNER:
+    if write_flags & _WRITE_LOCKOWNER:
         req.frame.lk_owner = lock_owner
     n = await s.top.writev(req.frame, s.fd(fh), data.tobytes(), offset, flags)
     return _WRITE_OUT_PACK(n)
@@ -219,7 +221,7 @@ async def fallocate(s, req, body):
 
 
 async def lseek(s, req, body):
-    if s.flags & abi.InitFlag.WRITEBACK_CACHE:
+    if s.flags & _WRITEBACK_CACHE:
         # The kernel asks SEEK_DATA/SEEK_HOLE without writing its dirty pages back, so
         # the brick would call fresh data a hole (cp --sparse would skip it).  ENOSYS
         # makes it answer by itself for the rest of the connection: all data, no holes.
