@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import errno
 import os
 import pickle
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -294,5 +293,3 @@ def probe(fn: Callable[[], Any]) -> Optional[int]:
         return exc.errno
     return None
 
-
-__all__ = [n for n in dir() if not n.startswith("_")] + ["errno"]

@@ -480,6 +480,44 @@ def perm_groups(e: Env) -> None:
 
 
 @case
+def perm_dir_bits(e: Env) -> None:
+    # search without read: known names work, listing does not
+    xo = e.p("xo")
+    os.mkdir(xo, 0o711)
+    os.chmod(xo, 0o711)
+    put(os.path.join(xo, "known"), b"k")
+    assert user(get, os.path.join(xo, "known")) == 0
+    assert user(os.listdir, xo) == errno.EACCES
+    # read without search: listing works, reaching an entry does not
+    ro = e.p("ro")
+    os.mkdir(ro)
+    os.chmod(ro, 0o744)
+    put(os.path.join(ro, "f"), b"f")
+    assert as_user(1000, os.listdir, ro) == ["f"]
+    assert user(os.stat, os.path.join(ro, "f")) == errno.EACCES
+    # a directory moved to another parent must be writable itself (its ".." changes)
+    pub = e.p("pub")
+    os.mkdir(pub)
+    os.chmod(pub, 0o777)
+    os.mkdir(os.path.join(pub, "a"))
+    os.mkdir(os.path.join(pub, "b"))
+    os.mkdir(os.path.join(pub, "a", "rootdir"), 0o755)                 # root's
+    assert user(os.rename, os.path.join(pub, "a", "rootdir"),
+                os.path.join(pub, "a", "renamed")) == errno.EACCES   # a is root's 0755
+    os.chmod(os.path.join(pub, "a"), 0o777)
+    os.chmod(os.path.join(pub, "b"), 0o777)
+    assert user(os.rename, os.path.join(pub, "a", "rootdir"),
+                os.path.join(pub, "a", "renamed")) == 0              # same parent: fine
+    assert user(os.rename, os.path.join(pub, "a", "renamed"),
+                os.path.join(pub, "b", "moved")) == errno.EACCES     # new parent: its ".."
+    os.chmod(os.path.join(pub, "a", "renamed"), 0o777)
+    assert user(os.rename, os.path.join(pub, "a", "renamed"),
+                os.path.join(pub, "b", "moved")) == 0
+    assert os.stat(os.path.join(pub, "b", "moved", "..")).st_ino == \
+        os.stat(os.path.join(pub, "b")).st_ino
+
+
+@case
 def perm_sticky(e: Env) -> None:
     t = e.p("t")
     os.mkdir(t)
@@ -610,6 +648,42 @@ def utimes(e: Env) -> None:
     utimensat(e.p("l"), (7, 0), (8, 0), follow=False)
     assert os.lstat(e.p("l")).st_mtime_ns == 8_000_000_000
     assert os.stat(f).st_mtime_ns == 4_102_444_800_000_000_001
+
+
+@case
+def timestamps(e: Env) -> None:
+    f = e.p("f")
+    put(f, b"0123456789")
+    s0 = os.stat(f)
+    time.sleep(TICK)
+    fd = os.open(f, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"ab", 3)
+        s1 = os.fstat(fd)
+        assert s1.st_mtime_ns > s0.st_mtime_ns and s1.st_ctime_ns > s0.st_ctime_ns
+        time.sleep(TICK)
+        assert os.pread(fd, 10, 0) == b"012ab56789"
+        s2 = os.fstat(fd)
+        assert (s2.st_mtime_ns, s2.st_ctime_ns) == (s1.st_mtime_ns, s1.st_ctime_ns), \
+            "reading changes neither mtime nor ctime"
+    finally:
+        os.close(fd)
+    assert os.stat(f).st_mtime_ns == s1.st_mtime_ns, "close without writing keeps mtime"
+    time.sleep(TICK)
+    os.chmod(f, 0o600)
+    s3 = os.stat(f)
+    assert s3.st_mtime_ns == s1.st_mtime_ns and s3.st_ctime_ns > s1.st_ctime_ns
+    time.sleep(TICK)
+    d0 = os.stat(e.d)
+    os.rename(f, e.p("g"))
+    s4 = os.stat(e.p("g"))
+    assert s4.st_mtime_ns == s1.st_mtime_ns
+    d1 = os.stat(e.d)
+    assert d1.st_mtime_ns > d0.st_mtime_ns and d1.st_ctime_ns > d0.st_ctime_ns
+    # utimes with explicit values survive a later read and close
+    os.utime(e.p("g"), ns=(10**18, 10**18 + 1))
+    assert get(e.p("g")) == b"012ab56789"
+    assert os.stat(e.p("g")).st_mtime_ns == 10**18 + 1
 
 
 @case
@@ -808,6 +882,100 @@ def concurrent_pwrite(e: Env) -> None:
     assert len(data) == chunks * chunk
     for i in range(chunks):
         assert data[i * chunk:(i + 1) * chunk] == block(i), f"chunk {i} is wrong"
+
+
+# -- locks ------------------------------------------------------------------------------
+_FLOCK = "hh4xqqi4x"          # struct flock on 64-bit Linux: type, whence, start, len, pid
+
+
+def _getlk(fd: int, start: int, length: int) -> tuple[int, int, int, int]:
+    """F_GETLK for a write lock: (type, start, len, pid) of a conflicting lock."""
+    import fcntl
+    import struct
+    got = fcntl.fcntl(fd, fcntl.F_GETLK,
+                      struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
+    t, _, s, ln, pid = struct.unpack(_FLOCK, got)
+    return t, s, ln, pid
+
+
+@case
+def locks(e: Env) -> None:
+    import fcntl
+    f = e.p("f")
+    put(f, bytes(100))
+    me = os.getpid()
+    fd = os.open(f, os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX, 10, 0)              # bytes 0..9
+        fcntl.lockf(fd, fcntl.LOCK_SH, 10, 50)             # bytes 50..59, shared
+
+        def other() -> list:
+            cfd = os.open(f, os.O_RDWR)
+            try:
+                out = [errno_of(fcntl.lockf, cfd, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 5),
+                       errno_of(fcntl.lockf, cfd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 10),
+                       errno_of(fcntl.lockf, cfd, fcntl.LOCK_SH | fcntl.LOCK_NB, 5, 50),
+                       errno_of(fcntl.lockf, cfd, fcntl.LOCK_EX | fcntl.LOCK_NB, 5, 50),
+                       _getlk(cfd, 0, 100), _getlk(cfd, 20, 10)]
+                return out
+            finally:
+                os.close(cfd)
+
+        res = as_user(0, other)
+        assert res[0] in (errno.EAGAIN, errno.EACCES), res
+        assert res[1:3] == [0, 0], res
+        assert res[3] in (errno.EAGAIN, errno.EACCES), res
+        assert res[4] == (fcntl.F_WRLCK, 0, 10, me), res
+        assert res[5][0] == fcntl.F_UNLCK, res
+        # our own locks never conflict with us
+        assert _getlk(fd, 0, 100)[0] == fcntl.F_UNLCK
+        # closing any descriptor of the file drops the process's POSIX locks
+        os.close(os.open(f, os.O_RDONLY))
+        assert as_user(0, lambda: _getlk(os.open(f, os.O_RDWR), 0, 100))[0] == fcntl.F_UNLCK
+        # a blocking lock waits for the holder
+        fcntl.lockf(fd, fcntl.LOCK_EX, 0, 0)                # the whole file
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                cfd = os.open(f, os.O_RDWR)
+                os.write(w, b"s")
+                t0 = time.monotonic()
+                fcntl.lockf(cfd, fcntl.LOCK_EX, 0, 0)
+                code = 0 if time.monotonic() - t0 > 0.15 else 2
+            finally:
+                os._exit(code)
+        os.close(w)
+        os.read(r, 1)
+        os.close(r)
+        time.sleep(0.3)
+        fcntl.lockf(fd, fcntl.LOCK_UN, 0, 0)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the waiter did not wait, or failed"
+    finally:
+        os.close(fd)
+    # flock: per open file description
+    fd = os.open(f, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+        def try_flock() -> int:
+            cfd = os.open(f, os.O_RDWR)
+            try:
+                return errno_of(fcntl.flock, cfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            finally:
+                os.close(cfd)
+
+        assert as_user(0, try_flock) == errno.EWOULDBLOCK
+        fd2 = os.open(f, os.O_RDWR)                         # another description, same process
+        try:
+            assert errno_of(fcntl.flock, fd2, fcntl.LOCK_SH | fcntl.LOCK_NB) == errno.EWOULDBLOCK
+        finally:
+            os.close(fd2)
+    finally:
+        os.close(fd)
+    assert as_user(0, try_flock) == 0                        # released by the last close
 
 
 # -- xattrs -----------------------------------------------------------------------------

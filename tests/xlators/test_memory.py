@@ -691,6 +691,36 @@ async def test_write_by_non_root_drops_suid(h):
     assert (await h.top.getattr(u, fd.inode)).mode & 0o7777 == 0o777
 
 
+async def test_kernel_kill_privs_setattr_by_a_writer(h):
+    """Without handle_killpriv the kernel clears set-id bits after a non-owner's write or
+    truncate with a SETATTR of the mode from that caller: allowed when it only drops
+    those bits of a file the caller may write; any other chmod stays the owner's."""
+    await h.mkdir("/pub", 0o777, umask=0)
+    fd = await h.create("/pub/f", 0o6777, umask=0)
+    await h.close(fd)
+    other = user(h, 1001, 1001)
+    a = await h.setattr("/pub/f", frame=other, mode=0o777)
+    assert a.mode & 0o7777 == 0o777
+    await h.setattr("/pub/f", mode=0o6777)
+    await fails(errno.EPERM, h.setattr("/pub/f", frame=other, mode=0o6775))  # more
+    await h.setattr("/pub/f", mode=0o6755)
+    await fails(errno.EPERM, h.setattr("/pub/f", frame=other, mode=0o755))   # no write
+
+
+async def test_writeback_cache_times_from_a_writer(h):
+    """ctime_ns comes only from a writeback-cache kernel flushing its c/mtime after a
+    write, truncate or touch: explicit times from any writer then."""
+    await h.mkdir("/pub", 0o777, umask=0)
+    fd = await h.create("/pub/f", 0o666, umask=0)
+    await h.close(fd)
+    other = user(h, 1001, 1001)
+    await fails(errno.EPERM, h.setattr("/pub/f", frame=other, mtime_ns=5))
+    a = await h.setattr("/pub/f", frame=other, mtime_ns=5, ctime_ns=6)
+    assert a.mtime_ns == 5
+    await h.setattr("/pub/f", mode=0o644)
+    await fails(errno.EPERM, h.setattr("/pub/f", frame=other, mtime_ns=7, ctime_ns=8))
+
+
 async def test_rename_permissions(h):
     await h.mkdir("/a", 0o777, umask=0)
     await h.mkdir("/b", 0o777, umask=0)

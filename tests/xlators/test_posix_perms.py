@@ -437,3 +437,28 @@ async def test_caller_credentials_off_runs_as_the_daemon(tmp_path):
         assert (st.st_uid, st.st_gid) == (1000, 1000)
     finally:
         h.fini()
+
+
+async def test_writeback_cache_times_from_a_writer(tmp_path):
+    """ctime_ns comes only from a writeback-cache kernel flushing its c/mtime after a
+    write, truncate or touch by any writer: explicit times that utimensat allows the
+    owner alone, so posix sets them as the daemon when the caller may write the file."""
+    a = str(tmp_path / "a")
+    os.mkdir(a)
+    with open(f"{a}/f", "wb") as f:
+        f.write(b"x")
+    os.chmod(f"{a}/f", 0o666)
+    h = Harness.stack(leaf="storage/posix", options={"storage/posix": {"directory": a}})
+    try:
+        other = h.frame(1001, 1001)
+        with pytest.raises(PermissionError):
+            await h.setattr("/f", frame=other, mtime_ns=5_000_000_000)
+        attr = await h.setattr("/f", frame=other, atime_ns=NOW, mtime_ns=5_000_000_000,
+                               ctime_ns=6_000_000_000)
+        assert attr.mtime_ns == 5_000_000_000 == os.stat(f"{a}/f").st_mtime_ns
+        os.chmod(f"{a}/f", 0o644)
+        with pytest.raises(PermissionError):
+            await h.setattr("/f", frame=other, mtime_ns=7_000_000_000, ctime_ns=1)
+        assert os.stat(f"{a}/f").st_mtime_ns == 5_000_000_000
+    finally:
+        h.fini()

@@ -183,14 +183,25 @@ async def test_attributes_include_pending_writes():
         fd = await h.create("/f")
         await h.write(fd, b"x" * 10, 100)
         frame = h.frame()
-        assert (await h.top.getattr(frame, fd.inode)).size == 110
-        assert (await h.stat("/f")).size == 110                    # lookup + getattr
         assert (await h.lookup("/f")).attr.size == 110
         plus = {d.name: d for d in await h.listdir("/", plus=True)}
         assert plus[b"f"].entry.attr.size == 110
+        # getattr waits for the queued writes (mtime, ctime and set-id bits change
+        # where they land)
+        got = []
+
+        async def stat():
+            got.append(await h.top.getattr(frame, fd.inode))
+
+        n.start_soon(stat)
+        await settle()
+        assert got == []
         gate.open_gate()
+        await settle()
+        assert got[0].size == 110
         await h.top.fsync(frame, fd, 0)
         assert (await h.top.getattr(frame, fd.inode)).size == 110
+        assert (await h.stat("/f")).size == 110                    # lookup + getattr
         await h.close(fd)
 
 
@@ -485,6 +496,78 @@ async def test_flush_behind_answers_before_the_child_flush_completes():
         # the writes, then the flush (with the caller's lock owner), then release
         assert [e[0] for e in gate.events] == ["writev", "flush", "flush-done", "release"]
     assert h.top.dump()["inodes"] == 0
+
+
+async def test_getattr_of_a_setid_file_waits_for_unprivileged_writes():
+    """A write by anyone but root clears set-id bits where it lands: getattr must not
+    report them while such a write is still queued."""
+    h, (gate,) = build(Gate)
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.create("/f", 0o777, umask=0)
+        await h.top.setattr(h.frame(), fd.inode, SetAttr(mode=0o6777), fd)
+        await h.write(fd, b"abc", 0, frame=h.frame(1000, 1000))     # queued
+        got = []
+
+        async def stat():
+            got.append(await h.top.getattr(h.frame(), fd.inode))
+
+        n.start_soon(stat)
+        await settle()
+        assert got == []
+        gate.open_gate()
+        await settle()
+        assert got[0].mode & 0o7777 == 0o777 and got[0].size == 3
+        await h.close(fd)
+
+
+class LockRecorder(Translator):
+    """Answers lk itself; holds flush until opened; records the order of the two."""
+    type = "test/lock-recorder"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.flush_opened = trio.Event()
+        self.events: list = []
+
+    async def flush(self, frame, fd):
+        self.events.append("flush")
+        await self.flush_opened.wait()
+        self.events.append("flush-done")
+        return await self.child.flush(frame, fd)
+
+    async def lk(self, frame, fd, cmd, lock):
+        self.events.append("lk")
+        return lock
+
+
+async def test_lk_waits_for_background_flushes():
+    """A flush drops its owner's POSIX locks: a lock taken after close() must not reach
+    the locks translator before that close()'s background flush (or the flush undoes it)."""
+    import fcntl
+
+    from xlators.core.types import LK_SET, Lock
+    h, (rec,) = build(LockRecorder)
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.create("/f")
+        await h.write(fd, b"abc", 0)
+        await h.top.flush(h.frame(lk_owner=7), fd)       # answered at once
+        fd2 = await h.open("/f")
+        got = []
+
+        async def lock():
+            got.append(await h.top.lk(h.frame(lk_owner=7), fd2, LK_SET,
+                                      Lock(fcntl.F_WRLCK, 0, 9, 1, 7)))
+
+        n.start_soon(lock)
+        await settle()
+        assert rec.events == ["flush"] and got == []
+        rec.flush_opened.set()
+        await settle()
+        assert rec.events == ["flush", "flush-done", "lk"] and len(got) == 1
+        await h.top.release(h.frame(pid=0), fd)
+        await h.close(fd2)
 
 
 async def test_flush_behind_off_waits():
@@ -791,4 +874,4 @@ async def test_passthrough():
     for fop in ("writev", "readv", "flush", "fsync", "release", "getattr", "setattr",
                 "lookup", "readdirp"):
         assert fop not in checked
-    assert "unlink" in checked and "lk" in checked and "readdir" in checked
+    assert "unlink" in checked and "lk" not in checked and "readdir" in checked

@@ -19,11 +19,14 @@ What the rest of the stack sees:
 - ``readv`` first waits for the queued writes that could change its answer; ``setattr``
   (truncate, chmod, utimes), ``fallocate``, ``lseek``, ``copy_file_range`` and an
   ``open`` with O_TRUNC wait for all of the inode's queued writes.
-- ``getattr``, ``lookup``, ``link`` and ``readdirp`` report the size the file will have once
-  the queued writes land (queued writes only ever grow a file: truncates wait).
+- ``getattr`` waits for the inode's queued writes (their landing sets mtime and ctime,
+  and clears set-id bits for callers other than root); ``lookup``, ``link`` and
+  ``readdirp`` do not wait: they report the size the file will have once the queued writes
+  land (queued writes only ever grow a file: truncates wait).
 - ``fsync`` waits for the queued writes, then winds; ``flush`` does the same in the
   background when ``flush-behind`` is on (answering at once), in the foreground otherwise.
-  ``release`` finishes in the background after the fd's writes and flushes.
+  ``release`` finishes in the background after the fd's writes and flushes.  ``lk``
+  waits for the inode's background flushes (a flush drops its owner's POSIX locks).
 - O_SYNC/O_DSYNC and O_APPEND fds (an append's offset is only known where it lands),
   O_DIRECT fds with ``strict-O_DIRECT``, read-only fds (so EBADF comes back at once) and
   writes at least as large as the window are written through, after the queued ones.
@@ -323,10 +326,11 @@ class WriteBehind(Translator):
 
     async def getattr(self, frame, inode, fd=None):
         st = inode.ctx.get(self)
-        if st is None or not st.pending:
-            return await self.child.getattr(frame, inode, fd)
-        end = st.max_end()
-        return self._grown(inode, await self.child.getattr(frame, inode, fd), end)
+        if st is not None and st.pending:
+            # A write sets mtime and ctime (and, by anyone but root, clears set-id bits)
+            # where it lands: stat answers after the queued writes, as GlusterFS's does.
+            await self._drain(st)
+        return await self.child.getattr(frame, inode, fd)
 
     async def lookup(self, frame, loc):
         st = loc.inode.ctx.get(self) if loc.inode is not None else None
@@ -428,6 +432,15 @@ class WriteBehind(Translator):
                 fd.ctx.pop(self, None)
             st.notify()
             self._settle(st)
+
+    async def lk(self, frame, fd, cmd, lock):
+        # A flush drops the closing owner's POSIX locks where it lands: the background
+        # flushes of earlier close() calls land first, or they would undo (or hide from
+        # F_GETLK) a lock taken after them.
+        st = fd.inode.ctx.get(self)
+        while st is not None and st.bg_flushes:
+            await st.wait_changed()
+        return await self.child.lk(frame, fd, cmd, lock)
 
     async def release(self, frame, fd):
         st = fd.inode.ctx.get(self)
