@@ -369,19 +369,7 @@ class WriteBehind(Translator):
         st = fd.inode.ctx.get(self)
         if st is None:
             return await self.child.fsync(frame, fd, datasync)
-        if not st.idle():
-            await self._drain(st)
-        try:
-            result = await self.child.fsync(frame, fd, datasync)
-        except OSError:
-            err = self._take_error(st)
-            if err:
-                raise FopError(err) from None
-            raise
-        err = self._take_error(st)
-        if err:
-            raise FopError(err)
-        return result
+        return await self._drained_call(st, lambda: self.child.fsync(frame, fd, datasync))
 
     async def flush(self, frame, fd):
         st = fd.inode.ctx.get(self)
@@ -401,10 +389,15 @@ class WriteBehind(Translator):
     async def _flush_now(self, frame: Frame, fd: Any, st: Optional[_Inode]) -> Any:
         if st is None:
             return await self.child.flush(frame, fd)
+        return await self._drained_call(st, lambda: self.child.flush(frame, fd))
+
+    async def _drained_call(self, st: _Inode, call: Any) -> Any:
+        """Wait for the queued writes, wind ``call()``, then report a recorded background
+        failure once (it takes precedence over the call's own error)."""
         if not st.idle():
             await self._drain(st)
         try:
-            result = await self.child.flush(frame, fd)
+            result = await call()
         except OSError:
             err = self._take_error(st)
             if err:
