@@ -1,0 +1,445 @@
+"""The filesystems the benchmark compares, and how to start and stop each one safely.
+
+    peer = PEERS["xlfs"]()
+    reason = peer.unavailable()            # None, or why the peer cannot run here
+    with peer.session(workdir, timeouts=(1, 1, 0), limit=300) as m:
+        cases.create(m.directory, cfg, m.env)
+        m.abort()                          # last resort: break every wait on the mount
+
+- raw: a plain directory on the same disk as the bricks; the limit.
+- xlfs: ``python -m fuse_bridge.cli -N`` on volfiles/local.vol over a fresh brick.
+- pyfuse3: benchmarks/pyfuse3_passthrough.py over a fresh source directory.
+- glusterfs: Debian's GlusterFS client (``glusterfs -N --volfile=...``) on the same
+  volfile, the posix brick rewritten to a fresh directory.
+
+Every FUSE peer gets the same kernel cache settings (attribute, entry and negative
+timeouts) and the same mount options (default_permissions, allow_other).
+
+Safety: the daemon runs in its own session (a Ctrl-C in the terminal reaches only the
+runner, which then unmounts in order) and gets SIGTERM if the runner dies
+(PR_SET_PDEATHSIG), so it unmounts itself.  A watchdog aborts the FUSE connection when a
+mount outlives its hard time limit.  Leaving the session on any path (exception, Ctrl-C)
+sends SIGTERM, waits, then aborts the connection and kills the daemon if it hangs, and
+finally detaches the mount lazily; a mount still present after that is an error.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Type
+
+from fuse_bridge import mount as mnt
+
+from .cases import CaseEnv
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_VOL = ROOT / "volfiles" / "local.vol"
+Timeouts = Tuple[float, float, float]   # attribute, entry, negative
+
+
+@dataclass
+class Mount:
+    """What a session gives the cases: where to run, what the peer is, and how to break a
+    wedged mount (abort() is a no-op for the raw directory)."""
+    directory: str
+    env: CaseEnv
+    abort: Callable[[], None] = lambda: None
+    aborted: Callable[[], bool] = lambda: False
+
+
+class PeerUnavailable(Exception):
+    """The peer cannot run here; str() says why (shown as "n/a: why")."""
+
+
+class MountLeft(RuntimeError):
+    """A mount survived every way of removing it."""
+
+
+# -- signals -----------------------------------------------------------------------------
+
+_SHIELD = threading.Lock()
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM while tearing a mount down (main thread only), so a second
+    Ctrl-C cannot cut the cleanup short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _SHIELD:
+        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in old:
+            signal.signal(s, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _child_setup() -> None:
+    """In the daemon before exec: SIGTERM when the runner dies."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+# -- mounts ------------------------------------------------------------------------------
+
+def _stat_within(path: str, timeout: float) -> bool:
+    """stat(path) in a thread; False if it did not return in time (a wedged mount)."""
+    done = threading.Event()
+
+    def probe() -> None:
+        try:
+            os.stat(path)
+        except OSError:
+            pass
+        done.set()
+    threading.Thread(target=probe, daemon=True).start()
+    return done.wait(timeout)
+
+
+def force_unmount(mountpoint: str, conn: Optional[int] = None) -> None:
+    """Lazily unmount ``mountpoint`` until it is gone, aborting the connection if that
+    fails.  Never stats the mountpoint (a wedged mount would block us)."""
+    for _ in range(100):
+        m = mnt.find_mount(mountpoint)
+        if m is None:
+            return
+        if conn is None and m["fstype"].startswith("fuse"):
+            conn = m["minor"]
+        try:
+            mnt.unmount(mountpoint, lazy=True)
+        except OSError:
+            if conn is not None:
+                mnt.abort_connection(conn)
+        time.sleep(0.05)
+
+
+def mounts_under(root: str) -> List[str]:
+    """Mountpoints at or below ``root`` (from /proc/self/mountinfo)."""
+    root = os.path.abspath(root).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].encode().decode("unicode_escape")
+            if (point + "/").startswith(root):
+                found.append(point)
+    return found
+
+
+class DaemonMount:
+    """A FUSE daemon in the foreground, its mount, a watchdog, and a sure teardown."""
+
+    def __init__(self, name: str, argv: List[str], mountpoint: Path, log: Path,
+                 limit: float, env: Optional[dict] = None) -> None:
+        self.name = name
+        self.argv = argv
+        self.mountpoint = str(mountpoint)
+        self.log = log
+        self.limit = limit
+        self.env = env
+        self.proc: Optional[subprocess.Popen] = None
+        self.conn: Optional[int] = None
+        self.aborted = False
+        self._watchdog: Optional[threading.Timer] = None
+
+    def start(self, ready_timeout: float = 30.0) -> None:
+        if mnt.find_mount(self.mountpoint) is not None:
+            raise RuntimeError(f"{self.mountpoint} is already a mountpoint")
+        out = open(self.log.with_suffix(".out"), "wb")
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=str(ROOT), env=self.env, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_child_setup)
+        finally:
+            out.close()
+        self._watchdog = threading.Timer(self.limit, self.abort)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        self._wait_ready(ready_timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with status {self.proc.returncode}: "
+                                   f"{self.tail()}")
+            conn = mnt.connection_id(self.mountpoint)
+            if conn is not None:
+                self.conn = conn
+                if _stat_within(self.mountpoint, 5.0):
+                    return
+            time.sleep(0.02)
+        raise TimeoutError(f"{self.name} did not answer within {timeout:.0f} s: {self.tail()}")
+
+    def abort(self) -> None:
+        """Last resort (the watchdog's, or a hung case's): break every wait on the mount."""
+        self.aborted = True
+        conn = self.conn if self.conn is not None else mnt.connection_id(self.mountpoint)
+        if conn is not None:
+            mnt.abort_connection(conn)
+
+    def tail(self, lines: int = 5) -> str:
+        text = ""
+        for path in (self.log.with_suffix(".out"), self.log):
+            try:
+                text += path.read_text(errors="replace")
+            except OSError:
+                pass
+        last = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+        return " | ".join(last) if last else "(no output)"
+
+    def stop(self) -> None:
+        """SIGTERM, wait; then abort + SIGKILL; then lazy unmount.  Idempotent."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        with shielded():
+            try:
+                if self.proc is not None and self.proc.poll() is None:
+                    self.proc.send_signal(signal.SIGTERM)
+                    try:
+                        self.proc.wait(15)
+                    except subprocess.TimeoutExpired:
+                        self.abort()
+                        self.proc.kill()
+                        self.proc.wait(10)
+            finally:
+                force_unmount(self.mountpoint, self.conn)
+        if mnt.find_mount(self.mountpoint) is not None:
+            raise MountLeft(f"{self.mountpoint} is still mounted")
+
+
+def _probe_trusted_xattr(path: str) -> Optional[str]:
+    name = "trusted.xlfs-bench-probe"
+    try:
+        os.setxattr(path, name, b"1")
+        os.removexattr(path, name)
+    except OSError as exc:
+        return f"the brick ({path}) takes no trusted.* xattrs: {exc.strerror}"
+    return None
+
+
+# -- the peers ---------------------------------------------------------------------------
+
+class Peer:
+    name = "?"
+    fuse = True
+    description = ""
+
+    def unavailable(self) -> Optional[str]:
+        """None when the peer can run here, else the reason it cannot."""
+        return None
+
+    def version(self) -> str:
+        return ""
+
+    @contextmanager
+    def session(self, workdir: Path, timeouts: Timeouts,
+                limit: float) -> Iterator[Mount]:
+        raise NotImplementedError
+
+
+class RawPeer(Peer):
+    name = "raw"
+    fuse = False
+    description = "the backing directory itself (ext4 here): the limit"
+
+    @contextmanager
+    def session(self, workdir, timeouts, limit):
+        d = Path(workdir) / "raw"
+        d.mkdir(parents=True, exist_ok=True)
+        yield Mount(str(d), CaseEnv(fuse=False, attr_timeout=0.0, entry_timeout=0.0))
+
+
+class FusePeer(Peer):
+    """A daemon mounting a fresh brick; subclasses say how to run it."""
+
+    def argv(self, brick: Path, mountpoint: Path, log: Path, timeouts: Timeouts,
+             workdir: Path) -> List[str]:
+        raise NotImplementedError
+
+    def env(self) -> Optional[dict]:
+        return None
+
+    def check_brick(self, brick: Path) -> None:
+        pass
+
+    @contextmanager
+    def session(self, workdir, timeouts, limit):
+        why = self.unavailable()
+        if why:
+            raise PeerUnavailable(why)
+        workdir = Path(workdir)
+        brick, mountpoint = workdir / "brick", workdir / "mnt"
+        for d in (brick, mountpoint):
+            d.mkdir(parents=True, exist_ok=True)
+        self.check_brick(brick)
+        log = workdir / f"{self.name}.log"
+        m = DaemonMount(self.name, self.argv(brick, mountpoint, log, timeouts, workdir),
+                        mountpoint, log, limit, self.env())
+        try:
+            m.start()
+            directory = mountpoint / "bench"
+            directory.mkdir(exist_ok=True)
+            attr, entry, _neg = timeouts
+            yield Mount(str(directory), CaseEnv(fuse=True, attr_timeout=attr, entry_timeout=entry),
+                        abort=m.abort, aborted=lambda: m.aborted)
+            if m.aborted:
+                raise TimeoutError(f"{self.name}: hard limit of {limit:.0f} s reached; "
+                                   f"connection aborted")
+        finally:
+            m.stop()
+
+
+def _timeout_flags(timeouts: Timeouts) -> List[str]:
+    attr, entry, neg = timeouts
+    return [f"--attribute-timeout={attr:g}", f"--entry-timeout={entry:g}",
+            f"--negative-timeout={neg:g}"]
+
+
+class XlfsPeer(FusePeer):
+    name = "xlfs"
+    description = "xlfs on volfiles/local.vol (posix + locks + io-stats)"
+
+    def __init__(self, volfile: Path = LOCAL_VOL) -> None:
+        self.volfile = Path(volfile)
+
+    def unavailable(self):
+        if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+            return "not root and no fusermount3"
+        if not os.path.exists("/dev/fuse"):
+            return "no /dev/fuse"
+        return None
+
+    def version(self) -> str:
+        try:
+            out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        return f"xlfs {out}" if out else "xlfs"
+
+    def env(self):
+        return dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        return ([sys.executable, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
+                 "-l", str(log), "-f", str(self.volfile),
+                 f"--xlator-option=posix.directory={brick}"]
+                + _timeout_flags(timeouts) + [str(mountpoint)])
+
+
+class Pyfuse3Peer(FusePeer):
+    name = "pyfuse3"
+    description = "benchmarks/pyfuse3_passthrough.py (pyfuse3 on libfuse 3)"
+
+    def unavailable(self):
+        if not os.path.exists("/dev/fuse"):
+            return "no /dev/fuse"
+        try:
+            import pyfuse3  # noqa: F401
+        except ImportError as exc:
+            return (f"pyfuse3 is not installed ({exc}); install the extra: "
+                    f"pip install -e '.[bench]' (needs libfuse3-dev and pkg-config)")
+        return None
+
+    def version(self) -> str:
+        try:
+            import pyfuse3
+            return f"pyfuse3 {pyfuse3.__version__}"
+        except (ImportError, AttributeError):
+            return "pyfuse3"
+
+    def env(self):
+        return dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        attr, entry, neg = timeouts
+        return [sys.executable, "-m", "benchmarks.pyfuse3_passthrough", str(brick),
+                str(mountpoint), f"--attr-timeout={attr:g}", f"--entry-timeout={entry:g}",
+                f"--negative-timeout={neg:g}"]
+
+
+_TYPE_RE = re.compile(r"^\s*type\s+(\S+)", re.M)
+_DIR_RE = re.compile(r"^(\s*option\s+directory\s+)\S+", re.M)
+
+
+class GlusterfsPeer(FusePeer):
+    name = "glusterfs"
+    description = "GlusterFS client (Debian's glusterfs-client) on the same volfile"
+
+    def __init__(self, volfile: Path = LOCAL_VOL) -> None:
+        self.volfile = Path(volfile)
+
+    def binary(self) -> Optional[str]:
+        return shutil.which("glusterfs") or next(
+            (p for p in ("/usr/sbin/glusterfs", "/sbin/glusterfs") if os.path.exists(p)), None)
+
+    def xlator_dir(self, binary: str) -> Optional[str]:
+        try:
+            out = subprocess.run([binary, "--print-xlatordir"], capture_output=True,
+                                 text=True, timeout=15).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out if out and os.path.isdir(out) else None
+
+    def unavailable(self):
+        binary = self.binary()
+        if binary is None:
+            return "no glusterfs client (apt-get install glusterfs-client)"
+        if os.geteuid() != 0:
+            return "the GlusterFS client mounts only as root"
+        if not os.path.exists("/dev/fuse"):
+            return "no /dev/fuse"
+        xdir = self.xlator_dir(binary)
+        if xdir is None:
+            return "glusterfs --print-xlatordir names no directory"
+        types = _TYPE_RE.findall(self.volfile.read_text())
+        missing = [t for t in types if not os.path.exists(os.path.join(xdir, f"{t}.so"))]
+        if missing:
+            return f"GlusterFS has no translator for {', '.join(missing)} (types differ)"
+        return None
+
+    def version(self) -> str:
+        binary = self.binary()
+        if binary is None:
+            return "glusterfs"
+        try:
+            out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                                 timeout=15).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return "glusterfs"
+        return out.splitlines()[0].strip() if out else "glusterfs"
+
+    def check_brick(self, brick):
+        why = _probe_trusted_xattr(str(brick))
+        if why:
+            raise PeerUnavailable(why)
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        vol = workdir / "glusterfs.vol"
+        vol.write_text(_DIR_RE.sub(lambda m: m.group(1) + str(brick), self.volfile.read_text()))
+        return ([self.binary(), "-N", "-L", "WARNING", "-l", str(log), f"--volfile={vol}"]
+                + _timeout_flags(timeouts) + [str(mountpoint)])
+
+
+PEERS: Dict[str, Type[Peer]] = {
+    "raw": RawPeer, "xlfs": XlfsPeer, "pyfuse3": Pyfuse3Peer, "glusterfs": GlusterfsPeer,
+}

@@ -1,0 +1,61 @@
+"""The benchmark harness must not rot: import every module, run each case on a plain
+temporary directory (the raw peer) with tiny sizes, and render the report.  No timing is
+asserted: this only proves the code runs."""
+import importlib.util
+import os
+
+import pytest
+
+from benchmarks import cases as C
+from benchmarks import peers, report, run
+
+
+def test_every_case_runs_on_a_plain_directory(tmp_path):
+    peer = peers.RawPeer()
+    assert peer.unavailable() is None
+    result = report.PeerResult("raw")
+    with peer.session(tmp_path, C.PROFILES["cached"], limit=60) as mount:
+        for case in C.all_cases(C.TINY):
+            metrics = case.fn(mount.directory, C.TINY, mount.env)
+            assert [m.case for m in metrics] == list(case.metrics)
+            for m in metrics:
+                assert m.value > 0 and m.unit
+                result.metrics[m.case] = m
+        # cases delete their scratch directories; only the shared data files stay
+        assert set(os.listdir(mount.directory)) <= {C.SEQ_NAME, "getattr.dat"}
+    rows = [row for c in C.all_cases(C.TINY) for row in c.metrics]
+    units = {r: result.metrics[r].unit for r in rows}
+    lower = {r: not result.metrics[r].higher_is_better for r in rows}
+    missing = report.PeerResult("glusterfs", na="not installed")
+    measured = report.Run(rows, units, lower, [result, missing],
+                          dict(report.machine_info(), mode="tiny"))
+    text = report.markdown(measured)
+    assert "| small-file create |" in text and "n/a: not installed" in text
+    saved = tmp_path / "run.json"
+    run.save_run(saved, measured)
+    assert report.markdown(run.load_run(saved)) == text  # --render gives the same report
+
+    doc = tmp_path / "bench.md"
+    doc.write_text("# Benchmarks\n\nprose\n")
+    report.write_docs(doc, text)
+    report.write_docs(doc, text)  # rewriting replaces the block, never appends a second
+    written = doc.read_text()
+    assert written.count(report.END) == 1 and written.startswith("# Benchmarks\n\nprose")
+
+
+def test_runner_rejects_unknown_names_without_mounting(capsys):
+    assert run.main(["--peers", "nosuchpeer"]) == 2
+    assert run.main(["--cases", "nosuchcase"]) == 2
+
+
+def test_unavailable_peers_say_why():
+    for name, cls in peers.PEERS.items():
+        why = cls().unavailable()
+        assert why is None or isinstance(why, str) and why
+
+
+def test_passthrough_module_imports():
+    if importlib.util.find_spec("pyfuse3") is None:
+        pytest.skip("pyfuse3 not installed (the bench extra)")
+    from benchmarks import pyfuse3_passthrough
+    assert pyfuse3_passthrough.parse_args(["a", "b"]).attr_timeout == 1.0
