@@ -183,6 +183,7 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
 
 def _bridge_state(session: Session) -> dict:
     state = {f"option.{k}": v for k, v in session.opts.as_dict().items()}
+    state.update({"lru-limit-effective": session.lru_limit, "lru-entries": len(session.lru)})
     state.update({"mountpoint": session.mountpoint, "proto-minor": session.proto_minor,
                   "max-write": session.max_write, "open-fds": len(session.fds),
                   "inodes": len(session.itable)})

@@ -92,7 +92,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag("kernel-writeback-cache", "kernel_writeback_cache", "bool?", parse_bool,
          help="let the kernel cache writes (default no)"),
     Flag("lru-limit", "lru_limit", "value", _uint, metavar="N",
-         help="inodes kept in the table beyond the kernel's references (default 65536)"),
+         help="inodes the kernel may keep cached before the least recently used are "
+              "invalidated (default 65536, and at most 3/4 of the descriptor limit)"),
     Flag("invalidate-limit", "invalidate_limit", "value", _uint, metavar="N",
          help="bound of the kernel notification queue (default 4096)"),
     Flag("background-qlen", "background_qlen", "value", _uint, metavar="N",

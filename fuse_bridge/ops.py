@@ -96,6 +96,7 @@ async def _forget_one(s, nodeid: int, n: int) -> None:
         log.debug("FORGET of unknown nodeid %d", nodeid)
         return
     if s.itable.forget(inode, n):
+        s.lru.pop(nodeid, None)
         await s.graph.forget(inode)
 
 

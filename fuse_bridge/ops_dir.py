@@ -39,7 +39,8 @@ async def readdir(s, req, body):
 
 async def readdirplus(s, req, body):
     fh, offset, size, *_ = abi.READ_IN.unpack_from(body)
-    entries = await s.top.readdirp(req.frame, s.fd(fh), offset, size)
+    fd = s.fd(fh)
+    entries = await s.top.readdirp(req.frame, fd, offset, size)
     t = s.timeouts
     buf = bytearray(size)
     pos = 0
@@ -60,6 +61,7 @@ async def readdirplus(s, req, body):
         pos = end
         if entry is not None:
             entry.inode.nlookup += 1
+            s.lru_touch(entry.inode, fd.inode, e.name)
     for e in unsent:
         if e.entry is not None:
             await s.maybe_forget(e.entry.inode)

@@ -34,9 +34,12 @@ def _two_names(body: memoryview) -> tuple[bytes, bytes]:
     return a, b
 
 
-def reply_entry(s, entry) -> bytes:
+def reply_entry(s, entry, parent, name: bytes) -> bytes:
+    """ENTRY_OUT for a new kernel reference to ``entry.inode``, known as ``name`` in
+    ``parent`` (remembered for --lru-limit)."""
     inode = entry.inode
     inode.nlookup += 1
+    s.lru_touch(inode, parent, name)
     return entry_out(s.timeouts, inode.nodeid, entry.attr)
 
 
@@ -49,7 +52,7 @@ async def lookup(s, req, body):
         if exc.errno == errno.ENOENT and s.timeouts.negative | s.timeouts.negative_ns:
             return negative_entry_out(s.timeouts)
         raise
-    return reply_entry(s, entry)
+    return reply_entry(s, entry, parent, name)
 
 
 async def getattr_(s, req, body):
@@ -91,30 +94,33 @@ async def readlink(s, req, body):
 async def mknod(s, req, body):
     mode, rdev, umask = abi.MKNOD_IN.unpack_from(body)
     name = _name(body[abi.MKNOD_IN.size:])
-    entry = await s.top.mknod(req.frame, Loc(s.inode(req.nodeid), name), mode, rdev,
-                              s.umask(umask))
-    return reply_entry(s, entry)
+    parent = s.inode(req.nodeid)
+    entry = await s.top.mknod(req.frame, Loc(parent, name), mode, rdev, s.umask(umask))
+    return reply_entry(s, entry, parent, name)
 
 
 async def mkdir(s, req, body):
     mode, umask = abi.MKDIR_IN.unpack_from(body)
     name = _name(body[abi.MKDIR_IN.size:])
-    entry = await s.top.mkdir(req.frame, Loc(s.inode(req.nodeid), name),
-                              stat.S_IFDIR | (mode & 0o7777), s.umask(umask))
-    return reply_entry(s, entry)
+    parent = s.inode(req.nodeid)
+    entry = await s.top.mkdir(req.frame, Loc(parent, name), stat.S_IFDIR | (mode & 0o7777),
+                              s.umask(umask))
+    return reply_entry(s, entry, parent, name)
 
 
 async def symlink(s, req, body):
     name, target = _two_names(body)
-    entry = await s.top.symlink(req.frame, target, Loc(s.inode(req.nodeid), name))
-    return reply_entry(s, entry)
+    parent = s.inode(req.nodeid)
+    entry = await s.top.symlink(req.frame, target, Loc(parent, name))
+    return reply_entry(s, entry, parent, name)
 
 
 async def link(s, req, body):
     (oldnodeid,) = abi.LINK_IN.unpack_from(body)
     name = _name(body[abi.LINK_IN.size:])
-    entry = await s.top.link(req.frame, s.inode(oldnodeid), Loc(s.inode(req.nodeid), name))
-    return reply_entry(s, entry)
+    parent = s.inode(req.nodeid)
+    entry = await s.top.link(req.frame, s.inode(oldnodeid), Loc(parent, name))
+    return reply_entry(s, entry, parent, name)
 
 
 async def unlink(s, req, body):

@@ -72,7 +72,7 @@ async def create(s, req, body):
     fd = Fd(parent, flags, req.frame.pid)
     entry = await s.top.create(req.frame, Loc(parent, name), flags, mode, s.umask(umask), fd)
     fd.inode = entry.inode
-    reply = reply_entry(s, entry)
+    reply = reply_entry(s, entry, parent, name)
     fh = s.new_fh(fd)
     return [reply, _OPEN_OUT_PACK(fh, open_flags(s, fd), 0)]
 

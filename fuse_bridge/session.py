@@ -19,6 +19,8 @@ a request that waits never stalls the others and there is no task spawn per requ
 from __future__ import annotations
 
 import errno
+import resource
+from collections import OrderedDict
 import logging
 import os
 import struct
@@ -32,6 +34,7 @@ from xlators.core.events import Event
 from xlators.core.frame import Frame
 from xlators.core.graph import Graph
 from xlators.core.inode import Fd, Inode
+from xlators.core.upcall import InvalidateEntry
 
 from . import abi, selfaccess
 from .encode import Timeouts
@@ -109,6 +112,8 @@ class Session:
         self.notifier: Any = None
         self.nursery: Optional[trio.Nursery] = None
         self._stepping: Optional[Request] = None   # the request a reader is stepping
+        self.lru: OrderedDict[int, tuple] = OrderedDict()
+        self.lru_limit = effective_lru_limit(self.opts.lru_limit)
         self.ended = trio.Event()
         self.init_done = trio.Event()
         self.stats = {"requests": 0, "errors": 0, "exceptions": 0}
@@ -415,7 +420,30 @@ class Session:
 
     async def maybe_forget(self, inode: Inode) -> None:
         if self.itable.purge(inode):
+            self.lru.pop(inode.nodeid, None)
             await self.graph.forget(inode)
+
+    # -- --lru-limit -----------------------------------------------------------------
+    def lru_touch(self, inode: Inode, parent: Inode, name: bytes) -> None:
+        """``inode`` was handed to the kernel as ``name`` in ``parent``.  Past the limit,
+        the least recently handed-out names are invalidated (INVAL_ENTRY, from the
+        notification thread) so the kernel drops them and FORGETs their inodes, as
+        GlusterFS's lru-limit does: each inode may hold resources (storage/posix keeps
+        a descriptor per inode)."""
+        lru = self.lru
+        nodeid = inode.nodeid
+        lru[nodeid] = (parent, name)
+        lru.move_to_end(nodeid)
+        if len(lru) > self.lru_limit and self.notifier is not None:
+            self._lru_evict(len(lru) - self.lru_limit + self.lru_limit // 16)
+
+    def _lru_evict(self, count: int) -> None:
+        lru = self.lru
+        for _ in range(min(count, len(lru))):
+            nodeid, (parent, name) = lru.popitem(last=False)
+            if nodeid in self.itable.by_nodeid:
+                self.notifier.send(InvalidateEntry(parent, name))
+                self.stats["lru-invalidations"] = self.stats.get("lru-invalidations", 0) + 1
 
 
 def _opname(opcode: int) -> str:
@@ -423,3 +451,13 @@ def _opname(opcode: int) -> str:
         return abi.Opcode(opcode).name
     except ValueError:
         return f"opcode {opcode}"
+
+
+def effective_lru_limit(wanted: int) -> int:
+    """--lru-limit, kept below what the process may hold open: translators may keep a
+    descriptor per inode (storage/posix does), and the kernel keeps inodes it has
+    looked up until told otherwise.  0 means no limit but that one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fds = hard if hard != resource.RLIM_INFINITY else soft
+    cap = max(1024, int(fds * 0.75)) if fds != resource.RLIM_INFINITY else 1 << 30
+    return min(wanted, cap) if wanted > 0 else cap
