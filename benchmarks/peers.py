@@ -100,37 +100,6 @@ def _child_setup() -> None:
 
 # -- mounts ------------------------------------------------------------------------------
 
-def _stat_within(path: str, timeout: float) -> bool:
-    """stat(path) in a thread; False if it did not return in time (a wedged mount)."""
-    done = threading.Event()
-
-    def probe() -> None:
-        try:
-            os.stat(path)
-        except OSError:
-            pass
-        done.set()
-    threading.Thread(target=probe, daemon=True).start()
-    return done.wait(timeout)
-
-
-def force_unmount(mountpoint: str, conn: Optional[int] = None) -> None:
-    """Lazily unmount ``mountpoint`` until it is gone, aborting the connection if that
-    fails.  Never stats the mountpoint (a wedged mount would block us)."""
-    for _ in range(100):
-        m = mnt.find_mount(mountpoint)
-        if m is None:
-            return
-        if conn is None and m["fstype"].startswith("fuse"):
-            conn = m["minor"]
-        try:
-            mnt.unmount(mountpoint, lazy=True)
-        except OSError:
-            if conn is not None:
-                mnt.abort_connection(conn)
-        time.sleep(0.05)
-
-
 def mounts_under(root: str) -> List[str]:
     """Mountpoints at or below ``root`` (from /proc/self/mountinfo)."""
     root = os.path.abspath(root).rstrip("/") + "/"
@@ -184,7 +153,7 @@ class DaemonMount:
             conn = mnt.connection_id(self.mountpoint)
             if conn is not None:
                 self.conn = conn
-                if _stat_within(self.mountpoint, 5.0):
+                if mnt.answers_within(self.mountpoint, 5.0):
                     return
             time.sleep(0.02)
         raise TimeoutError(f"{self.name} did not answer within {timeout:.0f} s: {self.tail()}")
@@ -221,7 +190,7 @@ class DaemonMount:
                         self.proc.kill()
                         self.proc.wait(10)
             finally:
-                force_unmount(self.mountpoint, self.conn)
+                mnt.force_unmount(self.mountpoint, self.conn)
         if mnt.find_mount(self.mountpoint) is not None:
             raise MountLeft(f"{self.mountpoint} is still mounted")
 

@@ -32,7 +32,9 @@ from typing import Dict, List, Optional
 
 from . import cases as C
 from .cases import Metric
-from .peers import (PEERS, Mount, MountLeft, PeerUnavailable, force_unmount, mounts_under,
+from fuse_bridge import mount as mnt
+
+from .peers import (PEERS, Mount, MountLeft, PeerUnavailable, mounts_under,
                     shielded)
 from .report import PeerResult, Run, machine_info, markdown, write_docs
 
@@ -168,7 +170,7 @@ def cleanup(root: Path) -> List[str]:
     with shielded():
         for point in sorted(mounts_under(str(root)), key=len, reverse=True):
             log(f"cleanup: unmounting {point}")
-            force_unmount(point)
+            mnt.force_unmount(point)
         left = mounts_under(str(root))
         if not left:
             shutil.rmtree(root, ignore_errors=True)

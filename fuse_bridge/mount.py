@@ -14,6 +14,8 @@ import os
 import socket
 import stat
 import subprocess
+import threading
+import time
 from typing import Iterable, Optional
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -245,3 +247,36 @@ def stop_unmount_guard(proc: Optional[subprocess.Popen]) -> None:
     proc.wait(timeout=5)
     if fd is not None:
         os.close(fd)
+
+
+def answers_within(path: str, timeout: float) -> bool:
+    """Whether stat(path) returns within ``timeout`` seconds (run in a thread, so a
+    wedged mount cannot block the caller; the thread is abandoned then)."""
+    done = threading.Event()
+
+    def probe() -> None:
+        try:
+            os.stat(path)
+        except OSError:
+            pass
+        done.set()
+    threading.Thread(target=probe, daemon=True).start()
+    return done.wait(timeout)
+
+
+def force_unmount(mountpoint: str, conn: Optional[int] = None, tries: int = 100) -> bool:
+    """Lazily unmount until the mount is gone, aborting the connection when unmounting
+    fails.  Never stats the mountpoint.  True when it is gone."""
+    for _ in range(tries):
+        m = find_mount(mountpoint)
+        if m is None:
+            return True
+        if conn is None and m["fstype"].startswith("fuse"):
+            conn = m["minor"]
+        try:
+            unmount(mountpoint, lazy=True)
+        except OSError:
+            if conn is not None:
+                abort_connection(conn)
+        time.sleep(0.05)
+    return find_mount(mountpoint) is None

@@ -91,7 +91,7 @@ class Mounted:
             conn = mnt.connection_id(str(self.mountpoint))
             if conn is not None:
                 self.conn = conn
-                if _stat_within(str(self.mountpoint), 5.0):
+                if mnt.answers_within(str(self.mountpoint), 5.0):
                     return
             time.sleep(0.02)
         raise TimeoutError(f"mount of {self.volfile} did not answer in {timeout}s; "
@@ -129,36 +129,8 @@ class Mounted:
         finally:
             if self.proc is not None and self.proc.stdout is not None:
                 self.proc.stdout.close()
-            _force_unmount(str(self.mountpoint), self.conn)
+            mnt.force_unmount(str(self.mountpoint), self.conn)
         assert mnt.find_mount(str(self.mountpoint)) is None, "mount left behind"
-
-
-def _stat_within(path: str, timeout: float) -> bool:
-    done = threading.Event()
-
-    def probe() -> None:
-        try:
-            os.stat(path)
-        except OSError:
-            pass
-        done.set()
-    threading.Thread(target=probe, daemon=True).start()
-    return done.wait(timeout)
-
-
-def _force_unmount(mountpoint: str, conn: Optional[int]) -> None:
-    for _ in range(50):
-        m = mnt.find_mount(mountpoint)
-        if m is None:
-            return
-        if conn is None and m["fstype"].startswith("fuse"):
-            conn = m["minor"]
-        try:
-            mnt.unmount(mountpoint, lazy=True)
-        except OSError:
-            if conn is not None:
-                mnt.abort_connection(conn)
-        time.sleep(0.05)
 
 
 def run_in_child(fn, *args, timeout: float = 30.0):
