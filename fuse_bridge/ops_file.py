@@ -13,7 +13,7 @@ import os
 
 from xlators.core.errors import FopError
 from xlators.core.inode import Fd, Loc
-from xlators.core.types import LK_GET, LK_SET, LK_SETW, Lock
+from xlators.core.types import LK_GET, LK_SET, LK_SETW, OFFSET_MAX, Lock
 
 from . import abi
 from .interrupt import (HANDLED, SQUELCHED, DataRef, interrupt_finish_fop,
@@ -30,6 +30,8 @@ _WRITE_OUT_PACK = abi.WRITE_OUT.pack
 _WRITE_HDR = abi.WRITE_IN.size
 _WRITE_LOCKOWNER = int(abi.WriteFlag.LOCKOWNER)
 _WRITEBACK_CACHE = int(abi.InitFlag.WRITEBACK_CACHE)
+_RELEASE_FLUSH = int(abi.ReleaseFlag.FLUSH)
+_RELEASE_FLOCK_UNLOCK = int(abi.ReleaseFlag.FLOCK_UNLOCK)
 
 
 def open_flags(s, fd: Fd) -> int:
@@ -126,19 +128,14 @@ async def release(s, req, body):
     fd = s.fd(fh)
     req.frame.lk_owner = lock_owner
     try:
-        if release_flags & abi.ReleaseFlag.FLUSH:
+        if release_flags & _RELEASE_FLUSH:
             await s.top.flush(req.frame, fd)
-        if release_flags & abi.ReleaseFlag.FLOCK_UNLOCK and s.handles_locks:
+        if release_flags & _RELEASE_FLOCK_UNLOCK and s.handles_locks:
             await s.top.lk(req.frame, fd, LK_SET,
-                           Lock(fcntl.F_UNLCK, 0, abi_offset_max(), 0, lock_owner, True))
+                           Lock(fcntl.F_UNLCK, 0, OFFSET_MAX, 0, lock_owner, True))
         await s.top.release(req.frame, fd)
     finally:
         await s.drop_fh(fh)
-
-
-def abi_offset_max() -> int:
-    from xlators.core.types import OFFSET_MAX
-    return OFFSET_MAX
 
 
 async def fsync(s, req, body):

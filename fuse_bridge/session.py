@@ -99,6 +99,9 @@ class Session:
         self.timeouts = Timeouts(self.opts.entry_timeout, self.opts.attribute_timeout,
                                  self.opts.negative_timeout)
         self.handlers: dict[int, Handler] = {int(op): h for op, h in HANDLERS.items()}
+        # Some translator implements lk: then POSIX and flock locks go to the graph.
+        self.handles_locks = any(getattr(xl, "handles_locks", False)
+                                 for xl in graph.xlators.values())
         self.initialized = False
         self.proto_minor = 0
         self.flags = 0                        # negotiated INIT flags (64-bit set)
@@ -307,9 +310,7 @@ class Session:
             if req.cancel_requested:        # interrupted: the reader's scope absorbs it
                 self.reply_error(req, errno.EINTR)
             raise
-        except FopError as exc:
-            self.reply_error(req, exc.errno or errno.EIO)
-        except OSError as exc:
+        except OSError as exc:              # FopError included
             self.reply_error(req, exc.errno or errno.EIO)
         except (ValueError, IndexError, UnicodeError, struct.error) as exc:
             log.error("%s (unique %d): malformed request: %s", _opname(opcode), unique, exc)
@@ -382,10 +383,6 @@ class Session:
             log.error("reply to unique %d failed: %s", unique, exc)
 
     # -- helpers for handlers ----------------------------------------------------------
-    @property
-    def handles_locks(self) -> bool:
-        """Whether some translator implements lk (then POSIX and flock locks go to it)."""
-        return any(getattr(xl, "handles_locks", False) for xl in self.graph.xlators.values())
 
     def umask(self, umask: int) -> int:
         """The umask still to apply: 0 when the kernel applied it already (no DONT_MASK)."""
