@@ -208,21 +208,14 @@ def test_check_bad_samples_report_the_parser_error(reg, capsys, sample):
     assert err.startswith(f"{path}:")
 
 
-# Samples that parse but do not build with today's translators (reported to the lead).
-NOT_BUILDABLE: dict = {}
-GOOD_SAMPLES = [
-    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=NOT_BUILDABLE[name]))
-    if name in NOT_BUILDABLE else name
-    for name in sorted(p.name for p in SAMPLES.glob("*.vol") if not p.name.startswith("bad-"))]
+# Every well-formed sample builds with the built-in translators.
+GOOD_SAMPLES = sorted(p.name for p in SAMPLES.glob("*.vol") if not p.name.startswith("bad-"))
 
 
 @pytest.mark.parametrize("sample", GOOD_SAMPLES)
 def test_check_good_samples_with_the_builtin_translators(capsys, sample):
     path = SAMPLES / sample
     builtin = Registry(load_entrypoints=False)
-    missing = sorted({v.type for v in load_volfile(path)} - set(builtin.types()))
-    if missing:
-        pytest.skip(f"built-in translator types not available yet: {', '.join(missing)}")
     status, out, err = run(builtin, capsys, "check", path)
     assert status == 0, err
     assert out.startswith(f"{path}: ok (")
@@ -239,9 +232,6 @@ def test_shipped_volfiles_check_strictly(capsys, volfile):
     """The example stacks in volfiles/ use only known types and known options."""
     path = ROOT / volfile
     builtin = Registry(load_entrypoints=False)
-    missing = sorted({v.type for v in load_volfile(path)} - set(builtin.types()))
-    if missing:
-        pytest.skip(f"built-in translator types not available yet: {', '.join(missing)}")
     status, out, err = run(builtin, capsys, "check", "--strict", path)
     assert status == 0, err
     assert err == ""

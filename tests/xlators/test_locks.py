@@ -629,8 +629,6 @@ async def test_passthrough():
 
 
 async def test_through_a_storage_stack():
-    if "storage/memory" not in default_registry():
-        pytest.skip("storage/memory is not available")
     h = Harness.stack("features/locks")
     fd1 = await h.create("/f")
     fd2 = await h.open("/f")
