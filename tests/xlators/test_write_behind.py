@@ -570,6 +570,31 @@ async def test_lk_waits_for_background_flushes():
         await h.close(fd2)
 
 
+async def test_flock_and_unlock_do_not_wait_for_background_flushes(autojump_clock):
+    """Flushes never touch flock locks, and an unlock has nothing to fear from them: the
+    unlock sent for a last close() must land before the next process's lock request."""
+    import fcntl
+
+    from xlators.core.types import LK_SET, Lock
+    h, (rec,) = build(LockRecorder)
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.create("/f")
+        await h.write(fd, b"abc", 0)
+        await h.top.flush(h.frame(lk_owner=7), fd)       # its background flush hangs
+        await settle()
+        for lock in (Lock(fcntl.F_WRLCK, owner=9, flock=True),
+                     Lock(fcntl.F_UNLCK, owner=9, flock=True),
+                     Lock(fcntl.F_UNLCK, 0, 9, 1, 7)):
+            with trio.move_on_after(1) as scope:          # autojump: no real wait
+                await h.top.lk(h.frame(lk_owner=7), fd, LK_SET, lock)
+            assert not scope.cancelled_caught, f"{lock} waited for the flush"
+        assert rec.events == ["flush", "lk", "lk", "lk"]
+        rec.flush_opened.set()
+        await settle()
+        await h.top.release(h.frame(pid=0), fd)
+
+
 async def test_flush_behind_off_waits():
     h, (gate,) = build(Gate, flush_behind="off")
     gate.flush_opened = trio.Event()

@@ -38,6 +38,7 @@ Without a nursery (a harness without ``attach_nursery``) every write is written 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 from typing import Any, Optional
 
@@ -429,9 +430,12 @@ class WriteBehind(Translator):
     async def lk(self, frame, fd, cmd, lock):
         # A flush drops the closing owner's POSIX locks where it lands: the background
         # flushes of earlier close() calls land first, or they would undo (or hide from
-        # F_GETLK) a lock taken after them.
+        # F_GETLK) a lock taken after them.  flock locks and unlocks have nothing to fear
+        # from a flush and must not wait: the unlock of a last close() has to land before
+        # the next process's lock request.
         st = fd.inode.ctx.get(self)
-        while st is not None and st.bg_flushes:
+        posix_lock = not lock.flock and lock.type != fcntl.F_UNLCK
+        while posix_lock and st is not None and st.bg_flushes:
             await st.wait_changed()
         return await self.child.lk(frame, fd, cmd, lock)
 
