@@ -1,0 +1,345 @@
+"""Offsets, lengths, sizes and flags at the edges of their kernel types, on both storages.
+
+The bridge passes the kernel's unsigned fields through, so an application's -1 reaches a
+storage as 2**64-1.  storage/posix (over ext4 here) and storage/memory (tmpfs-like) must
+answer what ext4 and tmpfs answer to the same system call (the numbers in the tables were
+measured on this kernel with pread/pwrite/lseek/ftruncate/fallocate/copy_file_range/
+fsetxattr on an ext4 directory and on /dev/shm), never an EIO from an OverflowError, and
+storage/memory must answer a request over an exabyte range as fast as one over a block.
+
+A watchdog (SIGALRM) turns a hang into a failure: a fop that walks a huge range never
+returns to the event loop, so no trio timeout could stop it.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+
+import pytest
+
+from xlators import Fd, SetAttr
+from xlators.core.bounds import MAX_RW_COUNT, VALID_OPEN_FLAGS
+from xlators.testing import Harness
+
+KEEP, PUNCH, ZERO = 0x01, 0x02, 0x10
+SEEK_END, SEEK_DATA, SEEK_HOLE = 2, 3, 4
+EiB = 1 << 60
+MAX = (1 << 63) - 1
+# The boundary values of a kernel u64, as an application's values arrive: 2**64-1 is -1.
+U64_EDGES = (MAX, 1 << 63, (1 << 64) - 1, 1 << 31, (1 << 32) - 1)
+U32_EDGES = (1 << 31, (1 << 32) - 1)
+
+
+class Hung(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def watchdog(seconds: float = 30.0):
+    """Fail (instead of hanging the suite) if the block does not finish in time: a guard
+    against a fop that works in proportion to a range, not a timing assertion."""
+    def fire(signum, frame):
+        raise Hung(f"still running after {seconds} s: work proportional to the range?")
+    old = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+async def fails(err: int, coro) -> None:
+    with pytest.raises(OSError) as info:
+        await coro
+    assert info.value.errno == err, (errno.errorcode[err],
+                                     errno.errorcode.get(info.value.errno), info.value)
+
+
+def memory(size: str = "1MB") -> Harness:
+    return Harness.stack(options={"storage/memory": {"size": size}})
+
+
+@pytest.fixture(params=["memory", "posix"])
+def h(request, tmp_path):
+    if request.param == "memory":
+        harness = memory()
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("storage/posix tests run as root")
+        harness = Harness.stack(leaf="storage/posix", options={"storage/posix": {
+            "directory": str(tmp_path), "reserve": "0"}})
+    harness.kind = request.param
+    yield harness
+    harness.fini()
+
+
+async def ten(h: Harness, path: str = "/f") -> Fd:
+    fd = await h.create(path)
+    await h.write(fd, b"0123456789")
+    return fd
+
+
+def per_storage(h: Harness, ext4, tmpfs):
+    """What ext4 (under storage/posix) and tmpfs (as storage/memory) answer."""
+    return ext4 if h.kind == "posix" else tmpfs
+
+
+# -- storage/memory: no work or memory proportional to a requested range ---------------
+async def test_memory_fallocate_of_exabytes_fails_fast_with_enospc():
+    h = memory()
+    fd = await h.create("/f")
+    top, fr = h.top, h.frame()
+    with watchdog():
+        for mode in (0, KEEP, ZERO, ZERO | KEEP):
+            await fails(errno.ENOSPC, top.fallocate(fr, fd, mode, 0, 4 * EiB))   # as tmpfs
+            await fails(errno.ENOSPC, top.fallocate(fr, fd, mode, 0, MAX))
+            await fails(errno.ENOSPC, top.fallocate(fr, fd, mode, EiB, 64 << 30))
+        await fails(errno.EFBIG, top.fallocate(fr, fd, 0, 1, MAX))
+        await fails(errno.EFBIG, top.fallocate(fr, fd, 0, MAX, 1))
+    a = await top.getattr(fr, fd.inode)
+    assert (a.size, a.blocks, top.used) == (0, 0, 0)          # a refused call changes nothing
+
+
+async def test_memory_unlimited_brick_refuses_more_than_half_the_ram():
+    """size 0 is half of the RAM (what statfs reports), not a licence to allocate 4 EiB."""
+    h = Harness.stack()
+    fd = await h.create("/f")
+    top, fr = h.top, h.frame()
+    sf = await top.statfs(fr, h.root)
+    with watchdog():
+        await fails(errno.ENOSPC, top.fallocate(fr, fd, 0, 0, 4 * EiB))
+        await fails(errno.ENOSPC, top.fallocate(fr, fd, 0, 0, sf.bfree * sf.bsize + 4096))
+    await top.fallocate(fr, fd, 0, 0, 1 << 30)                # 1 GiB: accounted, not backed
+    assert (await top.getattr(fr, fd.inode)).blocks == (1 << 30) // 512
+    assert (await top.statfs(fr, h.root)).bfree == sf.bfree - (1 << 30) // sf.bsize
+
+
+async def test_memory_sparse_exabyte_file_costs_what_it_stores():
+    h = memory()
+    fd = await h.create("/f")
+    top, fr = h.top, h.frame()
+    with watchdog():
+        await top.setattr(fr, fd.inode, SetAttr(size=4 * EiB), fd)
+        assert await h.write(fd, b"tail", 1 << 62) == 4         # a write at 2**62: as tmpfs
+        assert await h.write(fd, b"head", 0) == 4
+        await top.setattr(fr, fd.inode, SetAttr(size=MAX), fd)
+        a = await top.getattr(fr, fd.inode)
+        assert (a.size, a.blocks) == (MAX, 16)                  # two pages
+        assert top.used == 8192
+        assert await h.read(fd, 6, (1 << 62) - 2) == b"\0\0tail"
+        assert await top.lseek(fr, fd, 4, SEEK_DATA) == 4              # in the first page
+        assert await top.lseek(fr, fd, 4096, SEEK_DATA) == 1 << 62
+        assert await top.lseek(fr, fd, 0, SEEK_HOLE) == 4096
+        assert await top.lseek(fr, fd, (1 << 62) + 1, SEEK_HOLE) == (1 << 62) + 4096
+        await fails(errno.ENXIO, top.lseek(fr, fd, (1 << 62) + 4096, SEEK_DATA))
+        assert await top.lseek(fr, fd, 2 * EiB, SEEK_HOLE) == 2 * EiB
+        # zero-range would allocate it all; punching the whole file frees the two pages
+        await fails(errno.ENOSPC, top.fallocate(fr, fd, ZERO | KEEP, 2, MAX - 2))
+        assert await h.read(fd, 4, 0) == b"head"
+        await top.fallocate(fr, fd, PUNCH | KEEP, 2, MAX - 2)
+        assert await h.read(fd, 4, 0) == b"he\0\0"
+        assert await h.read(fd, 4, 1 << 62) == bytes(4)
+        assert (await top.getattr(fr, fd.inode)).blocks == 8     # the partial first page
+        await top.fallocate(fr, fd, PUNCH | KEEP, 0, MAX)
+        assert (await top.getattr(fr, fd.inode)).blocks == 0 and top.used == 0
+        # a read of a hole: at most what one read may move
+        assert len(await h.read(fd, (1 << 32) - 1, EiB)) == MAX_RW_COUNT
+        await h.write(fd, b"again", 3 * EiB)
+        await top.setattr(fr, fd.inode, SetAttr(size=0), fd)
+    assert top.used == 0
+
+
+async def test_memory_copy_file_range_of_a_sparse_exabyte_file():
+    h = memory()
+    src = await h.create("/src")
+    dst = await h.create("/dst")
+    top, fr = h.top, h.frame()
+    await h.write(src, b"head", 0)
+    await h.write(src, b"tail", 1 << 62)
+    await h.write(dst, b"x" * 10000, 0)
+    with watchdog():
+        # one call moves at most MAX_RW_COUNT bytes, as the kernel's copy does
+        assert await top.copy_file_range(fr, src, 0, dst, 2, (1 << 64) - 1, 0) == MAX_RW_COUNT
+        assert await h.read(dst, 8, 0) == b"xxhead\0\0"     # the source's hole overwrites
+        assert await h.read(dst, 4, 9000) == bytes(4)
+        assert (await top.getattr(fr, dst.inode)).size == MAX_RW_COUNT + 2
+        # the source's last 8 bytes (a hole, then "tail") to 2 EiB
+        assert await top.copy_file_range(fr, src, (1 << 62) - 4, dst, 2 * EiB, 1 << 40, 0) == 8
+        assert await h.read(dst, 8, 2 * EiB) == b"\0\0\0\0tail"
+    assert top.used == (await top.getattr(fr, dst.inode)).blocks * 512 + 8192
+    await fails(errno.ENOSPC, top.fallocate(fr, dst, 0, 0, 2 << 20))
+
+
+# -- readdir / readdirp with a 0-byte budget --------------------------------------------
+@pytest.mark.parametrize("plus", [False, True])
+async def test_readdir_with_no_room_returns_nothing(h, plus):
+    """An empty batch, as libfuse gives for a buffer too small for one entry (the bridge
+    already answers so for 1..23 bytes); it used to spin forever in posix's readdirp."""
+    for i in range(3):
+        await h.close(await h.create(f"/f{i}"))
+    e = await h.lookup("/")
+    fr = h.frame()
+    fd = Fd(e.inode, os.O_RDONLY, fr.pid, is_dir=True)
+    await h.top.opendir(fr, e.inode, fd)
+    fop = h.top.readdirp if plus else h.top.readdir
+    with watchdog():
+        for offset in (0, 1, 3, (1 << 64) - 1):
+            assert await fop(fr, fd, offset, 0) == []
+    names = [d.name for d in await fop(fr, fd, 0, 4096)]
+    assert sorted(names) == [b".", b"..", b"f0", b"f1", b"f2"]
+    assert await fop(fr, fd, (1 << 64) - 1, 4096) == []     # a cookie past the end
+    await h.top.releasedir(fr, fd)
+
+
+# -- every fop at the edges of its kernel type, on both storages -------------------------
+@pytest.mark.parametrize("offset", U64_EDGES)
+async def test_read_offsets(h, offset):
+    fd = await ten(h)
+    if offset >= 1 << 63 or offset + 10 > MAX:       # negative, or the end passes 2**63-1
+        await fails(errno.EINVAL, h.read(fd, 10, offset))
+    else:
+        assert await h.read(fd, 10, offset) == b""
+    await h.close(fd)
+
+
+@pytest.mark.parametrize("size", U32_EDGES)
+async def test_read_sizes(h, size):
+    fd = await ten(h)
+    assert await h.read(fd, size, 0) == b"0123456789"
+    assert await h.read(fd, size, 4) == b"456789"
+    await h.close(fd)
+
+
+@pytest.mark.parametrize("offset", U64_EDGES + (1 << 62,))
+async def test_write_offsets(h, offset):
+    fd = await ten(h)
+    if offset >= 1 << 63 or offset + 1 > MAX:
+        await fails(errno.EINVAL, h.write(fd, b"x", offset))
+    elif offset == 1 << 62:
+        if h.kind == "posix":
+            await fails(errno.EFBIG, h.write(fd, b"x", offset))    # past ext4's 16 TiB
+        else:
+            assert await h.write(fd, b"x", offset) == 1            # tmpfs takes it
+    else:
+        assert await h.write(fd, b"x", offset) == 1
+        assert await h.read(fd, 2, offset) == b"x"
+    await h.close(fd)
+
+
+@pytest.mark.parametrize("offset", U64_EDGES)
+async def test_lseek_offsets(h, offset):
+    fd = await ten(h)
+    top, fr = h.top, h.frame()
+    for whence in (SEEK_DATA, SEEK_HOLE):             # -1 and every offset past EOF: ENXIO
+        await fails(errno.ENXIO, top.lseek(fr, fd, offset, whence))
+    assert await top.lseek(fr, fd, (1 << 64) - 3, SEEK_END) == 7          # SEEK_END, -3
+    if offset >= 1 << 63:
+        await fails(errno.EINVAL, top.lseek(fr, fd, (1 << 64) - 11, SEEK_END))   # -11
+    await h.close(fd)
+
+
+@pytest.mark.parametrize("whence", U32_EDGES + (5,))
+async def test_lseek_unknown_whence(h, whence):
+    fd = await ten(h)
+    await fails(errno.EINVAL, h.top.lseek(h.frame(), fd, 0, whence))
+    await h.close(fd)
+
+
+@pytest.mark.parametrize("high", U32_EDGES)
+async def test_open_and_create_ignore_unknown_flags(h, high):
+    """open(2) ignores flag bits it does not know (measured: O_RDWR|0x80000000 opens)."""
+    unknown = high & ~VALID_OPEN_FLAGS
+    await h.close(await ten(h))
+    fd = await h.open("/f", os.O_RDWR | unknown)
+    assert await h.write(fd, b"ab", 0) == 2
+    assert await h.read(fd, 3, 0) == b"ab2"
+    await h.close(fd)
+    fd = await h.create("/g", flags=os.O_RDWR | os.O_CREAT | unknown)
+    assert await h.write(fd, b"cd", 0) == 2
+    assert await h.read(fd, 3, 0) == b"cd"
+    await h.close(fd)
+
+
+@pytest.mark.parametrize("flags", U32_EDGES + (4, 8))
+async def test_setxattr_unknown_flags_einval(h, flags):
+    await h.close(await ten(h))
+    e = await h.lookup("/f")
+    await fails(errno.EINVAL, h.top.setxattr(h.frame(), e.inode, b"user.k", b"v", flags))
+    await h.top.setxattr(h.frame(), e.inode, b"user.k", b"v", 1)        # XATTR_CREATE
+    assert await h.top.getxattr(h.frame(), e.inode, b"user.k") == b"v"
+
+
+@pytest.mark.parametrize("size", U64_EDGES)
+async def test_setattr_sizes(h, size):
+    fd = await ten(h)
+    top, fr = h.top, h.frame()
+    if size >= 1 << 63:
+        await fails(errno.EINVAL, top.setattr(fr, fd.inode, SetAttr(size=size), fd))
+        await fails(errno.EINVAL, h.setattr("/f", size=size))
+        assert (await top.getattr(fr, fd.inode)).size == 10
+    elif size == MAX and h.kind == "posix":
+        await fails(errno.EFBIG, top.setattr(fr, fd.inode, SetAttr(size=size), fd))
+    else:                                             # tmpfs takes 2**63-1 too
+        with watchdog():
+            a = await top.setattr(fr, fd.inode, SetAttr(size=size), fd)
+            assert a.size == size
+            assert await h.read(fd, 4, 8) == b"89\0\0"
+            await top.setattr(fr, fd.inode, SetAttr(size=3), fd)
+    await h.close(fd)
+
+
+@pytest.mark.parametrize("value", U64_EDGES)
+async def test_copy_file_range_edges(h, value):
+    src = await ten(h, "/src")
+    dst = await h.create("/dst")
+    top, fr = h.top, h.frame()
+    with watchdog():
+        # any length: the copy stops at the source's end
+        assert await top.copy_file_range(fr, src, 0, dst, 0, value, 0) == 10
+        assert await h.read(dst, 20, 0) == b"0123456789"
+        if value >= 1 << 63:
+            await fails(errno.EINVAL, top.copy_file_range(fr, src, value, dst, 0, 5, 0))
+            await fails(errno.EINVAL, top.copy_file_range(fr, src, 0, dst, value, 5, 0))
+        else:
+            assert await top.copy_file_range(fr, src, value, dst, 0, 5, 0) == 0   # past EOF
+            if value + 5 > MAX:
+                await fails(errno.EFBIG, top.copy_file_range(fr, src, 0, dst, value, 5, 0))
+            else:
+                assert await top.copy_file_range(fr, src, 0, dst, value, 5, 0) == 5
+                assert await h.read(dst, 5, value) == b"01234"
+        await fails(errno.EINVAL, top.copy_file_range(fr, src, 0, dst, 0, 5, value))  # flags
+    await h.close(src)
+    await h.close(dst)
+
+
+@pytest.mark.parametrize("value", U64_EDGES)
+async def test_fallocate_edges(h, value):
+    fd = await ten(h)
+    top, fr = h.top, h.frame()
+    with watchdog():
+        for mode in (0, KEEP, PUNCH | KEEP):
+            # offset
+            if value >= 1 << 63:
+                await fails(errno.EINVAL, top.fallocate(fr, fd, mode, value, 1))
+            elif value == MAX:
+                await fails(errno.EFBIG, top.fallocate(fr, fd, mode, value, 1))
+            else:
+                await top.fallocate(fr, fd, mode, value, 1)
+            # length
+            if value >= 1 << 63:
+                await fails(errno.EINVAL, top.fallocate(fr, fd, mode, 0, value))
+            elif value == MAX:
+                await fails(errno.EFBIG, top.fallocate(fr, fd, mode, 1, value))
+                if mode & PUNCH and h.kind == "memory":
+                    await top.fallocate(fr, fd, mode, 0, value)      # tmpfs punches it all
+                else:                                      # ext4: past 16 TiB; tmpfs: space
+                    await fails(per_storage(h, errno.EFBIG, errno.ENOSPC),
+                                top.fallocate(fr, fd, mode, 0, value))
+            elif mode & PUNCH:
+                await top.fallocate(fr, fd, mode, 0, value)
+        for mode in U32_EDGES:                     # unknown mode bits
+            await fails(errno.EOPNOTSUPP, top.fallocate(fr, fd, mode, 0, 1))
+    await h.close(fd)
