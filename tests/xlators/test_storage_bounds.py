@@ -343,3 +343,90 @@ async def test_fallocate_edges(h, value):
         for mode in U32_EDGES:                     # unknown mode bits
             await fails(errno.EOPNOTSUPP, top.fallocate(fr, fd, mode, 0, 1))
     await h.close(fd)
+
+
+# -- storage/memory's block map against tmpfs itself -----------------------------------
+def _tmpfs_dir() -> str | None:
+    try:
+        with open("/proc/self/mounts") as f:
+            if any(line.split()[1:3] == ["/dev/shm", "tmpfs"] for line in f):
+                return "/dev/shm"
+    except OSError:
+        pass
+    return None
+
+
+def _seek(fd: int, offset: int, whence: int):
+    try:
+        return os.lseek(fd, offset, whence)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+
+async def _mseek(h: Harness, fd: Fd, offset: int, whence: int):
+    try:
+        return await h.top.lseek(h.frame(), fd, offset, whence)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+
+
+@pytest.mark.skipif(_tmpfs_dir() is None, reason="no tmpfs at /dev/shm to compare with")
+async def test_memory_matches_tmpfs_blocks_data_and_holes(tmp_path):
+    """Random writes, truncates, fallocates and punches on storage/memory and on a tmpfs
+    file: the same bytes, size, st_blocks and SEEK_DATA/SEEK_HOLE answers.
+
+    Fallocated pages are holes to SEEK_DATA until written, except that tmpfs turns a page
+    fallocated a second time (still unwritten) into data: an implementation detail that
+    storage/memory does not copy, so the test never fallocates such a page twice."""
+    import ctypes
+    import random
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    rng = random.Random(20261206)
+    h = memory("64MB")
+    mfd = await h.create("/f")
+    path = f"{_tmpfs_dir()}/xlfs-bounds-{os.getpid()}"
+    tfd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    top, fr = h.top, h.frame()
+    span = 300_000
+    page = 4096
+    unwritten: set[int] = set()            # pages fallocated once and not written since
+
+    def pages(a: int, b: int) -> set[int]:
+        return set(range(a // page, -(-b // page)))
+    try:
+        for step in range(400):
+            op = rng.random()
+            off = rng.randrange(span)
+            n = rng.randrange(1, 70_000)
+            mode = rng.choice((0, KEEP, PUNCH | KEEP))
+            if mode != PUNCH | KEEP and pages(off, off + n) & unwritten:
+                mode = PUNCH | KEEP
+            if op < 0.35:
+                data = rng.randbytes(n)
+                assert await h.write(mfd, data, off) == os.pwrite(tfd, data, off)
+                unwritten -= pages(off, off + n)
+            elif op < 0.5:
+                await top.setattr(fr, mfd.inode, SetAttr(size=off), mfd)
+                os.ftruncate(tfd, off)
+                unwritten = {p for p in unwritten if p < -(-off // page)}
+            else:
+                if mode == PUNCH | KEEP:
+                    unwritten -= set(range(-(-off // page), (off + n) // page))
+                else:
+                    unwritten |= {p for p in pages(off, off + n)
+                                  if await _mseek(h, mfd, p * page, SEEK_DATA) != p * page}
+                await top.fallocate(fr, mfd, mode, off, n)
+                assert libc.fallocate(tfd, mode, off, n) == 0, ctypes.get_errno()
+            st = os.fstat(tfd)
+            a = await top.getattr(fr, mfd.inode)
+            assert (a.size, a.blocks) == (st.st_size, st.st_blocks), step
+            for o in (off, off + n, rng.randrange(span), 0, st.st_size - 1):
+                for whence in (SEEK_DATA, SEEK_HOLE):
+                    assert await _mseek(h, mfd, o, whence) == _seek(tfd, o, whence), \
+                        (step, o, whence)
+            if step % 20 == 0:
+                assert await h.read(mfd, span * 2, 0) == os.pread(tfd, span * 2, 0)
+    finally:
+        os.close(tfd)
+        os.unlink(path)

@@ -45,24 +45,27 @@ def _round_block(n: int) -> int:
 
 
 class FileData:
-    """A regular file's bytes: ``size``, the allocated blocks (``blocks``, an
-    :class:`Extents` of block-aligned ranges: what st_blocks, statfs and SEEK_DATA see) and
-    the bytes written (``chunks``: index -> bytearray of at most CHUNK bytes; bytes past a
-    chunk's length, and missing chunks, read as zeros).  Written bytes lie in allocated
-    blocks; fallocated blocks need no chunk.  No operation costs more than the chunks
-    actually stored in its range (or the bytes it returns or writes): a 4 EiB truncate,
+    """A regular file's bytes: ``size``; the allocated blocks (``blocks``, an
+    :class:`Extents` of block-aligned ranges: what st_blocks and statfs count); the blocks
+    written (``written``, within ``blocks``: what SEEK_DATA finds; fallocated blocks read
+    as zeros and are holes to SEEK_DATA until written, as on tmpfs); and the bytes
+    (``chunks``: index -> bytearray of at most CHUNK bytes; bytes past a chunk's length,
+    and missing chunks, read as zeros).  No operation costs more than the chunks and
+    extents stored in its range (or the bytes it returns or writes): a 4 EiB truncate,
     punch or SEEK_HOLE is as cheap as a 4 KiB one."""
-    __slots__ = ("size", "chunks", "blocks", "alloc")
+    __slots__ = ("size", "chunks", "blocks", "written", "alloc")
 
     def __init__(self) -> None:
         self.size = 0
         self.chunks: dict[int, bytearray] = {}
         self.blocks = Extents()
+        self.written = Extents()
         self.alloc = 0          # bytes allocated: blocks.total
 
     def clear(self) -> None:
         self.chunks.clear()
         self.blocks.clear()
+        self.written.clear()
         self.alloc = 0
 
     def _stored(self, first: int, last: int) -> list[int]:
@@ -116,7 +119,9 @@ class FileData:
                 c.extend(bytes(s - len(c)))
             c[s:s + k] = mv[pos - offset:pos - offset + k]
             pos += k
-        self.alloc += self.blocks.add(offset & ~(BLOCK - 1), _round_block(end))
+        a, b = offset & ~(BLOCK - 1), _round_block(end)
+        self.alloc += self.blocks.add(a, b)
+        self.written.add(a, b)
         if end > self.size:
             self.size = end
 
@@ -126,7 +131,8 @@ class FileData:
         self.alloc += self.blocks.add(offset & ~(BLOCK - 1), _round_block(offset + length))
 
     def zero(self, offset: int, length: int, punch: bool) -> None:
-        """Zero [offset, offset+length); ``punch`` also frees the blocks wholly inside."""
+        """Zero [offset, offset+length): the blocks wholly inside become unwritten (as
+        ext4's zero-range makes them); ``punch`` also frees them."""
         end = offset + length
         chunks = self.chunks
         for i in self._stored(offset // CHUNK, (end - 1) // CHUNK):
@@ -142,8 +148,10 @@ class FileData:
                     del c[a:]
             else:
                 c[a:b] = bytes(b - a)
+        a, b = _round_block(offset), end & ~(BLOCK - 1)
+        self.written.remove(a, b)
         if punch:
-            self.alloc -= self.blocks.remove(_round_block(offset), end & ~(BLOCK - 1))
+            self.alloc -= self.blocks.remove(a, b)
 
     def truncate(self, size: int) -> None:
         if size < self.size:
@@ -156,12 +164,13 @@ class FileData:
                 elif len(chunks[i]) > s:
                     del chunks[i][s:]
             self.alloc -= self.blocks.remove(_round_block(size), _NO_END)
+            self.written.remove(_round_block(size), _NO_END)
         self.size = size
 
     def seek_data(self, offset: int) -> int:
         if offset >= self.size:
             raise FopError(errno.ENXIO)
-        pos = self.blocks.next_in(offset)
+        pos = self.written.next_in(offset)
         if pos is None or pos >= self.size:
             raise FopError(errno.ENXIO)
         return pos
@@ -169,7 +178,7 @@ class FileData:
     def seek_hole(self, offset: int) -> int:
         if offset >= self.size:
             raise FopError(errno.ENXIO)
-        return min(self.size, self.blocks.next_out(offset))
+        return min(self.size, self.written.next_out(offset))
 
 
 class DirData:
