@@ -430,3 +430,29 @@ async def test_memory_matches_tmpfs_blocks_data_and_holes(tmp_path):
     finally:
         os.close(tfd)
         os.unlink(path)
+
+
+def test_extents_match_a_set_of_positions():
+    """storage/memory's extent map against the obvious model (a set of positions)."""
+    import random
+
+    from xlators.storage.memory_extents import Extents
+    rng = random.Random(7)
+    e, model = Extents(), set()
+    for _ in range(3000):
+        a = rng.randrange(200)
+        b = a + rng.randrange(0, 40)
+        if rng.random() < 0.55:
+            assert e.add(a, b) == len(set(range(a, b)) - model)
+            model |= set(range(a, b))
+        else:
+            assert e.remove(a, b) == len(set(range(a, b)) & model)
+            model -= set(range(a, b))
+        assert e.total == len(model)
+        assert all(s < t for s, t in e.spans())
+        assert all(t < s for (_, t), (s, _) in zip(e.spans(), e.spans()[1:]))  # not adjacent
+        p = rng.randrange(250)
+        assert e.next_in(p) == min((x for x in model if x >= p), default=None)
+        assert e.next_out(p) == min(x for x in range(p, 300) if x not in model)
+        q = p + rng.randrange(50)
+        assert e.covered(p, q) == len(model & set(range(p, q)))

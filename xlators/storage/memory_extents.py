@@ -55,6 +55,13 @@ class Extents:
         if a >= b:
             return 0
         starts, ends = self.starts, self.ends
+        if ends and starts[-1] <= a <= ends[-1]:     # at or in the last extent: appending
+            grown = b - ends[-1]
+            if grown <= 0:
+                return 0
+            ends[-1] = b
+            self.total += grown
+            return grown
         i = bisect_left(ends, a)            # first extent ending at or after a
         j = bisect_right(starts, b)         # past the last one starting at or before b
         if i < j:
