@@ -48,11 +48,9 @@ XATTR_REPLACE = 2
 
 def loff(value: int, what: str = "offset") -> int:
     """A kernel u64 offset as a signed ``loff_t`` (2**64-1 is -1); EINVAL beyond 64 bits."""
-    if value > LOFF_MAX:
-        value -= _U64
-    if not -(1 << 63) <= value <= LOFF_MAX:
-        raise FopError(errno.EINVAL, f"{what} {value + _U64} does not fit 64 bits")
-    return value
+    if not -(1 << 63) <= value < _U64:
+        raise FopError(errno.EINVAL, f"{what} {value} does not fit 64 bits")
+    return value - _U64 if value > LOFF_MAX else value
 
 
 def rw_range(offset: int, count: int) -> tuple[int, int]:
