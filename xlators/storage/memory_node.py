@@ -126,8 +126,9 @@ class FileData:
             self.size = end
 
     def allocate(self, offset: int, length: int) -> None:
-        """Allocate the blocks of [offset, offset+length) (fallocate mode 0): they read
-        as zeros and count as data for SEEK_DATA; no memory is used until written."""
+        """Allocate the blocks of [offset, offset+length) (fallocate mode 0): counted in
+        st_blocks and statfs, read as zeros, holes to SEEK_DATA until written; no memory
+        is used until then."""
         self.alloc += self.blocks.add(offset & ~(BLOCK - 1), _round_block(offset + length))
 
     def zero(self, offset: int, length: int, punch: bool) -> None:
