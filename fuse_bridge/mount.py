@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -134,11 +135,16 @@ def is_stale(mountpoint: str) -> bool:
     return False
 
 
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as \\ooo; the rest is as is."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def _mountinfo_entry(line: str) -> dict:
     parts = line.split()
     sep = parts.index("-")
     major, minor = parts[2].split(":")
-    return {"id": int(parts[0]), "mountpoint": parts[4].encode().decode("unicode_escape"),
+    return {"id": int(parts[0]), "mountpoint": _unescape(parts[4]),
             "major": int(major), "minor": int(minor), "options": parts[5],
             "fstype": parts[sep + 1], "source": parts[sep + 2],
             "super_options": parts[sep + 3] if len(parts) > sep + 3 else ""}

@@ -55,6 +55,7 @@ class MountWatch:
         self.mountpoint = mountpoint            # absolute, symlinks resolved
         self.on_change = on_change
         self.mount_id: Optional[int] = None
+        self._minor = -1                        # the connection: mount ids are reused
         self.flags: Optional[VfsFlags] = None
         self._file = open("/proc/self/mountinfo", "rb", buffering=0)
         self._poll = select.poll()
@@ -67,7 +68,7 @@ class MountWatch:
             log.warning("%s: not in /proc/self/mountinfo; remounts will go unnoticed",
                         self.mountpoint)
             return
-        self.mount_id = entry["id"]
+        self.mount_id, self._minor = entry["id"], entry["minor"]
         self.flags = VfsFlags.from_mountinfo(entry)
         self.on_change(None, self.flags)
 
@@ -76,8 +77,8 @@ class MountWatch:
         if self.mount_id is None or not self._poll.poll(0):
             return
         entry = mnt.mount_by_id(self.mount_id)
-        if entry is None:                       # unmounted (lazily): keep the last flags
-            return
+        if entry is None or entry["minor"] != self._minor:
+            return          # unmounted (lazily; its id may be reused): keep the last flags
         new = VfsFlags.from_mountinfo(entry)
         if new != self.flags:
             old, self.flags = self.flags, new

@@ -335,3 +335,17 @@ def test_noatime_mount_serves_files_the_reader_does_not_own(tmp_path: Path):
             assert run_in_child(read_as_user) == 0
         finally:
             os.close(root)
+
+
+@pytest.mark.mount
+def test_remount_of_a_mountpoint_with_space_and_non_ascii_name(tmp_path: Path):
+    work = tmp_path / "a dir é"
+    brick = work / "brick"
+    brick.mkdir(parents=True)
+    f = aged(brick, "f")
+    with Mounted(LOCAL, work) as m:
+        proc = remount_direct(m, "noatime")
+        assert proc.returncode == 0, proc.stderr
+        assert vfs(m).atime == "noatime"
+        read_through(m, "f")            # the daemon found its own mount in mountinfo
+        assert f.stat().st_atime_ns == OLD
