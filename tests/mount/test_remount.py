@@ -11,8 +11,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ from fuse_bridge import mount as mnt
 from fuse_bridge.cli_args import UsageError, parse_args
 from fuse_bridge.mount import (MS_NOATIME, MS_NODIRATIME, MS_RDONLY, MS_RELATIME,
                                MS_STRICTATIME, VfsFlags, split_options)
-from tests.mount.test_cli import mount_helper_installed, run_xlfs  # noqa: F401 (fixture)
+from tests.mount.test_cli import _alive, mount_helper_installed, run_xlfs  # noqa: F401
 from tests.mountlib import ROOT, VOLFILES, Mounted, can_mount, run_in_child
 
 LOCAL = VOLFILES / "local.vol"
@@ -185,6 +187,49 @@ def test_remount_ro_and_rw_through_mount_t_xlfs(tmp_path: Path, mount_helper_ins
         assert proc.returncode == 0, proc.stderr
         assert_writable(m, "after-rw")
         assert_same_daemon(m)
+
+
+@pytest.mark.mount
+def test_mount_t_xlfs_then_remount(tmp_path: Path, mount_helper_installed):
+    """The daemon mount.xlfs started (in the background) follows mount -t xlfs -o remount."""
+    mp, brick = tmp_path / "mnt", tmp_path / "brick"
+    mp.mkdir()
+    brick.mkdir()
+    f = aged(brick, "f")
+    pidfile = tmp_path / "pid"
+    opts = ",".join([f"xlator-option=posix.directory={brick}", f"log-file={tmp_path / 'log'}",
+                     f"pid-file={pidfile}", "strictatime"])
+    pid = None
+    try:
+        proc = mount_cmd("-t", "xlfs", str(LOCAL), str(mp), "-o", opts)
+        assert proc.returncode == 0, proc.stderr
+        pid, conn = int(pidfile.read_text()), mnt.connection_id(str(mp))
+        proc = mount_cmd("-t", "xlfs", "-o", "remount,ro,noatime", str(mp))
+        assert proc.returncode == 0, proc.stderr
+        m = mnt.find_mount(str(mp))
+        assert m["options"].split(",")[0] == "ro" and "noatime" in m["options"]
+        with pytest.raises(OSError) as exc:
+            open(mp / "new", "w")
+        assert exc.value.errno == errno.EROFS
+        assert (mp / "f").read_text() == "data"
+        assert f.stat().st_atime_ns == OLD
+        assert _alive(pid) and mnt.connection_id(str(mp)) == conn
+        proc = mount_cmd("-t", "xlfs", "-o", "remount,rw", str(mp))
+        assert proc.returncode == 0, proc.stderr
+        (mp / "new").write_text("x")
+        assert (brick / "new").read_text() == "x"
+        assert _alive(pid) and mnt.connection_id(str(mp)) == conn
+    finally:
+        if mnt.find_mount(str(mp)) is not None:
+            subprocess.run(["umount", str(mp)], capture_output=True, timeout=30)
+        if pid is not None:
+            deadline = time.monotonic() + 15
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        mnt.force_unmount(str(mp))
+    assert mnt.find_mount(str(mp)) is None
 
 
 @pytest.mark.mount
