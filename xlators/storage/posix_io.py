@@ -42,7 +42,8 @@ class OpenFile:
         return f"<posix.OpenFile fd={self.fd} flags={self.flags:#o}>"
 
 
-def open_noatime(path: Any, flags: int, mode: int = 0o777, dir_fd: Any = None) -> tuple[int, int]:
+def open_noatime(path: Any, flags: int, mode: int = 0o777,
+                 dir_fd: Any = None) -> tuple[int, int]:
     """os.open, then without O_NOATIME when that is what failed: only the file's owner
     (or CAP_FOWNER, which the caller's fsuid drops) may have it.  Returns (fd, flags)."""
     try:
