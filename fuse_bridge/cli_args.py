@@ -278,7 +278,9 @@ def help_text() -> str:
             name = f"--{f.long}"
         lines.append(f"  {short}{name:<38} {f.help}")
     lines += ["", "  -o OPTS   mount-helper form: long flags as key=value, plus kernel options "
-              "(ro, noatime, ...)", "",
+              "(ro, noatime, ...)",
+              "  -o remount,OPTS   change the kernel options of the live mount on MOUNTPOINT "
+              "(same daemon)", "",
               "Signals: SIGINT/SIGTERM unmount and exit, SIGHUP reloads the volfile, "
               "SIGUSR1 writes a statedump."]
     return "\n".join(lines)
