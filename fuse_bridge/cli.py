@@ -25,6 +25,7 @@ from xlators.core.volfile import VolfileError, load_volfile
 
 from . import mount as mnt
 from .cli_args import Args, UsageError, help_text, parse_args
+from .mount_watch import READ_ONLY_VOLUME, MountWatch, apply_flags
 from .notify import Notifier
 from .options import BridgeOptions
 from .session import Session
@@ -111,11 +112,16 @@ def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
 async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
                 args: Args, ready: Any = None) -> None:
     """Mount, serve until unmounted or signalled, unmount."""
+    resolved = os.path.realpath(mountpoint)     # never stat-ed again once mounted
     fd = mnt.mount(mountpoint, opts.fsname if opts.fsname != "xlfs" else f"xlfs:{volfile}",
                    opts.subtype, opts.mount_options())
     guard = mnt.start_unmount_guard(mountpoint)
     session = Session(graph, fd, opts, mountpoint)
     session.notifier = Notifier(fd, opts.invalidate_limit, session=session)
+    watch = session.mount_watch = MountWatch(
+        resolved, lambda old, new: apply_flags(session, old, new))
+    watch.start()
+    watch.install(session)
     try:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP,
                                        signal.SIGUSR1) as signals:
@@ -135,6 +141,7 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
             except OSError:
                 pass
         mnt.stop_unmount_guard(guard)
+        watch.close()
         os.close(fd)
 
 
@@ -184,6 +191,8 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
 def _bridge_state(session: Session) -> dict:
     state = {f"option.{k}": v for k, v in session.opts.as_dict().items()}
     state.update({"lru-limit-effective": session.lru_limit, "lru-entries": len(session.lru)})
+    if session.mount_watch is not None and session.mount_watch.flags is not None:
+        state["mount-flags"] = session.mount_watch.flags.words()
     state.update({"mountpoint": session.mountpoint, "proto-minor": session.proto_minor,
                   "max-write": session.max_write, "open-fds": len(session.fds),
                   "inodes": len(session.itable)})
@@ -201,6 +210,8 @@ def run(args: Args) -> int:
     if args.get("version"):
         print(f"xlfs {VERSION}")
         return 0
+    if args.get("remount"):
+        return _remount(args)
     volfile, mountpoint = resolve(args)
     opts = bridge_options(args)
     graph = build_graph(volfile, args)
@@ -223,10 +234,27 @@ def run(args: Args) -> int:
     return _daemonize(graph, opts, mountpoint, volfile, args)
 
 
+def _remount(args: Args) -> int:
+    """``-o remount,...`` (``mount -o remount,ro MNT`` through mount.xlfs or mount.fuse3):
+    change the live mount's VFS flags; no second daemon.  The daemon notices by itself
+    (fuse_bridge.mount_watch)."""
+    pos = args.positionals
+    if not 1 <= len(pos) <= 2:
+        raise UsageError("remount: give the mountpoint: xlfs [VOLFILE] MOUNTPOINT "
+                         "-o remount,OPTIONS")
+    if args.get("volfile_check"):           # mount -f: nothing to try
+        return 0
+    try:
+        mnt.remount(pos[-1], args.kernel_opts)
+    except mnt.MountError as exc:
+        raise Failure(str(exc)) from None
+    return 0
+
+
 def _read_only(graph: Graph) -> Graph:
     """--read-only: put features/read-only on top of the graph."""
     from xlators.core.volfile import VolumeSpec
-    volumes = list(graph.volumes) + [VolumeSpec("xlfs-read-only", "features/read-only", {},
+    volumes = list(graph.volumes) + [VolumeSpec(READ_ONLY_VOLUME, "features/read-only", {},
                                                 [graph.volumes[-1].name])]
     return Graph(volumes)
 

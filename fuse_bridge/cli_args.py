@@ -16,6 +16,8 @@ from typing import Any, Callable, Optional
 
 from xlators.core.options import parse_bool, parse_time
 
+from .mount import FUSE_SUPER_OPTS, VfsFlags
+
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NONE")
 
 
@@ -122,11 +124,8 @@ _BY_SHORT = {f.short: f for f in FLAGS if f.short}
 # mount -o words that carry no meaning for us (mount.glusterfs / mount.fuse3 rules).
 IGNORED_MOUNT_OPTS = {"defaults", "_netdev", "auto", "noauto", "user", "nouser", "users",
                       "nofail", "rw"}
-# Generic options passed to the kernel.
-KERNEL_MOUNT_OPTS = {"ro", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "sync",
-                     "async", "noatime", "atime", "nodiratime", "diratime", "relatime",
-                     "norelatime", "lazytime", "dirsync", "allow_other",
-                     "default_permissions"}
+# Generic options passed to the kernel (every VFS flag mount(8) knows, atime ones included).
+KERNEL_MOUNT_OPTS = (VfsFlags.WORDS - {"rw"}) | {"allow_other", "default_permissions"}
 
 
 @dataclass
@@ -154,8 +153,15 @@ def _set(args: Args, flag: Flag, text: Optional[str], origin: str) -> None:
 
 
 def apply_mount_options(args: Args, text: str) -> None:
-    """``-o a,b=c``: long flags by name (dashes or underscores), kernel options through."""
-    for word in (w.strip() for w in text.split(",")):
+    """``-o a,b=c``: long flags by name (dashes or underscores), kernel options through.
+    With ``remount`` among them, only the VFS flags count (see _remount_word)."""
+    words = [w.strip() for w in text.split(",")]
+    if "remount" in words:
+        args.values["remount"] = True
+    for word in words:
+        if args.values.get("remount"):
+            _remount_word(args, word)
+            continue
         if not word or word in IGNORED_MOUNT_OPTS or word.startswith("x-"):
             continue
         if word in KERNEL_MOUNT_OPTS:
@@ -175,6 +181,22 @@ def apply_mount_options(args: Args, text: str) -> None:
             raise UsageError(f"-o {word}: '{key}' needs a value ({key}=...)")
         else:
             _set(args, flag, value if eq else None, f"-o {key}")
+
+
+def _remount_word(args: Args, word: str) -> None:
+    """A remount changes the kernel's VFS flags of the live mount, nothing else: mount(8)
+    repeats the mount's other options (from fstab and mountinfo), which are accepted and
+    left as they are (the bridge's options are fixed for the life of the mount)."""
+    if word in VfsFlags.WORDS:
+        args.kernel_opts.append(word)
+        return
+    key = word.partition("=")[0]
+    if (not word or word == "remount" or word in IGNORED_MOUNT_OPTS or word.startswith("x-")
+            or key in FUSE_SUPER_OPTS):
+        return
+    flag = _BY_LONG.get(key.replace("_", "-"))
+    if flag is None or flag.long in ("help", "version"):
+        raise UsageError(f"-o {word}: Invalid option '{key}'")
 
 
 def parse_args(argv: list[str]) -> Args:
@@ -256,7 +278,9 @@ def help_text() -> str:
             name = f"--{f.long}"
         lines.append(f"  {short}{name:<38} {f.help}")
     lines += ["", "  -o OPTS   mount-helper form: long flags as key=value, plus kernel options "
-              "(ro, noatime, ...)", "",
+              "(ro, noatime, ...)",
+              "  -o remount,OPTS   change the kernel options of the live mount on MOUNTPOINT "
+              "(same daemon)", "",
               "Signals: SIGINT/SIGTERM unmount and exit, SIGHUP reloads the volfile, "
               "SIGUSR1 writes a statedump."]
     return "\n".join(lines)

@@ -11,11 +11,13 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 import socket
 import stat
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from typing import Iterable, Optional
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -24,22 +26,95 @@ _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctype
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_SYNCHRONOUS = 1, 2, 4, 8, 16
-MS_NOATIME, MS_NODIRATIME, MS_DIRSYNC, MS_RELATIME, MS_LAZYTIME = 1024, 2048, 128, 1 << 21, 1 << 25
+MS_REMOUNT, MS_DIRSYNC, MS_NOSYMFOLLOW, MS_NOATIME, MS_NODIRATIME = 32, 128, 256, 1024, 2048
+MS_RELATIME, MS_STRICTATIME, MS_LAZYTIME = 1 << 21, 1 << 24, 1 << 25
 MNT_FORCE, MNT_DETACH = 1, 2
 
-# Generic mount options mapped to MS_* flags (the rest go to the FUSE data string).
-_FLAG_OPTS = {
-    "ro": (MS_RDONLY, True), "rw": (MS_RDONLY, False), "nosuid": (MS_NOSUID, True),
-    "suid": (MS_NOSUID, False), "nodev": (MS_NODEV, True), "dev": (MS_NODEV, False),
-    "noexec": (MS_NOEXEC, True), "exec": (MS_NOEXEC, False),
-    "sync": (MS_SYNCHRONOUS, True), "async": (MS_SYNCHRONOUS, False),
-    "noatime": (MS_NOATIME, True), "atime": (MS_NOATIME, False),
-    "nodiratime": (MS_NODIRATIME, True), "diratime": (MS_NODIRATIME, False),
-    "dirsync": (MS_DIRSYNC, True), "relatime": (MS_RELATIME, True),
-    "norelatime": (MS_RELATIME, False), "lazytime": (MS_LAZYTIME, True),
-}
 # Options the kernel's FUSE data string accepts from us.
 _DATA_OPTS = {"allow_other", "default_permissions", "max_read", "blksize"}
+# The FUSE data options mount(8) repeats (from /proc/self/mountinfo) on a remount; the
+# kernel ignores data options on a remount, and so do we.
+FUSE_SUPER_OPTS = _DATA_OPTS | {"user_id", "group_id", "rootmode", "fd", "subtype", "fsname"}
+
+
+@dataclass
+class VfsFlags:
+    """A mount's generic (VFS) options, resolved: what mount(2) gets as MS_* flags.
+
+    ``atime`` is one of relatime (the kernel's default), noatime, strictatime; the
+    words follow mount(8): the last one wins, ``atime``/``nostrictatime`` leave
+    noatime/strictatime for the default, ``norelatime`` alone changes nothing (the
+    kernel defaults to relatime; ``strictatime`` asks for full atime updates).
+    """
+    read_only: bool = False
+    nosuid: bool = True          # FUSE mounts default to nosuid,nodev (as fusermount3)
+    nodev: bool = True
+    noexec: bool = False
+    sync: bool = False
+    dirsync: bool = False
+    lazytime: bool = False
+    nosymfollow: bool = False
+    atime: str = "relatime"
+    nodiratime: bool = False
+
+    _BOOLS = {"ro": ("read_only", True), "rw": ("read_only", False),
+              "nosuid": ("nosuid", True), "suid": ("nosuid", False),
+              "nodev": ("nodev", True), "dev": ("nodev", False),
+              "noexec": ("noexec", True), "exec": ("noexec", False),
+              "sync": ("sync", True), "async": ("sync", False), "dirsync": ("dirsync", True),
+              "lazytime": ("lazytime", True), "nolazytime": ("lazytime", False),
+              "nosymfollow": ("nosymfollow", True), "symfollow": ("nosymfollow", False),
+              "nodiratime": ("nodiratime", True), "diratime": ("nodiratime", False)}
+    WORDS = frozenset(_BOOLS) | {"atime", "noatime", "relatime", "norelatime", "strictatime",
+                                 "nostrictatime"}
+
+    def apply(self, word: str) -> bool:
+        """Apply one mount(8) word; False when it is not a VFS option."""
+        if word in self._BOOLS:
+            name, value = self._BOOLS[word]
+            setattr(self, name, value)
+        elif word in ("noatime", "relatime", "strictatime"):
+            self.atime = word
+        elif word == "atime":
+            if self.atime == "noatime":
+                self.atime = "relatime"
+        elif word == "nostrictatime":
+            if self.atime == "strictatime":
+                self.atime = "relatime"
+        elif word != "norelatime":
+            return False
+        return True
+
+    def ms_flags(self) -> int:
+        flags = {"relatime": MS_RELATIME, "noatime": MS_NOATIME,
+                 "strictatime": MS_STRICTATIME}[self.atime]
+        for bit, on in ((MS_RDONLY, self.read_only), (MS_NOSUID, self.nosuid),
+                        (MS_NODEV, self.nodev), (MS_NOEXEC, self.noexec),
+                        (MS_SYNCHRONOUS, self.sync), (MS_DIRSYNC, self.dirsync),
+                        (MS_LAZYTIME, self.lazytime), (MS_NOSYMFOLLOW, self.nosymfollow),
+                        (MS_NODIRATIME, self.nodiratime)):
+            if on:
+                flags |= bit
+        return flags
+
+    def words(self) -> str:
+        """As mount(8) would show them: ``ro,nosuid,nodev,noatime``."""
+        out = ["ro" if self.read_only else "rw"]
+        out += [w for w in ("nosuid", "nodev", "noexec", "sync", "dirsync", "lazytime",
+                            "nosymfollow", "nodiratime") if getattr(self, w)]
+        return ",".join(out + ([] if self.atime == "relatime" else [self.atime]))
+
+    @classmethod
+    def from_mountinfo(cls, entry: dict) -> "VfsFlags":
+        """The flags of a /proc/self/mountinfo entry (per-mount and superblock options;
+        no atime word there means strictatime)."""
+        f = cls(nosuid=False, nodev=False, atime="strictatime")
+        for word in entry["options"].split(","):
+            f.apply(word)
+        for word in entry["super_options"].split(","):
+            if word in ("ro", "sync", "dirsync", "lazytime"):
+                f.apply(word)
+        return f
 
 
 class MountError(Exception):
@@ -60,21 +135,49 @@ def is_stale(mountpoint: str) -> bool:
     return False
 
 
-def find_mount(mountpoint: str) -> Optional[dict]:
-    """The /proc/self/mountinfo entry of ``mountpoint`` (last one wins), or None."""
-    target = os.path.realpath(mountpoint) if not is_stale(mountpoint) else os.path.abspath(mountpoint)
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as \\ooo; the rest is as is."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _mountinfo_entry(line: str) -> dict:
+    parts = line.split()
+    sep = parts.index("-")
+    major, minor = parts[2].split(":")
+    return {"id": int(parts[0]), "mountpoint": _unescape(parts[4]),
+            "major": int(major), "minor": int(minor), "options": parts[5],
+            "fstype": parts[sep + 1], "source": parts[sep + 2],
+            "super_options": parts[sep + 3] if len(parts) > sep + 3 else ""}
+
+
+def find_mount(mountpoint: str, resolved: bool = False) -> Optional[dict]:
+    """The /proc/self/mountinfo entry of ``mountpoint`` (last one wins), or None.
+
+    ``resolved``: the path is already absolute and free of symlinks, so nothing is
+    stat-ed (the daemon must never stat its own mountpoint)."""
+    if resolved:
+        target = mountpoint
+    elif is_stale(mountpoint):
+        target = os.path.abspath(mountpoint)
+    else:
+        target = os.path.realpath(mountpoint)
     found = None
     with open("/proc/self/mountinfo") as f:
         for line in f:
-            parts = line.split()
-            sep = parts.index("-")
-            point = parts[4].encode().decode("unicode_escape")
-            if point == target:
-                major, minor = parts[2].split(":")
-                found = {"mountpoint": point, "major": int(major), "minor": int(minor),
-                         "fstype": parts[sep + 1], "source": parts[sep + 2],
-                         "options": parts[5]}
+            entry = _mountinfo_entry(line)
+            if entry["mountpoint"] == target:
+                found = entry
     return found
+
+
+def mount_by_id(mount_id: int) -> Optional[dict]:
+    """The /proc/self/mountinfo entry with this mount id, or None (unmounted)."""
+    prefix = f"{mount_id} "
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            if line.startswith(prefix):
+                return _mountinfo_entry(line)
+    return None
 
 
 def connection_id(mountpoint: str) -> Optional[int]:
@@ -126,21 +229,19 @@ def check_mountpoint(mountpoint: str) -> None:
                          f"unmount it first: umount {mountpoint}")
 
 
-def split_options(options: Iterable[str]) -> tuple[int, list[str], list[str]]:
+def split_options(options: Iterable[str],
+                  base: Optional[VfsFlags] = None) -> tuple[int, list[str], list[str]]:
     """(MS_* flags, kernel FUSE data options, unknown options)."""
-    flags = MS_NOSUID | MS_NODEV
+    vfs = VfsFlags() if base is None else base
     data, unknown = [], []
     for opt in options:
-        if not opt:
+        if not opt or vfs.apply(opt):
             continue
-        if opt in _FLAG_OPTS:
-            bit, on = _FLAG_OPTS[opt]
-            flags = flags | bit if on else flags & ~bit
-        elif opt.split("=", 1)[0] in _DATA_OPTS:
+        if opt.split("=", 1)[0] in _DATA_OPTS:
             data.append(opt)
         else:
             unknown.append(opt)
-    return flags, data, unknown
+    return vfs.ms_flags(), data, unknown
 
 
 def mount(mountpoint: str, fsname: str, subtype: str = "xlfs",
@@ -153,6 +254,34 @@ def mount(mountpoint: str, fsname: str, subtype: str = "xlfs",
     if os.geteuid() == 0:
         return _mount_root(mountpoint, fsname, subtype, flags, data)
     return _mount_fusermount(mountpoint, fsname, subtype, options)
+
+
+def remount(mountpoint: str, words: Iterable[str]) -> tuple[VfsFlags, VfsFlags]:
+    """Change the VFS options of the xlfs mount on ``mountpoint`` in place: mount(2) with
+    MS_REMOUNT on the same superblock, so the FUSE connection and its daemon stay.
+
+    The kernel replaces every per-mount flag on a remount, so the mount's current
+    options are the base and ``words`` (mount(8) option words) apply on top.  FUSE
+    accepts any flag change but MS_MANDLOCK and ignores data options on a remount.
+    Returns (before, after)."""
+    entry = find_mount(mountpoint)
+    if entry is None or entry["fstype"] != "fuse.xlfs":
+        what = f"a {entry['fstype']} mount" if entry else "nothing is mounted there"
+        raise MountError(f"{mountpoint}: cannot remount: {what}, not an xlfs mount")
+    before = VfsFlags.from_mountinfo(entry)
+    after = VfsFlags.from_mountinfo(entry)
+    for word in words:
+        if word and not after.apply(word):
+            raise MountError(f"{mountpoint}: cannot remount: '{word}' is not a mount flag")
+    if os.geteuid() != 0:
+        raise MountError(f"{mountpoint}: remount needs root (CAP_SYS_ADMIN)")
+    rc = _libc.mount(None, os.fsencode(entry["mountpoint"]), None,
+                     MS_REMOUNT | after.ms_flags(), None)
+    if rc != 0:
+        err = ctypes.get_errno()
+        hint = " (a file is open for writing)" if err == errno.EBUSY else ""
+        raise MountError(f"{mountpoint}: remount failed: {os.strerror(err)}{hint}")
+    return before, after
 
 
 def _mount_root(mountpoint: str, fsname: str, subtype: str, flags: int,

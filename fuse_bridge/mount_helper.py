@@ -8,6 +8,10 @@ mount.glusterfs, every ``key=value`` option maps onto the long flag of the same 
 (``-o fuse-flush-handle-interrupt=yes``), ``x-*``, ``_netdev``, ``auto``, ``noauto`` and
 ``defaults`` are ignored, atime-like and other generic options go to the kernel, an
 unknown option fails with "Invalid option", and it returns only once the mount answers.
+
+``mount -o remount,ro MNT`` (``rw``, ``noatime``, any VFS flag) changes the live mount in
+place (fuse_bridge.mount.remount): same FUSE connection, same daemon, which notices the
+new flags itself (fuse_bridge.mount_watch).
 """
 from __future__ import annotations
 
@@ -29,6 +33,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             continue
         if word == "-f":                     # mount(8)'s "fake": check only
             fake = True
+            continue
+        if word == "-t":                     # the type (mount(8) passes it with a subtype)
+            i += 1
             continue
         if word == "-o":
             if i >= len(argv):

@@ -19,7 +19,7 @@ _pack_direntplus = abi.pack_direntplus
 async def opendir(s, req, body):
     flags, _ = abi.OPEN_IN.unpack_from(body)
     inode = s.inode(req.nodeid)
-    fd = Fd(inode, flags, req.frame.pid, is_dir=True)
+    fd = Fd(inode, flags | s.opendir_noatime, req.frame.pid, is_dir=True)
     await s.top.opendir(req.frame, inode, fd)
     return abi.OPEN_OUT.pack(s.new_fh(fd), 0, 0)
 

@@ -48,7 +48,9 @@ def open_flags(s, fd: Fd) -> int:
 
 def backend_flags(s, flags: int) -> int:
     """With the kernel's writeback cache the kernel may READ through a write-only file
-    (to fill pages) and positions O_APPEND writes itself: open read-write, no append."""
+    (to fill pages) and positions O_APPEND writes itself: open read-write, no append.
+    A noatime mount opens with O_NOATIME (fuse_bridge.mount_watch)."""
+    flags |= s.open_noatime
     if s.flags & _WRITEBACK_CACHE:
         if flags & os.O_ACCMODE == os.O_WRONLY:
             flags = (flags & ~os.O_ACCMODE) | os.O_RDWR

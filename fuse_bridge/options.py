@@ -49,7 +49,7 @@ class BridgeOptions:
             opts.append("default_permissions")
         if self.allow_other:
             opts.append("allow_other")
-        if self.read_only:
-            opts.append("ro")
         opts += [o for o in self.fuse_mountopts.split(",") if o]
+        if self.read_only:
+            opts.append("ro")            # last: a later "rw" must not undo --read-only
         return opts

@@ -113,6 +113,9 @@ class Session:
         self.interrupts = InterruptTable(self)
         self.dump: Any = None
         self.notifier: Any = None
+        self.mount_watch: Any = None          # fuse_bridge.mount_watch, when mounted
+        self.open_noatime = 0                 # O_NOATIME when the mount is noatime
+        self.opendir_noatime = 0              # ... or nodiratime
         self.nursery: Optional[trio.Nursery] = None
         self._stepping: Optional[Request] = None   # the request a reader is stepping
         self.lru: OrderedDict[int, tuple] = OrderedDict()

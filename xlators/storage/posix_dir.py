@@ -1,7 +1,8 @@
 """storage/posix: directory listing fops (a mixin of the Posix translator).
 
 opendir opens the directory for reading with the caller's credentials (through
-/proc/self/fd/N: a listing needs read permission only, not search).  A readdir at
+/proc/self/fd/N: a listing needs read permission only, not search), with O_NOATIME when
+the fd asks for it (a noatime or nodiratime mount) and the caller may have it.  A readdir at
 offset 0 (or with no snapshot yet) lists the whole directory into the open file's
 context; the cookie of entry i is i + 1, "." and ".." are entries 0 and 1, so seeking back
 to any cookie the caller was given works and a rewind takes a new snapshot.  readdirp
@@ -22,7 +23,7 @@ from typing import Any
 from xlators.core.errors import FopError
 from xlators.core.types import DirEntry
 
-from .posix_io import OpenFile
+from .posix_io import OpenFile, open_noatime
 
 _DT_DIR = stat.S_IFDIR >> 12
 _DT_REG = stat.S_IFREG >> 12
@@ -32,9 +33,9 @@ _O_LOOKUP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _BIG_DIR = 256 << 10     # directory file size above which the listing runs in a thread
 
 
-def _opendir_at(node_fd: int) -> int:
+def _opendir_at(node_fd: int, noatime: int) -> int:
     # Through /proc, not openat(fd, "."): reading a directory needs only read permission.
-    return os.open(f"/proc/self/fd/{node_fd}", _O_DIR)
+    return open_noatime(f"/proc/self/fd/{node_fd}", _O_DIR | noatime)[0]
 
 
 def _list(dfd: int, node: Any, parent_ino: int) -> list[tuple[bytes, int, int]]:
@@ -84,7 +85,7 @@ class PosixDirOps:
         node = self._node(inode)
         if node.kind != stat.S_IFDIR:
             raise FopError(errno.ENOTDIR)
-        dfd = await self._do(frame, False, _opendir_at, node.fd)
+        dfd = await self._do(frame, False, _opendir_at, node.fd, fd.flags & os.O_NOATIME)
         self._opened(fd, OpenFile(dfd, node, os.O_RDONLY | os.O_DIRECTORY, False))
 
     def _parent_ino(self, node: Any) -> int:

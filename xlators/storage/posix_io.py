@@ -44,18 +44,34 @@ class OpenFile:
         return f"<posix.OpenFile fd={self.fd} flags={self.flags:#o}>"
 
 
-def _reopen(node_fd: int, flags: int) -> tuple[int, bool]:
+def open_noatime(path: Any, flags: int, mode: int = 0o777,
+                 dir_fd: Any = None) -> tuple[int, int]:
+    """os.open, then without O_NOATIME when that is what failed: only the file's owner
+    (or CAP_FOWNER, which the caller's fsuid drops) may have it.  Returns (fd, flags)."""
+    try:
+        return os.open(path, flags, mode, dir_fd=dir_fd), flags
+    except PermissionError as e:
+        if e.errno != errno.EPERM or not flags & os.O_NOATIME:
+            raise
+    flags &= ~os.O_NOATIME
+    return os.open(path, flags, mode, dir_fd=dir_fd), flags
+
+
+def _reopen(node_fd: int, flags: int) -> tuple[int, int]:
+    """(fd, the flags it has): without O_DIRECT where the filesystem refuses it, without
+    O_NOATIME where the caller may not have it."""
     path = f"/proc/self/fd/{node_fd}"
     try:
-        return os.open(path, flags), bool(flags & os.O_DIRECT)
+        return open_noatime(path, flags)
     except OSError as e:
         if e.errno != errno.EINVAL or not flags & os.O_DIRECT:
             raise
-    return os.open(path, flags & ~os.O_DIRECT), False
+    return open_noatime(path, flags & ~os.O_DIRECT)
 
 
 def _create_at(pfd: int, name: bytes, flags: int, perm: int, fix: Any):
-    """Create (or, without O_EXCL, open) ``name``; returns (fd, stat, direct, created)."""
+    """Create (or, without O_EXCL, open) ``name``; returns (fd, stat, flags, created)
+    (flags as opened: without O_DIRECT or O_NOATIME where refused)."""
     for _ in range(3):
         try:
             fd = os.open(name, flags | os.O_EXCL, perm, dir_fd=pfd)
@@ -67,7 +83,8 @@ def _create_at(pfd: int, name: bytes, flags: int, perm: int, fix: Any):
             if e.errno != errno.EEXIST or flags & os.O_EXCL:
                 raise
             try:
-                fd = os.open(name, flags & ~os.O_CREAT, 0, dir_fd=pfd)
+                fd, opened = open_noatime(name, flags & ~os.O_CREAT, 0, dir_fd=pfd)
+                flags = opened | os.O_CREAT
             except FileNotFoundError:
                 continue             # removed in between: create it after all
             created = False
@@ -77,7 +94,7 @@ def _create_at(pfd: int, name: bytes, flags: int, perm: int, fix: Any):
                 raise FopError(errno.EEXIST if stat.S_ISDIR(st.st_mode) else errno.ENXIO)
             if created:
                 st = fix(fd, st, perm)
-            return fd, st, bool(flags & os.O_DIRECT), created
+            return fd, st, flags, created
         except BaseException:
             os.close(fd)
             raise
@@ -133,9 +150,9 @@ class PosixIOOps:
 
     def _plain(self, of: OpenFile) -> int:
         if of.plain < 0:
-            of.plain = os.open(f"/proc/self/fd/{of.fd}",
-                               of.flags & ~(os.O_DIRECT | os.O_TRUNC | _STRIP_OPEN)
-                               | os.O_CLOEXEC)
+            of.plain, _ = open_noatime(f"/proc/self/fd/{of.fd}",
+                                       of.flags & ~(os.O_DIRECT | os.O_TRUNC | _STRIP_OPEN)
+                                       | os.O_CLOEXEC)
         return of.plain
 
     def _of(self, fd: Any) -> OpenFile:
@@ -174,10 +191,8 @@ class PosixIOOps:
         fl = (flags & ~_STRIP_OPEN) | os.O_CLOEXEC
         if self._odirect and kind == stat.S_IFREG:
             fl |= os.O_DIRECT
-        if fl & os.O_NOATIME and frame.uid != 0 and frame.uid != os.fstat(node.fd).st_uid:
-            fl &= ~os.O_NOATIME      # only the owner may ask for it
-        iofd, direct = await self._do(frame, False, _reopen, node.fd, fl)
-        self._opened(fd, OpenFile(iofd, node, fl, direct))
+        iofd, fl = await self._do(frame, False, _reopen, node.fd, fl)
+        self._opened(fd, OpenFile(iofd, node, fl, bool(fl & os.O_DIRECT)))
 
     async def create(self, frame, loc, flags, mode, umask, fd):
         flags = open_flags(flags)
@@ -187,8 +202,9 @@ class PosixIOOps:
             | os.O_CLOEXEC | os.O_NONBLOCK
         if self._odirect:
             fl |= os.O_DIRECT
-        iofd, st, direct, created = await self._do(frame, True, _create_at, pnode.fd, name, fl,
-                                          self._perm(mode, umask, False), self._fix_mode)
+        iofd, st, fl, created = await self._do(frame, True, _create_at, pnode.fd, name, fl,
+                                               self._perm(mode, umask, False), self._fix_mode)
+        direct = bool(fl & os.O_DIRECT)
         try:
             if not flags & os.O_NONBLOCK:    # only there so that a FIFO cannot block us
                 fl &= ~os.O_NONBLOCK
