@@ -16,7 +16,9 @@ from typing import Any
 from ..core.errors import FopError
 from ..core.inode import Fd, Inode
 from ..core.types import DirEntry
-from .memory_node import MAX_FILE_SIZE, R_OK, W_OK, DirData, Node, check, kill_suid
+from ..core.types import O_EXEC_OPEN
+from .memory_node import (CAPS, MAX_FILE_SIZE, R_OK, W_OK, X_OK, DirData, Node, check,
+                          kill_suid)
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -34,8 +36,8 @@ def _file(node: Node) -> Node:
     raise FopError(errno.EISDIR if node.is_dir else errno.EINVAL)
 
 
-def _kill_suid(node: Node) -> None:
-    node.mode = kill_suid(node.mode)
+def _kill_suid(node: Node, frame: Any = None) -> None:
+    node.mode = kill_suid(node.mode, frame, node.gid)
 
 
 class MemoryIo:
@@ -58,6 +60,8 @@ class MemoryIo:
         if node.is_dir and (acc != os.O_RDONLY or trunc):
             raise FopError(errno.EISDIR)
         mask = R_OK if acc == os.O_RDONLY else W_OK if acc == os.O_WRONLY else R_OK | W_OK
+        if flags & O_EXEC_OPEN and acc == os.O_RDONLY and node.is_reg:
+            mask = X_OK                 # execve of a file the caller may not read (0711)
         if trunc:
             mask |= W_OK
         check(frame, node, mask)
@@ -68,7 +72,7 @@ class MemoryIo:
             now = time.time_ns()
             node.touch(now)
             if frame.uid != 0:
-                node.mode = kill_suid(node.mode)
+                node.mode = kill_suid(node.mode, frame, node.gid)
         self.ctx_set(fd, node)
         node.opens += 1
 
@@ -174,7 +178,9 @@ class MemoryIo:
         self._write(node, data, offset)
         if (flags or 0) & FUSE_WRITE_KILL_SUIDGID or (
                 frame.uid != 0 and node.mode & (stat.S_ISUID | stat.S_ISGID)):
-            _kill_suid(node)
+            _kill_suid(node, frame)
+        if node.xattrs:
+            node.xattrs.pop(CAPS, None)     # any write ends file capabilities
         node.touch(time.time_ns())
         return n
 
@@ -219,6 +225,11 @@ class MemoryIo:
         self.used += fdata.alloc - before
         if punch or zero:
             node.touch(time.time_ns())
+        # file_modified(), as a local filesystem calls it: like a write
+        if frame.uid != 0 and node.mode & (stat.S_ISUID | stat.S_ISGID):
+            _kill_suid(node, frame)
+        if node.xattrs:
+            node.xattrs.pop(CAPS, None)
 
     async def lseek(self, frame: Any, fd: Any, offset: int, whence: int) -> int:
         node = _file(self._fd_node(fd))
@@ -266,7 +277,7 @@ class MemoryIo:
         src.read_touch(now)
         dst.touch(now)
         if frame.uid != 0 and dst.mode & (stat.S_ISUID | stat.S_ISGID):
-            _kill_suid(dst)
+            _kill_suid(dst, frame)
         return n
 
 
