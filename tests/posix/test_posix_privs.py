@@ -30,6 +30,8 @@ MOUNTS = {
     "local": ("local", *LONG),
     "local-writeback": ("local", *LONG, "--kernel-writeback-cache"),
     "local-direct-io": ("local", *LONG, "--direct-io-mode=yes"),
+    "write-behind-direct-io": ("write-behind", *LONG, "--direct-io-mode=yes"),
+    "write-behind-writeback": ("write-behind", *LONG, "--kernel-writeback-cache"),
     "memory": ("memory", *LONG),
     "memory-direct-io": ("memory", *LONG, "--direct-io-mode=yes"),
 }

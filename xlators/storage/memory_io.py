@@ -15,8 +15,7 @@ from typing import Any
 
 from ..core.errors import FopError
 from ..core.inode import Fd, Inode
-from ..core.types import DirEntry
-from ..core.types import O_EXEC_OPEN
+from ..core.types import KILL_SUIDGID, O_EXEC_OPEN, DirEntry
 from .memory_node import (CAPS, MAX_FILE_SIZE, R_OK, W_OK, X_OK, DirData, Node, check,
                           kill_suid)
 
@@ -24,7 +23,6 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
 SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
-FUSE_WRITE_KILL_SUIDGID = 0x04
 _COPY_STEP = 1 << 20
 _DIRENT = 24          # fuse_dirent header (readdir's byte budget)
 _DIRENTPLUS = 152     # fuse_direntplus header (entry_out + dirent)
@@ -34,6 +32,12 @@ def _file(node: Node) -> Node:
     if node.is_reg:
         return node
     raise FopError(errno.EISDIR if node.is_dir else errno.EINVAL)
+
+
+def _kills(frame: Any) -> bool:
+    """Does a write or truncate by this caller clear set-id bits?  Yes unless root, or
+    when the kernel says the caller lacks CAP_FSETID."""
+    return frame.uid != 0 or bool(frame.xdata.get(KILL_SUIDGID))
 
 
 def _kill_suid(node: Node, frame: Any = None) -> None:
@@ -71,7 +75,7 @@ class MemoryIo:
             self.used += node.data.alloc - before
             now = time.time_ns()
             node.touch(now)
-            if frame.uid != 0:
+            if _kills(frame):
                 node.mode = kill_suid(node.mode, frame, node.gid)
         self.ctx_set(fd, node)
         node.opens += 1
@@ -176,8 +180,7 @@ class MemoryIo:
             raise FopError(errno.EFBIG)
         self._reserve(node, offset, n)
         self._write(node, data, offset)
-        if (flags or 0) & FUSE_WRITE_KILL_SUIDGID or (
-                frame.uid != 0 and node.mode & (stat.S_ISUID | stat.S_ISGID)):
+        if node.mode & (stat.S_ISUID | stat.S_ISGID) and _kills(frame):
             _kill_suid(node, frame)
         if node.xattrs:
             node.xattrs.pop(CAPS, None)     # any write ends file capabilities
