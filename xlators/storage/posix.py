@@ -30,6 +30,11 @@ Design (details in docs and in each helper):
   security.* xattrs, which the daemon's CAP_SYS_ADMIN would allow, are refused to
   non-root callers explicitly.  A lookup in a directory whose permissions plainly allow
   the search (no ACL, search bit for the caller's class) skips the switch.
+- What FUSE leaves to the server: an exec open (``O_EXEC_OPEN``) checks execute
+  permission as the caller and reads as the daemon (mode 0711 programs run); a parent's
+  default ACL replaces the caller's umask; a write, truncate, fallocate or ``O_TRUNC``
+  open by another user clears set-id bits and ``security.capability`` as for a local
+  writer (the storage capabilities ``posix_acl`` and ``kills_privileges``).
 - The event loop: metadata syscalls run inline (about a microsecond each on a local
   disk; a worker-thread round trip costs 50-150 us).  Reads first try RWF_NOWAIT inline
   and only go to a thread when the data is not cached; writes, fallocate and
