@@ -533,7 +533,7 @@ async def test_lseek_data_and_holes(h):
     await h.write(fd, b"b" * 10, 5 * CHUNK)
     size = 5 * CHUNK + 10
     assert await top.lseek(fr, fd, 0, SEEK_DATA) == 0
-    assert await top.lseek(fr, fd, 0, SEEK_HOLE) == CHUNK
+    assert await top.lseek(fr, fd, 0, SEEK_HOLE) == 4096                  # a page, as tmpfs
     assert await top.lseek(fr, fd, CHUNK + 5, SEEK_HOLE) == CHUNK + 5
     assert await top.lseek(fr, fd, CHUNK + 5, SEEK_DATA) == 5 * CHUNK
     assert await top.lseek(fr, fd, 5 * CHUNK, SEEK_HOLE) == size

@@ -29,6 +29,7 @@ import stat
 import time
 from typing import Any, Optional
 
+from ..core.bounds import new_size, open_flags, xattr_flags
 from ..core.errors import FopError
 from ..core.inode import Fd, Inode, Loc
 from ..core.options import Option
@@ -61,8 +62,8 @@ class Memory(MemoryIo, Translator):
     options = (
         Option.size("size", default=0,
                     description="Capacity in bytes (file data; 1024-based units: 512MB, "
-                                "2GB).  Writes beyond it fail with ENOSPC.  0: unlimited "
-                                "(statfs then reports half of the RAM, as tmpfs does)."),
+                                "2GB).  Writes and fallocate beyond it fail with ENOSPC.  "
+                                "0: half of the RAM, as tmpfs's default."),
         Option.int("inodes", default=0, min=0,
                    description="Most files, directories and links that may exist at once "
                                "(ENOSPC beyond).  0: unlimited."),
@@ -80,9 +81,13 @@ class Memory(MemoryIo, Translator):
         self.itable.set_root_ino(self.root.ino)
         self.ctx_set(self.itable.root, self.root)
 
+    def capacity(self) -> int:
+        """Bytes of file data the brick may hold: ``size``, or half of the RAM."""
+        return self.opts.size or _phys_mem() // 2
+
     def dump(self) -> dict[str, Any]:
         return {"inodes": len(self.nodes), "used_bytes": self.used,
-                "size": self.opts.size or "unlimited",
+                "size": self.opts.size or f"{self.capacity()} (half of the RAM)",
                 "inode_limit": self.opts.inodes or "unlimited"}
 
     # -- resolution ------------------------------------------------------------------
@@ -123,8 +128,7 @@ class Memory(MemoryIo, Translator):
             del self.nodes[node.ino]
             if isinstance(node.data, FileData):
                 self.used -= node.data.alloc
-                node.data.chunks.clear()
-                node.data.alloc = 0
+                node.data.clear()
 
     # -- creating --------------------------------------------------------------------
     def _lookup_parent(self, frame: Any, loc: Loc) -> tuple[Node, bytes]:
@@ -192,6 +196,7 @@ class Memory(MemoryIo, Translator):
 
     async def create(self, frame: Any, loc: Loc, flags: int, mode: int, umask: int,
                      fd: Fd) -> Entry:
+        flags = open_flags(flags)
         parent, name = self._lookup_parent(frame, loc)
         node = parent.data.get(name)
         if node is not None:
@@ -264,8 +269,7 @@ class Memory(MemoryIo, Translator):
         return node.data
 
     async def statfs(self, frame: Any, inode: Inode) -> StatFs:
-        size = self.opts.size or max(_phys_mem() // 2, self.used)
-        blocks = size // BLOCK
+        blocks = max(self.capacity(), self.used) // BLOCK
         bfree = max(0, blocks - (self.used + BLOCK - 1) // BLOCK)
         files = self.opts.inodes or max(_phys_mem() // (2 * BLOCK), len(self.nodes))
         ffree = max(0, files - len(self.nodes))
@@ -276,6 +280,8 @@ class Memory(MemoryIo, Translator):
                       fd: Optional[Fd] = None) -> Attr:
         node = (fd.ctx.get(self) if fd is not None else None) or self._node(inode)
         c = changes
+        if c.size is not None:
+            c = c._replace(size=new_size(c.size, MAX_FILE_SIZE))
         root = frame.uid == 0
         mode = node.mode
         # -- validate everything first: a refused setattr changes nothing --
@@ -299,10 +305,6 @@ class Memory(MemoryIo, Translator):
                 raise FopError(errno.EISDIR)
             if not node.is_reg:
                 raise FopError(errno.EINVAL)
-            if c.size < 0:
-                raise FopError(errno.EINVAL)
-            if c.size > MAX_FILE_SIZE:
-                raise FopError(errno.EFBIG)
             if fd is None:
                 check(frame, node, W_OK)
         times = (c.atime_ns, c.mtime_ns)
@@ -460,10 +462,9 @@ class Memory(MemoryIo, Translator):
     # -- xattrs --------------------------------------------------------------------------
     async def setxattr(self, frame: Any, inode: Inode, name: bytes, value: bytes,
                        flags: int) -> None:
+        flags = xattr_flags(flags or 0)
         node = self._node(inode)
         xattr_check(frame, node, name, True)
-        if flags & ~(XATTR_CREATE | XATTR_REPLACE):
-            raise FopError(errno.EINVAL)
         if len(value) > XATTR_SIZE_MAX:
             raise FopError(errno.E2BIG)
         xattrs = node.xattrs

@@ -13,17 +13,18 @@ import stat
 import time
 from typing import Any
 
+from ..core.bounds import copy_range, loff, open_flags, rw_range
 from ..core.errors import FopError
 from ..core.inode import Fd, Inode
 from ..core.types import KILL_SUIDGID, O_EXEC_OPEN, DirEntry
-from .memory_node import (CAPS, MAX_FILE_SIZE, R_OK, W_OK, X_OK, DirData, Node, check,
-                          kill_suid)
+from .memory_extents import Extents
+from .memory_node import (BLOCK, CAPS, CHUNK, MAX_FILE_SIZE, R_OK, W_OK, X_OK, DirData,
+                          FileData, Node, check, kill_suid)
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
 SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
-_COPY_STEP = 1 << 20
 _DIRENT = 24          # fuse_dirent header (readdir's byte budget)
 _DIRENTPLUS = 152     # fuse_direntplus header (entry_out + dirent)
 
@@ -49,6 +50,7 @@ class MemoryIo:
 
     used: int
     opts: Any
+    capacity: Any
     # provided by Memory / Translator
     _node: Any
     _fd_node: Any
@@ -81,7 +83,7 @@ class MemoryIo:
         node.opens += 1
 
     async def open(self, frame: Any, inode: Inode, flags: int, fd: Fd) -> None:
-        self._open(frame, self._node(inode), flags, fd)
+        self._open(frame, self._node(inode), open_flags(flags), fd)
 
     async def opendir(self, frame: Any, inode: Inode, fd: Fd) -> None:
         node = self._node(inode)
@@ -118,8 +120,10 @@ class MemoryIo:
         node = self._fd_node(fd)
         if not node.is_dir:
             raise FopError(errno.ENOTDIR)
-        if node.nlink == 0:
-            return []                       # a removed directory reads as empty
+        if node.nlink == 0 or size <= 0:
+            # a removed directory reads as empty; so does a 0-byte buffer (as libfuse
+            # answers a buffer too small for one entry; the kernel asks for a page)
+            return []
         d: DirData = node.data
         out: list[DirEntry] = []
         head = _DIRENTPLUS if plus else _DIRENT
@@ -142,9 +146,11 @@ class MemoryIo:
 
 
     def _reserve(self, node: Node, offset: int, length: int) -> None:
-        """ENOSPC if allocating [offset, offset+length) would pass the size limit."""
-        limit = self.opts.size
-        if limit and self.used + node.data.growth(offset, length) > limit:
+        """ENOSPC if allocating [offset, offset+length) would pass the capacity."""
+        self._reserve_bytes(node.data.growth(offset, length))
+
+    def _reserve_bytes(self, grow: int) -> None:
+        if grow and self.used + grow > self.capacity():
             raise FopError(errno.ENOSPC)
 
     def _write(self, node: Node, data: Any, offset: int) -> None:
@@ -158,8 +164,7 @@ class MemoryIo:
         node = _file(self._fd_node(fd))
         if fd.flags & os.O_ACCMODE == os.O_WRONLY:
             raise FopError(errno.EBADF)
-        if offset < 0 or size < 0:
-            raise FopError(errno.EINVAL)
+        offset, size = rw_range(offset, size)
         data = node.data.read(offset, size)
         node.read_touch(time.time_ns())
         return data
@@ -171,13 +176,10 @@ class MemoryIo:
             raise FopError(errno.EBADF)
         if fd.flags & os.O_APPEND:
             offset = node.data.size
-        if offset < 0:
-            raise FopError(errno.EINVAL)
         n = len(data)
+        offset = rw_range(offset, n)[0]      # EINVAL past 2**63-1 (= MAX_FILE_SIZE)
         if n == 0:
             return 0
-        if offset + n > MAX_FILE_SIZE:
-            raise FopError(errno.EFBIG)
         self._reserve(node, offset, n)
         self._write(node, data, offset)
         if node.mode & (stat.S_ISUID | stat.S_ISGID) and _kills(frame):
@@ -190,14 +192,8 @@ class MemoryIo:
     async def fallocate(self, frame: Any, fd: Any, mode: int, offset: int,
                         length: int) -> None:
         node = self._fd_node(fd)
-        if node.is_dir:
-            raise FopError(errno.EISDIR)
-        if stat.S_ISFIFO(node.mode):
-            raise FopError(errno.ESPIPE)
-        if not node.is_reg:
-            raise FopError(errno.ENODEV)
-        if fd.flags & os.O_ACCMODE == os.O_RDONLY:
-            raise FopError(errno.EBADF)
+        # The checks in vfs_fallocate's order, then the filesystem's.
+        offset, length = loff(offset), loff(length, "length")
         if offset < 0 or length <= 0:
             raise FopError(errno.EINVAL)
         known = FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE
@@ -210,6 +206,14 @@ class MemoryIo:
             raise FopError(errno.EINVAL)
         if punch and not keep:
             raise FopError(errno.EOPNOTSUPP)
+        if fd.flags & os.O_ACCMODE == os.O_RDONLY:
+            raise FopError(errno.EBADF)
+        if stat.S_ISFIFO(node.mode):
+            raise FopError(errno.ESPIPE)
+        if node.is_dir:
+            raise FopError(errno.EISDIR)
+        if not node.is_reg:
+            raise FopError(errno.ENODEV)
         end = offset + length
         if end > MAX_FILE_SIZE:
             raise FopError(errno.EFBIG)
@@ -237,6 +241,7 @@ class MemoryIo:
     async def lseek(self, frame: Any, fd: Any, offset: int, whence: int) -> int:
         node = _file(self._fd_node(fd))
         fdata = node.data
+        offset = loff(offset)
         if whence == SEEK_DATA:
             return fdata.seek_data(offset) if offset >= 0 else _enxio()
         if whence == SEEK_HOLE:
@@ -247,9 +252,36 @@ class MemoryIo:
             pos = fdata.size + offset
         else:
             raise FopError(errno.EINVAL)      # SEEK_CUR: the position is the kernel's
-        if pos < 0:
+        if pos < 0 or pos > MAX_FILE_SIZE:
             raise FopError(errno.EINVAL)
         return pos
+
+    def _copy(self, src: FileData, off_in: int, dst: FileData, off_out: int,
+              n: int) -> None:
+        """Copy [off_in, off_in+n) of ``src`` to ``off_out`` in ``dst``, holes as holes:
+        the cost is the source's stored chunks and extents in the range, not ``n``."""
+        shift = off_out - off_in
+        spans = Extents()                     # dst blocks the source's allocation maps to
+        for a, b in src.blocks.within(off_in, off_in + n):
+            spans.add((a + shift) & ~(BLOCK - 1), -(-(b + shift) // BLOCK) * BLOCK)
+        self._reserve_bytes(sum(b - a - dst.blocks.covered(a, b) for a, b in spans.spans()))
+        pieces = []                           # the source's bytes, read before any change
+        for x, y in src.blocks.within(off_in, off_in + n):
+            for i in src._stored(x // CHUNK, (y - 1) // CHUNK):
+                base = i * CHUNK
+                c = src.chunks[i]
+                a, b = max(x, base), min(y, base + len(c))
+                if a < b:
+                    pieces.append((a + shift, bytes(c[a - base:b - base])))
+        before = dst.alloc
+        dst.zero(off_out, n, punch=False)     # what was there reads as the source's holes
+        for a, b in spans.spans():
+            dst.allocate(a, b - a)
+        for at, piece in pieces:
+            dst.write(at, piece)
+        if off_out + n > dst.size:
+            dst.size = off_out + n
+        self.used += dst.alloc - before
 
     async def copy_file_range(self, frame: Any, fd_in: Any, off_in: int, fd_out: Any,
                               off_out: int, length: int, flags: int) -> int:
@@ -261,8 +293,7 @@ class MemoryIo:
             raise FopError(errno.EBADF)
         if fd_out.flags & os.O_ACCMODE == os.O_RDONLY or fd_out.flags & os.O_APPEND:
             raise FopError(errno.EBADF)
-        if off_in < 0 or off_out < 0 or length < 0:
-            raise FopError(errno.EINVAL)
+        off_in, off_out, length = copy_range(off_in, off_out, length)
         n = max(0, min(length, src.data.size - off_in))
         if src is dst and off_in < off_out + n and off_out < off_in + n and n:
             raise FopError(errno.EINVAL)      # overlapping ranges of one file
@@ -270,12 +301,7 @@ class MemoryIo:
             return 0
         if off_out + n > MAX_FILE_SIZE:
             raise FopError(errno.EFBIG)
-        self._reserve(dst, off_out, n)
-        done = 0
-        while done < n:
-            step = min(_COPY_STEP, n - done)
-            self._write(dst, src.data.read(off_in + done, step), off_out + done)
-            done += step
+        self._copy(src.data, off_in, dst.data, off_out, n)
         now = time.time_ns()
         src.read_touch(now)
         dst.touch(now)

@@ -5,9 +5,10 @@ I/O, so it can be unit-tested and reused (a tmpfs-like brick, a test double).
 
 - :class:`Node` is an inode: attributes, xattrs, and per kind a :class:`FileData`
   (regular file), a :class:`DirData` (directory) or the target (symlink).
-- :class:`FileData` keeps a file's bytes in chunks of ``CHUNK`` bytes, allocated on
-  write: a missing chunk is a hole (reads as zeros), so sparse files cost nothing and
-  SEEK_DATA/SEEK_HOLE and punch-hole work at chunk granularity, as on tmpfs (pages).
+- :class:`FileData` keeps a file's bytes in chunks of ``CHUNK`` bytes, stored on
+  write, and its allocated blocks as extents: a hole costs nothing, so sparse files of
+  any size are cheap, and SEEK_DATA/SEEK_HOLE, fallocate and punch-hole work at block
+  granularity, as on tmpfs (pages), in time independent of the range's length.
 - :class:`DirData` maps names to nodes and gives every entry a cookie from a
   per-directory counter that only grows: a readdir offset stays valid while entries come
   and go (an entry added later is returned at the end, one removed is skipped).
@@ -24,6 +25,7 @@ from typing import Any, Iterator, Optional
 
 from ..core.errors import FopError
 from ..core.types import Attr
+from .memory_extents import Extents
 
 CHUNK = 64 * 1024
 BLOCK = 4096
@@ -33,6 +35,7 @@ PATH_MAX = 4096
 XATTR_NAME_MAX = 255
 XATTR_SIZE_MAX = 65536
 
+_NO_END = 1 << 64     # past any offset
 R_OK, W_OK, X_OK = 4, 2, 1
 CAPS = b"security.capability"
 FIRST_COOKIE = 3      # 1 is ".", 2 is ".."
@@ -43,134 +46,141 @@ def _round_block(n: int) -> int:
 
 
 class FileData:
-    """A regular file's bytes: ``size`` and chunks (index -> bytearray of at most CHUNK
-    bytes; the bytes past a chunk's length, up to CHUNK, are zeros)."""
-    __slots__ = ("size", "chunks", "alloc")
+    """A regular file's bytes: ``size``; the allocated blocks (``blocks``, an
+    :class:`Extents` of block-aligned ranges: what st_blocks and statfs count); the blocks
+    written (``written``, within ``blocks``: what SEEK_DATA finds; fallocated blocks read
+    as zeros and are holes to SEEK_DATA until written, as on tmpfs); and the bytes
+    (``chunks``: index -> bytearray of at most CHUNK bytes; bytes past a chunk's length,
+    and missing chunks, read as zeros).  No operation costs more than the chunks and
+    extents stored in its range (or the bytes it returns or writes): a 4 EiB truncate,
+    punch or SEEK_HOLE is as cheap as a 4 KiB one."""
+    __slots__ = ("size", "chunks", "blocks", "written", "alloc")
 
     def __init__(self) -> None:
         self.size = 0
         self.chunks: dict[int, bytearray] = {}
-        self.alloc = 0          # bytes allocated (chunk lengths rounded up to blocks)
+        self.blocks = Extents()
+        self.written = Extents()
+        self.alloc = 0          # bytes allocated: blocks.total
+
+    def clear(self) -> None:
+        self.chunks.clear()
+        self.blocks.clear()
+        self.written.clear()
+        self.alloc = 0
+
+    def _stored(self, first: int, last: int) -> list[int]:
+        """Indexes of the stored chunks from ``first`` to ``last`` (inclusive), in order,
+        found in the fewer steps of walking the range or the stored chunks."""
+        chunks = self.chunks
+        if last - first < len(chunks):
+            return [i for i in range(first, last + 1) if i in chunks]
+        return sorted(i for i in chunks if first <= i <= last)
 
     def read(self, offset: int, size: int) -> bytes:
         end = min(self.size, offset + size)
         if offset >= end:
             return b""
+        n = end - offset
         i, s = divmod(offset, CHUNK)
-        if s + (end - offset) <= CHUNK:             # within one chunk: the common case
+        if s + n <= CHUNK:                          # within one chunk: the common case
             c = self.chunks.get(i)
-            n = end - offset
             if c is None:
                 return bytes(n)
             piece = bytes(c[s:s + n])
             return piece if len(piece) == n else piece + bytes(n - len(piece))
-        parts = []
-        pos = offset
-        while pos < end:
-            i, s = divmod(pos, CHUNK)
-            n = min(CHUNK - s, end - pos)
-            c = self.chunks.get(i)
-            if c is None:
-                parts.append(bytes(n))
-            else:
-                piece = c[s:s + n]
-                parts.append(piece if len(piece) == n else piece + bytes(n - len(piece)))
-            pos += n
-        return b"".join(parts)
-
-    def _pieces(self, offset: int, length: int) -> Iterator[tuple[int, int, int, int]]:
-        """(chunk index, start in chunk, length, position in the range) over a range."""
-        pos, end = offset, offset + length
-        while pos < end:
-            i, s = divmod(pos, CHUNK)
-            n = min(CHUNK - s, end - pos)
-            yield i, s, n, pos - offset
-            pos += n
+        out = bytearray(n)
+        for i in self._stored(i, (end - 1) // CHUNK):
+            c = self.chunks[i]
+            base = i * CHUNK
+            a, b = max(offset, base), min(end, base + len(c))
+            if a < b:
+                out[a - offset:b - offset] = c[a - base:b - base]
+        return bytes(out)
 
     def growth(self, offset: int, length: int) -> int:
         """Bytes that writing/allocating [offset, offset+length) would add to alloc."""
-        grow = 0
-        for i, s, n, _ in self._pieces(offset, length):
-            c = self.chunks.get(i)
-            have = len(c) if c is not None else 0
-            if s + n > have:
-                grow += _round_block(s + n) - (_round_block(have) if c is not None else 0)
-        return grow
+        a, b = offset & ~(BLOCK - 1), _round_block(offset + length)
+        return (b - a) - self.blocks.covered(a, b)
 
     def write(self, offset: int, data: Any) -> None:
         mv = memoryview(data)
+        n = len(mv)
+        if not n:
+            return
         chunks = self.chunks
-        for i, s, n, at in self._pieces(offset, len(mv)):
+        pos, end = offset, offset + n
+        while pos < end:
+            i, s = divmod(pos, CHUNK)
+            k = min(CHUNK - s, end - pos)
             c = chunks.get(i)
             if c is None:
                 c = chunks[i] = bytearray()
-            before = len(c)
-            if s > before:
-                c.extend(bytes(s - before))
-            c[s:s + n] = mv[at:at + n]
-            if len(c) != before:
-                self.alloc += _round_block(len(c)) - _round_block(before)
-        if offset + len(mv) > self.size:
-            self.size = offset + len(mv)
+            if s > len(c):
+                c.extend(bytes(s - len(c)))
+            c[s:s + k] = mv[pos - offset:pos - offset + k]
+            pos += k
+        a, b = offset & ~(BLOCK - 1), _round_block(end)
+        self.alloc += self.blocks.add(a, b)
+        self.written.add(a, b)
+        if end > self.size:
+            self.size = end
 
     def allocate(self, offset: int, length: int) -> None:
-        """Back [offset, offset+length) with zeroed memory (fallocate mode 0)."""
-        for i, s, n, _ in self._pieces(offset, length):
-            c = self.chunks.get(i)
-            if c is None:
-                c = self.chunks[i] = bytearray()
-            if len(c) < s + n:
-                before = len(c)
-                c.extend(bytes(s + n - before))
-                self.alloc += _round_block(len(c)) - _round_block(before)
+        """Allocate the blocks of [offset, offset+length) (fallocate mode 0): counted in
+        st_blocks and statfs, read as zeros, holes to SEEK_DATA until written; no memory
+        is used until then."""
+        self.alloc += self.blocks.add(offset & ~(BLOCK - 1), _round_block(offset + length))
 
     def zero(self, offset: int, length: int, punch: bool) -> None:
-        """Zero [offset, offset+length); ``punch`` frees whole chunks (holes)."""
-        for i, s, n, _ in self._pieces(offset, length):
-            c = self.chunks.get(i)
-            if c is None:
+        """Zero [offset, offset+length): the blocks wholly inside become unwritten (as
+        ext4's zero-range makes them); ``punch`` also frees them."""
+        end = offset + length
+        chunks = self.chunks
+        for i in self._stored(offset // CHUNK, (end - 1) // CHUNK):
+            c = chunks[i]
+            base = i * CHUNK
+            a, b = max(offset, base) - base, min(end, base + len(c)) - base
+            if a >= b:
                 continue
-            if punch and s == 0 and (n == CHUNK or s + n >= len(c)):
-                self.alloc -= _round_block(len(c))
-                del self.chunks[i]
-            elif s < len(c):
-                e = min(s + n, len(c))
-                c[s:e] = bytes(e - s)
+            if b == len(c):
+                if a == 0:
+                    del chunks[i]
+                else:
+                    del c[a:]
+            else:
+                c[a:b] = bytes(b - a)
+        a, b = _round_block(offset), end & ~(BLOCK - 1)
+        self.written.remove(a, b)
+        if punch:
+            self.alloc -= self.blocks.remove(a, b)
 
     def truncate(self, size: int) -> None:
         if size < self.size:
-            last = (size + CHUNK - 1) // CHUNK     # first chunk wholly past the end
-            for i in [i for i in self.chunks if i >= last]:
-                self.alloc -= _round_block(len(self.chunks.pop(i)))
-            i, s = divmod(size, CHUNK)
-            c = self.chunks.get(i)
-            if c is not None and s and len(c) > s:
-                before = len(c)
-                del c[s:]
-                self.alloc += _round_block(len(c)) - _round_block(before)
+            chunks = self.chunks
+            first = size // CHUNK
+            for i in [i for i in chunks if i >= first]:
+                s = size - i * CHUNK
+                if s <= 0:
+                    del chunks[i]
+                elif len(chunks[i]) > s:
+                    del chunks[i][s:]
+            self.alloc -= self.blocks.remove(_round_block(size), _NO_END)
+            self.written.remove(_round_block(size), _NO_END)
         self.size = size
 
     def seek_data(self, offset: int) -> int:
         if offset >= self.size:
             raise FopError(errno.ENXIO)
-        i = offset // CHUNK
-        if i in self.chunks:
-            return offset
-        later = [j for j in self.chunks if j > i]
-        if not later:
-            raise FopError(errno.ENXIO)
-        pos = min(later) * CHUNK
-        if pos >= self.size:
+        pos = self.written.next_in(offset)
+        if pos is None or pos >= self.size:
             raise FopError(errno.ENXIO)
         return pos
 
     def seek_hole(self, offset: int) -> int:
         if offset >= self.size:
             raise FopError(errno.ENXIO)
-        i = offset // CHUNK
-        while i in self.chunks:
-            i += 1
-        return min(self.size, max(offset, i * CHUNK))
+        return min(self.size, self.written.next_out(offset))
 
 
 class DirData:

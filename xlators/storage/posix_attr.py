@@ -15,6 +15,7 @@ import os
 import stat
 from typing import Any
 
+from xlators.core.bounds import new_size, xattr_flags
 from xlators.core.errors import FopError
 from xlators.core.types import Attr, StatFs
 
@@ -43,6 +44,8 @@ class PosixAttrOps:
     async def setattr(self, frame, inode, changes, fd=None):
         node = self._node(inode)
         of = fd.ctx.get(self) if fd is not None else None
+        if changes.size is not None:
+            changes = changes._replace(size=new_size(changes.size))
         if changes.kill_suidgid or (changes.mode is not None and frame.uid != 0):
             changes = await self._kill_privs(frame, node, changes)
         wb_times = None
@@ -154,10 +157,11 @@ class PosixAttrOps:
 
     async def setxattr(self, frame, inode, name, value, flags):
         node = self._node(inode)
+        flags = xattr_flags(flags or 0)
         name = self._xname(frame, name, True)
         self._space()
         await self._do(frame, False, os.setxattr, f"/proc/self/fd/{node.fd}", name,
-                       bytes(value), flags or 0)
+                       bytes(value), flags)
         node.noacl_ctime = -1
         if name.startswith(_ACL_PREFIX):
             node.mode = os.fstat(node.fd).st_mode     # an access ACL sets the mode too

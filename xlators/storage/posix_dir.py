@@ -7,7 +7,9 @@ context; the cookie of entry i is i + 1, "." and ".." are entries 0 and 1, so se
 to any cookie the caller was given works and a rewind takes a new snapshot.  readdirp
 looks each returned entry up like lookup does (as the daemon: the kernel checks search
 permission on the directory before it uses a dentry), skipping names that vanished since
-the snapshot.  A batch stops once the kernel's byte budget is spent.  Listing a big
+the snapshot.  A batch stops once the kernel's byte budget is spent (and holds at least
+one entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
+for one entry: the kernel never asks for less than a page).  Listing a big
 directory (its size above 256 KiB, some thousands of entries) runs in a worker thread.
 """
 from __future__ import annotations
@@ -112,6 +114,8 @@ class PosixDirOps:
 
     async def readdir(self, frame, fd, offset, size):
         of = self._of(fd)
+        if size <= 0:
+            return []
         entries = await self._snapshot(of, offset)
         out = []
         budget = size
@@ -126,6 +130,8 @@ class PosixDirOps:
 
     async def readdirp(self, frame, fd, offset, size):
         of = self._of(fd)
+        if size <= 0:
+            return []                # (a batch must take one entry, or this never ends)
         entries = await self._snapshot(of, offset)
         n = len(entries)
         out: list = []

@@ -14,6 +14,7 @@ import os
 import stat
 from typing import Any
 
+from xlators.core.bounds import copy_range, falloc_range, loff, open_flags, rw_range
 from xlators.core.errors import FopError
 from xlators.core.types import KILL_SUIDGID, O_EXEC_OPEN
 
@@ -27,6 +28,7 @@ _STRIP_OPEN = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_NOFOLLOW | O_EXEC_OPEN
 _PRIVS = stat.S_ISUID | stat.S_ISGID
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _ACCMODE = os.O_ACCMODE
+_BIG_READ = 16 << 20
 
 
 class OpenFile:
@@ -166,6 +168,7 @@ class PosixIOOps:
             posix_lk.drop_all(node)
 
     async def open(self, frame, inode, flags, fd):
+        flags = open_flags(flags)
         node = self._node(inode)
         kind = node.kind
         if kind == stat.S_IFLNK:
@@ -216,6 +219,7 @@ class PosixIOOps:
         node.mode = st.st_mode
 
     async def create(self, frame, loc, flags, mode, umask, fd):
+        flags = open_flags(flags)
         pnode, name = self._ploc(loc)
         self._space()
         fl = (flags & ~(os.O_NOCTTY | os.O_DIRECTORY)) | os.O_CREAT | os.O_NOFOLLOW \
@@ -244,7 +248,15 @@ class PosixIOOps:
         of = fd.ctx.get(self)
         if of is None:
             raise FopError(errno.EBADF)
-        if size <= 0:
+        offset, size = rw_range(offset, size)
+        if size > _BIG_READ:
+            # Far above any kernel's max_read: read no more than the file holds, in a
+            # thread (a buffer of the requested size would be zeroed on the loop).
+            size = max(0, min(size, os.fstat(of.fd).st_size - offset))
+            if size > _BIG_READ:
+                return await self._thread(_pread, self._plain(of) if of.direct else of.fd,
+                                          size, offset)
+        if size == 0:
             return b""
         if of.direct:
             if offset % _ALIGN or size % _ALIGN:
@@ -277,6 +289,7 @@ class PosixIOOps:
         of = fd.ctx.get(self)
         if of is None:
             raise FopError(errno.EBADF)
+        offset = rw_range(offset, len(data))[0]
         self._space()
         privs = of.node.mode & _PRIVS
         call, args = self._writer_call(frame, of.node)
@@ -319,6 +332,9 @@ class PosixIOOps:
 
     async def fallocate(self, frame, fd, mode, offset, length):
         of = self._of(fd)
+        offset, length = falloc_range(offset, length)
+        if mode >= 1 << 31:
+            raise FopError(errno.EOPNOTSUPP)      # unknown mode bits
         if not mode & _FALLOC_FL_PUNCH_HOLE:
             self._space()
         privs = of.node.mode & _PRIVS
@@ -332,6 +348,9 @@ class PosixIOOps:
 
     async def lseek(self, frame, fd, offset, whence):
         of = self._of(fd)
+        offset = loff(offset)
+        if not 0 <= whence <= os.SEEK_HOLE:
+            raise FopError(errno.EINVAL)
         if self._inline:
             return os.lseek(of.fd, offset, whence)
         return await self._thread(os.lseek, of.fd, offset, whence)
@@ -340,6 +359,7 @@ class PosixIOOps:
         src, dst = self._of(fd_in), self._of(fd_out)
         if flags:
             raise FopError(errno.EINVAL)
+        off_in, off_out, length = copy_range(off_in, off_out, length)
         self._space()
         args = (src.fd, dst.fd, length, off_in, off_out)
         if self._inline and length <= self._threshold:
