@@ -43,6 +43,7 @@ async def init(s, req, body):
         wanted |= _I.AUTO_INVAL_DATA
     if s.handles_locks:
         wanted |= _I.POSIX_LOCKS | _I.FLOCK_LOCKS
+    wanted |= _storage_flags(s)
     flags = int(offered & wanted)
     s.flags = flags
     s.proto_minor = min(minor, abi.KERNEL_MINOR_VERSION)
@@ -62,6 +63,23 @@ async def init(s, req, body):
     s.reply(req, out[:abi.init_out_size(s.proto_minor)])
     s.init_done.set()
     return None
+
+
+def _storage_flags(s) -> int:
+    """What every storage translator of the graph must do for these flags to be asked
+    for: POSIX ACLs (``posix_acl``: system.posix_acl_* xattrs that govern permissions, a
+    directory's default ACL replacing the umask, which the server then applies:
+    DONT_MASK; the kernel also needs default_permissions), and clearing set-id bits and
+    security.capability on write, truncate and chown (``kills_privileges``)."""
+    leaves = [xl for xl in s.graph.xlators.values() if not xl.children]
+    if not leaves:
+        return 0
+    flags = 0
+    if s.opts.default_permissions and all(getattr(xl, "posix_acl", False) for xl in leaves):
+        flags |= _I.POSIX_ACL | _I.DONT_MASK
+    if all(getattr(xl, "kills_privileges", False) for xl in leaves):
+        flags |= _I.HANDLE_KILLPRIV_V2
+    return flags
 
 
 def _flag_names(flags: int) -> str:

@@ -13,7 +13,7 @@ import os
 
 from xlators.core.errors import FopError
 from xlators.core.inode import Fd, Loc
-from xlators.core.types import LK_GET, LK_SET, LK_SETW, OFFSET_MAX, Lock
+from xlators.core.types import KILL_SUIDGID, LK_GET, LK_SET, LK_SETW, OFFSET_MAX, Lock
 
 from . import abi
 from .interrupt import (HANDLED, SQUELCHED, DataRef, interrupt_finish_fop,
@@ -32,6 +32,8 @@ _WRITE_LOCKOWNER = int(abi.WriteFlag.LOCKOWNER)
 _WRITEBACK_CACHE = int(abi.InitFlag.WRITEBACK_CACHE)
 _RELEASE_FLUSH = int(abi.ReleaseFlag.FLUSH)
 _RELEASE_FLOCK_UNLOCK = int(abi.ReleaseFlag.FLOCK_UNLOCK)
+_OPEN_KILL_SUIDGID = int(abi.OpenInFlag.KILL_SUIDGID)
+_WRITE_KILL_SUIDGID = int(abi.WriteFlag.KILL_SUIDGID)
 
 
 def open_flags(s, fd: Fd) -> int:
@@ -59,8 +61,10 @@ def backend_flags(s, flags: int) -> int:
 
 
 async def open_(s, req, body):
-    flags, _ = abi.OPEN_IN.unpack_from(body)
+    flags, open_in_flags = abi.OPEN_IN.unpack_from(body)
     flags = backend_flags(s, flags)
+    if open_in_flags & _OPEN_KILL_SUIDGID:
+        req.frame.xdata[KILL_SUIDGID] = True
     inode = s.inode(req.nodeid)
     fd = Fd(inode, flags, req.frame.pid)
     await s.top.open(req.frame, inode, flags, fd)
@@ -69,8 +73,10 @@ async def open_(s, req, body):
 
 
 async def create(s, req, body):
-    flags, mode, umask, _ = abi.CREATE_IN.unpack_from(body)
+    flags, mode, umask, open_in_flags = abi.CREATE_IN.unpack_from(body)
     flags = backend_flags(s, flags)
+    if open_in_flags & _OPEN_KILL_SUIDGID:
+        req.frame.xdata[KILL_SUIDGID] = True
     parent = s.inode(req.nodeid)
     name = _name(body[abi.CREATE_IN.size:])
     fd = Fd(parent, flags, req.frame.pid)
@@ -93,6 +99,8 @@ async def write(s, req, body):
         raise ValueError(f"WRITE carries {len(data)} bytes, header says {size}")
     if write_flags & _WRITE_LOCKOWNER:
         req.frame.lk_owner = lock_owner
+    if write_flags & _WRITE_KILL_SUIDGID:
+        req.frame.xdata[KILL_SUIDGID] = True
     n = await s.top.writev(req.frame, s.fd(fh), data.tobytes(), offset, flags)
     return _WRITE_OUT_PACK(n)
 

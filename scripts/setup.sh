@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks for xlfs: fuse3 (fusermount3, and libfuse3
-# headers for the pyfuse3 benchmark peer), attr, a virtualenv in .venv with the package
+# headers for the pyfuse3 benchmark peer), attr, acl and libcap2-bin (setfacl, setcap:
+# the POSIX tests), a virtualenv in .venv with the package
 # and its test dependencies.  Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v setfattr >/dev/null 2>&1 || need+=(attr)
+command -v setfacl >/dev/null 2>&1 || need+=(acl)
+PATH="$PATH:/usr/sbin:/sbin" command -v setcap >/dev/null 2>&1 || need+=(libcap2-bin)
 [ -e /usr/include/fuse3/fuse_lowlevel.h ] || need+=(libfuse3-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)

@@ -21,6 +21,7 @@ import pytest
 
 from xlators import Fd, SetAttr
 from xlators.core.bounds import MAX_RW_COUNT, VALID_OPEN_FLAGS
+from xlators.core.types import O_EXEC_OPEN
 from xlators.testing import Harness
 
 KEEP, PUNCH, ZERO = 0x01, 0x02, 0x10
@@ -482,6 +483,6 @@ def test_bounds_helpers():
         with pytest.raises(OSError) as info:
             bounds.falloc_range(off, n)
         assert info.value.errno == err
-    assert bounds.open_flags(0xFFFFFFFF) == bounds.VALID_OPEN_FLAGS
+    assert bounds.open_flags(0xFFFFFFFF) == bounds.VALID_OPEN_FLAGS | O_EXEC_OPEN
     assert bounds.open_flags(os.O_RDWR | 1 << 31) == os.O_RDWR
     assert bounds.xattr_flags(3) == 3

@@ -27,6 +27,7 @@ import os
 import platform
 
 from .errors import FopError
+from .types import O_EXEC_OPEN
 
 LOFF_MAX = (1 << 63) - 1
 MAX_RW_COUNT = 0x7FFFF000          # INT_MAX & PAGE_MASK: the most one read/write moves
@@ -95,8 +96,9 @@ def copy_range(off_in: int, off_out: int, length: int) -> tuple[int, int, int]:
 
 
 def open_flags(flags: int) -> int:
-    """Open flags (a kernel u32) without the bits open(2) does not know and ignores."""
-    return flags & VALID_OPEN_FLAGS
+    """Open flags (a kernel u32) without the bits open(2) does not know and ignores;
+    the kernel's own exec-open bit (O_EXEC_OPEN, from execve) stays."""
+    return flags & (VALID_OPEN_FLAGS | O_EXEC_OPEN)
 
 
 def xattr_flags(flags: int) -> int:

@@ -130,3 +130,17 @@ class Lock(NamedTuple):
 def dirent_type(mode: int) -> int:
     """DT_* value for a mode."""
     return _stat.S_IFMT(mode) >> 12
+
+
+# -- what the kernel tells the storage about an open or a write ---------------------------
+#: Open-flag bit set when the kernel opens a file to execute it (execve, uselib: Linux's
+#: __FMODE_EXEC, 0o40, a bit no open(2) caller can pass).  The kernel has checked execute
+#: permission already; a storage may open such a file for reading even when the caller
+#: may not read it (a mode-0711 program).
+O_EXEC_OPEN = 0o40
+
+#: ``frame.xdata`` key, true when the caller of a write, an ``O_TRUNC`` open or a
+#: truncate lacks CAP_FSETID, so that the storage must clear set-user-ID and (when
+#: group-execute is set) set-group-ID, as a local filesystem does.  Absent means "not
+#: said": a storage then decides by the caller's uid.
+KILL_SUIDGID = "kill-suidgid"

@@ -36,7 +36,7 @@ from ..core.options import Option
 from ..core.translator import Translator
 from ..core.types import NOW, Attr, Entry, SetAttr, StatFs
 from .memory_io import MemoryIo
-from .memory_node import (BLOCK, MAX_FILE_SIZE, NAME_MAX, PATH_MAX, W_OK, X_OK,
+from .memory_node import (BLOCK, CAPS, MAX_FILE_SIZE, NAME_MAX, PATH_MAX, W_OK, X_OK,
                           XATTR_SIZE_MAX, FileData, Node, check, check_name,
                           check_sticky, in_group, is_owner, kill_suid, may, visible_xattr,
                           xattr_check)
@@ -294,7 +294,7 @@ class Memory(MemoryIo, Translator):
             if not (node.is_reg and new != cur and (new | privs) == (cur | privs)
                     and not new & ~cur and may(frame, node, W_OK)):
                 raise FopError(errno.EPERM)
-            c = c._replace(mode=None, kill_suidgid=True)
+            # the kernel decided which bits go (set-group-ID by group membership too)
         if c.uid is not None and not root and not (c.uid == node.uid == frame.uid):
             raise FopError(errno.EPERM)
         if c.gid is not None and not root and not (
@@ -339,9 +339,11 @@ class Memory(MemoryIo, Translator):
             self.used += data.alloc - before
             node.touch(now)
             if not root:
-                mode = kill_suid(mode)
+                mode = kill_suid(mode, frame, node.gid)
+            if node.xattrs:
+                node.xattrs.pop(CAPS, None)     # truncating ends file capabilities
         if c.kill_suidgid:
-            mode = kill_suid(mode)
+            mode = kill_suid(mode, frame, node.gid)
         node.mode = mode
         if c.atime_ns is not None:
             node.atime_ns = now if c.atime_ns == NOW else c.atime_ns
@@ -490,7 +492,10 @@ class Memory(MemoryIo, Translator):
 
     async def removexattr(self, frame: Any, inode: Inode, name: bytes) -> None:
         node = self._node(inode)
-        xattr_check(frame, node, name, True)
+        if not (name == CAPS and may(frame, node, W_OK)):
+            # The kernel removes file capabilities after a write or truncate, as the
+            # writer; nobody else gets that far without CAP_SETFCAP.
+            xattr_check(frame, node, name, True)
         if not node.xattrs or name not in node.xattrs:
             raise FopError(errno.ENODATA)
         del node.xattrs[name]

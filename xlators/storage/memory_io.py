@@ -16,16 +16,15 @@ from typing import Any
 from ..core.bounds import copy_range, loff, open_flags, rw_range
 from ..core.errors import FopError
 from ..core.inode import Fd, Inode
-from ..core.types import DirEntry
+from ..core.types import KILL_SUIDGID, O_EXEC_OPEN, DirEntry
 from .memory_extents import Extents
-from .memory_node import (BLOCK, CHUNK, MAX_FILE_SIZE, R_OK, W_OK, DirData, FileData, Node,
-                          check, kill_suid)
+from .memory_node import (BLOCK, CAPS, CHUNK, MAX_FILE_SIZE, R_OK, W_OK, X_OK, DirData,
+                          FileData, Node, check, kill_suid)
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
 SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
-FUSE_WRITE_KILL_SUIDGID = 0x04
 _DIRENT = 24          # fuse_dirent header (readdir's byte budget)
 _DIRENTPLUS = 152     # fuse_direntplus header (entry_out + dirent)
 
@@ -36,8 +35,14 @@ def _file(node: Node) -> Node:
     raise FopError(errno.EISDIR if node.is_dir else errno.EINVAL)
 
 
-def _kill_suid(node: Node) -> None:
-    node.mode = kill_suid(node.mode)
+def _kills(frame: Any) -> bool:
+    """Does a write or truncate by this caller clear set-id bits?  Yes unless root, or
+    when the kernel says the caller lacks CAP_FSETID."""
+    return frame.uid != 0 or bool(frame.xdata.get(KILL_SUIDGID))
+
+
+def _kill_suid(node: Node, frame: Any = None) -> None:
+    node.mode = kill_suid(node.mode, frame, node.gid)
 
 
 class MemoryIo:
@@ -61,6 +66,8 @@ class MemoryIo:
         if node.is_dir and (acc != os.O_RDONLY or trunc):
             raise FopError(errno.EISDIR)
         mask = R_OK if acc == os.O_RDONLY else W_OK if acc == os.O_WRONLY else R_OK | W_OK
+        if flags & O_EXEC_OPEN and acc == os.O_RDONLY and node.is_reg:
+            mask = X_OK                 # execve of a file the caller may not read (0711)
         if trunc:
             mask |= W_OK
         check(frame, node, mask)
@@ -70,8 +77,8 @@ class MemoryIo:
             self.used += node.data.alloc - before
             now = time.time_ns()
             node.touch(now)
-            if frame.uid != 0:
-                node.mode = kill_suid(node.mode)
+            if _kills(frame):
+                node.mode = kill_suid(node.mode, frame, node.gid)
         self.ctx_set(fd, node)
         node.opens += 1
 
@@ -175,9 +182,10 @@ class MemoryIo:
             return 0
         self._reserve(node, offset, n)
         self._write(node, data, offset)
-        if (flags or 0) & FUSE_WRITE_KILL_SUIDGID or (
-                frame.uid != 0 and node.mode & (stat.S_ISUID | stat.S_ISGID)):
-            _kill_suid(node)
+        if node.mode & (stat.S_ISUID | stat.S_ISGID) and _kills(frame):
+            _kill_suid(node, frame)
+        if node.xattrs:
+            node.xattrs.pop(CAPS, None)     # any write ends file capabilities
         node.touch(time.time_ns())
         return n
 
@@ -224,6 +232,11 @@ class MemoryIo:
         self.used += fdata.alloc - before
         if punch or zero:
             node.touch(time.time_ns())
+        # file_modified(), as a local filesystem calls it: like a write
+        if frame.uid != 0 and node.mode & (stat.S_ISUID | stat.S_ISGID):
+            _kill_suid(node, frame)
+        if node.xattrs:
+            node.xattrs.pop(CAPS, None)
 
     async def lseek(self, frame: Any, fd: Any, offset: int, whence: int) -> int:
         node = _file(self._fd_node(fd))
@@ -293,7 +306,7 @@ class MemoryIo:
         src.read_touch(now)
         dst.touch(now)
         if frame.uid != 0 and dst.mode & (stat.S_ISUID | stat.S_ISGID):
-            _kill_suid(dst)
+            _kill_suid(dst, frame)
         return n
 
 

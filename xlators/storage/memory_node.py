@@ -37,6 +37,7 @@ XATTR_SIZE_MAX = 65536
 
 _NO_END = 1 << 64     # past any offset
 R_OK, W_OK, X_OK = 4, 2, 1
+CAPS = b"security.capability"
 FIRST_COOKIE = 3      # 1 is ".", 2 is ".."
 
 
@@ -324,10 +325,13 @@ class Node:
         return f"<Node ino={self.ino} mode={self.mode:#o} nlink={self.nlink}>"
 
 
-def kill_suid(mode: int) -> int:
-    """Drop set-user-ID, and set-group-ID when group-executable (Linux's rule)."""
+def kill_suid(mode: int, frame: Any = None, gid: int = -1) -> int:
+    """Drop set-user-ID, and set-group-ID when group-executable or (given the writer
+    ``frame`` and the file's ``gid``) when the writer is neither root nor in the group
+    (Linux's setattr_should_drop_suidgid)."""
     mode &= ~stat.S_ISUID
-    if mode & stat.S_IXGRP:
+    if mode & stat.S_IXGRP or (frame is not None and frame.uid != 0
+                               and not in_group(frame, gid)):
         mode &= ~stat.S_ISGID
     return mode
 

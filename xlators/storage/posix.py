@@ -30,6 +30,11 @@ Design (details in docs and in each helper):
   security.* xattrs, which the daemon's CAP_SYS_ADMIN would allow, are refused to
   non-root callers explicitly.  A lookup in a directory whose permissions plainly allow
   the search (no ACL, search bit for the caller's class) skips the switch.
+- What FUSE leaves to the server: an exec open (``O_EXEC_OPEN``) checks execute
+  permission as the caller and reads as the daemon (mode 0711 programs run); a parent's
+  default ACL replaces the caller's umask; a write, truncate, fallocate or ``O_TRUNC``
+  open by another user clears set-id bits and ``security.capability`` as for a local
+  writer (the storage capabilities ``posix_acl`` and ``kills_privileges``).
 - The event loop: metadata syscalls run inline (about a microsecond each on a local
   disk; a worker-thread round trip costs 50-150 us).  Reads first try RWF_NOWAIT inline
   and only go to a thread when the data is not cached; writes, fallocate and
@@ -95,10 +100,19 @@ class Node:
         return f"<posix.Node fd={self.fd} ino={self.ino} mode={self.mode:o}>"
 
 
+def _keep_mode(fd: int, st: os.stat_result, perm: int) -> os.stat_result:
+    return st
+
+
 class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
     """storage/posix: a local directory as the storage of the graph."""
     type = "storage/posix"
     children_range = (0, 0)
+    # Capabilities the bridge asks of every storage of the graph (see fuse_bridge.ops):
+    # the brick's own ACLs govern access and creation, and set-id bits and file
+    # capabilities are cleared on write/truncate/chown by the brick or by us.
+    posix_acl = True
+    kills_privileges = True
     options = (
         Option.path("directory", description="The brick: the directory to serve (required)."),
         Option.bool("o-direct", False, "Open every regular file with O_DIRECT (bypass the "
@@ -153,6 +167,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         self._creds: Optional[Creds] = None
         self._switch = False
         self._umask = 0
+        self._acls = True                       # the brick may have default ACLs
         self._limiter: Optional[trio.CapacityLimiter] = None
         self._space_at = -1e9
         self._space_full = False
@@ -351,6 +366,26 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             return (perm & 0o7000) | (perm & self._dmask) | self._dforce
         return (perm & 0o7000) | (perm & self._fmask) | self._fforce
 
+    def _new_mode(self, pnode: Node, mode: int, umask: Optional[int],
+                  is_dir: bool) -> tuple[int, Any]:
+        """Permission bits to create with in ``pnode``, and the fix-up to run on the new
+        object.  A default ACL on the parent replaces the caller's umask (POSIX.1e):
+        the brick applies the ACL itself, and its result stays as it is."""
+        if self._default_acl(pnode):
+            return self._perm(mode, 0, is_dir), _keep_mode
+        return self._perm(mode, umask, is_dir), self._fix_mode
+
+    def _default_acl(self, pnode: Node) -> bool:
+        if not self._acls:
+            return False
+        try:
+            os.getxattr(f"/proc/self/fd/{pnode.fd}", "system.posix_acl_default")
+            return True
+        except OSError as e:
+            if e.errno == errno.EOPNOTSUPP:
+                self._acls = False           # the brick's filesystem has no ACLs
+            return False
+
     def _fix_mode(self, fd: int, st: os.stat_result, perm: int) -> os.stat_result:
         """Undo the process umask on a new object (the caller's umask is already in
         ``perm``); bits taken for other reasons (a default ACL, setgid rules) stay."""
@@ -444,16 +479,16 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
     async def mknod(self, frame, loc, mode, rdev, umask):
         pnode, name = self._ploc(loc)
         self._space()
-        m = S_IFMT(mode) | self._perm(mode, umask, False)
-        fd, st = await self._do(frame, True, mknod_at, pnode.fd, name, m, rdev or 0,
-                                self._fix_mode)
+        perm, fix = self._new_mode(pnode, mode, umask, False)
+        fd, st = await self._do(frame, True, mknod_at, pnode.fd, name, S_IFMT(mode) | perm,
+                                rdev or 0, fix)
         return self._give(frame, pnode, self._entry(st, fd))
 
     async def mkdir(self, frame, loc, mode, umask):
         pnode, name = self._ploc(loc)
         self._space()
-        fd, st = await self._do(frame, True, mkdir_at, pnode.fd, name,
-                                self._perm(mode, umask, True), self._fix_mode)
+        perm, fix = self._new_mode(pnode, mode, umask, True)
+        fd, st = await self._do(frame, True, mkdir_at, pnode.fd, name, perm, fix)
         return self._give(frame, pnode, self._entry(st, fd))
 
     async def symlink(self, frame, target, loc):

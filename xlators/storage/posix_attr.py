@@ -22,6 +22,20 @@ from xlators.core.types import Attr, StatFs
 from .posix_sys import faccessat, fchown_empty, utimens_empty
 
 _PRIVS = stat.S_ISUID | stat.S_ISGID
+_CAPS = b"security.capability"
+_ACL_PREFIX = b"system.posix_acl_"
+
+
+def killed_mode(st: os.stat_result, frame: Any) -> int:
+    """The permission bits a write, truncate or chown by this caller leaves (Linux's
+    setattr_should_drop_suidgid): set-user-ID goes; set-group-ID goes when group execute
+    is set, or when the caller is neither in the file's group nor root."""
+    cur = st.st_mode & 0o7777
+    new = cur & ~stat.S_ISUID
+    if cur & stat.S_IXGRP or not (frame.uid == 0 or frame.gid == st.st_gid
+                                  or st.st_gid in frame.groups):
+        new &= ~stat.S_ISGID
+    return new
 
 
 class PosixAttrOps:
@@ -70,9 +84,7 @@ class PosixAttrOps:
                     or (new | _PRIVS) != (cur | _PRIVS) or new & ~cur):
                 return ch                 # not only dropping set-id bits: a plain chmod
         else:
-            new = cur & ~stat.S_ISUID
-            if cur & stat.S_IXGRP:
-                new &= ~stat.S_ISGID
+            new = killed_mode(st, frame)
         if new != cur:
             if frame.uid != 0:
                 await self._do(frame, False, faccessat, node.fd, os.W_OK)
@@ -151,10 +163,16 @@ class PosixAttrOps:
         await self._do(frame, False, os.setxattr, f"/proc/self/fd/{node.fd}", name,
                        bytes(value), flags)
         node.noacl_ctime = -1
+        if name.startswith(_ACL_PREFIX):
+            node.mode = os.fstat(node.fd).st_mode     # an access ACL sets the mode too
 
     async def getxattr(self, frame, inode, name):
         node = self._node(inode)
         name = self._xname(frame, name, False)
+        if name.startswith(_ACL_PREFIX) and self._inline:
+            # Anyone may read an ACL, and the kernel asks for the root's on every path
+            # walk by a non-owner (it never caches it): no credential switch.
+            return os.getxattr(f"/proc/self/fd/{node.fd}", name)
         return await self._do(frame, False, os.getxattr, f"/proc/self/fd/{node.fd}", name)
 
     async def listxattr(self, frame, inode):
@@ -167,6 +185,18 @@ class PosixAttrOps:
 
     async def removexattr(self, frame, inode, name):
         node = self._node(inode)
+        path = f"/proc/self/fd/{node.fd}"
+        if isinstance(name, str):
+            name = os.fsencode(name)
+        if name == _CAPS and frame.uid != 0 and self._switch:
+            # The kernel removes file capabilities after a write or truncate, as the
+            # writer; a caller cannot ask for it otherwise (the kernel refuses without
+            # CAP_SETFCAP).  Allowed to whoever may write the file, as on a local disk.
+            await self._do(frame, False, faccessat, node.fd, os.W_OK)
+            os.removexattr(path, name)
+            return
         name = self._xname(frame, name, True)
-        await self._do(frame, False, os.removexattr, f"/proc/self/fd/{node.fd}", name)
+        await self._do(frame, False, os.removexattr, path, name)
         node.noacl_ctime = -1
+        if name.startswith(_ACL_PREFIX):
+            node.mode = os.fstat(node.fd).st_mode

@@ -16,12 +16,16 @@ from typing import Any
 
 from xlators.core.bounds import copy_range, falloc_range, loff, open_flags, rw_range
 from xlators.core.errors import FopError
+from xlators.core.types import KILL_SUIDGID, O_EXEC_OPEN
 
 from . import posix_lk
+from .posix_attr import killed_mode
+from .posix_sys import faccessat
 from .posix_sys import fallocate as _fallocate
 
 _ALIGN = 4096
-_STRIP_OPEN = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_NOFOLLOW
+_STRIP_OPEN = os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_NOFOLLOW | O_EXEC_OPEN
+_PRIVS = stat.S_ISUID | stat.S_ISGID
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _ACCMODE = os.O_ACCMODE
 _BIG_READ = 16 << 20
@@ -191,8 +195,43 @@ class PosixIOOps:
         fl = (flags & ~_STRIP_OPEN) | os.O_CLOEXEC
         if self._odirect and kind == stat.S_IFREG:
             fl |= os.O_DIRECT
-        iofd, fl = await self._do(frame, False, _reopen, node.fd, fl)
+        if flags & O_EXEC_OPEN and kind == stat.S_IFREG and fl & _ACCMODE == os.O_RDONLY:
+            # execve: the caller may execute a file it cannot read (mode 0711); the
+            # kernel checked that, and so do we, then read it as the daemon.
+            await self._do(frame, False, faccessat, node.fd, os.X_OK)
+            iofd, fl = (_reopen(node.fd, fl) if self._inline
+                        else await self._thread(_reopen, node.fd, fl))
+        else:
+            iofd, fl = await self._do(frame, False, _reopen, node.fd, fl)
+            if fl & os.O_TRUNC and node.mode & _PRIVS:
+                self._kill_after(frame, node)
         self._opened(fd, OpenFile(iofd, node, fl, bool(fl & os.O_DIRECT)))
+
+    def _by_caller(self, frame: Any) -> bool:
+        """True when brick I/O for this frame runs as the caller, without CAP_FSETID:
+        the brick's own write/truncate/fallocate then clears set-id bits."""
+        return self._switch and frame.uid != 0
+
+    def _writer_call(self, frame: Any, node: Any) -> tuple[Any, tuple]:
+        """How to run a write or fallocate: as the caller when the file has set-id bits
+        (the brick then clears them, as for a local writer: the daemon has CAP_FSETID),
+        else plainly."""
+        if node.mode & _PRIVS and self._by_caller(frame):
+            return self._call, (frame, False)
+        return _plain_call, ()
+
+    def _kill_after(self, frame: Any, node: Any) -> None:
+        """After a write, truncate or fallocate that ran as the daemon: clear set-id bits
+        as a local filesystem would for this caller (see killed_mode).  The brick
+        itself already cleared security.capability."""
+        if self._by_caller(frame) or not (frame.uid != 0 or frame.xdata.get(KILL_SUIDGID)):
+            return
+        st = os.fstat(node.fd)
+        new = killed_mode(st, frame)
+        if new != st.st_mode & 0o7777 and stat.S_ISREG(st.st_mode):
+            os.chmod(f"/proc/self/fd/{node.fd}", new)
+            st = os.fstat(node.fd)
+        node.mode = st.st_mode
 
     async def create(self, frame, loc, flags, mode, umask, fd):
         flags = open_flags(flags)
@@ -202,8 +241,9 @@ class PosixIOOps:
             | os.O_CLOEXEC | os.O_NONBLOCK
         if self._odirect:
             fl |= os.O_DIRECT
+        perm, fix = self._new_mode(pnode, mode, umask, False)
         iofd, st, fl, created = await self._do(frame, True, _create_at, pnode.fd, name, fl,
-                                               self._perm(mode, umask, False), self._fix_mode)
+                                               perm, fix)
         direct = bool(fl & os.O_DIRECT)
         try:
             if not flags & os.O_NONBLOCK:    # only there so that a FIFO cannot block us
@@ -267,20 +307,20 @@ class PosixIOOps:
             raise FopError(errno.EBADF)
         offset = rw_range(offset, len(data))[0]
         self._space()
-        # A write by someone else than root must clear set-id bits: do it with the
-        # caller's credentials so that the kernel does (the daemon has CAP_FSETID).
-        if frame.uid != 0 and of.node.mode & 0o6000 and self._switch:
-            call: Any = self._call
-            args: tuple = (frame, False)
-        else:
-            call, args = _plain_call, ()
+        privs = of.node.mode & _PRIVS
+        call, args = self._writer_call(frame, of.node)
         if of.direct:
             if offset % _ALIGN or len(data) % _ALIGN:
-                return await self._thread(call, *args, _pwrite, self._plain(of), data, offset)
-            return await self._thread(call, *args, _direct_write, of.fd, data, offset)
-        if self._inline and len(data) <= self._threshold:
-            return call(*args, _pwrite, of.fd, data, offset)
-        return await self._thread(call, *args, _pwrite, of.fd, data, offset)
+                n = await self._thread(call, *args, _pwrite, self._plain(of), data, offset)
+            else:
+                n = await self._thread(call, *args, _direct_write, of.fd, data, offset)
+        elif self._inline and len(data) <= self._threshold:
+            n = call(*args, _pwrite, of.fd, data, offset)
+        else:
+            n = await self._thread(call, *args, _pwrite, of.fd, data, offset)
+        if privs:
+            self._kill_after(frame, of.node)
+        return n
 
     async def flush(self, frame, fd):
         of = fd.ctx.get(self)
@@ -313,10 +353,14 @@ class PosixIOOps:
             raise FopError(errno.EOPNOTSUPP)      # unknown mode bits
         if not mode & _FALLOC_FL_PUNCH_HOLE:
             self._space()
+        privs = of.node.mode & _PRIVS
+        call, args = self._writer_call(frame, of.node)
         if self._inline and length <= self._threshold:
-            _fallocate(of.fd, mode, offset, length)
+            call(*args, _fallocate, of.fd, mode, offset, length)
         else:
-            await self._thread(_fallocate, of.fd, mode, offset, length)
+            await self._thread(call, *args, _fallocate, of.fd, mode, offset, length)
+        if privs:
+            self._kill_after(frame, of.node)
 
     async def lseek(self, frame, fd, offset, whence):
         of = self._of(fd)
