@@ -49,7 +49,7 @@ def bridge_options(args: Args) -> BridgeOptions:
                  "invalidate_limit", "background_qlen", "congestion_threshold",
                  "reader_thread_count", "dump_fuse", "fuse_mountopts",
                  "flush_handle_interrupt", "setlk_handle_interrupt", "read_only",
-                 "auto_invalidation", "fsname"):
+                 "auto_invalidation", "fsname", "acl"):
         if dest in args.values:
             setattr(o, dest, args.values[dest])
     if args.kernel_opts:

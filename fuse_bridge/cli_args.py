@@ -112,6 +112,9 @@ FLAGS: tuple[Flag, ...] = (
          help="let the kernel drop cached data when mtime changes (default yes)"),
     Flag("fuse-flush-handle-interrupt", "flush_handle_interrupt", "bool?", parse_bool,
          hidden=True, help="answer an interrupted FLUSH with EINTR at once"),
+    Flag("acl", "acl", "bool?", parse_bool,
+         help="POSIX ACLs, checked by the kernel; a default ACL replaces the umask "
+              "(default no, as GlusterFS: ACL xattrs are then refused with EOPNOTSUPP)"),
     Flag("fuse-setlk-handle-interrupt", "setlk_handle_interrupt", "bool?", parse_bool,
          help="withdraw an interrupted blocking lock and answer EINTR (default no)"),
     Flag("fsname", "fsname", "value", hidden=True, help="source name shown in mount tables"),

@@ -67,7 +67,7 @@ async def init(s, req, body):
 
 def _storage_flags(s) -> int:
     """What every storage translator of the graph must do for these flags to be asked
-    for: POSIX ACLs (``posix_acl``: system.posix_acl_* xattrs that govern permissions, a
+    for: POSIX ACLs (with ``--acl``; ``posix_acl``: system.posix_acl_* xattrs that govern permissions, a
     directory's default ACL replacing the umask, which the server then applies:
     DONT_MASK; the kernel also needs default_permissions), and clearing set-id bits and
     security.capability on write, truncate and chown (``kills_privileges``)."""
@@ -75,7 +75,8 @@ def _storage_flags(s) -> int:
     if not leaves:
         return 0
     flags = 0
-    if s.opts.default_permissions and all(getattr(xl, "posix_acl", False) for xl in leaves):
+    if (s.opts.acl and s.opts.default_permissions
+            and all(getattr(xl, "posix_acl", False) for xl in leaves)):
         flags |= _I.POSIX_ACL | _I.DONT_MASK
     if all(getattr(xl, "kills_privileges", False) for xl in leaves):
         flags |= _I.HANDLE_KILLPRIV_V2

@@ -19,6 +19,14 @@ from .encode import attr_out, entry_out, names_blob, negative_entry_out, statfs_
 _V = abi.int_flags(abi.SetattrValid)
 _GETATTR_FH = int(abi.GetattrFlag.FH)
 _SETXATTR_EXT = int(abi.InitFlag.SETXATTR_EXT)
+_POSIX_ACL = int(abi.InitFlag.POSIX_ACL)
+_ACL_XATTR = b"system.posix_acl_"
+
+
+def _acl_refused(s, name: bytes) -> bool:
+    """Without negotiated POSIX ACLs (--acl) the kernel would store ACL xattrs but never
+    enforce them: refuse them, as GlusterFS's bridge does without its acl option."""
+    return name.startswith(_ACL_XATTR) and not s.flags & _POSIX_ACL
 
 
 def _name(body: memoryview) -> bytes:
@@ -167,12 +175,16 @@ async def setxattr(s, req, body):
     value = rest[len(name) + 1:len(name) + 1 + size].tobytes()
     if len(value) != size:
         raise ValueError(f"SETXATTR value is {len(value)} bytes, header says {size}")
+    if _acl_refused(s, name):
+        raise FopError(errno.EOPNOTSUPP)
     await s.top.setxattr(req.frame, s.inode(req.nodeid), name, value, flags)
 
 
 async def getxattr(s, req, body):
     size, = abi.GETXATTR_IN.unpack_from(body)
     name = _name(body[abi.GETXATTR_IN.size:])
+    if _acl_refused(s, name):
+        raise FopError(errno.EOPNOTSUPP)
     value = await s.top.getxattr(req.frame, s.inode(req.nodeid), name)
     return _sized(value, size)
 
@@ -192,7 +204,10 @@ def _sized(value: bytes, size: int):
 
 
 async def removexattr(s, req, body):
-    await s.top.removexattr(req.frame, s.inode(req.nodeid), _name(body))
+    name = _name(body)
+    if _acl_refused(s, name):
+        raise FopError(errno.EOPNOTSUPP)
+    await s.top.removexattr(req.frame, s.inode(req.nodeid), name)
 
 
 O = abi.Opcode

@@ -35,6 +35,7 @@ class BridgeOptions:
     read_only: bool = False
     auto_invalidation: bool = True
     default_permissions: bool = True
+    acl: bool = False               # POSIX ACLs (GlusterFS's --acl / -o acl)
     allow_other: bool = True
     max_write: int = 1 << 20
     fsname: str = "xlfs"

@@ -25,7 +25,7 @@ from tests.posix.posixlib import as_user, errno_of, fallocate, get_target, rmtre
 
 USER = 1000
 GROUP = 1000
-LONG = ("--attribute-timeout=60", "--entry-timeout=60")
+LONG = ("--attribute-timeout=60", "--entry-timeout=60", "--acl")
 MOUNTS = {
     "local": ("local", *LONG),
     "local-writeback": ("local", *LONG, "--kernel-writeback-cache"),

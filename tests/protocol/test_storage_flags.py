@@ -4,6 +4,7 @@ KILL_SUIDGID bits of OPEN, CREATE and WRITE (as ``frame.xdata[KILL_SUIDGID]``) a
 exec-open bit of OPEN's flags (``O_EXEC_OPEN``)."""
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -60,8 +61,9 @@ def graph(leaf: str) -> Graph:
 
 
 @pytest.mark.parametrize("leaf,opts,want", [
-    ("test/capable-memory", BridgeOptions(), STORAGE_FLAGS),
-    ("test/capable-memory", BridgeOptions(default_permissions=False),
+    ("test/capable-memory", BridgeOptions(acl=True), STORAGE_FLAGS),
+    ("test/capable-memory", BridgeOptions(), I.HANDLE_KILLPRIV_V2),   # ACLs: --acl only
+    ("test/capable-memory", BridgeOptions(acl=True, default_permissions=False),
      I.HANDLE_KILLPRIV_V2),                 # ACLs are the kernel's check: it needs them
     ("storage/memory", BridgeOptions(), 0),  # memory declares neither
 ])
@@ -74,10 +76,32 @@ async def test_storage_flags_follow_the_graph(leaf, opts, want):
 
 async def test_umask_reaches_the_storage_only_with_dont_mask():
     for leaf, umask in (("test/capable-memory", 0o077), ("storage/memory", 0)):
-        async with serve(graph(leaf), init=False) as (k, s):
+        async with serve(graph(leaf), BridgeOptions(acl=True), init=False) as (k, s):
             await k.init(flags=ALL_FLAGS, flags2=ALL_FLAGS2)
             e = (await k.mkdir(1, b"d", 0o777, umask=0o077)).entry()
             assert stat.S_IMODE(e.attr.mode) == 0o777 & ~umask
+
+
+@pytest.mark.parametrize("acl", [False, True])
+async def test_acl_xattrs_refused_without_acl(acl):
+    """Without --acl the kernel would store system.posix_acl_* but never enforce them:
+    the bridge refuses them before the graph; with --acl they reach the storage."""
+    g = graph("test/capable-memory")
+    reached = []
+
+    async def getxattr(frame, inode, name):
+        reached.append(name)
+        raise OSError(errno.ENODATA, "no ACL")
+    g.top.getxattr = getxattr
+    async with serve(g, BridgeOptions(acl=acl), init=False) as (k, s):
+        await k.init(flags=ALL_FLAGS, flags2=ALL_FLAGS2)
+        name = b"system.posix_acl_access"
+        r = await k.call(O.GETXATTR, abi.GETXATTR_IN.pack(0) + cstr(name), 1)
+        assert r.errno == (errno.ENODATA if acl else errno.EOPNOTSUPP)
+        assert reached == ([name] if acl else [])
+        if not acl:
+            r = await k.call(O.REMOVEXATTR, cstr(name), 1)
+            assert r.errno == errno.EOPNOTSUPP
 
 
 async def test_kill_suidgid_and_exec_hints_reach_the_translator():
