@@ -5,10 +5,13 @@
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import struct
-from typing import NamedTuple
+import subprocess
+from pathlib import Path
+from typing import Iterator, NamedTuple
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
@@ -50,3 +53,28 @@ def drop_caches() -> None:
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("2\n")
+
+
+@contextlib.contextmanager
+def small_ext4(where: Path) -> Iterator[Path]:
+    """A fresh 16 MB ext4 filesystem loop-mounted at ``where/ext4`` (skips the test when
+    mkfs.ext4 or loop mounts are unavailable).  Nothing else allocates inodes in it, so
+    ext4 hands a freed inode number out again to the next file created."""
+    import pytest
+    image, mnt = where / "ext4.img", where / "ext4"
+    mnt.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    for cmd in (["mkfs.ext4", "-q", "-F", "-N", "256", str(image)],
+                ["mount", "-o", "loop", str(image), str(mnt)]):
+        try:
+            r = subprocess.run(cmd, capture_output=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            pytest.skip(f"{cmd[0]}: {exc}")
+        if r.returncode != 0:
+            pytest.skip(f"{cmd[0]}: {r.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=60)
+        image.unlink()
