@@ -58,13 +58,17 @@ def _handle(fd: int) -> tuple[int, bytes]:
 
 class BrickHandles:
     """Keys of one brick's objects: its handles of one type and size, as integers.
-    Holds a descriptor of the brick root (open_by_handle_at refuses O_PATH ones)."""
-    __slots__ = ("mount_fd", "type", "size")
+    Holds a descriptor of the brick root (open_by_handle_at refuses O_PATH ones).
+    ``key`` reuses one buffer: call it from one thread (posix's event loop)."""
+    __slots__ = ("mount_fd", "type", "size", "_buf", "_mount_id", "_mount_id_ref")
 
     def __init__(self, mount_fd: int, htype: int, size: int) -> None:
         self.mount_fd = mount_fd
         self.type = htype
         self.size = size
+        self._buf = ctypes.create_string_buffer(_HEAD.size + KEY_BYTES)
+        self._mount_id = ctypes.c_int()
+        self._mount_id_ref = ctypes.byref(self._mount_id)
 
     @classmethod
     def probe(cls, root_fd: int) -> tuple[Optional["BrickHandles"], str]:
@@ -90,13 +94,14 @@ class BrickHandles:
 
     def key(self, fd: int) -> int:
         """The key of the object ``fd`` refers to; 0 when it has none."""
-        try:
-            htype, data = _handle(fd)
-        except OSError:
+        buf = self._buf
+        _HEAD.pack_into(buf, 0, KEY_BYTES, 0)
+        if _name_to_handle_at(fd, b"", buf, self._mount_id_ref, AT_EMPTY_PATH) != 0:
             return 0
-        if htype != self.type or len(data) != self.size:
+        size, htype = _HEAD.unpack_from(buf)
+        if htype != self.type or size != self.size:
             return 0
-        return int.from_bytes(data, "little")
+        return int.from_bytes(buf.raw[_HEAD.size:_HEAD.size + size], "little")
 
     def open(self, key: int) -> int:
         """An O_PATH descriptor of the object ``key`` names; OSError (ESTALE, ...) when
