@@ -83,10 +83,12 @@ async def _lookup_self(s, req):
         if exc.errno in _GONE:
             raise FopError(errno.ESTALE) from None
         raise
-    if entry.inode.nodeid != req.nodeid:
-        await s.maybe_forget(entry.inode)
+    inode = entry.inode
+    if s.itable.by_nodeid.get(req.nodeid) is not inode:   # another object, or not ours
+        if s.itable.by_nodeid.get(inode.nodeid) is inode:
+            await s.maybe_forget(inode)
         raise FopError(errno.ESTALE)
-    return reply_entry(s, entry, entry.inode, b".")
+    return reply_entry(s, entry, inode, b".")
 
 
 async def getattr_(s, req, body):

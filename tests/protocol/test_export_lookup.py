@@ -78,10 +78,22 @@ class WrongResolve(Translator):
         return await self.child.lookup(frame, Loc(self.itable.root, b"."))
 
 
+class ForeignResolve(Translator):
+    """Resolves to an inode of its own with the asked nodeid (as a cluster translator
+    winding to a child with a private inode table would): not an inode of the graph."""
+    type = "test/foreign-resolve"
+
+    async def resolve(self, frame, nodeid):
+        from xlators.core.inode import Inode
+        from xlators.core.types import Entry
+        root = self.itable.root
+        return Entry(Inode(nodeid, 4242), await self.child.getattr(frame, root))
+
+
 def _graph(t: str) -> Graph:
     r = registry()
-    r.register(NoResolve, "tests.protocol")
-    r.register(WrongResolve, "tests.protocol")
+    for cls in (NoResolve, WrongResolve, ForeignResolve):
+        r.register(cls, "tests.protocol")
     g = Graph.from_text(MEMORY_VOL + f"\nvolume top\n    type {t}\n    subvolumes memory\n"
                         "end-volume\n", registry=r)
     g.init()
@@ -99,3 +111,9 @@ async def test_an_entry_with_another_nodeid_is_stale():
     async with serve(_graph("test/wrong-resolve")) as (k, s):
         assert (await k.lookup(77, b".")).errno == errno.ESTALE
         assert s.itable.root.nlookup == 1
+
+
+async def test_an_inode_outside_the_graphs_table_is_stale():
+    async with serve(_graph("test/foreign-resolve")) as (k, s):
+        assert (await k.lookup(77, b".")).errno == errno.ESTALE
+        assert 77 not in s.itable.by_nodeid and len(s.itable) == 1

@@ -47,6 +47,23 @@ def test_the_counter_skips_nodeids_that_keys_hold():
     assert keyed.nodeid == 3 and 3 not in nodeids and len(set(nodeids)) == 4
 
 
+async def test_resolve_winds_only_to_a_child_sharing_the_table():
+    """An export key is a nodeid of the storage's table: a translator whose child has a
+    table of its own (cluster/*) must not pass child inodes up as its own."""
+    from xlators.core.translator import Translator
+    from xlators.testing import make_translator
+    leaf = make_translator("storage/memory", itable=InodeTable())
+    leaf.init()
+    f = await Harness(leaf).create("/f")
+    await Harness(leaf).close(f)
+    shared = Translator("shared", [leaf])
+    private = Translator("private", [leaf], itable=InodeTable())
+    assert (await shared.resolve(Harness(leaf).frame(), f.inode.nodeid)).inode is f.inode
+    with pytest.raises(FopError) as info:
+        await private.resolve(Harness(leaf).frame(), f.inode.nodeid)
+    assert info.value.errno == errno.ESTALE
+
+
 # -- both storages -------------------------------------------------------------------------
 
 @pytest.fixture(params=["memory", "posix"])
