@@ -112,3 +112,25 @@ def test_a_reused_brick_inode_number_gives_estale(tmp_path):
             assert _read(mfd, h_new) == b"new"
         finally:
             os.close(mfd)
+
+
+def test_posix_handles_survive_a_daemon_restart(tmp_path):
+    """The nodeid is the brick's file handle, so the same file has the same nodeid in the
+    next daemon too: an NFS client's handles outlive a restart of the xlfs mount."""
+    with Mounted(VOLFILES / "local.vol", tmp_path) as m:
+        os.mkdir(m.path("d"))
+        with open(m.path("d", "f"), "wb") as f:
+            f.write(b"kept")
+        hf = name_to_handle(m.path("d", "f"))
+        hd = name_to_handle(m.path("d"))
+    with Mounted(VOLFILES / "local.vol", tmp_path) as m:
+        mfd = os.open(m.path(), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert _read(mfd, hf) == b"kept"
+            dfd = open_by_handle(mfd, hd, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                assert os.listdir(dfd) == ["f"]
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(mfd)
