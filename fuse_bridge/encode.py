@@ -33,7 +33,8 @@ class Timeouts:
 
 
 def entry_out(t: Timeouts, nodeid: int, attr: Attr, generation: int = 0) -> bytes:
-    return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns, *attr_values(attr))
+    return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns,
+                       *attr_values(attr))
 
 
 def negative_entry_out(t: Timeouts) -> bytes:

@@ -22,7 +22,7 @@ Design (details in docs and in each helper):
   mounted inside the brick get its device folded into the top 8 bits of the number
   (option ``submounts``; off answers EXDEV for them).
 - File handles: an inode's nodeid is the brick's own file handle when that fits 64 bits
-  (ext4, xfs), so ``resolve`` finds a forgotten inode again with open_by_handle_at and a
+  (ext4's are), so ``resolve`` finds a forgotten inode again with open_by_handle_at and a
   deleted file's handle is stale (posix_handle; other bricks: counted nodeids).
 - Caller credentials: each permission-sensitive syscall runs with the caller's fsuid,
   fsgid and supplementary groups, set on the calling thread only (raw setfsuid/setfsgid/

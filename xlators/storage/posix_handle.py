@@ -3,13 +3,14 @@
 The kernel's handle for an xlfs file is (nodeid, generation); when it decodes one for an
 inode it no longer caches, the graph must find the object from the nodeid alone (the
 ``resolve`` fop).  A backing filesystem whose handles (name_to_handle_at) fit 8 bytes
-gives each object a number that names it and nothing else, ever: ext4's and xfs's (with
-32-bit inode numbers) are the inode number and its generation, so a deleted file's
-handle fails (ESTALE) even when its inode number is reused.  That number is the key,
-open_by_handle_at on the brick root finds the object again, and nothing is remembered.
+gives each object a number that names it and nothing else, ever: ext4's (and ext2/3's;
+xfs's only in their 32-bit inode number form) are the inode number and its generation,
+so a deleted file's handle fails (ESTALE) even when its inode number is reused.  That
+number is the key, open_by_handle_at on the brick root finds the object again, and
+nothing is remembered.
 
-Bricks whose handles are longer (tmpfs, btrfs, xfs with 64-bit inode numbers, overlayfs)
-or that have none get no keys: their inodes take counted nodeids, and a file handle of a
+Bricks whose handles are longer (tmpfs, btrfs, xfs's 64-bit form, overlayfs) or that
+have none get no keys: their inodes take counted nodeids, and a file handle of a
 forgotten inode is stale.  Objects of filesystems mounted inside the brick get no keys
 either (their handles would need their own mount descriptor).
 
