@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 
 import pytest
 
@@ -178,7 +179,7 @@ async def test_posix_key_is_the_bricks_file_handle(tmp_path):
             htype, data = posix_handle._handle(fd)
         finally:
             os.close(fd)
-        assert inode.nodeid == int.from_bytes(data, "little")
+        assert inode.nodeid == int.from_bytes(data, sys.byteorder)
     finally:
         h.fini()
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 from typing import Optional
 
 from .posix_sys import AT_EMPTY_PATH
@@ -36,6 +37,9 @@ _name_to_handle_at = _libc.name_to_handle_at
 _name_to_handle_at.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p,
                                ctypes.POINTER(ctypes.c_int), ctypes.c_int]
 _name_to_handle_at.restype = ctypes.c_int
+# The same function without argtypes for BrickHandles.key, once per new inode: ctypes'
+# argument conversion doubles its cost (its arguments are plain ints and buffers).
+_name_to_handle_at_raw = ctypes.CDLL(None, use_errno=True).name_to_handle_at
 _open_by_handle_at = _libc.open_by_handle_at
 _open_by_handle_at.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
 _open_by_handle_at.restype = ctypes.c_int
@@ -61,15 +65,20 @@ class BrickHandles:
     """Keys of one brick's objects: its handles of one type and size, as integers.
     Holds a descriptor of the brick root (open_by_handle_at refuses O_PATH ones).
     ``key`` reuses one buffer: call it from one thread (posix's event loop)."""
-    __slots__ = ("mount_fd", "type", "size", "_buf", "_mount_id", "_mount_id_ref")
+    __slots__ = ("mount_fd", "type", "size", "_buf", "_mount_id", "_bytes", "_htype",
+                 "_value", "_mask")
 
     def __init__(self, mount_fd: int, htype: int, size: int) -> None:
         self.mount_fd = mount_fd
         self.type = htype
         self.size = size
+        # one struct file_handle with room for KEY_BYTES, and views of its fields
         self._buf = ctypes.create_string_buffer(_HEAD.size + KEY_BYTES)
-        self._mount_id = ctypes.c_int()
-        self._mount_id_ref = ctypes.byref(self._mount_id)
+        self._mount_id = ctypes.byref(ctypes.c_int())
+        self._bytes = ctypes.c_uint32.from_buffer(self._buf, 0)
+        self._htype = ctypes.c_int32.from_buffer(self._buf, 4)
+        self._value = ctypes.c_uint64.from_buffer(self._buf, _HEAD.size)
+        self._mask = (1 << (8 * size)) - 1
 
     @classmethod
     def probe(cls, root_fd: int) -> tuple[Optional["BrickHandles"], str]:
@@ -95,14 +104,12 @@ class BrickHandles:
 
     def key(self, fd: int) -> int:
         """The key of the object ``fd`` refers to; 0 when it has none."""
-        buf = self._buf
-        _HEAD.pack_into(buf, 0, KEY_BYTES, 0)
-        if _name_to_handle_at(fd, b"", buf, self._mount_id_ref, AT_EMPTY_PATH) != 0:
+        self._bytes.value = KEY_BYTES
+        if _name_to_handle_at_raw(fd, b"", self._buf, self._mount_id, AT_EMPTY_PATH):
             return 0
-        size, htype = _HEAD.unpack_from(buf)
-        if htype != self.type or size != self.size:
+        if self._htype.value != self.type or self._bytes.value != self.size:
             return 0
-        return int.from_bytes(buf.raw[_HEAD.size:_HEAD.size + size], "little")
+        return self._value.value & self._mask   # native byte order, as open() writes
 
     def open(self, key: int) -> int:
         """An O_PATH descriptor of the object ``key`` names; OSError (ESTALE, ...) when
@@ -110,7 +117,7 @@ class BrickHandles:
         if not 0 < key < 1 << (8 * self.size):
             raise OSError(116, "no such handle")   # ESTALE
         buf = ctypes.create_string_buffer(_HEAD.pack(self.size, self.type)
-                                          + key.to_bytes(self.size, "little"))
+                                          + key.to_bytes(self.size, sys.byteorder))
         fd = _open_by_handle_at(self.mount_fd, buf,
                                 os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
         if fd < 0:
