@@ -185,6 +185,27 @@ async def test_posix_key_is_the_bricks_file_handle(tmp_path):
 
 
 @root_only
+async def test_posix_key_without_the_generation_is_stale(tmp_path):
+    """ext4 opens a handle whose generation is 0 whatever the inode's generation is."""
+    (tmp_path / "brick").mkdir()
+    h = posix_harness(tmp_path / "brick")
+    try:
+        await h.write_file("/f", b"x")
+        inode = (await h.lookup("/f")).inode
+        if h.top._handles.type != 1:                       # FILEID_INO32_GEN
+            pytest.skip("the brick's handles are not ext4's inode+generation")
+        nodeid = inode.nodeid
+        inode.nlookup = 0
+        h.itable.purge(inode)
+        await h.top.forget(h.frame(), inode)
+        no_generation = nodeid & 0xFFFF_FFFF
+        assert await resolve_errno(h, no_generation) == errno.ESTALE
+        assert (await h.top.resolve(h.frame(), nodeid)).inode.nodeid == nodeid
+    finally:
+        h.fini()
+
+
+@root_only
 async def test_posix_reused_inode_number_is_stale(tmp_path):
     with small_ext4(tmp_path) as fs:
         (fs / "brick").mkdir()

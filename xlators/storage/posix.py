@@ -535,7 +535,9 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             raise FopError(errno.ESTALE) from None
         try:
             st = os.fstat(fd)
-            if (st.st_dev != self._dev or st.st_nlink == 0
+            # ext4 skips the generation check for generation 0: the handle read back
+            # must be the key asked for
+            if (st.st_dev != self._dev or st.st_nlink == 0 or handles.key(fd) != nodeid
                     or (S_IFMT(st.st_mode) == S_IFDIR
                         and not posix_handle.inside(fd, self._root_stat))):
                 raise FopError(errno.ESTALE)

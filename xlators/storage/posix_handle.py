@@ -18,7 +18,8 @@ open_by_handle_at opens any inode of the brick's filesystem, inside the brick di
 or not.  ``resolve`` refuses directories outside the brick (it walks ".." up to the
 brick root); a non-directory cannot be placed without a name, so a forged key for a file
 elsewhere on the same filesystem would resolve.  Forging one needs the 32-bit random
-generation of the target, and the kernel lets only CAP_DAC_READ_SEARCH decode handles on
+generation of the target (ext4 ignores a generation of 0, so posix checks that the
+handle of what it opened is the key asked for), and the kernel lets only CAP_DAC_READ_SEARCH decode handles on
 the mount; this is what exporting the brick's own filesystem over NFS with
 ``no_subtree_check`` (the default) allows too.
 """
