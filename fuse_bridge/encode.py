@@ -32,8 +32,9 @@ class Timeouts:
         self.negative, self.negative_ns = abi.split_timeout(negative)
 
 
-def entry_out(t: Timeouts, nodeid: int, attr: Attr) -> bytes:
-    return _ENTRY_PACK(nodeid, 0, t.entry, t.attr, t.entry_ns, t.attr_ns, *attr_values(attr))
+def entry_out(t: Timeouts, nodeid: int, attr: Attr, generation: int = 0) -> bytes:
+    return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns,
+                       *attr_values(attr))
 
 
 def negative_entry_out(t: Timeouts) -> bytes:

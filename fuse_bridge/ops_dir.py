@@ -52,9 +52,10 @@ async def readdirplus(s, req, body):
                                    (e.ino,) + (0,) * 8 + (e.type << 12,) + (0,) * 6,
                                    e.off, e.type, e.name)
         else:
-            end = _pack_direntplus(buf, pos, entry.inode.nodeid, 0, t.entry, t.attr,
-                                   t.entry_ns, t.attr_ns, attr_values(entry.attr), e.off,
-                                   e.type, e.name)
+            inode = entry.inode
+            end = _pack_direntplus(buf, pos, inode.nodeid, inode.generation, t.entry,
+                                   t.attr, t.entry_ns, t.attr_ns, attr_values(entry.attr),
+                                   e.off, e.type, e.name)
         if end < 0:
             unsent = entries[i:]
             break

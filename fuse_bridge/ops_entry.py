@@ -3,6 +3,11 @@ SYMLINK, LINK, UNLINK, RMDIR, RENAME(2), READLINK, ACCESS, STATFS and the xattr 
 
 Each handler decodes its body with abi.py, calls one fop on the graph's top translator and
 returns the reply payload (or raises FopError).  New entries count one kernel lookup.
+
+LOOKUP of "." is how the kernel decodes a file handle (open_by_handle_at, an NFS export;
+fs/fuse/inode.c fuse_get_dentry) of an inode it no longer caches: the nodeid may be one
+the table forgot, and the graph's ``resolve`` fop finds the object again by its export
+key (xlators.core.inode).  LOOKUP of ".." is its get_parent, an ordinary lookup.
 """
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import stat
 
 from xlators.core.errors import FopError
 from xlators.core.inode import Loc
-from xlators.core.types import NOW, SetAttr
+from xlators.core.types import NOW, Entry, SetAttr
 
 from . import abi
 from .encode import attr_out, entry_out, names_blob, negative_entry_out, statfs_out
@@ -47,13 +52,22 @@ def reply_entry(s, entry, parent, name: bytes) -> bytes:
     ``parent`` (remembered for --lru-limit)."""
     inode = entry.inode
     inode.nlookup += 1
-    s.lru_touch(inode, parent, name)
-    return entry_out(s.timeouts, inode.nodeid, entry.attr)
+    if name != b"." and name != b"..":     # not a name the kernel could be told to drop
+        s.lru_touch(inode, parent, name)
+    return entry_out(s.timeouts, inode.nodeid, entry.attr, inode.generation)
+
+
+# Errors of ``resolve`` that mean "no such object": the kernel would pass them on to
+# open_by_handle_at or nfsd as they are, where a handle that names nothing is ESTALE.
+_GONE = frozenset({errno.ENOENT, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESTALE,
+                   errno.EINVAL})
 
 
 async def lookup(s, req, body):
-    parent = s.inode(req.nodeid)
     name = _name(body)
+    if name == b".":
+        return await _lookup_self(s, req)
+    parent = s.inode(req.nodeid)
     try:
         entry = await s.top.lookup(req.frame, Loc(parent, name))
     except OSError as exc:      # FopError, or an OSError escaping a translator
@@ -61,6 +75,28 @@ async def lookup(s, req, body):
             return negative_entry_out(s.timeouts)
         raise
     return reply_entry(s, entry, parent, name)
+
+
+async def _lookup_self(s, req):
+    """LOOKUP(nodeid, "."): the entry of nodeid itself, found by its export key when
+    the table forgot it (the reply must carry that same nodeid, or the kernel fails
+    the handle with EIO: anything else is ESTALE)."""
+    inode = s.itable.by_nodeid.get(req.nodeid)
+    if inode is not None:
+        return reply_entry(s, Entry(inode, await s.top.getattr(req.frame, inode)), inode,
+                           b".")
+    try:
+        entry = await s.top.resolve(req.frame, req.nodeid)
+    except OSError as exc:
+        if exc.errno in _GONE:
+            raise FopError(errno.ESTALE) from None
+        raise
+    inode = entry.inode
+    if s.itable.by_nodeid.get(req.nodeid) is not inode:   # another object, or not ours
+        if s.itable.by_nodeid.get(inode.nodeid) is inode:
+            await s.maybe_forget(inode)
+        raise FopError(errno.ESTALE)
+    return reply_entry(s, entry, inode, b".")
 
 
 async def getattr_(s, req, body):

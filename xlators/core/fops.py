@@ -84,6 +84,10 @@ FOPS: tuple[Fop, ...] = (
        description="SEEK_DATA / SEEK_HOLE"),
     _F("copy_file_range", ("fd_in", "off_in", "fd_out", "off_out", "length", "flags"), "int",
        True, (E.EIO, E.ENOSPC, E.EXDEV)),
+    _F("resolve", ("nodeid",), "Entry", False, (E.ESTALE,),
+       description="find the object whose export key is nodeid (see xlators.core.inode) "
+                   "when no Inode holds it any more: file handles (open_by_handle_at, NFS "
+                   "export) of inodes the kernel forgot; ESTALE when it is gone"),
     _F("forget", ("inode",), "None", False, (),
        description="the last reference to an inode is gone: drop per-inode state"),
     _F("ipc", ("op", "xdata="), "dict", False, (E.EOPNOTSUPP,),

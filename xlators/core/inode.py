@@ -13,14 +13,16 @@ import itertools
 from typing import Any, Iterator, Optional
 
 ROOT_NODEID = 1
+COUNTED_GENERATION = 1   # generation of inodes whose nodeid came from the counter
 
 
 class Inode:
-    __slots__ = ("nodeid", "ino", "nlookup", "refs", "ctx", "__weakref__")
+    __slots__ = ("nodeid", "ino", "generation", "nlookup", "refs", "ctx", "__weakref__")
 
-    def __init__(self, nodeid: int, ino: int) -> None:
+    def __init__(self, nodeid: int, ino: int, generation: int = 0) -> None:
         self.nodeid = nodeid
         self.ino = ino
+        self.generation = generation   # with nodeid, what the kernel's file handles hold
         self.nlookup = 0   # kernel references (LOOKUP replies minus FORGETs)
         self.refs = 0      # open Fds and other in-process holders
         self.ctx: dict[Any, Any] = {}
@@ -80,14 +82,27 @@ class InodeTable:
         self.root.ino = ino
         self.by_ino[ino] = self.root
 
-    def link(self, ino: int) -> Inode:
-        """The live inode for ``ino``, created (with nlookup 0) when there is none."""
+    def link(self, ino: int, key: int = 0) -> Inode:
+        """The live inode for ``ino``, created (with nlookup 0) when there is none.
+
+        ``key``: the storage's export key for the object (nonzero; see the module
+        docstring), used as the new inode's nodeid unless that number is taken (the
+        root's, or a live inode's), when the counter gives one as for no key."""
         inode = self.by_ino.get(ino)
         if inode is None:
-            inode = Inode(next(self._nodeids), ino)
+            if key > ROOT_NODEID and key not in self.by_nodeid and key < 1 << 64:
+                inode = Inode(key, ino)
+            else:
+                inode = Inode(self._counted_nodeid(), ino, COUNTED_GENERATION)
             self.by_ino[ino] = inode
             self.by_nodeid[inode.nodeid] = inode
         return inode
+
+    def _counted_nodeid(self) -> int:
+        nodeid = next(self._nodeids)
+        while nodeid in self.by_nodeid:      # a key took it
+            nodeid = next(self._nodeids)
+        return nodeid
 
     def find(self, ino: int) -> Optional[Inode]:
         return self.by_ino.get(ino)

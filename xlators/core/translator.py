@@ -159,7 +159,28 @@ def _make_default(fop: Fop) -> Callable[..., Awaitable[Any]]:
     default.__name__ = default.__qualname__ = name
     default.__doc__ = (f"{name}(frame, {', '.join(fop.params)}) -> {fop.result}. "
                        f"{fop.description} Default: wind to the first child.").strip()
+    if name == "resolve":
+        default = _same_table_only(default)
     return default
+
+
+def _same_table_only(wind: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """resolve's default: an export key is a nodeid of the table the storage links into,
+    so it winds only to a child sharing this translator's table.  A translator that gives
+    its children tables of their own (cluster/*) maps keys itself or answers ESTALE."""
+    async def resolve(self: Translator, frame: Any, nodeid: int) -> Any:
+        child = self.child
+        if child is not None and child.itable is not self.itable:
+            raise FopError(errno.ESTALE)
+        return await wind(self, frame, nodeid)
+
+    resolve.__signature__ = wind.__signature__  # type: ignore[attr-defined]
+    resolve.__name__ = resolve.__qualname__ = "resolve"
+    resolve.__doc__ = wind.__doc__.replace("Default: wind to the first child.",
+                                           "Default: wind to the first child when it "
+                                           "shares this translator's inode table, else "
+                                           "ESTALE.")
+    return resolve
 
 
 for _fop in FOPS:

@@ -117,7 +117,7 @@ class Memory(MemoryIo, Translator):
         return node
 
     def _entry(self, node: Node) -> Entry:
-        inode = self.itable.link(node.ino)
+        inode = self.itable.link(node.ino, node.ino)   # inode numbers are never reused
         inode.ctx[self] = node
         return Entry(inode, node.attr())
 
@@ -247,9 +247,7 @@ class Memory(MemoryIo, Translator):
             node = parent.data.entries.get(name)
             if node is None:
                 raise FopError(errno.ENOENT)
-        inode = self.itable.link(node.ino)
-        inode.ctx[self] = node
-        return Entry(inode, node.attr())
+        return self._entry(node)
 
     async def getattr(self, frame: Any, inode: Inode, fd: Optional[Fd] = None) -> Attr:
         node = inode.ctx.get(self) if fd is None else fd.ctx.get(self)
@@ -504,6 +502,14 @@ class Memory(MemoryIo, Translator):
     # -- the rest ------------------------------------------------------------------------
     async def lk(self, frame: Any, fd: Fd, cmd: Any, lock: Any) -> Any:
         raise FopError(errno.ENOSYS)        # locks are features/locks' job
+
+    async def resolve(self, frame: Any, nodeid: int) -> Entry:
+        """A file handle's object: the inode number is the export key, and a node is
+        kept while it has a name (ESTALE after the last unlink, even while open)."""
+        node = self.nodes.get(nodeid)
+        if node is None or node.nlink <= 0:
+            raise FopError(errno.ESTALE)
+        return self._entry(node)
 
     async def forget(self, frame: Any, inode: Inode) -> None:
         self.ctx_del(inode)

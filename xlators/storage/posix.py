@@ -21,6 +21,9 @@ Design (details in docs and in each helper):
   and close the spare descriptor; forget() closes it.  Inodes of another filesystem
   mounted inside the brick get its device folded into the top 8 bits of the number
   (option ``submounts``; off answers EXDEV for them).
+- File handles: an inode's nodeid is the brick's own file handle when that fits 64 bits
+  (ext4's are), so ``resolve`` finds a forgotten inode again with open_by_handle_at and a
+  deleted file's handle is stale (posix_handle; other bricks: counted nodeids).
 - Caller credentials: each permission-sensitive syscall runs with the caller's fsuid,
   fsgid and supplementary groups, set on the calling thread only (raw setfsuid/setfsgid/
   setgroups) and restored after; skipped for uid 0 (a root caller with another gid only
@@ -66,7 +69,7 @@ from xlators.core.options import Option
 from xlators.core.translator import Translator
 from xlators.core.types import Attr, Entry
 
-from . import posix_lk, posix_watch
+from . import posix_handle, posix_lk, posix_watch
 from .posix_attr import PosixAttrOps
 from .posix_dir import PosixDirOps
 from .posix_io import PosixIOOps
@@ -174,6 +177,8 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         self._nowait = True                     # RWF_NOWAIT reads work here
         self._root_daemon = False
         self._watch: Optional[posix_watch.BrickWatch] = None
+        self._handles: Optional[posix_handle.BrickHandles] = None
+        self._root_stat: Optional[os.stat_result] = None
         self._apply_opts()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -229,6 +234,11 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         self._root = Node(fd, st.st_mode, st.st_ino, 0)
         self._live[st.st_ino] = self._root
         root.ctx[self] = self._root
+        self._root_stat = st
+        self._handles, why = posix_handle.BrickHandles.probe(fd)
+        if self._handles is None:
+            self.log.info("%s: file handles of forgotten inodes will be stale: %s",
+                          self.name, why)
         self._watch = posix_watch.start(self)
 
     def fini(self) -> None:
@@ -246,6 +256,9 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         for inode in self.itable:
             inode.ctx.pop(self, None)
         self._root = None
+        if self._handles is not None:
+            self._handles.close()
+            self._handles = None
 
     def reconfigured(self, old: Any) -> None:
         if self._directory is not None and self.opts.directory not in (None,
@@ -259,6 +272,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         return {"directory": self._directory, "live-inodes": len(self._live),
                 "open-fds": len(self._opens), "submount-devices": dict(self._devs),
                 "caller-credentials": self._switch, "inline": self._inline,
+                "export-keys": self._handles is not None,
                 "io-thread-threshold": self._threshold, "space-full": self._space_full,
                 **(self._watch.dump() if self._watch is not None else {})}
 
@@ -333,8 +347,8 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                     os.close(fd)
                 raise
         ino = st.st_ino | bits
-        inode = self.itable.link(ino)
-        node = inode.ctx.get(self)
+        inode = self.itable.find(ino)
+        node = inode.ctx.get(self) if inode is not None else None
         if node is None:
             node = self._live.get(ino)
             if node is None:
@@ -342,18 +356,17 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                     if iofd >= 0:
                         fd = os.open(f"/proc/self/fd/{iofd}", os.O_PATH | os.O_CLOEXEC)
                     else:
-                        try:
-                            fd, st2 = lookup_at(pfd, name)
-                        except BaseException:
-                            self.itable.purge(inode)
-                            raise
+                        fd, st2 = lookup_at(pfd, name)
                         if st2.st_ino != st.st_ino or st2.st_dev != st.st_dev:
-                            self.itable.purge(inode)
                             return self._entry(st2, fd)
                 node = self._live[ino] = Node(fd, st.st_mode, ino, bits)
                 fd = -1
                 if self._watch is not None:
                     self._watch.new_node(node)
+            if inode is None:
+                handles = self._handles
+                key = handles.key(node.fd) if handles is not None and not bits else 0
+                inode = self.itable.link(ino, key)
             inode.ctx[self] = node
         if fd >= 0:
             os.close(fd)
@@ -544,6 +557,29 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             self._watch.forget(node)
         os.close(node.fd)
         return None
+
+    async def resolve(self, frame, nodeid):
+        """The object whose brick file handle is ``nodeid`` (see posix_handle): ESTALE
+        when it is gone, has no name left, or is a directory outside the brick."""
+        handles = self._handles
+        if handles is None:
+            raise FopError(errno.ESTALE)
+        try:
+            fd = handles.open(nodeid)
+        except OSError:
+            raise FopError(errno.ESTALE) from None
+        try:
+            st = os.fstat(fd)
+            # ext4 skips the generation check for generation 0: the handle read back
+            # must be the key asked for
+            if (st.st_dev != self._dev or st.st_nlink == 0 or handles.key(fd) != nodeid
+                    or (S_IFMT(st.st_mode) == S_IFDIR
+                        and not posix_handle.inside(fd, self._root_stat))):
+                raise FopError(errno.ESTALE)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._entry(st, fd)
 
     async def ipc(self, frame, op, xdata=None):
         raise FopError(errno.EOPNOTSUPP)
