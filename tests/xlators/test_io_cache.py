@@ -2,7 +2,6 @@
 changes through any fd, revalidation, upcalls, limits, races, and a shadow-file check."""
 from __future__ import annotations
 
-import errno
 import os
 import random
 

@@ -246,3 +246,30 @@ async def test_passthrough_conformance():
     for fop in ("readv", "writev", "setattr", "fallocate", "release", "open"):
         assert fop not in checked
     assert "unlink" in checked and "lookup" in checked
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="storage/posix tests run as root")
+async def test_change_in_a_watched_brick_drops_prefetched_pages(tmp_path):
+    brick = tmp_path / "brick"
+    brick.mkdir()
+    (brick / "f").write_bytes(b"o" * (8 * PS))
+    h, count, _ = build(RA, OPTS, leaf="storage/posix",
+                        leaf_options={"directory": str(brick), "reserve": "0",
+                                      "watch-brick": "on"})
+    posix = h.top.child.child
+    try:
+        async with trio.open_nursery() as n:
+            h.attach_nursery(n)
+            fd = await h.open("/f", os.O_RDONLY)
+            await h.read(fd, PS, 0)
+            await settle()                                  # pages 1..4 prefetched
+            with open(brick / "f", "r+b") as f:
+                f.seek(PS)
+                f.write(b"N" * PS)
+            w = posix._watch
+            assert w.dispatch(w.read_available()) >= 1
+            assert await h.read(fd, PS, PS) == b"N" * PS
+            await h.close(fd)
+            n.cancel_scope.cancel()
+    finally:
+        h.fini()
