@@ -46,6 +46,10 @@ tasks each doing 200 rounds of getattr + 4 KiB pread of a page-cached 1 MiB file
     delay-gen/posix               13 173   (1 ms delay on getattr and readv)
     io-threads/delay-gen/posix     3 980   (thread-count 16 halves the concurrency)
 
+On a real mount (volfiles/io-threads.vol against posix alone, 500 open+read+close of
+4 KiB files, two runs each on the same busy machine): 432 and 270 files/s with
+io-threads, 2056 and 883 files/s without.
+
 So over a local brick whose data is in the page cache io-threads costs far more than it
 saves, and over delay-gen (which awaits, blocking nothing) it only limits concurrency.
 It pays only when the brick's calls really block for long (a cold or network-backed
