@@ -65,6 +65,7 @@ from typing import Any, Optional
 import trio
 
 from xlators.core.errors import FopError
+from xlators.core.offload import offload_limiter
 from xlators.core.options import Option
 from xlators.core.translator import Translator
 from xlators.core.types import Attr, Entry
@@ -185,7 +186,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
     def _apply_opts(self) -> None:
         o = self.opts
         self._threshold = o.io_thread_threshold
-        self._inline = not o.io_threads
+        self._inline_always = not o.io_threads
         self._fmask, self._fforce = o.create_mask, o.force_create_mode
         self._dmask, self._dforce = o.create_directory_mask, o.force_directory_mode
         self._max_links = o.max_hardlinks
@@ -301,10 +302,18 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             return self._call(frame, create, fn, *args)
         return await self._thread(self._call, frame, create, fn, *args)
 
+    @property
+    def _inline(self) -> bool:
+        """Blocking calls run on the event loop (unless io-threads above asks otherwise)."""
+        return self._inline_always and offload_limiter() is None
+
     async def _thread(self, fn: Any, *args: Any) -> Any:
-        if self._limiter is None:
-            self._limiter = trio.CapacityLimiter(self.opts.io_thread_count)
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        limiter = offload_limiter()
+        if limiter is None:
+            if self._limiter is None:
+                self._limiter = trio.CapacityLimiter(self.opts.io_thread_count)
+            limiter = self._limiter
+        return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
 
     def _space(self) -> None:
         """ENOSPC when the free space is below ``reserve`` (checked at most once a second)."""
