@@ -256,7 +256,9 @@ def _read_only(graph: Graph) -> Graph:
     from xlators.core.volfile import VolumeSpec
     volumes = list(graph.volumes) + [VolumeSpec(READ_ONLY_VOLUME, "features/read-only", {},
                                                 [graph.volumes[-1].name])]
-    return Graph(volumes)
+    ro = Graph(volumes)
+    ro.added_volumes = (READ_ONLY_VOLUME,)    # not in the volfile: SIGHUP ignores it
+    return ro
 
 
 def _run_mounted(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,

@@ -66,6 +66,8 @@ class Graph:
         self.state: Optional[Event] = None
         self.listeners: list[Callable[[Event, Any, Any], None]] = []
         self._inited: list[Translator] = []
+        #: volumes the program added on top of the file's (``--read-only``): not the file's
+        self.added_volumes: tuple[str, ...] = ()
         for spec in self.volumes:
             self.xlators[spec.name] = self._build(spec)
         self.top: Translator = self.xlators[self.volumes[-1].name]

@@ -1,0 +1,64 @@
+"""Operating a live mount: the defects a new user found (issue 11) on real mounts."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from fuse_bridge import mount as mnt
+from tests.mountlib import ROOT, VOLFILES, Mounted, can_mount, xlfs_command
+
+pytestmark = pytest.mark.mount
+LOCAL = VOLFILES / "local.vol"
+MEMORY = VOLFILES / "memory.vol"
+
+
+@pytest.fixture(autouse=True)
+def _need_mount():
+    why = can_mount()
+    if why:
+        pytest.skip(why)
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+def run_xlfs(*args: str, cwd: str = str(ROOT), timeout: float = 60,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    return subprocess.run(xlfs_command() + list(args), cwd=cwd, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def one_line(proc: subprocess.CompletedProcess) -> str:
+    err = proc.stderr.strip()
+    assert "Traceback" not in err, err
+    assert len(err.splitlines()) == 1, f"expected one line on stderr, got:\n{err}"
+    return err
+
+
+# -- SIGHUP -----------------------------------------------------------------------------
+@pytest.mark.parametrize("flag", ["--read-only", "-oro"])
+def test_sighup_reconfigures_a_read_only_mount(tmp_path: Path, flag: str) -> None:
+    vol = tmp_path / "stack.vol"
+    vol.write_text(MEMORY.read_text())
+    with Mounted(vol, tmp_path, flag) as m:
+        vol.write_text(MEMORY.read_text().replace("option size 1GB", "option size 2GB"))
+        m.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "SIGHUP" in m.read_log()), m.read_log()
+        log = m.read_log()
+        assert "reconfigured in place" in log and "different graph" not in log, log
+        assert os.statvfs(m.mountpoint).f_blocks * os.statvfs(m.mountpoint).f_frsize \
+            == 2 << 30
