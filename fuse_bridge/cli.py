@@ -113,7 +113,9 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
                 args: Args, ready: Any = None) -> None:
     """Mount, serve until unmounted or signalled, unmount."""
     resolved = os.path.realpath(mountpoint)     # never stat-ed again once mounted
-    fd = mnt.mount(mountpoint, opts.fsname if opts.fsname != "xlfs" else f"xlfs:{volfile}",
+    # The source is the volfile as the command line (or fstab's first field) names it:
+    # mount -a compares the two to know that a line is already mounted.
+    fd = mnt.mount(mountpoint, opts.fsname if opts.fsname != "xlfs" else volfile,
                    opts.subtype, opts.mount_options())
     guard = mnt.start_unmount_guard(mountpoint)
     session = Session(graph, fd, opts, mountpoint)

@@ -62,3 +62,29 @@ def test_sighup_reconfigures_a_read_only_mount(tmp_path: Path, flag: str) -> Non
         assert "reconfigured in place" in log and "different graph" not in log, log
         assert os.statvfs(m.mountpoint).f_blocks * os.statvfs(m.mountpoint).f_frsize \
             == 2 << 30
+
+
+# -- fstab ------------------------------------------------------------------------------
+from tests.mount.test_cli import mount_helper_installed  # noqa: E402,F401  (a fixture)
+
+
+def test_second_mount_a_of_an_fstab_line_is_a_no_op(tmp_path: Path, mount_helper_installed):
+    """mount(8) decides "already mounted" by comparing fstab's first field with the source
+    in /proc/self/mountinfo: the source must be the volfile as fstab names it."""
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"{MEMORY} {mp} xlfs defaults,log-file={tmp_path / 'log'} 0 0\n")
+    try:
+        for attempt in (1, 2):
+            proc = subprocess.run(["mount", "-a", "-T", str(fstab)], capture_output=True,
+                                  text=True, timeout=60)
+            assert proc.returncode == 0, (attempt, proc.stderr)
+            assert proc.stderr == "", (attempt, proc.stderr)
+        assert mnt.find_mount(str(mp))["source"] == str(MEMORY)
+        assert [m for m in open("/proc/self/mounts") if f" {mp} " in m].__len__() == 1
+    finally:
+        if mnt.find_mount(str(mp)) is not None:
+            subprocess.run(["umount", str(mp)], capture_output=True, timeout=30)
+        if mnt.find_mount(str(mp)) is not None:
+            mnt.force_unmount(str(mp), mnt.connection_id(str(mp)))
