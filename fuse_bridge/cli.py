@@ -73,6 +73,16 @@ def resolve(args: Args) -> tuple[str, Optional[str]]:
     return volfile, (pos[0] if pos else None)
 
 
+def absolute_paths(args: Args) -> None:
+    """Make every path the daemon keeps absolute: it leaves its starting directory (so it
+    blocks no unmount there), and logs and reloads name files unambiguously."""
+    for dest in ("log_file", "pid_file", "dump_fuse"):
+        if args.get(dest):
+            args.values[dest] = os.path.abspath(args.values[dest])
+    if os.environ.get("XLFS_DUMP_DIR"):
+        os.environ["XLFS_DUMP_DIR"] = os.path.abspath(os.environ["XLFS_DUMP_DIR"])
+
+
 def build_graph(volfile: str, args: Args) -> Graph:
     try:
         volumes = load_volfile(volfile)
@@ -115,7 +125,8 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
     resolved = os.path.realpath(mountpoint)     # never stat-ed again once mounted
     # The source is the volfile as the command line (or fstab's first field) names it:
     # mount -a compares the two to know that a line is already mounted.
-    fd = mnt.mount(mountpoint, opts.fsname if opts.fsname != "xlfs" else volfile,
+    source = args.get("mount_source", volfile)
+    fd = mnt.mount(mountpoint, opts.fsname if opts.fsname != "xlfs" else source,
                    opts.subtype, opts.mount_options())
     guard = mnt.start_unmount_guard(mountpoint)
     session = Session(graph, fd, opts, mountpoint)
@@ -215,6 +226,11 @@ def run(args: Args) -> int:
     if args.get("remount"):
         return _remount(args)
     volfile, mountpoint = resolve(args)
+    args.values.setdefault("mount_source", volfile)   # as given: fstab's first field
+    volfile = os.path.abspath(volfile)
+    if mountpoint is not None:
+        mountpoint = os.path.abspath(mountpoint)
+    absolute_paths(args)
     opts = bridge_options(args)
     graph = build_graph(volfile, args)
     if opts.read_only:
@@ -228,6 +244,7 @@ def run(args: Args) -> int:
         mnt.check_mountpoint(mountpoint)
     except mnt.MountError as exc:
         raise Failure(str(exc)) from None
+    os.chdir("/")        # every path is absolute now; keep no directory busy
     foreground = bool(args.get("no_daemon") or args.get("debug"))
     if foreground:
         setup_logging(args, mountpoint, True)

@@ -88,3 +88,49 @@ def test_second_mount_a_of_an_fstab_line_is_a_no_op(tmp_path: Path, mount_helper
             subprocess.run(["umount", str(mp)], capture_output=True, timeout=30)
         if mnt.find_mount(str(mp)) is not None:
             mnt.force_unmount(str(mp), mnt.connection_id(str(mp)))
+
+
+# -- working directory and absolute paths -----------------------------------------------
+class Daemon:
+    """``xlfs -N`` started with relative paths from ``cwd``; stopped and unmounted on exit."""
+
+    def __init__(self, cwd: Path, mountpoint: Path, *args: str) -> None:
+        self.cwd, self.mountpoint, self.args = cwd, mountpoint, args
+
+    def __enter__(self) -> "Daemon":
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self.proc = subprocess.Popen(xlfs_command() + ["-N", *self.args], cwd=str(self.cwd),
+                                     env=env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if not wait_for(lambda: self.proc.poll() is not None
+                        or mnt.answers_within(str(self.mountpoint), 5.0)
+                        and mnt.find_mount(str(self.mountpoint)) is not None, 20):
+            self.__exit__()
+            raise TimeoutError("the mount did not come up")
+        if self.proc.poll() is not None:
+            raise RuntimeError(self.proc.stdout.read().decode(errors="replace"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc.stdout.close()
+        mnt.force_unmount(str(self.mountpoint), mnt.connection_id(str(self.mountpoint)))
+
+
+def test_daemon_leaves_its_starting_directory_and_logs_absolute_paths(tmp_path: Path):
+    work = tmp_path / "work"
+    (work / "mnt").mkdir(parents=True)
+    (work / "stack.vol").write_text(MEMORY.read_text())
+    with Daemon(work, work / "mnt", "-l", "xlfs.log", "-f", "stack.vol", "mnt") as d:
+        assert os.readlink(f"/proc/{d.proc.pid}/cwd") == "/"
+        log = work / "xlfs.log"
+        (work / "stack.vol").write_text(MEMORY.read_text().replace("1GB", "2GB"))
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "SIGHUP" in log.read_text()), log.read_text()
+        assert f"SIGHUP: {work / 'stack.vol'} reconfigured in place" in log.read_text()
