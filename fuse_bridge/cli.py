@@ -20,7 +20,7 @@ from typing import Any, Optional
 import trio
 
 from xlators.core.graph import Graph, GraphError
-from xlators.core.registry import UnknownTypeError
+from xlators.core.registry import PluginError, UnknownTypeError
 from xlators.core.volfile import VolfileError, load_volfile
 
 from . import mount as mnt
@@ -96,6 +96,8 @@ def build_graph(volfile: str, args: Args) -> Graph:
         return Graph(volumes, overrides=args.get("xlator_options", []))
     except (GraphError, UnknownTypeError) as exc:
         raise Failure(str(exc)) from None
+    except PluginError as exc:
+        raise Failure(f"loading the translator plugins failed: {exc}") from None
 
 
 def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
@@ -110,7 +112,11 @@ def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
             os.makedirs(base, exist_ok=True)
             name = os.path.abspath(mountpoint).strip("/").replace("/", "-") or "root"
             path = os.path.join(base, name + ".log")
-        handler = logging.FileHandler(path)
+        try:
+            handler = logging.FileHandler(path)
+        except OSError as exc:
+            raise Failure(f"{path}: cannot open the log file: "
+                          f"{exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter(
         "[%(asctime)s.%(msecs)03d] %(levelname).1s [%(name)s] %(message)s",
         "%Y-%m-%d %H:%M:%S"))
@@ -334,9 +340,9 @@ def _daemonize(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
         code = _run_mounted(graph, opts, mountpoint, volfile, args, ready)
     except (Failure, UsageError) as exc:
         _try_write(w, str(exc))
-    except BaseException as exc:  # the parent must hear something
+    except BaseException as exc:  # the parent must hear something (it adds "xlfs: ")
         log.exception("daemon failed")
-        _try_write(w, f"xlfs: {exc}")
+        _try_write(w, f"the daemon failed: {type(exc).__name__}: {exc}")
     finally:
         os._exit(code)
 

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from .core.docgen import (children_text, default_text, origin_label, overridden_text, summary_of,
                           volfile_example)
 from .core.graph import Graph, GraphError, parse_override
-from .core.registry import Registry, default_registry
+from .core.registry import PluginError, Registry, default_registry
 from .core.translator import Translator
 from .core.volfile import (VolfileError, VolumeSpec, format_toml, format_volfile, load_volfile,
                            quote_word)
@@ -66,7 +66,9 @@ def _registry(args: argparse.Namespace) -> Registry:
         return reg
     try:
         return default_registry()
-    except Exception as exc:  # a plugin that fails to import or misspells a hook
+    except PluginError as exc:  # a plugin that fails to import or misspells a hook
+        raise CtlError(f"{PROG}: loading the translator plugins failed: {exc}") from None
+    except Exception as exc:
         raise CtlError(f"{PROG}: loading the translator plugins failed: "
                        f"{type(exc).__name__}: {exc}") from None
 

@@ -36,7 +36,7 @@ def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
 
 def run_xlfs(*args: str, cwd: str = str(ROOT), timeout: float = 60,
              env: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(xlfs_command() + list(args), cwd=cwd, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=timeout)
@@ -134,3 +134,35 @@ def test_daemon_leaves_its_starting_directory_and_logs_absolute_paths(tmp_path: 
         d.proc.send_signal(signal.SIGHUP)
         assert wait_for(lambda: "SIGHUP" in log.read_text()), log.read_text()
         assert f"SIGHUP: {work / 'stack.vol'} reconfigured in place" in log.read_text()
+
+
+# -- one-line errors --------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["-N", "daemon"])
+def test_unopenable_log_file_is_one_line(tmp_path: Path, mode: str):
+    (tmp_path / "mnt").mkdir()
+    bad = tmp_path / "no-such-dir" / "xlfs.log"
+    flags = ["-N"] if mode == "-N" else []
+    proc = run_xlfs(*flags, "-l", str(bad), "-f", str(MEMORY), str(tmp_path / "mnt"))
+    assert proc.returncode == 1
+    assert one_line(proc) == f"xlfs: {bad}: cannot open the log file: No such file or directory"
+    assert mnt.find_mount(str(tmp_path / "mnt")) is None
+
+
+@pytest.mark.parametrize("source,reason", [
+    ("import no_such_module_xyz\n", "ModuleNotFoundError: No module named 'no_such_module_xyz'"),
+    ("def broken(:\n", "SyntaxError:"),
+    ("from xlators import hookimpl\n@hookimpl\ndef xlfs_register_xlators(register):\n"
+     "    register(object)\n", "is not a Translator subclass"),
+])
+def test_broken_plugin_is_one_line(tmp_path: Path, source: str, reason: str):
+    (tmp_path / "mnt").mkdir()
+    (tmp_path / "broken_plugin.py").write_text(source)
+    env = {"XLFS_PLUGINS": "broken_plugin", "PYTHONPATH": f"{ROOT}:{tmp_path}"}
+    for args in (["-N", "-f", str(MEMORY), str(tmp_path / "mnt")],
+                 ["--volfile-check", "-f", str(MEMORY)]):
+        proc = run_xlfs(*args, env=env)
+        assert proc.returncode == 1, proc.stderr
+        line = one_line(proc)
+        assert line.startswith("xlfs: loading the translator plugins failed: plugin "
+                               "'broken_plugin'"), line
+        assert reason in line, line
