@@ -210,5 +210,5 @@ def test_a_plugin_that_cannot_be_imported_is_named_in_one_line(tmp_path, monkeyp
         Registry()
     msg = str(info.value)
     assert msg == ("plugin 'xlfsfakebroken' (entry point xlfsfakebroken_mod) cannot be "
-                   "imported: ModuleNotFoundError: No module named "
+                   "loaded: ModuleNotFoundError: No module named "
                    "'xlfs_no_such_module_anywhere'"), msg

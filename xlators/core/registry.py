@@ -78,10 +78,9 @@ class Registry:
             for ep in _entry_points(PROJECT):
                 if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
                     continue
-                where = f"plugin '{ep.name}' (entry point {ep.value})"
-                module = self._import(where, ep.load)
-                if not self.pm.is_registered(module):
-                    self._plugin_call(where, self.pm.register, module, name=ep.name)
+                where = f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded"
+                self._plugin_call(where, self.pm.load_setuptools_entrypoints, PROJECT,
+                                  name=ep.name)       # pluggy keeps the distribution
         if not self.pm.is_registered(builtin):
             self.pm.register(builtin, name="builtin")
         for modname in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
