@@ -125,6 +125,34 @@ def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
     root.setLevel(_LEVELS[level])
 
 
+def reopen_log() -> None:
+    """SIGHUP: reopen the log file by its name (after logrotate moved it away)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            try:
+                stream = open(handler.baseFilename, "a", encoding=handler.encoding)
+            except OSError as exc:
+                log.error("SIGHUP: cannot reopen the log file %s: %s; still writing to "
+                          "the old one", handler.baseFilename, exc.strerror or exc)
+                continue
+            old = handler.setStream(stream)
+            if old is not None:
+                old.close()
+            log.info("SIGHUP: log file %s reopened", handler.baseFilename)
+
+
+def log_start(graph: Graph, volfile: str, mountpoint: str) -> None:
+    """The start-up lines: version and command line, then the graph as it will run
+    (overrides applied, translators the command line added included)."""
+    from xlators.core.volfile import format_volfile
+    log.info("xlfs %s (pid %d) started: %s", VERSION, os.getpid(),
+             " ".join([os.path.basename(sys.argv[0]) or "xlfs"] + sys.argv[1:]))
+    lines = format_volfile(graph.volumes).rstrip("\n").splitlines()
+    width = len(str(len(lines)))
+    log.info("final graph of %s on %s:\n%s", volfile, mountpoint,
+             "\n".join(f"{i:>{width}}: {line}" for i, line in enumerate(lines, 1)))
+
+
 async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
                 args: Args, ready: Any = None) -> None:
     """Mount, serve until unmounted or signalled, unmount."""
@@ -197,6 +225,7 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
                     session.end("signal")
         elif signum == signal.SIGHUP:
             from .reload import reload_volfile
+            reopen_log()
             reload_volfile(graph, volfile, args.get("xlator_options", []))
         elif signum == signal.SIGUSR1:
             from xlators.core.statedump import write_statedump
@@ -291,22 +320,42 @@ def _run_mounted(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: st
     try:
         graph.init()
     except GraphError as exc:
+        _remove_pid(args)
         raise Failure(str(exc)) from None
     try:
+        log_start(graph, volfile, mountpoint)
         graph.activate()
         trio.run(serve, graph, opts, mountpoint, volfile, args, ready)
     except mnt.MountError as exc:
         raise Failure(str(exc)) from None
     finally:
         graph.fini()
+        _remove_pid(args)
     return 0
 
 
 def _write_pid(args: Args) -> None:
     path = args.get("pid_file")
     if path:
-        with open(path, "w") as f:
-            f.write(f"{os.getpid()}\n")
+        try:
+            with open(path, "w") as f:
+                f.write(f"{os.getpid()}\n")
+        except OSError as exc:
+            raise Failure(f"{path}: cannot write the pid file: {exc.strerror or exc}") from None
+
+
+def _remove_pid(args: Args) -> None:
+    """At exit: remove the pid file if it still names this process."""
+    path = args.get("pid_file")
+    if not path:
+        return
+    try:
+        with open(path) as f:
+            if f.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except (OSError, ValueError):
+        pass
 
 
 def _daemonize(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,

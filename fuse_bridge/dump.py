@@ -23,7 +23,15 @@ _MARK_PART = struct.Struct("<I8s")  # {u32 12, marker}
 
 class DumpWriter:
     def __init__(self, path: str) -> None:
-        self.f = open(path, "ab", buffering=1 << 16)
+        # The recording holds file data and names: readable by the owner only.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, 0o600)
+        except OSError:
+            os.close(fd)
+            raise
+        self.f = open(fd, "ab", buffering=1 << 16)
 
     def record(self, direction: bytes, message) -> None:
         ns = time.time_ns()

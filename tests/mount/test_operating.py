@@ -166,3 +166,70 @@ def test_broken_plugin_is_one_line(tmp_path: Path, source: str, reason: str):
         assert line.startswith("xlfs: loading the translator plugins failed: plugin "
                                "'broken_plugin'"), line
         assert reason in line, line
+
+
+# -- logs, pid file, statedumps, --dump-fuse --------------------------------------------
+def test_start_up_lines_name_version_argv_and_final_graph(tmp_path: Path):
+    with Mounted(MEMORY, tmp_path, "--read-only", overrides=["memory.size=64MB"]) as m:
+        log = m.read_log()
+    from fuse_bridge.cli import VERSION
+    assert f"xlfs {VERSION} (pid {m.proc.pid}) started: " in log, log
+    assert "--read-only" in log and "--xlator-option=memory.size=64MB" in log, log
+    graph = log.split("final graph of ", 1)[1]
+    assert f"{MEMORY} on {m.mountpoint}:" in graph
+    for line in ("1: volume memory", "type storage/memory", "option size 64MB",
+                 "volume xlfs-read-only", "subvolumes locks"):
+        assert line in graph, graph
+
+
+def test_pid_file_is_removed_at_exit(tmp_path: Path):
+    pidfile = tmp_path / "xlfs.pid"
+    with Mounted(MEMORY, tmp_path, "-p", str(pidfile)) as m:
+        assert pidfile.read_text().strip() == str(m.proc.pid)
+    assert m.proc.returncode == 0
+    assert not pidfile.exists()
+
+
+def test_sighup_reopens_the_log_file(tmp_path: Path):
+    with Mounted(MEMORY, tmp_path) as m:
+        rotated = tmp_path / "xlfs.log.1"
+        m.log.rename(rotated)                       # what logrotate does
+        m.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: m.log.exists() and "SIGHUP" in m.read_log()), \
+            rotated.read_text()
+        os.listdir(m.mountpoint)
+        assert "log file" in m.read_log() and "reopened" in m.read_log()
+        assert "reopened" not in rotated.read_text()
+
+
+def _dumps(directory: Path) -> list[Path]:
+    return sorted(directory.glob("xlfsdump.*"))
+
+
+def test_statedumps_never_overwrite_each_other_and_show_text_values(tmp_path: Path):
+    dumps = tmp_path / "dumps"
+    with Mounted(MEMORY, tmp_path, env={"XLFS_DUMP_DIR": str(dumps)}) as m:
+        for _ in range(3):                          # within one second, as a rule
+            m.proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.05)
+        assert wait_for(lambda: m.read_log().count("statedump written to") == 3)
+        files = _dumps(dumps)
+        assert len(files) == 3, (files, m.read_log())
+        assert not list(dumps.glob(".*")), "a temporary file was left"
+        text = files[0].read_text()
+    assert "[xlator.storage.memory.memory]" in text
+    assert "option.size=1GB" in text, text
+    for raw in ("=True", "=False", "=None", "frozenset(", "=('", "=[", "={"):
+        assert raw not in text, (raw, text)
+
+
+def test_dump_fuse_file_is_private(tmp_path: Path):
+    record = tmp_path / "fuse.dump"
+    old = os.umask(0o022)
+    try:
+        with Mounted(MEMORY, tmp_path, f"--dump-fuse={record}") as m:
+            (Path(m.mountpoint) / "secret").write_bytes(b"file data")
+    finally:
+        os.umask(old)
+    assert record.stat().st_size > 0
+    assert record.stat().st_mode & 0o777 == 0o600
