@@ -11,6 +11,7 @@ the same), SIGUSR1 writes a statedump.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -19,12 +20,12 @@ from typing import Any, Optional
 
 import trio
 
-from xlators.core.graph import Graph, GraphError
+from xlators.core.graph import Graph, GraphError, apply_overrides
 from xlators.core.registry import PluginError, UnknownTypeError
 from xlators.core.volfile import VolfileError, load_volfile
 
 from . import mount as mnt
-from .cli_args import Args, UsageError, help_text, parse_args
+from .cli_args import EXIT_FAILURE, EXIT_USAGE, Args, UsageError, help_text, parse_args
 from .mount_watch import READ_ONLY_VOLUME, MountWatch, apply_flags
 from .notify import Notifier
 from .options import BridgeOptions
@@ -56,7 +57,7 @@ def bridge_options(args: Args) -> BridgeOptions:
         extra = [x for x in args.kernel_opts if x not in ("allow_other", "default_permissions")]
         o.fuse_mountopts = ",".join(filter(None, [o.fuse_mountopts] + extra))
     if o.reader_thread_count < 1:
-        raise Failure("--reader-thread-count must be at least 1")
+        raise UsageError("--reader-thread-count must be at least 1")
     return o
 
 
@@ -92,9 +93,16 @@ def build_graph(volfile: str, args: Args) -> Graph:
         raise Failure(f"{volfile}: {exc.strerror}") from None
     except VolfileError as exc:
         raise Failure(str(exc)) from None
+    overrides = args.get("xlator_options", [])
     try:
-        return Graph(volumes, overrides=args.get("xlator_options", []))
+        apply_overrides(copy.deepcopy(volumes), overrides)
+    except GraphError as exc:            # malformed, or matching no volume
+        raise UsageError(str(exc)) from None
+    try:
+        return Graph(volumes, overrides=overrides)
     except (GraphError, UnknownTypeError) as exc:
+        if str(exc).startswith("--xlator-option"):   # a bad value given on the command line
+            raise UsageError(str(exc)) from None
         raise Failure(str(exc)) from None
     except PluginError as exc:
         raise Failure(f"loading the translator plugins failed: {exc}") from None
@@ -253,7 +261,7 @@ def _bridge_state(session: Session) -> dict:
 
 def run(args: Args) -> int:
     if args.get("help"):
-        print(help_text())
+        print(help_text(args.get("prog", "xlfs")))
         return 0
     if args.get("version"):
         print(f"xlfs {VERSION}")
@@ -404,16 +412,18 @@ def _try_write(fd: int, text: str) -> None:
         pass
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None, prog: str = "xlfs") -> int:
+    """Exit status (cli_args.EXIT_STATUS_TEXT): 0, 1 a failure, 2 a wrong command line."""
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        args.values["prog"] = prog
         return run(args)
     except UsageError as exc:
-        print(f"xlfs: {exc}", file=sys.stderr)
-        return 2
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Failure as exc:
-        print(f"xlfs: {exc}", file=sys.stderr)
-        return 1
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:      # e.g. `xlfs --help | head`

@@ -101,7 +101,7 @@ class Graph:
                      option_where=self._where(spec))
         except (ValueError, TypeError) as exc:
             msg = str(exc)
-            if not msg.startswith(spec.filename):
+            if not msg.startswith((spec.filename, "--xlator-option")):
                 msg = f"{spec.filename}:{spec.line}: {msg}"
             raise GraphError(msg) from None
         xl.graph = self
