@@ -16,11 +16,11 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import trio
 
-from xlators.core.graph import Graph, GraphError, apply_overrides
+from xlators.core.graph import Graph, GraphError, apply_overrides, bricks
 from xlators.core.registry import PluginError, UnknownTypeError
 from xlators.core.volfile import VolfileError, load_volfile
 
@@ -82,6 +82,33 @@ def absolute_paths(args: Args) -> None:
             args.values[dest] = os.path.abspath(args.values[dest])
     if os.environ.get("XLFS_DUMP_DIR"):
         os.environ["XLFS_DUMP_DIR"] = os.path.abspath(os.environ["XLFS_DUMP_DIR"])
+
+
+def check_bricks(graph: Graph, mountpoint: str) -> None:
+    """Refuse a mountpoint inside a brick, or a brick inside the mountpoint: the daemon
+    would call into its own mount to serve it (a request that waits for itself)."""
+    mp = os.path.realpath(mountpoint)
+    for spec in graph.volumes:
+        xl = graph.xlators[spec.name]
+        for key, path in bricks(xl):
+            brick = os.path.realpath(path)
+            where = (f"option '{key}' of volume '{spec.name}' ({spec.type}, "
+                     f"{graph.where(spec, key)})")
+            if mp == brick:
+                raise Failure(f"{mountpoint}: the mountpoint is the brick {path} ({where}): "
+                              f"the mount would serve itself; mount elsewhere")
+            if _inside(mp, brick):
+                raise Failure(f"{mountpoint}: the mountpoint is inside the brick {path} "
+                              f"({where}): the mount would serve itself and hang; mount "
+                              f"outside the brick")
+            if _inside(brick, mp):
+                raise Failure(f"{mountpoint}: the brick {path} ({where}) is inside the "
+                              f"mountpoint: the mount would hide it and serve itself; mount "
+                              f"elsewhere")
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip("/") + "/")
 
 
 def build_graph(volfile: str, args: Args) -> Graph:
@@ -149,7 +176,7 @@ def reopen_log() -> None:
             log.info("SIGHUP: log file %s reopened", handler.baseFilename)
 
 
-def log_start(graph: Graph, volfile: str, mountpoint: str) -> None:
+def log_start(graph: Graph, volfile: str, mountpoint: str, warnings: Sequence[str] = ()) -> None:
     """The start-up lines: version and command line, then the graph as it will run
     (overrides applied, translators the command line added included)."""
     from xlators.core.volfile import format_volfile
@@ -159,6 +186,8 @@ def log_start(graph: Graph, volfile: str, mountpoint: str) -> None:
     width = len(str(len(lines)))
     log.info("final graph of %s on %s:\n%s", volfile, mountpoint,
              "\n".join(f"{i:>{width}}: {line}" for i, line in enumerate(lines, 1)))
+    for line in warnings:
+        log.warning("%s", line)
 
 
 async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
@@ -278,8 +307,11 @@ def run(args: Args) -> int:
     graph = build_graph(volfile, args)
     if opts.read_only:
         graph = _read_only(graph)
+    warnings = graph.warnings(args.get("xlator_options", []))
+    for line in warnings:
+        print(f"{args.get('prog', 'xlfs')}: {line}", file=sys.stderr)
     if args.get("volfile_check"):
-        print(f"{volfile}: ok")
+        print(f"{args.get('mount_source')}: ok")
         return 0
     if mountpoint is None:
         raise UsageError("no mountpoint given")
@@ -287,6 +319,8 @@ def run(args: Args) -> int:
         mnt.check_mountpoint(mountpoint)
     except mnt.MountError as exc:
         raise Failure(str(exc)) from None
+    check_bricks(graph, mountpoint)
+    args.values["graph_warnings"] = warnings       # logged with the start-up lines
     os.chdir("/")        # every path is absolute now; keep no directory busy
     foreground = bool(args.get("no_daemon") or args.get("debug"))
     if foreground:
@@ -331,7 +365,7 @@ def _run_mounted(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: st
         _remove_pid(args)
         raise Failure(str(exc)) from None
     try:
-        log_start(graph, volfile, mountpoint)
+        log_start(graph, volfile, mountpoint, args.get("graph_warnings", ()))
         graph.activate()
         trio.run(serve, graph, opts, mountpoint, volfile, args, ready)
     except mnt.MountError as exc:

@@ -233,3 +233,62 @@ def test_dump_fuse_file_is_private(tmp_path: Path):
         os.umask(old)
     assert record.stat().st_size > 0
     assert record.stat().st_mode & 0o777 == 0o600
+
+
+# -- bricks and the mountpoint; validation at mount -------------------------------------
+@pytest.mark.parametrize("layout", ["mountpoint-in-brick", "brick-in-mountpoint", "same"])
+def test_a_mountpoint_and_a_brick_that_overlap_are_refused(tmp_path: Path, layout: str):
+    if layout == "mountpoint-in-brick":
+        brick, mp = tmp_path / "brick", tmp_path / "brick" / "mnt"
+    elif layout == "brick-in-mountpoint":
+        mp, brick = tmp_path / "mnt", tmp_path / "mnt" / "brick"
+    else:
+        mp = brick = tmp_path / "both"
+    mp.mkdir(parents=True, exist_ok=True)
+    brick.mkdir(parents=True, exist_ok=True)
+    try:
+        # daemon mode: the start returns (instead of serving) whatever happens
+        proc = run_xlfs("-f", str(LOCAL), f"--xlator-option=posix.directory={brick}",
+                        "-l", str(tmp_path / "log"), str(mp), timeout=30)
+        assert proc.returncode == 1, proc.stderr
+        line = one_line(proc)
+        assert line.startswith(f"xlfs: {mp}: ") and str(brick) in line, line
+        assert "option 'directory' of volume 'posix'" in line, line
+        assert mnt.find_mount(str(mp)) is None
+    finally:
+        conn = mnt.connection_id(str(mp))
+        if conn is not None:
+            mnt.abort_connection(conn)
+        mnt.force_unmount(str(mp), conn)
+
+
+def test_unknown_option_keys_are_warned_at_mount(tmp_path: Path):
+    vol = tmp_path / "stack.vol"
+    vol.write_text(MEMORY.read_text().replace("option size 1GB",
+                                              "option size 1GB\n    option sise 2GB"))
+    with Mounted(vol, tmp_path, overrides=["locks.mandatory-lockin=on"]) as m:
+        log = m.read_log()
+    warnings = [line for line in log.splitlines() if "warning:" in line]
+    assert len(warnings) == 2, log
+    assert f"{vol}:5: warning: volume 'memory' (storage/memory): option 'sise' is not " \
+           "known (did you mean 'size'?)" in warnings[0], warnings
+    assert "--xlator-option: warning: volume 'locks' (features/locks): option " \
+           "'mandatory-lockin' is not known (did you mean 'mandatory-locking'?)" \
+           in warnings[1], warnings
+    assert all(" W [" in w for w in warnings), warnings
+
+
+def test_volfile_check_refuses_what_cannot_mount(tmp_path: Path):
+    vol = tmp_path / "nodir.vol"
+    vol.write_text("volume posix\n    type storage/posix\n    option o-direct off\n"
+                   "end-volume\n")
+    proc = run_xlfs("--volfile-check", "-f", str(vol))
+    assert proc.returncode == 1
+    assert one_line(proc) == (f"xlfs: {vol}:1: volume 'posix' (storage/posix): option "
+                              "'directory' is required")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ctl = subprocess.run([os.sys.executable, "-m", "xlators.ctl", "check", str(vol)],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert ctl.returncode == 1 and ctl.stdout == ""
+    assert ctl.stderr.strip() == (f"{vol}:1: volume 'posix' (storage/posix): option "
+                                  "'directory' is required")
