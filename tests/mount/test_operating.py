@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -292,3 +293,23 @@ def test_volfile_check_refuses_what_cannot_mount(tmp_path: Path):
     assert ctl.returncode == 1 and ctl.stdout == ""
     assert ctl.stderr.strip() == (f"{vol}:1: volume 'posix' (storage/posix): option "
                                   "'directory' is required")
+
+
+# -- -L TRACE ---------------------------------------------------------------------------
+def test_log_level_trace_logs_each_request_and_reply(tmp_path: Path):
+    with Mounted(MEMORY, tmp_path, "-L", "TRACE") as m:
+        (Path(m.mountpoint) / "hello").write_bytes(b"secret data")
+        assert (Path(m.mountpoint) / "hello").read_bytes() == b"secret data"
+        log = m.read_log()
+    trace = [line.split("] ", 2)[-1] for line in log.splitlines()
+             if " T [xlfs.fuse.trace] " in line]
+    text = "\n".join(trace)
+    create = re.search(r"^R CREATE unique=(\d+) nodeid=1 .* name='hello'$", text, re.M)
+    assert create, text[-3000:]
+    assert re.search(rf"^W CREATE unique={create.group(1)} ok len=160 nodeid=\d+ ", text, re.M)
+    assert re.search(r"^R WRITE unique=\d+ .* size=11 .* data=11 bytes$", text, re.M)
+    assert re.search(r"^W WRITE unique=\d+ ok len=24 size=11$", text, re.M)
+    assert "secret" not in log
+    with Mounted(MEMORY, tmp_path / "debug", "-L", "DEBUG") as m:
+        os.listdir(m.mountpoint)
+        assert "[xlfs.fuse.trace]" not in m.read_log()
