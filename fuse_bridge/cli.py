@@ -18,17 +18,19 @@ import logging
 import os
 import signal
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import trio
 
-from xlators.core.graph import Graph, GraphError, apply_overrides, bricks
+from xlators.core.graph import Graph, GraphError, apply_overrides
 from xlators.core.registry import PluginError, UnknownTypeError
 from xlators.core.volfile import VolfileError, load_volfile
 
 from . import mount as mnt
 from . import trace_log
 from .cli_args import EXIT_FAILURE, EXIT_USAGE, Args, UsageError, help_text, parse_args
+from .daemon import (Failure, absolute_paths, check_bricks, log_start, remove_pid, reopen_log,
+                     write_pid)
 from .mount_watch import READ_ONLY_VOLUME, MountWatch, apply_flags
 from .notify import Notifier
 from .options import BridgeOptions
@@ -40,10 +42,6 @@ VERSION = "0.1.0"
 _LEVELS = {"TRACE": trace_log.TRACE, "DEBUG": logging.DEBUG, "INFO": logging.INFO,
            "WARNING": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL,
            "NONE": logging.CRITICAL + 10}
-
-
-class Failure(Exception):
-    """Ends the program with one line on stderr."""
 
 
 def bridge_options(args: Args) -> BridgeOptions:
@@ -75,43 +73,6 @@ def resolve(args: Args) -> tuple[str, Optional[str]]:
     if len(pos) > 1:
         raise UsageError(f"too many arguments: {' '.join(pos)}")
     return volfile, (pos[0] if pos else None)
-
-
-def absolute_paths(args: Args) -> None:
-    """Make every path the daemon keeps absolute: it leaves its starting directory (so it
-    blocks no unmount there), and logs and reloads name files unambiguously."""
-    for dest in ("log_file", "pid_file", "dump_fuse"):
-        if args.get(dest):
-            args.values[dest] = os.path.abspath(args.values[dest])
-    if os.environ.get("XLFS_DUMP_DIR"):
-        os.environ["XLFS_DUMP_DIR"] = os.path.abspath(os.environ["XLFS_DUMP_DIR"])
-
-
-def check_bricks(graph: Graph, mountpoint: str) -> None:
-    """Refuse a mountpoint inside a brick, or a brick inside the mountpoint: the daemon
-    would call into its own mount to serve it (a request that waits for itself)."""
-    mp = os.path.realpath(mountpoint)
-    for spec in graph.volumes:
-        xl = graph.xlators[spec.name]
-        for key, path in bricks(xl):
-            brick = os.path.realpath(path)
-            where = (f"option '{key}' of volume '{spec.name}' ({spec.type}, "
-                     f"{graph.where(spec, key)})")
-            if mp == brick:
-                raise Failure(f"{mountpoint}: the mountpoint is the brick {path} ({where}): "
-                              f"the mount would serve itself; mount elsewhere")
-            if _inside(mp, brick):
-                raise Failure(f"{mountpoint}: the mountpoint is inside the brick {path} "
-                              f"({where}): the mount would serve itself and hang; mount "
-                              f"outside the brick")
-            if _inside(brick, mp):
-                raise Failure(f"{mountpoint}: the brick {path} ({where}) is inside the "
-                              f"mountpoint: the mount would hide it and serve itself; mount "
-                              f"elsewhere")
-
-
-def _inside(path: str, directory: str) -> bool:
-    return path.startswith(directory.rstrip("/") + "/")
 
 
 def build_graph(volfile: str, args: Args) -> Graph:
@@ -161,36 +122,6 @@ def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
-
-
-def reopen_log() -> None:
-    """SIGHUP: reopen the log file by its name (after logrotate moved it away)."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            try:
-                stream = open(handler.baseFilename, "a", encoding=handler.encoding)
-            except OSError as exc:
-                log.error("SIGHUP: cannot reopen the log file %s: %s; still writing to "
-                          "the old one", handler.baseFilename, exc.strerror or exc)
-                continue
-            old = handler.setStream(stream)
-            if old is not None:
-                old.close()
-            log.info("SIGHUP: log file %s reopened", handler.baseFilename)
-
-
-def log_start(graph: Graph, volfile: str, mountpoint: str, warnings: Sequence[str] = ()) -> None:
-    """The start-up lines: version and command line, then the graph as it will run
-    (overrides applied, translators the command line added included)."""
-    from xlators.core.volfile import format_volfile
-    log.info("xlfs %s (pid %d) started: %s", VERSION, os.getpid(),
-             " ".join([os.path.basename(sys.argv[0]) or "xlfs"] + sys.argv[1:]))
-    lines = format_volfile(graph.volumes).rstrip("\n").splitlines()
-    width = len(str(len(lines)))
-    log.info("final graph of %s on %s:\n%s", volfile, mountpoint,
-             "\n".join(f"{i:>{width}}: {line}" for i, line in enumerate(lines, 1)))
-    for line in warnings:
-        log.warning("%s", line)
 
 
 async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
@@ -331,7 +262,7 @@ def run(args: Args) -> int:
     foreground = bool(args.get("no_daemon") or args.get("debug"))
     if foreground:
         setup_logging(args, mountpoint, True)
-        _write_pid(args)
+        write_pid(args)
         return _run_mounted(graph, opts, mountpoint, volfile, args, None)
     return _daemonize(graph, opts, mountpoint, volfile, args)
 
@@ -368,42 +299,18 @@ def _run_mounted(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: st
     try:
         graph.init()
     except GraphError as exc:
-        _remove_pid(args)
+        remove_pid(args)
         raise Failure(str(exc)) from None
     try:
-        log_start(graph, volfile, mountpoint, args.get("graph_warnings", ()))
+        log_start(graph, volfile, mountpoint, VERSION, args.get("graph_warnings", ()))
         graph.activate()
         trio.run(serve, graph, opts, mountpoint, volfile, args, ready)
     except mnt.MountError as exc:
         raise Failure(str(exc)) from None
     finally:
         graph.fini()
-        _remove_pid(args)
+        remove_pid(args)
     return 0
-
-
-def _write_pid(args: Args) -> None:
-    path = args.get("pid_file")
-    if path:
-        try:
-            with open(path, "w") as f:
-                f.write(f"{os.getpid()}\n")
-        except OSError as exc:
-            raise Failure(f"{path}: cannot write the pid file: {exc.strerror or exc}") from None
-
-
-def _remove_pid(args: Args) -> None:
-    """At exit: remove the pid file if it still names this process."""
-    path = args.get("pid_file")
-    if not path:
-        return
-    try:
-        with open(path) as f:
-            if f.read().strip() != str(os.getpid()):
-                return
-        os.unlink(path)
-    except (OSError, ValueError):
-        pass
 
 
 def _daemonize(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
@@ -428,7 +335,7 @@ def _daemonize(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
             os.dup2(devnull, fd)
         setup_logging(args, mountpoint, False)
         os.dup2(devnull, 2)
-        _write_pid(args)
+        write_pid(args)
 
         def ready(ok: bool) -> None:
             os.write(w, b"ok" if ok else b"the kernel never sent INIT")
