@@ -1,16 +1,19 @@
 """``xlfs``: mount a volfile.
 
     xlfs -f volfiles/local.vol /mnt              # daemon; returns once the mount answers
-    xlfs -N --debug -f stack.vol /mnt            # foreground, every request logged
+    xlfs -N --debug -f stack.vol /mnt            # foreground, DEBUG log on stderr
+    xlfs -N -L TRACE -f stack.vol /mnt           # ... every request and reply logged
     xlfs volfiles/local.vol /mnt -o ro,attribute-timeout=0     # mount helper form
 
-Every failure is one line on stderr and a non-zero exit.  SIGINT/SIGTERM unmount and exit
-(a busy mount is detached lazily and served until its files close; a second signal ends
-at once), SIGHUP reloads the volfile (options reconfigured in place when the topology is
-the same), SIGUSR1 writes a statedump.
+Every failure is one line on stderr and a non-zero exit (2 for a wrong command line, 1 for
+anything else).  SIGINT/SIGTERM unmount and exit (a busy mount is detached lazily and
+served until its files close; a second signal ends at once), SIGHUP reopens the log file
+and reloads the volfile (options reconfigured in place when the topology is the same),
+SIGUSR1 writes a statedump.  docs/operating.md has the details.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import signal
@@ -19,12 +22,15 @@ from typing import Any, Optional
 
 import trio
 
-from xlators.core.graph import Graph, GraphError
-from xlators.core.registry import UnknownTypeError
+from xlators.core.graph import Graph, GraphError, apply_overrides
+from xlators.core.registry import PluginError, UnknownTypeError
 from xlators.core.volfile import VolfileError, load_volfile
 
 from . import mount as mnt
-from .cli_args import Args, UsageError, help_text, parse_args
+from . import trace_log
+from .cli_args import EXIT_FAILURE, EXIT_USAGE, Args, UsageError, help_text, parse_args
+from .daemon import (Failure, absolute_paths, check_bricks, log_start, remove_pid, reopen_log,
+                     write_pid)
 from .mount_watch import READ_ONLY_VOLUME, MountWatch, apply_flags
 from .notify import Notifier
 from .options import BridgeOptions
@@ -33,13 +39,9 @@ from .session import Session
 log = logging.getLogger("xlfs")
 VERSION = "0.1.0"
 
-_LEVELS = {"TRACE": 5, "DEBUG": logging.DEBUG, "INFO": logging.INFO,
+_LEVELS = {"TRACE": trace_log.TRACE, "DEBUG": logging.DEBUG, "INFO": logging.INFO,
            "WARNING": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL,
            "NONE": logging.CRITICAL + 10}
-
-
-class Failure(Exception):
-    """Ends the program with one line on stderr."""
 
 
 def bridge_options(args: Args) -> BridgeOptions:
@@ -56,7 +58,7 @@ def bridge_options(args: Args) -> BridgeOptions:
         extra = [x for x in args.kernel_opts if x not in ("allow_other", "default_permissions")]
         o.fuse_mountopts = ",".join(filter(None, [o.fuse_mountopts] + extra))
     if o.reader_thread_count < 1:
-        raise Failure("--reader-thread-count must be at least 1")
+        raise UsageError("--reader-thread-count must be at least 1")
     return o
 
 
@@ -82,10 +84,19 @@ def build_graph(volfile: str, args: Args) -> Graph:
         raise Failure(f"{volfile}: {exc.strerror}") from None
     except VolfileError as exc:
         raise Failure(str(exc)) from None
+    overrides = args.get("xlator_options", [])
     try:
-        return Graph(volumes, overrides=args.get("xlator_options", []))
+        apply_overrides(copy.deepcopy(volumes), overrides)
+    except GraphError as exc:            # malformed, or matching no volume
+        raise UsageError(str(exc)) from None
+    try:
+        return Graph(volumes, overrides=overrides)
     except (GraphError, UnknownTypeError) as exc:
+        if str(exc).startswith("--xlator-option"):   # a bad value given on the command line
+            raise UsageError(str(exc)) from None
         raise Failure(str(exc)) from None
+    except PluginError as exc:
+        raise Failure(f"loading the translator plugins failed: {exc}") from None
 
 
 def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
@@ -100,7 +111,11 @@ def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
             os.makedirs(base, exist_ok=True)
             name = os.path.abspath(mountpoint).strip("/").replace("/", "-") or "root"
             path = os.path.join(base, name + ".log")
-        handler = logging.FileHandler(path)
+        try:
+            handler = logging.FileHandler(path)
+        except OSError as exc:
+            raise Failure(f"{path}: cannot open the log file: "
+                          f"{exc.strerror or exc}") from None
     handler.setFormatter(logging.Formatter(
         "[%(asctime)s.%(msecs)03d] %(levelname).1s [%(name)s] %(message)s",
         "%Y-%m-%d %H:%M:%S"))
@@ -113,7 +128,10 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
                 args: Args, ready: Any = None) -> None:
     """Mount, serve until unmounted or signalled, unmount."""
     resolved = os.path.realpath(mountpoint)     # never stat-ed again once mounted
-    fd = mnt.mount(mountpoint, opts.fsname if opts.fsname != "xlfs" else f"xlfs:{volfile}",
+    # The source is the volfile as the command line (or fstab's first field) names it:
+    # mount -a compares the two to know that a line is already mounted.
+    source = args.get("mount_source", volfile)
+    fd = mnt.mount(mountpoint, opts.fsname if opts.fsname != "xlfs" else source,
                    opts.subtype, opts.mount_options())
     guard = mnt.start_unmount_guard(mountpoint)
     session = Session(graph, fd, opts, mountpoint)
@@ -127,6 +145,9 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
                                        signal.SIGUSR1) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(session.run)
+                # -L TRACE: until Session.run builds its recorder with trace_log.recorder
+                # (then this does nothing), the trace starts here, after INIT at worst.
+                trace_log.install(session)
                 if opts.reader_thread_count > 1:
                     session.clone_channels(opts.reader_thread_count)
                 nursery.start_soon(_signals, signals, session, graph, volfile, args)
@@ -178,6 +199,7 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
                     session.end("signal")
         elif signum == signal.SIGHUP:
             from .reload import reload_volfile
+            reopen_log()
             reload_volfile(graph, volfile, args.get("xlator_options", []))
         elif signum == signal.SIGUSR1:
             from xlators.core.statedump import write_statedump
@@ -205,7 +227,7 @@ def _bridge_state(session: Session) -> dict:
 
 def run(args: Args) -> int:
     if args.get("help"):
-        print(help_text())
+        print(help_text(args.get("prog", "xlfs")))
         return 0
     if args.get("version"):
         print(f"xlfs {VERSION}")
@@ -213,12 +235,20 @@ def run(args: Args) -> int:
     if args.get("remount"):
         return _remount(args)
     volfile, mountpoint = resolve(args)
+    args.values.setdefault("mount_source", volfile)   # as given: fstab's first field
+    volfile = os.path.abspath(volfile)
+    if mountpoint is not None:
+        mountpoint = os.path.abspath(mountpoint)
+    absolute_paths(args)
     opts = bridge_options(args)
     graph = build_graph(volfile, args)
     if opts.read_only:
         graph = _read_only(graph)
+    warnings = graph.warnings(args.get("xlator_options", []))
+    for line in warnings:
+        print(f"{args.get('prog', 'xlfs')}: {line}", file=sys.stderr)
     if args.get("volfile_check"):
-        print(f"{volfile}: ok")
+        print(f"{args.get('mount_source')}: ok")
         return 0
     if mountpoint is None:
         raise UsageError("no mountpoint given")
@@ -226,10 +256,13 @@ def run(args: Args) -> int:
         mnt.check_mountpoint(mountpoint)
     except mnt.MountError as exc:
         raise Failure(str(exc)) from None
+    check_bricks(graph, mountpoint)
+    args.values["graph_warnings"] = warnings       # logged with the start-up lines
+    os.chdir("/")        # every path is absolute now; keep no directory busy
     foreground = bool(args.get("no_daemon") or args.get("debug"))
     if foreground:
         setup_logging(args, mountpoint, True)
-        _write_pid(args)
+        write_pid(args)
         return _run_mounted(graph, opts, mountpoint, volfile, args, None)
     return _daemonize(graph, opts, mountpoint, volfile, args)
 
@@ -256,7 +289,9 @@ def _read_only(graph: Graph) -> Graph:
     from xlators.core.volfile import VolumeSpec
     volumes = list(graph.volumes) + [VolumeSpec(READ_ONLY_VOLUME, "features/read-only", {},
                                                 [graph.volumes[-1].name])]
-    return Graph(volumes)
+    ro = Graph(volumes)
+    ro.added_volumes = (READ_ONLY_VOLUME,)    # not in the volfile: SIGHUP ignores it
+    return ro
 
 
 def _run_mounted(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
@@ -264,22 +299,18 @@ def _run_mounted(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: st
     try:
         graph.init()
     except GraphError as exc:
+        remove_pid(args)
         raise Failure(str(exc)) from None
     try:
+        log_start(graph, volfile, mountpoint, VERSION, args.get("graph_warnings", ()))
         graph.activate()
         trio.run(serve, graph, opts, mountpoint, volfile, args, ready)
     except mnt.MountError as exc:
         raise Failure(str(exc)) from None
     finally:
         graph.fini()
+        remove_pid(args)
     return 0
-
-
-def _write_pid(args: Args) -> None:
-    path = args.get("pid_file")
-    if path:
-        with open(path, "w") as f:
-            f.write(f"{os.getpid()}\n")
 
 
 def _daemonize(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
@@ -304,7 +335,7 @@ def _daemonize(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
             os.dup2(devnull, fd)
         setup_logging(args, mountpoint, False)
         os.dup2(devnull, 2)
-        _write_pid(args)
+        write_pid(args)
 
         def ready(ok: bool) -> None:
             os.write(w, b"ok" if ok else b"the kernel never sent INIT")
@@ -313,9 +344,9 @@ def _daemonize(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str,
         code = _run_mounted(graph, opts, mountpoint, volfile, args, ready)
     except (Failure, UsageError) as exc:
         _try_write(w, str(exc))
-    except BaseException as exc:  # the parent must hear something
+    except BaseException as exc:  # the parent must hear something (it adds "xlfs: ")
         log.exception("daemon failed")
-        _try_write(w, f"xlfs: {exc}")
+        _try_write(w, f"the daemon failed: {type(exc).__name__}: {exc}")
     finally:
         os._exit(code)
 
@@ -328,16 +359,18 @@ def _try_write(fd: int, text: str) -> None:
         pass
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None, prog: str = "xlfs") -> int:
+    """Exit status (cli_args.EXIT_STATUS_TEXT): 0, 1 a failure, 2 a wrong command line."""
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
+        args.values["prog"] = prog
         return run(args)
     except UsageError as exc:
-        print(f"xlfs: {exc}", file=sys.stderr)
-        return 2
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Failure as exc:
-        print(f"xlfs: {exc}", file=sys.stderr)
-        return 1
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:      # e.g. `xlfs --help | head`

@@ -155,10 +155,46 @@ def _set(args: Args, flag: Flag, text: Optional[str], origin: str) -> None:
         args.values[flag.dest] = value
 
 
+def _is_option_word(word: str) -> bool:
+    """Whether ``word`` of a ``-o`` list stands for an option by itself."""
+    key = word.partition("=")[0]
+    return (not word or word in IGNORED_MOUNT_OPTS or word.startswith("x-")
+            or word in KERNEL_MOUNT_OPTS or word in VfsFlags.WORDS or word == "remount"
+            or key in FUSE_SUPER_OPTS or key.replace("_", "-") in _BY_LONG)
+
+
+def split_mount_options(text: str) -> list[str]:
+    """Split a ``-o`` list at commas, as mount(8) does, keeping the commas that belong to
+    a value: inside double quotes (``xlator-option="io.include-ops=read,write"``, quotes
+    removed), and, for ``xlator-option=``, every following word that is no option itself
+    (``xlator-option=io.include-ops=read,write``)."""
+    raw: list[str] = []
+    word, quoted = "", False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            raw.append(word)
+            word = ""
+        else:
+            word += ch
+    if quoted:
+        raise UsageError(f"-o {text}: unbalanced double quote")
+    raw.append(word)
+    words: list[str] = []
+    for w in (x.strip() for x in raw):
+        if (words and words[-1].replace("_", "-").startswith("xlator-option=")
+                and not _is_option_word(w)):
+            words[-1] += "," + w
+        else:
+            words.append(w)
+    return words
+
+
 def apply_mount_options(args: Args, text: str) -> None:
     """``-o a,b=c``: long flags by name (dashes or underscores), kernel options through.
     With ``remount`` among them, only the VFS flags count (see _remount_word)."""
-    words = [w.strip() for w in text.split(",")]
+    words = split_mount_options(text)
     if "remount" in words:
         args.values["remount"] = True
     for word in words:
@@ -265,10 +301,24 @@ def parse_args(argv: list[str]) -> Args:
     return args
 
 
-def help_text() -> str:
-    lines = ["Usage: xlfs [OPTIONS] -f VOLFILE MOUNTPOINT",
-             "       xlfs VOLFILE MOUNTPOINT [-o OPTION[,OPTION...]]", "",
-             "Mount a translator stack described by a volfile.", ""]
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_STATUS_TEXT = ("Exit status: 0 mounted (or checked); 1 the volfile, a plugin, the "
+                    "mount or the daemon failed; 2 the command line is wrong (unknown flag "
+                    "or -o option, bad value, --xlator-option that matches no volume).")
+
+
+def help_text(prog: str = "xlfs") -> str:
+    if prog == "xlfs":
+        lines = ["Usage: xlfs [OPTIONS] -f VOLFILE MOUNTPOINT",
+                 "       xlfs VOLFILE MOUNTPOINT [-o OPTION[,OPTION...]]", "",
+                 "Mount a translator stack described by a volfile.", ""]
+    else:
+        lines = [f"Usage: {prog} VOLFILE MOUNTPOINT [-sfnv] [-o OPTION[,OPTION...]]",
+                 "       mount -t xlfs VOLFILE MOUNTPOINT [-o OPTION[,OPTION...]]", "",
+                 "Mount a translator stack described by a volfile (run by mount(8) for "
+                 "fstab lines of type xlfs).",
+                 "Every flag below is also an -o option: -o log-file=FILE,attribute-timeout=0."
+                 " -f only checks the volfile.", ""]
     for f in FLAGS:
         if f.hidden:
             continue
@@ -284,6 +334,8 @@ def help_text() -> str:
               "(ro, noatime, ...)",
               "  -o remount,OPTS   change the kernel options of the live mount on MOUNTPOINT "
               "(same daemon)", "",
-              "Signals: SIGINT/SIGTERM unmount and exit, SIGHUP reloads the volfile, "
-              "SIGUSR1 writes a statedump."]
+              "  -o xlator-option=VOL.KEY=A,B   a value with commas: what follows up to the "
+              "next option is part of it (or quote it: xlator-option=\"VOL.KEY=A,B\")", "",
+              "Signals: SIGINT/SIGTERM unmount and exit, SIGHUP reloads the volfile and "
+              "reopens the log, SIGUSR1 writes a statedump.", EXIT_STATUS_TEXT]
     return "\n".join(lines)

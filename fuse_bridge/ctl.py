@@ -11,8 +11,10 @@ from typing import Any
 def add_subcommands(sub: Any) -> None:
     p = sub.add_parser("dump-decode", help="decode a --dump-fuse recording",
                        description="Print one line per FUSE message recorded with "
-                                   "--dump-fuse=PATH: direction (R read from the kernel, "
-                                   "W written to it), unique, opcode or status, length.")
+                                   "--dump-fuse=PATH: time, direction (R read from the "
+                                   "kernel, W written to it), the opcode (a reply is named "
+                                   "after the request it answers), unique, then every field "
+                                   "of the message; names quoted, data by length only.")
     p.add_argument("path", metavar="PATH")
     p.set_defaults(func=run_dump_decode)
 

@@ -1,5 +1,7 @@
 """``--dump-fuse=PATH``: every FUSE message both ways, in GlusterFS's record format, and
-the decoder behind ``xlfsctl dump-decode`` (GlusterFS needs an external tool for it).
+the decoder behind ``xlfsctl dump-decode`` (GlusterFS needs an external tool for it): one
+line per message with every field decoded (fuse_bridge.wire_text), each reply named after
+the request it answers.  The file is created 0600: it holds file names and data.
 
 A record is a direction byte (``R`` read from the kernel, ``W`` written to it), a u32
 count of the parts that follow (3), then parts: ``{u32 16, u64 sec, u32 nsec}`` (the
@@ -8,13 +10,12 @@ is in its header).  Integers are little-endian here, as GlusterFS writes them on
 """
 from __future__ import annotations
 
-import errno
 import os
 import struct
 import time
 from typing import BinaryIO, Iterator, NamedTuple, Optional
 
-from . import abi
+from .wire_text import Conversation
 
 _MARK = b"GLUSTER\xf5"
 _TIME = struct.Struct("<IIQI")      # count=3, then {u32 16, u64 sec, u32 nsec}
@@ -23,7 +24,15 @@ _MARK_PART = struct.Struct("<I8s")  # {u32 12, marker}
 
 class DumpWriter:
     def __init__(self, path: str) -> None:
-        self.f = open(path, "ab", buffering=1 << 16)
+        # The recording holds file data and names: readable by the owner only.
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_uid == os.geteuid():
+                os.fchmod(fd, 0o600)
+        except OSError:
+            os.close(fd)
+            raise
+        self.f = open(fd, "ab", buffering=1 << 16)
 
     def record(self, direction: bytes, message) -> None:
         ns = time.time_ns()
@@ -116,59 +125,29 @@ def read_dump(f: BinaryIO) -> Iterator[DumpRecord]:
         yield DumpRecord(direction, sec * 1_000_000_000 + nsec, message)
 
 
-def describe(rec: DumpRecord, setxattr_ext: bool = False) -> str:
-    """One readable line for a record.  ``setxattr_ext``: INIT negotiated SETXATTR_EXT
-    (SETXATTR then carries the longer SETXATTR_IN before the name)."""
-    t = time.strftime("%H:%M:%S", time.localtime(rec.time_ns / 1e9))
-    stamp = f"{t}.{rec.time_ns % 1_000_000_000 // 1000:06d}"
-    m = rec.message
-    if rec.direction == "R" and len(m) >= abi.IN_HEADER.size:
-        length, opcode, unique, nodeid, uid, gid, pid, _ = abi.IN_HEADER.unpack_from(m)
-        try:
-            name = abi.Opcode(opcode).name
-        except ValueError:
-            name = f"OPCODE_{opcode}"
-        extra = ""
-        names = abi.OPCODE_NAMES.get(opcode) if opcode in abi.Opcode._value2member_map_ else None
-        if names:
-            st = abi.OPCODE_INPUT.get(abi.Opcode(opcode))
-            if opcode == abi.Opcode.SETXATTR and setxattr_ext:
-                st = abi.SETXATTR_IN
-            body = m[abi.IN_HEADER.size + (st.size if st else 0):]
-            try:
-                extra = " " + " ".join(repr(n) for n in abi.split_names(body, names))
-            except ValueError:
-                pass
-        return (f"{stamp} R unique={unique} {name} nodeid={nodeid} uid={uid} gid={gid} "
-                f"pid={pid} len={length}{extra}")
-    if len(m) >= abi.OUT_HEADER.size:
-        length, error, unique = abi.OUT_HEADER.unpack_from(m)
-        if unique == 0:
-            try:
-                code = abi.NotifyCode(error).name
-            except ValueError:
-                code = str(error)
-            return f"{stamp} W notify {code} len={length}"
-        status = "ok" if error == 0 else errno.errorcode.get(-error, str(error))
-        return f"{stamp} W unique={unique} {status} len={length}"
-    return f"{stamp} {rec.direction} short message of {len(m)} bytes"
+def _stamp(time_ns: int) -> str:
+    t = time.strftime("%H:%M:%S", time.localtime(time_ns / 1e9))
+    return f"{t}.{time_ns % 1_000_000_000 // 1000:06d}"
+
+
+def describe(rec: DumpRecord, setxattr_ext: bool = False,
+             conversation: Optional[Conversation] = None) -> str:
+    """One line for a record: time, direction, then every field (fuse_bridge.wire_text).
+    With ``conversation`` (the records before it seen through the same one) a reply is
+    decoded as the answer to its request; alone, only its header is known."""
+    if conversation is None:
+        conversation = Conversation()
+        conversation.setxattr_ext = setxattr_ext
+    return f"{_stamp(rec.time_ns)} {rec.direction} " + conversation.message(rec.direction,
+                                                                          rec.message)
 
 
 def decode_file(path: str) -> Iterator[str]:
-    init_unique = None
-    setxattr_ext = False          # from the INIT reply: how SETXATTR names are laid out
+    """Every record of a dump as a line, replies paired with their requests."""
+    conversation = Conversation()
     with open(path, "rb") as f:
         for rec in read_dump(f):
-            m = rec.message
-            if rec.direction == "R" and len(m) >= abi.IN_HEADER.size:
-                if abi.IN_HEADER.unpack_from(m)[1] == abi.Opcode.INIT:
-                    init_unique = abi.IN_HEADER.unpack_from(m)[2]
-            elif init_unique is not None and len(m) >= abi.OUT_HEADER.size + 16:
-                _, error, unique = abi.OUT_HEADER.unpack_from(m)
-                if unique == init_unique and error == 0:
-                    (flags,) = struct.unpack_from("<I", m, abi.OUT_HEADER.size + 12)
-                    setxattr_ext = bool(flags & abi.InitFlag.SETXATTR_EXT)
-            yield describe(rec, setxattr_ext)
+            yield describe(rec, conversation=conversation)
 
 
 def main_decode(path: str) -> int:

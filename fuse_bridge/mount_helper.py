@@ -19,6 +19,7 @@ import sys
 from typing import Optional
 
 from .cli import main as xlfs_main
+from .cli_args import EXIT_USAGE
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -40,7 +41,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if word == "-o":
             if i >= len(argv):
                 print("mount.xlfs: option '-o' requires an argument", file=sys.stderr)
-                return 2
+                return EXIT_USAGE
             out += ["-o", argv[i]]
             i += 1
             continue
@@ -50,7 +51,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         out.append(word)
     if fake:
         out.insert(0, "--volfile-check")
-    return xlfs_main(out)
+    return xlfs_main(out, prog="mount.xlfs")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ Same text as before: nothing to do.  Same topology (names, types, child order): 
 translator is reconfigured in place, children first, after all new values were validated
 (one bad value changes nothing).  A new topology needs a graph switch, which this bridge
 does not do yet: the reload is refused with a log line and the running graph stays.
+Volumes the command line put on top (``graph.added_volumes``: ``--read-only``'s
+features/read-only) are not in the file and take no part in the comparison.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ def reload_volfile(graph: Graph, path: str, overrides: Sequence[str] = ()) -> bo
     except (OSError, VolfileError, GraphError) as exc:
         log.error("SIGHUP: cannot reload %s: %s", path, exc)
         return False
-    running = [v for v in graph.volumes if v.name in graph.xlators]
+    added = set(getattr(graph, "added_volumes", ()))
+    running = [v for v in graph.volumes if v.name in graph.xlators and v.name not in added]
     if _topology(volumes) != _topology(running):
         log.error("SIGHUP: %s describes a different graph; a graph switch is not supported "
                   "yet: remount to apply it", path)

@@ -25,8 +25,6 @@ can be imported provides ``add_subcommands(sub)``.
 from __future__ import annotations
 
 import argparse
-import difflib
-import fnmatch
 import importlib
 import os
 import sys
@@ -34,8 +32,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 from .core.docgen import (children_text, default_text, origin_label, overridden_text, summary_of,
                           volfile_example)
-from .core.graph import Graph, GraphError, parse_override
-from .core.registry import Registry, default_registry
+from .core.graph import Graph, GraphError
+from .core.registry import PluginError, Registry, default_registry
 from .core.translator import Translator
 from .core.volfile import (VolfileError, VolumeSpec, format_toml, format_volfile, load_volfile,
                            quote_word)
@@ -66,7 +64,9 @@ def _registry(args: argparse.Namespace) -> Registry:
         return reg
     try:
         return default_registry()
-    except Exception as exc:  # a plugin that fails to import or misspells a hook
+    except PluginError as exc:  # a plugin that fails to import or misspells a hook
+        raise CtlError(f"{PROG}: loading the translator plugins failed: {exc}") from None
+    except Exception as exc:
         raise CtlError(f"{PROG}: loading the translator plugins failed: "
                        f"{type(exc).__name__}: {exc}") from None
 
@@ -92,39 +92,10 @@ def _where(spec: VolumeSpec, key: Optional[str] = None) -> str:
     return "--xlator-option" if line == 0 else f"{spec.filename}:{line}"
 
 
-def _glob_covered(graph: Graph, overrides: Iterable[str]) -> set[tuple[str, str]]:
-    """(volume, key) pairs set only through a wildcard ``--xlator-option`` (``*.trace=on``)
-    that some matched volume understands: no warning for the others it also reached."""
-    covered: set[tuple[str, str]] = set()
-    for text in overrides:
-        glob, key, _ = parse_override(text)
-        if not any(c in glob for c in "*?["):
-            continue
-        hit = [v.name for v in graph.volumes if fnmatch.fnmatchcase(v.name, glob)]
-        if any(key in (n for o in graph.xlators[v].options for n in o.names) for v in hit):
-            covered.update((v, key) for v in hit)
-    return covered
-
-
 def graph_warnings(graph: Graph, overrides: Iterable[str] = ()) -> list[str]:
-    """Unknown option keys and dangling volumes, one ``FILE:LINE: warning: ...`` each."""
-    out = []
-    covered = _glob_covered(graph, overrides)
-    for spec in graph.volumes:
-        xl = graph.xlators[spec.name]
-        known = [name for opt in xl.options for name in opt.names]
-        for key in xl.unknown_options:
-            if spec.option_lines.get(key) == 0 and (spec.name, key) in covered:
-                continue
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            out.append(f"{_where(spec, key)}: warning: volume '{spec.name}' ({spec.type}): "
-                       f"option '{key}' is not known{hint}")
-        if xl is not graph.top and not xl.parents:
-            out.append(f"{_where(spec)}: warning: volume '{spec.name}' ({spec.type}) is not a "
-                       f"subvolume of any volume (dangling: it is not reachable from the top "
-                       f"'{graph.top.name}')")
-    return out
+    """Unknown option keys and dangling volumes, one ``FILE:LINE: warning: ...`` each
+    (the same lines the mount logs: :meth:`Graph.warnings`)."""
+    return graph.warnings(overrides)
 
 
 def _quote(value: str) -> str:

@@ -144,4 +144,4 @@ def test_two_signals_one_interrupt(flush_mount):
 def test_flag_in_the_statedump(flush_mount):
     m, flag, dumps = flush_mount
     state = statedump(m, dumps)
-    assert state["option.flush_handle_interrupt"] == str(flag)
+    assert state["option.flush_handle_interrupt"] == ("yes" if flag else "no")

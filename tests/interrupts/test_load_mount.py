@@ -45,7 +45,7 @@ def test_many_interrupts_under_load(tmp_path):
     dumps.mkdir()
     with Mounted(vol, tmp_path, "-o", "fuse-flush-handle-interrupt=yes", limit=120.0,
                  env={"XLFS_DUMP_DIR": str(dumps)}) as m:
-        assert statedump(m, dumps)["option.flush_handle_interrupt"] == "True"
+        assert statedump(m, dumps)["option.flush_handle_interrupt"] == "yes"
         busy = [subprocess.Popen([sys.executable, "-c", BUSY, str(m.mountpoint), "2.5"],
                                  stdout=subprocess.PIPE, text=True) for _ in range(3)]
         sigs = [signal.SIGINT, signal.SIGTERM, signal.SIGKILL]

@@ -227,7 +227,7 @@ def test_volfile_check_through_helper():
 def test_volfile_check_with_bad_override():
     proc = run_xlfs("--volfile-check", "-f", str(VOLFILES / "local.vol"),
                     "--xlator-option=nosuchvolume.x=1")
-    assert proc.returncode == 1
+    assert proc.returncode == 2          # a command-line error
     assert "nosuchvolume" in proc.stderr and "Traceback" not in proc.stderr
 
 

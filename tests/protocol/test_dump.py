@@ -90,15 +90,24 @@ async def test_describe_lines(tmp_path):
     assert len(lines) == len(log)
     pid = r"pid=\d+"
     want = [
-        rf"R unique=2 INIT nodeid=0 uid=0 gid=0 {pid} len=104",
-        r"W unique=2 ok len=80",
-        rf"R unique=4 LOOKUP nodeid=1 uid=0 gid=0 {pid} len=48 b'nothere'",
-        r"W unique=4 ENOENT len=16",
-        rf"R unique=6 MKDIR nodeid=1 uid=0 gid=0 {pid} len=52 b'dir'",
-        r"W unique=6 ok len=144",
-        rf"R unique=8 FORGET nodeid=\d+ uid=0 gid=0 {pid} len=48",
-        rf"R unique=10 GETATTR nodeid=1 uid=0 gid=0 {pid} len=56",
-        r"W unique=10 ok len=120",
+        rf"R INIT unique=2 nodeid=0 uid=0 gid=0 {pid} len=104 major=7 minor=45 "
+        r"max_readahead=\d+ flags=0x[0-9a-f]+ flags2=0x[0-9a-f]+",
+        r"W INIT unique=2 ok len=80 major=7 minor=45 max_readahead=\d+ flags=0x[0-9a-f]+ "
+        r"max_background=\d+ congestion_threshold=\d+ max_write=\d+ time_gran=1 "
+        r"max_pages=\d+ map_alignment=0 flags2=0x[0-9a-f]+ max_stack_depth=\d+ "
+        r"request_timeout=0",
+        rf"R LOOKUP unique=4 nodeid=1 uid=0 gid=0 {pid} len=48 name='nothere'",
+        r"W LOOKUP unique=4 error=ENOENT len=16",
+        rf"R MKDIR unique=6 nodeid=1 uid=0 gid=0 {pid} len=52 mode=0o755 umask=0o22 "
+        r"name='dir'",
+        r"W MKDIR unique=6 ok len=144 nodeid=(\d+) generation=\d+ entry_valid=\d+ "
+        r"attr_valid=\d+ entry_valid_nsec=\d+ attr_valid_nsec=\d+ ino=\d+ size=\d+ "
+        r"blocks=\d+ atime=\d+ mtime=\d+ ctime=\d+ atimensec=\d+ mtimensec=\d+ "
+        r"ctimensec=\d+ mode=0o40755 nlink=2 uid=0 gid=0 rdev=0 blksize=\d+ flags=0x0",
+        rf"R FORGET unique=8 nodeid=\d+ uid=0 gid=0 {pid} len=48 nlookup=1",
+        rf"R GETATTR unique=10 nodeid=1 uid=0 gid=0 {pid} len=56 getattr_flags=0x0 fh=0",
+        r"W GETATTR unique=10 ok len=120 attr_valid=\d+ attr_valid_nsec=\d+ ino=1 .* "
+        r"mode=0o40755 nlink=3 .* flags=0x0",
     ]
     for line, pattern in zip(lines, want):
         assert re.fullmatch(STAMP + " " + pattern, line), line
@@ -106,13 +115,20 @@ async def test_describe_lines(tmp_path):
 
 def test_describe_notifications_and_short_messages():
     t = 1_700_000_000_000_000_000
-    msg = abi.pack_notify_header(40, abi.NotifyCode.INVAL_INODE) + bytes(24)
-    assert describe(DumpRecord("W", t, msg)).endswith(" W notify INVAL_INODE len=40")
-    assert describe(DumpRecord("W", t, b"abc")).endswith(" W short message of 3 bytes")
+    msg = abi.pack_notify_header(40, abi.NotifyCode.INVAL_INODE) + \
+        abi.NOTIFY_INVAL_INODE_OUT.pack(7, 0, -1)
+    assert describe(DumpRecord("W", t, msg)).endswith(
+        " W NOTIFY_INVAL_INODE len=40 ino=7 off=0 len=-1")
+    msg = abi.pack_notify_header(16 + 16 + 4, abi.NotifyCode.INVAL_ENTRY) + \
+        abi.NOTIFY_INVAL_ENTRY_OUT.pack(1, 3, 0) + b"abc\0"
+    assert describe(DumpRecord("W", t, msg)).endswith(
+        " W NOTIFY_INVAL_ENTRY len=36 parent=1 namelen=3 flags=0x0 name='abc'")
+    assert describe(DumpRecord("W", t, b"abc")).endswith(
+        " W reply of 3 bytes (shorter than a header)")
     odd = abi.IN_HEADER.pack(40, 9999, 2, 1, 0, 0, 0, 0)
-    assert " OPCODE_9999 " in describe(DumpRecord("R", t, odd))
+    assert " R OPCODE_9999 unique=2 " in describe(DumpRecord("R", t, odd))
     err = abi.OUT_HEADER.pack(16, -errno.EIO, 8)
-    assert describe(DumpRecord("W", t, err)).endswith(" W unique=8 EIO len=16")
+    assert describe(DumpRecord("W", t, err)).endswith(" W reply unique=8 error=EIO len=16")
 
 
 async def test_two_names_and_setxattr_names(tmp_path):
@@ -126,11 +142,16 @@ async def test_two_names_and_setxattr_names(tmp_path):
         assert (await k.getxattr(e.nodeid, b"user.key", 0)).ok()
     lines = list(decode_file(str(path)))
     text = "\n".join(lines)
-    assert re.search(r" CREATE .* b'a'$", text, re.M)
-    assert re.search(r" RENAME .* b'a' b'b'$", text, re.M)
-    assert re.search(r" SYMLINK .* b'link' b'target'$", text, re.M)
-    assert re.search(r" GETXATTR .* b'user.key'$", text, re.M)
-    assert re.search(r" SETXATTR .* b'user.key'$", text, re.M), \
+    assert re.search(r" R CREATE .* flags=0x[0-9a-f]+ mode=0o100\d+ umask=0o\d+ "
+                     r"open_flags=0x0 name='a'$", text, re.M)
+    assert re.search(r" W CREATE unique=\d+ ok len=160 nodeid=\d+ .* fh=\d+ open_flags=0x\d+ "
+                     r"backing_id=0$", text, re.M)
+    assert re.search(r" R RENAME .* newdir=1 name='a' newname='b'$", text, re.M)
+    assert re.search(r" R SYMLINK .* name='link' target='target'$", text, re.M)
+    assert re.search(r" R GETXATTR .* size=0 name='user.key'$", text, re.M)
+    assert re.search(r" W GETXATTR unique=\d+ ok len=24 size=3$", text, re.M), text
+    assert re.search(r" R SETXATTR .* size=3 flags=0x0 setxattr_flags=0x0 name='user.key' "
+                     r"data=3 bytes$", text, re.M), \
         [line for line in lines if "SETXATTR" in line]
 
 
@@ -139,7 +160,7 @@ async def test_setxattr_compat_layout_name(tmp_path):
     async with serve(options=BridgeOptions(dump_fuse=str(path)),
                      flags=ALL_FLAGS & ~int(I.SETXATTR_EXT)) as (k, s):
         (await k.setxattr(1, b"user.key", b"val", ext=False)).ok()
-    assert any(re.search(r" SETXATTR .* b'user.key'$", line)
+    assert any(re.search(r" SETXATTR .* size=3 flags=0x0 name='user.key' data=3 bytes$", line)
                for line in decode_file(str(path)))
 
 

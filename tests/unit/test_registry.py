@@ -7,6 +7,7 @@ import pytest
 
 from xlators import Registry, Translator, UnknownTypeError, default_registry, hookimpl
 from xlators.builtin import builtin_classes
+from xlators.core.registry import PluginError
 
 
 class AlphaBeta(Translator):
@@ -141,9 +142,10 @@ def test_a_misspelled_hook_is_caught_when_the_registry_loads(tmp_path, monkeypat
         def xlfs_register_xlator(register):      # missing the final "s"
             raise AssertionError("never called")
     """)
-    with pytest.raises(pluggy.PluginValidationError) as info:
+    with pytest.raises(PluginError) as info:
         Registry()
     assert "unknown hook 'xlfs_register_xlator'" in str(info.value)
+    assert isinstance(info.value.__cause__, pluggy.PluginValidationError)
 
 
 def test_a_hook_with_wrong_arguments_is_caught_when_the_registry_loads(tmp_path, monkeypatch):
@@ -154,7 +156,7 @@ def test_a_hook_with_wrong_arguments_is_caught_when_the_registry_loads(tmp_path,
         def xlfs_register_xlators(reg):
             raise AssertionError("never called")
     """)
-    with pytest.raises(pluggy.PluginValidationError, match="reg"):
+    with pytest.raises(PluginError, match="plugin 'xlfsfakeargs'.*reg"):
         Registry()
 
 
@@ -173,7 +175,7 @@ def test_a_plugin_clashing_with_another_type_fails_at_load(tmp_path, monkeypatch
             register(One)
             register(Two)
     """)
-    with pytest.raises(ValueError, match="'testplug/clash' registered twice: by xlfsfakeclash"):
+    with pytest.raises(PluginError, match="'testplug/clash' registered twice: by xlfsfakeclash"):
         Registry()
 
 
@@ -198,3 +200,15 @@ def test_an_unmarked_function_is_not_a_hook(reg):
     reg.pm.register(Plugin(), name="unmarked")
     reg.pm.check_pending()
     assert reg.pm.hook.xlfs_register_xlators.get_hookimpls()[0].plugin_name == "builtin"
+
+
+def test_a_plugin_that_cannot_be_imported_is_named_in_one_line(tmp_path, monkeypatch):
+    _fake_dist(tmp_path, monkeypatch, "xlfsfakebroken", "xlfsfakebroken_mod", """
+        import xlfs_no_such_module_anywhere
+    """)
+    with pytest.raises(PluginError) as info:
+        Registry()
+    msg = str(info.value)
+    assert msg == ("plugin 'xlfsfakebroken' (entry point xlfsfakebroken_mod) cannot be "
+                   "loaded: ModuleNotFoundError: No module named "
+                   "'xlfs_no_such_module_anywhere'"), msg

@@ -49,6 +49,40 @@ def apply_overrides(volumes: Sequence[VolumeSpec], overrides: Iterable[str]) -> 
             v.option_lines[key] = 0
 
 
+def brick_options(xl: Translator) -> list[Any]:
+    """The options of ``xl`` that name bricks: declared ``brick=True``; for a leaf that
+    flags none (a storage translator), its path options."""
+    flagged = [o for o in xl.options if o.brick]
+    if flagged:
+        return flagged
+    if not xl.children:
+        return [o for o in xl.options if o.type == "path"]
+    return []
+
+
+def bricks(xl: Translator) -> list[tuple[str, str]]:
+    """``(option key, directory)`` of every brick ``xl`` stores into: its own ``bricks()``
+    method when it has one, else the values of :func:`brick_options`."""
+    own = getattr(xl, "bricks", None)
+    if callable(own):
+        return list(own())
+    return [(o.key, xl.opts[o.key]) for o in brick_options(xl) if xl.opts[o.key]]
+
+
+def _glob_covered(graph: "Graph", overrides: Iterable[str]) -> set[tuple[str, str]]:
+    """(volume, key) pairs set only through a wildcard ``--xlator-option`` (``*.trace=on``)
+    that some matched volume understands: no warning for the others it also reached."""
+    covered: set[tuple[str, str]] = set()
+    for text in overrides:
+        glob, key, _ = parse_override(text)
+        if not any(c in glob for c in "*?["):
+            continue
+        hit = [v.name for v in graph.volumes if fnmatch.fnmatchcase(v.name, glob)]
+        if any(key in (n for o in graph.xlators[v].options for n in o.names) for v in hit):
+            covered.update((v, key) for v in hit)
+    return covered
+
+
 class Graph:
     """Translators linked parent to child, one inode table, one top."""
 
@@ -66,11 +100,14 @@ class Graph:
         self.state: Optional[Event] = None
         self.listeners: list[Callable[[Event, Any, Any], None]] = []
         self._inited: list[Translator] = []
+        #: volumes the program added on top of the file's (``--read-only``): not the file's
+        self.added_volumes: tuple[str, ...] = ()
         for spec in self.volumes:
             self.xlators[spec.name] = self._build(spec)
         self.top: Translator = self.xlators[self.volumes[-1].name]
         self.top.parents.append(self)
         self._check_xlator_options()
+        self._check_required()
 
     @classmethod
     def from_file(cls, path: str, **kw: Any) -> "Graph":
@@ -79,6 +116,10 @@ class Graph:
     @classmethod
     def from_text(cls, text: str, filename: str = "<volfile>", **kw: Any) -> "Graph":
         return cls(parse_volfile(text, filename), **kw)
+
+    def where(self, spec: VolumeSpec, key: str) -> str:
+        """Where option ``key`` of ``spec`` was set: ``FILE:LINE`` or ``--xlator-option``."""
+        return self._where(spec)(key)
 
     def _where(self, spec: VolumeSpec) -> Callable[[str], str]:
         def where(key: str) -> str:
@@ -99,7 +140,7 @@ class Graph:
                      option_where=self._where(spec))
         except (ValueError, TypeError) as exc:
             msg = str(exc)
-            if not msg.startswith(spec.filename):
+            if not msg.startswith((spec.filename, "--xlator-option")):
                 msg = f"{spec.filename}:{spec.line}: {msg}"
             raise GraphError(msg) from None
         xl.graph = self
@@ -116,6 +157,40 @@ class Graph:
                 if opt.type == "xlator" and value is not None and value not in self.xlators:
                     raise GraphError(f"{self._where(spec)(opt.key)}: volume '{spec.name}': "
                                      f"option '{opt.key}': no volume named '{value}'")
+
+    def _check_required(self) -> None:
+        """What init() would refuse for want of an option, refused now (no brick is
+        touched): ``required`` options and bricks left unset."""
+        for spec in self.volumes:
+            xl = self.xlators[spec.name]
+            needed = {id(o): o for o in xl.options if o.required}
+            needed.update((id(o), o) for o in brick_options(xl))
+            for opt in needed.values():
+                if xl.opts[opt.key] is None:
+                    raise GraphError(f"{spec.filename}:{spec.line}: volume '{spec.name}' "
+                                     f"({spec.type}): option '{opt.key}' is required")
+
+    def warnings(self, overrides: Iterable[str] = ()) -> list[str]:
+        """Unknown option keys (from the file or ``--xlator-option``) and dangling volumes,
+        one ``FILE:LINE: warning: ...`` line each."""
+        import difflib
+        out = []
+        covered = _glob_covered(self, overrides)
+        for spec in self.volumes:
+            xl = self.xlators[spec.name]
+            known = [name for opt in xl.options for name in opt.names]
+            for key in xl.unknown_options:
+                if spec.option_lines.get(key) == 0 and (spec.name, key) in covered:
+                    continue
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                out.append(f"{self._where(spec)(key)}: warning: volume '{spec.name}' "
+                           f"({spec.type}): option '{key}' is not known{hint}")
+            if xl is not self.top and not xl.parents:
+                out.append(f"{spec.filename}:{spec.line}: warning: volume '{spec.name}' "
+                           f"({spec.type}) is not a subvolume of any volume (dangling: it "
+                           f"is not reachable from the top '{self.top.name}')")
+        return out
 
     # -- lifecycle -----------------------------------------------------------------
     def init(self) -> None:

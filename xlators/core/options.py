@@ -4,6 +4,9 @@ A translator declares ``options = (Option.bool("read-only", default=True, ...), 
 Values arrive as strings (from a volfile, TOML or ``--xlator-option``) and are parsed by
 type; a bad value raises :class:`OptionError` naming the volume, the option and the value.
 Parsed values are reachable as ``self.opts.read_only`` or ``self.opts["read-only"]``.
+``required=True`` makes a graph that leaves the option unset fail to build (checked by
+:class:`~xlators.core.graph.Graph`, so ``xlfsctl check`` and ``--volfile-check`` catch it
+without calling ``init()``).
 
 Types and what they accept:
 
@@ -16,7 +19,8 @@ Types and what they accept:
   seconds (float)
 - double: a float; min/max
 - str: any text, or one of ``values`` when given (case-insensitive)
-- path: an absolute path
+- path: an absolute path (``brick=True``: a directory the translator stores into, see
+  :func:`xlators.core.graph.bricks`)
 - xlator: the name of a volume in the graph
 - fops: a comma list of fop names (GlusterFS aliases accepted); empty means all
 """
@@ -113,6 +117,11 @@ class Option:
     max: Optional[float] = None
     values: tuple[str, ...] = ()       # allowed values for str
     parser: Optional[Callable[[str], Any]] = field(default=None, compare=False)
+    #: the graph refuses to start (and ``xlfsctl check`` fails) when it is not set
+    required: bool = False
+    #: a path option naming a directory the translator stores into (storage/posix's
+    #: ``directory``): required, and never the mountpoint, inside it or around it
+    brick: bool = False
 
     # -- constructors, one per type ------------------------------------------------
     @classmethod

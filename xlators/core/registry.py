@@ -25,7 +25,7 @@ import difflib
 import importlib
 import os
 import threading
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import pluggy
 
@@ -55,6 +55,18 @@ class UnknownTypeError(LookupError):
                          + ", ".join(known))
 
 
+class PluginError(Exception):
+    """A plugin that cannot be loaded or registered; str() is one line naming it."""
+
+
+def _entry_points(group: str) -> list:
+    from importlib import metadata
+    eps = metadata.entry_points()
+    if hasattr(eps, "select"):
+        return list(eps.select(group=group))
+    return list(eps.get(group, ()))                          # Python < 3.10
+
+
 class Registry:
     def __init__(self, *, load_entrypoints: bool = True) -> None:
         self.pm = pluggy.PluginManager(PROJECT)
@@ -63,19 +75,41 @@ class Registry:
         self._origin: dict[str, str] = {}
         from .. import builtin
         if load_entrypoints:
-            self.pm.load_setuptools_entrypoints(PROJECT)
+            for ep in _entry_points(PROJECT):
+                if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
+                    continue
+                where = f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded"
+                self._plugin_call(where, self.pm.load_setuptools_entrypoints, PROJECT,
+                                  name=ep.name)       # pluggy keeps the distribution
         if not self.pm.is_registered(builtin):
             self.pm.register(builtin, name="builtin")
         for modname in filter(None, os.environ.get(PLUGINS_ENV, "").split(",")):
-            module = importlib.import_module(modname.strip())
+            modname = modname.strip()
+            where = f"plugin '{modname}' (from {PLUGINS_ENV})"
+            module = self._import(where, importlib.import_module, modname)
             if not self.pm.is_registered(module):
-                self.pm.register(module, name=modname.strip())
-        self.pm.check_pending()  # misspelled hooks fail here
+                self._plugin_call(where, self.pm.register, module, name=modname)
+        self._plugin_call("a plugin", self.pm.check_pending)  # misspelled hooks fail here
         for plugin in self.pm.get_plugins():
             name = self.pm.get_name(plugin) or repr(plugin)
             impl = getattr(plugin, "xlfs_register_xlators", None)
             if impl is not None:
-                impl(register=lambda cls, _n=name: self.register(cls, _n))
+                self._plugin_call(f"plugin '{name}'", impl,
+                                  register=lambda cls, _n=name: self.register(cls, _n))
+
+    @staticmethod
+    def _import(where: str, load: Callable, *args: Any) -> Any:
+        try:
+            return load(*args)
+        except Exception as exc:
+            raise PluginError(f"{where} cannot be imported: {_one_line(exc)}") from exc
+
+    @staticmethod
+    def _plugin_call(where: str, fn: Callable, *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except Exception as exc:
+            raise PluginError(f"{where}: {_one_line(exc)}") from exc
 
     def register(self, cls: type, origin: str = "direct") -> None:
         if not (isinstance(cls, type) and issubclass(cls, Translator)):
@@ -104,6 +138,14 @@ class Registry:
 
     def __contains__(self, type_name: str) -> bool:
         return type_name in self._types
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, with the file and line of a syntax error."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, SyntaxError) and exc.filename:
+        text = f"{exc.filename}:{exc.lineno}: {exc.msg}"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 _default: Optional[Registry] = None
