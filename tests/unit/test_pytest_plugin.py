@@ -51,12 +51,21 @@ async def test_a_failing_async_test_fails():
 '''
 
 
+def _load_plugin_args() -> list[str]:
+    """Load the plugin by name only where its pytest11 entry point is not installed
+    (an install older than the entry point): loading it twice is an error."""
+    from importlib.metadata import entry_points
+    installed = any(ep.value == "xlators.pytest_plugin"
+                    for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "xlators.pytest_plugin"]
+
+
 def run_pytest(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     (tmp_path / "test_sample.py").write_text(textwrap.dedent(SAMPLE))
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("PYTEST_ADDOPTS", None)
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                           "-p", "no:trio", "-p", "xlators.pytest_plugin", "-q",
+                           "-p", "no:trio", *_load_plugin_args(), "-q",
                            "-o", "addopts=", *extra, str(tmp_path)],
                           cwd=str(tmp_path), env=env, capture_output=True, text=True,
                           timeout=120)
