@@ -22,6 +22,7 @@ from ..core.errors import FopError
 from ..core.frame import system_frame
 from ..core.inode import Inode
 from ..core.types import Attr, Entry
+from ..core.upcall import InvalidateInode
 from .afr_changelog import KIND_NAMES
 from .afr_state import AfrInode
 
@@ -93,6 +94,7 @@ class AfrSplitBrain:
                          self.child_names[winner])
         if inode is not None:
             self.queue_heal(inode)
+            self.upcall(InvalidateInode(inode))    # what the kernel cached may be the loser's
         return [winner]
 
     async def resolve_entry_split_brain(self, parent: Inode, pctx: AfrInode, name: bytes,
