@@ -45,7 +45,11 @@ def brick(h: Harness, i: int) -> Harness:
 
 async def brick_tree(h: Harness, i: int, path: str = "/") -> dict:
     """{relative path: bytes (files) | 'dir' | ('link', target)} of child i's storage."""
-    b = brick(h, i)
+    return await tree(brick(h, i), path)
+
+
+async def tree(b: Harness, path: str = "/") -> dict:
+    """{relative path: bytes (files) | 'dir' | ('link', target)} as ``b`` shows it."""
     out: dict = {}
 
     async def walk(p: str) -> None:

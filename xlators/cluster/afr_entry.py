@@ -241,7 +241,13 @@ class AfrEntryOps:
             return e
 
         first, e, _ = await self.txn(parent, (ENTRY,), one)
-        gfid = gfids[first]
+        # an existing file (create without O_EXCL) found by a good child keeps its gfid
+        stale = pctx.changelog.accused(ENTRY)
+        good = [i for i in made if i not in stale] or list(made)
+        gfid = next((gfids[i] for i in good if gfids[i] != fresh), gfids[good[0]])
+        if gfids[first] != gfid:
+            first = next(i for i in good if gfids[i] == gfid)
+            e = made[first]
         inode, ctx, new = self.link_inode(gfid, e.attr.mode, parent, loc.name)
         odd = []
         for i, ce in made.items():
@@ -256,7 +262,7 @@ class AfrEntryOps:
         for i in odd:
             await self.drop_child_inode(i, made[i].inode)
         if odd:
-            await self.accuse(parent, [i for i in made if i not in odd], odd, (ENTRY,))
+            await self.accuse(parent, [i for i in good if i not in odd], odd, (ENTRY,))
         return Entry(inode, self.map_attr(e.attr, inode))
 
     async def mknod(self, frame, loc, mode, rdev, umask):

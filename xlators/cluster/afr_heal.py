@@ -49,7 +49,8 @@ async def heal_inode(xl: "Replicate", inode: Inode) -> bool:
     ctx = xl.ictx(inode)
     for i in range(xl.n):
         if xl.up[i] and ctx.children[i] is None:
-            await xl.resolve_child(inode, i)
+            if not await xl.resolve_child(inode, i) and await unlinked(xl, ctx):
+                forgive(ctx, i)
     for kind in HEAL_ORDER:
         if not getattr(xl.opts, _ENABLED[kind]):
             continue
@@ -81,6 +82,25 @@ async def heal_inode(xl: "Replicate", inode: Inode) -> bool:
             ctx.heal_lock = None
     await reopen_fds(xl, inode)
     return not ctx.changelog.any_pending()
+
+
+async def unlinked(xl: "Replicate", ctx: Any) -> bool:
+    """Is the file gone from the namespace (no link left on the children holding it)?"""
+    f = system_frame()
+    for x in ctx.present():
+        if xl.up[x]:
+            try:
+                if (await xl.children[x].getattr(f, ctx.children[x])).nlink > 0:
+                    return False
+            except OSError:
+                return False
+    return bool(ctx.present())
+
+
+def forgive(ctx: Any, y: int) -> None:
+    """Child y never held this (now unlinked) file: nothing of it is left to heal."""
+    for row in ctx.changelog.pending:
+        row[y] = [0, 0, 0]
 
 
 async def clear(xl: "Replicate", ctx: Any, kind: int, sinks: list[int],

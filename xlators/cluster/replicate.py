@@ -294,9 +294,20 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
                 self.failed(i, exc)
         if not done:
             raise pick_error(errors)
+        accusers = list(done)
+        if ictx.changelog.any_pending():
+            # a good copy's refusal outweighs a stale copy's success, and only good
+            # copies accuse (a stale one accusing a good one would make a split brain)
+            stale = set().union(*(ictx.changelog.accused(k) for k in kinds))
+            good_done = [i for i in done if i not in stale]
+            good_failed = {i: e for i, e in errors.items()
+                           if i not in stale and e.errno != errno.ENOTCONN}
+            if good_failed and not good_done:
+                raise pick_error(good_failed)
+            accusers = good_done or accusers
         if len(done) < self.n:
             missed = [i for i in range(self.n) if i not in done]
-            await self.accuse(inode, list(done), missed, kinds)
+            await self.accuse(inode, accusers, missed, kinds)
         if errors and any(e.errno == errno.ENOTCONN for e in errors.values()):
             self.check_quorum()
         first = next(i for i in targets if i in done)
