@@ -50,7 +50,7 @@ class AfrIOOps:
             cfd = afd.children[i] if afd is not None else None
             return await self.children[i].getattr(frame, ctx.children[i], cfd)
         attr = await self.read_from(inode, self._data_kind(inode), one,
-                                    afd.children if afd is not None else None)
+                                    afd.children if afd is not None else None, attrs=True)
         return self.map_attr(attr, inode)
 
     async def setattr(self, frame, inode, changes, fd=None):

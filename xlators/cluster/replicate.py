@@ -240,17 +240,27 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
                 raise FopError(errno.ENOTCONN)
         return self.pick(ictx, good)
 
+    def preferred(self) -> int:
+        """The index read-subvolume / read-subvolume-index name (-1: none)."""
+        o = self.opts
+        if o.read_subvolume is not None:
+            return self.child_names.index(o.read_subvolume) if (
+                o.read_subvolume in self.child_names) else -1
+        return o.read_subvolume_index
+
+    def pick_attr(self, good: list[int]) -> int:
+        """The child attributes come from: the preferred one, else the first good one, so
+        the kernel sees one child's times whatever serves the data."""
+        pref = self.preferred()
+        return pref if pref in good else good[0]
+
     def pick(self, ictx: AfrInode, good: list[int]) -> int:
         if len(good) == 1:
             return good[0]
-        o = self.opts
-        pref = o.read_subvolume_index
-        if o.read_subvolume is not None:
-            pref = self.child_names.index(o.read_subvolume) if (
-                o.read_subvolume in self.child_names) else -1
+        pref = self.preferred()
         if pref in good:
             return pref
-        policy = o.read_policy
+        policy = self.opts.read_policy
         if policy == "first-up":
             return good[0]
         if policy == "least-latency":
@@ -261,9 +271,10 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
         self.latency[i] = 0.9 * self.latency[i] + 0.1 * (time.perf_counter() - started)
 
     def map_attr(self, attr: Attr, inode: Inode) -> Attr:
-        a = attr.copy()
-        a.ino = inode.ino
-        return a
+        """A copy of a child's attributes with replicate's inode number."""
+        return Attr(inode.ino, attr.size, attr.blocks, attr.atime_ns, attr.mtime_ns,
+                    attr.ctime_ns, attr.mode, attr.nlink, attr.uid, attr.gid, attr.rdev,
+                    attr.blksize)
 
     # -- fan-out ------------------------------------------------------------------------
     async def txn(self, inode: Inode, kinds: Sequence[int],
@@ -314,12 +325,21 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
         return first, done[first], list(done)
 
     async def read_from(self, inode: Inode, kind: int, call: Callable[[int], Awaitable[Any]],
-                        among: Optional[list] = None) -> Any:
-        """Run a read on one readable child; another one if it fails with ENOTCONN."""
+                        among: Optional[list] = None, attrs: bool = False) -> Any:
+        """Run a read on one readable child (``attrs``: the attribute child); another one
+        if it fails with ENOTCONN."""
         ictx = self.ictx(inode)
         measure = self.opts.read_policy == "least-latency"
         while True:
-            i = await self.read_child(ictx, kind, inode, among)
+            if attrs:
+                good = await self.readable(ictx, kind, inode)
+                if among is not None:
+                    good = [g for g in good if among[g] is not None]
+                if not good:
+                    raise FopError(errno.ENOTCONN)
+                i = self.pick_attr(good)
+            else:
+                i = await self.read_child(ictx, kind, inode, among)
             started = time.perf_counter() if measure else 0.0
             try:
                 result = await call(i)
