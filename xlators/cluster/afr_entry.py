@@ -116,13 +116,16 @@ class AfrEntryOps:
         targets = self.targets(pctx)
         if (len(targets) > 1 and not pctx.changelog.any_pending()
                 and self.pick_attr(targets) == targets[0]):
-            # Revalidation: every change goes through replicate, so when the first
-            # child finds a file replicate knows on every child that is up, with
-            # nothing pending, the others hold it too.
+            # Every change goes through replicate, so with nothing pending in the
+            # directory the first child speaks for all: a name it lacks, the others
+            # lack; a file it holds that replicate knows on every child that is up,
+            # with nothing pending, the others hold too.
             i = targets[0]
             try:
                 e = await self.children[i].lookup(frame, Loc(pctx.children[i], name))
             except OSError as exc:
+                if exc.errno == errno.ENOENT and pctx.verified:
+                    raise               # the others lack it too
                 errors[i] = exc
                 self.failed(i, exc)
             else:
@@ -312,6 +315,8 @@ class AfrEntryOps:
                 await self.drop_child_inode(i, old)
             if new or gfid == fresh:
                 ctx.changelog.known[i] = True
+        if gfid == fresh and ctx.kind == stat.S_IFDIR:
+            ctx.verified = True
         for i in odd:
             await self.drop_child_inode(i, made[i].inode)
         if odd:

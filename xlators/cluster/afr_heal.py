@@ -77,6 +77,8 @@ async def heal_inode(xl: "Replicate", inode: Inode) -> bool:
                                     ctx.children[y])
                     xl.healed[cl.KIND_NAMES[kind]] += 1
                 await clear(xl, ctx, kind, sinks, sources)
+                if kind == ENTRY and len(sources) + len(sinks) == len(ctx.present()):
+                    ctx.verified = True
                 await reopen_fds(xl, inode)
         finally:
             ctx.heal_lock = None

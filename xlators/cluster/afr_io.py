@@ -18,7 +18,7 @@ from typing import Any
 from ..core.errors import FopError
 from ..core.frame import system_frame
 from ..core.inode import Fd, Loc
-from ..core.types import DirEntry, Lock, LK_GET
+from ..core.types import DirEntry, Entry, Lock, LK_GET
 from . import afr_changelog as cl
 from .afr_changelog import DATA, ENTRY, METADATA
 from .afr_gfid import GFID_XATTR, ino_of, valid_gfid
@@ -290,16 +290,27 @@ class AfrIOOps:
         ours = ce.inode.ctx.get(self)
         if ours is not None:
             return ours.ino
+        return await self._gfid_ino(i, ce.inode, fallback)
+
+    async def _gfid_ino(self, i: int, ci, fallback: int) -> int:
+        """The gfid number of an entry replicate does not know (released afterwards)."""
         try:
-            gfid = await self.children[i].getxattr(system_frame(), ce.inode, GFID_XATTR)
+            gfid = await self.children[i].getxattr(system_frame(), ci, GFID_XATTR)
             return ino_of(gfid) if valid_gfid(gfid) else fallback
         except OSError:
             return fallback
         finally:
-            await self.drop_child_inode(i, ce.inode)
+            await self.drop_child_inode(i, ci)
 
     async def readdirp(self, frame, fd, offset, size):
-        _, entries = await self._list(frame, fd, offset, size)
+        """Entries of files replicate knows everywhere, with nothing pending, come with
+        their attributes; the others only with their gfid number (the kernel looks them
+        up when it needs them), so a long listing does not pin an inode -- and a
+        descriptor per child in storage/posix -- for every name in it."""
+        i, entries = await self._list(frame, fd, offset, size)
+        dctx = self.ictx(fd.inode)
+        dci = dctx.children[i]
+        child = self.children[i]
         out = []
         for e in entries:
             if e.name in (b".", b".."):
@@ -307,11 +318,21 @@ class AfrIOOps:
                 out.append(e._replace(ino=ino, entry=None))
                 continue
             try:
-                entry = await self.lookup(frame, Loc(fd.inode, e.name))
+                ce = await child.lookup(system_frame(), Loc(dci, e.name))
             except OSError:
                 out.append(e._replace(entry=None))
                 continue
-            out.append(e._replace(ino=entry.inode.ino, entry=entry))
+            ours = ce.inode.ctx.get(self)
+            if ours is None:
+                out.append(e._replace(ino=await self._gfid_ino(i, ce.inode, e.ino),
+                                      entry=None))
+                continue
+            ctx = ours.ctx.get(self)
+            whole = (ctx is not None and ctx.children[i] is ce.inode
+                     and not ctx.changelog.any_pending()
+                     and all(c is not None for c in ctx.children))
+            entry = Entry(ours, self.map_attr(ce.attr, ours)) if whole else None
+            out.append(e._replace(ino=ours.ino, entry=entry))
         return out
 
     # -- locks ------------------------------------------------------------------------------

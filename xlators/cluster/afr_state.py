@@ -18,7 +18,7 @@ from .afr_changelog import Changelog
 class AfrInode:
     """Replicate's context of one of its inodes."""
     __slots__ = ("gfid", "children", "changelog", "kind", "fds", "heal_lock",
-                 "split_logged", "parent", "name", "__weakref__")
+                 "split_logged", "parent", "name", "verified", "__weakref__")
 
     def __init__(self, gfid: bytes, n: int, kind: int = 0) -> None:
         self.gfid = gfid
@@ -30,6 +30,9 @@ class AfrInode:
         self.split_logged = False
         self.parent: Any = None                        # weakref to a parent Inode
         self.name: Optional[bytes] = None              # a name in it (for heal)
+        # a directory whose children are known to hold the same names (made or entry-
+        # healed by replicate): a name the first child lacks, they all lack
+        self.verified = False
 
     def present(self) -> list[int]:
         return [i for i, c in enumerate(self.children) if c is not None]
