@@ -205,3 +205,10 @@ def test_split_brain_resolved_by_size(mirror) -> None:
     _wait_for(lambda: (brick_b / "contested").read_bytes() ==
               b"changed while b was down: longer\n", 20, "heal from the winner", m)
     assert "resolved by favorite-child-policy size: faults-a wins" in m.read_log()
+
+
+def test_the_inode_cache_limit_counts_every_brick() -> None:
+    """Each brick may hold a descriptor per cached inode: a mirror halves the bound."""
+    from fuse_bridge.session import effective_lru_limit
+    one, two = effective_lru_limit(0, 1), effective_lru_limit(0, 2)
+    assert two <= max(1024, one // 2) and two >= 1024

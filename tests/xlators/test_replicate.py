@@ -267,3 +267,15 @@ async def test_statedump_names_children_and_pending():
     assert d["children-up"] == "e0" and d["children-down"] == "e1"
     gfid = afr(h).ictx((await h.lookup("/f")).inode).gfid.hex()
     assert d[f"pending.{gfid}"] == "data" and d["split-brain-count"] == 0
+
+
+async def test_listings_report_gfid_numbers_for_dot_and_dotdot():
+    h = replica()
+    await h.mkdir("/d")
+    await h.mkdir("/d/e")
+    d, e = await h.stat("/d"), await h.stat("/d/e")
+    for plus in (False, True):
+        listed = {x.name: x.ino for x in await h.listdir("/d/e", plus=plus)}
+        assert listed[b"."] == e.ino and listed[b".."] == d.ino
+        listed = {x.name: x.ino for x in await h.listdir("/d", plus=plus)}
+        assert listed[b"e"] == e.ino and listed[b".."] == 1

@@ -252,7 +252,8 @@ class AfrIOOps:
         return done
 
     # -- listings -------------------------------------------------------------------------
-    async def _list(self, frame, fd, offset: int, size: int) -> tuple[int, list[DirEntry]]:
+    async def _list(self, frame, fd, offset: int, size: int,
+                    plus: bool = False) -> tuple[int, list[DirEntry]]:
         afd = self.fdctx(fd)
         ctx = self.ictx(fd.inode)
         i = afd.read_child
@@ -261,8 +262,11 @@ class AfrIOOps:
                 raise FopError(errno.EIO, "the child this listing read from is down")
             i = await self.read_child(ctx, ENTRY, fd.inode, afd.children)
             afd.read_child = i
+        child = self.children[i]
         try:
-            return i, await self.children[i].readdir(frame, afd.children[i], offset, size)
+            if plus:
+                return i, await child.readdirp(frame, afd.children[i], offset, size)
+            return i, await child.readdir(frame, afd.children[i], offset, size)
         except OSError as exc:
             self.failed(i, exc)
             raise
@@ -275,12 +279,20 @@ class AfrIOOps:
             if e.name == b".":
                 ino = fd.inode.ino
             elif e.name == b"..":
-                ino = e.ino if fd.inode is self.itable.root else await self._entry_ino(
-                    i, dctx.children[i], e.name, e.ino)
+                ino = await self._dotdot_ino(fd.inode, i, e.ino)
             else:
                 ino = await self._entry_ino(i, dctx.children[i], e.name, e.ino)
             out.append(e._replace(ino=ino, entry=None))
         return out
+
+    async def _dotdot_ino(self, dir_inode, i: int, fallback: int) -> int:
+        if dir_inode is self.itable.root:
+            return dir_inode.ino
+        ctx = self.ictx(dir_inode)
+        parent = ctx.parent() if ctx.parent is not None else None
+        if parent is not None:
+            return parent.ino
+        return await self._entry_ino(i, ctx.children[i], b"..", fallback)
 
     async def _entry_ino(self, i: int, dci, name: bytes, fallback: int) -> int:
         try:
@@ -307,20 +319,14 @@ class AfrIOOps:
         their attributes; the others only with their gfid number (the kernel looks them
         up when it needs them), so a long listing does not pin an inode -- and a
         descriptor per child in storage/posix -- for every name in it."""
-        i, entries = await self._list(frame, fd, offset, size)
-        dctx = self.ictx(fd.inode)
-        dci = dctx.children[i]
-        child = self.children[i]
+        i, entries = await self._list(frame, fd, offset, size, plus=True)
         out = []
         for e in entries:
-            if e.name in (b".", b".."):
-                ino = fd.inode.ino if e.name == b"." else e.ino
+            ce = e.entry
+            if e.name in (b".", b"..") or ce is None:
+                ino = (fd.inode.ino if e.name == b"." else
+                       await self._dotdot_ino(fd.inode, i, e.ino) if e.name == b".." else e.ino)
                 out.append(e._replace(ino=ino, entry=None))
-                continue
-            try:
-                ce = await child.lookup(system_frame(), Loc(dci, e.name))
-            except OSError:
-                out.append(e._replace(entry=None))
                 continue
             ours = ce.inode.ctx.get(self)
             if ours is None:
