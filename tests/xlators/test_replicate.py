@@ -279,3 +279,21 @@ async def test_listings_report_gfid_numbers_for_dot_and_dotdot():
         assert listed[b"."] == e.ino and listed[b".."] == d.ino
         listed = {x.name: x.ino for x in await h.listdir("/d", plus=plus)}
         assert listed[b"e"] == e.ino and listed[b".."] == 1
+
+
+async def test_upcalls_from_a_child_name_replicates_inodes():
+    from xlators.core.events import Event
+    from xlators.core.upcall import InvalidateEntry, InvalidateInode
+    h = replica()
+    await h.write_file("/f", b"x")
+    e = await h.lookup("/f")
+    seen = []
+    h.graph.listeners.append(lambda ev, data, src: seen.append(data) if ev is Event.UPCALL
+                             else None)
+    r = afr(h)
+    child_inode = r.ictx(e.inode).children[1]
+    h.graph["e1"].upcall(InvalidateInode(child_inode))
+    h.graph["e1"].upcall(InvalidateEntry(r.ictx(h.root).children[1], b"f"))
+    from xlators.core.inode import Inode
+    h.graph["e1"].upcall(InvalidateInode(Inode(99, 99)))       # unknown here: dropped
+    assert seen == [InvalidateInode(e.inode), InvalidateEntry(h.root, b"f")]

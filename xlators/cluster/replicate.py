@@ -143,6 +143,11 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
                 self._healer_start()
             return
         idx = self._index_of(source)
+        if event is Event.UPCALL and idx is not None:
+            message = self._translate_upcall(data)
+            if message is not None:
+                self.notify_parents(event, message)
+            return
         if idx is None or event not in (Event.CHILD_UP, Event.CHILD_DOWN):
             super().notify(event, data, source)
             return
@@ -150,6 +155,19 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
             self._child_up(idx)
         else:
             self.child_down(idx, "it reported CHILD_DOWN")
+
+    def _translate_upcall(self, message: Any) -> Any:
+        """A child's notification names the child's inodes: name replicate's instead
+        (dropped when one is not known here; the kernel cannot know it either)."""
+        fields = getattr(message, "_fields", ())
+        changes = {}
+        for key in ("inode", "parent", "child"):
+            if key in fields:
+                ours = getattr(message, key).ctx.get(self)
+                if ours is None:
+                    return None
+                changes[key] = ours
+        return message._replace(**changes) if changes else message
 
     def _index_of(self, source: Any) -> Optional[int]:
         for i, c in enumerate(self.children):
