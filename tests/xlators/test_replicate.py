@@ -10,6 +10,7 @@ from xlators.cluster import afr_changelog as cl
 from xlators.cluster.afr_gfid import GFID_XATTR, ino_of
 from xlators.core.errors import FopError
 from xlators.core.inode import Loc
+from xlators.core.translator import Translator
 from xlators.testing import Harness
 
 from tests.xlators.afr_util import brick, brick_tree, fail, recover, replica
@@ -297,3 +298,34 @@ async def test_upcalls_from_a_child_name_replicates_inodes():
     from xlators.core.inode import Inode
     h.graph["e1"].upcall(InvalidateInode(Inode(99, 99)))       # unknown here: dropped
     assert seen == [InvalidateInode(e.inode), InvalidateEntry(h.root, b"f")]
+
+
+class Gate(Translator):
+    """Counts writevs in flight across all its instances (they wait a scheduler turn)."""
+    type = "test/gate"
+    children_range = (1, 1)
+    active = 0
+    most = 0
+
+    async def writev(self, frame, fd, data, offset, flags=None):
+        Gate.active += 1
+        Gate.most = max(Gate.most, Gate.active)
+        try:
+            await trio.lowlevel.checkpoint()
+            return await self.child.writev(frame, fd, data, offset, flags)
+        finally:
+            Gate.active -= 1
+
+
+@pytest.mark.parametrize("parallel,most", [("off", 1), ("on", 2)])
+async def test_parallel_fan_out_sends_to_every_child_at_once(parallel, most):
+    from xlators.testing import make_translator
+    Gate.most = 0
+    gates = [Gate(f"g{i}", [make_translator("storage/memory", name=f"m{i}",
+                                            options={"size": "0"})]) for i in range(2)]
+    top = make_translator("cluster/replicate", gates, {"parallel-fan-out": parallel})
+    h = Harness(top)
+    h.init()
+    await h.write_file("/f", b"both")
+    assert Gate.most == most
+    assert await h.read_file("/f") == b"both"

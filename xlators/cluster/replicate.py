@@ -13,8 +13,9 @@ The children may be of any type (storage/posix, storage/memory, a plugin, a stac
 - Identity: a gfid per file in ``trusted.xlfs.gfid`` on every child; the kernel's inode
   number derives from it (``afr_gfid``).  Each child subtree gets a private inode table.
 - Writes and namespace changes go to every child that is up, one after another in child
-  order (local children answer without waiting, so there is nothing to overlap); reads go
-  to one *readable* child, chosen by ``read-subvolume`` or ``read-policy``.
+  order (local children answer without waiting, so there is nothing to overlap), or all
+  at once with ``parallel-fan-out``; reads go to one *readable* child, chosen by
+  ``read-subvolume`` or ``read-policy``.
 - Changelog: when a change misses a child (down, or it failed), the children that made
   it record the accusation in ``trusted.xlfs.afr.<child>`` (``afr_changelog``).  Accused
   children are never read from until healed.  Healthy operation writes no changelog.
@@ -36,6 +37,8 @@ import errno
 import stat
 import time
 from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
+
+import trio
 
 from ..core.errors import FopError
 from ..core.events import Event
@@ -92,6 +95,11 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
         Option.time("child-probe-interval", 3, "Seconds between probes of a failed "
                     "child (a statfs of its root); it counts as up once it answers.",
                     min=0.05),
+        Option.bool("parallel-fan-out", False, "Send a modification to the children "
+                    "concurrently (a task each) instead of one after the other: for "
+                    "children that wait (network, worker threads: storage/posix with "
+                    "io-threads on); local children answering inline only pay for the "
+                    "tasks."),
         Option.str("quorum-type", "none", "none: write while any child is up.  auto: "
                    "more than half the children must be up (exactly half when the first "
                    "is among them).  fixed: quorum-count children.  Below quorum every "
@@ -315,12 +323,21 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
             raise FopError(errno.ENOTCONN)
         done: dict[int, Any] = {}
         errors: dict[int, OSError] = {}
-        for i in targets:
+
+        async def one(i: int) -> None:
             try:
                 done[i] = await call(i)
             except OSError as exc:
                 errors[i] = exc
                 self.failed(i, exc)
+
+        if self.opts.parallel_fan_out and len(targets) > 1:
+            async with trio.open_nursery() as nursery:
+                for i in targets:
+                    nursery.start_soon(one, i)
+        else:
+            for i in targets:
+                await one(i)
         if not done:
             raise pick_error(errors)
         accusers = list(done)
