@@ -9,7 +9,6 @@ import trio
 from xlators.cluster import afr_changelog as cl
 from xlators.cluster.afr_gfid import GFID_XATTR, ino_of
 from xlators.core.errors import FopError
-from xlators.core.inode import Loc
 from xlators.core.translator import Translator
 from xlators.testing import Harness
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import stat
 import weakref
-from typing import Any, Optional
+from typing import Optional
 
 from ..core.errors import FopError
 from ..core.frame import system_frame

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import errno
 import stat
-from typing import Any, Optional
+from typing import Optional
 
 import trio
 
-from ..core.errors import FopError
 from ..core.frame import system_frame
 from ..core.inode import Inode, Loc
 from .afr_changelog import ENTRY

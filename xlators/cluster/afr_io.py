@@ -18,7 +18,7 @@ from typing import Any
 from ..core.errors import FopError
 from ..core.frame import system_frame
 from ..core.inode import Fd, Loc
-from ..core.types import DirEntry, Entry, Lock, LK_GET
+from ..core.types import DirEntry, Entry, LK_GET
 from . import afr_changelog as cl
 from .afr_changelog import DATA, ENTRY, METADATA
 from .afr_gfid import GFID_XATTR, ino_of, valid_gfid
