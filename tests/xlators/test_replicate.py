@@ -328,3 +328,54 @@ async def test_parallel_fan_out_sends_to_every_child_at_once(parallel, most):
     await h.write_file("/f", b"both")
     assert Gate.most == most
     assert await h.read_file("/f") == b"both"
+
+
+async def test_child_down_and_up_events_take_a_child_out_and_bring_it_back():
+    from xlators.core.events import Event
+    h = replica()
+    r = afr(h)
+    await h.write_file("/f", b"one")
+    h.graph["e1"].notify_parents(Event.CHILD_DOWN)
+    assert r.up == [True, False]
+    await h.write_file("/f", b"two")            # child 1 is not even asked
+    assert h.graph["e1"].injected == {} and await brick(h, 1).read_file("/f") == b"one"
+    h.graph["e1"].notify_parents(Event.CHILD_UP)
+    assert r.up == [True, True]
+    await r.heal_pass()
+    assert await brick(h, 1).read_file("/f") == b"two"
+
+
+async def test_the_last_child_down_is_reported_up_the_graph():
+    from xlators.core.events import Event
+    h = replica()
+    seen = []
+    h.graph.listeners.append(lambda ev, data, src: seen.append(ev))
+    h.graph["e0"].notify_parents(Event.CHILD_DOWN)
+    assert Event.CHILD_DOWN not in seen
+    h.graph["e1"].notify_parents(Event.CHILD_DOWN)
+    assert seen == [Event.CHILD_DOWN]
+
+
+async def test_favorite_child_policy_majority():
+    """Three children, every copy accused: the copy most children (a majority) do not
+    accuse wins; a tie (each accused once, in a cycle) resolves nothing."""
+    h = replica(3, favorite_child_policy="majority", self_heal_daemon="off")
+    r = afr(h)
+    await h.write_file("/f", b"base")
+    ctx = r.ictx((await h.lookup("/f")).inode)
+    pend = ctx.changelog.pending
+    pend[0][1][cl.DATA] = pend[1][2][cl.DATA] = pend[2][0][cl.DATA] = 1
+    with pytest.raises(FopError) as ei:
+        await h.read_file("/f")
+    assert ei.value.errno == errno.EIO
+    h = replica(3, favorite_child_policy="majority", self_heal_daemon="off")
+    r = afr(h)
+    await h.write_file("/f", b"base")
+    fd = await h.open("/f")
+    pend = r.ictx(fd.inode).changelog.pending
+    pend[1][0][cl.DATA] = 1                       # 0 is accused by one child
+    pend[0][1][cl.DATA] = pend[2][1][cl.DATA] = 1  # 1 and 2 by two each
+    pend[0][2][cl.DATA] = pend[1][2][cl.DATA] = 1
+    assert await h.read(fd, 10) == b"base"
+    assert r.ictx(fd.inode).changelog.sources(cl.DATA, [0, 1, 2]) == {0}
+    await h.close(fd)

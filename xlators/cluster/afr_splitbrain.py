@@ -8,7 +8,8 @@ logs one error line per file naming the gfid, the name and the children; the sta
 counts them.  Otherwise the policy picks the winner among the children that are up:
 
 - ``size``: the largest copy;  ``mtime`` / ``ctime``: the latest modified / changed copy;
-- ``majority``: the copy more than half of all children do not accuse.
+- ``majority``: the copy more than half of all children do not accuse, and more than
+  for any other copy.
 
 A tie picks nothing (EIO as with none).  The winner becomes the source: the others'
 accusations of it are cleared, it accuses them, and self-heal copies it over the others.
@@ -59,11 +60,10 @@ class AfrSplitBrain:
             if ctx is None:
                 return None
             pend = ctx.changelog.pending
-            for c in attrs:
-                supporters = [x for x in range(self.n) if not pend[x][c][kind]]
-                if 2 * len(supporters) > self.n:
-                    return c
-            return None
+            votes = {c: sum(1 for x in range(self.n) if not pend[x][c][kind]) for c in attrs}
+            best = max(votes.values())
+            winners = [c for c, v in votes.items() if v == best]
+            return winners[0] if len(winners) == 1 and 2 * best > self.n else None
         key = {"size": lambda a: a.size, "mtime": lambda a: a.mtime_ns,
                "ctime": lambda a: a.ctime_ns}[policy]
         best = max(key(a) for a in attrs.values())

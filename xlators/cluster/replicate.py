@@ -108,8 +108,9 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
                    min=0),
         Option.str("favorite-child-policy", "none", "How a split brain resolves: none "
                    "(EIO until healed by hand), size (largest file wins), ctime/mtime "
-                   "(latest change wins), majority (the copy most children agree on, by "
-                   "size and mtime).", values=FAVORITE_POLICIES),
+                   "(latest change wins), majority (the copy more than half of the "
+                   "children do not accuse, more than any other copy).",
+                   values=FAVORITE_POLICIES),
     )
 
     def __init__(self, *args: Any, **kw: Any) -> None:
