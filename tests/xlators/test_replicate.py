@@ -379,3 +379,12 @@ async def test_favorite_child_policy_majority():
     assert await h.read(fd, 10) == b"base"
     assert r.ictx(fd.inode).changelog.sources(cl.DATA, [0, 1, 2]) == {0}
     await h.close(fd)
+
+
+async def test_a_split_brain_resolves_once_a_policy_is_reloaded():
+    h = replica()
+    await _make_split_brain(h)
+    with pytest.raises(FopError):
+        await h.read_file("/f")
+    afr(h).reconfigure({"favorite-child-policy": "size"})
+    assert await h.read_file("/f") == b"written on child 0 alone"

@@ -107,9 +107,9 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
         Option.int("quorum-count", 0, "Children that must be up with quorum-type fixed.",
                    min=0),
         Option.str("favorite-child-policy", "none", "How a split brain resolves: none "
-                   "(EIO until healed by hand), size (largest file wins), ctime/mtime "
-                   "(latest change wins), majority (the copy more than half of the "
-                   "children do not accuse, more than any other copy).",
+                   "(EIO; set a policy and reload to resolve it), size (largest copy "
+                   "wins), ctime/mtime (latest change wins), majority (the copy more "
+                   "than half of the children do not accuse, more than any other copy).",
                    values=FAVORITE_POLICIES),
     )
 
