@@ -5,6 +5,7 @@ import os
 
 import pytest
 import trio
+import trio.testing
 
 from xlators.cluster import afr_changelog as cl
 from xlators.cluster.afr_gfid import GFID_XATTR, ino_of
@@ -388,3 +389,44 @@ async def test_a_split_brain_resolves_once_a_policy_is_reloaded():
         await h.read_file("/f")
     afr(h).reconfigure({"favorite-child-policy": "size"})
     assert await h.read_file("/f") == b"written on child 0 alone"
+
+
+class SlowWrite(Translator):
+    """Holds writevs until its gate opens (a child that waits, like a remote one)."""
+    type = "test/slow-write"
+    children_range = (1, 1)
+    gates: dict = {}
+
+    async def writev(self, frame, fd, data, offset, flags=None):
+        gate = SlowWrite.gates.get(self.name)
+        if gate is not None:
+            await gate.wait()
+        return await self.child.writev(frame, fd, data, offset, flags)
+
+
+async def test_a_heal_waits_for_writes_already_under_way():
+    """Child 1 (stale) has taken a write that child 0 has not finished yet: a heal that
+    copied child 0 now would undo it on child 1, and then both would be 'in sync'."""
+    from xlators.testing import make_translator
+    kids = [SlowWrite(f"s{i}", [make_translator("storage/memory", name=f"m{i}",
+                                                options={"size": "0"})]) for i in range(2)]
+    top = make_translator("cluster/replicate", kids, {"parallel-fan-out": "on"})
+    h = Harness(top)
+    h.init()
+    await h.write_file("/f", b"a" * 10)
+    fd = await h.open("/f")
+    top.ictx(fd.inode).changelog.pending[0][1][cl.DATA] = 1   # heal will copy 0 -> 1
+    top.queue_heal(fd.inode)
+    SlowWrite.gates = {"s0": trio.Event(), "s1": trio.Event()}
+    async with trio.open_nursery() as n:
+        n.start_soon(h.write, fd, b"NEW", 0)
+        await trio.testing.wait_all_tasks_blocked()
+        SlowWrite.gates["s1"].set()                 # child 1 takes the write
+        await trio.testing.wait_all_tasks_blocked()
+        n.start_soon(top.heal_pass)
+        await trio.testing.wait_all_tasks_blocked()
+        SlowWrite.gates["s0"].set()                 # child 0 takes it last
+    SlowWrite.gates = {}
+    await h.close(fd)
+    m0, m1 = Harness(kids[0].child), Harness(kids[1].child)
+    assert await m0.read_file("/f") == await m1.read_file("/f") == b"NEWaaaaaaa"

@@ -72,6 +72,9 @@ async def heal_inode(xl: "Replicate", inode: Inode) -> bool:
         lock = ctx.heal_lock = trio.Lock()
         try:
             async with lock:
+                while ctx.inflight:      # modifications that started before the lock
+                    ctx.drained = trio.Event()
+                    await ctx.drained.wait()
                 for y in sinks:
                     await heal_kind(xl, ctx.kind, kind, src, ctx.children[src], y,
                                     ctx.children[y])

@@ -18,7 +18,8 @@ from .afr_changelog import Changelog
 class AfrInode:
     """Replicate's context of one of its inodes."""
     __slots__ = ("gfid", "children", "changelog", "kind", "fds", "heal_lock",
-                 "split_logged", "parent", "name", "verified", "__weakref__")
+                 "split_logged", "parent", "name", "verified", "inflight", "drained",
+                 "__weakref__")
 
     def __init__(self, gfid: bytes, n: int, kind: int = 0) -> None:
         self.gfid = gfid
@@ -27,6 +28,8 @@ class AfrInode:
         self.kind = kind                               # S_IFMT of the file
         self.fds: set[Any] = set()                     # open Fds (reopen after heal)
         self.heal_lock: Optional[trio.Lock] = None     # set while a heal runs
+        self.inflight = 0                              # modifications under way
+        self.drained: Optional[trio.Event] = None      # set when inflight drops to 0
         self.split_logged = False
         self.parent: Any = None                        # weakref to a parent Inode
         self.name: Optional[bytes] = None              # a name in it (for heal)

@@ -332,13 +332,19 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
                 errors[i] = exc
                 self.failed(i, exc)
 
-        if self.opts.parallel_fan_out and len(targets) > 1:
-            async with trio.open_nursery() as nursery:
+        ictx.inflight += 1               # a heal starting now waits for this to end
+        try:
+            if self.opts.parallel_fan_out and len(targets) > 1:
+                async with trio.open_nursery() as nursery:
+                    for i in targets:
+                        nursery.start_soon(one, i)
+            else:
                 for i in targets:
-                    nursery.start_soon(one, i)
-        else:
-            for i in targets:
-                await one(i)
+                    await one(i)
+        finally:
+            ictx.inflight -= 1
+            if not ictx.inflight and ictx.drained is not None:
+                ictx.drained.set()
         if not done:
             raise pick_error(errors)
         accusers = list(done)
