@@ -430,3 +430,27 @@ async def test_a_heal_waits_for_writes_already_under_way():
     await h.close(fd)
     m0, m1 = Harness(kids[0].child), Harness(kids[1].child)
     assert await m0.read_file("/f") == await m1.read_file("/f") == b"NEWaaaaaaa"
+
+
+async def test_a_modification_cancelled_between_children_is_recorded():
+    from xlators.testing import make_translator
+    kids = [SlowWrite(f"s{i}", [make_translator("storage/memory", name=f"m{i}",
+                                                options={"size": "0"})]) for i in range(2)]
+    top = make_translator("cluster/replicate", kids)
+    h = Harness(top)
+    h.init()
+    await h.write_file("/f", b"a" * 10)
+    fd = await h.open("/f")
+    SlowWrite.gates = {"s1": trio.Event()}          # child 0 writes, child 1 hangs
+    with trio.CancelScope() as cs:                 # an interrupt, say
+        async with trio.open_nursery() as n:
+            n.start_soon(h.write, fd, b"NEW", 0)
+            await trio.testing.wait_all_tasks_blocked()
+            cs.cancel()
+    SlowWrite.gates = {}
+    ctx = top.ictx(fd.inode)
+    assert ctx.changelog.accused(cl.DATA) == {1}
+    assert await h.read(fd, 10) == b"NEWaaaaaaa"
+    await top.heal_pass()
+    await h.close(fd)
+    assert await Harness(kids[1].child).read_file("/f") == b"NEWaaaaaaa"

@@ -341,6 +341,13 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
             else:
                 for i in targets:
                     await one(i)
+        except trio.Cancelled:
+            # interrupted between children: the ones that made the change accuse the rest
+            if done:
+                with trio.CancelScope(shield=True):
+                    await self.accuse(inode, list(done),
+                                      [i for i in range(self.n) if i not in done], kinds)
+            raise
         finally:
             ictx.inflight -= 1
             if not ictx.inflight and ictx.drained is not None:
