@@ -454,3 +454,16 @@ async def test_a_modification_cancelled_between_children_is_recorded():
     await top.heal_pass()
     await h.close(fd)
     assert await Harness(kids[1].child).read_file("/f") == b"NEWaaaaaaa"
+
+
+async def test_when_every_child_refuses_the_good_copy_gives_the_error():
+    h = replica(read_subvolume_index="1")
+    fail(h, 0)
+    await h.mkdir("/d")
+    await h.write_file("/d/a", b"x")
+    recover(h, 0)
+    await afr(h).probe_now()
+    # child 0 lacks /d (ENOENT), child 1 has it with a file in it (ENOTEMPTY)
+    with pytest.raises(FopError) as ei:
+        await h.rmdir("/d")
+    assert ei.value.errno == errno.ENOTEMPTY

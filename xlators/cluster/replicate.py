@@ -353,7 +353,10 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
             if not ictx.inflight and ictx.drained is not None:
                 ictx.drained.set()
         if not done:
-            raise pick_error(errors)
+            stale = set().union(*(ictx.changelog.accused(k) for k in kinds)) if (
+                ictx.changelog.any_pending()) else set()
+            good = {i: e for i, e in errors.items() if i not in stale}
+            raise pick_error(good or errors)      # a good copy's answer, not a stale one's
         accusers = list(done)
         if ictx.changelog.any_pending():
             # a good copy's refusal outweighs a stale copy's success, and only good
