@@ -467,3 +467,16 @@ async def test_when_every_child_refuses_the_good_copy_gives_the_error():
     with pytest.raises(FopError) as ei:
         await h.rmdir("/d")
     assert ei.value.errno == errno.ENOTEMPTY
+
+
+async def test_the_roots_changelog_left_by_a_previous_run_is_read():
+    """Child 0's root says child 1 missed entries (recorded before a restart): the
+    listing comes from child 0 and the healer copies the missing name over."""
+    h = replica(read_subvolume_index="1")
+    b0 = brick(h, 0)
+    await b0.write_file("/made-while-1-was-down", b"x")
+    await b0.top.setxattr(b0.frame(), b0.root, cl.xattr_name("e1"), cl.encode((0, 0, 1)), 0)
+    names = {e.name for e in await h.listdir("/")}
+    assert b"made-while-1-was-down" in names
+    await afr(h).heal_pass()
+    assert await brick(h, 1).read_file("/made-while-1-was-down") == b"x"

@@ -126,6 +126,7 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
         self.healed = {"data": 0, "metadata": 0, "entry": 0}
         self.heal_failures = 0
         self._announced = False
+        self._root_ctx: Optional[AfrInode] = None
         self._healer_init()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -138,6 +139,23 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
         for ci in ctx.children:
             ci.ctx[self] = root
         self.ctx_set(root, ctx)
+        self._root_ctx = ctx
+
+    async def _load_root_changelog(self) -> None:
+        """The root is never looked up: read its changelog from each child once (what a
+        previous run recorded there)."""
+        ctx = self._root_ctx
+        for i, ci in enumerate(ctx.children):
+            if ctx.changelog.known[i] or not self.up[i]:
+                continue
+            try:
+                _, rows = await self.read_meta(i, ci)
+            except OSError as exc:
+                self.failed(i, exc)
+                continue
+            cl.parse_row(self.child_names, rows, i, ctx.changelog)
+        if ctx.changelog.any_pending():
+            self.queue_heal(self.itable.root)
 
     def fini(self) -> None:
         self._healer_stop()
@@ -241,6 +259,8 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
         """Up children holding good copies of ``kind``; EIO on split brain, ENOTCONN when
         every good copy is on a child that is down."""
         up = self.up
+        if ictx is self._root_ctx and not all(ictx.changelog.known):
+            await self._load_root_changelog()
         present = ictx.present()
         if not ictx.changelog.any_pending():
             good = [i for i in present if up[i]]
