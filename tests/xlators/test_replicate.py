@@ -480,3 +480,24 @@ async def test_the_roots_changelog_left_by_a_previous_run_is_read():
     assert b"made-while-1-was-down" in names
     await afr(h).heal_pass()
     assert await brick(h, 1).read_file("/made-while-1-was-down") == b"x"
+
+
+async def test_the_crawl_finds_what_a_previous_run_left_unhealed():
+    h = replica()
+    await h.mkdir("/d")
+    await h.write_file("/d/f", b"old")
+    fail(h, 1)
+    await h.write_file("/d/f", b"new contents")
+    recover(h, 1)
+    # a new run over the same children: nothing in memory, the accusation is on child 0
+    from xlators.cluster.replicate import Replicate
+    from xlators.core.inode import InodeTable
+    again = Replicate("r2", [h.graph["e0"], h.graph["e1"]], {}, itable=InodeTable())
+    again.init()
+    for i in range(2):
+        again._child_up(i)
+    assert await again.crawl() == 2
+    assert len(again.heal_index) >= 1
+    await again.heal_pass()
+    assert await brick(h, 1).read_file("/d/f") == b"new contents"
+    assert len(again.itable) == 1, "the walk left inodes behind"

@@ -9,6 +9,9 @@ when woken -- a file found stale by lookup/open, a child back up -- and every
 ``heal-timeout`` seconds.  A pass heals directories first and repeats while it makes
 progress (a directory's entry heal creates the files that the next round heals).
 
+With ``heal-crawl-on-start`` the task also walks the whole volume once at start, looking
+every name up, so that accusations a previous run left on the children are found.
+
 Local children send no CHILD_UP of their own after a failure, so the probe task asks
 every failed child for a statfs of its root every ``child-probe-interval`` seconds; the
 first answer brings the child back (and wakes the healer).
@@ -56,6 +59,55 @@ class AfrHealer:
             async with trio.open_nursery() as n:
                 n.start_soon(self._heal_loop)
                 n.start_soon(self._probe_loop)
+                if self.opts.heal_crawl_on_start:
+                    n.start_soon(self.crawl)
+
+    async def crawl(self) -> int:
+        """Look up every name in the volume once, so that accusations a previous run left
+        on the children are found and healed (the heal index lives in memory).  Inodes
+        the kernel does not hold are released again as the walk goes.  Returns the
+        number of names visited."""
+        from .afr_heal import list_names
+        seen = 0
+        stack = [self.itable.root]
+        while stack:
+            d = stack.pop()
+            ctx = d.ctx.get(self)
+            if ctx is None:
+                continue
+            try:
+                i = await self.read_child(ctx, ENTRY, d)
+                names = await list_names(self, i, ctx.children[i])
+            except OSError as exc:
+                self.log.warning("%s: crawl: cannot list gfid %s: %s", self.name,
+                                 ctx.gfid.hex(), exc)
+                continue
+            for name in names:
+                try:
+                    e = await self.lookup(system_frame(), Loc(d, name))
+                except OSError:
+                    continue
+                seen += 1
+                if stat.S_ISDIR(e.attr.mode):
+                    e.inode.refs += 1            # held while queued for the walk
+                    stack.append(e.inode)
+                elif self.itable.purge(e.inode):
+                    await self._forget_inode(e.inode)
+            if d is not self.itable.root:
+                d.refs -= 1
+                if self.itable.purge(d):
+                    await self._forget_inode(d)
+            await trio.lowlevel.checkpoint()
+        self.log.info("%s: crawl done: %d names, %d files to heal", self.name, seen,
+                      len(self.heal_index))
+        self.heal_wake()
+        return seen
+
+    async def _forget_inode(self, inode: Inode) -> None:
+        if self.graph is not None:
+            await self.graph.forget(inode)
+        else:
+            await self.forget(system_frame(), inode)
 
     def heal_wake(self) -> None:
         self._ensure_tasks()
@@ -80,10 +132,7 @@ class AfrHealer:
             return
         inode.refs = max(0, inode.refs - 1)
         if self.itable.purge(inode):
-            if self.graph is not None:
-                await self.graph.forget(inode)
-            else:
-                await self.forget(system_frame(), inode)
+            await self._forget_inode(inode)
 
     # -- the healer ------------------------------------------------------------------------
     async def _heal_loop(self) -> None:

@@ -90,6 +90,10 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
         Option.bool("self-heal-daemon", True, "Heal in the background (the healer task): "
                     "at once for files found stale, when a child comes back, and every "
                     "heal-timeout.  Off: nothing heals by itself."),
+        Option.bool("heal-crawl-on-start", False, "Walk the whole volume once at start, "
+                    "looking every name up, so that what a previous run left unhealed "
+                    "(recorded on the children) heals without being accessed first.  "
+                    "Off: such files heal when first looked up."),
         Option.time("heal-timeout", 600, "Seconds between the background healer's "
                     "passes over the files known to need heal.", min=1),
         Option.time("child-probe-interval", 3, "Seconds between probes of a failed "
