@@ -45,6 +45,7 @@ from .cases import CaseEnv
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_VOL = ROOT / "volfiles" / "local.vol"
+MIRROR_VOL = ROOT / "volfiles" / "mirror.vol"
 Timeouts = Tuple[float, float, float]   # attribute, entry, negative
 
 
@@ -315,6 +316,24 @@ class XlfsPeer(FusePeer):
                 + _timeout_flags(timeouts) + [str(mountpoint)])
 
 
+class XlfsMirrorPeer(XlfsPeer):
+    """cluster/replicate over two posix bricks: the cost of keeping two copies."""
+    name = "xlfs-mirror"
+    description = "xlfs on volfiles/mirror.vol (replicate over 2 posix bricks + locks)"
+
+    def __init__(self, volfile: Path = MIRROR_VOL) -> None:
+        super().__init__(volfile)
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        second = Path(str(brick) + "-b")
+        second.mkdir(parents=True, exist_ok=True)
+        return ([sys.executable, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
+                 "-l", str(log), "-f", str(self.volfile),
+                 f"--xlator-option=brick-a.directory={brick}",
+                 f"--xlator-option=brick-b.directory={second}"]
+                + _timeout_flags(timeouts) + [str(mountpoint)])
+
+
 class Pyfuse3Peer(FusePeer):
     name = "pyfuse3"
     description = "benchmarks/pyfuse3_passthrough.py (pyfuse3 on libfuse 3)"
@@ -411,4 +430,5 @@ class GlusterfsPeer(FusePeer):
 
 PEERS: Dict[str, Type[Peer]] = {
     "raw": RawPeer, "xlfs": XlfsPeer, "pyfuse3": Pyfuse3Peer, "glusterfs": GlusterfsPeer,
+    "xlfs-mirror": XlfsMirrorPeer,
 }

@@ -119,7 +119,9 @@ class Session:
         self.nursery: Optional[trio.Nursery] = None
         self._stepping: Optional[Request] = None   # the request a reader is stepping
         self.lru: OrderedDict[int, tuple] = OrderedDict()
-        self.lru_limit = effective_lru_limit(self.opts.lru_limit)
+        # every storage leaf may hold a descriptor per inode (a mirror: two)
+        leaves = sum(1 for xl in graph.xlators.values() if not xl.children)
+        self.lru_limit = effective_lru_limit(self.opts.lru_limit, leaves)
         self.ended = trio.Event()
         self.init_done = trio.Event()
         self.stats = {"requests": 0, "errors": 0, "exceptions": 0}
@@ -453,11 +455,13 @@ def _opname(opcode: int) -> str:
         return f"opcode {opcode}"
 
 
-def effective_lru_limit(wanted: int) -> int:
+def effective_lru_limit(wanted: int, leaves: int = 1) -> int:
     """--lru-limit, kept below what the process may hold open: translators may keep a
-    descriptor per inode (storage/posix does), and the kernel keeps inodes it has
-    looked up until told otherwise.  0 means no limit but that one."""
+    descriptor per inode (storage/posix does; ``leaves`` storage translators, as many),
+    and the kernel keeps inodes it has looked up until told otherwise.  0 means no
+    limit but that one."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     fds = hard if hard != resource.RLIM_INFINITY else soft
-    cap = max(1024, int(fds * 0.75)) if fds != resource.RLIM_INFINITY else 1 << 30
+    cap = (max(1024, int(fds * 0.75) // max(1, leaves))
+           if fds != resource.RLIM_INFINITY else 1 << 30)
     return min(wanted, cap) if wanted > 0 else cap

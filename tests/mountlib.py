@@ -57,6 +57,13 @@ class Mounted:
         self._watchdog: Optional[threading.Timer] = None
         self.aborted = False
 
+    def extra_bricks(self) -> dict[str, Path]:
+        """Directories for the storage/posix volumes not named "posix" (a mirror's
+        bricks): ``WORKDIR/brick-NAME``, by volume name."""
+        from xlators.core.volfile import load_volfile
+        return {v.name: self.workdir / f"brick-{v.name}" for v in load_volfile(self.volfile)
+                if v.type == "storage/posix" and v.name != "posix"}
+
     def path(self, *parts: str) -> str:
         return os.path.join(str(self.mountpoint), *parts)
 
@@ -66,6 +73,9 @@ class Mounted:
         args = xlfs_command() + ["-N", "-L", "DEBUG", "-l", str(self.log), "-f", self.volfile]
         if "volume posix" in Path(self.volfile).read_text():
             args += [f"--xlator-option=posix.directory={self.brick}"]
+        for name, brick in self.extra_bricks().items():
+            brick.mkdir(parents=True, exist_ok=True)
+            args += [f"--xlator-option={name}.directory={brick}"]
         args += [f"--xlator-option={o}" for o in self.overrides] + self.flags
         args.append(str(self.mountpoint))
         env = dict(os.environ, PYTHONPATH=str(ROOT), **(self.env or {}))

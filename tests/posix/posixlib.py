@@ -244,7 +244,9 @@ class MountPool:
                 prepare(m.brick)
             m.__enter__()
             posix = "volume posix" in volfile.read_text()
-            t = Target(name, m.mountpoint, brick=m.brick if posix else None, mount=m)
+            extra = list(m.extra_bricks().values())     # a mirror's bricks: the first
+            brick = m.brick if posix else extra[0] if extra else None
+            t = Target(name, m.mountpoint, brick=brick, mount=m)
         self.targets[key] = t
         return t
 
