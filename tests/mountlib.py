@@ -39,6 +39,19 @@ def xlfs_command() -> list[str]:
     return [sys.executable, "-m", "fuse_bridge.cli"]
 
 
+def other_bricks(volfile: str | os.PathLike, workdir: Path) -> list[str]:
+    """Overrides giving every storage/posix volume not named "posix" (the bricks of a
+    cluster volfile) a fresh directory of its own, WORKDIR/NAME (made here)."""
+    from xlators.core.volfile import load_volfile
+    out = []
+    for v in load_volfile(str(volfile)):
+        if v.type == "storage/posix" and v.name != "posix":
+            d = Path(workdir) / v.name
+            d.mkdir(mode=0o755, parents=True, exist_ok=True)
+            out.append(f"{v.name}.directory={d}")
+    return out
+
+
 class Mounted:
     def __init__(self, volfile: str | os.PathLike, workdir: Path, *flags: str,
                  brick: Optional[Path] = None, limit: float = 90.0,
@@ -66,6 +79,7 @@ class Mounted:
         args = xlfs_command() + ["-N", "-L", "DEBUG", "-l", str(self.log), "-f", self.volfile]
         if "volume posix" in Path(self.volfile).read_text():
             args += [f"--xlator-option=posix.directory={self.brick}"]
+        args += [f"--xlator-option={o}" for o in other_bricks(self.volfile, self.workdir)]
         args += [f"--xlator-option={o}" for o in self.overrides] + self.flags
         args.append(str(self.mountpoint))
         env = dict(os.environ, PYTHONPATH=str(ROOT), **(self.env or {}))

@@ -15,7 +15,8 @@ from tests.posix.posixlib import MountPool, Target, get_target, rmtree
 # VOLFILE-STEM[:BRIDGE-FLAG...].  More for one run:
 #   XLFS_POSIX_EXTRA="memory:--kernel-writeback-cache memory:--direct-io-mode=yes"
 SUITE_TARGETS = ("raw", "local", "memory", "write-behind",
-                 "local:--kernel-writeback-cache", "write-behind:--direct-io-mode=yes") + tuple(
+                 "local:--kernel-writeback-cache", "write-behind:--direct-io-mode=yes",
+                 "dist3") + tuple(
     os.environ.get("XLFS_POSIX_EXTRA", "").split())
 
 

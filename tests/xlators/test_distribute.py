@@ -458,3 +458,42 @@ def test_name_hash_and_layout_format_are_pinned():
                 b"xlfs-dht-layout 1 commit=1 0-4294967295,0-4294967295"):
         with pytest.raises(ValueError):
             Layout.parse(bad)
+
+
+async def test_directory_times_are_the_latest_of_every_copy():
+    h = dist(3)
+    await h.mkdir("/d")
+    before = await h.stat("/d")
+    layout = Layout.even(3)
+    name = next(b"n%d" % i for i in range(100) if layout.child_for(b"n%d" % i) != 0)
+    await h.write_file(b"/d/" + name, b"x")            # changes a copy other than child 0's
+    after = await h.stat("/d")
+    assert after.mtime_ns > before.mtime_ns and after.ctime_ns > before.ctime_ns
+    assert (await h.lookup("/d")).attr.mtime_ns == after.mtime_ns
+
+
+async def test_over_storage_posix_children(tmp_path):
+    """posix raises plain OSErrors (ENODATA, ENOENT): distribute must read them as fop
+    errors too."""
+    kids = []
+    for i in range(3):
+        (tmp_path / f"b{i}").mkdir()
+        kids.append(make_translator("storage/posix", (), {"directory": str(tmp_path / f"b{i}")},
+                                    name=f"b{i}"))
+    h = Harness(make_translator("cluster/distribute", kids, name="dist"))
+    h.init()
+    try:
+        a, b = _names_on_different_children()
+        await h.mkdir("/d")
+        await h.write_file(f"/d/{a}", b"posix")
+        ino = (await h.stat(f"/d/{a}")).ino
+        await h.rename(f"/d/{a}", f"/d/{b}")
+        assert await h.read_file(f"/d/{b}") == b"posix" and (await h.stat(f"/d/{b}")).ino == ino
+        assert not await exists(h, f"/d/{a}")
+        assert [e.name for e in await h.listdir("/d", plus=True)] == [b".", b"..", b.encode()]
+        assert sorted(os.listdir(tmp_path / "b0")) == ["d"]
+        await h.unlink(f"/d/{b}")
+        await h.rmdir("/d")
+        assert all(os.listdir(tmp_path / f"b{i}") == [] for i in range(3))
+    finally:
+        h.fini()

@@ -77,7 +77,7 @@ class DhtBase(Translator):
             return None
         try:
             e = await self.children[index].lookup(frame, Loc(parent, name))
-        except FopError as exc:
+        except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return None
             raise
@@ -112,6 +112,23 @@ class DhtBase(Translator):
             await self._unref(oldi, old)
         return Entry(inode, self._attr(index, entry.attr))
 
+    def _merge_dir_attrs(self, attrs: list) -> Attr:
+        """A directory's attributes: child 0's copy's, with the latest times of all copies
+        (a name made on any child changes the directory's mtime and ctime there)."""
+        first = attrs[0]
+        rest = [a for a in attrs[1:] if a is not None]
+        if not rest:
+            return first
+        a = first.copy()
+        for b in rest:
+            if b.mtime_ns > a.mtime_ns:
+                a.mtime_ns = b.mtime_ns
+            if b.ctime_ns > a.ctime_ns:
+                a.ctime_ns = b.ctime_ns
+            if b.atime_ns > a.atime_ns:
+                a.atime_ns = b.atime_ns
+        return a
+
     async def _adopt_dir(self, copies: list) -> Entry:
         """The volume entry for a directory's copies (child 0's must be there)."""
         first = copies[0]
@@ -128,7 +145,8 @@ class DhtBase(Translator):
                 if ci is not None:
                     ci.nlookup += 1
                 await self._unref(i, old)
-        return Entry(inode, first.attr)
+        return Entry(inode, self._merge_dir_attrs([e.attr if e is not None else None
+                                                   for e in copies]))
 
     # -- the volume and layouts ------------------------------------------------------------
     async def _volume(self, frame: Any) -> int:
@@ -144,13 +162,13 @@ class DhtBase(Translator):
             rf = root_frame(frame)
             try:
                 k = parse_volume(await self.children[0].getxattr(rf, root, VOLUME_XATTR))
-            except FopError as exc:
+            except OSError as exc:
                 if exc.errno not in _NOXATTR:
                     raise
                 k = n
                 try:
                     await self.children[0].setxattr(rf, root, VOLUME_XATTR, volume_value(n), 0)
-                except FopError as exc2:
+                except OSError as exc2:
                     self.log.warning("%s: cannot record the volume's child count on %s: %s",
                                      self.name, self.children[0].name, exc2)
             except LayoutError as exc:
@@ -177,7 +195,7 @@ class DhtBase(Translator):
         if copy is not None:
             try:
                 value = await self.children[0].getxattr(root_frame(frame), copy, LAYOUT_XATTR)
-            except FopError as exc:
+            except OSError as exc:
                 if exc.errno not in _NOXATTR:
                     raise
             else:
@@ -203,7 +221,7 @@ class DhtBase(Translator):
     async def _linkfile_target(self, index: int, inode: Inode) -> Optional[int]:
         try:
             target = await self.children[index].readlink(system_frame(), inode)
-        except FopError:
+        except OSError:
             return None
         t = parse_target(bytes(target))
         return t if t is not None and t < len(self.children) else None
@@ -247,7 +265,7 @@ class DhtBase(Translator):
                 continue
             try:
                 await self._put_linkfile(frame, pdn, name, h, i, replace=stale_link is not None)
-            except FopError as exc:
+            except OSError as exc:
                 self.log.warning("%s: cannot make a link file for %r on %s: %s", self.name,
                                  name, self.children[h].name, exc)
             else:
@@ -294,7 +312,7 @@ class DhtBase(Translator):
                 e.inode.refs += 1
                 await self.children[i].setattr(rf, e.inode, SetAttr(
                     mode=ref.mode & 0o7777, uid=ref.uid, gid=ref.gid))
-            except FopError as exc:
+            except OSError as exc:
                 if exc.errno == errno.EEXIST:
                     copies[i] = await self._child_lookup(frame, i, pdn, name)
                     continue
@@ -329,7 +347,7 @@ class DhtBase(Translator):
             raise FopError(errno.EIO, f"the directory has no copy on {child.name}")
         try:
             e = await child.symlink(rf, link_target(target), Loc(parent, name))
-        except FopError as exc:
+        except OSError as exc:
             if exc.errno != errno.EEXIST or not replace:
                 raise
             tmp = b".xlfs-dht-link.%d.%x" % (target, time.monotonic_ns())
@@ -337,7 +355,7 @@ class DhtBase(Translator):
             e.inode.refs += 1
             try:
                 await child.rename(rf, Loc(parent, tmp), Loc(parent, name), 0)
-            except FopError:
+            except OSError:
                 await child.unlink(rf, Loc(parent, tmp))
                 raise
             finally:

@@ -124,8 +124,12 @@ class DhtFops(DhtBase):
             i, cfd = c
             return self._attr(i, await self.children[i].getattr(frame, cfd.inode, cfd))
         dn = self._dn(inode)
+        if dn.is_dir:
+            return self._merge_dir_attrs([await self.children[i].getattr(frame, ci)
+                                          if ci is not None else None
+                                          for i, ci in enumerate(dn.subs)])
         i = dn.index
-        return self._attr(i, await self.children[i].getattr(frame, dn.subs[0]), dn.is_dir)
+        return self._attr(i, await self.children[i].getattr(frame, dn.subs[0]))
 
     async def setattr(self, frame, inode, changes, fd=None):
         c = fd.ctx.get(self) if fd is not None else None
@@ -138,20 +142,24 @@ class DhtFops(DhtBase):
             i = dn.index
             return self._attr(i, await self.children[i].setattr(frame, dn.subs[0], changes))
         attr = await self.children[0].setattr(frame, dn.subs[0], changes)
-        await self._on_other_copies(frame, dn, "setattr", changes)
-        return attr
+        return self._merge_dir_attrs([attr] + await self._on_other_copies(
+            frame, dn, "setattr", changes))
 
-    async def _on_other_copies(self, frame: Any, dn: Any, fop: str, *args: Any) -> None:
-        """Repeat a change made on child 0's copy of a directory on the other copies."""
+    async def _on_other_copies(self, frame: Any, dn: Any, fop: str, *args: Any) -> list:
+        """Repeat a change made on child 0's copy of a directory on the other copies;
+        their answers (None where there is no copy or it failed)."""
+        out = []
         for i in range(1, len(self.children)):
             ci = dn.subs[i]
-            if ci is None:
-                continue
-            try:
-                await getattr(self.children[i], fop)(frame, ci, *args)
-            except FopError as exc:
-                self.log.warning("%s: %s of a directory's copy on %s failed: %s", self.name,
-                                 fop, self.children[i].name, exc)
+            result = None
+            if ci is not None:
+                try:
+                    result = await getattr(self.children[i], fop)(frame, ci, *args)
+                except OSError as exc:
+                    self.log.warning("%s: %s of a directory's copy on %s failed: %s",
+                                     self.name, fop, self.children[i].name, exc)
+            out.append(result)
+        return out
 
     async def access(self, frame, inode, mask):
         dn = self._dn(inode)

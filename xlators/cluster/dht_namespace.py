@@ -81,7 +81,7 @@ class DhtNamespace(DhtBase):
             return await child.create(frame, Loc(parent, name), flags, mode, umask, cfd)
         try:
             entry = await self._made(frame, pdn, name, h, t, call)
-        except FopError as exc:
+        except OSError as exc:
             if exc.errno != errno.ELOOP or flags & os.O_EXCL:
                 raise
             return await self._open_existing(frame, pdn, name, flags, fd)
@@ -149,7 +149,7 @@ class DhtNamespace(DhtBase):
                 continue
             try:
                 await self.children[i].rmdir(rf, Loc(pdn.subs[i], name))
-            except FopError as exc:
+            except OSError as exc:
                 self.log.warning("%s: undoing mkdir of %r on %s: %s", self.name, name,
                                  self.children[i].name, exc)
             await self._drop(i, e.inode)
@@ -207,7 +207,7 @@ class DhtNamespace(DhtBase):
             try:
                 try:
                     await self.children[i].rmdir(frame, loc)
-                except FopError as exc:
+                except OSError as exc:
                     if exc.errno != errno.ENOTEMPTY or not await self._clear_stale_links(
                             frame, i, found.copies[i].inode):
                         raise
@@ -262,7 +262,7 @@ class DhtNamespace(DhtBase):
                     mode=ref.mode & 0o7777, uid=ref.uid, gid=ref.gid))
                 e.inode.refs += 1
                 await self._drop(i, e.inode)
-            except FopError as exc:
+            except OSError as exc:
                 self.log.error("%s: rmdir of %r failed part-way and its copy on %s could "
                                "not be restored: %s", self.name, name, self.children[i].name,
                                exc)

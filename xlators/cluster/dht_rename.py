@@ -51,7 +51,7 @@ class DhtRename(DhtBase):
         try:
             try:
                 dst = await self._locate(frame, npdn, newloc.name)
-            except FopError as exc:
+            except OSError as exc:
                 if exc.errno != errno.ENOENT:
                     raise
             if dst is not None and _same(src, dst):
@@ -104,7 +104,7 @@ class DhtRename(DhtBase):
     async def _unlink_quietly(self, frame: Any, pdn: Any, name: bytes, index: int) -> None:
         try:
             await self.children[index].unlink(root_frame(frame), Loc(pdn.subs[index], name))
-        except FopError as exc:
+        except OSError as exc:
             self.log.warning("%s: removing the replaced %r on %s: %s", self.name, name,
                              self.children[index].name, exc)
 
@@ -142,7 +142,7 @@ class DhtRename(DhtBase):
                         await self.children[j].rename(
                             root_frame(frame), Loc(npdn.subs[j], newloc.name),
                             Loc(opdn.subs[j], oldloc.name), flags)
-                    except FopError as exc2:
+                    except OSError as exc2:
                         self.log.error("%s: undoing on %s failed: %s", self.name,
                                        self.children[j].name, exc2)
                 raise
@@ -207,7 +207,7 @@ class DhtRename(DhtBase):
             try:
                 await self.children[i].rename(rf, Loc(dpdn.subs[i], dloc.name),
                                               Loc(fpdn.subs[i], floc.name), 0)
-            except FopError as exc:
+            except OSError as exc:
                 self.log.error("%s: exchange: renaming a directory's copy on %s: %s",
                                self.name, self.children[i].name, exc)
         h = (await self._layout(frame, dpdn)).child_for(dloc.name)
