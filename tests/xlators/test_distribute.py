@@ -497,3 +497,13 @@ async def test_over_storage_posix_children(tmp_path):
         assert all(os.listdir(tmp_path / f"b{i}") == [] for i in range(3))
     finally:
         h.fini()
+
+
+async def test_a_name_under_a_non_directory_is_enotdir():
+    h = dist(3)
+    await h.symlink("target", "/s")
+    await h.write_file("/f", b"1")
+    for parent in ("/s", "/f"):
+        e = await h.lookup(parent)
+        await fails(errno.ENOTDIR, h.top.mkdir(h.frame(), Loc(e.inode, b"x"), 0o40755, 0))
+        await fails(errno.ENOTDIR, h.top.lookup(h.frame(), Loc(e.inode, b"x")))

@@ -90,6 +90,13 @@ class DhtBase(Translator):
             raise FopError(errno.ESTALE)
         return dn
 
+    def _pdn(self, inode: Optional[Inode]) -> DNode:
+        """The DNode of a directory a name is resolved in (ENOTDIR for anything else)."""
+        dn = self._dn(inode)
+        if not dn.is_dir:
+            raise FopError(errno.ENOTDIR)
+        return dn
+
     def _attr(self, index: int, attr: Attr, is_dir: bool = False) -> Attr:
         if index == 0 or is_dir:
             return attr

@@ -26,7 +26,7 @@ class DhtNamespace(DhtBase):
     async def lookup(self, frame, loc):
         if loc.name is None:                      # revalidate a known inode
             return Entry(loc.inode, await self.getattr(frame, loc.inode))
-        pdn = self._dn(loc.parent)
+        pdn = self._pdn(loc.parent)
         found = await self._locate(frame, pdn, loc.name)
         try:
             if found.is_dir:
@@ -57,7 +57,7 @@ class DhtNamespace(DhtBase):
         return await self._adopt(t, e)
 
     async def mknod(self, frame, loc, mode, rdev, umask):
-        pdn = self._dn(loc.parent)
+        pdn = self._pdn(loc.parent)
         h, t = await self._target(frame, pdn, loc.name)
         return await self._made(frame, pdn, loc.name, h, t, lambda c, p: c.mknod(
             frame, Loc(p, loc.name), mode, rdev, umask))
@@ -65,13 +65,13 @@ class DhtNamespace(DhtBase):
     async def symlink(self, frame, target, loc):
         if bytes(target).startswith(LINK_PREFIX):
             raise FopError(errno.EINVAL, "a symlink target reserved by cluster/distribute")
-        pdn = self._dn(loc.parent)
+        pdn = self._pdn(loc.parent)
         h, t = await self._target(frame, pdn, loc.name)
         return await self._made(frame, pdn, loc.name, h, t, lambda c, p: c.symlink(
             frame, target, Loc(p, loc.name)))
 
     async def create(self, frame, loc, flags, mode, umask, fd):
-        pdn = self._dn(loc.parent)
+        pdn = self._pdn(loc.parent)
         name = loc.name
         h, t = await self._target(frame, pdn, name)
         cfd = Fd(pdn.subs[t], flags, fd.pid, fh=fd.fh)
@@ -108,7 +108,7 @@ class DhtNamespace(DhtBase):
         return entry
 
     async def mkdir(self, frame, loc, mode, umask):
-        pdn = self._dn(loc.parent)
+        pdn = self._pdn(loc.parent)
         name = loc.name
         h, _ = await self._target(frame, pdn, name)
         n = len(self.children)
@@ -158,7 +158,7 @@ class DhtNamespace(DhtBase):
         dn = self._dn(inode)
         if dn.is_dir:
             raise FopError(errno.EPERM)
-        pdn = self._dn(newloc.parent)
+        pdn = self._pdn(newloc.parent)
         h, _ = await self._target(frame, pdn, newloc.name)
         s = dn.index
         return await self._made(frame, pdn, newloc.name, h, s, lambda c, p: c.link(
@@ -166,7 +166,7 @@ class DhtNamespace(DhtBase):
 
     # -- removing names ---------------------------------------------------------------------
     async def unlink(self, frame, loc):
-        pdn = self._dn(loc.parent)
+        pdn = self._pdn(loc.parent)
         found = await self._locate(frame, pdn, loc.name)
         try:
             if found.is_dir:
@@ -179,7 +179,7 @@ class DhtNamespace(DhtBase):
             await self._remove_linkfile(frame, pdn, loc.name, found.link)
 
     async def rmdir(self, frame, loc):
-        pdn = self._dn(loc.parent)
+        pdn = self._pdn(loc.parent)
         name = loc.name
         if name == b".":
             raise FopError(errno.EINVAL)

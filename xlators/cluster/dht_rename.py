@@ -45,7 +45,7 @@ class DhtRename(DhtBase):
             raise FopError(errno.EINVAL)
         if oldloc.name in (b".", b"..") or newloc.name in (b".", b".."):
             raise FopError(errno.EBUSY)
-        opdn, npdn = self._dn(oldloc.parent), self._dn(newloc.parent)
+        opdn, npdn = self._pdn(oldloc.parent), self._pdn(newloc.parent)
         src = await self._locate(frame, opdn, oldloc.name)
         dst: Optional[Found] = None
         try:
@@ -75,7 +75,7 @@ class DhtRename(DhtBase):
     # -- files ---------------------------------------------------------------------------
     async def _rename_file(self, frame: Any, oldloc: Loc, newloc: Loc, src: Found,
                            dst: Optional[Found], flags: int) -> None:
-        opdn, npdn = self._dn(oldloc.parent), self._dn(newloc.parent)
+        opdn, npdn = self._pdn(oldloc.parent), self._pdn(newloc.parent)
         s = src.index
         if dst is not None and dst.is_dir:
             raise FopError(errno.EISDIR)
@@ -123,7 +123,7 @@ class DhtRename(DhtBase):
     async def _on_every_copy(self, frame: Any, oldloc: Loc, newloc: Loc, flags: int,
                              skip: Optional[int] = None) -> None:
         """Rename (or exchange) a directory's copies on every child, child 0 first."""
-        opdn, npdn = self._dn(oldloc.parent), self._dn(newloc.parent)
+        opdn, npdn = self._pdn(oldloc.parent), self._pdn(newloc.parent)
         done: list[int] = []
         for i in range(len(self.children)):
             if i == skip:
@@ -165,7 +165,7 @@ class DhtRename(DhtBase):
     # -- exchange ---------------------------------------------------------------------------
     async def _exchange(self, frame: Any, oldloc: Loc, newloc: Loc, src: Found,
                         dst: Found) -> None:
-        opdn, npdn = self._dn(oldloc.parent), self._dn(newloc.parent)
+        opdn, npdn = self._pdn(oldloc.parent), self._pdn(newloc.parent)
         if src.is_dir and dst.is_dir:
             await self._on_every_copy(frame, oldloc, newloc, RENAME_EXCHANGE)
             return
@@ -194,7 +194,7 @@ class DhtRename(DhtBase):
     async def _exchange_dir_file(self, frame: Any, dloc: Loc, floc: Loc,
                                  file: Found) -> None:
         """Exchange directory ``dloc`` with the file at ``floc``."""
-        dpdn, fpdn = self._dn(dloc.parent), self._dn(floc.parent)
+        dpdn, fpdn = self._pdn(dloc.parent), self._pdn(floc.parent)
         s = file.index
         await self.children[s].rename(frame, Loc(dpdn.subs[s], dloc.name),
                                       Loc(fpdn.subs[s], floc.name), RENAME_EXCHANGE)
