@@ -26,7 +26,7 @@ from ..core.frame import system_frame
 from ..core.inode import Inode, Loc
 from ..core.translator import Translator
 from ..core.types import Attr, Entry, SetAttr
-from .dht_inodes import DNode, ident, root_frame
+from .dht_inodes import INDEX_SHIFT, DNode, ident, root_frame
 from .dht_layout import (LAYOUT_XATTR, VOLUME_XATTR, Layout, LayoutError, parse_volume,
                          volume_value)
 from .dht_linkfile import link_target, may_be_linkfile, parse_target
@@ -100,9 +100,9 @@ class DhtBase(Translator):
     def _attr(self, index: int, attr: Attr, is_dir: bool = False) -> Attr:
         if index == 0 or is_dir:
             return attr
-        a = attr.copy()
-        a.ino = ident(index, attr.ino, False)
-        return a
+        a = attr
+        return Attr(a.ino ^ (index << INDEX_SHIFT), a.size, a.blocks, a.atime_ns, a.mtime_ns,
+                    a.ctime_ns, a.mode, a.nlink, a.uid, a.gid, a.rdev, a.blksize)
 
     async def _adopt(self, index: int, entry: Entry) -> Entry:
         """The volume entry for a file's (non-directory's) child entry."""
@@ -126,7 +126,9 @@ class DhtBase(Translator):
         rest = [a for a in attrs[1:] if a is not None]
         if not rest:
             return first
-        a = first.copy()
+        a = Attr(first.ino, first.size, first.blocks, first.atime_ns, first.mtime_ns,
+                 first.ctime_ns, first.mode, first.nlink, first.uid, first.gid, first.rdev,
+                 first.blksize)
         for b in rest:
             if b.mtime_ns > a.mtime_ns:
                 a.mtime_ns = b.mtime_ns

@@ -21,13 +21,30 @@ from .dht_inodes import root_frame
 from .dht_linkfile import LINK_PREFIX, may_be_linkfile
 
 
+_S_IFMT = 0o170000
+_PLAIN = frozenset((stat.S_IFREG, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO, stat.S_IFSOCK))
+
+
 class DhtNamespace(DhtBase):
 
     async def lookup(self, frame, loc):
-        if loc.name is None:                      # revalidate a known inode
+        name = loc.name
+        if name is None:                          # revalidate a known inode
             return Entry(loc.inode, await self.getattr(frame, loc.inode))
         pdn = self._pdn(loc.parent)
-        found = await self._locate(frame, pdn, loc.name)
+        layout = pdn.layout
+        if layout is not None and not (pdn is self._root_dn and name == STAGING):
+            # the common case in one step: a plain file on its hashed child
+            h = layout.child_for(name)
+            try:
+                e = await self.children[h].lookup(frame, Loc(pdn.subs[h], name))
+            except OSError as exc:
+                if exc.errno == errno.ENOENT and not self._everywhere(layout):
+                    raise FopError(errno.ENOENT) from None
+            else:
+                if (e.attr.mode & _S_IFMT) in _PLAIN:
+                    return await self._adopt(h, e)
+        found = await self._locate(frame, pdn, name)
         try:
             if found.is_dir:
                 return await self._adopt_dir(found.copies)

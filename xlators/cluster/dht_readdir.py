@@ -8,10 +8,12 @@ listed exactly once:
 
 - "." and ".." and directories come from child 0 only (directories exist on every child);
 - link files are never listed (DT_LNK entries are checked with a readlink);
-- a file on a child other than its name's hashed child is listed only when the hashed
-  child has nothing by that name or a link file pointing to that child (a copy left
-  behind by an interrupted migration is not listed twice: the hashed child's copy wins,
-  as in lookup).
+- in a directory whose layout is not committed (a rebalance is moving its files, or was
+  interrupted), a file on a child other than its name's hashed child is listed only
+  when the hashed child has nothing by that name or a link file pointing to that child
+  (a copy left behind by an interrupted move is not listed twice: the hashed child's
+  copy wins, as in lookup).  In a committed directory no name has data on two children,
+  so no such check is needed.
 
 readdirp hands out files with their inodes; directories go without one (the kernel
 looks them up, which finds every copy).
@@ -27,7 +29,7 @@ from ..core.inode import Fd
 from ..core.types import DirEntry
 from .dht_base import STAGING
 from .dht_fops import DhtFops, DirFd
-from .dht_inodes import ident, root_frame
+from .dht_inodes import INDEX_SHIFT, root_frame
 from .dht_linkfile import may_be_linkfile
 
 _DT_DIR = stat.S_IFDIR >> 12
@@ -95,6 +97,10 @@ class DhtReaddir(DhtFops):
         dn = self._dn(fd.inode)
         layout = await self._layout(frame, dn)
         at_root = dn is self._root_dn
+        # In a committed directory every file is on its hashed child or has a link file
+        # there, so no name has data on two children; only an interrupted rebalance
+        # (which leaves the layout uncommitted) can leave a second copy behind.
+        check = not layout.committed
         n = len(self.children)
         i, coff = offset & _INDEX_MASK, offset >> INDEX_BITS
         out: list[DirEntry] = []
@@ -104,6 +110,7 @@ class DhtReaddir(DhtFops):
                 i, coff = i + 1, 0
                 continue
             child = self.children[i]
+            shift = i << INDEX_SHIFT
             batch = await (child.readdirp if plus else child.readdir)(frame, cfd, coff, size)
             if not batch:
                 i, coff = i + 1, 0
@@ -127,16 +134,20 @@ class DhtReaddir(DhtFops):
                         if i == 0 and not (at_root and name == STAGING):
                             out.append(DirEntry(name, de.ino, de.type, off))
                         continue
-                    if not await self._listed_here(frame, dn, layout, i, de):
+                    if (de.type == _DT_LNK or de.type == 0 or check) and \
+                            not await self._listed_here(frame, dn, layout, i, de):
                         continue
                     if de.entry is not None:
                         entry = await self._adopt(i, de.entry)
                         out.append(DirEntry(name, entry.attr.ino, de.type, off, entry))
                     else:
-                        out.append(DirEntry(name, ident(i, de.ino, False), de.type, off))
+                        out.append(DirEntry(name, de.ino ^ shift, de.type, off))
             finally:
+                table = self.tables[i]
                 for ci in held:
-                    await self._drop(i, ci)
+                    ci.refs -= 1
+                    if not ci.nlookup and not ci.refs and table.purge(ci):
+                        await child.forget(frame, ci)
             if out:
                 return out
         return out
@@ -148,6 +159,8 @@ class DhtReaddir(DhtFops):
         if de.type == _DT_LNK or de.type == 0:
             if await self._is_linkfile(frame, dn, i, de):
                 return False
+        if layout.committed:
+            return True
         h = layout.child_for(name)
         if h == i:
             return True
