@@ -184,7 +184,28 @@ class DhtNamespace(DhtBase):
     # -- removing names ---------------------------------------------------------------------
     async def unlink(self, frame, loc):
         pdn = self._pdn(loc.parent)
-        found = await self._locate(frame, pdn, loc.name)
+        name = loc.name
+        layout = pdn.layout
+        if layout is not None and not (pdn is self._root_dn and name == STAGING):
+            # the common case in one step: a plain file on its hashed child
+            h = layout.child_for(name)
+            child, cloc = self.children[h], Loc(pdn.subs[h], name)
+            try:
+                e = await child.lookup(frame, cloc)
+            except OSError as exc:
+                if exc.errno == errno.ENOENT and not self._everywhere(layout):
+                    raise FopError(errno.ENOENT) from None
+            else:
+                if (e.attr.mode & _S_IFMT) in _PLAIN:
+                    e.inode.refs += 1
+                    try:
+                        await child.unlink(frame, cloc)
+                    finally:
+                        await self._drop(h, e.inode)
+                    return None
+                e.inode.refs += 1
+                await self._drop(h, e.inode)
+        found = await self._locate(frame, pdn, name)
         try:
             if found.is_dir:
                 raise FopError(errno.EISDIR)
