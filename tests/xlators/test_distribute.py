@@ -507,3 +507,21 @@ async def test_a_name_under_a_non_directory_is_enotdir():
         e = await h.lookup(parent)
         await fails(errno.ENOTDIR, h.top.mkdir(h.frame(), Loc(e.inode, b"x"), 0o40755, 0))
         await fails(errno.ENOTDIR, h.top.lookup(h.frame(), Loc(e.inode, b"x")))
+
+
+def test_a_cluster_translator_below_keeps_its_children_s_own_tables():
+    """A cluster translator below (here another distribute, standing in for replicate)
+    has given its children tables of their own already: the one above must not merge
+    them back into one, and must give the cluster child a table of its own."""
+    from xlators.core.graph import Graph
+    text = "".join(f"volume m{i}\n type storage/memory\n option size 1MB\nend-volume\n"
+                   for i in range(4))
+    text += ("volume in0\n type cluster/distribute\n subvolumes m0 m1\nend-volume\n"
+             "volume in1\n type cluster/distribute\n subvolumes m2 m3\nend-volume\n"
+             "volume out\n type cluster/distribute\n subvolumes in0 in1\nend-volume\n")
+    g = Graph.from_text(text)
+    tables = [g[n].itable for n in ("m0", "m1", "m2", "m3", "in0", "in1", "out")]
+    assert len({id(t) for t in tables}) == 7
+    assert tables[-1] is g.itable
+    assert g["out"].tables == [g["in0"].itable, g["in1"].itable]
+    assert g["in0"].tables == [g["m0"].itable, g["m1"].itable]

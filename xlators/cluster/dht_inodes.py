@@ -54,16 +54,22 @@ class DNode:
         return f"<DNode {kind} {self.subs}>"
 
 
-def private_tables(children: Sequence[Any]) -> list[InodeTable]:
-    """Give every child subtree an inode table of its own (before any init())."""
+def private_tables(shared: InodeTable, children: Sequence[Any]) -> list[InodeTable]:
+    """Give every child subtree an inode table of its own (before any init()).  Only the
+    translators still on ``shared`` move: a cluster translator further down has already
+    given its own children tables of their own."""
     tables = []
     for child in children:
+        if child.itable is not shared:          # built with a table of its own
+            tables.append(child.itable)
+            continue
         table = InodeTable()
         stack = [child]
         while stack:
             xl = stack.pop()
-            xl.itable = table
-            stack.extend(xl.children)
+            if xl.itable is shared:
+                xl.itable = table
+                stack.extend(xl.children)
         tables.append(table)
     return tables
 

@@ -62,7 +62,7 @@ class Distribute(DhtNamespace, DhtRename, DhtReaddir, DhtBase):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        self.tables = private_tables(self.children)
+        self.tables = private_tables(self.itable, self.children)
         self._volume_lock_init()
         self._free = [(-1e9, 0, False)] * len(self.children)
         self._up: list = [None] * len(self.children)
