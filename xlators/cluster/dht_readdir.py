@@ -1,9 +1,10 @@
 """cluster/distribute: directory listings merged from the children (a mixin).
 
 A listing reads child 0's copy to its end, then child 1's, and so on.  The offset (cookie)
-of an entry is the child's own cookie shifted left by 8 bits with the child's index in the
-low 8 bits, so a listing resumes at any offset it handed out (telldir/seekdir, a kernel
-that asks again) exactly where it left off, with no state kept here.  Each entry is
+of an entry is the child's own cookie (below 2^55) with the child's index in bits 55..62,
+so a listing resumes at any offset it handed out (telldir/seekdir, a kernel that asks
+again) exactly where it left off, with no state kept here; child 0's entries pass
+through unchanged.  Each entry is
 listed exactly once:
 
 - "." and ".." and directories come from child 0 only (directories exist on every child);
@@ -34,9 +35,8 @@ from .dht_linkfile import may_be_linkfile
 
 _DT_DIR = stat.S_IFDIR >> 12
 _DT_LNK = stat.S_IFLNK >> 12
-INDEX_BITS = 8
-_INDEX_MASK = (1 << INDEX_BITS) - 1
-_MAX_CHILD_OFF = 1 << (63 - INDEX_BITS)
+_OFF_BITS = 55                       # a child's own offset; its index above (8 bits)
+_OFF_MASK = (1 << _OFF_BITS) - 1
 
 
 class DhtReaddir(DhtFops):
@@ -102,7 +102,8 @@ class DhtReaddir(DhtFops):
         # (which leaves the layout uncommitted) can leave a second copy behind.
         check = not layout.committed
         n = len(self.children)
-        i, coff = offset & _INDEX_MASK, offset >> INDEX_BITS
+        i, coff = offset >> _OFF_BITS, offset & _OFF_MASK
+        plain = not plus
         out: list[DirEntry] = []
         while i < n:
             cfd = c.fds[i]
@@ -111,6 +112,7 @@ class DhtReaddir(DhtFops):
                 continue
             child = self.children[i]
             shift = i << INDEX_SHIFT
+            tag = i << _OFF_BITS
             batch = await (child.readdirp if plus else child.readdir)(frame, cfd, coff, size)
             if not batch:
                 i, coff = i + 1, 0
@@ -119,29 +121,31 @@ class DhtReaddir(DhtFops):
             for ci in held:
                 ci.refs += 1
             try:
+                if batch[-1].off > _OFF_MASK:
+                    raise FopError(errno.EOVERFLOW, f"{child.name}: directory offset "
+                                                    f"{batch[-1].off} too large to merge")
                 for de in batch:
-                    coff = de.off
-                    if coff >= _MAX_CHILD_OFF:
-                        raise FopError(errno.EOVERFLOW, f"{child.name}: directory offset "
-                                                        f"{coff} too large to merge")
-                    off = coff << INDEX_BITS | i
                     name = de.name
+                    t = de.type
+                    if t == _DT_DIR:                 # "." and ".." too
+                        if i == 0 and not (at_root and name == STAGING):
+                            out.append(de if plain else DirEntry(name, de.ino, t, de.off))
+                        continue
                     if name == b"." or name == b"..":
                         if i == 0:
-                            out.append(DirEntry(name, de.ino, de.type, off))
+                            out.append(de)
                         continue
-                    if de.type == _DT_DIR:
-                        if i == 0 and not (at_root and name == STAGING):
-                            out.append(DirEntry(name, de.ino, de.type, off))
-                        continue
-                    if (de.type == _DT_LNK or de.type == 0 or check) and \
+                    if (t == _DT_LNK or t == 0 or check) and \
                             not await self._listed_here(frame, dn, layout, i, de):
                         continue
                     if de.entry is not None:
                         entry = await self._adopt(i, de.entry)
-                        out.append(DirEntry(name, entry.attr.ino, de.type, off, entry))
+                        out.append(DirEntry(name, entry.attr.ino, t, de.off | tag, entry))
+                    elif i == 0:
+                        out.append(de)               # child 0's entries pass as they are
                     else:
-                        out.append(DirEntry(name, de.ino ^ shift, de.type, off))
+                        out.append(DirEntry(name, de.ino ^ shift, t, de.off | tag))
+                coff = batch[-1].off
             finally:
                 table = self.tables[i]
                 for ci in held:
