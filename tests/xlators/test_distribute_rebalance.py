@@ -180,3 +180,31 @@ def test_xlfsctl_rebalance_over_posix_bricks(tmp_path, capsys):
     assert names == {f"file{i}" for i in range(90)}
     assert xlfsctl(["rebalance", v3, "--volume", "nope"]) == 1
     assert "no cluster/distribute volume named 'nope'" in capsys.readouterr().err
+
+
+async def test_unlink_after_an_interrupted_move_removes_both_copies():
+    old = memory_kids(2)
+    h2 = over(old)
+    await populate(h2)
+    h = over(old + memory_kids(1, 2))
+    killed = []
+    for c in h.top.children[:2]:
+        real = c.unlink
+
+        async def unlink_once(frame, loc, _real=real):
+            if loc.name == b"renamed3" or b"." in loc.name:
+                return await _real(frame, loc)
+            for other in h.top.children[:2]:
+                other.__dict__.pop("unlink", None)
+            killed.append(loc.name.decode())
+            raise KeyboardInterrupt("killed between rename and unlink")
+        c.unlink = unlink_once
+    with pytest.raises(KeyboardInterrupt):
+        await rebalance(h.top)
+    path = next(p for p in (await Ops(h).tree())[0] if p.endswith("/" + killed[0]) or
+                p == killed[0])
+    await h.unlink(path)
+    for i in range(3):
+        assert all(not p.endswith("/" + killed[0]) for p in await brick_view(h, i))
+    with pytest.raises(OSError):
+        await h.lookup(path)

@@ -186,7 +186,8 @@ class DhtNamespace(DhtBase):
         pdn = self._pdn(loc.parent)
         name = loc.name
         layout = pdn.layout
-        if layout is not None and not (pdn is self._root_dn and name == STAGING):
+        if layout is not None and layout.committed and \
+                not (pdn is self._root_dn and name == STAGING):
             # the common case in one step: a plain file on its hashed child
             h = layout.child_for(name)
             child, cloc = self.children[h], Loc(pdn.subs[h], name)
@@ -215,6 +216,27 @@ class DhtNamespace(DhtBase):
             await self._release(found)
         if found.link is not None:
             await self._remove_linkfile(frame, pdn, loc.name, found.link)
+        if not (await self._layout(frame, pdn)).committed:
+            await self._unlink_strays(frame, pdn, loc.name, found)
+
+    async def _unlink_strays(self, frame: Any, pdn: Any, name: bytes, found: Found) -> None:
+        """In a directory a rebalance has not finished, a move interrupted between copy
+        and removal may have left a second copy: remove it too, or it would reappear."""
+        for i in range(len(self.children)):
+            if i == found.index or i == found.link:
+                continue
+            e = await self._child_lookup(frame, i, pdn, name)
+            if e is None:
+                continue
+            try:
+                if e.attr.kind != stat.S_IFDIR and not (may_be_linkfile(e.attr) and await
+                                                        self._linkfile_target(i, e.inode)
+                                                        is not None):
+                    await self.children[i].unlink(root_frame(frame), Loc(pdn.subs[i], name))
+                    self.log.info("%s: removed a stray copy of %r on %s", self.name, name,
+                                  self.children[i].name)
+            finally:
+                await self._drop(i, e.inode)
 
     async def rmdir(self, frame, loc):
         pdn = self._pdn(loc.parent)
