@@ -8,6 +8,7 @@
 
 - raw: a plain directory on the same disk as the bricks; the limit.
 - xlfs: ``python -m fuse_bridge.cli -N`` on volfiles/local.vol over a fresh brick.
+- xlfs-dist3: the same on volfiles/dist3.vol, three fresh bricks (cluster/distribute).
 - pyfuse3: benchmarks/pyfuse3_passthrough.py over a fresh source directory.
 - glusterfs: Debian's GlusterFS client (``glusterfs -N --volfile=...``) on the same
   volfile, the posix brick rewritten to a fresh directory.
@@ -46,6 +47,7 @@ from .cases import CaseEnv
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_VOL = ROOT / "volfiles" / "local.vol"
 MIRROR_VOL = ROOT / "volfiles" / "mirror.vol"
+DIST3_VOL = ROOT / "volfiles" / "dist3.vol"
 Timeouts = Tuple[float, float, float]   # attribute, entry, negative
 
 
@@ -334,6 +336,26 @@ class XlfsMirrorPeer(XlfsPeer):
                 + _timeout_flags(timeouts) + [str(mountpoint)])
 
 
+class XlfsDist3Peer(XlfsPeer):
+    """volfiles/dist3.vol: cluster/distribute over three posix bricks (directories on the
+    same disk), the same locks and io-stats on top as local.vol."""
+    name = "xlfs-dist3"
+    description = "xlfs on volfiles/dist3.vol (distribute over 3 posix bricks + locks + io-stats)"
+
+    def __init__(self) -> None:
+        super().__init__(DIST3_VOL)
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        dirs = []
+        for i in range(3):
+            d = Path(workdir) / f"brick{i}"
+            d.mkdir(parents=True, exist_ok=True)
+            dirs.append(f"--xlator-option=brick{i}.directory={d}")
+        return ([sys.executable, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
+                 "-l", str(log), "-f", str(self.volfile)] + dirs
+                + _timeout_flags(timeouts) + [str(mountpoint)])
+
+
 class Pyfuse3Peer(FusePeer):
     name = "pyfuse3"
     description = "benchmarks/pyfuse3_passthrough.py (pyfuse3 on libfuse 3)"
@@ -430,5 +452,5 @@ class GlusterfsPeer(FusePeer):
 
 PEERS: Dict[str, Type[Peer]] = {
     "raw": RawPeer, "xlfs": XlfsPeer, "pyfuse3": Pyfuse3Peer, "glusterfs": GlusterfsPeer,
-    "xlfs-mirror": XlfsMirrorPeer,
+    "xlfs-mirror": XlfsMirrorPeer, "xlfs-dist3": XlfsDist3Peer,
 }

@@ -4,6 +4,7 @@
     xlfsctl graph VOLFILE [--xlator-option VOL.KEY=VALUE ...]
     xlfsctl convert VOLFILE --to toml|volfile [-o OUT]
     xlfsctl xlators [TYPE]
+    xlfsctl rebalance VOLFILE [--xlator-option VOL.KEY=VALUE ...] [--volume NAME]
 
 ``check`` and ``graph`` build the translator graph (so every option is parsed and
 validated, and every type must be registered) but never call ``init()``: nothing touches a
@@ -242,6 +243,35 @@ def run_convert(args: argparse.Namespace) -> int:
         except OSError:
             pass
         raise CtlError(f"{args.output}: {exc.strerror or exc}") from None
+    return 0
+
+
+@subcommand
+def add_rebalance(sub: Any) -> None:
+    p = sub.add_parser("rebalance", help="spread a distribute volume over all its children",
+                       description="Offline (nothing may mount the bricks meanwhile): give "
+                                   "every directory of each cluster/distribute volume of "
+                                   "VOLFILE a layout over all its children and move the "
+                                   "files there. Safe to interrupt and run again.")
+    p.add_argument("volfile", metavar="VOLFILE")
+    _add_overrides(p)
+    p.add_argument("--volume", help="only this distribute volume")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every directory")
+    p.set_defaults(func=run_rebalance)
+
+
+def run_rebalance(args: argparse.Namespace) -> int:
+    from .cluster.dht_rebalance import rebalance_graph
+    graph = _build(args)
+    say = (lambda msg: print(msg, flush=True)) if args.verbose else None
+    try:
+        results = rebalance_graph(graph, args.volume, say)
+    except ValueError as exc:
+        raise CtlError(f"{args.volfile}: {exc}") from None
+    for name, st in results.items():
+        print(f"{name}: {st.directories} directories, {st.files_moved} files moved "
+              f"({st.bytes_moved} bytes), {st.links_removed} link files removed, "
+              f"{st.skipped_hardlinked} hard-linked files left in place")
     return 0
 
 

@@ -14,7 +14,7 @@ from tests.posix.posixlib import MountPool, Target, get_target, rmtree
 # raw = the backing directory itself (the oracle); the others are xlfs mounts, given as
 # VOLFILE-STEM[:BRIDGE-FLAG...].  More for one run:
 #   XLFS_POSIX_EXTRA="memory:--kernel-writeback-cache memory:--direct-io-mode=yes"
-SUITE_TARGETS = ("raw", "local", "memory", "write-behind", "mirror",
+SUITE_TARGETS = ("raw", "local", "memory", "write-behind", "mirror", "dist3", "dist-rep",
                  "local:--kernel-writeback-cache", "write-behind:--direct-io-mode=yes") + tuple(
     os.environ.get("XLFS_POSIX_EXTRA", "").split())
 # the data-caching performance translators, each alone over posix (volfiles/<stem>.vol)

@@ -197,6 +197,7 @@ class Target:
     root: Path                      # where tests make their subdirectories
     brick: Optional[Path] = None    # the backing directory (raw: root itself)
     mount: Optional[Mounted] = None
+    backed: bool = False            # storage/posix bricks behind it (a cluster volfile's)
 
     @property
     def raw(self) -> bool:
@@ -204,7 +205,7 @@ class Target:
 
     @property
     def posix_backed(self) -> bool:
-        return self.brick is not None
+        return self.brick is not None or self.backed
 
 
 def speed_overrides(volfile: str | os.PathLike) -> list[str]:
@@ -244,9 +245,10 @@ class MountPool:
                 prepare(m.brick)
             m.__enter__()
             posix = "volume posix" in volfile.read_text()
-            extra = list(m.extra_bricks().values())     # a mirror's bricks: the first
+            extra = list(m.extra_bricks().values())     # a cluster's bricks: the first
             brick = m.brick if posix else extra[0] if extra else None
-            t = Target(name, m.mountpoint, brick=brick, mount=m)
+            t = Target(name, m.mountpoint, brick=brick, mount=m,
+                       backed="storage/posix" in volfile.read_text())
         self.targets[key] = t
         return t
 

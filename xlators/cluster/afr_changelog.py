@@ -51,8 +51,10 @@ def decode(value: bytes) -> tuple[int, int, int]:
 
 
 def is_internal(name: bytes) -> bool:
-    """Names replicate keeps to itself (hidden from and refused to users)."""
-    return name.startswith(b"trusted.xlfs.")
+    """Names replicate keeps to itself (hidden from and refused to users): its changelog
+    and the gfid.  Other ``trusted.xlfs.*`` names (a distribute parent's layout) are
+    replicated like any other xattr."""
+    return name.startswith(PREFIX) or name == b"trusted.xlfs.gfid"
 
 
 class Changelog:
