@@ -1,0 +1,74 @@
+"""Coherence of the metadata caches on real mounts: a change made directly in the brick
+(storage/posix ``watch-brick on``) is seen through the caching mount.
+
+The kernel's own timeouts are set to 0 so that every stat, lookup and readdir reaches the
+translators: what is measured is the translator's cache, not the kernel's.  The bound
+documented for each cache with an upcall source is "as soon as the upcall arrives"
+(posix pauses 10 ms to coalesce events); the tests poll for at most ``WAIT`` seconds, a
+liveness limit, never a timing assertion.  Each test also checks the hazard half: with
+watch-brick off the cache really does serve the old state (so the positive half cannot
+pass without the cache being there).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable
+
+import pytest
+
+from tests.mountlib import VOLFILES, Mounted, can_mount
+
+pytestmark = [pytest.mark.mount,
+              pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
+
+KERNEL_NO_CACHE = ("--attribute-timeout=0", "--entry-timeout=0", "--negative-timeout=0")
+WAIT = 10.0
+
+
+def eventually(check: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def mount(volfile: str, tmp_path, watch: bool) -> Mounted:
+    return Mounted(VOLFILES / volfile, tmp_path, *KERNEL_NO_CACHE,
+                   overrides=[f"posix.watch-brick={'on' if watch else 'off'}"])
+
+
+def _size(path: str) -> int:
+    return os.stat(path).st_size
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["watch-brick", "no-watch"])
+def test_md_cache_sees_a_brick_write(tmp_path, watch):
+    with mount("md-cache.vol", tmp_path, watch) as m:
+        with open(m.path("f"), "wb") as f:
+            f.write(b"abc")
+        assert _size(m.path("f")) == 3
+        with open(m.brick / "f", "ab") as f:           # behind the mount
+            f.write(b"defgh")
+        if watch:
+            assert eventually(lambda: _size(m.path("f")) == 8)
+        else:
+            time.sleep(0.5)
+            assert _size(m.path("f")) == 3, "md-cache (timeout 600) should still serve it"
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["watch-brick", "no-watch"])
+def test_md_cache_sees_a_brick_chmod_and_unlink(tmp_path, watch):
+    with mount("md-cache.vol", tmp_path, watch) as m:
+        open(m.path("g"), "wb").close()
+        assert os.stat(m.path("g")).st_mode & 0o777 == 0o644
+        os.chmod(m.brick / "g", 0o600)
+        if watch:
+            assert eventually(lambda: os.stat(m.path("g")).st_mode & 0o777 == 0o600)
+            os.unlink(m.brick / "g")
+            assert eventually(lambda: not os.path.exists(m.path("g")))
+        else:
+            time.sleep(0.5)
+            assert os.stat(m.path("g")).st_mode & 0o777 == 0o644
