@@ -72,3 +72,20 @@ def test_md_cache_sees_a_brick_chmod_and_unlink(tmp_path, watch):
         else:
             time.sleep(0.5)
             assert os.stat(m.path("g")).st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("watch", [True, False], ids=["watch-brick", "no-watch"])
+def test_nl_cache_sees_a_name_created_in_the_brick(tmp_path, watch):
+    with mount("nl-cache.vol", tmp_path, watch) as m:
+        os.mkdir(m.path("d"))
+        assert not os.path.exists(m.path("d", "f"))          # cached negative (and new dir)
+        assert not os.path.exists(m.path("top"))
+        (m.brick / "d" / "f").write_bytes(b"x")
+        (m.brick / "top").write_bytes(b"y")
+        if watch:
+            assert eventually(lambda: os.path.exists(m.path("d", "f")))
+            assert eventually(lambda: os.path.exists(m.path("top")))
+        else:
+            time.sleep(0.5)
+            assert not os.path.exists(m.path("d", "f")), "nl-cache should still answer"
+            assert not os.path.exists(m.path("top"))
