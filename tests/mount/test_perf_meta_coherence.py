@@ -89,3 +89,36 @@ def test_nl_cache_sees_a_name_created_in_the_brick(tmp_path, watch):
             time.sleep(0.5)
             assert not os.path.exists(m.path("d", "f")), "nl-cache should still answer"
             assert not os.path.exists(m.path("top"))
+
+
+def test_readdir_ahead_does_not_serve_attributes_older_than_a_brick_change(tmp_path):
+    """The kernel keeps READDIRPLUS attributes (attribute timeout 30 s here): entries
+    read ahead before a change in the brick must not be served after it.  (Entry timeout
+    0: the stats below are LOOKUPs, after which the kernel asks READDIRPLUS again.)
+
+    This checks the end-to-end promise only: on this kernel it also passes when
+    readdir-ahead ignores the upcalls (the kernel drops READDIRPLUS attributes older than
+    its own invalidation, and asks plain READDIR for most of a listing), so the discard
+    itself is proved by tests/xlators/test_readdir_ahead.py."""
+    with Mounted(VOLFILES / "readdir-ahead.vol", tmp_path, "--attribute-timeout=30",
+                 "--entry-timeout=0") as m:
+        os.mkdir(m.path("d"))
+        n = 1500
+        for i in range(n):
+            os.mknod(m.path("d", f"file-{i:05d}"))
+        with os.scandir(m.path("d")) as it:
+            seen = [next(it).name for _ in range(5)]      # the rest is read ahead
+            for name in seen:
+                os.stat(m.path("d", name))
+            time.sleep(0.3)
+            # the first names seen last: once the kernel shows the change of the last
+            # one, every upcall before it has been handled too
+            order = [f"file-{i:05d}" for i in range(n) if f"file-{i:05d}" not in seen]
+            for name in order + seen:
+                with open(m.brick / "d" / name, "ab") as f:
+                    f.write(b"12345")
+            assert eventually(lambda: os.stat(m.path("d", seen[-1])).st_size == 5)
+            seen += [e.name for e in it]
+        assert len(seen) == n
+        stale = [name for name in seen if os.stat(m.path("d", name)).st_size != 5]
+        assert not stale, f"{len(stale)} entries show the size before the brick change"
