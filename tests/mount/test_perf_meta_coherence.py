@@ -122,3 +122,34 @@ def test_readdir_ahead_does_not_serve_attributes_older_than_a_brick_change(tmp_p
         assert len(seen) == n
         stale = [name for name in seen if os.stat(m.path("d", name)).st_size != 5]
         assert not stale, f"{len(stale)} entries show the size before the brick change"
+
+
+def test_open_behind_keeps_an_unlinked_file_readable(tmp_path):
+    """GlusterFS's open-behind data loss: open, unlink (through the mount and in the
+    brick), then read through the descriptor opened before."""
+    with Mounted(VOLFILES / "open-behind.vol", tmp_path, "--direct-io-mode=yes") as m:
+        for name in ("a", "b"):                       # direct I/O: reads reach xlfs
+            with open(m.path(name), "wb") as f:
+                f.write(b"contents of " + name.encode())
+        fa = os.open(m.path("a"), os.O_RDONLY)
+        fb = os.open(m.path("b"), os.O_RDONLY)
+        try:
+            os.unlink(m.path("a"))
+            os.unlink(m.brick / "b")                  # behind the mount
+            assert os.pread(fa, 100, 0) == b"contents of a"
+            assert os.pread(fb, 100, 0) == b"contents of b"
+        finally:
+            os.close(fa)
+            os.close(fb)
+
+
+def test_open_behind_reads_what_the_brick_holds_when_it_opens(tmp_path):
+    with Mounted(VOLFILES / "open-behind.vol", tmp_path, "--direct-io-mode=yes") as m:
+        with open(m.path("f"), "wb") as f:
+            f.write(b"before")
+        fd = os.open(m.path("f"), os.O_RDONLY)
+        try:
+            (m.brick / "f").write_bytes(b"after!")    # same inode, changed in the brick
+            assert os.pread(fd, 100, 0) == b"after!"
+        finally:
+            os.close(fd)
