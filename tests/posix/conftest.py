@@ -17,6 +17,7 @@ from tests.posix.posixlib import MountPool, Target, get_target, rmtree
 SUITE_TARGETS = ("raw", "local", "memory", "write-behind",
                  "local:--kernel-writeback-cache", "write-behind:--direct-io-mode=yes") + tuple(
     os.environ.get("XLFS_POSIX_EXTRA", "").split())
+SUITE_TARGETS += ("md-cache", "nl-cache", "readdir-ahead", "open-behind")  # issue 10: alone
 
 
 def _param(spec: str):

@@ -188,3 +188,11 @@ async def test_failed_mkdir_in_a_complete_directory_drops_completeness():
     with pytest.raises(FopError):
         await h.top.mkdir(h.frame(), Loc(d.inode, b"e"), 0o40755, 0)
     await h.top.lookup(h.frame(), Loc(d.inode, b"e"))
+
+
+async def test_complete_directory_leaves_too_long_names_to_the_child():
+    h, c, _, _ = build(nl_cache_positive_entry="on")
+    d = await h.mkdir("/d")
+    with pytest.raises(FopError) as ei:
+        await h.top.lookup(h.frame(), Loc(d.inode, b"L" * 256))
+    assert ei.value.errno == errno.ENAMETOOLONG

@@ -285,3 +285,36 @@ async def test_plain_readdir_continues_a_readdirp_stream():
         direct = await Harness(leaf).listdir("/d")
         assert names(first + rest) == names(direct)
         await h.top.releasedir(h.frame(), fd)
+
+
+async def test_releasedir_waits_for_a_background_read_of_the_fd():
+    h, c, leaf = build(rda_request_size="4096")
+    await populate(h, 100)
+    gate = trio.Event()
+    events = []
+    inner = c.readdirp
+
+    async def slow_readdirp(frame, fd, offset, size):
+        if offset:
+            events.append("read-start")
+            await gate.wait()
+            events.append("read-end")
+        return await inner(frame, fd, offset, size)
+    c.readdirp = slow_readdirp
+    inner_release = c.child.releasedir
+
+    async def releasedir(frame, fd):
+        events.append("releasedir")
+        return await inner_release(frame, fd)
+    c.releasedir = releasedir
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await opendir(h)
+        await h.top.readdirp(h.frame(), fd, 0, 1024)
+        await trio.testing.wait_all_tasks_blocked()
+        assert events == ["read-start"]
+        n.start_soon(h.top.releasedir, h.frame(), fd)
+        await trio.testing.wait_all_tasks_blocked()
+        assert "releasedir" not in events
+        gate.set()
+    assert events == ["read-start", "read-end", "releasedir"]

@@ -55,6 +55,7 @@ from .fop_targets import MODIFYING_FOPS, NAME_REMOVING_FOPS, bind
 
 RENAME_EXCHANGE = 2
 NAME_COST = 64          # bytes charged per cached name on top of its length
+NAME_MAX = 255          # a longer name is the child's to refuse (ENAMETOOLONG)
 
 #: Modifying fops that make a new name (their result is an Entry).
 NAME_MAKING_FOPS = frozenset(f.name for f in MODIFYING_FOPS if f.result == "Entry")
@@ -205,7 +206,7 @@ class NlCache(Translator):
             self._charge(d, -(len(name) + NAME_COST))
             return False
         return (self.opts.nl_cache_positive_entry and d.complete and self._fresh(d.since)
-                and name not in d.positive)
+                and len(name) <= NAME_MAX and name not in d.positive)
 
     # -- events -------------------------------------------------------------------------
     def notify(self, event: Event, data: Any = None, source: Any = None) -> None:

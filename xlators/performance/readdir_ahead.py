@@ -222,6 +222,8 @@ class ReaddirAhead(Translator):
         st = self._streams.pop(id(fd), None)
         if st is not None:
             self._discard(st)
+            while st.filling:              # the child must not close what it reads
+                await st.changed.wait()
         try:
             return await self.child.releasedir(frame, fd)
         finally:
