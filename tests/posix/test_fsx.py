@@ -61,6 +61,7 @@ MODES = {
 }
 VARIANTS = (("local", "writeback"), ("write-behind", "writeback"), ("memory", "direct-io"),
             ("write-behind", "direct-io"))
+VARIANTS += (("md-cache", "writeback"), ("open-behind", "direct-io"))   # issue 10
 
 
 def _params():
