@@ -8,17 +8,20 @@
         subvolumes posix
     end-volume
 
-The first readdir or readdirp of an open directory at offset 0 is wound as usual; its
-reply starts a background task that keeps reading the stream (with the same fop, in
-requests of ``rda-request-size`` bytes; once a readdirp was asked, readdirp) into a
-per-fd buffer until the buffer holds
+The first readdir or readdirp of an open directory is wound as usual (a listing that
+fits one reply is never read ahead).  The next request that continues the stream starts a
+background task that keeps reading it, with that request's fop (readdir or readdirp) in
+requests of ``rda-request-size`` bytes, into a per-fd buffer until the buffer holds
 ``rda-high-wmark`` bytes, the whole cache (every fd) holds ``rda-cache-limit`` bytes, or
 the directory ends.  Later requests that continue the stream (their offset is the cookie
 of the last entry handed out) are answered from the buffer; when it falls below
-``rda-low-wmark`` the task reads on.  Offsets are the child's own cookies, so a request
-at any other offset (seekdir, rewinddir) discards the buffer, is wound as is and the
-prefetch resumes after it.  Sizes are counted as the kernel packs entries (a READDIRPLUS
-entry takes 152 bytes plus its name), so a reply never carries more than fits.
+``rda-low-wmark`` the task reads on.  The kernel mixes the two kinds (READDIRPLUS at
+offset 0 and after lookups, READDIR otherwise): a request of the other kind is wound as
+is and the buffered entries it covered are skipped.  Offsets are the child's own
+cookies, so a request at any other offset (seekdir, rewinddir) discards the buffer, is
+wound as is and the prefetch resumes after it.  Sizes are counted as the kernel packs
+entries (a READDIRPLUS entry takes 152 bytes plus its name), so a reply never carries
+more than fits.
 
 What discards a buffer (reading resumes at the same offset, from the child):
 
@@ -140,6 +143,27 @@ class ReaddirAhead(Translator):
             if self.itable.purge(inode):
                 await self.child.forget(system_frame(), inode)
 
+    def _skip(self, st: Stream, reply: list[DirEntry]) -> None:
+        """A request of the other kind was wound at ``st.pos`` and answered ``reply``:
+        drop the buffered entries it covered (up to its last cookie)."""
+        if not reply:
+            self._discard(st)
+            st.eof = True
+            return
+        last = reply[-1].off
+        covered = []
+        while st.entries:
+            e = st.take(1, st.plus)[0]
+            covered.append(e)
+            if e.off == last:
+                if st.plus:
+                    self._orphan(covered)
+                return
+        if st.plus:
+            self._orphan(covered)
+        st.pos = last                              # the buffer did not reach it
+        self._discard(st)
+
     def _discard(self, st: Stream) -> None:
         self._orphan(st.discard())
         self.stats["discards"] += 1
@@ -180,17 +204,24 @@ class ReaddirAhead(Translator):
         if self._orphans:
             await self._reap()
         st: Optional[Stream] = self._streams.get(id(fd))
-        if st is not None and (st.pos != offset or (plus and not st.plus)):
-            self._discard(st)              # another position, or now with attributes
+        if st is not None and st.pos != offset:
+            self._discard(st)                      # seekdir/rewinddir: start again
             del self._streams[id(fd)]
             st = None
+        fop = self.child.readdirp if plus else self.child.readdir
         if st is None:
-            fop = self.child.readdirp if plus else self.child.readdir
             reply = await fop(frame, fd, offset, size)
             self.stats["misses"] += 1
             if reply and self._can_spawn():
-                st = self._streams[id(fd)] = Stream(fd, plus, reply[-1].off)
-                self._start_fill(st)
+                self._streams[id(fd)] = Stream(fd, None, reply[-1].off)
+            return reply
+        if st.plus is None:                        # the second request sets the kind
+            st.plus = plus
+            self._start_fill(st)
+        elif st.plus != plus:                      # the other kind: wind it, skip ahead
+            reply = await fop(frame, fd, offset, size)
+            self.stats["misses"] += 1
+            self._skip(st, reply)
             return reply
         while not st.entries:
             if st.error is not None:
@@ -209,10 +240,6 @@ class ReaddirAhead(Translator):
             if self._streams.get(id(fd)) is not st:
                 return await self._read(frame, fd, offset, size, plus)
         out = st.take(size, plus)
-        if st.plus and not plus:           # a plain readdir of a readdirp stream
-            self._orphan(out)
-            out = [e._replace(entry=None) for e in out]
-            await self._reap()
         self.stats["hits"] += 1
         if st.bytes < self.opts.rda_low_wmark:
             self._start_fill(st)
