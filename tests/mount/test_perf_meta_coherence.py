@@ -96,10 +96,10 @@ def test_readdir_ahead_does_not_serve_attributes_older_than_a_brick_change(tmp_p
     read ahead before a change in the brick must not be served after it.  (Entry timeout
     0: the stats below are LOOKUPs, after which the kernel asks READDIRPLUS again.)
 
-    This checks the end-to-end promise only: on this kernel it also passes when
-    readdir-ahead ignores the upcalls (the kernel drops READDIRPLUS attributes older than
-    its own invalidation, and asks plain READDIR for most of a listing), so the discard
-    itself is proved by tests/xlators/test_readdir_ahead.py."""
+    This checks the end-to-end promise only: it also passes when readdir-ahead ignores
+    the upcalls, because the kernel asks READDIRPLUS only at offset 0 and for the first
+    request after lookups, so what is read ahead is plain READDIR, which carries no
+    attributes.  The discard itself is proved by tests/xlators/test_readdir_ahead.py."""
     with Mounted(VOLFILES / "readdir-ahead.vol", tmp_path, "--attribute-timeout=30",
                  "--entry-timeout=0") as m:
         os.mkdir(m.path("d"))
