@@ -356,3 +356,29 @@ async def test_unlink_of_a_name_md_cache_never_saw_invalidates_its_inode():
     await h.top.unlink(h.frame(), Loc(h.root, b"b"))
     assert (await h.top.getattr(h.frame(), a.inode, fd)).nlink == 0
     await h.close(fd)
+
+
+async def test_keep_cache_hint_only_for_a_file_unchanged_since_its_last_open():
+    h, c, leaf, clock = build(md_cache_timeout="600", cache_invalidation="on")
+    await h.write_file("/f", b"abc")
+    first = await h.open("/f", os.O_RDONLY)
+    assert "keep_cache" not in first.open_flags           # nothing known yet
+    await h.close(first)
+    again = await h.open("/f", os.O_RDONLY)
+    assert "keep_cache" in again.open_flags                # unchanged
+    await h.close(again)
+    fd = await h.open("/f")                                # changed through the graph
+    await h.write(fd, b"xyz", 1)
+    await h.close(fd)
+    after_write = await h.open("/f", os.O_RDONLY)
+    assert "keep_cache" not in after_write.open_flags
+    await h.close(after_write)
+    # changed below md-cache; the storage's upcall makes md-cache look again
+    e = await h.lookup("/f")
+    wfd = await h.open("/f")
+    await leaf.setattr(h.frame(), e.inode, __import__("xlators").SetAttr(size=1))
+    leaf.upcall(InvalidateInode(e.inode, -1, 0))
+    below = await h.open("/f", os.O_RDONLY)
+    assert "keep_cache" not in below.open_flags
+    await h.close(below)
+    await h.close(wfd)

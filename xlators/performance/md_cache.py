@@ -20,6 +20,14 @@ What is cached, for ``md-cache-timeout`` seconds from the reply that brought it:
   ``security.capability`` before writes, and that question is then answered here;
 - ``statfs`` replies, with ``md-cache-statfs on``.
 
+At ``open``, md-cache tells the kernel to keep its page cache of the file (the fd's
+``keep_cache`` hint, FOPEN_KEEP_CACHE, honoured by the bridge unless
+``--fopen-keep-cache=no``) when the file's mtime, ctime and size are those it had at its
+previous open: a re-read of an unchanged file is then served by the kernel.  A file
+changed in between, through the mount or below it, has a new ctime and is read afresh
+(changes below the mount are seen within the bound below; with ``watch-brick`` the
+bridge also drops the kernel's pages itself).
+
 What invalidates (drops) an inode's record:
 
 - every fop marked ``modifies`` in the fop table (``xlators.core.fops``), and ``open``
@@ -115,7 +123,7 @@ class MdCache(Translator):
         self._statfs: Optional[tuple[float, StatFs]] = None
         self._apply_options()
         self.stats = dict(stat_hit=0, stat_miss=0, lookup_hit=0, xattr_hit=0,
-                          xattr_miss=0, invalidations=0, upcalls=0)
+                          xattr_miss=0, invalidations=0, upcalls=0, keep_cache=0)
 
     def _apply_options(self) -> None:
         timeout = self.opts.md_cache_timeout
@@ -327,9 +335,34 @@ class MdCache(Translator):
     # -- fops that change what is cached ------------------------------------------------------
     async def open(self, frame: Any, inode: Inode, flags: int, fd: Any) -> None:
         try:
-            return await self.child.open(frame, inode, flags, fd)
+            await self.child.open(frame, inode, flags, fd)
         finally:
             self._apply_changes(changes_of("open", (inode, flags, fd)))
+        if self._caching():
+            await self._keep_cache_hint(frame, inode, fd)
+        return None
+
+    async def _keep_cache_hint(self, frame: Any, inode: Inode, fd: Any) -> None:
+        """Ask the kernel to keep its page cache of ``inode`` (``keep_cache`` in
+        ``fd.open_flags``, FOPEN_KEEP_CACHE) when the file's mtime, ctime and size are
+        what they were at its previous open: nothing changed it since.  Otherwise (or on
+        the first open) the kernel drops its pages, as without md-cache."""
+        attr = self._cached_attr(inode)
+        if attr is None:
+            since = self._gen
+            try:
+                attr = await self.child.getattr(frame, inode, None)
+            except OSError:
+                return
+            self._store_attr(inode, attr, since)
+        if not isinstance(attr, Attr):
+            return
+        st = self._state(inode)
+        version = (attr.mtime_ns, attr.ctime_ns, attr.size)
+        if st.data_version == version and isinstance(getattr(fd, "open_flags", None), set):
+            fd.open_flags.add("keep_cache")
+            self.stats["keep_cache"] += 1
+        st.data_version = version
 
     async def setattr(self, frame: Any, inode: Inode, changes: Any, fd: Any = None) -> Attr:
         try:

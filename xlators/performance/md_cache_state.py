@@ -26,7 +26,8 @@ ABSENT = None
 
 class MdState:
     """What md-cache knows about one inode."""
-    __slots__ = ("attr", "attr_time", "xattrs", "xattr_time", "inval_gen", "names")
+    __slots__ = ("attr", "attr_time", "xattrs", "xattr_time", "inval_gen", "names",
+                 "data_version")
 
     def __init__(self) -> None:
         self.attr: Optional[Attr] = None
@@ -36,6 +37,9 @@ class MdState:
         self.inval_gen = 0
         # for a directory: name -> (ino, time cached) of entries seen in replies
         self.names: dict[bytes, tuple[int, float]] = {}
+        # (mtime, ctime, size) at the last open: what the kernel's page cache was filled
+        # from.  Kept across invalidations (it describes the kernel, not this cache).
+        self.data_version: Optional[tuple[int, int, int]] = None
 
     def drop(self, gen: int, names: bool = True) -> None:
         """Forget attributes and xattrs (and, with ``names``, a directory's entries) as
