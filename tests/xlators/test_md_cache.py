@@ -382,3 +382,24 @@ async def test_keep_cache_hint_only_for_a_file_unchanged_since_its_last_open():
     assert "keep_cache" not in below.open_flags
     await h.close(below)
     await h.close(wfd)
+
+
+async def test_opendir_hints_cache_dir_and_keeps_an_unchanged_listing():
+    h, c, leaf, clock = build(md_cache_timeout="600", cache_invalidation="on")
+    from xlators.core.inode import Fd
+    d = await h.mkdir("/d")
+
+    async def opendir():
+        fd = Fd(d.inode, os.O_RDONLY, is_dir=True)
+        await h.top.opendir(h.frame(), d.inode, fd)
+        await h.top.releasedir(h.frame(), fd)
+        return fd.open_flags
+    assert await opendir() == {"cache_dir"}
+    assert await opendir() == {"cache_dir", "keep_cache"}
+    await h.write_file("/d/new", b"")
+    assert await opendir() == {"cache_dir"}
+    h2, _, _, _ = build(md_cache_timeout="0")
+    d2 = await h2.mkdir("/d")
+    fd = Fd(d2.inode, os.O_RDONLY, is_dir=True)
+    await h2.top.opendir(h2.frame(), d2.inode, fd)
+    assert fd.open_flags == set()

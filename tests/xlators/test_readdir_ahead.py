@@ -258,6 +258,11 @@ def test_options_follow_glusterfs():
     assert o.parallel_readdir is False
     with pytest.raises(ValueError):
         build(rda_low_wmark="1MB", rda_high_wmark="4KB")
+    with pytest.raises(ValueError):
+        h.top.reconfigure({"rda-low-wmark": "1MB", "rda-high-wmark": "4KB"})
+    assert h.top.opts.rda_low_wmark == 4096
+    h.top.reconfigure({"rda-high-wmark": "1MB"})
+    assert h.top.opts.rda_high_wmark == 1 << 20
     assert default_registry().get(RDA) is ReaddirAhead
 
 

@@ -26,7 +26,10 @@ At ``open``, md-cache tells the kernel to keep its page cache of the file (the f
 previous open: a re-read of an unchanged file is then served by the kernel.  A file
 changed in between, through the mount or below it, has a new ctime and is read afresh
 (changes below the mount are seen within the bound below; with ``watch-brick`` the
-bridge also drops the kernel's pages itself).
+bridge also drops the kernel's pages itself).  ``opendir`` gets the ``cache_dir`` hint
+(FOPEN_CACHE_DIR: the kernel may keep the listing) and ``keep_cache`` by the same rule
+(a directory's mtime changes with its entries); the bridge does not honour hints on
+OPENDIR yet.
 
 What invalidates (drops) an inode's record:
 
@@ -339,6 +342,13 @@ class MdCache(Translator):
         finally:
             self._apply_changes(changes_of("open", (inode, flags, fd)))
         if self._caching():
+            await self._keep_cache_hint(frame, inode, fd)
+        return None
+
+    async def opendir(self, frame: Any, inode: Inode, fd: Any) -> None:
+        await self.child.opendir(frame, inode, fd)
+        if self._caching() and isinstance(getattr(fd, "open_flags", None), set):
+            fd.open_flags.add("cache_dir")
             await self._keep_cache_hint(frame, inode, fd)
         return None
 

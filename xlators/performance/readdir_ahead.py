@@ -82,10 +82,19 @@ class ReaddirAhead(Translator):
         self.stats = dict(hits=0, misses=0, discards=0, prefetched=0)
 
     def init(self) -> None:
-        if self.opts.rda_low_wmark > self.opts.rda_high_wmark:
-            raise ValueError(f"volume '{self.name}': rda-low-wmark "
-                             f"({self.opts.rda_low_wmark}) is above rda-high-wmark "
-                             f"({self.opts.rda_high_wmark})")
+        self._check(self.opts)
+
+    def _check(self, opts: Any) -> None:
+        if opts.rda_low_wmark > opts.rda_high_wmark:
+            raise ValueError(f"volume '{self.name}': rda-low-wmark ({opts.rda_low_wmark}) "
+                             f"is above rda-high-wmark ({opts.rda_high_wmark})")
+
+    def reconfigured(self, old: Any) -> None:
+        try:
+            self._check(self.opts)
+        except ValueError:
+            self.opts = old
+            raise
 
     # -- helpers ------------------------------------------------------------------------
     def _total(self) -> int:
