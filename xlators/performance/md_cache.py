@@ -155,12 +155,23 @@ class MdCache(Translator):
     def _caching(self) -> bool:
         return self.timeout > 0 and not self.opts.pass_through
 
-    def _invalidate(self, inode: Any, names: bool = True) -> None:
+    def _invalidate(self, inode: Any, names: bool = False) -> None:
+        """Drop ``inode``'s attributes and xattrs; with ``names`` (an upcall about a
+        directory: any of its entries may have changed) its entries too, and the
+        attributes of every inode they held (their link counts may have changed: an
+        entry upcall that follows would no longer find them)."""
         st = inode.ctx.get(self) if isinstance(inode, Inode) else None
-        if st is not None:
-            self._gen += 1
-            st.drop(self._gen, names)
-            self.stats["invalidations"] += 1
+        if st is None:
+            return
+        self._gen += 1
+        if names and st.names:
+            for ino, _ in list(st.names.values()):
+                child = self.itable.find(ino)
+                cst = child.ctx.get(self) if child is not None else None
+                if cst is not None:
+                    cst.drop(self._gen, names=False)
+        st.drop(self._gen, names)
+        self.stats["invalidations"] += 1
 
     def _invalidate_name(self, parent: Any, name: bytes) -> None:
         """The entry ``name`` of ``parent`` changed: drop it and the inode it held."""
@@ -178,16 +189,14 @@ class MdCache(Translator):
         for inode in self.itable:
             st = inode.ctx.get(self)
             if st is not None:
-                st.drop(self._gen)
+                st.drop(self._gen, names=True)
         self._statfs = None
 
     def _apply_changes(self, ch: Changes) -> None:
         for parent, name in ch.names:
             self._invalidate_name(parent, name)
-        for inode in ch.inodes:
+        for inode in ch.inodes + ch.dirs:      # changed names were dropped above
             self._invalidate(inode)
-        for inode in ch.dirs:                  # its changed names were dropped above
-            self._invalidate(inode, names=False)
 
     def _store_attr(self, inode: Inode, attr: Attr, since: int) -> None:
         """Cache ``attr`` for ``inode`` from a reply to a fop wound at generation
@@ -227,7 +236,7 @@ class MdCache(Translator):
 
     def _upcall(self, msg: Any) -> None:
         if isinstance(msg, InvalidateInode):
-            self._invalidate(msg.inode)
+            self._invalidate(msg.inode, names=True)
         elif isinstance(msg, (InvalidateEntry, DeleteEntry)):
             self._invalidate_name(msg.parent, msg.name)
             self._invalidate(msg.parent)

@@ -41,7 +41,7 @@ class MdState:
         # from.  Kept across invalidations (it describes the kernel, not this cache).
         self.data_version: Optional[tuple[int, int, int]] = None
 
-    def drop(self, gen: int, names: bool = True) -> None:
+    def drop(self, gen: int, names: bool = False) -> None:
         """Forget attributes and xattrs (and, with ``names``, a directory's entries) as
         of generation ``gen``."""
         self.attr = None

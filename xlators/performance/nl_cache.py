@@ -10,8 +10,9 @@
 Builds (compilers, shells searching $PATH, Python's imports) look up many names that do
 not exist, again and again.  nl-cache keeps, per directory:
 
-- negative entries: names a lookup found missing (ENOENT), or that an unlink, rmdir or
-  rename through this graph just removed.  A lookup of such a name fails with ENOENT at
+- negative entries: names a lookup found missing (ENOENT), or that an unlink or rmdir
+  through this graph just removed (the old name of a rename is only forgotten: a rename
+  between two links of one inode leaves both).  A lookup of such a name fails with ENOENT at
   once for ``nl-cache-timeout`` seconds;
 - with ``nl-cache-positive-entry on``: the names known to exist, and for a directory made
   by mkdir through this graph (empty at birth) the knowledge that these are *all* its
@@ -267,7 +268,12 @@ class NlCache(Translator):
         for parent, n in made_names:
             self._add_positive(parent, n)
         for parent, n in gone_names:
-            self._add_negative(parent, n, since)
+            if fop_name == "rename":
+                # renaming a name onto itself or onto another link of the same inode
+                # leaves it in place (POSIX): the old name is not known to be gone
+                self._forget_name(parent, n)
+            else:
+                self._add_negative(parent, n, since)
         if fop_name == "mkdir" and isinstance(result, Entry) and \
                 self.opts.nl_cache_positive_entry:
             d = self._dir(result.inode)
