@@ -183,3 +183,25 @@ async def test_passthrough():
                 "lk", "fsync"):
         assert fop not in checked
     assert "lookup" in checked and "setxattr" in checked
+
+
+async def test_closing_a_deferred_fd_drops_the_callers_locks_taken_through_another():
+    """POSIX: closing any fd of a file drops the process's record locks on it."""
+    import fcntl
+    from xlators import LK_GET, LK_SET, Lock
+    leaf = make_translator("storage/memory")
+    locks = make_translator("features/locks", (leaf,), {}, itable=leaf.itable)
+    ob = make_translator(OB, (locks,), {}, itable=leaf.itable)
+    h = Harness(ob)
+    h.init()
+    await h.write_file("/f", b"data")
+    owner = 7
+    rw = await h.open("/f", os.O_RDWR, frame=h.frame(lk_owner=owner))
+    await ob.lk(h.frame(lk_owner=owner), rw, LK_SET, Lock(fcntl.F_WRLCK, 0, 9, 1, owner))
+    ro = await h.open("/f", os.O_RDONLY)
+    assert h.top.dump()["pending"] == 1                  # deferred
+    await h.top.flush(h.frame(lk_owner=owner), ro)         # close(ro) by the same process
+    await h.top.release(h.frame(lk_owner=owner), ro)
+    got = await ob.lk(h.frame(lk_owner=8), rw, LK_GET, Lock(fcntl.F_WRLCK, 0, 9, 2, 8))
+    assert got.type == fcntl.F_UNLCK
+    await h.close(rw)

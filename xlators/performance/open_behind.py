@@ -26,9 +26,11 @@ What keeps POSIX semantics:
 - opens that write or truncate, and every open when ``lazy-open`` is off, are not
   deferred: with ``lazy-open off`` the open is made in the background at once (the caller
   is answered without waiting) and fops on the fd wait for it;
-- ``getattr`` with a deferred fd (fstat) is wound by inode, ``flush`` of a deferred fd is
-  answered here (there is nothing below to flush and no lock can be held: a lock needs
-  the fd, which opens it), ``release`` of a deferred fd is not wound;
+- ``getattr`` with a deferred fd (fstat) is wound by inode; ``flush`` of a deferred fd
+  is answered here while no fd of the file is open below (then no POSIX lock can be
+  held: a lock needs an fd, which opens it), else the fd is opened and the flush wound
+  (closing any fd drops the caller's locks on the file); ``release`` of a deferred fd is
+  not wound;
 - the permission check of the open is the kernel's (the bridge mounts with
   default_permissions by default); without it, a caller other than root has its open
   checked with ``access`` (R_OK) before it is answered.
@@ -74,6 +76,16 @@ class Deferred:
         self.released = False
 
 
+class InodeFds:
+    """open-behind's record of one inode: its deferred fds, and how many of its fds are
+    open below (a POSIX lock can only be held while one is)."""
+    __slots__ = ("deferred", "opened")
+
+    def __init__(self) -> None:
+        self.deferred: set[Deferred] = set()
+        self.opened = 0
+
+
 class OpenBehind(Translator):
     """performance/open-behind: answer read-only opens at once, open below when needed."""
     type = "performance/open-behind"
@@ -101,14 +113,30 @@ class OpenBehind(Translator):
         return (not self.opts.pass_through and flags & os.O_ACCMODE == os.O_RDONLY
                 and not flags & os.O_TRUNC)
 
+    def _fds(self, inode: Inode) -> InodeFds:
+        rec = inode.ctx.get(self)
+        if rec is None:
+            rec = inode.ctx[self] = InodeFds()
+        return rec
+
+    def _settle(self, inode: Inode) -> None:
+        rec = inode.ctx.get(self)
+        if rec is not None and not rec.deferred and not rec.opened:
+            inode.ctx.pop(self, None)
+
     async def open(self, frame: Any, inode: Inode, flags: int, fd: Fd) -> None:
         if not self._deferrable(flags):
-            return await self.child.open(frame, inode, flags, fd)
+            await self.child.open(frame, inode, flags, fd)
+            d = Deferred(fd, frame, flags)
+            d.opened = True
+            fd.ctx[self] = d
+            self._fds(inode).opened += 1
+            return None
         if frame.uid != 0:
             await self.child.access(frame, inode, os.R_OK)
         d = Deferred(fd, frame, flags)
         fd.ctx[self] = d
-        inode.ctx.setdefault(self, set()).add(d)
+        self._fds(inode).deferred.add(d)
         self.pending += 1
         self.stats["deferred"] += 1
         if not self.opts.lazy_open:
@@ -140,11 +168,9 @@ class OpenBehind(Translator):
             d.error = None
             self.pending -= 1
             self.stats["opened_later"] += 1
-            waiting = d.fd.inode.ctx.get(self)
-            if waiting is not None:
-                waiting.discard(d)
-                if not waiting:
-                    d.fd.inode.ctx.pop(self, None)
+            rec = self._fds(d.fd.inode)
+            rec.deferred.discard(d)
+            rec.opened += 1
 
     async def _need(self, fd: Any) -> None:
         d = fd.ctx.get(self) if isinstance(fd, Fd) else None
@@ -152,7 +178,8 @@ class OpenBehind(Translator):
             await self._ensure_open(d)
 
     async def _open_all(self, inode: Any) -> None:
-        for d in list(inode.ctx.get(self) or ()) if isinstance(inode, Inode) else ():
+        rec = inode.ctx.get(self) if isinstance(inode, Inode) else None
+        for d in list(rec.deferred) if rec is not None else ():
             await self._ensure_open(d)
             self.stats["forced_by_unlink"] += 1
 
@@ -166,7 +193,12 @@ class OpenBehind(Translator):
     async def flush(self, frame: Any, fd: Any) -> None:
         d = fd.ctx.get(self) if isinstance(fd, Fd) else None
         if d is not None and not d.opened:
-            return None
+            rec = fd.inode.ctx.get(self)
+            if rec is None or not rec.opened:
+                return None            # nothing below to flush, no lock to drop
+            # closing any fd drops the caller's POSIX locks on the file, taken through
+            # another fd that is open below: the flush must reach the locks
+            await self._ensure_open(d)
         return await self.child.flush(frame, fd)
 
     async def release(self, frame: Any, fd: Any) -> None:
@@ -175,15 +207,17 @@ class OpenBehind(Translator):
             d.released = True
             async with d.lock:         # an open under way (lazy-open off) finishes first
                 pass
-        if d is None or d.opened:
+        if d is None:
+            return await self.child.release(frame, fd)
+        rec = self._fds(fd.inode)
+        if d.opened:
+            rec.opened -= 1
+            self._settle(fd.inode)
             return await self.child.release(frame, fd)
         self.pending -= 1
         self.stats["never_opened"] += 1
-        waiting = fd.inode.ctx.get(self)
-        if waiting is not None:
-            waiting.discard(d)
-            if not waiting:
-                fd.inode.ctx.pop(self, None)
+        rec.deferred.discard(d)
+        self._settle(fd.inode)
         return None
 
     async def _victims(self, frame: Any, args: tuple, kwargs: dict, fop: str) -> None:
@@ -197,7 +231,8 @@ class OpenBehind(Translator):
                 continue
             if not isinstance(entry, Entry):
                 continue
-            if entry.inode.ctx.get(self):
+            rec = entry.inode.ctx.get(self)
+            if rec is not None and rec.deferred:
                 await self._open_all(entry.inode)
             elif self.itable.purge(entry.inode):
                 await self.child.forget(system_frame(), entry.inode)
