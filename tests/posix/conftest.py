@@ -17,8 +17,9 @@ from tests.posix.posixlib import MountPool, Target, get_target, rmtree
 SUITE_TARGETS = ("raw", "local", "memory", "write-behind", "mirror", "dist3", "dist-rep",
                  "local:--kernel-writeback-cache", "write-behind:--direct-io-mode=yes") + tuple(
     os.environ.get("XLFS_POSIX_EXTRA", "").split())
-# the data-caching performance translators, each alone over posix (volfiles/<stem>.vol)
-SUITE_TARGETS += ("io-cache", "read-ahead", "quick-read", "io-threads")
+# the performance translators, each alone over posix (volfiles/<stem>.vol)
+SUITE_TARGETS += ("io-cache", "read-ahead", "quick-read", "io-threads",
+                  "md-cache", "nl-cache", "readdir-ahead", "open-behind")
 
 
 def _param(spec: str):

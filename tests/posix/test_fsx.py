@@ -61,9 +61,9 @@ MODES = {
 }
 VARIANTS = (("local", "writeback"), ("write-behind", "writeback"), ("memory", "direct-io"),
             ("write-behind", "direct-io"))
-# the data caches under the bridge's data modes (read-ahead sees each pread in direct-io)
+# the caches under the bridge's data modes (read-ahead sees each pread in direct-io)
 VARIANTS += (("io-cache", "writeback"), ("io-cache", "direct-io"), ("read-ahead", "direct-io"),
-             ("quick-read", "writeback"))
+             ("quick-read", "writeback"), ("md-cache", "writeback"), ("open-behind", "direct-io"))
 
 
 def _params():

@@ -1,0 +1,291 @@
+"""performance/readdir-ahead: read a directory's stream ahead, in the background.
+
+    volume readdir-ahead
+        type performance/readdir-ahead
+        option rda-request-size 128KB
+        option rda-high-wmark 128KB
+        option rda-cache-limit 10MB
+        subvolumes posix
+    end-volume
+
+The first readdir or readdirp of an open directory is wound as usual (a listing that
+fits one reply is never read ahead).  The next request that continues the stream starts a
+background task that keeps reading it, with that request's fop (readdir or readdirp) in
+requests of ``rda-request-size`` bytes, into a per-fd buffer until the buffer holds
+``rda-high-wmark`` bytes, the whole cache (every fd) holds ``rda-cache-limit`` bytes, or
+the directory ends.  Later requests that continue the stream (their offset is the cookie
+of the last entry handed out) are answered from the buffer; when it falls below
+``rda-low-wmark`` the task reads on.  The kernel mixes the two kinds (READDIRPLUS at
+offset 0 and after lookups, READDIR otherwise): a request of the other kind is wound as
+is and the buffered entries it covered are skipped.  Offsets are the child's own
+cookies, so a request at any other offset (seekdir, rewinddir) discards the buffer, is
+wound as is and the prefetch resumes after it.  Sizes are counted as the kernel packs
+entries (a READDIRPLUS entry takes 152 bytes plus its name), so a reply never carries
+more than fits.
+
+What discards a buffer (reading resumes at the same offset, from the child):
+
+- a modifying fop through this graph on the directory or on one of its names, or on an
+  inode whose entry (with attributes, readdirp) is in the buffer, as the fop table says
+  (:mod:`xlators.performance.fop_targets`); ``open`` with O_TRUNC too;
+- an upcall from below (storage/posix ``watch-brick``) about the directory, a name in it
+  or a buffered inode;
+- a background read that fails: the error is given to the request that would have used
+  its entries (and the next one reads from the child again).
+
+Inodes of discarded readdirp entries were never given to the kernel: the ones nobody else
+holds are forgotten again below, so storage/posix closes their descriptors.
+
+Without a nursery (a harness without ``attach_nursery``) everything is wound as is.
+``parallel-readdir`` is accepted and changes nothing: in GlusterFS it fans readdirs out
+over the subvolumes of cluster/distribute; one child has nothing to fan out to.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..core.events import Event
+from ..core.frame import system_frame
+from ..core.inode import Inode
+from ..core.options import Option
+from ..core.translator import Translator
+from ..core.types import DirEntry
+from ..core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
+from .fop_targets import MODIFYING_FOPS, Changes, changes_of
+from .readdir_ahead_stream import Stream
+
+
+class ReaddirAhead(Translator):
+    """performance/readdir-ahead: read a directory's stream ahead, in the background."""
+    type = "performance/readdir-ahead"
+    children_range = (1, 1)
+    options = (
+        Option.size("rda-request-size", default="131072", min=4096, max=131072,
+                    description="Size of each background readdir(p) request."),
+        Option.size("rda-low-wmark", default="4096", min=0, max=10 << 20,
+                    description="Read on when an fd's buffer falls below this."),
+        Option.size("rda-high-wmark", default="128KB", min=0, max=100 << 20,
+                    description="Stop reading ahead when an fd's buffer holds this much."),
+        Option.size("rda-cache-limit", default="10MB", min=0, max=1 << 30,
+                    description="Most bytes buffered over all open directories."),
+        Option.bool("parallel-readdir", default=False,
+                    description="Accepted for compatibility; changes nothing over one "
+                                "child (see the module documentation)."),
+        Option.bool("pass-through", default=False,
+                    description="Read nothing ahead: every fop goes to the child."),
+    )
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._streams: dict[int, Stream] = {}     # id(fd) -> stream
+        self._orphans: list[Inode] = []
+        self.stats = dict(hits=0, misses=0, discards=0, prefetched=0)
+
+    def init(self) -> None:
+        self._check(self.opts)
+
+    def _check(self, opts: Any) -> None:
+        if opts.rda_low_wmark > opts.rda_high_wmark:
+            raise ValueError(f"volume '{self.name}': rda-low-wmark ({opts.rda_low_wmark}) "
+                             f"is above rda-high-wmark ({opts.rda_high_wmark})")
+
+    def reconfigured(self, old: Any) -> None:
+        try:
+            self._check(self.opts)
+        except ValueError:
+            self.opts = old
+            raise
+
+    # -- helpers ------------------------------------------------------------------------
+    def _total(self) -> int:
+        return sum(s.bytes for s in self._streams.values())
+
+    def _can_spawn(self) -> bool:
+        return not self.opts.pass_through and (
+            self._nursery is not None or (self.graph is not None
+                                          and self.graph.nursery is not None))
+
+    def _start_fill(self, st: Stream) -> None:
+        if st.filling or st.eof or st.error is not None:
+            return
+        if st.bytes >= self.opts.rda_high_wmark or self._total() >= self.opts.rda_cache_limit:
+            return
+        try:
+            self.spawn(self._fill, st)
+        except RuntimeError:                       # no (open) nursery: no prefetch
+            return
+        st.filling = True
+
+    async def _fill(self, st: Stream) -> None:
+        try:
+            while (not st.eof and st.error is None and id(st.fd) in self._streams
+                   and st.bytes < self.opts.rda_high_wmark
+                   and self._total() < self.opts.rda_cache_limit):
+                gen, at = st.gen, st.fetch_at
+                fop = self.child.readdirp if st.plus else self.child.readdir
+                try:
+                    batch = await fop(system_frame(), st.fd, at, self.opts.rda_request_size)
+                except Exception as exc:  # noqa: BLE001 - handed to the next request
+                    if gen == st.gen:
+                        st.error = exc
+                    break
+                if gen != st.gen or id(st.fd) not in self._streams:
+                    self._orphan(batch)            # discarded while it was being read
+                    continue
+                if not batch:
+                    st.eof = True
+                st.push(batch)
+                self.stats["prefetched"] += len(batch)
+                st.wake()
+        finally:
+            st.filling = False
+            st.wake()
+            await self._reap()
+
+    def _orphan(self, entries: list[DirEntry]) -> None:
+        self._orphans.extend(e.entry.inode for e in entries if e.entry is not None)
+
+    async def _reap(self) -> None:
+        """Forget (below) the inodes of discarded entries that nobody holds."""
+        while self._orphans:
+            inode = self._orphans.pop()
+            if self.itable.purge(inode):
+                await self.child.forget(system_frame(), inode)
+
+    def _skip(self, st: Stream, reply: list[DirEntry]) -> None:
+        """A request of the other kind was wound at ``st.pos`` and answered ``reply``:
+        drop the buffered entries it covered (up to its last cookie)."""
+        if not reply:
+            self._discard(st)
+            st.eof = True
+            return
+        last = reply[-1].off
+        covered = []
+        while st.entries:
+            e = st.take(1, st.plus)[0]
+            covered.append(e)
+            if e.off == last:
+                if st.plus:
+                    self._orphan(covered)
+                return
+        if st.plus:
+            self._orphan(covered)
+        st.pos = last                              # the buffer did not reach it
+        self._discard(st)
+
+    def _discard(self, st: Stream) -> None:
+        self._orphan(st.discard())
+        self.stats["discards"] += 1
+
+    def _affected(self, inodes: tuple, dirs: tuple = ()) -> None:
+        targets = [i for i in inodes + dirs if isinstance(i, Inode)]
+        if not targets:
+            return
+        for st in list(self._streams.values()):
+            if any(st.holds(i) for i in targets):
+                self._discard(st)
+
+    def _apply_changes(self, ch: Changes) -> None:
+        self._affected(ch.inodes + tuple(p for p, _ in ch.names), ch.dirs)
+
+    # -- events -------------------------------------------------------------------------
+    def notify(self, event: Event, data: Any = None, source: Any = None) -> None:
+        if event is Event.UPCALL:
+            if isinstance(data, InvalidateInode):
+                self._affected((data.inode,))
+            elif isinstance(data, (InvalidateEntry, DeleteEntry)):
+                self._affected((data.parent,) + ((data.child,) if isinstance(
+                    data, DeleteEntry) else ()))
+        elif event is Event.CHILD_DOWN:
+            for st in list(self._streams.values()):
+                self._discard(st)
+        super().notify(event, data, source)
+
+    # -- fops ---------------------------------------------------------------------------
+    async def readdir(self, frame: Any, fd: Any, offset: int, size: int) -> list[DirEntry]:
+        return await self._read(frame, fd, offset, size, False)
+
+    async def readdirp(self, frame: Any, fd: Any, offset: int, size: int) -> list[DirEntry]:
+        return await self._read(frame, fd, offset, size, True)
+
+    async def _read(self, frame: Any, fd: Any, offset: int, size: int,
+                    plus: bool) -> list[DirEntry]:
+        if self._orphans:
+            await self._reap()
+        st: Optional[Stream] = self._streams.get(id(fd))
+        if st is not None and st.pos != offset:
+            self._discard(st)                      # seekdir/rewinddir: start again
+            del self._streams[id(fd)]
+            st = None
+        fop = self.child.readdirp if plus else self.child.readdir
+        if st is None:
+            reply = await fop(frame, fd, offset, size)
+            self.stats["misses"] += 1
+            if reply and self._can_spawn():
+                self._streams[id(fd)] = Stream(fd, None, reply[-1].off)
+            return reply
+        if st.plus is None:                        # the second request sets the kind
+            st.plus = plus
+            self._start_fill(st)
+        elif st.plus != plus:                      # the other kind: wind it, skip ahead
+            reply = await fop(frame, fd, offset, size)
+            self.stats["misses"] += 1
+            self._skip(st, reply)
+            return reply
+        while not st.entries:
+            if st.error is not None:
+                exc, st.error = st.error, None
+                raise exc
+            if st.eof:
+                return []
+            self._start_fill(st)
+            if not st.filling:                     # could not read ahead: wind it
+                reply = await (self.child.readdirp if plus else self.child.readdir)(
+                    frame, fd, offset, size)
+                st.pos = st.fetch_at = reply[-1].off if reply else st.pos
+                st.eof = not reply
+                return reply
+            await st.changed.wait()
+            if self._streams.get(id(fd)) is not st:
+                return await self._read(frame, fd, offset, size, plus)
+        out = st.take(size, plus)
+        self.stats["hits"] += 1
+        if st.bytes < self.opts.rda_low_wmark:
+            self._start_fill(st)
+        return out
+
+    async def releasedir(self, frame: Any, fd: Any) -> None:
+        st = self._streams.pop(id(fd), None)
+        if st is not None:
+            self._discard(st)
+            while st.filling:              # the child must not close what it reads
+                await st.changed.wait()
+        try:
+            return await self.child.releasedir(frame, fd)
+        finally:
+            await self._reap()
+
+    async def open(self, frame: Any, inode: Inode, flags: int, fd: Any) -> None:
+        try:
+            return await self.child.open(frame, inode, flags, fd)
+        finally:
+            self._apply_changes(changes_of("open", (inode, flags, fd)))
+
+    def dump(self) -> dict[str, Any]:
+        return dict(self.stats, streams=len(self._streams), bytes=self._total())
+
+
+def _discarding(fop_name: str):
+    async def fop(self: ReaddirAhead, frame: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self.child, fop_name)(frame, *args, **kwargs)
+        finally:
+            self._apply_changes(changes_of(fop_name, args, kwargs))
+    fop.__name__ = fop.__qualname__ = fop_name
+    fop.__doc__ = f"{fop_name}: wind, then discard the buffers it made stale."
+    return fop
+
+
+for _fop in MODIFYING_FOPS:
+    setattr(ReaddirAhead, _fop.name, _discarding(_fop.name))
+del _fop
