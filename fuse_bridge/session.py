@@ -5,16 +5,29 @@ The loop follows the kernel's rules (and seed 004, libfuse's loop):
 - read errors: ENOENT (the request was aborted before we read it), EINTR and EAGAIN are
   retried; ENODEV ends the session (unmounted); anything else is logged and retried;
 - nothing but INIT is served before INIT, and a second INIT is refused (EIO);
-- an unknown opcode is answered ENOSYS; a malformed request (short body, wrong length) EIO;
-- FORGET, BATCH_FORGET and INTERRUPT are never answered; every other request exactly once;
+- an unknown opcode is answered ENOSYS; a malformed request (short body, wrong length,
+  extensions past the body, a unique already in flight, a number no system call takes) EIO
+  and one log line;
+- FORGET, BATCH_FORGET and INTERRUPT are never answered, malformed or not (a malformed one
+  is one log line); every other request exactly once;
 - a handler exception becomes EIO and a logged traceback: the loop never dies.
 
 Concurrency (ARCHITECTURE.md, "The request path"): readers handle requests inline.  A
 reader steps the handler coroutine itself; if the handler finishes without suspending (the
 common case: GETATTR, LOOKUP, small I/O on a local disk) no task switch happens at all.
 Only when a handler really waits does the reader make sure another reader listens on the
-device, waking an idle one or starting a new one (up to ``max_readers`` per channel), so
-a request that waits never stalls the others and there is no task spawn per request.
+device, waking an idle one or starting a new one, so a request that waits never stalls the
+others and there is no task spawn per request.  There is no cap on readers: the waiting
+request owns its reader's task until it is done, however many wait (1,000 blocked lock
+requests and the unlock that frees them).
+
+Buffers: a reader reads with ``os.readv`` into ``[small, tail]``: an 8 KiB buffer that
+most requests fit in, and the tail of a large buffer (``bufsize``) for the rest.  A request
+longer than the small buffer is made contiguous in the large one (an 8 KiB copy next to
+the kernel's up to 1 MiB).  A request that waits keeps only the buffer its body is in: if
+that is the small one, the large buffer goes to the channel's spare list for the next
+reader.  Parked readers hold no large buffer and at most ``idle_readers`` of them stay;
+so memory per waiting request is one small buffer, not a megabyte.
 """
 from __future__ import annotations
 
@@ -48,6 +61,8 @@ _OUT_HEADER_PACK = abi.OUT_HEADER.pack
 _HDR = abi.IN_HEADER.size
 _NO_REPLY = frozenset(int(o) for o in abi.NO_REPLY_OPCODES)
 _YIELD_EVERY = 64  # consecutive inline requests before a reader lets others run
+_SMALL = abi.FUSE_MIN_READ_BUFFER   # the first read buffer; most requests fit in it
+_SPARE_LARGE = 2   # free large buffers a channel keeps for readers it starts or wakes
 
 Handler = Callable[["Session", Request, memoryview], Awaitable[Any]]
 
@@ -75,15 +90,29 @@ def _resume(coro: Any, trap: Any):
 
 
 class Channel:
-    """One /dev/fuse descriptor (the original or a clone) and its reader pool."""
+    """One /dev/fuse descriptor (the original or a clone), its reader pool and spare
+    large buffers."""
 
-    def __init__(self, fd: int, bufsize: int) -> None:
+    def __init__(self, fd: int, bufsize: int, idle_max: int) -> None:
         self.fd = fd
         self.bufsize = bufsize
-        self.listening = False   # a reader is waiting for the device to become readable
-        self.idle = 0            # parked readers
+        self.idle_max = idle_max  # parked readers kept; more exit
+        self.listening = False    # a reader is waiting for the device to become readable
+        self.idle = 0             # parked readers
         self.readers = 0
         self.parking = trio.lowlevel.ParkingLot()
+        self.spare: list[bytearray] = []   # free large buffers, at most _SPARE_LARGE
+        self.large_allocated = 0           # large buffers ever allocated (statedump, tests)
+
+    def take_large(self) -> bytearray:
+        if self.spare:
+            return self.spare.pop()
+        self.large_allocated += 1
+        return bytearray(self.bufsize)
+
+    def give_large(self, buf: bytearray) -> None:
+        if len(self.spare) < _SPARE_LARGE:
+            self.spare.append(buf)
 
 
 class Session:
@@ -155,7 +184,7 @@ class Session:
             self.ended.set()
 
     def _add_channel(self, fd: int) -> Channel:
-        chan = Channel(fd, self.bufsize)
+        chan = Channel(fd, self.bufsize, self.opts.idle_readers)
         self.channels.append(chan)
         self._start_reader(chan)
         return chan
@@ -182,8 +211,9 @@ class Session:
 
     # -- the request loop --------------------------------------------------------------
     async def _reader(self, chan: Channel) -> None:
-        buf = bytearray(chan.bufsize)
-        bufs = [buf]
+        small = bytearray(_SMALL)
+        large: Optional[bytearray] = chan.take_large()
+        bufs = [small, memoryview(large)[_SMALL:]]
         fd = chan.fd
         streak = 0
         try:
@@ -199,8 +229,15 @@ class Session:
                         except BlockingIOError:
                             streak = 0
                             if chan.listening:
+                                if chan.idle >= chan.idle_max:
+                                    return          # enough readers: this one goes
+                                # Parked readers hold no large buffer.
+                                chan.give_large(large)
+                                large = bufs[1] = None
                                 chan.idle += 1
                                 await chan.parking.park()
+                                large = chan.take_large()
+                                bufs[1] = memoryview(large)[_SMALL:]
                                 continue
                             chan.listening = True
                             try:
@@ -220,9 +257,14 @@ class Session:
                             log.error("read from /dev/fuse failed: %s", exc)
                             await trio.sleep(0.01)
                             continue
-                        if n == 0:
-                            self.end("end of file on /dev/fuse")
-                            return
+                        if n <= _SMALL:
+                            if not n:
+                                self.end("end of file on /dev/fuse")
+                                return
+                            buf = small
+                        else:
+                            large[:_SMALL] = small      # the request, contiguous in large
+                            buf = large
                         coro = self._dispatch(chan, buf, n)
                         try:
                             trap = coro.send(None)
@@ -232,9 +274,13 @@ class Session:
                                 streak = 0
                                 await trio.lowlevel.checkpoint()
                             continue
-                        # The handler waits: let another reader take the device
-                        # meanwhile, and make the scope the request's (code that never
+                        # The handler waits.  It keeps the buffer its body is in; an
+                        # unused large buffer goes to the reader that takes the device
+                        # meanwhile.  The scope becomes the request's (code that never
                         # yields cannot be cancelled: the fast path needs no scope).
+                        if buf is small:
+                            chan.give_large(large)
+                            large = bufs[1] = None
                         self._ensure_listener(chan)
                         streak = 0
                         req, self._stepping = self._stepping, None
@@ -244,8 +290,13 @@ class Session:
                                 scope.cancel()
                         await _resume(coro, trap)
                         break           # that request's scope: take a fresh one
+                if large is None:
+                    large = chan.take_large()
+                    bufs[1] = memoryview(large)[_SMALL:]
         finally:
             chan.readers -= 1
+            if large is not None:
+                chan.give_large(large)
 
     def _ensure_listener(self, chan: Channel) -> None:
         if chan.listening:
@@ -253,7 +304,7 @@ class Session:
         if chan.idle:
             chan.idle -= 1
             chan.parking.unpark()
-        elif chan.readers < self.opts.max_readers:
+        else:
             self._start_reader(chan)
 
     async def _dispatch(self, chan: Channel, buf: bytearray, n: int) -> None:
@@ -266,14 +317,8 @@ class Session:
         self.stats["requests"] += 1
         handler = self.handlers.get(opcode)
         if opcode in _NO_REPLY:
-            if handler is not None and self.initialized:
-                body = memoryview(buf)[_HDR:n]
-                try:
-                    await handler(self, Request(self, chan.fd, unique, opcode, nodeid, None),
-                                  body)
-                except Exception:
-                    log.exception("%s (unique %d) failed", _opname(opcode), unique)
-            return
+            self._stepping = None
+            return await self._no_reply(chan, buf, n, length, opcode, unique, nodeid, handler)
         if length != n:
             return self._reply_error(chan.fd, unique, errno.EIO,
                                      f"malformed {_opname(opcode)}: header says {length} "
@@ -294,12 +339,17 @@ class Session:
             return self._reply_error(chan.fd, unique, errno.EIO,
                                      f"malformed {_opname(opcode)}: body of "
                                      f"{body_end - _HDR} bytes")
+        pending = self.interrupts.pending
+        if unique in pending:
+            return self._reply_error(chan.fd, unique, errno.EIO,
+                                     f"malformed {_opname(opcode)}: unique {unique} is in "
+                                     f"flight already ({_opname(pending[unique].opcode)}, "
+                                     f"which goes on)")
         frame = Frame(unique, uid, gid, pid)
         if pid not in selfaccess.FOREIGN:
             selfaccess.check(pid, opcode, unique, nodeid)
         req = Request(self, chan.fd, unique, opcode, nodeid, frame)
         frame.interrupt = req
-        pending = self.interrupts.pending
         pending[unique] = req
         self._stepping = req
         try:
@@ -312,7 +362,9 @@ class Session:
             raise
         except OSError as exc:              # FopError included
             self.reply_error(req, exc.errno or errno.EIO)
-        except (ValueError, IndexError, UnicodeError, struct.error) as exc:
+        except (ValueError, IndexError, UnicodeError, struct.error, OverflowError) as exc:
+            # OverflowError: a number the kernel never sends (an offset past 2**63 - 1,
+            # flags past an int) that a system call cannot take.
             log.error("%s (unique %d): malformed request: %s", _opname(opcode), unique, exc)
             self.reply_error(req, errno.EIO)
         except Exception:
@@ -324,12 +376,40 @@ class Session:
             del pending[unique]
             req.finish()
 
+    async def _no_reply(self, chan: Channel, buf: bytearray, n: int, length: int, opcode: int,
+                        unique: int, nodeid: int, handler: Optional[Handler]) -> None:
+        """FORGET, BATCH_FORGET, INTERRUPT, NOTIFY_REPLY: never answered.  A malformed one
+        (wrong length, body shorter than its struct, a count past the body) is one log
+        line and is not acted on."""
+        need = abi.OPCODE_INPUT.get(opcode)
+        if length != n:
+            why = f"header says {length} bytes, read {n}"
+        elif need is not None and n - _HDR < need.size:
+            why = f"body of {n - _HDR} bytes, shorter than its {need.size}-byte struct"
+        elif not self.initialized:
+            why = "before INIT"
+        else:
+            why = ""
+        if why:
+            log.error("malformed %s (unique %d): %s; ignored", _opname(opcode), unique, why)
+            return
+        if handler is None:
+            return
+        try:
+            await handler(self, Request(self, chan.fd, unique, opcode, nodeid, None),
+                          memoryview(buf)[_HDR:n])
+        except (ValueError, struct.error) as exc:
+            log.error("malformed %s (unique %d): %s; ignored", _opname(opcode), unique, exc)
+        except Exception:
+            log.exception("%s (unique %d) failed", _opname(opcode), unique)
+
     # -- replies ---------------------------------------------------------------------
     def reply(self, req: Request, payload: Any = None) -> bool:
         """Send the one reply of ``req``; False if it was already answered."""
         if req.replied:
             return False
-        req.replied = True
+        # ``replied`` is set once the reply is built and written: a payload that cannot
+        # be sent (a handler bug) raises here and the request is still answered EIO.
         if payload is None:
             data: Any = _OUT_HEADER_PACK(16, 0, req.unique)
             self._write(req.fd, data, req.unique)
@@ -339,6 +419,7 @@ class Session:
         else:
             self._writev(req.fd, [_OUT_HEADER_PACK(16 + len(payload), 0, req.unique),
                                   payload], req.unique)
+        req.replied = True
         return True
 
     def reply_error(self, req: Request, err: int) -> bool:
