@@ -26,8 +26,9 @@ most requests fit in, and the tail of a large buffer (``bufsize``) for the rest.
 longer than the small buffer is made contiguous in the large one (an 8 KiB copy next to
 the kernel's up to 1 MiB).  A request that waits keeps only the buffer its body is in: if
 that is the small one, the large buffer goes to the channel's spare list for the next
-reader.  Parked readers hold no large buffer and at most ``idle_readers`` of them stay;
-so memory per waiting request is one small buffer, not a megabyte.
+reader.  Parked readers hand their large buffer to the spare list (``idle_readers`` + 1
+at most) and at most ``idle_readers`` of them stay; so memory per waiting request is one
+small buffer, not a megabyte, and buffers are reused rather than allocated anew.
 """
 from __future__ import annotations
 
@@ -62,7 +63,6 @@ _HDR = abi.IN_HEADER.size
 _NO_REPLY = frozenset(int(o) for o in abi.NO_REPLY_OPCODES)
 _YIELD_EVERY = 64  # consecutive inline requests before a reader lets others run
 _SMALL = abi.FUSE_MIN_READ_BUFFER   # the first read buffer; most requests fit in it
-_SPARE_LARGE = 2   # free large buffers a channel keeps for readers it starts or wakes
 
 Handler = Callable[["Session", Request, memoryview], Awaitable[Any]]
 
@@ -101,7 +101,10 @@ class Channel:
         self.idle = 0             # parked readers
         self.readers = 0
         self.parking = trio.lowlevel.ParkingLot()
-        self.spare: list[bytearray] = []   # free large buffers, at most _SPARE_LARGE
+        # Free large buffers: as many as the parked readers gave back, and one for a
+        # reader started or woken when a request waits; beyond that they are dropped.
+        self.spare: list[bytearray] = []
+        self.spare_max = idle_max + 1
         self.large_allocated = 0           # large buffers ever allocated (statedump, tests)
 
     def take_large(self) -> bytearray:
@@ -111,7 +114,7 @@ class Channel:
         return bytearray(self.bufsize)
 
     def give_large(self, buf: bytearray) -> None:
-        if len(self.spare) < _SPARE_LARGE:
+        if len(self.spare) < self.spare_max:
             self.spare.append(buf)
 
 
