@@ -316,7 +316,7 @@ class Session:
             return
         length, opcode, unique, nodeid, uid, gid, pid, extlen = _IN_HEADER_UNPACK(buf)
         if self.dump is not None:
-            self.dump.record(b"R", buf[:n])
+            self._dump(b"R", buf[:n])
         self.stats["requests"] += 1
         handler = self.handlers.get(opcode)
         if opcode in _NO_REPLY:
@@ -442,7 +442,7 @@ class Session:
 
     def _write(self, fd: int, data: bytes, unique: int) -> None:
         if self.dump is not None:
-            self.dump.record(b"W", data)
+            self._dump(b"W", data)
         try:
             os.write(fd, data)
         except OSError as exc:
@@ -450,11 +450,21 @@ class Session:
 
     def _writev(self, fd: int, bufs: list, unique: int) -> None:
         if self.dump is not None:
-            self.dump.record(b"W", b"".join(bytes(b) for b in bufs))
+            self._dump(b"W", b"".join(bytes(b) for b in bufs))
         try:
             os.writev(fd, bufs)
         except OSError as exc:
             self._write_failed(exc, unique)
+
+    def _dump(self, direction: bytes, message: Any) -> None:
+        """--dump-fuse: a dump that cannot be written (disk full) stops; serving goes on."""
+        try:
+            self.dump.record(direction, message)
+        except OSError as exc:
+            log.error("--dump-fuse=%s: %s; no more messages are dumped",
+                      self.opts.dump_fuse, exc)
+            dump, self.dump = self.dump, None
+            dump.close()
 
     def _write_failed(self, exc: OSError, unique: int) -> None:
         if exc.errno == errno.ENOENT:

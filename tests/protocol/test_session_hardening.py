@@ -53,6 +53,7 @@ async def test_a_thousand_waiting_requests_do_not_stop_the_reading():
                     await until(lambda: gate.waiting == i + 1)
             await until(lambda: gate.waiting == WAITERS)
             grown = tracemalloc.get_traced_memory()[0] - base
+            print(f"traced memory grew {grown / WAITERS:.0f} bytes per waiter")
         finally:
             tracemalloc.stop()
         with trio.fail_after(10):
@@ -250,3 +251,15 @@ async def test_a_reply_that_cannot_be_sent_is_still_answered_once():
         assert await k.silence(0.1)
         assert s.stats["exceptions"] == 1
         (await k.getattr(1)).attr()
+
+
+async def test_a_dump_that_cannot_be_written_stops_and_serving_goes_on(caplog):
+    """--dump-fuse on a full disk (/dev/full: ENOSPC once the buffer is flushed)."""
+    async with serve(options=BridgeOptions(dump_fuse="/dev/full")) as (k, s):
+        with caplog.at_level(logging.ERROR):
+            for _ in range(1000):                     # far past the dump's buffer
+                (await k.getattr(1)).attr()
+        assert s.dump is None
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "no more messages are dumped" in errors[0].getMessage()
+        assert errors[0].exc_info is None
