@@ -103,7 +103,8 @@ async def batch_forget(s, req, body):
     off = abi.BATCH_FORGET_IN.size
     one = abi.FORGET_ONE
     if len(body) < off + count * one.size:
-        raise ValueError(f"BATCH_FORGET of {count} entries in {len(body)} bytes")
+        raise ValueError(f"count {count} needs {off + count * one.size} bytes of body, "
+                         f"it has {len(body)}")
     for i in range(count):
         nodeid, n = one.unpack_from(body, off + i * one.size)
         await _forget_one(s, nodeid, n)

@@ -27,7 +27,7 @@ class BridgeOptions:
     background_qlen: int = 64
     congestion_threshold: int = 48
     reader_thread_count: int = 1
-    max_readers: int = 64           # reader tasks per channel when requests wait
+    idle_readers: int = 4           # parked readers kept per channel; more exit
     dump_fuse: Optional[str] = None
     fuse_mountopts: str = ""
     flush_handle_interrupt: bool = False

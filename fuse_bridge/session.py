@@ -5,16 +5,15 @@ The loop follows the kernel's rules (and seed 004, libfuse's loop):
 - read errors: ENOENT (the request was aborted before we read it), EINTR and EAGAIN are
   retried; ENODEV ends the session (unmounted); anything else is logged and retried;
 - nothing but INIT is served before INIT, and a second INIT is refused (EIO);
-- an unknown opcode is answered ENOSYS; a malformed request (short body, wrong length) EIO;
-- FORGET, BATCH_FORGET and INTERRUPT are never answered; every other request exactly once;
+- an unknown opcode is answered ENOSYS; a malformed request (short body, wrong length,
+  extensions past the body, a unique already in flight, a number no system call takes) EIO
+  and one log line;
+- FORGET, BATCH_FORGET and INTERRUPT are never answered, malformed or not (a malformed one
+  is one log line); every other request exactly once;
 - a handler exception becomes EIO and a logged traceback: the loop never dies.
 
-Concurrency (ARCHITECTURE.md, "The request path"): readers handle requests inline.  A
-reader steps the handler coroutine itself; if the handler finishes without suspending (the
-common case: GETATTR, LOOKUP, small I/O on a local disk) no task switch happens at all.
-Only when a handler really waits does the reader make sure another reader listens on the
-device, waking an idle one or starting a new one (up to ``max_readers`` per channel), so
-a request that waits never stalls the others and there is no task spawn per request.
+Concurrency and buffers: ``fuse_bridge.readers`` (the reader pool steps each handler
+inline; a request that waits keeps its reader's task and only the buffer it is in).
 """
 from __future__ import annotations
 
@@ -24,7 +23,6 @@ from collections import OrderedDict
 import logging
 import os
 import struct
-import types
 from typing import Any, Awaitable, Callable, Optional
 
 import trio
@@ -40,6 +38,7 @@ from . import abi, selfaccess
 from .encode import Timeouts
 from .interrupt import InterruptTable, Request
 from .options import BridgeOptions
+from .readers import Channel, read_loop
 
 log = logging.getLogger("xlfs.fuse")
 
@@ -47,43 +46,12 @@ _IN_HEADER_UNPACK = abi.IN_HEADER.unpack_from
 _OUT_HEADER_PACK = abi.OUT_HEADER.pack
 _HDR = abi.IN_HEADER.size
 _NO_REPLY = frozenset(int(o) for o in abi.NO_REPLY_OPCODES)
-_YIELD_EVERY = 64  # consecutive inline requests before a reader lets others run
 
 Handler = Callable[["Session", Request, memoryview], Awaitable[Any]]
 
 
 class SessionEnded(Exception):
     """The kernel ended the connection (ENODEV): unmounted or aborted."""
-
-
-@types.coroutine
-def _resume(coro: Any, trap: Any):
-    """Continue awaiting ``coro`` after we stepped it by hand once (it yielded ``trap``)."""
-    while True:
-        try:
-            sent = yield trap
-        except BaseException as exc:
-            try:
-                trap = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                trap = coro.send(sent)
-            except StopIteration:
-                return
-
-
-class Channel:
-    """One /dev/fuse descriptor (the original or a clone) and its reader pool."""
-
-    def __init__(self, fd: int, bufsize: int) -> None:
-        self.fd = fd
-        self.bufsize = bufsize
-        self.listening = False   # a reader is waiting for the device to become readable
-        self.idle = 0            # parked readers
-        self.readers = 0
-        self.parking = trio.lowlevel.ParkingLot()
 
 
 class Session:
@@ -160,7 +128,7 @@ class Session:
             self.ended.set()
 
     def _add_channel(self, fd: int) -> Channel:
-        chan = Channel(fd, self.bufsize)
+        chan = Channel(fd, self.bufsize, self.opts.idle_readers)
         self.channels.append(chan)
         self._start_reader(chan)
         return chan
@@ -168,7 +136,7 @@ class Session:
     def _start_reader(self, chan: Channel) -> None:
         chan.readers += 1
         assert self.nursery is not None
-        self.nursery.start_soon(self._reader, chan)
+        self.nursery.start_soon(read_loop, self, chan)
 
     def clone_channels(self, count: int) -> None:
         """GlusterFS's --reader-thread-count: extra cloned /dev/fuse descriptors."""
@@ -186,99 +154,18 @@ class Session:
             self._add_channel(fd)
 
     # -- the request loop --------------------------------------------------------------
-    async def _reader(self, chan: Channel) -> None:
-        buf = bytearray(chan.bufsize)
-        bufs = [buf]
-        fd = chan.fd
-        streak = 0
-        try:
-            while True:
-                # The scope of the next request that waits.  It is entered before that
-                # request's first step, so every scope the handler opens (trio.sleep's,
-                # a nursery's) nests inside it; a fresh one per waiting request, since a
-                # cancelled scope stays cancelled.  Fast requests only pass through it.
-                with trio.CancelScope() as scope:
-                    while True:
-                        try:
-                            n = os.readv(fd, bufs)
-                        except BlockingIOError:
-                            streak = 0
-                            if chan.listening:
-                                chan.idle += 1
-                                await chan.parking.park()
-                                continue
-                            chan.listening = True
-                            try:
-                                await trio.lowlevel.wait_readable(fd)
-                            finally:
-                                chan.listening = False
-                            continue
-                        except InterruptedError:
-                            continue
-                        except OSError as exc:
-                            if exc.errno == errno.ENOENT:   # aborted before we read it
-                                continue
-                            if exc.errno == errno.ENODEV:
-                                self.end("the kernel ended the connection "
-                                         "(unmounted)")
-                                return
-                            log.error("read from /dev/fuse failed: %s", exc)
-                            await trio.sleep(0.01)
-                            continue
-                        if n == 0:
-                            self.end("end of file on /dev/fuse")
-                            return
-                        coro = self._dispatch(chan, buf, n)
-                        try:
-                            trap = coro.send(None)
-                        except StopIteration:
-                            streak += 1
-                            if streak >= _YIELD_EVERY:
-                                streak = 0
-                                await trio.lowlevel.checkpoint()
-                            continue
-                        # The handler waits: let another reader take the device
-                        # meanwhile, and make the scope the request's (code that never
-                        # yields cannot be cancelled: the fast path needs no scope).
-                        self._ensure_listener(chan)
-                        streak = 0
-                        req, self._stepping = self._stepping, None
-                        if req is not None:
-                            req.frame.cancel_scope = scope
-                            if req.cancel_requested:
-                                scope.cancel()
-                        await _resume(coro, trap)
-                        break           # that request's scope: take a fresh one
-        finally:
-            chan.readers -= 1
-
-    def _ensure_listener(self, chan: Channel) -> None:
-        if chan.listening:
-            return
-        if chan.idle:
-            chan.idle -= 1
-            chan.parking.unpark()
-        elif chan.readers < self.opts.max_readers:
-            self._start_reader(chan)
-
     async def _dispatch(self, chan: Channel, buf: bytearray, n: int) -> None:
         if n < _HDR:
             log.error("malformed request: %d bytes, shorter than the %d-byte header", n, _HDR)
             return
         length, opcode, unique, nodeid, uid, gid, pid, extlen = _IN_HEADER_UNPACK(buf)
         if self.dump is not None:
-            self.dump.record(b"R", buf[:n])
+            self._dump(b"R", buf[:n])
         self.stats["requests"] += 1
         handler = self.handlers.get(opcode)
         if opcode in _NO_REPLY:
-            if handler is not None and self.initialized:
-                body = memoryview(buf)[_HDR:n]
-                try:
-                    await handler(self, Request(self, chan.fd, unique, opcode, nodeid, None),
-                                  body)
-                except Exception:
-                    log.exception("%s (unique %d) failed", _opname(opcode), unique)
-            return
+            self._stepping = None
+            return await self._no_reply(chan, buf, n, length, opcode, unique, nodeid, handler)
         if length != n:
             return self._reply_error(chan.fd, unique, errno.EIO,
                                      f"malformed {_opname(opcode)}: header says {length} "
@@ -299,12 +186,17 @@ class Session:
             return self._reply_error(chan.fd, unique, errno.EIO,
                                      f"malformed {_opname(opcode)}: body of "
                                      f"{body_end - _HDR} bytes")
+        pending = self.interrupts.pending
+        if unique in pending:
+            return self._reply_error(chan.fd, unique, errno.EIO,
+                                     f"malformed {_opname(opcode)}: unique {unique} is in "
+                                     f"flight already ({_opname(pending[unique].opcode)}, "
+                                     f"which goes on)")
         frame = Frame(unique, uid, gid, pid)
         if pid not in selfaccess.FOREIGN:
             selfaccess.check(pid, opcode, unique, nodeid)
         req = Request(self, chan.fd, unique, opcode, nodeid, frame)
         frame.interrupt = req
-        pending = self.interrupts.pending
         pending[unique] = req
         self._stepping = req
         try:
@@ -317,7 +209,9 @@ class Session:
             raise
         except OSError as exc:              # FopError included
             self.reply_error(req, exc.errno or errno.EIO)
-        except (ValueError, IndexError, UnicodeError, struct.error) as exc:
+        except (ValueError, IndexError, UnicodeError, struct.error, OverflowError) as exc:
+            # OverflowError: a number the kernel never sends (an offset past 2**63 - 1,
+            # flags past an int) that a system call cannot take.
             log.error("%s (unique %d): malformed request: %s", _opname(opcode), unique, exc)
             self.reply_error(req, errno.EIO)
         except Exception:
@@ -329,12 +223,40 @@ class Session:
             del pending[unique]
             req.finish()
 
+    async def _no_reply(self, chan: Channel, buf: bytearray, n: int, length: int, opcode: int,
+                        unique: int, nodeid: int, handler: Optional[Handler]) -> None:
+        """FORGET, BATCH_FORGET, INTERRUPT, NOTIFY_REPLY: never answered.  A malformed one
+        (wrong length, body shorter than its struct, a count past the body) is one log
+        line and is not acted on."""
+        need = abi.OPCODE_INPUT.get(opcode)
+        if length != n:
+            why = f"header says {length} bytes, read {n}"
+        elif need is not None and n - _HDR < need.size:
+            why = f"body of {n - _HDR} bytes, shorter than its {need.size}-byte struct"
+        elif not self.initialized:
+            why = "before INIT"
+        else:
+            why = ""
+        if why:
+            log.error("malformed %s (unique %d): %s; ignored", _opname(opcode), unique, why)
+            return
+        if handler is None:
+            return
+        try:
+            await handler(self, Request(self, chan.fd, unique, opcode, nodeid, None),
+                          memoryview(buf)[_HDR:n])
+        except (ValueError, struct.error) as exc:
+            log.error("malformed %s (unique %d): %s; ignored", _opname(opcode), unique, exc)
+        except Exception:
+            log.exception("%s (unique %d) failed", _opname(opcode), unique)
+
     # -- replies ---------------------------------------------------------------------
     def reply(self, req: Request, payload: Any = None) -> bool:
         """Send the one reply of ``req``; False if it was already answered."""
         if req.replied:
             return False
-        req.replied = True
+        # ``replied`` is set once the reply is built and written: a payload that cannot
+        # be sent (a handler bug) raises here and the request is still answered EIO.
         if payload is None:
             data: Any = _OUT_HEADER_PACK(16, 0, req.unique)
             self._write(req.fd, data, req.unique)
@@ -344,6 +266,7 @@ class Session:
         else:
             self._writev(req.fd, [_OUT_HEADER_PACK(16 + len(payload), 0, req.unique),
                                   payload], req.unique)
+        req.replied = True
         return True
 
     def reply_error(self, req: Request, err: int) -> bool:
@@ -363,7 +286,7 @@ class Session:
 
     def _write(self, fd: int, data: bytes, unique: int) -> None:
         if self.dump is not None:
-            self.dump.record(b"W", data)
+            self._dump(b"W", data)
         try:
             os.write(fd, data)
         except OSError as exc:
@@ -371,11 +294,21 @@ class Session:
 
     def _writev(self, fd: int, bufs: list, unique: int) -> None:
         if self.dump is not None:
-            self.dump.record(b"W", b"".join(bytes(b) for b in bufs))
+            self._dump(b"W", b"".join(bytes(b) for b in bufs))
         try:
             os.writev(fd, bufs)
         except OSError as exc:
             self._write_failed(exc, unique)
+
+    def _dump(self, direction: bytes, message: Any) -> None:
+        """--dump-fuse: a dump that cannot be written (disk full) stops; serving goes on."""
+        try:
+            self.dump.record(direction, message)
+        except OSError as exc:
+            log.error("--dump-fuse=%s: %s; no more messages are dumped",
+                      self.opts.dump_fuse, exc)
+            dump, self.dump = self.dump, None
+            dump.close()
 
     def _write_failed(self, exc: OSError, unique: int) -> None:
         if exc.errno == errno.ENOENT:

@@ -1,0 +1,186 @@
+"""The reader pool of one session: reading /dev/fuse, stepping handlers inline, and the
+hand-over when a request waits.
+
+Concurrency (ARCHITECTURE.md, "The request path"): readers handle requests inline.  A
+reader steps the handler coroutine itself; if the handler finishes without suspending (the
+common case: GETATTR, LOOKUP, small I/O on a local disk) no task switch happens at all.
+Only when a handler really waits does the reader make sure another reader listens on the
+device, waking an idle one or starting a new one, so a request that waits never stalls the
+others and there is no task spawn per request.  There is no cap on readers: the waiting
+request owns its reader's task until it is done, however many wait (1,000 blocked lock
+requests and the unlock that frees them).
+
+Buffers: a reader reads with ``os.readv`` into ``[small, tail]``: an 8 KiB buffer that
+most requests fit in, and the tail of a large buffer (``bufsize``) for the rest.  A request
+longer than the small buffer is made contiguous in the large one (an 8 KiB copy next to
+the kernel's up to 1 MiB).  A request that waits keeps only the buffer its body is in: if
+that is the small one, the large buffer goes to the channel's spare list for the next
+reader.  Parked readers hand their large buffer to the spare list (``idle_readers`` + 1
+at most) and at most ``idle_readers`` of them stay; so memory per waiting request is one
+small buffer, not a megabyte, and buffers are reused rather than allocated anew.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import types
+from typing import Any, Optional
+
+import trio
+
+from . import abi
+
+log = logging.getLogger("xlfs.fuse")
+
+_YIELD_EVERY = 64  # consecutive inline requests before a reader lets others run
+_SMALL = abi.FUSE_MIN_READ_BUFFER   # the first read buffer; most requests fit in it
+
+
+@types.coroutine
+def _resume(coro: Any, trap: Any):
+    """Continue awaiting ``coro`` after we stepped it by hand once (it yielded ``trap``)."""
+    while True:
+        try:
+            sent = yield trap
+        except BaseException as exc:
+            try:
+                trap = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                trap = coro.send(sent)
+            except StopIteration:
+                return
+
+
+class Channel:
+    """One /dev/fuse descriptor (the original or a clone), its reader pool and spare
+    large buffers."""
+
+    def __init__(self, fd: int, bufsize: int, idle_max: int) -> None:
+        self.fd = fd
+        self.bufsize = bufsize
+        self.idle_max = idle_max  # parked readers kept; more exit
+        self.listening = False    # a reader is waiting for the device to become readable
+        self.idle = 0             # parked readers
+        self.readers = 0
+        self.parking = trio.lowlevel.ParkingLot()
+        # Free large buffers: as many as the parked readers gave back, and one for a
+        # reader started or woken when a request waits; beyond that they are dropped.
+        self.spare: list[bytearray] = []
+        self.spare_max = idle_max + 1
+        self.large_allocated = 0           # large buffers ever allocated (statedump, tests)
+
+    def take_large(self) -> bytearray:
+        if self.spare:
+            return self.spare.pop()
+        self.large_allocated += 1
+        return bytearray(self.bufsize)
+
+    def give_large(self, buf: bytearray) -> None:
+        if len(self.spare) < self.spare_max:
+            self.spare.append(buf)
+
+
+async def read_loop(session: Any, chan: Channel) -> None:
+    """One reader of ``chan``: read a request, step ``session._dispatch`` on it inline;
+    if it waits, become that request's task (another reader takes the device)."""
+    small = bytearray(_SMALL)
+    large: Optional[bytearray] = chan.take_large()
+    bufs = [small, memoryview(large)[_SMALL:]]
+    fd = chan.fd
+    dispatch = session._dispatch
+    streak = 0
+    try:
+        while True:
+            # The scope of the next request that waits.  It is entered before that
+            # request's first step, so every scope the handler opens (trio.sleep's,
+            # a nursery's) nests inside it; a fresh one per waiting request, since a
+            # cancelled scope stays cancelled.  Fast requests only pass through it.
+            with trio.CancelScope() as scope:
+                while True:
+                    try:
+                        n = os.readv(fd, bufs)
+                    except BlockingIOError:
+                        streak = 0
+                        if chan.listening:
+                            if chan.idle >= chan.idle_max:
+                                return          # enough readers: this one goes
+                            # Parked readers hold no large buffer.
+                            chan.give_large(large)
+                            large = bufs[1] = None
+                            chan.idle += 1
+                            await chan.parking.park()
+                            large = chan.take_large()
+                            bufs[1] = memoryview(large)[_SMALL:]
+                            continue
+                        chan.listening = True
+                        try:
+                            await trio.lowlevel.wait_readable(fd)
+                        finally:
+                            chan.listening = False
+                        continue
+                    except InterruptedError:
+                        continue
+                    except OSError as exc:
+                        if exc.errno == errno.ENOENT:   # aborted before we read it
+                            continue
+                        if exc.errno == errno.ENODEV:
+                            session.end("the kernel ended the connection (unmounted)")
+                            return
+                        log.error("read from /dev/fuse failed: %s", exc)
+                        await trio.sleep(0.01)
+                        continue
+                    if n <= _SMALL:
+                        if not n:
+                            session.end("end of file on /dev/fuse")
+                            return
+                        buf = small
+                    else:
+                        large[:_SMALL] = small      # the request, contiguous in large
+                        buf = large
+                    coro = dispatch(chan, buf, n)
+                    try:
+                        trap = coro.send(None)
+                    except StopIteration:
+                        streak += 1
+                        if streak >= _YIELD_EVERY:
+                            streak = 0
+                            await trio.lowlevel.checkpoint()
+                        continue
+                    # The handler waits.  It keeps the buffer its body is in; an
+                    # unused large buffer goes to the reader that takes the device
+                    # meanwhile.  The scope becomes the request's (code that never
+                    # yields cannot be cancelled: the fast path needs no scope).
+                    if buf is small:
+                        chan.give_large(large)
+                        large = bufs[1] = None
+                    ensure_listener(session, chan)
+                    streak = 0
+                    req, session._stepping = session._stepping, None
+                    if req is not None:
+                        req.frame.cancel_scope = scope
+                        if req.cancel_requested:
+                            scope.cancel()
+                    await _resume(coro, trap)
+                    break           # that request's scope: take a fresh one
+            if large is None:
+                large = chan.take_large()
+                bufs[1] = memoryview(large)[_SMALL:]
+    finally:
+        chan.readers -= 1
+        if large is not None:
+            chan.give_large(large)
+
+
+def ensure_listener(session: Any, chan: Channel) -> None:
+    """A request waits: make sure some reader listens on the device meanwhile."""
+    if chan.listening:
+        return
+    if chan.idle:
+        chan.idle -= 1
+        chan.parking.unpark()
+    else:
+        session._start_reader(chan)
