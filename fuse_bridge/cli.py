@@ -145,9 +145,6 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
                                        signal.SIGUSR1) as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(session.run)
-                # -L TRACE: until Session.run builds its recorder with trace_log.recorder
-                # (then this does nothing), the trace starts here, after INIT at worst.
-                trace_log.install(session)
                 if opts.reader_thread_count > 1:
                     session.clone_channels(opts.reader_thread_count)
                 nursery.start_soon(_signals, signals, session, graph, volfile, args)

@@ -104,9 +104,8 @@ class Session:
     # -- lifecycle -------------------------------------------------------------------
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until the kernel ends the connection (or the caller cancels)."""
-        if self.opts.dump_fuse:
-            from .dump import DumpWriter
-            self.dump = DumpWriter(self.opts.dump_fuse)
+        from .trace_log import recorder
+        self.dump = recorder(self.opts.dump_fuse)   # a dump file, the TRACE log, both, or None
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery

@@ -35,7 +35,7 @@ def test_flag_values(flag, attr):
 def test_mount_xlfs_passes_the_option_on(monkeypatch):
     """mount -t xlfs VOLFILE /mnt -o fuse-flush-handle-interrupt=yes runs mount.xlfs."""
     seen = []
-    monkeypatch.setattr(mount_helper, "xlfs_main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(mount_helper, "xlfs_main", lambda argv, **kw: seen.append(argv) or 0)
     assert mount_helper.main(["/etc/xlfs/v.vol", "/mnt", "-o",
                               "rw,fuse-flush-handle-interrupt=yes"]) == 0
     o, _ = opts(*seen[0])
