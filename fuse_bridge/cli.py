@@ -24,6 +24,7 @@ from xlators.core.registry import UnknownTypeError
 from xlators.core.volfile import VolfileError, load_volfile
 
 from . import mount as mnt
+from . import passthrough
 from .cli_args import Args, UsageError, help_text, parse_args
 from .mount_watch import READ_ONLY_VOLUME, MountWatch, apply_flags
 from .notify import Notifier
@@ -46,6 +47,7 @@ def bridge_options(args: Args) -> BridgeOptions:
     o = BridgeOptions()
     for dest in ("attribute_timeout", "entry_timeout", "negative_timeout", "direct_io_mode",
                  "use_readdirp", "fopen_keep_cache", "kernel_writeback_cache", "lru_limit",
+                 "fuse_passthrough",
                  "invalidate_limit", "background_qlen", "congestion_threshold",
                  "reader_thread_count", "dump_fuse", "fuse_mountopts",
                  "flush_handle_interrupt", "setlk_handle_interrupt", "read_only",
@@ -134,6 +136,9 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
                     nursery.start_soon(_report_ready, session, ready)
                 await session.ended.wait()
                 nursery.cancel_scope.cancel()
+        pt = passthrough.of(session)
+        if pt is not None and pt.failure:
+            raise Failure(pt.failure)
     finally:
         if mnt.find_mount(mountpoint) is not None and session.end_reason != "aborted":
             try:
@@ -200,6 +205,9 @@ def _bridge_state(session: Session) -> dict:
     if session.notifier is not None:
         state.update(session.notifier.dump())
     state.update(session.stats)
+    pt = passthrough.of(session)
+    if pt is not None:
+        state.update({f"passthrough.{k}": v for k, v in pt.dump().items()})
     return state
 
 
@@ -217,6 +225,10 @@ def run(args: Args) -> int:
     graph = build_graph(volfile, args)
     if opts.read_only:
         graph = _read_only(graph)
+    try:
+        passthrough.graph_check(opts.fuse_passthrough, graph.top)
+    except passthrough.PassthroughUnavailable as exc:
+        raise Failure(str(exc)) from None
     if args.get("volfile_check"):
         print(f"{volfile}: ok")
         return 0
