@@ -19,6 +19,8 @@ SUITE_TARGETS = ("raw", "local", "memory", "write-behind",
     os.environ.get("XLFS_POSIX_EXTRA", "").split())
 # the data-caching performance translators, each alone over posix (volfiles/<stem>.vol)
 SUITE_TARGETS += ("io-cache", "read-ahead", "quick-read", "io-threads")
+# FUSE passthrough: READ, WRITE and mmap done by the kernel on the brick files
+SUITE_TARGETS += ("local:--fuse-passthrough=yes",)
 
 
 def _param(spec: str):
