@@ -102,9 +102,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size-mb", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--cases", default="write,read cold,read warm,random 4k",
+                   help="comma list of cases (random 4k alone needs no big file)")
     a = p.parse_args()
     size = a.size_mb << 20
-    cases = ("write", "read cold", "read warm", "random 4k")
+    cases = tuple(c.strip() for c in a.cases.split(",") if c.strip())
     with tempfile.TemporaryDirectory(prefix="xlfs-ptbench-") as tmp:
         t = Path(tmp)
         raw = t / "raw"
