@@ -26,12 +26,9 @@
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 from typing import Any, Optional
-
-from xlators.core.errors import FopError
 
 from . import abi
 
@@ -119,9 +116,7 @@ class Passthrough:
 
     # -- OPEN / CREATE / RELEASE -------------------------------------------------------
     def on_open(self, top: Any, fd: Any, fh: int, flags: int) -> tuple[int, int]:
-        """(FOPEN flags, backing id) for the OPEN/CREATE reply of ``fh``.  Raises
-        FopError(EIO) when the inode is open in passthrough and this fd may not be (the
-        kernel would fail the open with EIO itself)."""
+        """(FOPEN flags, backing id) for the OPEN/CREATE reply of ``fh``."""
         nodeid = fd.inode.nodeid
         backing = self._backings.get(nodeid)
         if flags & _FOPEN_DIRECT_IO and backing is None:
@@ -130,12 +125,15 @@ class Passthrough:
             return self._cached_open(nodeid, fh, flags)
         brick_fd = top.passthrough_fd(fd)
         if brick_fd is None:
-            if backing is not None:
-                log.error("OPEN of nodeid %d: the inode is open in passthrough but the "
-                          "graph refuses it for this open; EIO", nodeid)
-                raise FopError(errno.EIO)
-            return self._cached_open(nodeid, fh, flags)
-        if backing is None:
+            if backing is None:
+                return self._cached_open(nodeid, fh, flags)
+            # The kernel fails a non-passthrough open of an inode that has a backing file
+            # (EIO).  Only a graph switch makes the answer differ between two opens of one
+            # inode: the inode's data keeps bypassing the graph until its last release.
+            log.warning("OPEN of nodeid %d: the graph keeps this file's data now, but the "
+                        "inode is open in passthrough: passthrough until its last close",
+                        nodeid)
+        elif backing is None:
             backing_id = self._register(brick_fd, nodeid)
             if backing_id is None:
                 return self._cached_open(nodeid, fh, flags)

@@ -185,3 +185,24 @@ async def test_direct_io_open_without_a_backing_has_no_io_mode(tmp_path: Path,
         assert o.open_flags & F.DIRECT_IO and not o.open_flags & F.PASSTHROUGH
         (await k.release(e.nodeid, o.fh)).ok()
     assert rec.opened == []
+
+
+async def test_inode_in_passthrough_stays_so_until_its_last_close(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    """When the graph stops handing over a file (a graph switch) while the inode is open
+    in passthrough, new opens still use its backing: the kernel fails a cached open of
+    such an inode with EIO.  After the last close the graph's answer holds."""
+    rec = Backings(monkeypatch)
+    graph = posix_graph(tmp_path)
+    async with serve(graph, opts("auto"), flags=ALL_FLAGS, flags2=OFFER2) as (k, s):
+        e, o = (await k.create(1, b"f")).create()
+        assert o.open_flags & F.PASSTHROUGH
+        monkeypatch.setattr(type(graph.top), "passthrough_fd", lambda self, fd: None)
+        o2 = (await k.open(e.nodeid)).open()
+        assert o2.open_flags & F.PASSTHROUGH and o2.backing_id == o.backing_id
+        (await k.release(e.nodeid, o.fh)).ok()
+        (await k.release(e.nodeid, o2.fh)).ok()
+        assert rec.closed == [o.backing_id]
+        o3 = (await k.open(e.nodeid)).open()
+        assert not o3.open_flags & F.PASSTHROUGH and o3.backing_id == 0
+        (await k.release(e.nodeid, o3.fh)).ok()
