@@ -19,10 +19,14 @@
 - The kernel's io modes: an inode is never open both cached and passthrough at once (a
   mismatched open fails with EIO in the kernel).  So an inode that has cached opens gets
   cached opens until they are released, and an inode with a backing file gets only
-  passthrough opens; ``FOPEN_DIRECT_IO`` (which the kernel lets override passthrough for
-  read and write) opens take the inode's backing when it has one and no io mode else.
+  passthrough opens (even if a graph switch made the graph refuse it since: until the
+  inode's last release); ``FOPEN_DIRECT_IO`` (which the kernel lets override passthrough
+  for read and write) opens take the inode's backing when it has one and no io mode else.
+- mmap of a passthrough file maps the brick file (the kernel's backing-file mmap): reads
+  and stores through a shared mapping never reach the daemon either.  FLUSH, FSYNC,
+  RELEASE, SETATTR (truncate), locks and every metadata request still do.
 - A registration the kernel refuses (not root, a stacked brick filesystem, ...) is logged
-  once and that file is served through the graph: the fallback is per file and silent.
+  once and that file is served through the graph: the fallback is per file.
 """
 from __future__ import annotations
 
