@@ -27,7 +27,7 @@ from xlators.core.registry import PluginError, UnknownTypeError
 from xlators.core.volfile import VolfileError, load_volfile
 
 from . import mount as mnt
-from . import trace_log
+from . import passthrough, trace_log
 from .cli_args import EXIT_FAILURE, EXIT_USAGE, Args, UsageError, help_text, parse_args
 from .daemon import (Failure, absolute_paths, check_bricks, log_start, remove_pid, reopen_log,
                      write_pid)
@@ -48,6 +48,7 @@ def bridge_options(args: Args) -> BridgeOptions:
     o = BridgeOptions()
     for dest in ("attribute_timeout", "entry_timeout", "negative_timeout", "direct_io_mode",
                  "use_readdirp", "fopen_keep_cache", "kernel_writeback_cache", "lru_limit",
+                 "fuse_passthrough",
                  "invalidate_limit", "background_qlen", "congestion_threshold",
                  "reader_thread_count", "dump_fuse", "fuse_mountopts",
                  "flush_handle_interrupt", "setlk_handle_interrupt", "read_only",
@@ -152,6 +153,9 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
                     nursery.start_soon(_report_ready, session, ready)
                 await session.ended.wait()
                 nursery.cancel_scope.cancel()
+        pt = session.passthrough
+        if pt is not None and pt.failure:
+            raise Failure(pt.failure)
     finally:
         if mnt.find_mount(mountpoint) is not None and session.end_reason != "aborted":
             try:
@@ -219,6 +223,9 @@ def _bridge_state(session: Session) -> dict:
     if session.notifier is not None:
         state.update(session.notifier.dump())
     state.update(session.stats)
+    pt = session.passthrough
+    if pt is not None:
+        state.update({f"passthrough.{k}": v for k, v in pt.dump().items()})
     return state
 
 
@@ -244,6 +251,10 @@ def run(args: Args) -> int:
     warnings = graph.warnings(args.get("xlator_options", []))
     for line in warnings:
         print(f"{args.get('prog', 'xlfs')}: {line}", file=sys.stderr)
+    try:
+        passthrough.graph_check(opts.fuse_passthrough, graph.top)
+    except passthrough.PassthroughUnavailable as exc:
+        raise Failure(str(exc)) from None
     if args.get("volfile_check"):
         print(f"{args.get('mount_source')}: ok")
         return 0

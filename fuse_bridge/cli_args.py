@@ -38,6 +38,13 @@ def _dio(text: str) -> Any:
     return parse_bool(text)
 
 
+def _passthrough(text: str) -> str:
+    t = text.lower()
+    if t == "auto":
+        return t
+    return "yes" if parse_bool(t) else "no"
+
+
 def _uint(text: str) -> int:
     value = int(text, 0)
     if value < 0:
@@ -93,6 +100,12 @@ FLAGS: tuple[Flag, ...] = (
          help="keep the page cache across opens"),
     Flag("kernel-writeback-cache", "kernel_writeback_cache", "bool?", parse_bool,
          help="let the kernel cache writes (default no)"),
+    Flag("fuse-passthrough", "fuse_passthrough", "value", _passthrough,
+         metavar="auto|yes|no",
+         help="let the kernel read, write and mmap brick files itself when every "
+              "translator passes file data through unchanged (auto: when the kernel and "
+              "the stack allow; yes: fail the mount otherwise; default no).  Turns the "
+              "kernel writeback cache off"),
     Flag("lru-limit", "lru_limit", "value", _uint, metavar="N",
          help="inodes the kernel may keep cached before the least recently used are "
               "invalidated (default 65536, and at most 3/4 of the descriptor limit)"),

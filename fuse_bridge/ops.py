@@ -3,9 +3,11 @@ handlers of ops_entry, ops_file and ops_dir.  An opcode missing from HANDLERS is
 ENOSYS by the session."""
 from __future__ import annotations
 
+import errno
 import logging
 
 from . import abi
+from .passthrough import Passthrough
 from .ops_dir import HANDLERS as _DIR
 from .ops_entry import HANDLERS as _ENTRY
 from .ops_file import HANDLERS as _FILE
@@ -44,7 +46,13 @@ async def init(s, req, body):
     if s.handles_locks:
         wanted |= _I.POSIX_LOCKS | _I.FLOCK_LOCKS
     wanted |= _storage_flags(s)
+    pt = s.passthrough = Passthrough(s.devfd, o.fuse_passthrough)
+    wanted = pt.negotiate(int(offered), int(wanted), s.top, o.kernel_writeback_cache)
+    if pt.failure:
+        s.end(pt.failure)                 # the cli reports it and unmounts
+        raise OSError(errno.EOPNOTSUPP, pt.failure)   # the kernel fails the mount
     flags = int(offered & wanted)
+    pt.settle(flags)
     s.flags = flags
     s.proto_minor = min(minor, abi.KERNEL_MINOR_VERSION)
     max_pages = 0
@@ -56,7 +64,7 @@ async def init(s, req, body):
     f1, f2 = abi.init_flags_split(flags)
     out = abi.INIT_OUT.pack(abi.KERNEL_VERSION, s.proto_minor, max_readahead, f1,
                             o.background_qlen, o.congestion_threshold, s.max_write, 1,
-                            max_pages, 0, f2, 0, 0)
+                            max_pages, 0, f2, pt.max_stack_depth, 0)
     s.initialized = True
     log.info("INIT: kernel 7.%d, speaking 7.%d; max_write %d; flags %s", minor,
              s.proto_minor, s.max_write, _flag_names(flags))

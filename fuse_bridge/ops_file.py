@@ -69,7 +69,7 @@ async def open_(s, req, body):
     fd = Fd(inode, flags, req.frame.pid)
     await s.top.open(req.frame, inode, flags, fd)
     fh = s.new_fh(fd)
-    return _OPEN_OUT_PACK(fh, open_flags(s, fd), 0)
+    return _OPEN_OUT_PACK(fh, *_kernel_io(s, fd, fh))
 
 
 async def create(s, req, body):
@@ -84,7 +84,17 @@ async def create(s, req, body):
     fd.inode = entry.inode
     reply = reply_entry(s, entry, parent, name)
     fh = s.new_fh(fd)
-    return [reply, _OPEN_OUT_PACK(fh, open_flags(s, fd), 0)]
+    return [reply, _OPEN_OUT_PACK(fh, *_kernel_io(s, fd, fh))]
+
+
+def _kernel_io(s, fd: Fd, fh: int) -> tuple[int, int]:
+    """(FOPEN flags, backing id) of a new open: FUSE passthrough when the session has it
+    on and the graph hands over the brick file (fuse_bridge.passthrough)."""
+    flags = open_flags(s, fd)
+    pt = s.passthrough
+    if pt is None or not pt.enabled:
+        return flags, 0
+    return pt.on_open(s.top, fd, fh, flags)
 
 
 async def read(s, req, body):
@@ -145,6 +155,9 @@ async def release(s, req, body):
                            Lock(fcntl.F_UNLCK, 0, OFFSET_MAX, 0, lock_owner, True))
         await s.top.release(req.frame, fd)
     finally:
+        pt = s.passthrough
+        if pt is not None:
+            pt.on_release(fh)
         await s.drop_fh(fh)
 
 

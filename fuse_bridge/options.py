@@ -22,6 +22,7 @@ class BridgeOptions:
     use_readdirp: bool = True
     fopen_keep_cache: Optional[bool] = None
     kernel_writeback_cache: bool = False
+    fuse_passthrough: str = "no"    # auto|yes|no (fuse_bridge.passthrough)
     lru_limit: int = 65536
     invalidate_limit: int = DEFAULT_INVALIDATE_LIMIT
     background_qlen: int = 64

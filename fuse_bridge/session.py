@@ -84,6 +84,7 @@ class Session:
         self.mount_watch: Any = None          # fuse_bridge.mount_watch, when mounted
         self.open_noatime = 0                 # O_NOATIME when the mount is noatime
         self.opendir_noatime = 0              # ... or nodiratime
+        self.passthrough: Any = None          # fuse_bridge.passthrough, set by INIT
         self.nursery: Optional[trio.Nursery] = None
         self._stepping: Optional[Request] = None   # the request a reader is stepping
         self.lru: OrderedDict[int, tuple] = OrderedDict()

@@ -58,12 +58,15 @@ def seed_for(name: str) -> int:
 MODES = {
     "writeback": ("--kernel-writeback-cache",),
     "direct-io": ("--direct-io-mode=yes",),
+    "passthrough": ("--fuse-passthrough=yes",),
 }
 VARIANTS = (("local", "writeback"), ("write-behind", "writeback"), ("memory", "direct-io"),
             ("write-behind", "direct-io"))
 # the caches under the bridge's data modes (read-ahead sees each pread in direct-io)
 VARIANTS += (("io-cache", "writeback"), ("io-cache", "direct-io"), ("read-ahead", "direct-io"),
              ("quick-read", "writeback"), ("md-cache", "writeback"), ("open-behind", "direct-io"))
+# FUSE passthrough: the kernel reads, writes and maps the brick file itself
+VARIANTS += (("local", "passthrough"),)
 
 
 def _params():

@@ -30,6 +30,7 @@ MOUNTS = {
     "local": ("local", *LONG),
     "local-writeback": ("local", *LONG, "--kernel-writeback-cache"),
     "local-direct-io": ("local", *LONG, "--direct-io-mode=yes"),
+    "local-passthrough": ("local", *LONG, "--fuse-passthrough=yes"),
     "write-behind-direct-io": ("write-behind", *LONG, "--direct-io-mode=yes"),
     "write-behind-writeback": ("write-behind", *LONG, "--kernel-writeback-cache"),
     "memory": ("memory", *LONG),

@@ -37,6 +37,12 @@ class Translator:
     summary: ClassVar[str] = ""
     #: Children counts this type accepts (min, max); max None = any.
     children_range: ClassVar[tuple[int, Optional[int]]] = (0, None)
+    #: FUSE passthrough (the kernel doing READ, WRITE and mmap on the brick file itself,
+    #: so no readv/writev reaches the graph): True declares that this translator neither
+    #: changes nor needs to see file data, and leaves the decision to its single child.
+    #: False (the default, the safe answer for any translator that caches, transforms,
+    #: delays, fails or counts data) keeps every READ and WRITE flowing through it.
+    passes_data_through: ClassVar[bool] = False
 
     def __init__(self, name: str, children: Sequence["Translator"] = (),
                  options: Optional[Mapping[str, str]] = None, *,
@@ -106,6 +112,26 @@ class Translator:
         if nursery is None:
             raise RuntimeError(f"{self.name}: spawn() needs a running graph (no nursery)")
         nursery.start_soon(fn, *args)
+
+    # -- FUSE passthrough --------------------------------------------------------------
+    def passthrough_fd(self, fd: Any) -> Optional[int]:
+        """The OS descriptor of the brick file behind the open ``fd`` when the kernel may
+        read, write and map that file directly, bypassing this translator and all below
+        it; None when data must flow through the graph.  Asked once per open by the
+        bridge.  Default: the single child's answer when ``passes_data_through``, else
+        None; a storage translator that has a local file overrides it."""
+        if self.passes_data_through and len(self.children) == 1:
+            return self.children[0].passthrough_fd(fd)
+        return None
+
+    def passthrough_blocker(self) -> Optional[str]:
+        """Why no file below this translator can use passthrough (one line), or None
+        when files may (each open still asks ``passthrough_fd``)."""
+        if not self.passes_data_through:
+            return f"volume '{self.name}' ({self.type}) may change or must see file data"
+        if len(self.children) != 1:
+            return f"volume '{self.name}' ({self.type}) has {len(self.children)} subvolumes"
+        return self.children[0].passthrough_blocker()
 
     # -- per-object context ------------------------------------------------------------
     def ctx_get(self, obj: Any, default: Any = None) -> Any:

@@ -11,6 +11,12 @@ Latency is measured with ``time.perf_counter_ns`` around the wind to the child, 
 includes everything below this translator.  With latency-measurement off a call costs a
 counter increment.
 
+FUSE passthrough: io-stats declares ``passes_data_through``, so it does not prevent it.
+READ and WRITE of a file opened in passthrough are done by the kernel on the brick file
+and never reach the graph: they are not counted here (open, flush, release, setattr and
+every other fop of that file still are).  Mount with ``--fuse-passthrough=no`` to count
+every read and write.
+
     volume io-stats
         type debug/io-stats
         option latency-measurement on
@@ -99,6 +105,7 @@ class FopStats:
 class IoStats(Translator):
     """debug/io-stats: per-fop counts, errors, bytes and latency."""
     type = "debug/io-stats"
+    passes_data_through = True   # passthrough READ/WRITE are not counted (module docstring)
     children_range = (1, None)   # like GlusterFS: stats of the first, others just wound below
     options = (
         Option.bool("latency-measurement", default=False,

@@ -152,6 +152,7 @@ class Locks(Translator):
     """features/locks: POSIX record locks and flocks (answers lk itself)."""
     type = "features/locks"
     handles_locks = True      # the bridge negotiates POSIX_LOCKS/FLOCK_LOCKS when true
+    passes_data_through = True  # locks never touch READ/WRITE data (advisory only)
     children_range = (1, 1)
     options = (
         Option.bool("trace", default=False,

@@ -12,7 +12,7 @@ import errno
 import mmap
 import os
 import stat
-from typing import Any
+from typing import Any, Optional
 
 from xlators.core.bounds import copy_range, falloc_range, loff, open_flags, rw_range
 from xlators.core.errors import FopError
@@ -151,6 +151,23 @@ def _direct_write(fd: int, data: Any, offset: int) -> int:
 
 class PosixIOOps:
     """open/create/read/write/... for Posix (needs its _node/_do/_thread/_entry)."""
+
+    def passthrough_fd(self, fd: Any) -> Optional[int]:
+        """The brick descriptor of an open regular file, for FUSE passthrough (the kernel
+        then reads, writes and maps the brick file itself).  None with ``o-direct`` (the
+        kernel would cache what the brick was asked not to) and for set-id files (the
+        kernel writes with the daemon's credentials, which would keep the bits a write
+        by the caller clears)."""
+        of = fd.ctx.get(self) if fd is not None else None
+        if of is None or of.fd < 0 or self._odirect or of.node.kind != stat.S_IFREG \
+                or of.node.mode & _PRIVS:
+            return None
+        return of.fd
+
+    def passthrough_blocker(self) -> Optional[str]:
+        if self._odirect:
+            return f"volume '{self.name}' (storage/posix) has option o-direct on"
+        return None
 
     def _plain(self, of: OpenFile) -> int:
         if of.plain < 0:

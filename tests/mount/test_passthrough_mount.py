@@ -1,0 +1,233 @@
+"""FUSE passthrough on real mounts (fuse_bridge/passthrough.py).
+
+READ and WRITE are counted in a ``--dump-fuse`` recording (every request the kernel sent,
+decoded with fuse_bridge/dump.py): with ``--fuse-passthrough=yes`` over local.vol none
+reach the daemon while data, mmap, truncate and O_APPEND stay what the brick holds; a
+stack with a translator that changes or must see data (rot13, error-gen on writev,
+write-behind) never uses it, and ``yes`` then fails the mount with one clear line.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fuse_bridge import abi
+from fuse_bridge.dump import read_dump
+from tests.mount.test_cli import run_xlfs
+from tests.mountlib import VOLFILES, Mounted, can_mount
+
+pytestmark = [pytest.mark.mount,
+              pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
+
+LOCAL = VOLFILES / "local.vol"
+
+
+def requests(dump: Path) -> Counter:
+    """How many requests of each opcode the kernel sent, from a --dump-fuse file."""
+    c: Counter = Counter()
+    with open(dump, "rb") as f:
+        for rec in read_dump(f):
+            if rec.direction == "R":
+                c[abi.Opcode(struct.unpack_from("<II", rec.message)[1]).name] += 1
+    return c
+
+
+def exercise(m: Mounted, brick: Path) -> None:
+    """Writes, reads, a shared mapping both ways, truncate and O_APPEND through the
+    mount, each checked against the brick file (the raw directory)."""
+    p = m.path("f")
+    data = bytes(range(256)) * 4096                      # 1 MiB
+    with open(p, "wb") as f:
+        f.write(data)
+    with open(p, "rb") as f:
+        assert f.read() == data
+    assert (brick / "f").read_bytes() == data
+    # a shared writable mapping: stores reach the brick file, reads see its bytes
+    fd = os.open(p, os.O_RDWR)
+    try:
+        with mmap.mmap(fd, 0) as mm:
+            assert mm[4096:4100] == data[4096:4100]
+            mm[0:5] = b"hello"
+            mm.flush()
+    finally:
+        os.close(fd)
+    data = b"hello" + data[5:]
+    assert (brick / "f").read_bytes() == data
+    # a change made in the brick is read through a new open (cached pages are the
+    # brick file's own: passthrough reads the brick page cache)
+    with open(brick / "f", "r+b") as f:
+        f.seek(100)
+        f.write(b"BRICK")
+    data = data[:100] + b"BRICK" + data[105:]
+    with open(p, "rb") as f:
+        assert f.read() == data
+    os.truncate(p, 5000)
+    data = data[:5000]
+    with open(p, "ab") as f:
+        f.write(b"appended")
+    data += b"appended"
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.pwrite(fd, b"+more", 0)                          # O_APPEND ignores the offset
+    finally:
+        os.close(fd)
+    data += b"+more"
+    assert os.stat(p).st_size == len(data)
+    with open(p, "rb") as f:
+        assert f.read() == data
+    assert (brick / "f").read_bytes() == data
+    with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as mm:
+        assert mm[:] == data
+
+
+@pytest.mark.parametrize("mode", ["yes", "auto", "no"])
+def test_read_write_bypass_the_daemon(tmp_path: Path, mode: str) -> None:
+    dump = tmp_path / "fuse.dump"
+    with Mounted(LOCAL, tmp_path, f"--fuse-passthrough={mode}", f"--dump-fuse={dump}") as m:
+        exercise(m, m.brick)
+        log = m.read_log()
+    got = requests(dump)
+    assert got["OPEN"] + got["CREATE"] >= 5
+    if mode == "no":
+        assert got["READ"] > 0 and got["WRITE"] > 0, got
+        assert "PASSTHROUGH" not in log.split("INIT: kernel", 1)[1].splitlines()[0]
+    else:
+        assert got["READ"] == 0 and got["WRITE"] == 0, got
+        assert "PASSTHROUGH" in log.split("INIT: kernel", 1)[1].splitlines()[0]
+
+
+def test_same_file_through_two_opens_and_mmap_of_a_new_file(tmp_path: Path) -> None:
+    """Two descriptors of one file share one backing (the kernel insists on it); a file
+    created and mapped before any write grows through ftruncate and the mapping."""
+    dump = tmp_path / "fuse.dump"
+    with Mounted(LOCAL, tmp_path, "--fuse-passthrough=yes", f"--dump-fuse={dump}") as m:
+        p = m.path("g")
+        a = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+        b = os.open(p, os.O_RDWR)
+        try:
+            os.pwrite(a, b"first", 0)
+            assert os.pread(b, 5, 0) == b"first"
+            os.ftruncate(b, 8192)
+            with mmap.mmap(b, 8192) as mm:
+                mm[8000:8004] = b"MMAP"
+            assert os.pread(a, 4, 8000) == b"MMAP"
+        finally:
+            os.close(a)
+            os.close(b)
+        raw = (m.brick / "g").read_bytes()
+        assert raw[:5] == b"first" and raw[8000:8004] == b"MMAP" and len(raw) == 8192
+        # every open of the inode was released: the backing is gone, a new open works
+        with open(p, "rb") as f:
+            assert f.read(5) == b"first"
+    got = requests(dump)
+    assert got["READ"] == 0 and got["WRITE"] == 0, got
+
+
+ERROR_GEN_VOL = """\
+volume posix
+    type storage/posix
+    option directory /var/lib/xlfs/brick
+end-volume
+
+volume errors
+    type debug/error-gen
+    option failure 0
+    option enable writev,readv
+    subvolumes posix
+end-volume
+"""
+
+ROT13_VOL = """\
+volume posix
+    type storage/posix
+    option directory /var/lib/xlfs/brick
+end-volume
+
+volume rot
+    type playground/rot-13
+    subvolumes posix
+end-volume
+"""
+
+
+def _stack(tmp_path: Path, name: str) -> tuple[Path, bool]:
+    """(volfile, whether the brick holds the bytes written: rot13 changes them)."""
+    if name == "write-behind":
+        return VOLFILES / "write-behind.vol", True
+    if name == "rot13":
+        pytest.importorskip("xlfs_rot13", reason="examples/xlfs-rot13 is not installed "
+                            "(tests/unit/test_plugin_example.py installs it)")
+        vol, text, plain = tmp_path / "rot13.vol", ROT13_VOL, False
+    else:
+        vol, text, plain = tmp_path / "error-gen.vol", ERROR_GEN_VOL, True
+    vol.write_text(text)
+    return vol, plain
+
+
+@pytest.mark.parametrize("stack", ["error-gen", "write-behind", "rot13"])
+def test_data_changing_stack_does_not_use_it(tmp_path: Path, stack: str) -> None:
+    vol, plain = _stack(tmp_path, stack)
+    dump = tmp_path / "fuse.dump"
+    with Mounted(vol, tmp_path, "--fuse-passthrough=auto", f"--dump-fuse={dump}") as m:
+        data = b"Hello, passthrough world!\n" * 5000
+        with open(m.path("f"), "wb") as f:
+            f.write(data)
+        with open(m.path("f"), "rb") as f:
+            assert f.read() == data
+        fd = os.open(m.path("f"), os.O_RDWR)
+        try:
+            with mmap.mmap(fd, 0) as mm:
+                assert mm[:26] == data[:26]
+                mm[0:5] = b"HELLO"
+        finally:
+            os.close(fd)
+        with open(m.path("f"), "rb") as f:
+            assert f.read() == b"HELLO" + data[5:]
+        raw = (m.brick / "f").read_bytes()
+        assert len(raw) == len(data)
+        assert (raw == b"HELLO" + data[5:]) == plain
+        log = m.read_log()
+    assert "FUSE passthrough not used" in log
+    got = requests(dump)
+    assert got["READ"] > 0 and got["WRITE"] > 0, got
+
+
+def test_yes_fails_the_mount_on_a_data_changing_stack(tmp_path: Path) -> None:
+    (tmp_path / "mnt").mkdir()
+    r = run_xlfs("-f", str(VOLFILES / "write-behind.vol"), "--fuse-passthrough=yes",
+                 str(tmp_path / "mnt"))
+    assert r.returncode != 0
+    assert "--fuse-passthrough=yes: volume 'wb' (performance/write-behind)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_mount_option_form(tmp_path: Path) -> None:
+    dump = tmp_path / "fuse.dump"
+    with Mounted(LOCAL, tmp_path, "-o", "fuse-passthrough=yes",
+                 f"--dump-fuse={dump}") as m:
+        with open(m.path("x"), "wb") as f:
+            f.write(b"x" * 65536)
+        with open(m.path("x"), "rb") as f:
+            assert f.read() == b"x" * 65536
+    got = requests(dump)
+    assert got["READ"] == 0 and got["WRITE"] == 0, got
+
+
+def test_writeback_cache_gives_way(tmp_path: Path) -> None:
+    """The kernel refuses passthrough with its writeback cache: passthrough wins (as in
+    libfuse's passthrough_hp) and the writeback cache is not asked for."""
+    dump = tmp_path / "fuse.dump"
+    with Mounted(LOCAL, tmp_path, "--fuse-passthrough=yes", "--kernel-writeback-cache",
+                 f"--dump-fuse={dump}") as m:
+        exercise(m, m.brick)
+        log = m.read_log()
+    init = log.split("INIT: kernel", 1)[1].splitlines()[0]
+    assert "PASSTHROUGH" in init and "WRITEBACK_CACHE" not in init
+    assert "--kernel-writeback-cache overridden" in log
+    got = requests(dump)
+    assert got["READ"] == 0 and got["WRITE"] == 0, got
