@@ -23,7 +23,7 @@ from typing import Any
 from xlators.core.errors import FopError
 from xlators.core.types import DirEntry
 
-from .posix_io import OpenFile, open_noatime
+from .posix_io import OpenFile, keep_noatime, open_noatime
 
 _DT_DIR = stat.S_IFDIR >> 12
 _DT_REG = stat.S_IFREG >> 12
@@ -86,6 +86,7 @@ class PosixDirOps:
         if node.kind != stat.S_IFDIR:
             raise FopError(errno.ENOTDIR)
         dfd = await self._do(frame, False, _opendir_at, node.fd, fd.flags & os.O_NOATIME)
+        keep_noatime(dfd, fd.flags, 0)
         self._opened(fd, OpenFile(dfd, node, os.O_RDONLY | os.O_DIRECTORY, False))
 
     def _parent_ino(self, node: Any) -> int:

@@ -9,6 +9,7 @@ buffers, and use a buffered twin descriptor for unaligned requests.
 from __future__ import annotations
 
 import errno
+import fcntl
 import mmap
 import os
 import stat
@@ -59,6 +60,21 @@ def open_noatime(path: Any, flags: int, mode: int = 0o777,
             raise
     flags &= ~os.O_NOATIME
     return os.open(path, flags, mode, dir_fd=dir_fd), flags
+
+
+def keep_noatime(fd: int, wanted: int, have: int) -> int:
+    """Open flags ``have`` plus O_NOATIME if ``wanted`` asks for it and the open as the
+    caller could not have it: set afterwards with the daemon's own CAP_FOWNER.  Safe,
+    because any O_NOATIME that reaches the storage was allowed above it: the kernel
+    checked the caller's right to it on the FUSE inode (same owner as the brick's), or
+    the bridge added it for a noatime mount, where no read may change an atime."""
+    if not wanted & os.O_NOATIME or have & os.O_NOATIME:
+        return have
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NOATIME)
+    except OSError:
+        return have
+    return have | os.O_NOATIME
 
 
 def _reopen(node_fd: int, flags: int) -> tuple[int, int]:
@@ -220,6 +236,7 @@ class PosixIOOps:
                         else await self._thread(_reopen, node.fd, fl))
         else:
             iofd, fl = await self._do(frame, False, _reopen, node.fd, fl)
+            fl = keep_noatime(iofd, flags, fl)
             if fl & os.O_TRUNC and node.mode & _PRIVS:
                 self._kill_after(frame, node)
         self._opened(fd, OpenFile(iofd, node, fl, bool(fl & os.O_DIRECT)))
@@ -261,6 +278,7 @@ class PosixIOOps:
         perm, fix = self._new_mode(pnode, mode, umask, False)
         iofd, st, fl, created = await self._do(frame, True, _create_at, pnode.fd, name, fl,
                                                perm, fix)
+        fl = keep_noatime(iofd, flags, fl)
         direct = bool(fl & os.O_DIRECT)
         try:
             if not flags & os.O_NONBLOCK:    # only there so that a FIFO cannot block us
