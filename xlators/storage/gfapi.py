@@ -1,0 +1,576 @@
+"""storage/gfapi: a GlusterFS volume as the storage of an xlfs graph, through libgfapi.
+
+    volume gv0
+        type storage/gfapi
+        option volfile-server server1
+        option backup-volfile-servers server2,server3
+        option volume gv0
+    end-volume
+
+or, with no glusterd (a GlusterFS client volfile: protocol/client volumes under
+cluster/replicate, disperse or distribute):
+
+    volume gv0
+        type storage/gfapi
+        option volfile /etc/xlfs/gv0-client.vol
+    end-volume
+
+The whole GlusterFS client graph (protocol/client, replicate, distribute, disperse, its
+own caches) runs inside libgfapi in this process; the xlfs graph sits on top.  Our own
+ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
+
+- Identity: every object is a libgfapi handle (``glfs_object``) carrying the gfid; the
+  inode number is the one GlusterFS derives from the gfid (its low 64 bits, ``st_ino``
+  of every stat), so the same file has the same number on every client and across
+  restarts.  One handle per live inode (a second handle for a known inode is closed).
+- Credentials: every call runs with the caller's uid, gid and supplementary groups
+  (``glfs_setfsuid``/``setfsgid``/``setfsgroups``, per thread, set before each call);
+  the bricks check permissions as for GlusterFS's own FUSE client.
+- The event loop never blocks: each library call runs in a worker thread, at most
+  ``io-thread-count`` at once (a ``trio.CapacityLimiter``).  A request cancelled while
+  its call runs (an interrupt, with the bridge's interrupt flags on) answers EINTR at
+  once: the thread is abandoned (``abandon_on_cancel``) and finishes the call by itself;
+  the operation may still complete on the bricks, as when a GlusterFS client is killed.
+  Blocking lock requests are retried with F_SETLK from the event loop instead, so a
+  waiting lock is interruptible and never left granted to an abandoned thread.
+- Lifecycle: ``glfs_init`` runs in ``init()``, which the daemon calls after it forked
+  (libgfapi is not fork-safe), so CHILD_UP (the answer to PARENT_UP) comes only after
+  the volume answered.  An unreachable server, an unknown volume or a bad client volfile
+  fails ``init()`` with a one-line error: no mount.  ``glfs_fini`` takes 9-10 s: it runs
+  in a daemon thread, off the unmount path, and the process does not wait for it.
+- Coherence: upcalls from the bricks (features/upcall; the client volfile's or the
+  volume's ``features.cache-invalidation on``) about files changed by other clients
+  become ``InvalidateInode`` / ``InvalidateEntry`` upcalls up the graph, which the FUSE
+  bridge turns into kernel invalidations (gfapi_upcall).
+- Limits: rename flags (RENAME_NOREPLACE, RENAME_EXCHANGE) are EINVAL (libgfapi has no
+  renameat2); flock is a whole-file POSIX lock of the open file's owner (as GlusterFS's
+  own FUSE client does), so a flock and a POSIX lock of another owner conflict;
+  ``resolve`` of a forgotten inode is ESTALE (a gfid does not fit a 64-bit nodeid).
+
+The code is split by concern: gfapi (options, lifecycle, namespace fops), gfapi_io (open
+files, directories, locks), gfapi_upcall (invalidations), gfapi_binding (ctypes).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import trio
+
+from ..core.errors import FopError
+from ..core.inode import Inode
+from ..core.options import Option
+from ..core.translator import Translator
+from ..core.types import NOW, Attr, Entry, SetAttr, StatFs
+from .gfapi_io import GfapiIo
+
+LOG_LEVELS = {"none": 0, "emerg": 1, "alert": 2, "critical": 3, "error": 4, "warning": 5,
+              "notice": 6, "info": 7, "debug": 8, "trace": 9}
+S_IFMT = 0o170000
+S_IFDIR = 0o040000
+MAX_NAMES = 8             # names remembered per inode for entry invalidations
+
+
+def _binding() -> Any:
+    """gfapi_binding, imported on first use: a graph without storage/gfapi never needs
+    libgfapi, and a missing library is a one-line init error naming the package."""
+    from . import gfapi_binding
+    return gfapi_binding
+
+
+class Node:
+    """gfapi's context of one inode: its libgfapi handle."""
+    __slots__ = ("obj", "ino", "kind", "names")
+
+    def __init__(self, obj: int, ino: int, mode: int) -> None:
+        self.obj = obj
+        self.ino = ino
+        self.kind = mode & S_IFMT
+        self.names: set[tuple[int, bytes]] = set()   # (parent ino, name) looked up
+
+    def __repr__(self) -> str:
+        return f"<gfapi.Node ino={self.ino} obj={self.obj:#x}>"
+
+
+def _name(loc: Any) -> bytes:
+    name = loc.name
+    if isinstance(name, str):
+        name = os.fsencode(name)
+    if not name:
+        raise FopError(errno.ENOENT)
+    if b"/" in name or b"\0" in name:
+        raise FopError(errno.EINVAL, f"invalid name {name!r}")
+    return name
+
+
+class Gfapi(GfapiIo, Translator):
+    """storage/gfapi: a GlusterFS volume through libgfapi (GlusterFS's client library)."""
+    type = "storage/gfapi"
+    children_range = (0, 0)
+    options = (
+        Option.str("volfile-server", None, "Host of a GlusterFS server (glusterd) to "
+                   "fetch the volume's client volfile from; with option volume. "
+                   "Exclusive with option volfile."),
+        Option.str("backup-volfile-servers", "", "More servers to try, comma or space "
+                   "separated (each takes volfile-server-port and -transport)."),
+        Option.int("volfile-server-port", 24007, "Port of glusterd on the volfile "
+                   "servers.", min=1, max=65535),
+        Option.str("volfile-server-transport", "tcp", "Transport to the volfile servers.",
+                   values=("tcp", "rdma", "unix")),
+        Option.str("volume", None, "Name of the GlusterFS volume (with volfile-server)."),
+        Option.path("volfile", None, "A GlusterFS client volfile to use instead of "
+                    "asking glusterd (setups with no glusterd). Exclusive with "
+                    "volfile-server."),
+        Option.path("log-file", None, "libgfapi's log file (default: "
+                    "/var/log/glusterfs/xlfs-VOLUME.log, GlusterFS's own default place)."),
+        Option.str("log-level", "warning", "libgfapi's log level.",
+                   values=tuple(LOG_LEVELS)),
+        Option.int("io-thread-count", 16, "Most libgfapi calls running at once (each "
+                   "blocks a worker thread).", min=1, max=1024),
+    )
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._b: Any = None
+        self._fs: Optional[int] = None
+        self._live: dict[int, Node] = {}
+        self._limiter = trio.CapacityLimiter(self.opts.io_thread_count)
+        self._upcalls: Any = None
+        self._source = ""
+        self._check_form(kw.get("option_where") or (lambda key: ""))
+
+    def _check_form(self, where: Callable[[str], str]) -> None:
+        o = self.opts
+        server, volfile = o.volfile_server, o.volfile
+        if bool(server) == bool(volfile):
+            place = where("volfile-server" if server else "volfile")
+            prefix = f"{place}: " if place else ""
+            what = "both" if server else "neither"
+            raise ValueError(f"{prefix}volume '{self.name}' (storage/gfapi): give exactly "
+                             f"one of option volfile-server (with volume) and option "
+                             f"volfile; {what} given")
+        if server and not o.volume:
+            place = where("volfile-server")
+            prefix = f"{place}: " if place else ""
+            raise ValueError(f"{prefix}volume '{self.name}' (storage/gfapi): option "
+                             "volfile-server needs option volume (the volume's name)")
+
+    # -- lifecycle -----------------------------------------------------------------
+    def init(self) -> None:
+        b = self._b = _binding()
+        o = self.opts
+        volname = (o.volume or os.path.basename(o.volfile).split(".")[0] or "xlfs")
+        fs = b.lib.glfs_new(volname.encode())
+        if not fs:
+            raise RuntimeError("glfs_new failed (out of memory?)")
+        try:
+            if o.volfile:
+                if not os.path.isfile(o.volfile):
+                    raise RuntimeError(f"client volfile {o.volfile}: no such file")
+                b.check(b.lib.glfs_set_volfile(fs, o.volfile.encode()), "glfs_set_volfile")
+                self._source = o.volfile
+            else:
+                servers = [o.volfile_server] + [
+                    s for s in o.backup_volfile_servers.replace(",", " ").split() if s]
+                for host in servers:
+                    b.check(b.lib.glfs_set_volfile_server(
+                        fs, o.volfile_server_transport.encode(), host.encode(),
+                        o.volfile_server_port), f"glfs_set_volfile_server {host}")
+                self._source = f"{','.join(servers)}:{o.volfile_server_port}/{o.volume}"
+            log_file = o.log_file or f"/var/log/glusterfs/xlfs-{volname}.log"
+            if b.lib.glfs_set_logging(fs, log_file.encode(), LOG_LEVELS[o.log_level]) < 0:
+                self.log.warning("%s: cannot log to %s", self.name, log_file)
+                b.lib.glfs_set_logging(fs, b"/dev/null", 0)
+            self._log_file = log_file
+            if b.lib.glfs_init(fs) != 0:
+                err = ctypes.get_errno()
+                raise RuntimeError(f"cannot reach GlusterFS volume {self._source}: "
+                                   f"{os.strerror(err) if err else 'glfs_init failed'} "
+                                   f"(details in {log_file})")
+            st = b.Stat()
+            root = b.lib.glfs_h_lookupat(fs, None, b"/", ctypes.byref(st), 0)
+            if not root:
+                err = ctypes.get_errno()
+                raise RuntimeError(f"GlusterFS volume {self._source}: cannot look up its "
+                                   f"root: {os.strerror(err or errno.EIO)} (details in "
+                                   f"{log_file})")
+        except BaseException:
+            _fini_in_background(b, fs)
+            raise
+        self._fs = fs
+        ino = st.st_ino
+        if self.itable.root.ino != ino:
+            self.itable.set_root_ino(ino)
+        node = Node(root, ino, st.st_mode)
+        self._live[ino] = node
+        self.itable.root.ctx[self] = node
+        from .gfapi_upcall import Upcalls
+        self._upcalls = Upcalls(self, b, fs)
+        self.log.info("%s: GlusterFS volume %s is up", self.name, self._source)
+
+    def fini(self) -> None:
+        fs, self._fs = self._fs, None
+        if fs is None:
+            return
+        if self._upcalls is not None:
+            self._upcalls.stop()
+        for inode in self.itable:
+            inode.ctx.pop(self, None)
+        self._live.clear()
+        _fini_in_background(self._b, fs)
+
+    def reconfigured(self, old: Any) -> None:
+        self._limiter.total_tokens = self.opts.io_thread_count
+        for key in ("volfile-server", "volume", "volfile"):
+            if self.opts[key] != old[key]:
+                self.log.warning("%s: option %s cannot change at run time", self.name, key)
+
+    def dump(self) -> dict[str, Any]:
+        return {"source": self._source, "live-inodes": len(self._live),
+                "threads-busy": self._limiter.borrowed_tokens,
+                "io-thread-count": self._limiter.total_tokens,
+                **(self._upcalls.dump() if self._upcalls is not None else {})}
+
+    # -- calling the library -----------------------------------------------------------
+    def _fsp(self) -> int:
+        if self._fs is None:
+            raise FopError(errno.ENOTCONN)
+        return self._fs
+
+    async def _call(self, frame: Any, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` in a worker thread, as the caller (uid, gid, groups)."""
+        if frame is None:
+            creds = (0, 0, ())
+        else:
+            creds = (frame.uid, frame.gid, tuple(frame.groups) if frame.uid else ())
+        self._start_upcalls()
+        return await trio.to_thread.run_sync(self._as_caller, creds, fn, args,
+                                             limiter=self._limiter, abandon_on_cancel=True)
+
+    def _as_caller(self, creds: tuple, fn: Callable[..., Any], args: tuple) -> Any:
+        self._b.set_credentials(*creds)
+        return fn(*args)
+
+    def _start_upcalls(self) -> None:
+        if self._upcalls is not None and not self._upcalls.started:
+            self._upcalls.start()
+
+    # -- inodes ------------------------------------------------------------------------
+    def _node(self, inode: Any) -> Node:
+        node = inode.ctx.get(self) if inode is not None else None
+        if node is None:
+            raise FopError(errno.ESTALE)
+        return node
+
+    def _attr(self, st: Any) -> Attr:
+        attr = Attr(*self._b.stat_tuple(st))
+        if not attr.blksize:          # some replies (glfs_h_stat) leave it out
+            attr.blksize = 4096
+        return attr
+
+    def _entry(self, obj: int, st: Any) -> Entry:
+        """The table's inode for handle ``obj`` (closed when the inode has one)."""
+        attr = self._attr(st)
+        ino = attr.ino
+        inode = self.itable.find(ino)
+        node = inode.ctx.get(self) if inode is not None else None
+        if node is None:
+            node = self._live.get(ino)
+            if node is None:
+                node = self._live[ino] = Node(obj, ino, attr.mode)
+                obj = 0
+            if inode is None:
+                inode = self.itable.link(ino)
+            inode.ctx[self] = node
+        if obj:
+            self._b.lib.glfs_h_close(obj)
+        return Entry(inode, attr)
+
+    def _named(self, entry: Entry, pnode: Node, name: bytes) -> Entry:
+        """Remember a name of the entry's object (upcalls carry no names)."""
+        node = entry.inode.ctx.get(self)
+        if node is not None and len(node.names) < MAX_NAMES:
+            node.names.add((pnode.ino, name))
+        return entry
+
+    def names_of(self, inode: Any) -> set[tuple[int, bytes]]:
+        node = inode.ctx.get(self)
+        return node.names if node is not None else set()
+
+    def _made(self, what: str) -> Callable[..., Any]:
+        """A creating handle call returning (object, stat) or raising OSError."""
+        b = self._b
+
+        def run(fn: Callable[..., Any], *args: Any) -> tuple[int, Any]:
+            st = b.Stat()
+            obj = fn(*args, ctypes.byref(st))
+            b.check_ptr(obj, what)
+            return obj, st
+        return run
+
+    # -- namespace fops ----------------------------------------------------------------
+    async def lookup(self, frame, loc):
+        if loc.name is None:
+            return Entry(loc.inode, await self.getattr(frame, loc.inode))
+        pnode = self._node(loc.parent)
+        name = _name(loc)
+        b = self._b
+        fs = self._fsp()
+
+        def run() -> tuple[int, Any]:
+            st = b.Stat()
+            obj = b.lib.glfs_h_lookupat(fs, pnode.obj, name, ctypes.byref(st), 0)
+            return b.check_ptr(obj, "lookup"), st
+        obj, st = await self._call(frame, run)
+        if name in (b".", b".."):
+            return self._entry(obj, st)
+        return self._named(self._entry(obj, st), pnode, name)
+
+    async def getattr(self, frame, inode, fd=None):
+        b = self._b
+        glfd = self._glfd_or_none(fd)
+
+        def run() -> Any:
+            st = b.Stat()
+            if glfd:
+                b.check(b.lib.glfs_fstat(glfd, ctypes.byref(st)), "fstat")
+            else:
+                b.check(b.lib.glfs_h_stat(self._fsp(), node.obj, ctypes.byref(st)), "stat")
+            return st
+        node = self._node(inode)
+        return self._attr(await self._call(frame, run))
+
+    async def setattr(self, frame, inode, changes: SetAttr, fd=None):
+        node = self._node(inode)
+        b = self._b
+        fs = self._fsp()
+        glfd = self._glfd_or_none(fd)
+        c = changes
+        st = b.Stat()
+        valid = 0
+        if c.mode is not None:
+            st.st_mode, valid = c.mode & 0o7777, valid | b.SET_ATTR_MODE
+        if c.uid is not None:
+            st.st_uid, valid = c.uid, valid | b.SET_ATTR_UID
+        if c.gid is not None:
+            st.st_gid, valid = c.gid, valid | b.SET_ATTR_GID
+        for field, value, bit in (("st_atim", c.atime_ns, b.SET_ATTR_ATIME),
+                                  ("st_mtim", c.mtime_ns, b.SET_ATTR_MTIME)):
+            if value is not None:
+                ns = time.time_ns() if value == NOW else value
+                ts = getattr(st, field)
+                ts.tv_sec, ts.tv_nsec = divmod(ns, 1_000_000_000)
+                valid |= bit
+        if c.size is not None and c.size < 0:
+            raise FopError(errno.EINVAL)
+
+        def run() -> Any:
+            if c.size is not None:
+                if glfd:
+                    b.check(b.lib.glfs_ftruncate(glfd, c.size, None, None), "ftruncate")
+                else:
+                    b.check(b.lib.glfs_h_truncate(fs, node.obj, c.size), "truncate")
+            if valid:
+                b.check(b.lib.glfs_h_setattrs(fs, node.obj, ctypes.byref(st), valid),
+                        "setattrs")
+            out = b.Stat()
+            b.check(b.lib.glfs_h_stat(fs, node.obj, ctypes.byref(out)), "stat")
+            return out
+        return self._attr(await self._call(frame, run))
+
+    async def access(self, frame, inode, mask):
+        node = self._node(inode)
+        b = self._b
+        await self._call(frame, lambda: b.check(
+            b.lib.glfs_h_access(self._fsp(), node.obj, mask), "access"))
+
+    async def readlink(self, frame, inode):
+        node = self._node(inode)
+        b = self._b
+
+        def run() -> bytes:
+            buf = ctypes.create_string_buffer(4097)
+            n = b.check(b.lib.glfs_h_readlink(self._fsp(), node.obj, buf, 4096), "readlink")
+            return buf.raw[:n] if n else buf.value
+        return await self._call(frame, run)
+
+    async def mknod(self, frame, loc, mode, rdev, umask):
+        pnode, name = self._node(loc.parent), _name(loc)
+        b = self._b
+        perm = mode & 0o7777 & ~(umask or 0)
+        obj, st = await self._call(frame, self._made("mknod"), b.lib.glfs_h_mknod,
+                                   self._fsp(), pnode.obj, name, (mode & S_IFMT) | perm,
+                                   rdev or 0)
+        return self._named(self._entry(obj, st), pnode, name)
+
+    async def mkdir(self, frame, loc, mode, umask):
+        pnode, name = self._node(loc.parent), _name(loc)
+        b = self._b
+        obj, st = await self._call(frame, self._made("mkdir"), b.lib.glfs_h_mkdir,
+                                   self._fsp(), pnode.obj, name,
+                                   mode & 0o7777 & ~(umask or 0))
+        return self._named(self._entry(obj, st), pnode, name)
+
+    async def symlink(self, frame, target, loc):
+        pnode, name = self._node(loc.parent), _name(loc)
+        if isinstance(target, str):
+            target = os.fsencode(target)
+        if b"\0" in target:
+            raise FopError(errno.EINVAL)
+        b = self._b
+        obj, st = await self._call(frame, self._made("symlink"), b.lib.glfs_h_symlink,
+                                   self._fsp(), pnode.obj, name, target)
+        return self._named(self._entry(obj, st), pnode, name)
+
+    async def unlink(self, frame, loc):
+        await self._remove(frame, loc, False)
+
+    async def rmdir(self, frame, loc):
+        await self._remove(frame, loc, True)
+
+    async def _remove(self, frame: Any, loc: Any, is_dir: bool) -> None:
+        pnode, name = self._node(loc.parent), _name(loc)
+        if name in (b".", b".."):
+            raise FopError(errno.EINVAL if is_dir else errno.EISDIR)
+        b = self._b
+        fs = self._fsp()
+
+        def run() -> None:
+            # glfs_h_unlink picks unlink or rmdir by the entry's type: check it first
+            st = b.Stat()
+            obj = b.check_ptr(b.lib.glfs_h_lookupat(fs, pnode.obj, name,
+                                                    ctypes.byref(st), 0), "lookup")
+            b.lib.glfs_h_close(obj)
+            if is_dir and st.st_mode & S_IFMT != S_IFDIR:
+                raise FopError(errno.ENOTDIR)
+            if not is_dir and st.st_mode & S_IFMT == S_IFDIR:
+                raise FopError(errno.EISDIR)
+            b.check(b.lib.glfs_h_unlink(fs, pnode.obj, name), "unlink")
+        await self._call(frame, run)
+
+    async def rename(self, frame, oldloc, newloc, flags=None):
+        if flags:
+            raise FopError(errno.EINVAL, "libgfapi has no RENAME_NOREPLACE/EXCHANGE")
+        op, old = self._node(oldloc.parent), _name(oldloc)
+        np, new = self._node(newloc.parent), _name(newloc)
+        b = self._b
+        await self._call(frame, lambda: b.check(
+            b.lib.glfs_h_rename(self._fsp(), op.obj, old, np.obj, new), "rename"))
+
+    async def link(self, frame, inode, newloc):
+        node = self._node(inode)
+        np, name = self._node(newloc.parent), _name(newloc)
+        if node.kind == S_IFDIR:
+            raise FopError(errno.EPERM)
+        b = self._b
+        fs = self._fsp()
+
+        def run() -> Any:
+            b.check(b.lib.glfs_h_link(fs, node.obj, np.obj, name), "link")
+            st = b.Stat()
+            b.check(b.lib.glfs_h_stat(fs, node.obj, ctypes.byref(st)), "stat")
+            return st
+        return Entry(inode, self._attr(await self._call(frame, run)))
+
+    async def statfs(self, frame, inode):
+        node = self._node(inode) if inode is not None and inode.ctx.get(self) else \
+            self._node(self.itable.root)
+        b = self._b
+
+        def run() -> Any:
+            sv = b.StatVfs()
+            b.check(b.lib.glfs_h_statfs(self._fsp(), node.obj, ctypes.byref(sv)), "statfs")
+            return sv
+        sv = await self._call(frame, run)
+        return StatFs(sv.f_blocks, sv.f_bfree, sv.f_bavail, sv.f_files, sv.f_ffree,
+                      sv.f_bsize, sv.f_namemax or 255, sv.f_frsize or sv.f_bsize)
+
+    # -- xattrs ------------------------------------------------------------------------
+    def _xattr_allowed(self, frame: Any, name: Any, modify: bool) -> bytes:
+        if isinstance(name, str):
+            name = os.fsencode(name)
+        if not name or len(name) > 255:
+            raise FopError(errno.ERANGE if name else errno.EINVAL)
+        if frame is not None and frame.uid and name.startswith((b"trusted.", b"security.")):
+            if modify or name.startswith(b"trusted."):
+                raise FopError(errno.EPERM if modify else errno.ENODATA)
+        return name
+
+    async def getxattr(self, frame, inode, name):
+        node = self._node(inode)
+        name = self._xattr_allowed(frame, name, False)
+        return await self._call(frame, self._getx, node.obj, name)
+
+    async def listxattr(self, frame, inode):
+        node = self._node(inode)
+        raw = await self._call(frame, self._getx, node.obj, None)
+        names = [n for n in raw.split(b"\0") if n]
+        if frame is not None and frame.uid:
+            names = [n for n in names if not n.startswith(b"trusted.")]
+        return names
+
+    def _getx(self, obj: int, name: Optional[bytes]) -> bytes:
+        b = self._b
+        fs = self._fsp()
+        what = "getxattr" if name else "listxattr"
+        for _ in range(4):
+            size = b.check(b.lib.glfs_h_getxattrs(fs, obj, name, None, 0), what)
+            if size == 0:
+                return b""
+            buf = ctypes.create_string_buffer(size)
+            try:
+                n = b.check(b.lib.glfs_h_getxattrs(fs, obj, name, buf, size), what)
+            except OSError as exc:
+                if exc.errno == errno.ERANGE:       # it grew in between
+                    continue
+                raise
+            return buf.raw[:n]
+        raise FopError(errno.ERANGE)
+
+    async def setxattr(self, frame, inode, name, value, flags):
+        node = self._node(inode)
+        name = self._xattr_allowed(frame, name, True)
+        b = self._b
+        value = bytes(value)
+        await self._call(frame, lambda: b.check(b.lib.glfs_h_setxattrs(
+            self._fsp(), node.obj, name, value, len(value), flags or 0), "setxattr"))
+
+    async def removexattr(self, frame, inode, name):
+        node = self._node(inode)
+        name = self._xattr_allowed(frame, name, True)
+        b = self._b
+        await self._call(frame, lambda: b.check(b.lib.glfs_h_removexattrs(
+            self._fsp(), node.obj, name), "removexattr"))
+
+    # -- the rest ---------------------------------------------------------------------
+    async def forget(self, frame, inode: Inode):
+        node = inode.ctx.pop(self, None)
+        if node is None or inode is self.itable.root:
+            if node is not None:
+                inode.ctx[self] = node
+            return None
+        current = self.itable.find(node.ino)
+        if current is not None and current is not inode and current.ctx.get(self) is node:
+            return None
+        if self._live.get(node.ino) is node:
+            del self._live[node.ino]
+        if self._fs is not None:
+            self._b.lib.glfs_h_close(node.obj)
+        return None
+
+    async def resolve(self, frame, nodeid):
+        raise FopError(errno.ESTALE)        # a gfid does not fit a 64-bit export key
+
+    async def ipc(self, frame, op, xdata=None):
+        raise FopError(errno.EOPNOTSUPP)
+
+
+def _fini_in_background(b: Any, fs: int) -> None:
+    """glfs_fini takes 9-10 s: run it in a daemon thread nobody waits for (the process
+    may exit first; the bricks see the connection close either way)."""
+    t = threading.Thread(target=b.lib.glfs_fini, args=(fs,), name="glfs_fini", daemon=True)
+    t.start()
