@@ -1,7 +1,8 @@
 """GlusterFS daemons for tests: bricks with no glusterd, and a glusterd-managed volume.
 
 :class:`Bricks` stands up ``glusterfsd`` bricks on 127.0.0.1 and free ports, each with
-the graph storage/posix -> features/locks -> features/upcall -> protocol/server, and
+the graph storage/posix -> features/access-control -> features/locks -> features/upcall
+-> performance/io-threads -> protocol/server, and
 writes a replica client volfile (low ping-timeout, client-side self-heal on, since there
 is no self-heal daemon without glusterd) that ``glfs_set_volfile`` and ``glusterfs -f``
 both take.  :class:`Glusterd` runs one ``glusterd`` with its own working directory and
@@ -108,9 +109,14 @@ volume {name}-posix
     option directory {directory}
 end-volume
 
+volume {name}-access
+    type features/access-control
+    subvolumes {name}-posix
+end-volume
+
 volume {name}-locks
     type features/locks
-    subvolumes {name}-posix
+    subvolumes {name}-access
 end-volume
 
 volume {name}-upcall

@@ -4,7 +4,7 @@
         type storage/gfapi
         option volfile-server server1
         option backup-volfile-servers server2,server3
-        option volume gv0
+        option "volume" gv0            # quoted: volume is a volfile keyword (or volume-name)
     end-volume
 
 or, with no glusterd (a GlusterFS client volfile: protocol/client volumes under
@@ -121,7 +121,9 @@ class Gfapi(GfapiIo, Translator):
                    "servers.", min=1, max=65535),
         Option.str("volfile-server-transport", "tcp", "Transport to the volfile servers.",
                    values=("tcp", "rdma", "unix")),
-        Option.str("volume", None, "Name of the GlusterFS volume (with volfile-server)."),
+        Option.str("volume", None, "Name of the GlusterFS volume (with volfile-server). "
+                   "'volume' is a volfile keyword: write it quoted (option \"volume\" gv0) "
+                   "or as volume-name.", aliases=("volume-name", "volfile-id")),
         Option.path("volfile", None, "A GlusterFS client volfile to use instead of "
                     "asking glusterd (setups with no glusterd). Exclusive with "
                     "volfile-server."),
@@ -188,8 +190,11 @@ class Gfapi(GfapiIo, Translator):
             self._log_file = log_file
             if b.lib.glfs_init(fs) != 0:
                 err = ctypes.get_errno()
-                raise RuntimeError(f"cannot reach GlusterFS volume {self._source}: "
-                                   f"{os.strerror(err) if err else 'glfs_init failed'} "
+                why = os.strerror(err) if err else "glfs_init failed"
+                if o.volfile:
+                    raise RuntimeError(f"GlusterFS client volfile {o.volfile} does not "
+                                       f"work: {why} (details in {log_file})")
+                raise RuntimeError(f"cannot reach GlusterFS volume {self._source}: {why} "
                                    f"(details in {log_file})")
             st = b.Stat()
             root = b.lib.glfs_h_lookupat(fs, None, b"/", ctypes.byref(st), 0)
