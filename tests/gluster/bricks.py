@@ -165,16 +165,9 @@ volume {volume}-replicate-0
     subvolumes {clients}
 end-volume
 
-volume {volume}-md-cache
-    type performance/md-cache
-    option cache-invalidation on
-    option md-cache-timeout 600
-    subvolumes {volume}-replicate-0
-end-volume
-
 volume {volume}
     type debug/io-stats
-    subvolumes {volume}-md-cache
+    subvolumes {volume}-replicate-0
 end-volume
 """
 

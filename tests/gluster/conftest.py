@@ -89,3 +89,54 @@ def glusterd(gluster_base):
         yield g, "xv", dirs
     finally:
         g.stop()
+
+
+VOLFILE = Path(__file__).parent / "gfapi.vol"
+
+
+def mount_gfapi(workdir: Path, client_volfile: Path, *flags: str, limit: float = 1800.0):
+    """An xlfs mount of tests/gluster/gfapi.vol over ``client_volfile`` (not entered)."""
+    from tests.mountlib import Mounted
+    workdir.mkdir(parents=True, exist_ok=True)
+    return Mounted(VOLFILE, workdir, *flags, limit=limit,
+                   overrides=[f"gv.volfile={client_volfile}",
+                              f"gv.log-file={workdir / 'gfapi.log'}"])
+
+
+@pytest.fixture(scope="session")
+def gfapi_mount(bricks, gluster_base):
+    """xlfs mounted over the session's replica-2 volume through storage/gfapi."""
+    from tests.mountlib import can_mount
+    why = can_mount()
+    if why:
+        pytest.skip(why)
+    m = mount_gfapi(gluster_base / "xlfs", bricks.client_volfile)
+    m.__enter__()
+    try:
+        yield m
+    finally:
+        m.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def target(gfapi_mount):
+    """The POSIX suite's target (tests/posix): the xlfs mount over storage/gfapi."""
+    from tests.posix.posixlib import Target
+    return Target("gfapi", gfapi_mount.mountpoint, brick=None, mount=gfapi_mount)
+
+
+@pytest.fixture
+def d(request, target):
+    """This test's own directory on the mount (removed afterwards)."""
+    import os
+    import re
+    from tests.posix.posixlib import rmtree
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:120]
+    path = target.root / name
+    rmtree(path)
+    path.mkdir()
+    os.chmod(path, 0o755)
+    yield path
+    rmtree(path)
+    if target.mount.proc.poll() is not None:
+        pytest.fail(f"the xlfs daemon died: {target.mount.read_log()[-3000:]}")

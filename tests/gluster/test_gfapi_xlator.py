@@ -60,7 +60,12 @@ async def test_namespace_fops(h, bricks):
     assert names == [b".", b"..", b"b", b"fifo", b"hard", b"ln"]
     with pytest.raises(FopError) as ei:
         await h.rename("/ns/b", "/ns/hard", flags=1)       # RENAME_NOREPLACE
+    assert ei.value.errno == errno.EEXIST
+    with pytest.raises(FopError) as ei:
+        await h.rename("/ns/b", "/ns/hard", flags=2)       # RENAME_EXCHANGE
     assert ei.value.errno == errno.EINVAL
+    await h.rename("/ns/b", "/ns/c", flags=1)
+    await h.rename("/ns/c", "/ns/b")
     with pytest.raises(FopError) as ei:
         await h.rmdir("/ns/b")
     assert ei.value.errno == errno.ENOTDIR

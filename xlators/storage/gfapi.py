@@ -42,8 +42,8 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
   volume's ``features.cache-invalidation on``) about files changed by other clients
   become ``InvalidateInode`` / ``InvalidateEntry`` upcalls up the graph, which the FUSE
   bridge turns into kernel invalidations (gfapi_upcall).
-- Limits: rename flags (RENAME_NOREPLACE, RENAME_EXCHANGE) are EINVAL (libgfapi has no
-  renameat2); flock is a whole-file POSIX lock of the open file's owner (as GlusterFS's
+- Limits: libgfapi has no renameat2: RENAME_EXCHANGE is EINVAL and RENAME_NOREPLACE is a
+  lookup then a rename (not atomic against another client); flock is a whole-file POSIX lock of the open file's owner (as GlusterFS's
   own FUSE client does), so a flock and a POSIX lock of another owner conflict;
   ``resolve`` of a forgotten inode is ESTALE (a gfid does not fit a 64-bit nodeid).
 
@@ -72,6 +72,9 @@ LOG_LEVELS = {"none": 0, "emerg": 1, "alert": 2, "critical": 3, "error": 4, "war
               "notice": 6, "info": 7, "debug": 8, "trace": 9}
 S_IFMT = 0o170000
 S_IFDIR = 0o040000
+NAME_MAX = 255
+RENAME_NOREPLACE = 1
+PRIVS = 0o6000            # set-user-ID and set-group-ID
 MAX_NAMES = 8             # names remembered per inode for entry invalidations
 
 
@@ -84,13 +87,14 @@ def _binding() -> Any:
 
 class Node:
     """gfapi's context of one inode: its libgfapi handle."""
-    __slots__ = ("obj", "ino", "kind", "names")
+    __slots__ = ("obj", "ino", "kind", "names", "opens")
 
     def __init__(self, obj: int, ino: int, mode: int) -> None:
         self.obj = obj
         self.ino = ino
         self.kind = mode & S_IFMT
         self.names: set[tuple[int, bytes]] = set()   # (parent ino, name) looked up
+        self.opens: list[Any] = []    # open files (fstat of a file deleted while open)
 
     def __repr__(self) -> str:
         return f"<gfapi.Node ino={self.ino} obj={self.obj:#x}>"
@@ -104,6 +108,8 @@ def _name(loc: Any) -> bytes:
         raise FopError(errno.ENOENT)
     if b"/" in name or b"\0" in name:
         raise FopError(errno.EINVAL, f"invalid name {name!r}")
+    if len(name) > NAME_MAX:
+        raise FopError(errno.ENAMETOOLONG)
     return name
 
 
@@ -343,9 +349,15 @@ class Gfapi(GfapiIo, Translator):
             st = b.Stat()
             if glfd:
                 b.check(b.lib.glfs_fstat(glfd, ctypes.byref(st)), "fstat")
-            else:
-                b.check(b.lib.glfs_h_stat(self._fsp(), node.obj, ctypes.byref(st)), "stat")
-            return st
+                return st
+            if b.lib.glfs_h_stat(self._fsp(), node.obj, ctypes.byref(st)) == 0:
+                return st
+            err = ctypes.get_errno()
+            for of in list(node.opens):       # deleted while open: ask an open file
+                if err in (errno.ENOENT, errno.ESTALE) and \
+                        b.lib.glfs_fstat(of.glfd, ctypes.byref(st)) == 0:
+                    return st
+            raise OSError(err or errno.EIO, "stat")
         node = self._node(inode)
         return self._attr(await self._call(frame, run))
 
@@ -373,7 +385,15 @@ class Gfapi(GfapiIo, Translator):
         if c.size is not None and c.size < 0:
             raise FopError(errno.EINVAL)
 
+        drop_privs = (c.mode is not None and frame is not None and frame.uid != 0
+                      and valid == b.SET_ATTR_MODE)
+
         def run() -> Any:
+            if drop_privs and self._only_drops_privs(node, c.mode & 0o7777):
+                # the kernel clears set-id bits after a write or truncate by another
+                # user with a SETATTR of the mode from that user: the bricks would
+                # refuse it (not the owner); the kernel decided, so do it as root
+                b.set_credentials(0, 0, ())
             if c.size is not None:
                 if glfd:
                     b.check(b.lib.glfs_ftruncate(glfd, c.size, None, None), "ftruncate")
@@ -386,6 +406,15 @@ class Gfapi(GfapiIo, Translator):
             b.check(b.lib.glfs_h_stat(fs, node.obj, ctypes.byref(out)), "stat")
             return out
         return self._attr(await self._call(frame, run))
+
+    def _only_drops_privs(self, node: Node, new: int) -> bool:
+        b = self._b
+        st = b.Stat()
+        if b.lib.glfs_h_stat(self._fsp(), node.obj, ctypes.byref(st)) != 0:
+            return False
+        cur = st.st_mode & 0o7777
+        return (st.st_mode & S_IFMT == 0o100000 and new != cur
+                and (new | PRIVS) == (cur | PRIVS) and not new & ~cur)
 
     async def access(self, frame, inode, mask):
         node = self._node(inode)
@@ -458,13 +487,26 @@ class Gfapi(GfapiIo, Translator):
         await self._call(frame, run)
 
     async def rename(self, frame, oldloc, newloc, flags=None):
-        if flags:
-            raise FopError(errno.EINVAL, "libgfapi has no RENAME_NOREPLACE/EXCHANGE")
+        if flags and flags != RENAME_NOREPLACE:
+            raise FopError(errno.EINVAL, "libgfapi has no RENAME_EXCHANGE")
         op, old = self._node(oldloc.parent), _name(oldloc)
         np, new = self._node(newloc.parent), _name(newloc)
         b = self._b
-        await self._call(frame, lambda: b.check(
-            b.lib.glfs_h_rename(self._fsp(), op.obj, old, np.obj, new), "rename"))
+        fs = self._fsp()
+
+        def run() -> None:
+            if flags:
+                # libgfapi has no renameat2: NOREPLACE is a lookup, then the rename
+                # (not atomic against another client creating the name in between)
+                st = b.Stat()
+                obj = b.lib.glfs_h_lookupat(fs, np.obj, new, ctypes.byref(st), 0)
+                if obj:
+                    b.lib.glfs_h_close(obj)
+                    raise FopError(errno.EEXIST)
+                if ctypes.get_errno() != errno.ENOENT:
+                    b.check(-1, "lookup")
+            b.check(b.lib.glfs_h_rename(fs, op.obj, old, np.obj, new), "rename")
+        await self._call(frame, run)
 
     async def link(self, frame, inode, newloc):
         node = self._node(inode)

@@ -35,7 +35,7 @@ READDIR_BATCH = 256       # entries read per worker-thread call at most
 
 class OpenFile:
     """gfapi's context of one open file or directory."""
-    __slots__ = ("glfd", "owners", "pos", "lock", "is_dir")
+    __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node")
 
     def __init__(self, glfd: int, is_dir: bool = False) -> None:
         self.glfd = glfd
@@ -43,6 +43,7 @@ class OpenFile:
         self.pos = 0                          # directory: the cookie the stream is at
         self.lock = trio.Lock()               # directory: one listing step at a time
         self.is_dir = is_dir
+        self.node: Any = None                 # file: the inode's context (its opens)
 
 
 class GfapiIo:
@@ -64,6 +65,11 @@ class GfapiIo:
             flags = (flags & ~(O_EXEC_OPEN | os.O_ACCMODE)) | os.O_RDONLY
         return flags & ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY)
 
+    def _opened(self, fd: Any, node: Any, of: OpenFile) -> None:
+        of.node = node
+        node.opens.append(of)
+        fd.ctx[self] = of
+
     # -- opening -------------------------------------------------------------------
     async def open(self, frame, inode, flags, fd):
         node = self._node(inode)
@@ -73,7 +79,7 @@ class GfapiIo:
         fl = self._open_flags(flags)
         glfd = await self._call(frame, lambda: b.check_ptr(
             b.lib.glfs_h_open(self._fsp(), node.obj, fl), "open"))
-        fd.ctx[self] = OpenFile(glfd)
+        self._opened(fd, node, OpenFile(glfd))
 
     async def create(self, frame, loc, flags, mode, umask, fd):
         from .gfapi import _name
@@ -92,7 +98,7 @@ class GfapiIo:
             return obj, st, glfd.value
         obj, st, glfd = await self._call(frame, run)
         entry = self._named(self._entry(obj, st), pnode, name)
-        fd.ctx[self] = OpenFile(glfd)
+        self._opened(fd, entry.inode.ctx[self], OpenFile(glfd))
         return entry
 
     async def opendir(self, frame, inode, fd):
@@ -102,12 +108,14 @@ class GfapiIo:
         b = self._b
         glfd = await self._call(frame, lambda: b.check_ptr(
             b.lib.glfs_h_opendir(self._fsp(), node.obj), "opendir"))
-        fd.ctx[self] = OpenFile(glfd, is_dir=True)
+        self._opened(fd, node, OpenFile(glfd, is_dir=True))
 
     async def release(self, frame, fd):
         of = fd.ctx.pop(self, None)
         if of is None or self._fs is None:
             return
+        if of.node is not None and of in of.node.opens:
+            of.node.opens.remove(of)
         b = self._b
         close = b.lib.glfs_closedir if of.is_dir else b.lib.glfs_close
 
@@ -228,7 +236,12 @@ class GfapiIo:
         if size <= 0:
             return []
         async with of.lock:
-            rows = await self._call(frame, self._read_dir, of, offset, size, plus)
+            try:
+                rows = await self._call(frame, self._read_dir, of, offset, size, plus)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ESTALE):
+                    return []                 # a removed directory reads as empty
+                raise
         out = []
         for name, ino, dtype, off, obj, st in rows:
             entry = None
