@@ -178,13 +178,22 @@ class GfapiIo:
             call = lambda: b.lib.glfs_discard(of.glfd, offset, length)  # noqa: E731
         elif kind == FALLOC_FL_ZERO_RANGE:
             def call() -> int:
-                rc = b.lib.glfs_zerofill(of.glfd, offset, length)
-                if rc == 0 and not keep:       # zerofill keeps the size: grow it
-                    st = b.Stat()
-                    b.check(b.lib.glfs_fstat(of.glfd, ctypes.byref(st)), "fstat")
-                    if st.st_size < offset + length:
-                        return b.lib.glfs_ftruncate(of.glfd, offset + length, None, None)
-                return rc
+                # glfs_zerofill extends the file to offset+length: with KEEP_SIZE only
+                # the part below EOF is zeroed (beyond it just gets allocated)
+                st = b.Stat()
+                b.check(b.lib.glfs_fstat(of.glfd, ctypes.byref(st)), "fstat")
+                size = st.st_size
+                if not keep or offset + length <= size:
+                    rc = b.lib.glfs_zerofill(of.glfd, offset, length)
+                    if rc == 0 and not keep and size < offset + length:
+                        st2 = b.Stat()
+                        b.check(b.lib.glfs_fstat(of.glfd, ctypes.byref(st2)), "fstat")
+                        if st2.st_size < offset + length:
+                            rc = b.lib.glfs_ftruncate(of.glfd, offset + length, None, None)
+                    return rc
+                if offset < size:
+                    b.check(b.lib.glfs_zerofill(of.glfd, offset, size - offset), "zerofill")
+                return b.lib.glfs_fallocate(of.glfd, 1, offset, length)
         else:
             raise FopError(errno.EOPNOTSUPP)
         await self._call(frame, lambda: b.check(call(), "fallocate"))
