@@ -308,3 +308,49 @@ class Glusterd:
         if self.proc is not None:
             _kill(self.proc)
             self.proc = None
+
+
+class GlusterFuse:
+    """GlusterFS's own FUSE client (``glusterfs -N``) on ``mountpoint``, from a client
+    volfile or from glusterd (``server`` + ``volume``); unmounted and killed by pid."""
+
+    def __init__(self, mountpoint: Path, log: Path, volfile: Optional[Path] = None,
+                 server: str = "", volume: str = "") -> None:
+        self.mountpoint = Path(mountpoint)
+        self.log = log
+        source = (["-f", str(volfile)] if volfile is not None
+                  else [f"--volfile-server={server}", f"--volfile-id={volume}"])
+        self.args = ["glusterfs", "-N", *source, "-l", str(log), "--attribute-timeout=0",
+                     "--entry-timeout=0", str(self.mountpoint)]
+        self.proc: Optional[subprocess.Popen] = None
+
+    def _mounted(self) -> bool:
+        with open("/proc/self/mounts") as f:
+            return any(line.split()[1] == str(self.mountpoint) for line in f)
+
+    def __enter__(self) -> "GlusterFuse":
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _LIVE[self.proc.pid] = self.proc
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"glusterfs exited ({self.proc.returncode}): "
+                                   f"{_tail(self.log)}")
+            if self._mounted():
+                try:
+                    os.listdir(self.mountpoint)
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        self.__exit__(None, None, None)
+        raise TimeoutError(f"glusterfs did not mount {self.mountpoint}: {_tail(self.log)}")
+
+    def __exit__(self, *exc) -> None:
+        if self._mounted():
+            subprocess.run(["umount", "-l", str(self.mountpoint)], capture_output=True)
+        if self.proc is not None:
+            _kill(self.proc, signal.SIGTERM)
+            self.proc = None
