@@ -77,6 +77,15 @@ def missing() -> Optional[str]:
     return None
 
 
+def local_address() -> str:
+    """A non-loopback IPv4 address of this machine (glusterd refuses 127.0.0.1 bricks)."""
+    res = subprocess.run(["hostname", "-I"], capture_output=True, text=True)
+    for word in res.stdout.split():
+        if "." in word and not word.startswith("127."):
+            return word
+    raise RuntimeError("no non-loopback IPv4 address for glusterd's bricks")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -274,11 +283,12 @@ class Glusterd:
         return res.stdout
 
     def create_volume(self, name: str, replica: int = 2) -> list[Path]:
+        host = local_address()
         dirs = [self.base / f"{name}-b{i}" for i in range(replica)]
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
         self.cli("volume", "create", name, "replica", str(replica),
-                 *[f"127.0.0.1:{d}" for d in dirs], "force")
+                 *[f"{host}:{d}" for d in dirs], "force")
         self.volumes.append(name)
         self.cli("volume", "set", name, "features.cache-invalidation", "on")
         self.cli("volume", "set", name, "network.ping-timeout", "3")
