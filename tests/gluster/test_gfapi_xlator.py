@@ -307,3 +307,39 @@ def test_bad_client_volfile(tmp_path):
     msg = _init(f"volume g\n type storage/gfapi\n option volfile {tmp_path}/none.vol\n"
                 f" option log-file {tmp_path}/c.log\nend-volume\n")
     assert "no such file" in msg
+
+
+async def test_volume_down_is_enotconn_and_child_down(tmp_path):
+    """Every brick gone: calls fail with ENOTCONN (no hang), CHILD_DOWN goes up once; the
+    bricks back: calls work again and CHILD_UP goes up."""
+    from tests.gluster.bricks import Bricks
+    from xlators.testing import Harness
+    with Bricks(tmp_path / "b", 2, "down", ping_timeout=2) as bricks:
+        g = Graph.from_text(gfapi_volfile(bricks.client_volfile, tmp_path / "c.log"))
+        g.init()
+        g.activate()
+        events = []
+        g.listeners.append(lambda ev, data, src: events.append(ev))
+        try:
+            h = Harness(g)
+            await h.write_file("/f", b"data")
+            bricks.stop()
+            with trio.fail_after(60):
+                with pytest.raises(OSError) as ei:
+                    for _ in range(100):
+                        await h.stat("/f")
+                        await trio.sleep(0.1)
+            assert ei.value.errno == errno.ENOTCONN
+            assert events.count(Event.CHILD_DOWN) == 1
+            bricks.start()
+            with trio.fail_after(60):
+                while True:
+                    try:
+                        assert await h.read_file("/f") == b"data"
+                        break
+                    except OSError as exc:
+                        assert exc.errno == errno.ENOTCONN
+                        await trio.sleep(0.2)
+            assert events[-1] is Event.CHILD_UP
+        finally:
+            g.fini()

@@ -36,7 +36,10 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 - Lifecycle: ``glfs_init`` runs in ``init()``, which the daemon calls after it forked
   (libgfapi is not fork-safe), so CHILD_UP (the answer to PARENT_UP) comes only after
   the volume answered.  An unreachable server, an unknown volume or a bad client volfile
-  fails ``init()`` with a one-line error: no mount.  ``glfs_fini`` takes 9-10 s: it runs
+  fails ``init()`` with a one-line error: no mount.  When the volume becomes unreachable
+  (every brick of a replica set gone) calls fail with ENOTCONN (at the latest after
+  protocol/client's ping-timeout): the first such failure logs it and sends CHILD_DOWN
+  up the graph, the first success after it CHILD_UP.  ``glfs_fini`` takes 9-10 s: it runs
   in a daemon thread, off the unmount path, and the process does not wait for it.
 - Coherence: upcalls from the bricks (features/upcall; the client volfile's or the
   volume's ``features.cache-invalidation on``) about files changed by other clients
@@ -62,6 +65,7 @@ from typing import Any, Callable, Optional
 import trio
 
 from ..core.errors import FopError
+from ..core.events import Event
 from ..core.inode import Inode
 from ..core.options import Option
 from ..core.translator import Translator
@@ -149,6 +153,7 @@ class Gfapi(GfapiIo, Translator):
         self._limiter = trio.CapacityLimiter(self.opts.io_thread_count)
         self._upcalls: Any = None
         self._source = ""
+        self._down = False            # the last call failed with ENOTCONN
         self._check_form(kw.get("option_where") or (lambda key: ""))
 
     def _check_form(self, where: Callable[[str], str]) -> None:
@@ -259,8 +264,24 @@ class Gfapi(GfapiIo, Translator):
         else:
             creds = (frame.uid, frame.gid, tuple(frame.groups) if frame.uid else ())
         self._start_upcalls()
-        return await trio.to_thread.run_sync(self._as_caller, creds, fn, args,
-                                             limiter=self._limiter, abandon_on_cancel=True)
+        try:
+            result = await trio.to_thread.run_sync(self._as_caller, creds, fn, args,
+                                                   limiter=self._limiter,
+                                                   abandon_on_cancel=True)
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN and not self._down:
+                self._down = True
+                self.log.warning("%s: GlusterFS volume %s is unreachable (%s): requests "
+                                 "fail with ENOTCONN until it is back", self.name,
+                                 self._source, exc.strerror)
+                self.notify_parents(Event.CHILD_DOWN, None)
+            raise
+        if self._down:
+            self._down = False
+            self.log.warning("%s: GlusterFS volume %s is reachable again", self.name,
+                             self._source)
+            self.notify_parents(Event.CHILD_UP, None)
+        return result
 
     def _as_caller(self, creds: tuple, fn: Callable[..., Any], args: tuple) -> Any:
         self._b.set_credentials(*creds)
