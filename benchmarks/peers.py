@@ -412,3 +412,7 @@ class GlusterfsPeer(FusePeer):
 PEERS: Dict[str, Type[Peer]] = {
     "raw": RawPeer, "xlfs": XlfsPeer, "pyfuse3": Pyfuse3Peer, "glusterfs": GlusterfsPeer,
 }
+
+from .gluster_peers import GfapiPeer, GlusterReplicaPeer  # noqa: E402 - they subclass these
+
+PEERS.update({"gfapi": GfapiPeer, "glusterfs-replica": GlusterReplicaPeer})

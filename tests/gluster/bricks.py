@@ -24,11 +24,30 @@ from pathlib import Path
 from typing import Optional
 
 _LIVE: dict[int, subprocess.Popen] = {}
+_FOREIGN: set[int] = set()        # daemons glusterd started for us (found by pid file)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the daemon gets SIGKILL when the test process dies, however it dies
+    (a hard pytest timeout skips atexit)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _spawn(args: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    _LIVE[proc.pid] = proc
+    return proc
 
 
 def _kill_all() -> None:
     for pid, proc in list(_LIVE.items()):
         _kill(proc)
+    for pid in list(_FOREIGN):
+        _kill_pid(pid)
+        _FOREIGN.discard(pid)
 
 
 atexit.register(_kill_all)
@@ -49,7 +68,14 @@ def _kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
 
 
 def _kill_pid(pid: int) -> None:
-    """A daemon we did not start as a child (glusterd forks its bricks): by pid."""
+    """A daemon we did not start as a child (glusterd forks its bricks): by pid, and
+    only while that pid is still a GlusterFS process."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"gluster" not in f.read():
+                return
+    except OSError:
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -196,11 +222,9 @@ class Brick:
             self.port = free_port()
         self.volfile.write_text(BRICK_VOLFILE.format(name=self.name, port=self.port,
                                                      directory=self.directory))
-        self.proc = subprocess.Popen(
-            ["glusterfsd", "-N", "-f", str(self.volfile), "-l", str(self.log),
-             "--brick-name", self.name, "--brick-port", str(self.port)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _LIVE[self.proc.pid] = self.proc
+        self.proc = _spawn(["glusterfsd", "-N", "-f", str(self.volfile), "-l",
+                            str(self.log), "--brick-name", self.name, "--brick-port",
+                            str(self.port)])
         _wait_port(self.port, self.proc, self.log)
 
     def kill(self) -> None:
@@ -267,11 +291,8 @@ class Glusterd:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", 24007)) == 0:
                 raise RuntimeError("port 24007 is taken (another glusterd runs here)")
-        self.proc = subprocess.Popen(
-            ["glusterd", "-N", "-l", str(self.log), "--xlator-option",
-             f"*.working-directory={self.workdir}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _LIVE[self.proc.pid] = self.proc
+        self.proc = _spawn(["glusterd", "-N", "-l", str(self.log), "--xlator-option",
+                            f"*.working-directory={self.workdir}"])
         _wait_port(24007, self.proc, self.log, 20.0)
         return self
 
@@ -292,19 +313,29 @@ class Glusterd:
         self.volumes.append(name)
         self.cli("volume", "set", name, "features.cache-invalidation", "on")
         self.cli("volume", "set", name, "network.ping-timeout", "3")
+        self.cli("volume", "set", name, "cluster.self-heal-daemon", "off")
         self.cli("volume", "start", name)
+        _FOREIGN.update(self._brick_pids())
         return dirs
 
     def _brick_pids(self) -> list[int]:
+        """Pids of the daemons glusterd forked for our volumes (its pid files)."""
         pids = []
-        for p in self.workdir.rglob("*.pid"):
-            try:
-                pids.append(int(p.read_text().split()[0]))
-            except (OSError, ValueError, IndexError):
-                pass
+        places = [self.workdir] + [Path(d) / kind / v for v in self.volumes
+                                   for d in ("/var/run/gluster", "/run/gluster")
+                                   for kind in ("vols", "shd")]
+        for place in places:
+            if not place.is_dir():
+                continue
+            for p in place.rglob("*.pid"):
+                try:
+                    pids.append(int(p.read_text().split()[0]))
+                except (OSError, ValueError, IndexError):
+                    pass
         return pids
 
     def stop(self) -> None:
+        pids = set(self._brick_pids())
         for name in list(self.volumes):
             try:
                 self.cli("volume", "stop", name, "force", timeout=30)
@@ -312,9 +343,10 @@ class Glusterd:
             except Exception:  # noqa: BLE001 - the pids below are killed anyway
                 pass
             self.volumes.remove(name)
-        for pid in self._brick_pids():
+        for pid in pids | set(self._brick_pids()):
             if pid != os.getpid():
                 _kill_pid(pid)
+                _FOREIGN.discard(pid)
         if self.proc is not None:
             _kill(self.proc)
             self.proc = None
@@ -340,9 +372,7 @@ class GlusterFuse:
 
     def __enter__(self) -> "GlusterFuse":
         self.mountpoint.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _LIVE[self.proc.pid] = self.proc
+        self.proc = _spawn(self.args)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -299,14 +299,24 @@ def test_unreachable_server(tmp_path):
 
 
 def test_bad_client_volfile(tmp_path):
+    """In a child process: after a volfile it cannot parse, GlusterFS's (global) volfile
+    parser fails every later parse in that process."""
+    import subprocess
+    import sys
+    from tests.mountlib import ROOT
     bad = tmp_path / "client.vol"
     bad.write_text("volume x\n type protocol/nonsense\nend-volume\n")
-    msg = _init(f"volume g\n type storage/gfapi\n option volfile {bad}\n"
-                f" option log-file {tmp_path}/c.log\nend-volume\n")
-    assert f"client volfile {bad} does not work" in msg
-    msg = _init(f"volume g\n type storage/gfapi\n option volfile {tmp_path}/none.vol\n"
-                f" option log-file {tmp_path}/c.log\nend-volume\n")
-    assert "no such file" in msg
+    for path, want in ((bad, f"client volfile {bad} does not work"),
+                       (tmp_path / "none.vol", "no such file")):
+        code = ("from xlators.core.graph import Graph\n"
+                f"g = Graph.from_text({gfapi_volfile(path, tmp_path / 'c.log')!r})\n"
+                "g.init()\n")
+        res = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT),
+                             capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert res.returncode != 0
+        last = res.stderr.strip().splitlines()[-1]
+        assert "GraphError" in last and want in last, res.stderr
 
 
 async def test_volume_down_is_enotconn_and_child_down(tmp_path):

@@ -4,7 +4,7 @@
         type storage/gfapi
         option volfile-server server1
         option backup-volfile-servers server2,server3
-        option "volume" gv0            # quoted: volume is a volfile keyword (or volume-name)
+        option "volume" gv0        # quoted (a volfile keyword), or: volume-name
     end-volume
 
 or, with no glusterd (a GlusterFS client volfile: protocol/client volumes under
@@ -35,20 +35,27 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
   waiting lock is interruptible and never left granted to an abandoned thread.
 - Lifecycle: ``glfs_init`` runs in ``init()``, which the daemon calls after it forked
   (libgfapi is not fork-safe), so CHILD_UP (the answer to PARENT_UP) comes only after
-  the volume answered.  An unreachable server, an unknown volume or a bad client volfile
-  fails ``init()`` with a one-line error: no mount.  When the volume becomes unreachable
-  (every brick of a replica set gone) calls fail with ENOTCONN (at the latest after
-  protocol/client's ping-timeout): the first such failure logs it and sends CHILD_DOWN
-  up the graph, the first success after it CHILD_UP.  ``glfs_fini`` takes 9-10 s: it runs
-  in a daemon thread, off the unmount path, and the process does not wait for it.
+  the volume answered. An unreachable server, an unknown volume or a bad client volfile
+  fails ``init()`` with a one-line error: no mount (the bad volfile case leaves
+  GlusterFS's global volfile parser unusable for the rest of the process: harmless for
+  the daemon, which exits). When the volume becomes unreachable (every brick of a
+  replica set gone) calls fail with ENOTCONN (at the latest after protocol/client's
+  ping-timeout): the first such failure logs it and sends CHILD_DOWN up the graph, the
+  first success after it CHILD_UP. ``glfs_fini`` of a running volume is never called: it
+  takes 9-10 s, and run in a background thread it aborted the process (SIGABRT,
+  GlusterFS 10.3, measured in the test suite); fini() unregisters the upcalls and drops
+  every handle, and the daemon's exit closes the connections. An in-process graph
+  (tests, the harness) keeps libgfapi's threads until the process ends.
 - Coherence: upcalls from the bricks (features/upcall; the client volfile's or the
   volume's ``features.cache-invalidation on``) about files changed by other clients
   become ``InvalidateInode`` / ``InvalidateEntry`` upcalls up the graph, which the FUSE
   bridge turns into kernel invalidations (gfapi_upcall).
 - Limits: libgfapi has no renameat2: RENAME_EXCHANGE is EINVAL and RENAME_NOREPLACE is a
-  lookup then a rename (not atomic against another client); flock is a whole-file POSIX lock of the open file's owner (as GlusterFS's
-  own FUSE client does), so a flock and a POSIX lock of another owner conflict;
-  ``resolve`` of a forgotten inode is ESTALE (a gfid does not fit a 64-bit nodeid).
+  lookup then a rename (not atomic against another client); flock is a whole-file POSIX
+  lock of the open file's owner (as GlusterFS's own FUSE client does), so a flock and a
+  POSIX lock of another owner conflict; ``resolve`` of a forgotten inode is ESTALE (a
+  gfid does not fit a 64-bit nodeid). copy_file_range copies through this client
+  (libgfapi's own reached one replica only).
 
 The code is split by concern: gfapi (options, lifecycle, namespace fops), gfapi_io (open
 files, directories, locks), gfapi_upcall (invalidations), gfapi_binding (ctypes).
@@ -150,6 +157,7 @@ class Gfapi(GfapiIo, Translator):
         self._b: Any = None
         self._fs: Optional[int] = None
         self._live: dict[int, Node] = {}
+        self._by_name: dict[tuple[int, bytes], Node] = {}   # names looked up -> node
         self._limiter = trio.CapacityLimiter(self.opts.io_thread_count)
         self._upcalls: Any = None
         self._source = ""
@@ -237,7 +245,8 @@ class Gfapi(GfapiIo, Translator):
         for inode in self.itable:
             inode.ctx.pop(self, None)
         self._live.clear()
-        _fini_in_background(self._b, fs)
+        self._by_name.clear()
+        # glfs_fini is not called: see the module docstring
 
     def reconfigured(self, old: Any) -> None:
         self._limiter.total_tokens = self.opts.io_thread_count
@@ -326,8 +335,15 @@ class Gfapi(GfapiIo, Translator):
         """Remember a name of the entry's object (upcalls carry no names)."""
         node = entry.inode.ctx.get(self)
         if node is not None and len(node.names) < MAX_NAMES:
-            node.names.add((pnode.ino, name))
+            key = (pnode.ino, name)
+            node.names.add(key)
+            self._by_name[key] = node
         return entry
+
+    def _unnamed(self, pnode: Node, name: bytes) -> None:
+        node = self._by_name.pop((pnode.ino, name), None)
+        if node is not None:
+            node.names.discard((pnode.ino, name))
 
     def names_of(self, inode: Any) -> set[tuple[int, bytes]]:
         node = inode.ctx.get(self)
@@ -493,6 +509,14 @@ class Gfapi(GfapiIo, Translator):
             raise FopError(errno.EINVAL if is_dir else errno.EISDIR)
         b = self._b
         fs = self._fsp()
+        known = self._by_name.get((pnode.ino, name))
+        if known is not None and self._live.get(known.ino) is known:
+            if is_dir != (known.kind == S_IFDIR):
+                raise FopError(errno.ENOTDIR if is_dir else errno.EISDIR)
+            await self._call(frame, lambda: b.check(
+                b.lib.glfs_h_unlink(fs, pnode.obj, name), "unlink"))
+            self._unnamed(pnode, name)
+            return
 
         def run() -> None:
             # glfs_h_unlink picks unlink or rmdir by the entry's type: check it first
@@ -506,6 +530,7 @@ class Gfapi(GfapiIo, Translator):
                 raise FopError(errno.EISDIR)
             b.check(b.lib.glfs_h_unlink(fs, pnode.obj, name), "unlink")
         await self._call(frame, run)
+        self._unnamed(pnode, name)
 
     async def rename(self, frame, oldloc, newloc, flags=None):
         if flags and flags != RENAME_NOREPLACE:
@@ -528,6 +553,12 @@ class Gfapi(GfapiIo, Translator):
                     b.check(-1, "lookup")
             b.check(b.lib.glfs_h_rename(fs, op.obj, old, np.obj, new), "rename")
         await self._call(frame, run)
+        moved = self._by_name.get((op.ino, old))
+        self._unnamed(op, old)
+        self._unnamed(np, new)
+        if moved is not None and len(moved.names) < MAX_NAMES:
+            moved.names.add((np.ino, new))
+            self._by_name[(np.ino, new)] = moved
 
     async def link(self, frame, inode, newloc):
         node = self._node(inode)
@@ -626,6 +657,9 @@ class Gfapi(GfapiIo, Translator):
             return None
         if self._live.get(node.ino) is node:
             del self._live[node.ino]
+        for key in node.names:
+            if self._by_name.get(key) is node:
+                del self._by_name[key]
         if self._fs is not None:
             self._b.lib.glfs_h_close(node.obj)
         return None
@@ -638,7 +672,7 @@ class Gfapi(GfapiIo, Translator):
 
 
 def _fini_in_background(b: Any, fs: int) -> None:
-    """glfs_fini takes 9-10 s: run it in a daemon thread nobody waits for (the process
-    may exit first; the bricks see the connection close either way)."""
+    """Release a glfs_t whose glfs_init failed (nothing runs on it yet): in a daemon
+    thread, since even that can take seconds."""
     t = threading.Thread(target=b.lib.glfs_fini, args=(fs,), name="glfs_fini", daemon=True)
     t.start()

@@ -23,6 +23,7 @@ import ctypes
 import ctypes.util
 import os
 import struct as _struct
+import threading
 from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_int, c_int64,
                     c_long, c_short, c_size_t, c_ssize_t, c_ubyte, c_uint, c_uint16,
                     c_uint32, c_uint64, c_ulong, c_void_p)
@@ -162,7 +163,8 @@ PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "glfs_flistxattr": (c_ssize_t, [VOIDP, VOIDP, c_size_t]),
     "glfs_fremovexattr": (c_int, [VOIDP, c_char_p]),
     # directories
-    "glfs_readdirplus_r": (c_int, [VOIDP, P_STAT, POINTER(Dirent), POINTER(POINTER(Dirent))]),
+    "glfs_readdirplus_r": (c_int, [VOIDP, P_STAT, POINTER(Dirent),
+                                   POINTER(POINTER(Dirent))]),
     "glfs_xreaddirplus_r": (c_int, [VOIDP, c_uint32, POINTER(VOIDP), POINTER(Dirent),
                                     POINTER(POINTER(Dirent))]),
     "glfs_xreaddirplus_get_stat": (P_STAT, [VOIDP]),
@@ -218,7 +220,8 @@ def _check_layouts() -> None:
     for cls, size in EXPECTED_SIZES.items():
         if ctypes.sizeof(cls) != size:
             raise GfapiMissing(f"gfapi_binding: sizeof({cls.__name__}) is "
-                               f"{ctypes.sizeof(cls)}, expected {size}: unsupported platform")
+                               f"{ctypes.sizeof(cls)}, expected {size}: unsupported "
+                               "platform")
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     st = Stat()
     sv = StatVfs()
@@ -264,12 +267,20 @@ def check_ptr(ptr: Any, what: str) -> int:
 
 
 # -- small helpers used by the translator ------------------------------------------------
+_thread_creds = threading.local()
+
+
 def set_credentials(uid: int, gid: int, groups: tuple[int, ...]) -> None:
-    """This thread's identity for the following calls (libgfapi keeps it per thread)."""
+    """This thread's identity for the following calls (libgfapi keeps it per thread;
+    the library calls are skipped when the thread has that identity already)."""
+    creds = (uid, gid, groups)
+    if getattr(_thread_creds, "value", None) == creds:
+        return
     lib.glfs_setfsuid(uid)
     lib.glfs_setfsgid(gid)
     arr = (c_uint * max(1, len(groups)))(*groups)
     lib.glfs_setfsgroups(len(groups), arr)
+    _thread_creds.value = creds
 
 
 def extract_gfid(obj: int) -> bytes:

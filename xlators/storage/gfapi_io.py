@@ -155,7 +155,7 @@ class GfapiIo:
         def run() -> bytes:
             buf = ctypes.create_string_buffer(size)
             n = b.check(b.lib.glfs_pread(of.glfd, buf, size, offset, 0, None), "read")
-            return buf.raw[:n]
+            return ctypes.string_at(buf, n)
         return await self._call(frame, run)
 
     async def writev(self, frame, fd, data, offset, flags=None):
