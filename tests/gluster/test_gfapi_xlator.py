@@ -353,3 +353,30 @@ async def test_volume_down_is_enotconn_and_child_down(tmp_path):
             assert events[-1] is Event.CHILD_UP
         finally:
             g.fini()
+
+
+def test_missing_library_names_the_package(monkeypatch):
+    from xlators.storage import gfapi_binding
+    monkeypatch.setattr(gfapi_binding, "LIBRARY", "libgfapi-not-here.so.0")
+    with pytest.raises(gfapi_binding.GfapiMissing) as ei:
+        gfapi_binding._load()
+    msg = str(ei.value)
+    assert "\n" not in msg and "libgfapi0" in msg and "apt-get install" in msg
+
+
+def test_binding_layouts_are_checked():
+    """The import-time check compares libc's stat of / through our structures with os's:
+    a wrong layout is refused."""
+    import ctypes
+
+    from xlators.storage import gfapi_binding as b
+    b._check_layouts()
+    bad = type("BadStat", (ctypes.Structure,), {"_fields_": b.Stat._fields_[:2]})
+    sizes = dict(b.EXPECTED_SIZES)
+    try:
+        b.EXPECTED_SIZES[bad] = 144
+        with pytest.raises(b.GfapiMissing):
+            b._check_layouts()
+    finally:
+        b.EXPECTED_SIZES.clear()
+        b.EXPECTED_SIZES.update(sizes)
