@@ -98,3 +98,29 @@ def test_change_by_the_other_client_seen_at_once(pair):
     with pytest.raises(OSError) as ei:
         open(x, "rb")
     assert ei.value.errno == errno.ENOENT
+
+
+def test_locks_hold_across_clients(pair):
+    """A POSIX lock taken through xlfs is the bricks' lock: GlusterFS's client sees it."""
+    import fcntl
+    import subprocess
+    import sys
+    xm, gm = pair
+    with open(xm.path("locked"), "wb") as f:
+        f.write(b"x" * 100)
+    fd = os.open(xm.path("locked"), os.O_RDWR)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 50, 0)
+        probe = ("import fcntl, os, sys\n"
+                 "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+                 "try:\n    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 10, 0)\n"
+                 "except OSError as e:\n    sys.exit(e.errno)\n")
+        res = subprocess.run([sys.executable, "-c", probe, str(gm.mountpoint / "locked")],
+                             timeout=60)
+        assert res.returncode in (errno.EAGAIN, errno.EACCES)
+        fcntl.lockf(fd, fcntl.LOCK_UN, 50, 0)
+        res = subprocess.run([sys.executable, "-c", probe, str(gm.mountpoint / "locked")],
+                             timeout=60)
+        assert res.returncode == 0
+    finally:
+        os.close(fd)

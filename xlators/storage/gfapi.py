@@ -128,6 +128,9 @@ class Gfapi(GfapiIo, Translator):
     """storage/gfapi: a GlusterFS volume through libgfapi (GlusterFS's client library)."""
     type = "storage/gfapi"
     children_range = (0, 0)
+    # POSIX locks and flocks are the bricks' (features/locks), so they hold across
+    # clients: the bridge negotiates POSIX_LOCKS/FLOCK_LOCKS and sends them here
+    handles_locks = True
     options = (
         Option.str("volfile-server", None, "Host of a GlusterFS server (glusterd) to "
                    "fetch the volume's client volfile from; with option volume. "
