@@ -276,6 +276,9 @@ class Gfapi(GfapiIo, Translator):
         else:
             creds = (frame.uid, frame.gid, tuple(frame.groups) if frame.uid else ())
         self._start_upcalls()
+        if frame is not None and frame.interrupt is not None:
+            # an interrupt cancels the request's scope: the thread is abandoned below
+            frame.on_interrupt(_abandon)
         try:
             result = await trio.to_thread.run_sync(self._as_caller, creds, fn, args,
                                                    limiter=self._limiter,
@@ -672,6 +675,11 @@ class Gfapi(GfapiIo, Translator):
 
     async def ipc(self, frame, op, xdata=None):
         raise FopError(errno.EOPNOTSUPP)
+
+
+def _abandon() -> None:
+    """Interrupt handler: nothing to undo; the bridge then cancels the request's scope,
+    which abandons the worker thread (its call completes by itself)."""
 
 
 def _fini_in_background(b: Any, fs: int) -> None:
