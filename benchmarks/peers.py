@@ -454,3 +454,7 @@ PEERS: Dict[str, Type[Peer]] = {
     "raw": RawPeer, "xlfs": XlfsPeer, "pyfuse3": Pyfuse3Peer, "glusterfs": GlusterfsPeer,
     "xlfs-mirror": XlfsMirrorPeer, "xlfs-dist3": XlfsDist3Peer,
 }
+
+from .gluster_peers import GfapiPeer, GlusterReplicaPeer  # noqa: E402 - they subclass these
+
+PEERS.update({"gfapi": GfapiPeer, "glusterfs-replica": GlusterReplicaPeer})

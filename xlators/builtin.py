@@ -20,6 +20,8 @@ def builtin_classes() -> list[type]:
         except ImportError:
             continue
         for info in pkgutil.iter_modules(pkg.__path__):
+            if info.name.endswith("_binding"):
+                continue  # a C library binding, loaded by its translator's init()
             mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
             for obj in vars(mod).values():
                 if (isinstance(obj, type) and issubclass(obj, Translator)

@@ -1,0 +1,80 @@
+"""Benchmark peers on a GlusterFS volume: xlfs over storage/gfapi against GlusterFS's own
+FUSE client, each on a fresh replica-2 volume of two local glusterfsd bricks (no
+glusterd; tests/gluster/bricks.py), with the same kernel cache settings.
+
+    .venv/bin/python -m benchmarks.run --peers gfapi,glusterfs-replica --quick
+"""
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+from .peers import ROOT, FusePeer, GlusterfsPeer, XlfsPeer, _timeout_flags
+
+GFAPI_VOL = ROOT / "tests" / "gluster" / "gfapi.vol"
+
+
+def _bricks_missing() -> Optional[str]:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tests.gluster.bricks import missing
+    return missing()
+
+
+class _VolumePeer(FusePeer):
+    """A FUSE peer whose session first stands up a replica-2 volume."""
+    client_volfile: Path = Path()
+
+    @contextmanager
+    def session(self, workdir, timeouts, limit):
+        why = self.unavailable()
+        if why:
+            from .peers import PeerUnavailable
+            raise PeerUnavailable(why)
+        from tests.gluster.bricks import Bricks
+        with Bricks(Path(workdir) / "volume", 2, "bench") as bricks:
+            self.client_volfile = bricks.client_volfile
+            with super().session(workdir, timeouts, limit) as m:
+                yield m
+
+
+class GfapiPeer(_VolumePeer, XlfsPeer):
+    name = "gfapi"
+    description = ("xlfs on tests/gluster/gfapi.vol (storage/gfapi + io-stats) over a "
+                   "replica-2 GlusterFS volume")
+
+    def unavailable(self):
+        return XlfsPeer.unavailable(self) or _bricks_missing()
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        return ([sys.executable, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
+                 "-l", str(log), "-f", str(GFAPI_VOL),
+                 f"--xlator-option=gv.volfile={self.client_volfile}",
+                 f"--xlator-option=gv.log-file={workdir / 'gfapi.log'}",
+                 "--xlator-option=gv.log-level=warning"]
+                + _timeout_flags(timeouts) + [str(mountpoint)])
+
+
+class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):
+    name = "glusterfs-replica"
+    description = ("GlusterFS's FUSE client (glusterfs -f CLIENT.vol) on the same kind "
+                   "of volume")
+
+    def unavailable(self):
+        binary = self.binary()
+        if binary is None:
+            return "no glusterfs client (apt-get install glusterfs-client)"
+        if not os.path.exists("/dev/fuse"):
+            return "no /dev/fuse"
+        return _bricks_missing()
+
+    def check_brick(self, brick):
+        pass
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        return ([self.binary(), "-N", "-L", "WARNING", "-l", str(log),
+                 f"--volfile={self.client_volfile}"]
+                + _timeout_flags(timeouts) + [str(mountpoint)])

@@ -1,0 +1,396 @@
+"""GlusterFS daemons for tests: bricks with no glusterd, and a glusterd-managed volume.
+
+:class:`Bricks` stands up ``glusterfsd`` bricks on 127.0.0.1 and free ports, each with
+the graph storage/posix -> features/access-control -> features/locks -> features/upcall
+-> performance/io-threads -> protocol/server, and
+writes a replica client volfile (low ping-timeout, client-side self-heal on, since there
+is no self-heal daemon without glusterd) that ``glfs_set_volfile`` and ``glusterfs -f``
+both take.  :class:`Glusterd` runs one ``glusterd`` with its own working directory and
+creates a volume with the ``gluster`` CLI.
+
+Every daemon started here is remembered by pid and killed by pid (never by name) on
+``stop()``, and at interpreter exit (atexit) whatever a crashed test left.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+_LIVE: dict[int, subprocess.Popen] = {}
+_FOREIGN: set[int] = set()        # daemons glusterd started for us (found by pid file)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: the daemon gets SIGKILL when the test process dies, however it dies
+    (a hard pytest timeout skips atexit)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _spawn(args: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    _LIVE[proc.pid] = proc
+    return proc
+
+
+def _kill_all() -> None:
+    for pid, proc in list(_LIVE.items()):
+        _kill(proc)
+    for pid in list(_FOREIGN):
+        _kill_pid(pid)
+        _FOREIGN.discard(pid)
+
+
+atexit.register(_kill_all)
+
+
+def _kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    _LIVE.pop(proc.pid, None)
+
+
+def _kill_pid(pid: int) -> None:
+    """A daemon we did not start as a child (glusterd forks its bricks): by pid, and
+    only while that pid is still a GlusterFS process."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"gluster" not in f.read():
+                return
+    except OSError:
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    for _ in range(200):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
+
+
+def missing() -> Optional[str]:
+    """None when the GlusterFS daemons and libgfapi are here, else why not."""
+    if os.geteuid() != 0:
+        return "GlusterFS bricks need root (trusted.* xattrs)"
+    for tool in ("glusterfsd", "glusterfs", "glusterd", "gluster"):
+        if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
+            return (f"{tool} is not installed (apt-get install glusterfs-server "
+                    "glusterfs-client; scripts/setup.sh does it)")
+    try:
+        import xlators.storage.gfapi_binding  # noqa: F401
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+def local_address() -> str:
+    """A non-loopback IPv4 address of this machine (glusterd refuses 127.0.0.1 bricks)."""
+    res = subprocess.run(["hostname", "-I"], capture_output=True, text=True)
+    for word in res.stdout.split():
+        if "." in word and not word.startswith("127."):
+            return word
+    raise RuntimeError("no non-loopback IPv4 address for glusterd's bricks")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"glusterfsd exited ({proc.returncode}): "
+                               f"{_tail(log)}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"brick on port {port} did not listen: {_tail(log)}")
+
+
+def _tail(log: Path) -> str:
+    try:
+        return log.read_text(errors="replace")[-2000:]
+    except OSError:
+        return "(no log)"
+
+
+BRICK_VOLFILE = """\
+volume {name}-posix
+    type storage/posix
+    option directory {directory}
+end-volume
+
+volume {name}-access
+    type features/access-control
+    subvolumes {name}-posix
+end-volume
+
+volume {name}-locks
+    type features/locks
+    subvolumes {name}-access
+end-volume
+
+volume {name}-upcall
+    type features/upcall
+    option cache-invalidation on
+    option cache-invalidation-timeout 600
+    subvolumes {name}-locks
+end-volume
+
+volume {name}
+    type performance/io-threads
+    subvolumes {name}-upcall
+end-volume
+
+volume {name}-server
+    type protocol/server
+    option transport-type tcp
+    option transport.socket.bind-address 127.0.0.1
+    option transport.socket.listen-port {port}
+    option transport.address-family inet
+    option auth.addr.{name}.allow 127.0.0.1
+    option auth-path {name}
+    subvolumes {name}
+end-volume
+"""
+
+CLIENT_BRICK = """\
+volume {volume}-client-{i}
+    type protocol/client
+    option remote-host 127.0.0.1
+    option remote-port {port}
+    option remote-subvolume {brick}
+    option transport-type tcp
+    option transport.address-family inet
+    option ping-timeout {ping_timeout}
+end-volume
+"""
+
+CLIENT_TOP = """\
+volume {volume}-replicate-0
+    type cluster/replicate
+    option data-self-heal on
+    option metadata-self-heal on
+    option entry-self-heal on
+    option self-heal-daemon off
+    subvolumes {clients}
+end-volume
+
+volume {volume}
+    type debug/io-stats
+    subvolumes {volume}-replicate-0
+end-volume
+"""
+
+
+class Brick:
+    def __init__(self, base: Path, name: str) -> None:
+        self.name = name
+        self.directory = base / name
+        self.volfile = base / f"{name}.vol"
+        self.log = base / f"{name}.log"
+        self.port = 0
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port()
+        self.volfile.write_text(BRICK_VOLFILE.format(name=self.name, port=self.port,
+                                                     directory=self.directory))
+        self.proc = _spawn(["glusterfsd", "-N", "-f", str(self.volfile), "-l",
+                            str(self.log), "--brick-name", self.name, "--brick-port",
+                            str(self.port)])
+        _wait_port(self.port, self.proc, self.log)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            _kill(self.proc)
+            self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Bricks:
+    """``count`` bricks and a replica client volfile, ``with``-able."""
+
+    def __init__(self, base: Path, count: int = 2, volume: str = "gv0",
+                 ping_timeout: int = 3) -> None:
+        self.base = Path(base)
+        self.volume = volume
+        self.bricks = [Brick(self.base, f"{volume}-brick{i}") for i in range(count)]
+        self.client_volfile = self.base / f"{volume}-client.vol"
+        self.ping_timeout = ping_timeout
+
+    def start(self) -> "Bricks":
+        self.base.mkdir(parents=True, exist_ok=True)
+        try:
+            for b in self.bricks:
+                b.start()
+        except BaseException:
+            self.stop()
+            raise
+        parts = [CLIENT_BRICK.format(volume=self.volume, i=i, port=b.port, brick=b.name,
+                                     ping_timeout=self.ping_timeout)
+                 for i, b in enumerate(self.bricks)]
+        clients = " ".join(f"{self.volume}-client-{i}" for i in range(len(self.bricks)))
+        parts.append(CLIENT_TOP.format(volume=self.volume, clients=clients))
+        self.client_volfile.write_text("\n".join(parts))
+        return self
+
+    def stop(self) -> None:
+        for b in self.bricks:
+            b.kill()
+
+    def __enter__(self) -> "Bricks":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class Glusterd:
+    """One glusterd (its own working directory under ``base``) and volumes made with the
+    gluster CLI.  Its brick processes are found by their pid files and killed by pid."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = Path(base)
+        self.workdir = self.base / "glusterd"
+        self.log = self.base / "glusterd.log"
+        self.proc: Optional[subprocess.Popen] = None
+        self.volumes: list[str] = []
+
+    def start(self) -> "Glusterd":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", 24007)) == 0:
+                raise RuntimeError("port 24007 is taken (another glusterd runs here)")
+        self.proc = _spawn(["glusterd", "-N", "-l", str(self.log), "--xlator-option",
+                            f"*.working-directory={self.workdir}"])
+        _wait_port(24007, self.proc, self.log, 20.0)
+        return self
+
+    def cli(self, *args: str, timeout: float = 60.0) -> str:
+        res = subprocess.run(["gluster", "--mode=script", *args], capture_output=True,
+                             text=True, timeout=timeout)
+        if res.returncode != 0:
+            raise RuntimeError(f"gluster {' '.join(args)}: {res.stdout}{res.stderr}")
+        return res.stdout
+
+    def create_volume(self, name: str, replica: int = 2) -> list[Path]:
+        host = local_address()
+        dirs = [self.base / f"{name}-b{i}" for i in range(replica)]
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        self.cli("volume", "create", name, "replica", str(replica),
+                 *[f"{host}:{d}" for d in dirs], "force")
+        self.volumes.append(name)
+        self.cli("volume", "set", name, "features.cache-invalidation", "on")
+        self.cli("volume", "set", name, "network.ping-timeout", "3")
+        self.cli("volume", "set", name, "cluster.self-heal-daemon", "off")
+        self.cli("volume", "start", name)
+        _FOREIGN.update(self._brick_pids())
+        return dirs
+
+    def _brick_pids(self) -> list[int]:
+        """Pids of the daemons glusterd forked for our volumes (its pid files)."""
+        pids = []
+        places = [self.workdir] + [Path(d) / kind / v for v in self.volumes
+                                   for d in ("/var/run/gluster", "/run/gluster")
+                                   for kind in ("vols", "shd")]
+        for place in places:
+            if not place.is_dir():
+                continue
+            for p in place.rglob("*.pid"):
+                try:
+                    pids.append(int(p.read_text().split()[0]))
+                except (OSError, ValueError, IndexError):
+                    pass
+        return pids
+
+    def stop(self) -> None:
+        pids = set(self._brick_pids())
+        for name in list(self.volumes):
+            try:
+                self.cli("volume", "stop", name, "force", timeout=30)
+                self.cli("volume", "delete", name, timeout=30)
+            except Exception:  # noqa: BLE001 - the pids below are killed anyway
+                pass
+            self.volumes.remove(name)
+        for pid in pids | set(self._brick_pids()):
+            if pid != os.getpid():
+                _kill_pid(pid)
+                _FOREIGN.discard(pid)
+        if self.proc is not None:
+            _kill(self.proc)
+            self.proc = None
+
+
+class GlusterFuse:
+    """GlusterFS's own FUSE client (``glusterfs -N``) on ``mountpoint``, from a client
+    volfile or from glusterd (``server`` + ``volume``); unmounted and killed by pid."""
+
+    def __init__(self, mountpoint: Path, log: Path, volfile: Optional[Path] = None,
+                 server: str = "", volume: str = "") -> None:
+        self.mountpoint = Path(mountpoint)
+        self.log = log
+        source = (["-f", str(volfile)] if volfile is not None
+                  else [f"--volfile-server={server}", f"--volfile-id={volume}"])
+        self.args = ["glusterfs", "-N", *source, "-l", str(log), "--attribute-timeout=0",
+                     "--entry-timeout=0", str(self.mountpoint)]
+        self.proc: Optional[subprocess.Popen] = None
+
+    def _mounted(self) -> bool:
+        with open("/proc/self/mounts") as f:
+            return any(line.split()[1] == str(self.mountpoint) for line in f)
+
+    def __enter__(self) -> "GlusterFuse":
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.proc = _spawn(self.args)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"glusterfs exited ({self.proc.returncode}): "
+                                   f"{_tail(self.log)}")
+            if self._mounted():
+                try:
+                    os.listdir(self.mountpoint)
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        self.__exit__(None, None, None)
+        raise TimeoutError(f"glusterfs did not mount {self.mountpoint}: {_tail(self.log)}")
+
+    def __exit__(self, *exc) -> None:
+        if self._mounted():
+            subprocess.run(["umount", "-l", str(self.mountpoint)], capture_output=True)
+        if self.proc is not None:
+            _kill(self.proc, signal.SIGTERM)
+            self.proc = None

@@ -1,0 +1,382 @@
+"""storage/gfapi over a real replica-2 volume (two glusterfsd bricks, no glusterd),
+driven through xlators.testing: no mount."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+
+import pytest
+import trio
+
+from tests.gluster.conftest import gfapi_volfile
+from xlators.core.errors import FopError
+from xlators.core.events import Event
+from xlators.core.graph import Graph, GraphError
+from xlators.core.inode import Fd
+from xlators.core.types import LK_GET, LK_SET, Lock, SetAttr
+from xlators.core.upcall import InvalidateEntry, InvalidateInode
+
+
+def brick_files(bricks, rel: str) -> list:
+    return [b.directory / rel for b in bricks.bricks]
+
+
+async def test_data_reaches_both_bricks(h, bricks):
+    fd = await h.create("/both", 0o640)
+    await h.write(fd, b"replicated " * 1000, 0)
+    assert await h.read(fd, 20, 0) == b"replicated replicate"
+    await h.close(fd)
+    for p in brick_files(bricks, "both"):
+        assert p.read_bytes() == b"replicated " * 1000
+        assert stat.S_IMODE(p.stat().st_mode) == 0o640
+
+
+async def test_inode_number_is_the_gfid(h, bricks):
+    await h.write_file("/ident", b"x")
+    attr = await h.stat("/ident")
+    gfid = os.getxattr(brick_files(bricks, "ident")[0], "trusted.gfid")
+    assert attr.ino == int.from_bytes(gfid[8:], "big")
+    # the same inode on a second lookup, and the root is the root
+    e1, e2 = await h.lookup("/ident"), await h.lookup("/ident")
+    assert e1.inode is e2.inode
+    assert (await h.lookup("/")).inode is h.itable.root
+
+
+async def test_namespace_fops(h, bricks):
+    await h.mkdir("/ns")
+    await h.write_file("/ns/a", b"aaa")
+    await h.symlink("a", "/ns/ln")
+    assert await h.top.readlink(h.frame(), (await h.lookup("/ns/ln")).inode) == b"a"
+    e = await h.lookup("/ns/a")
+    await h.top.link(h.frame(), e.inode, await h.parent_loc("/ns/hard"))
+    assert (await h.stat("/ns/a")).nlink == 2
+    loc = await h.parent_loc("/ns/fifo")
+    fifo = await h.top.mknod(h.frame(), loc, stat.S_IFIFO | 0o600, 0, 0)
+    assert stat.S_ISFIFO(fifo.attr.mode)
+    await h.rename("/ns/a", "/ns/b")
+    names = sorted(d.name for d in await h.listdir("/ns"))
+    assert names == [b".", b"..", b"b", b"fifo", b"hard", b"ln"]
+    with pytest.raises(FopError) as ei:
+        await h.rename("/ns/b", "/ns/hard", flags=1)       # RENAME_NOREPLACE
+    assert ei.value.errno == errno.EEXIST
+    with pytest.raises(FopError) as ei:
+        await h.rename("/ns/b", "/ns/hard", flags=2)       # RENAME_EXCHANGE
+    assert ei.value.errno == errno.EINVAL
+    await h.rename("/ns/b", "/ns/c", flags=1)
+    await h.rename("/ns/c", "/ns/b")
+    with pytest.raises(FopError) as ei:
+        await h.rmdir("/ns/b")
+    assert ei.value.errno == errno.ENOTDIR
+    with pytest.raises(OSError) as ei:
+        await h.rmdir("/ns")
+    assert ei.value.errno == errno.ENOTEMPTY
+    for n in ("b", "fifo", "hard", "ln"):
+        await h.unlink(f"/ns/{n}")
+    await h.rmdir("/ns")
+    with pytest.raises(OSError) as ei:
+        await h.lookup("/ns")
+    assert ei.value.errno == errno.ENOENT
+    assert not any(p.exists() for p in brick_files(bricks, "ns"))
+
+
+async def test_readdirp_links_inodes_and_resumes(h):
+    await h.mkdir("/many")
+    for i in range(300):
+        await h.write_file(f"/many/f{i:03}", b"")
+    d = (await h.lookup("/many")).inode
+    fd = Fd(d, is_dir=True)
+    await h.top.opendir(h.frame(), d, fd)
+    seen, off = [], 0
+    while True:
+        batch = await h.top.readdirp(h.frame(), fd, off, 4096)
+        if not batch:
+            break
+        for de in batch:
+            if de.name not in (b".", b".."):
+                assert de.entry is not None and de.entry.attr.ino == de.ino
+                assert h.itable.find(de.ino) is de.entry.inode
+            seen.append(de.name)
+        off = batch[-1].off
+    # resuming at an earlier cookie lists the same entries again
+    again, off = [], 0
+    while batch := await h.top.readdir(h.frame(), fd, off, 1 << 20):
+        again.extend(batch)
+        off = batch[-1].off
+    await h.top.releasedir(h.frame(), fd)
+    names = sorted(n for n in seen if n not in (b".", b".."))
+    assert names == [f"f{i:03}".encode() for i in range(300)]
+    assert sorted(de.name for de in again if de.name not in (b".", b"..")) == names
+
+
+async def test_setattr_and_xattrs(h, bricks):
+    await h.write_file("/attrs", b"0123456789")
+    inode = (await h.lookup("/attrs")).inode
+    a = await h.top.setattr(h.frame(), inode, SetAttr(mode=0o600, uid=1234, gid=4321,
+                                                       size=4, mtime_ns=10**18,
+                                                       atime_ns=10**18 + 7))
+    assert (stat.S_IMODE(a.mode), a.uid, a.gid, a.size) == (0o600, 1234, 4321, 4)
+    assert a.mtime_ns == 10**18
+    brick = brick_files(bricks, "attrs")[1].stat()
+    assert (brick.st_uid, brick.st_gid, brick.st_size) == (1234, 4321, 4)
+    await h.top.setxattr(h.frame(), inode, b"user.note", b"kept", 0)
+    assert await h.top.getxattr(h.frame(), inode, b"user.note") == b"kept"
+    assert b"user.note" in await h.top.listxattr(h.frame(), inode)
+    await h.top.removexattr(h.frame(), inode, b"user.note")
+    with pytest.raises(OSError) as ei:
+        await h.top.getxattr(h.frame(), inode, b"user.note")
+    assert ei.value.errno == errno.ENODATA
+    sf = await h.top.statfs(h.frame(), inode)
+    assert sf.blocks > 0 and sf.bsize > 0
+
+
+async def test_runs_as_the_caller(h, bricks):
+    await h.mkdir("/private", mode=0o755)
+    await h.mkdir("/open", mode=0o777, umask=0)
+    user = h.frame(uid=1000, gid=1000, groups=(1000,))
+    with pytest.raises(OSError) as ei:
+        await h.create("/private/no", frame=user)
+    assert ei.value.errno == errno.EACCES
+    fd = await h.create("/open/mine", 0o644, frame=user)
+    await h.close(fd)
+    st = brick_files(bricks, "open/mine")[0].stat()
+    assert (st.st_uid, st.st_gid) == (1000, 1000)
+    # supplementary groups count: a group-writable directory of group 2000
+    await h.mkdir("/grp", mode=0o770, umask=0)
+    await h.top.setattr(h.frame(), (await h.lookup("/grp")).inode, SetAttr(gid=2000))
+    member = h.frame(uid=1001, gid=1001, groups=(1001, 2000))
+    outsider = h.frame(uid=1002, gid=1002, groups=(1002,))
+    await h.close(await h.create("/grp/ok", frame=member))
+    with pytest.raises(OSError) as ei:
+        await h.create("/grp/no", frame=outsider)
+    assert ei.value.errno == errno.EACCES
+    e = await h.lookup("/open/mine")
+    with pytest.raises(OSError) as ei:
+        await h.top.access(h.frame(uid=1002, gid=1002, groups=()), e.inode, os.W_OK)
+    assert ei.value.errno == errno.EACCES
+
+
+async def test_fallocate_seek_copy(h, bricks):
+    fd = await h.create("/space")
+    await h.write(fd, b"A" * 8192, 0)
+    await h.top.fallocate(h.frame(), fd, 0x01 | 0x02, 0, 4096)          # punch
+    assert await h.read(fd, 8192, 0) == b"\0" * 4096 + b"A" * 4096
+    await h.top.fallocate(h.frame(), fd, 0x10, 6000, 10000)              # zero range
+    assert (await h.top.getattr(h.frame(), fd.inode, fd)).size == 16000
+    assert await h.read(fd, 100, 5950) == b"A" * 50 + b"\0" * 50
+    await h.top.fallocate(h.frame(), fd, 0, 0, 20000)
+    assert (await h.top.getattr(h.frame(), fd.inode, fd)).size == 20000
+    assert await h.top.lseek(h.frame(), fd, 0, os.SEEK_DATA) >= 0
+    out = await h.create("/space-copy")
+    n = await h.top.copy_file_range(h.frame(), fd, 4096, out, 0, 2000, 0)
+    assert n == 2000
+    assert await h.read(out, 4000, 0) == b"A" * 1904 + b"\0" * 96
+    for p in brick_files(bricks, "space-copy"):            # on both replicas
+        assert p.read_bytes() == b"A" * 1904 + b"\0" * 96
+    await h.top.fsync(h.frame(), out, 0)
+    await h.close(out)
+    await h.close(fd)
+
+
+async def test_posix_locks_between_owners(h):
+    fd = await h.create("/locked")
+    inode = fd.inode
+    fd2 = Fd(inode)
+    await h.top.open(h.frame(), inode, os.O_RDWR, fd2)
+    mine = Lock(fcntl.F_WRLCK, 0, 99, pid=10, owner=111)
+    await h.top.lk(h.frame(lk_owner=111), fd, LK_SET, mine)
+    theirs = Lock(fcntl.F_WRLCK, 50, 60, pid=20, owner=222)
+    with pytest.raises(OSError) as ei:
+        await h.top.lk(h.frame(lk_owner=222), fd2, LK_SET, theirs)
+    assert ei.value.errno == errno.EAGAIN
+    got = await h.top.lk(h.frame(lk_owner=222), fd2, LK_GET, theirs)
+    assert (got.type, got.start, got.end) == (fcntl.F_WRLCK, 0, 99)
+    # a free range is granted; unlocking (or flush of the owner) frees the rest
+    await h.top.lk(h.frame(lk_owner=222), fd2, LK_SET, Lock(fcntl.F_RDLCK, 200, 300, 20, 222))
+    await h.top.flush(h.frame(lk_owner=111), fd)
+    await h.top.lk(h.frame(lk_owner=222), fd2, LK_SET, theirs)
+    await h.close(fd2)
+    await h.close(fd)
+
+
+async def test_cancelled_call_returns_at_once(h, bricks):
+    """A request cancelled while its library call runs unwinds at once (the thread is
+    abandoned and finishes by itself)."""
+    fd = await h.create("/cancel")
+    gf = h.top
+    real = gf._as_caller
+    gate = __import__("threading").Event()
+
+    def slow(creds, fn, args):
+        gate.wait(10)
+        return real(creds, fn, args)
+    gf._as_caller = slow
+    try:
+        with trio.move_on_after(0.2) as scope:
+            await h.write(fd, b"late", 0)
+        assert scope.cancelled_caught
+    finally:
+        gf._as_caller = real
+        gate.set()
+    await trio.sleep(0.5)
+    assert await h.read(fd, 10, 0) == b"late"         # the abandoned call completed
+    await h.close(fd)
+
+
+async def test_upcall_from_another_client(h, bricks, gluster_base):
+    """A change by a second libgfapi client becomes invalidations on this graph."""
+    events = []
+    graph = h.graph
+
+    def listen(event, data, source):
+        if event is Event.UPCALL:
+            events.append(data)
+    graph.listeners.append(listen)
+    other = Graph.from_text(gfapi_volfile(bricks.client_volfile, gluster_base / "o.log"))
+    other.init()
+    other.activate()
+    try:
+        await h.write_file("/shared", b"one")
+        inode = (await h.lookup("/shared")).inode
+        await h.read_file("/shared")
+        from xlators.testing import Harness
+        oh = Harness(other)
+        fd = await oh.open("/shared")
+        await oh.write(fd, b"two, longer", 0)
+        await oh.close(fd)
+        with trio.move_on_after(20):
+            while not any(isinstance(e, InvalidateInode) and e.inode is inode
+                          for e in events):
+                await trio.sleep(0.05)
+        assert any(isinstance(e, InvalidateInode) and e.inode is inode for e in events)
+        await oh.unlink("/shared")
+        with trio.move_on_after(20):
+            while not any(isinstance(e, InvalidateEntry) and e.name == b"shared"
+                          for e in events):
+                await trio.sleep(0.05)
+        assert any(isinstance(e, InvalidateEntry) and e.name == b"shared"
+                   and e.parent is h.itable.root for e in events)
+    finally:
+        graph.listeners.remove(listen)
+        other.fini()
+
+
+# -- bad input: one-line errors, no graph ------------------------------------------------
+def _init(text: str) -> str:
+    g = Graph.from_text(text, filename="/etc/xlfs/bad.vol")
+    with pytest.raises(GraphError) as ei:
+        g.init()
+    msg = str(ei.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_both_forms_or_neither_is_an_error():
+    with pytest.raises(GraphError) as ei:
+        Graph.from_text("volume g\n type storage/gfapi\n option volfile /x.vol\n"
+                        " option volfile-server h\n option volume-name v\nend-volume\n",
+                        filename="/etc/xlfs/bad.vol")
+    msg = str(ei.value)
+    assert msg.startswith("/etc/xlfs/bad.vol:") and "volume 'g'" in msg and "both" in msg
+    with pytest.raises(GraphError) as ei:
+        Graph.from_text("volume g\n type storage/gfapi\n option log-level info\n"
+                        "end-volume\n",
+                        filename="/etc/xlfs/bad.vol")
+    assert "/etc/xlfs/bad.vol:1" in str(ei.value) and "neither" in str(ei.value)
+    with pytest.raises(GraphError) as ei:
+        Graph.from_text("volume g\n type storage/gfapi\n option volfile-server h\n"
+                        "end-volume\n", filename="/etc/xlfs/bad.vol")
+    assert "needs option volume" in str(ei.value)
+
+
+def test_unreachable_server(tmp_path):
+    from tests.gluster.bricks import free_port
+    msg = _init("volume g\n type storage/gfapi\n option volfile-server 127.0.0.1\n"
+                f" option volfile-server-port {free_port()}\n option \"volume\" v\n"
+                f" option log-file {tmp_path}/c.log\nend-volume\n")
+    assert "cannot reach GlusterFS volume 127.0.0.1" in msg and "volume 'g'" in msg
+
+
+def test_bad_client_volfile(tmp_path):
+    """In a child process: after a volfile it cannot parse, GlusterFS's (global) volfile
+    parser fails every later parse in that process."""
+    import subprocess
+    import sys
+    from tests.mountlib import ROOT
+    bad = tmp_path / "client.vol"
+    bad.write_text("volume x\n type protocol/nonsense\nend-volume\n")
+    for path, want in ((bad, f"client volfile {bad} does not work"),
+                       (tmp_path / "none.vol", "no such file")):
+        code = ("from xlators.core.graph import Graph\n"
+                f"g = Graph.from_text({gfapi_volfile(path, tmp_path / 'c.log')!r})\n"
+                "g.init()\n")
+        res = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT),
+                             capture_output=True, text=True, timeout=60,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert res.returncode != 0
+        last = res.stderr.strip().splitlines()[-1]
+        assert "GraphError" in last and want in last, res.stderr
+
+
+async def test_volume_down_is_enotconn_and_child_down(tmp_path):
+    """Every brick gone: calls fail with ENOTCONN (no hang), CHILD_DOWN goes up once; the
+    bricks back: calls work again and CHILD_UP goes up."""
+    from tests.gluster.bricks import Bricks
+    from xlators.testing import Harness
+    with Bricks(tmp_path / "b", 2, "down", ping_timeout=2) as bricks:
+        g = Graph.from_text(gfapi_volfile(bricks.client_volfile, tmp_path / "c.log"))
+        g.init()
+        g.activate()
+        events = []
+        g.listeners.append(lambda ev, data, src: events.append(ev))
+        try:
+            h = Harness(g)
+            await h.write_file("/f", b"data")
+            bricks.stop()
+            with trio.fail_after(60):
+                with pytest.raises(OSError) as ei:
+                    for _ in range(100):
+                        await h.stat("/f")
+                        await trio.sleep(0.1)
+            assert ei.value.errno == errno.ENOTCONN
+            assert events.count(Event.CHILD_DOWN) == 1
+            bricks.start()
+            with trio.fail_after(60):
+                while True:
+                    try:
+                        assert await h.read_file("/f") == b"data"
+                        break
+                    except OSError as exc:
+                        assert exc.errno == errno.ENOTCONN
+                        await trio.sleep(0.2)
+            assert events[-1] is Event.CHILD_UP
+        finally:
+            g.fini()
+
+
+def test_missing_library_names_the_package(monkeypatch):
+    from xlators.storage import gfapi_binding
+    monkeypatch.setattr(gfapi_binding, "LIBRARY", "libgfapi-not-here.so.0")
+    with pytest.raises(gfapi_binding.GfapiMissing) as ei:
+        gfapi_binding._load()
+    msg = str(ei.value)
+    assert "\n" not in msg and "libgfapi0" in msg and "apt-get install" in msg
+
+
+def test_binding_layouts_are_checked():
+    """The import-time check compares libc's stat of / through our structures with os's:
+    a wrong layout is refused."""
+    import ctypes
+
+    from xlators.storage import gfapi_binding as b
+    b._check_layouts()
+    bad = type("BadStat", (ctypes.Structure,), {"_fields_": b.Stat._fields_[:2]})
+    sizes = dict(b.EXPECTED_SIZES)
+    try:
+        b.EXPECTED_SIZES[bad] = 144
+        with pytest.raises(b.GfapiMissing):
+            b._check_layouts()
+    finally:
+        b.EXPECTED_SIZES.clear()
+        b.EXPECTED_SIZES.update(sizes)

@@ -1,0 +1,139 @@
+"""storage/gfapi's upcalls: changes made by other clients become invalidations.
+
+The bricks' features/upcall tells every client that holds a file when another client
+changes it (``cache-invalidation on``).  libgfapi hands each notice to the callback
+registered with ``glfs_upcall_register``, on one of its own threads.  That callback only
+copies what it needs (the gfids and flags: the notice is freed right after) into a
+queue and wakes one trio task through a pipe; the task maps gfids to live inodes and
+sends ``InvalidateInode`` (attributes and data) for the changed object and its parents,
+and ``InvalidateEntry`` for the names under which this client knows an object that was
+removed or renamed (a notice carries no names: storage/gfapi remembers the names it
+looked up).  The FUSE bridge turns those into kernel notifications; translators above
+see them as UPCALL events.  Nothing here blocks the event loop or waits for the kernel.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import threading
+from typing import Any
+
+import trio
+
+from ..core.upcall import InvalidateEntry, InvalidateInode
+
+GONE_FLAGS_NAMES = ("UP_NLINK", "UP_RENAME", "UP_FORGET")
+
+
+def gfid_ino(gfid: bytes) -> int:
+    """GlusterFS's inode number of a gfid (what every stat reports): its low 64 bits."""
+    return int.from_bytes(gfid[8:16], "big")
+
+
+class Upcalls:
+    def __init__(self, xl: Any, b: Any, fs: int) -> None:
+        self.xl = xl
+        self.b = b
+        self.fs = fs
+        self.started = False
+        self.received = 0
+        self.sent = 0
+        self._queue: collections.deque = collections.deque(maxlen=65536)
+        self._rfd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._gone = 0
+        for name in GONE_FLAGS_NAMES:
+            self._gone |= getattr(b, name)
+        self._cbk = b.UPCALL_CBK(self._on_upcall)    # kept referenced while registered
+        rc = b.lib.glfs_upcall_register(fs, b.EVENT_INODE_INVALIDATE, self._cbk, None)
+        self.registered = rc > 0
+        if not self.registered:
+            xl.log.warning("%s: upcalls unavailable: changes by other clients are seen "
+                           "only after the cache timeouts", xl.name)
+
+    # -- libgfapi's thread -------------------------------------------------------------
+    def _on_upcall(self, up: int, data: Any) -> None:
+        b = self.b
+        lib = b.lib
+        try:
+            if lib.glfs_upcall_get_reason(up) != b.UPCALL_INODE_INVALIDATE:
+                return
+            ev = lib.glfs_upcall_get_event(up)
+            if not ev:
+                return
+            flags = lib.glfs_upcall_inode_get_flags(ev)
+            inos = []
+            for getter in (lib.glfs_upcall_inode_get_object,
+                           lib.glfs_upcall_inode_get_pobject,
+                           lib.glfs_upcall_inode_get_oldpobject):
+                obj = getter(ev)
+                inos.append(gfid_ino(b.extract_gfid(obj)) if obj else 0)
+            self._queue.append((flags, *inos))
+            with self._lock:
+                if not self._closed:
+                    try:
+                        os.write(self._wfd, b"\0")
+                    except BlockingIOError:
+                        pass                       # the task is awake already
+        except Exception:  # noqa: BLE001 - never raise into libgfapi
+            self.xl.log.exception("upcall handling failed")
+        finally:
+            lib.glfs_free(up)
+
+    # -- the event loop ----------------------------------------------------------------
+    def start(self) -> None:
+        try:
+            self.xl.spawn(self._reader)
+        except RuntimeError:
+            return                              # no running graph yet
+        self.started = True
+
+    async def _reader(self) -> None:
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self._rfd)
+                try:
+                    os.read(self._rfd, 4096)
+                except BlockingIOError:
+                    pass
+                while self._queue:
+                    self._deliver(*self._queue.popleft())
+        except (trio.ClosedResourceError, OSError):
+            return
+
+    def _deliver(self, flags: int, ino: int, pino: int, oldpino: int) -> None:
+        self.received += 1
+        xl = self.xl
+        table = xl.itable
+        inode = table.find(ino) if ino else None
+        if inode is not None:
+            xl.upcall(InvalidateInode(inode, 0, 0))
+            self.sent += 1
+            if flags & self._gone:
+                for parent_ino, name in list(xl.names_of(inode)):
+                    parent = table.find(parent_ino)
+                    if parent is not None:
+                        xl.upcall(InvalidateEntry(parent, name))
+                        self.sent += 1
+        for p in (pino, oldpino):
+            parent = table.find(p) if p else None
+            if parent is not None:
+                xl.upcall(InvalidateInode(parent, 0, 0))
+                self.sent += 1
+
+    def stop(self) -> None:
+        if self.registered:
+            self.b.lib.glfs_upcall_unregister(self.fs, self.b.EVENT_INODE_INVALIDATE)
+        with self._lock:
+            self._closed = True
+            try:
+                trio.lowlevel.notify_closing(self._rfd)
+            except RuntimeError:
+                pass                            # not inside trio
+            for fd in (self._rfd, self._wfd):
+                os.close(fd)
+
+    def dump(self) -> dict[str, Any]:
+        return {"upcalls-registered": self.registered, "upcalls-received": self.received,
+                "invalidations-sent": self.sent}
