@@ -103,13 +103,15 @@ def missing() -> Optional[str]:
     return None
 
 
-def local_address() -> str:
-    """A non-loopback IPv4 address of this machine (glusterd refuses 127.0.0.1 bricks)."""
-    res = subprocess.run(["hostname", "-I"], capture_output=True, text=True)
-    for word in res.stdout.split():
-        if "." in word and not word.startswith("127."):
-            return word
-    raise RuntimeError("no non-loopback IPv4 address for glusterd's bricks")
+GLUSTERD_HOST_ENV = "XLFS_GLUSTERD_HOST"
+
+
+def glusterd_host() -> Optional[str]:
+    """The address glusterd's bricks are created on, or None.  The gluster CLI refuses
+    every loopback address for a brick, and tests send traffic only to loopback or to
+    test hosts the run made itself (a network namespace of its own): so the address is
+    given, never guessed from the machine's interfaces."""
+    return os.environ.get(GLUSTERD_HOST_ENV) or None
 
 
 def free_port() -> int:
@@ -304,7 +306,9 @@ class Glusterd:
         return res.stdout
 
     def create_volume(self, name: str, replica: int = 2) -> list[Path]:
-        host = local_address()
+        host = glusterd_host()
+        if host is None:
+            raise RuntimeError(f"{GLUSTERD_HOST_ENV} is not set")
         dirs = [self.base / f"{name}-b{i}" for i in range(replica)]
         for d in dirs:
             d.mkdir(parents=True, exist_ok=True)
