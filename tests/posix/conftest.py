@@ -18,7 +18,7 @@ SUITE_TARGETS = ("raw", "local", "memory", "write-behind", "mirror", "dist3", "d
                  "local:--kernel-writeback-cache", "write-behind:--direct-io-mode=yes") + tuple(
     os.environ.get("XLFS_POSIX_EXTRA", "").split())
 # the performance translators, each alone over posix (volfiles/<stem>.vol)
-SUITE_TARGETS += ("io-cache", "read-ahead", "quick-read", "io-threads",
+SUITE_TARGETS += ("perf", "io-cache", "read-ahead", "quick-read", "io-threads",
                   "md-cache", "nl-cache", "readdir-ahead", "open-behind")
 # FUSE passthrough: READ, WRITE and mmap done by the kernel on the brick files
 SUITE_TARGETS += ("local:--fuse-passthrough=yes",)
