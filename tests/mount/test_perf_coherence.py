@@ -25,6 +25,7 @@ CASES = {
     "io-cache": (300 * 1024, ("ioc.cache-timeout=60",)),
     "quick-read": (4000, ("qr.cache-invalidation=on",)),
     "read-ahead": (2 << 20, ()),
+    "perf": (300 * 1024, ("io-cache.cache-timeout=60",)),   # the whole shipped stack
 }
 
 
