@@ -50,14 +50,10 @@ def apply_overrides(volumes: Sequence[VolumeSpec], overrides: Iterable[str]) -> 
 
 
 def brick_options(xl: Translator) -> list[Any]:
-    """The options of ``xl`` that name bricks: declared ``brick=True``; for a leaf that
-    flags none (a storage translator), its path options."""
-    flagged = [o for o in xl.options if o.brick]
-    if flagged:
-        return flagged
-    if not xl.children:
-        return [o for o in xl.options if o.type == "path"]
-    return []
+    """The options of ``xl`` that name bricks: those declared ``brick=True`` (not every
+    path option of a storage names a brick: storage/gfapi's client volfile and log file
+    do not)."""
+    return [o for o in xl.options if o.brick]
 
 
 def bricks(xl: Translator) -> list[tuple[str, str]]:

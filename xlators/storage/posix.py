@@ -118,7 +118,8 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
     posix_acl = True
     kills_privileges = True
     options = (
-        Option.path("directory", description="The brick: the directory to serve (required)."),
+        Option.path("directory", description="The brick: the directory to serve (required).",
+                    brick=True),
         Option.bool("o-direct", False, "Open every regular file with O_DIRECT (bypass the "
                     "page cache; unaligned requests use a buffered twin descriptor)."),
         Option.int("brick-uid", -1, "Owner to give the brick root at start (-1: leave).",
