@@ -14,6 +14,21 @@ from .encode import attr_values
 
 _pack_dirent = abi.pack_dirent
 _pack_direntplus = abi.pack_direntplus
+_KEEP_CACHE = int(abi.FopenFlag.KEEP_CACHE)
+_CACHE_DIR = int(abi.FopenFlag.CACHE_DIR)
+
+
+def opendir_flags(fd: Fd) -> int:
+    """FOPEN_* bits for a directory, from the translators' hints (performance/md-cache
+    gives them when it knows the directory did not change): ``cache_dir`` lets the kernel
+    keep the listing, ``keep_cache`` keeps what it kept across this open.  The kernel
+    drops a kept listing itself when the directory changes through the mount, and on an
+    INVAL_INODE of the directory (upcalls from below)."""
+    hints = fd.open_flags
+    if not hints:
+        return 0
+    return (_CACHE_DIR if "cache_dir" in hints else 0) | (
+        _KEEP_CACHE if "keep_cache" in hints else 0)
 
 
 async def opendir(s, req, body):
@@ -21,7 +36,7 @@ async def opendir(s, req, body):
     inode = s.inode(req.nodeid)
     fd = Fd(inode, flags | s.opendir_noatime, req.frame.pid, is_dir=True)
     await s.top.opendir(req.frame, inode, fd)
-    return abi.OPEN_OUT.pack(s.new_fh(fd), 0, 0)
+    return abi.OPEN_OUT.pack(s.new_fh(fd), opendir_flags(fd), 0)
 
 
 async def readdir(s, req, body):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 import signal
 import subprocess
 import sys
@@ -37,6 +38,19 @@ def can_mount() -> Optional[str]:
 
 def xlfs_command() -> list[str]:
     return [sys.executable, "-m", "fuse_bridge.cli"]
+
+
+def requests_in_dump(dump: str | os.PathLike) -> Counter:
+    """How many requests of each opcode the kernel sent, from a ``--dump-fuse`` file."""
+    import struct
+    from fuse_bridge import abi
+    from fuse_bridge.dump import read_dump
+    c: Counter = Counter()
+    with open(dump, "rb") as f:
+        for rec in read_dump(f):
+            if rec.direction == "R":
+                c[abi.Opcode(struct.unpack_from("<II", rec.message)[1]).name] += 1
+    return c
 
 
 class Mounted:

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import mmap
 import os
-import struct
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from fuse_bridge import abi
-from fuse_bridge.dump import read_dump
 from tests.mount.test_cli import run_xlfs
-from tests.mountlib import VOLFILES, Mounted, can_mount
+from tests.mountlib import VOLFILES, Mounted, can_mount, requests_in_dump
 
 pytestmark = [pytest.mark.mount,
               pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
@@ -27,14 +23,7 @@ pytestmark = [pytest.mark.mount,
 LOCAL = VOLFILES / "local.vol"
 
 
-def requests(dump: Path) -> Counter:
-    """How many requests of each opcode the kernel sent, from a --dump-fuse file."""
-    c: Counter = Counter()
-    with open(dump, "rb") as f:
-        for rec in read_dump(f):
-            if rec.direction == "R":
-                c[abi.Opcode(struct.unpack_from("<II", rec.message)[1]).name] += 1
-    return c
+requests = requests_in_dump
 
 
 def exercise(m: Mounted, brick: Path) -> None:
