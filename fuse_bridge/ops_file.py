@@ -11,15 +11,18 @@ import fcntl
 import logging
 import os
 
+import trio
+
 from xlators.core.errors import FopError
-from xlators.core.inode import Fd, Loc
+from xlators.core.inode import Fd, LinkPins, Loc
 from xlators.core.types import LK_GET, LK_SET, LK_SETW, OFFSET_MAX, Lock
 
 from . import abi
 from .interrupt import (HANDLED, SQUELCHED, DataRef, interrupt_finish_fop,
                         interrupt_finish_interrupt, interrupt_record_insert,
                         interrupt_record_new)
-from .ops_entry import _name, reply_entry
+from .encode import entry_out, max_io
+from .ops_entry import _name, count_lookup, send, unpin
 
 log = logging.getLogger("xlfs.fuse")
 _F = abi.FopenFlag
@@ -62,8 +65,23 @@ async def open_(s, req, body):
     inode = s.inode(req.nodeid)
     fd = Fd(inode, flags, req.frame.pid)
     await s.top.open(req.frame, inode, flags, fd)
+    oflags = open_flags(s, fd)
     fh = s.new_fh(fd)
-    return _OPEN_OUT_PACK(fh, open_flags(s, fd), 0)
+    if not send(s, req, _OPEN_OUT_PACK(fh, oflags, 0)):
+        await take_back_open(s, req, fd)
+
+
+async def take_back_open(s, req, fd: Fd) -> None:
+    """The kernel never learnt of ``fd`` (its OPEN/CREATE/OPENDIR reply was lost) and so
+    will never RELEASE it: release it now, as libfuse does."""
+    with trio.CancelScope(shield=True):
+        try:
+            if fd.is_dir:
+                await s.top.releasedir(req.frame, fd)
+            else:
+                await s.top.release(req.frame, fd)
+        finally:
+            await s.drop_fh(fd.fh)
 
 
 async def create(s, req, body):
@@ -72,16 +90,26 @@ async def create(s, req, body):
     parent = s.inode(req.nodeid)
     name = _name(body[abi.CREATE_IN.size:])
     fd = Fd(parent, flags, req.frame.pid)
-    entry = await s.top.create(req.frame, Loc(parent, name), flags, mode, s.umask(umask), fd)
-    fd.inode = entry.inode
-    reply = reply_entry(s, entry, parent, name)
-    fh = s.new_fh(fd)
-    return [reply, _OPEN_OUT_PACK(fh, open_flags(s, fd), 0)]
+    pins = LinkPins()
+    try:
+        entry = await s.top.create(req.frame, Loc(parent, name), flags, mode,
+                                   s.umask(umask), fd)
+        fd.inode = entry.inode
+        reply = entry_out(s.timeouts, entry.inode.nodeid, entry.attr)
+        oflags = open_flags(s, fd)
+        fh = s.new_fh(fd)
+        if send(s, req, [reply, _OPEN_OUT_PACK(fh, oflags, 0)]):
+            count_lookup(s, entry.inode, parent, name)
+        else:
+            await take_back_open(s, req, fd)
+    finally:
+        await unpin(s, pins)
 
 
 async def read(s, req, body):
     fh, offset, size, _, lock_owner, flags = _READ_IN(body)
-    return await s.top.readv(req.frame, s.fd(fh), size, offset, flags)
+    return await s.top.readv(req.frame, s.fd(fh), min(size, max_io(s.flags, s.max_write)),
+                             offset, flags)
 
 
 async def write(s, req, body):

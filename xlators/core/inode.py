@@ -6,9 +6,16 @@ the one live ``Inode`` for that number.  ``nodeid`` is the handle the FUSE bridg
 kernel (the root is 1).  ``nlookup`` counts the kernel's references; when it drops to zero
 and no ``Fd`` holds the inode, ``purge`` unlinks it and returns True: the caller then
 awaits ``Graph.forget(inode)`` so every translator can drop its context.
+
+A storage links an inode before anyone counts a reference to it.  If the request then
+fails (a translator above errs, the reply cannot be encoded or sent, the request is
+interrupted), nobody ever will: the caller of the fop holds :class:`LinkPins` around it,
+which keeps every inode linked meanwhile (in this task) referenced until ``release()``
+and hands them back, so the caller can purge those the kernel never received.
 """
 from __future__ import annotations
 
+import contextvars
 import itertools
 from typing import Any, Iterator, Optional
 
@@ -64,6 +71,33 @@ class Loc:
         return f"Loc(parent={parent}, name={self.name!r}, inode={self.inode!r})"
 
 
+_pins: contextvars.ContextVar[Optional["LinkPins"]] = contextvars.ContextVar(
+    "xlfs_link_pins", default=None)
+
+
+class LinkPins:
+    """Hold (``refs``) every inode :meth:`InodeTable.link` returns in this task until
+    :meth:`release`.  Tasks started meanwhile inherit the context but stop pinning once
+    the holder released.  Not reentrant: one per request."""
+    __slots__ = ("inodes", "_token", "active")
+
+    def __init__(self) -> None:
+        self.inodes: list[Inode] = []
+        self.active = True
+        self._token = _pins.set(self)
+
+    def release(self) -> list[Inode]:
+        """Stop pinning and drop the holds; the inodes that were held (with repeats),
+        for the caller to purge those nothing else references."""
+        if self.active:
+            self.active = False
+            _pins.reset(self._token)
+        inodes, self.inodes = self.inodes, []
+        for inode in inodes:
+            inode.refs -= 1
+        return inodes
+
+
 class InodeTable:
     """The live inodes of one graph, by ino and by nodeid."""
 
@@ -87,6 +121,10 @@ class InodeTable:
             inode = Inode(next(self._nodeids), ino)
             self.by_ino[ino] = inode
             self.by_nodeid[inode.nodeid] = inode
+        pins = _pins.get()
+        if pins is not None and pins.active:
+            inode.refs += 1
+            pins.inodes.append(inode)
         return inode
 
     def find(self, ino: int) -> Optional[Inode]:
