@@ -35,6 +35,7 @@ _WRITE_LOCKOWNER = int(abi.WriteFlag.LOCKOWNER)
 _WRITEBACK_CACHE = int(abi.InitFlag.WRITEBACK_CACHE)
 _RELEASE_FLUSH = int(abi.ReleaseFlag.FLUSH)
 _RELEASE_FLOCK_UNLOCK = int(abi.ReleaseFlag.FLOCK_UNLOCK)
+_INT_MAX = (1 << 31) - 1
 
 
 def open_flags(s, fd: Fd) -> int:
@@ -50,8 +51,12 @@ def open_flags(s, fd: Fd) -> int:
 
 
 def backend_flags(s, flags: int) -> int:
-    """With the kernel's writeback cache the kernel may READ through a write-only file
-    (to fill pages) and positions O_APPEND writes itself: open read-write, no append."""
+    """The open flags to give the graph.  A kernel's are a C int, never negative: a
+    request with bit 31 set is refused (EINVAL) rather than handed on.  With the kernel's
+    writeback cache the kernel may READ through a write-only file (to fill pages) and
+    positions O_APPEND writes itself: open read-write, no append."""
+    if flags > _INT_MAX:
+        raise FopError(errno.EINVAL)
     if s.flags & _WRITEBACK_CACHE:
         if flags & os.O_ACCMODE == os.O_WRONLY:
             flags = (flags & ~os.O_ACCMODE) | os.O_RDWR

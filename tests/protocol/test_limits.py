@@ -144,6 +144,21 @@ async def test_xattr_sizes_are_capped_at_xattr_size_max(make):
         assert (await k.getxattr(1, b"user.small", HUGE)).ok().body == b"12345"
 
 
+@pytest.mark.parametrize("flags", [1 << 31 | 2, 0xFFFFFFFF])
+async def test_open_flags_beyond_a_c_int_are_einval(make, flags):
+    """Found by the fuzzer: posix handed such flags to os.open (OverflowError, EIO and a
+    traceback).  No kernel sends them (f_flags is an int): EINVAL, nothing opened."""
+    async with serve(make()) as (k, s):
+        e = (await k.mknod(1, b"f", stat.S_IFREG | 0o644)).entry()
+        assert (await k.open(e.nodeid, flags)).errno == errno.EINVAL
+        assert (await k.opendir(1, flags)).errno == errno.EINVAL
+        assert (await k.create(1, b"g", flags)).errno == errno.EINVAL
+        assert s.stats["exceptions"] == 0 and s.fds == {}
+        await k.forget(e.nodeid, 1)
+        await k.sync()
+        assert len(s.itable) == 1
+
+
 # --------------------------------------------------------------------------- leaks
 
 async def make_dir(k, count: int = 12) -> int:
