@@ -30,8 +30,13 @@ async def opendir(s, req, body):
         raise FopError(errno.EINVAL)
     inode = s.inode(req.nodeid)
     fd = Fd(inode, flags, req.frame.pid, is_dir=True)
-    await s.top.opendir(req.frame, inode, fd)
-    if not send(s, req, abi.OPEN_OUT.pack(s.new_fh(fd), 0, 0)):
+    try:
+        await s.top.opendir(req.frame, inode, fd)
+        sent = send(s, req, abi.OPEN_OUT.pack(s.new_fh(fd), 0, 0))
+    except BaseException:
+        await take_back_open(s, req, fd)
+        raise
+    if not sent:
         await take_back_open(s, req, fd)
 
 

@@ -69,22 +69,35 @@ async def open_(s, req, body):
     flags = backend_flags(s, flags)
     inode = s.inode(req.nodeid)
     fd = Fd(inode, flags, req.frame.pid)
-    await s.top.open(req.frame, inode, flags, fd)
-    oflags = open_flags(s, fd)
-    fh = s.new_fh(fd)
-    if not send(s, req, _OPEN_OUT_PACK(fh, oflags, 0)):
+    try:
+        await s.top.open(req.frame, inode, flags, fd)
+        oflags = open_flags(s, fd)
+        sent = send(s, req, _OPEN_OUT_PACK(s.new_fh(fd), oflags, 0))
+    except BaseException:
+        await take_back_open(s, req, fd)
+        raise
+    if not sent:
         await take_back_open(s, req, fd)
 
 
 async def take_back_open(s, req, fd: Fd) -> None:
-    """The kernel never learnt of ``fd`` (its OPEN/CREATE/OPENDIR reply was lost) and so
-    will never RELEASE it: release it now, as libfuse does."""
+    """The kernel never learnt of ``fd`` (its OPEN/CREATE/OPENDIR failed or was
+    interrupted after a translator opened it, or the reply was lost) and so will never
+    RELEASE it: release it now if any translator holds state in it (as GlusterFS does
+    when an fd's last reference goes), and drop its handle.  Shielded; a failing release
+    is logged, not raised (the request's own outcome stands)."""
+    if not fd.ctx and not fd.fh:
+        return
     with trio.CancelScope(shield=True):
         try:
-            if fd.is_dir:
-                await s.top.releasedir(req.frame, fd)
-            else:
-                await s.top.release(req.frame, fd)
+            if fd.ctx:
+                if fd.is_dir:
+                    await s.top.releasedir(req.frame, fd)
+                else:
+                    await s.top.release(req.frame, fd)
+        except Exception:
+            log.exception("%s unique %d: releasing the handle the kernel never received "
+                          "failed", _opname(req.opcode), req.unique)
         finally:
             await s.drop_fh(fd.fh)
 
@@ -102,11 +115,13 @@ async def create(s, req, body):
         fd.inode = entry.inode
         reply = entry_out(s.timeouts, entry.inode.nodeid, entry.attr)
         oflags = open_flags(s, fd)
-        fh = s.new_fh(fd)
-        if send(s, req, [reply, _OPEN_OUT_PACK(fh, oflags, 0)]):
+        if send(s, req, [reply, _OPEN_OUT_PACK(s.new_fh(fd), oflags, 0)]):
             count_lookup(s, entry.inode, parent, name)
         else:
             await take_back_open(s, req, fd)
+    except BaseException:
+        await take_back_open(s, req, fd)
+        raise
     finally:
         await unpin(s, pins)
 

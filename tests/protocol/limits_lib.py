@@ -22,6 +22,7 @@ volume posix
     type storage/posix
     option directory {brick}
     option reserve 0
+    option io-threads {threads}
 end-volume
 """
 
@@ -34,15 +35,32 @@ end-volume
 
 
 class FailAfter(Translator):
-    """readdirp (when ``fail_readdirp``) and lookup (when ``fail_lookup``) go to the
-    child, then fail with EIO: the storage linked the entries, the kernel never gets
-    them."""
+    """readdirp (when ``fail_readdirp``), lookup (``fail_lookup``) and open, opendir,
+    create (``fail_open``) go to the child, then fail with EIO: the storage linked the
+    entries or opened the file, the kernel never gets them."""
     type = "test/fail-after"
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.fail_readdirp = True
         self.fail_lookup = False
+        self.fail_open = False
+
+    async def open(self, frame, inode, flags, fd):
+        await self.child.open(frame, inode, flags, fd)
+        if self.fail_open:
+            raise FopError(errno.EIO)
+
+    async def opendir(self, frame, inode, fd):
+        await self.child.opendir(frame, inode, fd)
+        if self.fail_open:
+            raise FopError(errno.EIO)
+
+    async def create(self, frame, loc, flags, mode, umask, fd):
+        entry = await self.child.create(frame, loc, flags, mode, umask, fd)
+        if self.fail_open:
+            raise FopError(errno.EIO)
+        return entry
 
     async def readdirp(self, frame, fd, offset, size):
         entries = await self.child.readdirp(frame, fd, offset, size)
@@ -128,10 +146,12 @@ def registry() -> Registry:
 
 
 def graph(kind: str, brick: str = "", *over: str) -> Graph:
-    """storage/posix (on ``brick``) or storage/memory, with the named test translators
-    stacked on it (bottom first)."""
-    if kind == "posix":
-        text, below = POSIX_VOL.format(brick=brick), "posix"
+    """storage/posix (on ``brick``; "posix-threads": every fop in a worker thread, so
+    every request waits) or storage/memory, with the named translators stacked on it
+    (bottom first)."""
+    if kind.startswith("posix"):
+        threads = "on" if kind == "posix-threads" else "off"
+        text, below = POSIX_VOL.format(brick=brick, threads=threads), "posix"
     else:
         text, below = MEMORY_VOL, "memory"
     for t in over:

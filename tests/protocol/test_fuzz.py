@@ -103,8 +103,8 @@ class Run:
 
     async def run(self) -> None:
         d = self.draw
-        g = (graph("posix", self.brick, "features/locks", "debug/io-stats")
-             if self.kind == "posix" else graph("memory"))
+        g = (graph(self.kind, self.brick, "features/locks", "debug/io-stats")
+             if self.kind.startswith("posix") else graph("memory"))
         trap = LogTrap()
         logging.getLogger().addHandler(trap)
         try:
@@ -189,7 +189,7 @@ class Run:
             self.fail(f"inode table after releasing everything: {left}")
         if s.fds:
             self.fail(f"handle table after releasing everything: {s.fds}")
-        if self.kind == "posix" and open_fds() != fds0:
+        if self.kind.startswith("posix") and open_fds() != fds0:
             self.fail(f"descriptors: {open_fds()} open, {fds0} before")
 
     async def destroy(self, s) -> None:

@@ -213,6 +213,31 @@ async def test_readdirplus_whose_reply_cannot_be_encoded_counts_no_lookup(make):
         await check_released(k, s, d, fds_before - _dir_fd(s))
 
 
+async def test_open_failing_after_the_storage_opened_releases_it(make):
+    """A translator above the storage fails OPEN/OPENDIR/CREATE after the storage opened
+    the file: the bridge releases the fd (GlusterFS releases every fd a translator holds
+    context in), so no descriptor (posix) or open count (memory) is left behind."""
+    g = make("test/fail-after")
+    fail = g.xlators["fail-after"]
+    async with serve(g) as (k, s):
+        d = await make_dir(k, 2)
+        e = (await k.lookup(d, b"e00")).entry()
+        fds_before = open_fds()
+        fail.fail_open = True
+        for _ in range(3):
+            assert (await k.open(e.nodeid)).errno == errno.EIO
+            assert (await k.opendir(d)).errno == errno.EIO
+            assert (await k.create(d, b"new")).errno == errno.EIO
+        assert s.fds == {} and open_fds() == fds_before
+        assert sorted(i.nodeid for i in s.itable) == [1, d, e.nodeid], list(s.itable)
+        if "memory" in g.xlators:
+            nodes = g.xlators["memory"].nodes
+            assert all(n.opens == 0 for n in nodes.values()), \
+                [(n.ino, n.opens) for n in nodes.values()]
+        await k.forget(e.nodeid, 1)
+        await check_released(k, s, d, fds_before - 2 * _dir_fd(s))
+
+
 def _dir_fd(s) -> int:
     """1 when the storage keeps a descriptor per inode (posix), else 0."""
     return 1 if "posix" in s.graph.xlators else 0
