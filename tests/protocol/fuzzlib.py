@@ -71,6 +71,7 @@ class Model:
         self.awaiting: dict[int, collections.deque] = collections.defaultdict(
             collections.deque)
         self.recent: list[int] = []             # uniques sent, for duplicates/interrupts
+        self.overlapped: set[int] = set()       # uniques sent again while pending
         self.next_unique = 0
         self.sentinels = 0
         self.violations: list[str] = []
@@ -91,7 +92,10 @@ class Model:
             if initialized:
                 self._forgets(opcode, nodeid, msg[HDR:])
             return
-        self.awaiting[unique].append(opcode)
+        q = self.awaiting[unique]
+        if q:                 # a duplicate while one is pending: replies may come in any order
+            self.overlapped.add(unique)
+        q.append(opcode)
 
     def _forgets(self, opcode: int, nodeid: int, body: bytes) -> None:
         """Lower the model's counts only where the bridge surely does (never below 0)."""
@@ -122,10 +126,11 @@ class Model:
             self.violations.append(f"reply to unique {unique} that awaits none "
                                    f"(error {error})")
             return unique
-        ambiguous = len(q) > 1 and len(set(q)) > 1
+        ambiguous = unique in self.overlapped
         opcode = q.popleft()
         if not q:
             del self.awaiting[unique]
+            self.overlapped.discard(unique)
         if error == 0:
             self._handed(opcode, raw[16:], ambiguous)
         return unique
@@ -193,16 +198,24 @@ class Requests:
         self.model = model
         self.draw = data.draw
 
+    def pick(self, seq: list):
+        """One of ``seq``, or None when it is empty.  The draw never depends on the
+        length (replies, hence the model's lists, may vary between runs of an example
+        when requests wait: hypothesis must see the same draws)."""
+        i = self.draw(st.integers(0, 255))
+        return seq[i % len(seq)] if seq else None
+
     def unique(self) -> int:
         m = self.model
         kind = self.draw(st.sampled_from(["fresh"] * 6 + ["dup", "odd", "edge"]))
-        if kind == "dup" and m.recent:
-            return self.draw(st.sampled_from(m.recent[-16:]))
+        dup = self.pick(m.recent[-16:])
+        edge = self.draw(st.sampled_from([0, 1 << 63, (1 << 63) | 2, U64 - 1, U64]))
+        if kind == "dup" and dup is not None:
+            return dup
         if kind == "odd":
-            return (self._fresh() | 1)
+            return self._fresh() | 1
         if kind == "edge":
-            v = self.draw(st.sampled_from([0, 1 << 63, (1 << 63) | 2, U64 - 1, U64]))
-            return v
+            return edge
         return self._fresh()
 
     def _fresh(self) -> int:
@@ -211,17 +224,18 @@ class Requests:
 
     def nodeid(self, kind: Optional[int] = None) -> int:
         """A known nodeid (of that kind when there is one) mostly, else a bad one."""
-        if self.draw(st.integers(0, 9)) < 9:
-            return self.draw(st.sampled_from(self.model.nodeids(kind)))
-        return self.draw(st.sampled_from([0, 2, 999, 1 << 32, 1 << 63, U64]))
+        good = self.draw(st.integers(0, 9)) < 9
+        known = self.pick(self.model.nodeids(kind))
+        bad = self.draw(st.sampled_from([0, 2, 999, 1 << 32, 1 << 63, U64]))
+        return known if good else bad
 
     def fh(self, is_dir: Optional[bool] = False) -> int:
         """An open handle (a directory's when ``is_dir``) mostly, else a bad one."""
         fhs = [f for f, d in self.model.fhs.items() if is_dir is None or d == is_dir]
-        fhs = fhs or list(self.model.fhs)
-        if fhs and self.draw(st.integers(0, 9)) < 9:
-            return self.draw(st.sampled_from(fhs))
-        return self.draw(st.sampled_from([0, 1, 2, 3, 999, 1 << 63, U64]))
+        good = self.draw(st.integers(0, 9)) < 9
+        known = self.pick(fhs or list(self.model.fhs))
+        bad = self.draw(st.sampled_from([0, 1, 2, 3, 999, 1 << 63, U64]))
+        return known if good and known is not None else bad
 
     def name(self) -> bytes:
         if self.draw(st.integers(0, 4)):
@@ -341,9 +355,9 @@ class Requests:
             return (abi.CREATE_IN.pack(open_flags() | d(st.sampled_from([0, os.O_EXCL])),
                                        mode_type() | perm(), 0o022, n(32)) + self.names()), nid
         if opcode == O.INTERRUPT:
-            target = (self.draw(st.sampled_from(self.model.recent[-8:]))
-                      if self.model.recent else n(64))
-            return abi.INTERRUPT_IN.pack(target), 0
+            target = self.pick(self.model.recent[-8:])
+            other = n(64)
+            return abi.INTERRUPT_IN.pack(other if target is None else target), 0
         if opcode == O.FORGET:
             return abi.FORGET_IN.pack(d(st.sampled_from([0, 1, 2, U64]))), nid
         if opcode == O.BATCH_FORGET:
@@ -390,9 +404,10 @@ class Requests:
             uid, gid = d(st.sampled_from([(0, 0), (1000, 1000), (65534, 65534),
                                           (abi.FUSE_INVALID_UIDGID,) * 2]))
         body = sanitize(opcode, body)
-        unique = (self.draw(st.sampled_from(self.model.recent[-8:])) | 1
-                  if opcode == O.INTERRUPT and self.model.recent and d(st.booleans())
-                  else self.unique())
+        unique = self.unique()
+        if opcode == O.INTERRUPT and d(st.booleans()):       # as the kernel numbers it
+            target = self.pick(self.model.recent[-8:])
+            unique = unique if target is None else target | 1
         size = HDR + len(body)
         hdr = abi.IN_HEADER.pack(size if length is None else length, opcode, unique,
                                  nodeid, uid, gid, 1, extlen)
