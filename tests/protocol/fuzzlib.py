@@ -12,6 +12,7 @@ default, can never wait forever).
 from __future__ import annotations
 
 import collections
+import functools
 import errno
 import logging
 import os
@@ -50,11 +51,33 @@ XATTR_NAMES = [b"user.a", b"user.b", b"trusted.t", b"security.s", b"system.posix
 SAFE_SLASHED = frozenset(n for n in NAMES + TARGETS if b"/" in n)
 
 
+# Strategies are built once and reused: building them per draw made drawing the
+# requests cost more than serving them.
+@functools.lru_cache(maxsize=None)
+def _sampled(values: tuple) -> st.SearchStrategy:
+    return st.sampled_from(values)
+
+
+def sample(values) -> st.SearchStrategy:
+    return _sampled(tuple(values))
+
+
+ints = functools.lru_cache(maxsize=None)(st.integers)
+binary = functools.lru_cache(maxsize=None)(st.binary)
+
+
+@functools.lru_cache(maxsize=None)
 def u(bits: int) -> st.SearchStrategy[int]:
     """An unsigned field of ``bits`` bits, biased to the edges."""
     top = (1 << bits) - 1
     return st.one_of(st.sampled_from([v & top for v in INTERESTING]),
                      st.integers(0, top), st.integers(0, 64))
+
+
+OFFSET = st.one_of(st.integers(0, 1 << 14), u(64))
+SETATTR_VALID = st.one_of(st.sampled_from([0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40, 0x80, 0x100,
+                                           0x200, 0x400, 0x800, 0x1000, 0x8 | 0x40,
+                                           0x30 | 0x180]), u(32))
 
 
 # --------------------------------------------------------------------------- the model
@@ -202,14 +225,14 @@ class Requests:
         """One of ``seq``, or None when it is empty.  The draw never depends on the
         length (replies, hence the model's lists, may vary between runs of an example
         when requests wait: hypothesis must see the same draws)."""
-        i = self.draw(st.integers(0, 255))
+        i = self.draw(ints(0, 255))
         return seq[i % len(seq)] if seq else None
 
     def unique(self) -> int:
         m = self.model
-        kind = self.draw(st.sampled_from(["fresh"] * 6 + ["dup", "odd", "edge"]))
+        kind = self.draw(sample(["fresh"] * 6 + ["dup", "odd", "edge"]))
         dup = self.pick(m.recent[-16:])
-        edge = self.draw(st.sampled_from([0, 1 << 63, (1 << 63) | 2, U64 - 1, U64]))
+        edge = self.draw(sample([0, 1 << 63, (1 << 63) | 2, U64 - 1, U64]))
         if kind == "dup" and dup is not None:
             return dup
         if kind == "odd":
@@ -224,28 +247,28 @@ class Requests:
 
     def nodeid(self, kind: Optional[int] = None) -> int:
         """A known nodeid (of that kind when there is one) mostly, else a bad one."""
-        good = self.draw(st.integers(0, 9)) < 9
+        good = self.draw(ints(0, 9)) < 9
         known = self.pick(self.model.nodeids(kind))
-        bad = self.draw(st.sampled_from([0, 2, 999, 1 << 32, 1 << 63, U64]))
+        bad = self.draw(sample([0, 2, 999, 1 << 32, 1 << 63, U64]))
         return known if good else bad
 
     def fh(self, is_dir: Optional[bool] = False) -> int:
         """An open handle (a directory's when ``is_dir``) mostly, else a bad one."""
         fhs = [f for f, d in self.model.fhs.items() if is_dir is None or d == is_dir]
-        good = self.draw(st.integers(0, 9)) < 9
+        good = self.draw(ints(0, 9)) < 9
         known = self.pick(fhs or list(self.model.fhs))
-        bad = self.draw(st.sampled_from([0, 1, 2, 3, 999, 1 << 63, U64]))
+        bad = self.draw(sample([0, 1, 2, 3, 999, 1 << 63, U64]))
         return known if good and known is not None else bad
 
     def name(self) -> bytes:
-        if self.draw(st.integers(0, 4)):
-            return self.draw(st.sampled_from(NAMES))
-        return self.draw(st.binary(max_size=12)).replace(b"\0", b"").replace(b"/", b"_")
+        if self.draw(ints(0, 4)):
+            return self.draw(sample(NAMES))
+        return self.draw(binary(max_size=12)).replace(b"\0", b"").replace(b"/", b"_")
 
     def names(self, n: int = 1, pool=NAMES) -> bytes:
         out = b""
         for _ in range(n):
-            out += cstr(self.draw(st.sampled_from(pool)) if pool is not NAMES
+            out += cstr(self.draw(sample(pool)) if pool is not NAMES
                         else self.name())
         return out
 
@@ -254,7 +277,7 @@ class Requests:
 
     def offset(self) -> int:
         """An offset or length: small and plausible, or any 64-bit value."""
-        return self.draw(st.one_of(st.integers(0, 1 << 14), u(64)))
+        return self.draw(OFFSET)
 
     # -- one valid-looking body per opcode -----------------------------------------------
     def body(self, opcode: int) -> tuple[bytes, int]:
@@ -271,15 +294,15 @@ class Requests:
         off = self.offset
 
         def mode_type() -> int:
-            return d(st.sampled_from([stat.S_IFREG, stat.S_IFDIR, stat.S_IFIFO,
+            return d(sample([stat.S_IFREG, stat.S_IFDIR, stat.S_IFIFO,
                                       stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK,
                                       stat.S_IFLNK, 0, 0o170000]))
 
         def perm() -> int:
-            return d(st.sampled_from([0o644, 0o755, 0o7777, 0, 0o4755, 0o1777]))
+            return d(sample([0o644, 0o755, 0o7777, 0, 0o4755, 0o1777]))
 
         def open_flags() -> int:
-            return d(st.sampled_from([os.O_RDONLY, os.O_WRONLY, os.O_RDWR,
+            return d(sample([os.O_RDONLY, os.O_WRONLY, os.O_RDWR,
                                       os.O_RDWR | os.O_TRUNC, os.O_WRONLY | os.O_APPEND,
                                       os.O_RDONLY | os.O_DIRECTORY, os.O_RDWR | os.O_DIRECT,
                                       os.O_RDWR | os.O_CREAT | os.O_EXCL, 3,
@@ -288,13 +311,10 @@ class Requests:
         if opcode in (O.LOOKUP, O.UNLINK, O.RMDIR):
             return self.names(), nid
         if opcode == O.GETATTR:
-            return abi.GETATTR_IN.pack(d(st.sampled_from([0, 1, 2, 0xFFFFFFFF])),
+            return abi.GETATTR_IN.pack(d(sample([0, 1, 2, 0xFFFFFFFF])),
                                        self.fh(None)), nid
         if opcode == O.SETATTR:
-            valid = d(st.one_of(st.sampled_from([0x1, 0x2, 0x4, 0x8, 0x10, 0x20, 0x40,
-                                                 0x80, 0x100, 0x200, 0x400, 0x800,
-                                                 0x1000, 0x8 | 0x40, 0x30 | 0x180]),
-                                u(32)))
+            valid = d(SETATTR_VALID)
             return abi.SETATTR_IN.pack(valid, self.fh(None), off(), n(64), n(64), n(64), n(64),
                                        n(32), n(32), n(32), mode_type() | perm(), n(32),
                                        n(32)), nid
@@ -305,12 +325,12 @@ class Requests:
         if opcode == O.MKNOD:
             return abi.MKNOD_IN.pack(mode_type() | perm(), 0, n(32) & 0o777) + self.names(), nid
         if opcode == O.MKDIR:
-            return abi.MKDIR_IN.pack(perm() | d(st.sampled_from([0, stat.S_IFDIR])),
+            return abi.MKDIR_IN.pack(perm() | d(sample([0, stat.S_IFDIR])),
                                      0o022) + self.names(), nid
         if opcode == O.RENAME:
             return abi.RENAME_IN.pack(self.nodeid()) + self.names(2), nid
         if opcode == O.RENAME2:
-            return (abi.RENAME2_IN.pack(self.nodeid(), d(st.sampled_from([0, 1, 2, 4, 3, 7,
+            return (abi.RENAME2_IN.pack(self.nodeid(), d(sample([0, 1, 2, 4, 3, 7,
                                                                            0xFFFFFFFF])))
                     + self.names(2)), nid
         if opcode == O.LINK:
@@ -321,19 +341,19 @@ class Requests:
             return abi.READ_IN.pack(self.fh(opcode != O.READ), off(), n(32), n(32), n(64),
                                     n(32)), nid
         if opcode == O.WRITE:
-            data = d(st.binary(max_size=64)) * d(st.sampled_from([1, 1, 64]))
-            size = len(data) if d(st.integers(0, 5)) else n(32)
+            data = d(binary(max_size=64)) * d(sample([1, 1, 64]))
+            size = len(data) if d(ints(0, 5)) else n(32)
             return abi.WRITE_IN.pack(self.fh(), off(), size, n(32), n(64), n(32)) + data, nid
         if opcode in (O.RELEASE, O.RELEASEDIR):
             return abi.RELEASE_IN.pack(self.fh(opcode == O.RELEASEDIR), n(32),
-                                       d(st.sampled_from([0, 1, 2, 3])),
+                                       d(sample([0, 1, 2, 3])),
                                        n(64)), nid
         if opcode in (O.FSYNC, O.FSYNCDIR):
             return abi.FSYNC_IN.pack(self.fh(opcode == O.FSYNCDIR), n(32)), nid
         if opcode == O.SETXATTR:
-            value = d(st.binary(max_size=40))
-            size = len(value) if d(st.integers(0, 5)) else n(32)
-            return (abi.SETXATTR_IN.pack(size, d(st.sampled_from([0, 1, 2, 3])), n(32))
+            value = d(binary(max_size=40))
+            size = len(value) if d(ints(0, 5)) else n(32)
+            return (abi.SETXATTR_IN.pack(size, d(sample([0, 1, 2, 3])), n(32))
                     + self.names(pool=XATTR_NAMES) + value), nid
         if opcode == O.GETXATTR:
             return abi.GETXATTR_IN.pack(n(32)) + self.names(pool=XATTR_NAMES), nid
@@ -347,61 +367,61 @@ class Requests:
             return FakeKernel.init_body(), 0
         if opcode in (O.GETLK, O.SETLK, O.SETLKW):
             return abi.LK_IN.pack(self.fh(), LOCK_OWNER, off(), off(),
-                                  d(st.sampled_from([0, 1, 2, 3, 0xFFFFFFFF])), n(32),
-                                  d(st.sampled_from([0, 1, 2]))), nid
+                                  d(sample([0, 1, 2, 3, 0xFFFFFFFF])), n(32),
+                                  d(sample([0, 1, 2]))), nid
         if opcode == O.ACCESS:
-            return abi.ACCESS_IN.pack(d(st.sampled_from([0, 1, 2, 4, 7, 8, 0xFFFFFFFF]))), nid
+            return abi.ACCESS_IN.pack(d(sample([0, 1, 2, 4, 7, 8, 0xFFFFFFFF]))), nid
         if opcode == O.CREATE:
-            return (abi.CREATE_IN.pack(open_flags() | d(st.sampled_from([0, os.O_EXCL])),
+            return (abi.CREATE_IN.pack(open_flags() | d(sample([0, os.O_EXCL])),
                                        mode_type() | perm(), 0o022, n(32)) + self.names()), nid
         if opcode == O.INTERRUPT:
             target = self.pick(self.model.recent[-8:])
             other = n(64)
             return abi.INTERRUPT_IN.pack(other if target is None else target), 0
         if opcode == O.FORGET:
-            return abi.FORGET_IN.pack(d(st.sampled_from([0, 1, 2, U64]))), nid
+            return abi.FORGET_IN.pack(d(sample([0, 1, 2, U64]))), nid
         if opcode == O.BATCH_FORGET:
-            items = [(self.nodeid(), d(st.sampled_from([0, 1, 2, U64])))
-                     for _ in range(d(st.integers(0, 3)))]
-            count = len(items) if d(st.integers(0, 5)) else n(32)
+            items = [(self.nodeid(), d(sample([0, 1, 2, U64])))
+                     for _ in range(d(ints(0, 3)))]
+            count = len(items) if d(ints(0, 5)) else n(32)
             return (abi.BATCH_FORGET_IN.pack(count)
                     + b"".join(abi.FORGET_ONE.pack(*i) for i in items)), 0
         if opcode == O.FALLOCATE:
             return abi.FALLOCATE_IN.pack(self.fh(), off(), off(),
-                                         d(st.sampled_from([0, 1, 2, 3, 0x10, 0x11,
+                                         d(sample([0, 1, 2, 3, 0x10, 0x11,
                                                             0xFFFFFFFF]))), nid
         if opcode == O.LSEEK:
-            return abi.LSEEK_IN.pack(self.fh(), off(), d(st.sampled_from([0, 1, 2, 3, 4,
+            return abi.LSEEK_IN.pack(self.fh(), off(), d(sample([0, 1, 2, 3, 4,
                                                                           5, U64 >> 32]))), nid
         if opcode in (O.COPY_FILE_RANGE, O.COPY_FILE_RANGE_64):
             return abi.COPY_FILE_RANGE_IN.pack(self.fh(), off(), self.nodeid(), self.fh(),
-                                               off(), off(), d(st.sampled_from([0, 1]))), nid
+                                               off(), off(), d(sample([0, 1]))), nid
         layout = abi.OPCODE_INPUT.get(opcode) if opcode in set(abi.Opcode) else None
         size = layout.size if layout is not None else 0
-        return d(st.binary(min_size=size, max_size=size + 16)), nid
+        return d(binary(min_size=size, max_size=size + 16)), nid
 
     # -- one request, possibly broken ------------------------------------------------------
     def message(self) -> bytes:
         d = self.draw
-        opcode = d(st.sampled_from(OPCODES))
+        opcode = d(sample(OPCODES))
         body, nodeid = self.body(opcode)
-        variant = d(st.sampled_from(["valid"] * 8 + ["truncated", "oversized", "garbage",
+        variant = d(sample(["valid"] * 8 + ["truncated", "oversized", "garbage",
                                                       "badids", "header"]))
         length = None
         extlen = 0
         uid = gid = 0
         if variant == "truncated" and body:
-            body = body[:d(st.integers(0, len(body) - 1))]
+            body = body[:d(ints(0, len(body) - 1))]
         elif variant == "oversized":
-            body += d(st.binary(min_size=1, max_size=64))
+            body += d(binary(min_size=1, max_size=64))
         elif variant == "garbage":
-            body = d(st.binary(max_size=200))
+            body = d(binary(max_size=200))
         elif variant == "badids":
-            nodeid = d(st.sampled_from([0, 2, 1 << 63, U64]))
+            nodeid = d(sample([0, 2, 1 << 63, U64]))
         elif variant == "header":
-            length = d(st.one_of(u(32), st.just(HDR + len(body) + 8)))
-            extlen = d(st.integers(0, 0xFFFF))
-            uid, gid = d(st.sampled_from([(0, 0), (1000, 1000), (65534, 65534),
+            length = d(u(32)) if d(st.booleans()) else HDR + len(body) + 8
+            extlen = d(ints(0, 0xFFFF))
+            uid, gid = d(sample([(0, 0), (1000, 1000), (65534, 65534),
                                           (abi.FUSE_INVALID_UIDGID,) * 2]))
         body = sanitize(opcode, body)
         unique = self.unique()
@@ -412,9 +432,9 @@ class Requests:
         hdr = abi.IN_HEADER.pack(size if length is None else length, opcode, unique,
                                  nodeid, uid, gid, 1, extlen)
         msg = hdr + body
-        if variant == "header" and d(st.integers(0, 5)) == 0:
+        if variant == "header" and d(ints(0, 5)) == 0:
             # Not even a header (an empty message would read as the end of the device).
-            msg = msg[:d(st.integers(1, HDR - 1))]
+            msg = msg[:d(ints(1, HDR - 1))]
         return msg
 
 

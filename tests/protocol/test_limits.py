@@ -14,6 +14,7 @@ import trio
 from fuse_bridge import abi
 from tests.protocol.kernel import ALL_FLAGS, cstr, serve
 from tests.protocol.limits_lib import graph, open_fds
+from xlators.core.inode import InodeTable, LinkPins
 
 O = abi.Opcode
 I = abi.InitFlag
@@ -298,3 +299,21 @@ async def test_lookup_whose_reply_is_lost_counts_no_lookup(make):
                 await trio.sleep(0.001)
         assert [i.nodeid for i in s.itable] == [1], list(s.itable)
         assert open_fds() == fds_before - _dir_fd(s)
+
+
+async def test_link_pins_hold_only_the_requests_own_links():
+    """A request's pins hold what its own task links; a task it starts (a cache's
+    prefetch) links unpinned, so the request's end does not purge the cache's inodes."""
+    table = InodeTable()
+    pins = LinkPins()
+    mine = table.link(100)
+    other = []
+
+    async def prefetch():
+        other.append(table.link(200))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(prefetch)
+    assert mine.refs == 1 and other[0].refs == 0
+    assert pins.release() == [mine] and mine.refs == 0
+    assert table.link(300).refs == 0              # released: no longer pinning

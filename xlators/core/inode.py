@@ -19,6 +19,8 @@ import contextvars
 import itertools
 from typing import Any, Iterator, Optional
 
+from trio.lowlevel import current_task as _current_task
+
 ROOT_NODEID = 1
 
 
@@ -75,15 +77,23 @@ _pins: contextvars.ContextVar[Optional["LinkPins"]] = contextvars.ContextVar(
     "xlfs_link_pins", default=None)
 
 
+def _task() -> Any:
+    try:
+        return _current_task()
+    except RuntimeError:        # a worker thread, or no trio at all
+        return None
+
+
 class LinkPins:
     """Hold (``refs``) every inode :meth:`InodeTable.link` returns in this task until
-    :meth:`release`.  Tasks started meanwhile inherit the context but stop pinning once
-    the holder released.  Not reentrant: one per request."""
-    __slots__ = ("inodes", "_token", "active")
+    :meth:`release`.  Only this task's links count: tasks started meanwhile (a cache's
+    prefetch) inherit the context but not the pins.  Not reentrant: one per request."""
+    __slots__ = ("inodes", "_token", "active", "task")
 
     def __init__(self) -> None:
         self.inodes: list[Inode] = []
         self.active = True
+        self.task = _task()
         self._token = _pins.set(self)
 
     def release(self) -> list[Inode]:
@@ -122,7 +132,7 @@ class InodeTable:
             self.by_ino[ino] = inode
             self.by_nodeid[inode.nodeid] = inode
         pins = _pins.get()
-        if pins is not None and pins.active:
+        if pins is not None and pins.active and pins.task is _task():
             inode.refs += 1
             pins.inodes.append(inode)
         return inode
