@@ -8,26 +8,21 @@ not fit, or whose reply failed or never went out, leave the table again.
 """
 from __future__ import annotations
 
-import errno
-
-from xlators.core.errors import FopError
 from xlators.core.inode import Fd, LinkPins
 
 from . import abi
 from .encode import attr_values, max_io
 from .ops_entry import count_lookup, send, unpin
-from .ops_file import take_back_open
+from .ops_file import checked_open_flags, take_back_open
 
 _pack_dirent = abi.pack_dirent
 _pack_direntplus = abi.pack_direntplus
 _READ_IN = abi.READ_IN.unpack_from
-_INT_MAX = (1 << 31) - 1
 
 
 async def opendir(s, req, body):
     flags, _ = abi.OPEN_IN.unpack_from(body)
-    if flags > _INT_MAX:                     # a C int in the kernel: never negative
-        raise FopError(errno.EINVAL)
+    flags = checked_open_flags(flags)
     inode = s.inode(req.nodeid)
     fd = Fd(inode, flags, req.frame.pid, is_dir=True)
     try:

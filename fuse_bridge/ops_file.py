@@ -50,13 +50,19 @@ def open_flags(s, fd: Fd) -> int:
     return flags
 
 
-def backend_flags(s, flags: int) -> int:
-    """The open flags to give the graph.  A kernel's are a C int, never negative: a
-    request with bit 31 set is refused (EINVAL) rather than handed on.  With the kernel's
-    writeback cache the kernel may READ through a write-only file (to fill pages) and
-    positions O_APPEND writes itself: open read-write, no append."""
+def checked_open_flags(flags: int) -> int:
+    """A kernel's open flags are a C int, never negative: a request with bit 31 set is
+    refused (EINVAL) rather than handed on to the graph."""
     if flags > _INT_MAX:
         raise FopError(errno.EINVAL)
+    return flags
+
+
+def backend_flags(s, flags: int) -> int:
+    """The open flags to give the graph.  With the kernel's writeback cache the kernel
+    may READ through a write-only file (to fill pages) and positions O_APPEND writes
+    itself: open read-write, no append."""
+    flags = checked_open_flags(flags)
     if s.flags & _WRITEBACK_CACHE:
         if flags & os.O_ACCMODE == os.O_WRONLY:
             flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
