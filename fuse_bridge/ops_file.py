@@ -36,6 +36,7 @@ _WRITEBACK_CACHE = int(abi.InitFlag.WRITEBACK_CACHE)
 _RELEASE_FLUSH = int(abi.ReleaseFlag.FLUSH)
 _RELEASE_FLOCK_UNLOCK = int(abi.ReleaseFlag.FLOCK_UNLOCK)
 _INT_MAX = (1 << 31) - 1
+_COPY_32_MAX = 0xFFFFFFFF & ~(abi.PAGE_SIZE - 1)
 
 
 def open_flags(s, fd: Fd) -> int:
@@ -282,11 +283,17 @@ async def lseek(s, req, body):
 
 
 async def copy_file_range(s, req, body):
+    """COPY_FILE_RANGE answers a 32-bit count: the kernel asks at most 4 GiB less a page
+    with it (more only with COPY_FILE_RANGE_64), so a bigger length is clamped there
+    rather than copied in full and then reported EOVERFLOW."""
     fh_in, off_in, _nodeid_out, fh_out, off_out, length, flags = \
         abi.COPY_FILE_RANGE_IN.unpack_from(body)
+    wide = req.opcode == abi.Opcode.COPY_FILE_RANGE_64
+    if not wide:
+        length = min(length, _COPY_32_MAX)
     n = await s.top.copy_file_range(req.frame, s.fd(fh_in), off_in, s.fd(fh_out), off_out,
                                     length, flags)
-    if req.opcode == abi.Opcode.COPY_FILE_RANGE_64:
+    if wide:
         return abi.COPY_FILE_RANGE_OUT.pack(n)
     if n > 0xFFFFFFFF:
         raise FopError(errno.EOVERFLOW)

@@ -138,9 +138,23 @@ class Oversize(Translator):
         return names + [b"user.%03d" % i + b"x" * 240 for i in range(300)]
 
 
+class Recorder(Translator):
+    """Records the length every copy_file_range asks for, then winds it."""
+    type = "test/recorder"
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.lengths: list[int] = []
+
+    async def copy_file_range(self, frame, fd_in, off_in, fd_out, off_out, length, flags):
+        self.lengths.append(length)
+        return await self.child.copy_file_range(frame, fd_in, off_in, fd_out, off_out,
+                                                length, flags)
+
+
 def registry() -> Registry:
     r = kernel_registry()
-    for cls in (FailAfter, Corrupt, Hold, Oversize):
+    for cls in (FailAfter, Corrupt, Hold, Oversize, Recorder):
         r.register(cls, "tests.protocol")
     return r
 

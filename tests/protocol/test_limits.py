@@ -145,6 +145,20 @@ async def test_xattr_sizes_are_capped_at_xattr_size_max(make):
         assert (await k.getxattr(1, b"user.small", HUGE)).ok().body == b"12345"
 
 
+async def test_copy_file_range_32_is_capped_at_what_its_reply_can_count(make):
+    g = make("test/recorder")
+    async with serve(g) as (k, s):
+        a, oa = (await k.create(1, b"a")).create()
+        b, ob = (await k.create(1, b"b")).create()
+        (await k.write(a.nodeid, oa.fh, b"x" * 100)).ok()
+        huge = 1 << 40
+        r = await k.copy_file_range(a.nodeid, oa.fh, 0, b.nodeid, ob.fh, 0, huge)
+        assert r.u32() == 100
+        r = await k.copy_file_range(a.nodeid, oa.fh, 0, b.nodeid, ob.fh, 0, huge, wide=True)
+        assert r.u64() == 100
+        assert g.xlators["recorder"].lengths == [(1 << 32) - abi.PAGE_SIZE, huge]
+
+
 @pytest.mark.parametrize("flags", [1 << 31 | 2, 0xFFFFFFFF])
 async def test_open_flags_beyond_a_c_int_are_einval(make, flags):
     """Found by the fuzzer: posix handed such flags to os.open (OverflowError, EIO and a
