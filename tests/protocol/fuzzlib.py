@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import collections
 import functools
-import errno
 import logging
 import os
 import stat
 import struct
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from hypothesis import strategies as st
 

@@ -3,7 +3,8 @@ truncated, oversized and garbage bodies, bad nodeids and handles, huge offsets, 
 flags, duplicate uniques, broken headers) and sends them through the fake kernel to a
 session over storage/posix (a temporary brick, stacked as volfiles/local.vol; also with
 io-threads on, where every request waits, so duplicate uniques and interrupts meet
-requests in flight) and over storage/memory.  After every batch the root must answer a GETATTR; at the end:
+requests in flight) and over storage/memory.  After every batch the root must answer a
+GETATTR; at the end:
 
 - exactly one reply per request that takes one, none for FORGET/BATCH_FORGET/INTERRUPT;
 - no handler exception (stats["exceptions"] 0, no traceback and no "raised; answering
