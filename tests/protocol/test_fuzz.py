@@ -281,7 +281,7 @@ HOSTILE = {
     "lseek-offset-2^63": _msg(O.LSEEK, lambda n, fh: abi.LSEEK_IN.pack(fh, BIG, 0)),
     "copy-file-range-offset-2^63": _msg(O.COPY_FILE_RANGE, lambda n, fh:
                                         abi.COPY_FILE_RANGE_IN.pack(fh, BIG, n, fh, 0, 10, 0)),
-    "copy-file-range-length-2^63": _msg(O.COPY_FILE_RANGE, lambda n, fh:
+    "copy-file-range-64-length-2^63": _msg(O.COPY_FILE_RANGE_64, lambda n, fh:
                                         abi.COPY_FILE_RANGE_IN.pack(fh, 0, n, fh, 200, BIG,
                                                                     0)),
     "setattr-size-2^63": _msg(O.SETATTR, lambda n, fh: abi.SETATTR_IN.pack(
