@@ -260,18 +260,18 @@ BIG = 1 << 63
 
 
 def _msg(op, body_fn):
-    return lambda k, n, fh: [k.message(op, body_fn(n, fh), n, pid=1)]
+    return lambda k, n, fh, dfh: [k.message(op, body_fn(n, fh), n, pid=1)]
 
 
 HOSTILE = {
     # (session) a short body of a request that is never answered: traceback in the log
-    "forget-empty-body": lambda k, n, fh: [k.message(O.FORGET, b"", n, pid=1)],
-    "batch-forget-count-beyond-body": lambda k, n, fh: [
+    "forget-empty-body": lambda k, n, fh, dfh: [k.message(O.FORGET, b"", n, pid=1)],
+    "batch-forget-count-beyond-body": lambda k, n, fh, dfh: [
         k.message(O.BATCH_FORGET, abi.BATCH_FORGET_IN.pack(5), 0, pid=1)],
-    "interrupt-empty-body": lambda k, n, fh: [
+    "interrupt-empty-body": lambda k, n, fh, dfh: [
         k.message(O.INTERRUPT, b"", 0, unique=3, pid=1)],
     # (session) a unique sent again while its first request waits: the session dies
-    "duplicate-unique-in-flight": lambda k, n, fh: [
+    "duplicate-unique-in-flight": lambda k, n, fh, dfh: [
         k.message(O.LOOKUP, cstr(b"f"), 1, unique=100, pid=1),
         k.message(O.GETATTR, abi.GETATTR_IN.pack(0, 0), 1, unique=100, pid=1)],
     # (storage) 64-bit offsets and lengths beyond a C long/ssize_t: OverflowError
@@ -291,6 +291,10 @@ HOSTILE = {
                                             abi.FALLOCATE_IN.pack(fh, 0, 1 << 62, 1)),
     "fallocate-punch-length-2^62": _msg(O.FALLOCATE, lambda n, fh:
                                         abi.FALLOCATE_IN.pack(fh, 0, 1 << 62, 3)),
+    # (storage) posix readdirp with size 0 never advances: an endless loop (inline: the
+    # whole session hangs)
+    "readdirplus-size-0": lambda k, n, fh, dfh: [
+        k.message(O.READDIRPLUS, abi.READ_IN.pack(dfh, 0, 0, 0, 0, 0), 1, pid=1)],
     # (bridge) open flags with bit 31 set: OverflowError in os.open
     "open-flags-bit-31": _msg(O.OPEN, lambda n, fh: abi.OPEN_IN.pack(0xFFFFFFFF, 0)),
 }
@@ -310,7 +314,8 @@ async def test_hostile_request(kind, case, tmp_path):
         async with serve(g) as (k, s):
             e, o = (await k.create(1, b"f")).create()
             (await k.write(e.nodeid, o.fh, b"x" * 100)).ok()
-            msgs = HOSTILE[case](k, e.nodeid, o.fh)
+            dfh = (await k.opendir(1)).open().fh
+            msgs = HOSTILE[case](k, e.nodeid, o.fh, dfh)
             for m in msgs:
                 await k.send_raw(m)
             want = sorted(abi.IN_HEADER.unpack_from(m)[2] for m in msgs
