@@ -38,7 +38,7 @@ from tests.protocol.limits_lib import graph, open_fds
 
 O = abi.Opcode
 _OPCODES = frozenset(int(o) for o in O)
-EXAMPLES = int(os.environ.get("XLFS_FUZZ_EXAMPLES", "30"))
+EXAMPLES = int(os.environ.get("XLFS_FUZZ_EXAMPLES", "200"))
 REPLY_TIMEOUT = 10.0
 DRAIN_TIMEOUT = 2.0
 
