@@ -28,6 +28,7 @@ O = abi.Opcode
 HDR = abi.IN_HEADER.size
 NO_REPLY = frozenset(int(o) for o in abi.NO_REPLY_OPCODES)
 LOCK_OWNER = 7
+_ENTRY_OPS = frozenset({O.LOOKUP, O.MKNOD, O.MKDIR, O.SYMLINK, O.LINK})
 SENTINEL_BASE = 1 << 56            # uniques of the fuzzer's own GETATTRs
 U64 = (1 << 64) - 1
 SMALL_IO = 1 << 20                 # the most FALLOCATE / COPY_FILE_RANGE may touch
@@ -148,38 +149,48 @@ class Model:
             self.violations.append(f"reply to unique {unique} that awaits none "
                                    f"(error {error})")
             return unique
-        ambiguous = unique in self.overlapped
+        candidates = set(q) if unique in self.overlapped else None
         opcode = q.popleft()
         if not q:
             del self.awaiting[unique]
             self.overlapped.discard(unique)
         if error == 0:
-            self._handed(opcode, raw[16:], ambiguous)
+            if candidates is None:
+                self._handed(opcode, raw[16:])
+            else:
+                self._guessed(candidates, raw[16:])
         return unique
+
+    def _guessed(self, opcodes: set, body: bytes) -> None:
+        """A reply to one of several requests with the same unique: count whatever it
+        may have handed out (forgotten in full at the end: over-forgetting is harmless)."""
+        nodeids: list[int] = []
+        if len(body) == abi.ENTRY_OUT.size and opcodes & _ENTRY_OPS:
+            nodeids.append(self._entry(body, 0))
+        if len(body) == abi.ENTRY_OUT.size + abi.OPEN_OUT.size and O.CREATE in opcodes:
+            nodeids.append(self._entry(body, 0))
+            self.fhs.setdefault(abi.OPEN_OUT.unpack_from(body, 128)[0], False)
+        if len(body) == abi.OPEN_OUT.size and opcodes & {O.OPEN, O.OPENDIR}:
+            self.fhs.setdefault(abi.OPEN_OUT.unpack_from(body)[0], O.OPENDIR in opcodes)
+        if O.READDIRPLUS in opcodes:
+            try:
+                nodeids += [d.entry.nodeid for d in decode_direntplus(body)]
+            except (AssertionError, struct.error):
+                pass
+        for n in nodeids:
+            if n:
+                self.ambiguous.add(n)
+                self.lookups[n] += 1
 
     def _entry(self, body: bytes, at: int) -> int:
         v = abi.ENTRY_OUT.unpack_from(body, at)
         self.kinds[v[0]] = stat.S_IFMT(v[15])
         return v[0]
 
-    def _handed(self, opcode: int, body: bytes, ambiguous: bool) -> None:
+    def _handed(self, opcode: int, body: bytes) -> None:
         nodeids: list[int] = []
         fhs: list[tuple[int, bool]] = []
-        if ambiguous:          # which of the requests with this unique it answers: guess
-            if len(body) in (abi.ENTRY_OUT.size, abi.ENTRY_OUT.size + abi.OPEN_OUT.size):
-                nodeids.append(abi.ENTRY_OUT.unpack_from(body)[0])
-            if len(body) == abi.ENTRY_OUT.size + abi.OPEN_OUT.size:
-                fhs.append((abi.OPEN_OUT.unpack_from(body, 128)[0], False))
-            if len(body) == abi.OPEN_OUT.size:
-                fhs += [(abi.OPEN_OUT.unpack_from(body)[0], False),
-                        (abi.OPEN_OUT.unpack_from(body)[0], True)]
-            for n in nodeids:
-                self.ambiguous.add(n)
-                self.lookups[n] += 1
-            for fh, d in fhs:
-                self.fhs.setdefault(fh, d)
-            return
-        if opcode in (O.LOOKUP, O.MKNOD, O.MKDIR, O.SYMLINK, O.LINK):
+        if opcode in _ENTRY_OPS:
             if len(body) != abi.ENTRY_OUT.size:
                 self.violations.append(f"{O(opcode).name} reply of {len(body)} bytes")
                 return
