@@ -57,6 +57,11 @@ CUSE_INIT_INFO_MAX = 4096
 FUSE_UNIQUE_RESEND = 1 << 63  # 7.40: set in in_header.unique of a resent request
 FUSE_INVALID_UIDGID = 0xFFFFFFFF  # 7.41: in_header uid/gid not representable (idmap)
 NAME_MAX_WIRE = 4096  # no single name or symlink target on the wire exceeds this, NUL incl.
+# Linux's xattr limits (<linux/limits.h>): the VFS refuses bigger names, values and lists
+# before a request reaches us, so a kernel never asks for more.
+XATTR_NAME_MAX = 255
+XATTR_SIZE_MAX = 65536
+XATTR_LIST_MAX = 65536
 
 # ioctls on the /dev/fuse fd: _IOR(229, 0, u32), _IOW(229, 1, 16-byte map), _IOW(229, 2, u32)
 FUSE_DEV_IOC_MAGIC = 229

@@ -8,8 +8,18 @@ from xlators.core.types import Attr, StatFs
 from . import abi
 
 _ENTRY_PACK = abi.ENTRY_OUT.pack
+_MAX_PAGES = int(abi.InitFlag.MAX_PAGES)
+_DEFAULT_IO = abi.MAX_PAGES_DEFAULT * abi.PAGE_SIZE
 _ATTR_OUT_PACK = abi.ATTR_OUT.pack
 _STATFS_PACK = abi.KSTATFS.pack
+
+
+def max_io(flags: int, max_write: int) -> int:
+    """The most one READ or READDIR(PLUS) asks of a kernel that negotiated ``flags`` and
+    ``max_write``: max_pages pages (MAX_PAGES_DEFAULT without MAX_PAGES, whatever
+    max_write is).  Its buffer holds no more, so a bigger size in a request is clamped
+    to this before anything is allocated or asked of the graph."""
+    return max_write if flags & _MAX_PAGES else _DEFAULT_IO
 
 
 def attr_values(a: Attr) -> tuple:

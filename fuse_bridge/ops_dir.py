@@ -1,16 +1,19 @@
 """Handlers for directories: OPENDIR, READDIR, READDIRPLUS, FSYNCDIR, RELEASEDIR.
 
-A READDIR(PLUS) reply holds as many entries as fit in the kernel's buffer; the next
-request resumes at the last packed entry's cookie.  READDIRPLUS counts one lookup for
-every entry it hands the kernel (never for "." and ".."), and releases the inodes of
-entries that did not fit.
+A READDIR(PLUS) reply holds as many entries as fit in the kernel's buffer (never more
+than max_pages pages, whatever size the request claims); the next request resumes at the
+last packed entry's cookie.  READDIRPLUS counts one lookup for every entry the kernel
+received (never for "." and ".."), once the reply is out; the inodes of entries that did
+not fit, or whose reply failed or never went out, leave the table again.
 """
 from __future__ import annotations
 
-from xlators.core.inode import Fd
+from xlators.core.inode import Fd, LinkPins
 
 from . import abi
-from .encode import attr_values
+from .encode import attr_values, max_io
+from .ops_entry import count_lookup, send, unpin
+from .ops_file import checked_open_flags, take_back_open
 
 _pack_dirent = abi.pack_dirent
 _pack_direntplus = abi.pack_direntplus
@@ -29,18 +32,27 @@ def opendir_flags(fd: Fd) -> int:
         return 0
     return (_CACHE_DIR if "cache_dir" in hints else 0) | (
         _KEEP_CACHE if "keep_cache" in hints else 0)
+_READ_IN = abi.READ_IN.unpack_from
 
 
 async def opendir(s, req, body):
     flags, _ = abi.OPEN_IN.unpack_from(body)
+    flags = checked_open_flags(flags)
     inode = s.inode(req.nodeid)
     fd = Fd(inode, flags | s.opendir_noatime, req.frame.pid, is_dir=True)
-    await s.top.opendir(req.frame, inode, fd)
-    return abi.OPEN_OUT.pack(s.new_fh(fd), opendir_flags(fd), 0)
+    try:
+        await s.top.opendir(req.frame, inode, fd)
+        sent = send(s, req, abi.OPEN_OUT.pack(s.new_fh(fd), opendir_flags(fd), 0))
+    except BaseException:
+        await take_back_open(s, req, fd)
+        raise
+    if not sent:
+        await take_back_open(s, req, fd)
 
 
 async def readdir(s, req, body):
-    fh, offset, size, *_ = abi.READ_IN.unpack_from(body)
+    fh, offset, size, *_ = _READ_IN(body)
+    size = min(size, max_io(s.flags, s.max_write))
     entries = await s.top.readdir(req.frame, s.fd(fh), offset, size)
     buf = bytearray(size)
     pos = 0
@@ -53,35 +65,40 @@ async def readdir(s, req, body):
 
 
 async def readdirplus(s, req, body):
-    fh, offset, size, *_ = abi.READ_IN.unpack_from(body)
+    fh, offset, size, *_ = _READ_IN(body)
     fd = s.fd(fh)
-    entries = await s.top.readdirp(req.frame, fd, offset, size)
-    t = s.timeouts
-    buf = bytearray(size)
-    pos = 0
-    unsent = []
-    for i, e in enumerate(entries):
-        entry = e.entry
-        if entry is None:
-            end = _pack_direntplus(buf, pos, 0, 0, 0, 0, 0, 0,
-                                   (e.ino,) + (0,) * 8 + (e.type << 12,) + (0,) * 6,
-                                   e.off, e.type, e.name)
-        else:
-            inode = entry.inode
-            end = _pack_direntplus(buf, pos, inode.nodeid, inode.generation, t.entry,
-                                   t.attr, t.entry_ns, t.attr_ns, attr_values(entry.attr),
-                                   e.off, e.type, e.name)
-        if end < 0:
-            unsent = entries[i:]
-            break
-        pos = end
-        if entry is not None:
-            entry.inode.nlookup += 1
-            s.lru_touch(entry.inode, fd.inode, e.name)
-    for e in unsent:
-        if e.entry is not None:
-            await s.maybe_forget(e.entry.inode)
-    return memoryview(buf)[:pos]
+    size = min(size, max_io(s.flags, s.max_write))
+    pins = LinkPins()
+    entries = ()
+    try:
+        entries = await s.top.readdirp(req.frame, fd, offset, size)
+        t = s.timeouts
+        buf = bytearray(size)
+        pos = 0
+        packed = []
+        for e in entries:
+            entry = e.entry
+            if entry is None:
+                end = _pack_direntplus(buf, pos, 0, 0, 0, 0, 0, 0,
+                                       (e.ino,) + (0,) * 8 + (e.type << 12,) + (0,) * 6,
+                                       e.off, e.type, e.name)
+            else:
+                inode = entry.inode
+                end = _pack_direntplus(buf, pos, inode.nodeid, inode.generation, t.entry,
+                                       t.attr, t.entry_ns, t.attr_ns,
+                                       attr_values(entry.attr), e.off, e.type, e.name)
+            if end < 0:
+                break
+            pos = end
+            if entry is not None:
+                packed.append(e)
+        if send(s, req, memoryview(buf)[:pos]):
+            parent = fd.inode
+            for e in packed:
+                count_lookup(s, e.entry.inode, parent, e.name)
+    finally:
+        # Entries the kernel did not receive, linked here or (by a cache) earlier.
+        await unpin(s, pins, [e.entry.inode for e in entries if e.entry is not None])
 
 
 async def fsyncdir(s, req, body):

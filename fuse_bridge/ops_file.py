@@ -11,15 +11,18 @@ import fcntl
 import logging
 import os
 
+import trio
+
 from xlators.core.errors import FopError
-from xlators.core.inode import Fd, Loc
+from xlators.core.inode import Fd, LinkPins, Loc
 from xlators.core.types import KILL_SUIDGID, LK_GET, LK_SET, LK_SETW, OFFSET_MAX, Lock
 
 from . import abi
 from .interrupt import (HANDLED, SQUELCHED, DataRef, interrupt_finish_fop,
                         interrupt_finish_interrupt, interrupt_record_insert,
                         interrupt_record_new)
-from .ops_entry import _name, reply_entry
+from .encode import entry_out, max_io
+from .ops_entry import _name, count_lookup, send, unpin
 
 log = logging.getLogger("xlfs.fuse")
 _F = abi.FopenFlag
@@ -34,6 +37,8 @@ _RELEASE_FLUSH = int(abi.ReleaseFlag.FLUSH)
 _RELEASE_FLOCK_UNLOCK = int(abi.ReleaseFlag.FLOCK_UNLOCK)
 _OPEN_KILL_SUIDGID = int(abi.OpenInFlag.KILL_SUIDGID)
 _WRITE_KILL_SUIDGID = int(abi.WriteFlag.KILL_SUIDGID)
+_INT_MAX = (1 << 31) - 1
+_COPY_32_MAX = 0xFFFFFFFF & ~(abi.PAGE_SIZE - 1)
 
 
 def open_flags(s, fd: Fd) -> int:
@@ -48,11 +53,20 @@ def open_flags(s, fd: Fd) -> int:
     return flags
 
 
+def checked_open_flags(flags: int) -> int:
+    """A kernel's open flags are a C int, never negative: a request with bit 31 set is
+    refused (EINVAL) rather than handed on to the graph."""
+    if flags > _INT_MAX:
+        raise FopError(errno.EINVAL)
+    return flags
+
+
 def backend_flags(s, flags: int) -> int:
-    """With the kernel's writeback cache the kernel may READ through a write-only file
-    (to fill pages) and positions O_APPEND writes itself: open read-write, no append.
-    A noatime mount opens with O_NOATIME (fuse_bridge.mount_watch)."""
-    flags |= s.open_noatime
+    """The open flags to give the graph.  With the kernel's writeback cache the kernel
+    may READ through a write-only file (to fill pages) and positions O_APPEND writes
+    itself: open read-write, no append.  A noatime mount opens with O_NOATIME
+    (fuse_bridge.mount_watch)."""
+    flags = checked_open_flags(flags) | s.open_noatime
     if s.flags & _WRITEBACK_CACHE:
         if flags & os.O_ACCMODE == os.O_WRONLY:
             flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
@@ -67,9 +81,39 @@ async def open_(s, req, body):
         req.frame.xdata[KILL_SUIDGID] = True
     inode = s.inode(req.nodeid)
     fd = Fd(inode, flags, req.frame.pid)
-    await s.top.open(req.frame, inode, flags, fd)
-    fh = s.new_fh(fd)
-    return _OPEN_OUT_PACK(fh, *_kernel_io(s, fd, fh))
+    try:
+        await s.top.open(req.frame, inode, flags, fd)
+        fh = s.new_fh(fd)
+        sent = send(s, req, _OPEN_OUT_PACK(fh, *_kernel_io(s, fd, fh)))
+    except BaseException:
+        await take_back_open(s, req, fd)
+        raise
+    if not sent:
+        await take_back_open(s, req, fd)
+
+
+async def take_back_open(s, req, fd: Fd) -> None:
+    """The kernel never learnt of ``fd`` (its OPEN/CREATE/OPENDIR failed or was
+    interrupted after a translator opened it, or the reply was lost) and so will never
+    RELEASE it: release it now if any translator holds state in it (as GlusterFS does
+    when an fd's last reference goes), and drop its handle.  Shielded; a failing release
+    is logged, not raised (the request's own outcome stands)."""
+    if not fd.ctx and not fd.fh:
+        return
+    with trio.CancelScope(shield=True):
+        try:
+            if fd.ctx:
+                if fd.is_dir:
+                    await s.top.releasedir(req.frame, fd)
+                else:
+                    await s.top.release(req.frame, fd)
+        except Exception:
+            log.exception("%s unique %d: releasing the handle the kernel never received "
+                          "failed", _opname(req.opcode), req.unique)
+        finally:
+            if fd.fh and s.passthrough is not None:
+                s.passthrough.on_release(fd.fh)
+            await s.drop_fh(fd.fh)
 
 
 async def create(s, req, body):
@@ -80,11 +124,22 @@ async def create(s, req, body):
     parent = s.inode(req.nodeid)
     name = _name(body[abi.CREATE_IN.size:])
     fd = Fd(parent, flags, req.frame.pid)
-    entry = await s.top.create(req.frame, Loc(parent, name), flags, mode, s.umask(umask), fd)
-    fd.inode = entry.inode
-    reply = reply_entry(s, entry, parent, name)
-    fh = s.new_fh(fd)
-    return [reply, _OPEN_OUT_PACK(fh, *_kernel_io(s, fd, fh))]
+    pins = LinkPins()
+    try:
+        entry = await s.top.create(req.frame, Loc(parent, name), flags, mode,
+                                   s.umask(umask), fd)
+        fd.inode = entry.inode
+        reply = entry_out(s.timeouts, entry.inode.nodeid, entry.attr, entry.inode.generation)
+        fh = s.new_fh(fd)
+        if send(s, req, [reply, _OPEN_OUT_PACK(fh, *_kernel_io(s, fd, fh))]):
+            count_lookup(s, entry.inode, parent, name)
+        else:
+            await take_back_open(s, req, fd)
+    except BaseException:
+        await take_back_open(s, req, fd)
+        raise
+    finally:
+        await unpin(s, pins)
 
 
 def _kernel_io(s, fd: Fd, fh: int) -> tuple[int, int]:
@@ -99,7 +154,8 @@ def _kernel_io(s, fd: Fd, fh: int) -> tuple[int, int]:
 
 async def read(s, req, body):
     fh, offset, size, _, lock_owner, flags = _READ_IN(body)
-    return await s.top.readv(req.frame, s.fd(fh), size, offset, flags)
+    return await s.top.readv(req.frame, s.fd(fh), min(size, max_io(s.flags, s.max_write)),
+                             offset, flags)
 
 
 async def write(s, req, body):
@@ -251,11 +307,17 @@ async def lseek(s, req, body):
 
 
 async def copy_file_range(s, req, body):
+    """COPY_FILE_RANGE answers a 32-bit count: the kernel asks at most 4 GiB less a page
+    with it (more only with COPY_FILE_RANGE_64), so a bigger length is clamped there
+    rather than copied in full and then reported EOVERFLOW."""
     fh_in, off_in, _nodeid_out, fh_out, off_out, length, flags = \
         abi.COPY_FILE_RANGE_IN.unpack_from(body)
+    wide = req.opcode == abi.Opcode.COPY_FILE_RANGE_64
+    if not wide:
+        length = min(length, _COPY_32_MAX)
     n = await s.top.copy_file_range(req.frame, s.fd(fh_in), off_in, s.fd(fh_out), off_out,
                                     length, flags)
-    if req.opcode == abi.Opcode.COPY_FILE_RANGE_64:
+    if wide:
         return abi.COPY_FILE_RANGE_OUT.pack(n)
     if n > 0xFFFFFFFF:
         raise FopError(errno.EOVERFLOW)

@@ -6,11 +6,20 @@ the one live ``Inode`` for that number.  ``nodeid`` is the handle the FUSE bridg
 kernel (the root is 1).  ``nlookup`` counts the kernel's references; when it drops to zero
 and no ``Fd`` holds the inode, ``purge`` unlinks it and returns True: the caller then
 awaits ``Graph.forget(inode)`` so every translator can drop its context.
+
+A storage links an inode before anyone counts a reference to it.  If the request then
+fails (a translator above errs, the reply cannot be encoded or sent, the request is
+interrupted), nobody ever will: the caller of the fop holds :class:`LinkPins` around it,
+which keeps every inode linked meanwhile (in this task) referenced until ``release()``
+and hands them back, so the caller can purge those the kernel never received.
 """
 from __future__ import annotations
 
+import contextvars
 import itertools
 from typing import Any, Iterator, Optional
+
+from trio.lowlevel import current_task as _current_task
 
 ROOT_NODEID = 1
 COUNTED_GENERATION = 1   # generation of inodes whose nodeid came from the counter
@@ -66,6 +75,41 @@ class Loc:
         return f"Loc(parent={parent}, name={self.name!r}, inode={self.inode!r})"
 
 
+_pins: contextvars.ContextVar[Optional["LinkPins"]] = contextvars.ContextVar(
+    "xlfs_link_pins", default=None)
+
+
+def _task() -> Any:
+    try:
+        return _current_task()
+    except RuntimeError:        # a worker thread, or no trio at all
+        return None
+
+
+class LinkPins:
+    """Hold (``refs``) every inode :meth:`InodeTable.link` returns in this task until
+    :meth:`release`.  Only this task's links count: tasks started meanwhile (a cache's
+    prefetch) inherit the context but not the pins.  Not reentrant: one per request."""
+    __slots__ = ("inodes", "_token", "active", "task")
+
+    def __init__(self) -> None:
+        self.inodes: list[Inode] = []
+        self.active = True
+        self.task = _task()
+        self._token = _pins.set(self)
+
+    def release(self) -> list[Inode]:
+        """Stop pinning and drop the holds; the inodes that were held (with repeats),
+        for the caller to purge those nothing else references."""
+        if self.active:
+            self.active = False
+            _pins.reset(self._token)
+        inodes, self.inodes = self.inodes, []
+        for inode in inodes:
+            inode.refs -= 1
+        return inodes
+
+
 class InodeTable:
     """The live inodes of one graph, by ino and by nodeid."""
 
@@ -96,6 +140,10 @@ class InodeTable:
                 inode = Inode(self._counted_nodeid(), ino, COUNTED_GENERATION)
             self.by_ino[ino] = inode
             self.by_nodeid[inode.nodeid] = inode
+        pins = _pins.get()
+        if pins is not None and pins.active and pins.task is _task():
+            inode.refs += 1
+            pins.inodes.append(inode)
         return inode
 
     def _counted_nodeid(self) -> int:
