@@ -203,3 +203,21 @@ async def test_passthrough_conformance():
     for fop in ("readv", "writev", "setattr", "lookup", "open", "forget"):
         assert fop not in checked
     assert "unlink" in checked and "release" in checked
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="storage/posix tests run as root")
+async def test_the_lookup_fetch_leaves_atime_alone(tmp_path):
+    """Reading a small file at lookup is no read by the application: a utimes just
+    before must stand (the POSIX suite's utimes case on perf.vol saw it clobbered)."""
+    brick = tmp_path / "brick"
+    brick.mkdir()
+    (brick / "f").write_bytes(b"content")
+    os.utime(brick / "f", ns=(1_000_000_123, 3_000_000_789))   # atime older than mtime
+    h, count, _ = build(QR, leaf="storage/posix",
+                        leaf_options={"directory": str(brick), "reserve": "0"})
+    try:
+        for frame in (h.frame(), h.frame(1000, 1000)):
+            await h.lookup("/f", frame=frame)
+            assert os.stat(brick / "f").st_atime_ns == 1_000_000_123
+    finally:
+        h.fini()

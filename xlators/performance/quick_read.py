@@ -157,9 +157,12 @@ class QuickRead(Translator):
     async def _fetch(self, frame: Any, inode: Any, c: _Content, attr: Any) -> None:
         self._drop(c)
         gen = c.gen
-        fd = Fd(inode, os.O_RDONLY, frame.pid)
+        # A lookup is no read by the application: leave the file's atime alone (a
+        # utimes just before must stand).
+        flags = os.O_RDONLY | os.O_NOATIME
+        fd = Fd(inode, flags, frame.pid)
         try:
-            await self.child.open(frame, inode, os.O_RDONLY, fd)
+            await self.child.open(frame, inode, flags, fd)
         except OSError:
             return
         try:
