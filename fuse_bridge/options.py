@@ -7,7 +7,7 @@ at 4096 by default and counts what it had to drop (see docs/deadlocks.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Optional, Union
 
 DEFAULT_INVALIDATE_LIMIT = 4096
