@@ -450,8 +450,38 @@ class GlusterfsPeer(FusePeer):
                 + _timeout_flags(timeouts) + [str(mountpoint)])
 
 
+class BindfsPeer(FusePeer):
+    """bindfs (Debian's package): a C passthrough on libfuse 3's high-level API, run
+    multithreaded, with the same kernel cache timeouts as the other peers."""
+    name = "bindfs"
+    description = "bindfs (C, libfuse 3 high-level API, --multithreaded)"
+
+    def unavailable(self):
+        if shutil.which("bindfs") is None:
+            return "no bindfs (apt-get install bindfs, or benchmarks/setup-peers.sh)"
+        if not os.path.exists("/dev/fuse"):
+            return "no /dev/fuse"
+        return None
+
+    def version(self) -> str:
+        try:
+            out = subprocess.run(["bindfs", "--version"], capture_output=True, text=True,
+                                 timeout=15).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return "bindfs"
+        return out.splitlines()[0].strip() if out else "bindfs"
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        attr, entry, neg = timeouts
+        return ["bindfs", "-f", "--multithreaded",
+                "-o", f"default_permissions,attr_timeout={attr:g},entry_timeout={entry:g},"
+                      f"negative_timeout={neg:g}",
+                str(brick), str(mountpoint)]
+
+
 PEERS: Dict[str, Type[Peer]] = {
     "raw": RawPeer, "xlfs": XlfsPeer, "pyfuse3": Pyfuse3Peer, "glusterfs": GlusterfsPeer,
+    "bindfs": BindfsPeer,
     "xlfs-mirror": XlfsMirrorPeer, "xlfs-dist3": XlfsDist3Peer,
 }
 
