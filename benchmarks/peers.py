@@ -479,12 +479,9 @@ class BindfsPeer(FusePeer):
                 str(brick), str(mountpoint)]
 
 
+#: The peers of this module by name (benchmarks.run.PEERS adds those on a GlusterFS volume).
 PEERS: Dict[str, Type[Peer]] = {
     "raw": RawPeer, "xlfs": XlfsPeer, "pyfuse3": Pyfuse3Peer, "glusterfs": GlusterfsPeer,
     "bindfs": BindfsPeer,
     "xlfs-mirror": XlfsMirrorPeer, "xlfs-dist3": XlfsDist3Peer,
 }
-
-from .gluster_peers import GfapiPeer, GlusterReplicaPeer  # noqa: E402 - they subclass these
-
-PEERS.update({"gfapi": GfapiPeer, "glusterfs-replica": GlusterReplicaPeer})

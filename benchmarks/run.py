@@ -34,12 +34,16 @@ from . import cases as C
 from .cases import Metric
 from fuse_bridge import mount as mnt
 
-from .peers import (PEERS, Mount, MountLeft, PeerUnavailable, mounts_under,
-                    shielded)
+from .gluster_peers import GfapiPeer, GlusterReplicaPeer
+from .peers import PEERS as LOCAL_PEERS
+from .peers import Mount, MountLeft, PeerUnavailable, Peer, mounts_under, shielded
 from .report import PeerResult, Run, machine_info, markdown, write_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
+#: Every peer by name: the local ones and those on a GlusterFS volume.
+PEERS: Dict[str, type[Peer]] = {**LOCAL_PEERS, "gfapi": GfapiPeer,
+                                "glusterfs-replica": GlusterReplicaPeer}
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

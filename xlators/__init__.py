@@ -11,7 +11,8 @@ from .core.frame import Frame, system_frame
 from .core.graph import Graph, GraphError
 from .core.inode import Fd, Inode, InodeTable, Loc
 from .core.options import Option, OptionError, Opts
-from .core.registry import Registry, UnknownTypeError, default_registry, hookimpl, hookspec
+from .core.hooks import hookimpl, hookspec
+from .core.registry import Registry, UnknownTypeError, default_registry
 from .core.translator import Translator
 from .core.types import (LK_GET, LK_SET, LK_SETW, NOW, OFFSET_MAX, Attr, DirEntry, Entry,
                          Lock, SetAttr, StatFs, dirent_type)

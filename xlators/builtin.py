@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .core.registry import hookimpl
+from .core.hooks import hookimpl
 from .core.translator import Translator
 
 CATEGORIES = ("storage", "features", "performance", "cluster", "debug", "protocol", "meta")
@@ -12,11 +12,10 @@ CATEGORIES = ("storage", "features", "performance", "cluster", "debug", "protoco
 
 def builtin_classes() -> list[type]:
     """Every Translator subclass defined in xlators/<category>/<module>.py."""
-    import xlators
     found = []
     for category in CATEGORIES:
         try:
-            pkg = importlib.import_module(f"{xlators.__name__}.{category}")
+            pkg = importlib.import_module(f"{__package__}.{category}")
         except ImportError:
             continue
         for info in pkgutil.iter_modules(pkg.__path__):

@@ -49,7 +49,7 @@ def test_runner_rejects_unknown_names_without_mounting(capsys):
 
 
 def test_unavailable_peers_say_why():
-    for name, cls in peers.PEERS.items():
+    for name, cls in run.PEERS.items():
         why = cls().unavailable()
         assert why is None or isinstance(why, str) and why
 

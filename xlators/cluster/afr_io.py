@@ -27,6 +27,14 @@ from .afr_state import AfrFd
 COPY_CHUNK = 1 << 20
 
 
+def pick_error(errors: dict[int, OSError]) -> OSError:
+    """The error to report when every child failed: a real one over ENOTCONN."""
+    real = [e for e in errors.values() if e.errno != errno.ENOTCONN]
+    if real:
+        return real[0]
+    return FopError(errno.ENOTCONN)
+
+
 class AfrIOOps:
     def _data_kind(self, inode) -> int:
         return DATA if self.ictx(inode).kind == stat.S_IFREG else METADATA
@@ -150,7 +158,6 @@ class AfrIOOps:
                 for i, c in enumerate(afd.children):
                     if c is not None:
                         await self._release_child(i, c, opener == "opendir")
-                from .replicate import pick_error
                 raise pick_error({i: e for i, e in errors.items() if i in good} or errors)
         self.ctx_set(fd, afd)
         ctx.fds.add(fd)
@@ -197,7 +204,6 @@ class AfrIOOps:
                 errors[i] = exc
                 self.failed(i, exc)
         if not done:
-            from .replicate import pick_error
             if errors:
                 raise pick_error(errors)
             raise FopError(errno.ENOTCONN)

@@ -51,7 +51,7 @@ from . import afr_changelog as cl
 from .afr_entry import AfrEntryOps
 from .afr_gfid import ROOT_GFID, ROOT_INO
 from .afr_healer import AfrHealer
-from .afr_io import AfrIOOps
+from .afr_io import AfrIOOps, pick_error
 from .afr_splitbrain import AfrSplitBrain
 from .afr_state import AfrInode
 
@@ -483,11 +483,3 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
 class Afr(Replicate):
     """cluster/afr: another name for cluster/replicate (GlusterFS's)."""
     type = "cluster/afr"
-
-
-def pick_error(errors: dict[int, OSError]) -> OSError:
-    """The error to report when every child failed: a real one over ENOTCONN."""
-    real = [e for e in errors.values() if e.errno != errno.ENOTCONN]
-    if real:
-        return real[0]
-    return FopError(errno.ENOTCONN)

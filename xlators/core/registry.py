@@ -29,21 +29,15 @@ from typing import Any, Callable, Optional
 
 import pluggy
 
+from .. import builtin
+from .hooks import PROJECT, HookSpecs, hookimpl, hookspec
 from .translator import Translator
 
-PROJECT = "xlfs"
+__all__ = ["PROJECT", "PLUGINS_ENV", "HookSpecs", "hookimpl", "hookspec", "Registry",
+           "UnknownTypeError", "PluginError", "default_registry"]
+
 #: Comma list of modules registered as plugins without being installed (tests, development).
 PLUGINS_ENV = "XLFS_PLUGINS"
-hookspec = pluggy.HookspecMarker(PROJECT)
-hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-class HookSpecs:
-    """The hooks an xlfs plugin can implement."""
-
-    @hookspec
-    def xlfs_register_xlators(self, register: Callable[[type], None]) -> None:
-        """Call ``register(cls)`` for each Translator subclass the plugin provides."""
 
 
 class UnknownTypeError(LookupError):
@@ -73,7 +67,6 @@ class Registry:
         self.pm.add_hookspecs(HookSpecs)
         self._types: dict[str, type] = {}
         self._origin: dict[str, str] = {}
-        from .. import builtin
         if load_entrypoints:
             for ep in _entry_points(PROJECT):
                 if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):

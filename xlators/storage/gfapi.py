@@ -78,13 +78,12 @@ from ..core.options import Option
 from ..core.translator import Translator
 from ..core.types import Attr, Entry
 from .gfapi_attr import GfapiAttr
-from .gfapi_io import GfapiIo
+from .gfapi_io import GfapiIo, _name
 
 LOG_LEVELS = {"none": 0, "emerg": 1, "alert": 2, "critical": 3, "error": 4, "warning": 5,
               "notice": 6, "info": 7, "debug": 8, "trace": 9}
 S_IFMT = 0o170000
 S_IFDIR = 0o040000
-NAME_MAX = 255
 RENAME_NOREPLACE = 1
 MAX_NAMES = 8             # names remembered per inode for entry invalidations
 
@@ -109,19 +108,6 @@ class Node:
 
     def __repr__(self) -> str:
         return f"<gfapi.Node ino={self.ino} obj={self.obj:#x}>"
-
-
-def _name(loc: Any) -> bytes:
-    name = loc.name
-    if isinstance(name, str):
-        name = os.fsencode(name)
-    if not name:
-        raise FopError(errno.ENOENT)
-    if b"/" in name or b"\0" in name:
-        raise FopError(errno.EINVAL, f"invalid name {name!r}")
-    if len(name) > NAME_MAX:
-        raise FopError(errno.ENAMETOOLONG)
-    return name
 
 
 class Gfapi(GfapiAttr, GfapiIo, Translator):

@@ -31,6 +31,21 @@ DIRENT_HEAD = 24          # fuse_dirent without the name
 DIRENTPLUS_HEAD = 24 + 128
 COPY_CHUNK = 1 << 20      # copy_file_range's step
 READDIR_BATCH = 256       # entries read per worker-thread call at most
+NAME_MAX = 255
+
+
+def _name(loc: Any) -> bytes:
+    """The entry name of ``loc`` as bytes, checked (one component, at most NAME_MAX)."""
+    name = loc.name
+    if isinstance(name, str):
+        name = os.fsencode(name)
+    if not name:
+        raise FopError(errno.ENOENT)
+    if b"/" in name or b"\0" in name:
+        raise FopError(errno.EINVAL, f"invalid name {name!r}")
+    if len(name) > NAME_MAX:
+        raise FopError(errno.ENAMETOOLONG)
+    return name
 
 
 class OpenFile:
@@ -82,7 +97,6 @@ class GfapiIo:
         self._opened(fd, node, OpenFile(glfd))
 
     async def create(self, frame, loc, flags, mode, umask, fd):
-        from .gfapi import _name
         pnode, name = self._node(loc.parent), _name(loc)
         b = self._b
         fs = self._fsp()
