@@ -1,4 +1,5 @@
-"""xlfsctl subcommands of the FUSE bridge (found through ``xlators.ctl.EXTENSIONS``).
+"""xlfsctl subcommands of the FUSE bridge, found by ``xlfsctl`` through the ``xlfs.ctl``
+entry point that pyproject.toml declares (``xlators`` never imports the bridge).
 
     xlfsctl dump-decode PATH      # one line per message of a --dump-fuse recording
 """

@@ -19,9 +19,13 @@ parsed arguments and returning the exit status::
         p = sub.add_parser("hello", help="say hello")
         p.set_defaults(func=lambda args: print("hello") or 0)
 
-Packages outside ``xlators`` (the FUSE bridge's ``dump-decode``) may add subcommands the
-same way without ``xlators`` importing them: each module named in :data:`EXTENSIONS` that
-can be imported provides ``add_subcommands(sub)``.
+Packages outside ``xlators`` (the FUSE bridge's ``dump-decode``) add subcommands without
+``xlators`` knowing them: a distribution declares its module in the ``xlfs.ctl`` entry-point
+group (xlfs's own pyproject.toml names ``fuse_bridge.ctl``), and each such module that can
+be imported provides ``add_subcommands(sub)``::
+
+    [project.entry-points."xlfs.ctl"]
+    bridge = "fuse_bridge.ctl"
 """
 from __future__ import annotations
 
@@ -44,8 +48,10 @@ PROG = "xlfsctl"
 #: Functions that add one subcommand each (see the module docstring).
 SUBCOMMANDS: list[Callable[[Any], None]] = []
 
-#: Modules outside ``xlators`` that may add subcommands with ``add_subcommands(sub)``.
-EXTENSIONS: tuple[str, ...] = ("fuse_bridge.ctl",)
+#: The entry-point group naming modules that add subcommands with ``add_subcommands(sub)``.
+EXTENSION_GROUP = "xlfs.ctl"
+#: Those modules by name; None (the default): the ``xlfs.ctl`` entry points installed.
+EXTENSIONS: Optional[tuple[str, ...]] = None
 
 
 class CtlError(Exception):
@@ -341,8 +347,18 @@ def _one_line(text: str) -> str:
     return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
+def extension_modules() -> list[str]:
+    """The modules that add subcommands: :data:`EXTENSIONS`, or the entry points."""
+    if EXTENSIONS is not None:
+        return list(EXTENSIONS)
+    from importlib import metadata
+    names = [ep.value.partition(":")[0].strip()
+             for ep in metadata.entry_points(group=EXTENSION_GROUP)]
+    return sorted(set(names))
+
+
 def _extensions(sub: Any) -> None:
-    for name in EXTENSIONS:
+    for name in extension_modules():
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
