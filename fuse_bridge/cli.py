@@ -252,7 +252,7 @@ def run(args: Args) -> int:
     for line in warnings:
         print(f"{args.get('prog', 'xlfs')}: {line}", file=sys.stderr)
     try:
-        passthrough.graph_check(opts.fuse_passthrough, graph.top)
+        passthrough.graph_check(opts.fuse_passthrough, graph)
     except passthrough.PassthroughUnavailable as exc:
         raise Failure(str(exc)) from None
     if args.get("volfile_check"):

@@ -47,7 +47,7 @@ async def init(s, req, body):
         wanted |= _I.POSIX_LOCKS | _I.FLOCK_LOCKS
     wanted |= _storage_flags(s)
     pt = s.passthrough = Passthrough(s.devfd, o.fuse_passthrough)
-    wanted = pt.negotiate(int(offered), int(wanted), s.top, o.kernel_writeback_cache)
+    wanted = pt.negotiate(int(offered), int(wanted), s.graph, o.kernel_writeback_cache)
     if pt.failure:
         s.end(pt.failure)                 # the cli reports it and unmounts
         raise OSError(errno.EOPNOTSUPP, pt.failure)   # the kernel fails the mount
@@ -79,14 +79,10 @@ def _storage_flags(s) -> int:
     directory's default ACL replacing the umask, which the server then applies:
     DONT_MASK; the kernel also needs default_permissions), and clearing set-id bits and
     security.capability on write, truncate and chown (``kills_privileges``)."""
-    leaves = [xl for xl in s.graph.xlators.values() if not xl.children]
-    if not leaves:
-        return 0
     flags = 0
-    if (s.opts.acl and s.opts.default_permissions
-            and all(getattr(xl, "posix_acl", False) for xl in leaves)):
+    if s.opts.acl and s.opts.default_permissions and s.graph.posix_acl():
         flags |= _I.POSIX_ACL | _I.DONT_MASK
-    if all(getattr(xl, "kills_privileges", False) for xl in leaves):
+    if s.graph.kills_privileges():
         flags |= _I.HANDLE_KILLPRIV_V2
     return flags
 

@@ -149,7 +149,7 @@ def _kernel_io(s, fd: Fd, fh: int) -> tuple[int, int]:
     pt = s.passthrough
     if pt is None or not pt.enabled:
         return flags, 0
-    return pt.on_open(s.top, fd, fh, flags)
+    return pt.on_open(s.graph, fd, fh, flags)
 
 
 async def read(s, req, body):
@@ -248,12 +248,7 @@ def _setlk_interrupted(record) -> None:
     that starts later is withdrawn at once (features/locks registers frame.on_interrupt).
     """
     req = record.request
-    withdrawn = False
-    for xl in req.session.graph.xlators.values():
-        cancel = getattr(xl, "cancel_blocked", None)
-        if cancel is not None and cancel(req.frame):
-            withdrawn = True
-    if withdrawn:
+    if req.session.graph.cancel_blocked(req.frame):
         log.debug("%s unique %d: blocked lock withdrawn", _opname(req.opcode), req.unique)
         interrupt_finish_interrupt(record, HANDLED, True)
         return

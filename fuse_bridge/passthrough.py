@@ -4,14 +4,14 @@
 
 - At INIT the bridge asks for ``FUSE_PASSTHROUGH`` (with ``max_stack_depth`` 1 in
   init_out: brick files must live on an unstacked filesystem) when the mode is not ``no``,
-  the kernel offers the flag and the graph allows it (``Translator.passthrough_blocker``:
+  the kernel offers the flag and the graph allows it (``Graph.passthrough_blocker``:
   every translator from the top down declares ``passes_data_through`` and the storage
   translator has local files).  ``yes`` fails the mount with one line otherwise.
 - The kernel refuses passthrough together with its writeback cache, so whenever
   passthrough is asked for, ``WRITEBACK_CACHE`` is not (as libfuse's passthrough_hp does);
   a ``--kernel-writeback-cache`` given too is logged as overridden.
 - On OPEN and CREATE the graph is asked for the brick descriptor of the new fd
-  (``Translator.passthrough_fd``).  The first passthrough open of an inode registers it
+  (``Graph.passthrough_fd``).  The first passthrough open of an inode registers it
   with ``FUSE_DEV_IOC_BACKING_OPEN`` (the kernel keeps its own reference to the file and
   opens the brick path again with the caller's flags), the reply carries
   ``FOPEN_PASSTHROUGH`` and the backing id, later opens reuse the id, and the last
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from . import abi
 
@@ -50,12 +50,21 @@ class PassthroughUnavailable(Exception):
     """``--fuse-passthrough=yes`` cannot be honoured; str() is one line for the user."""
 
 
-def graph_check(mode: str, top: Any) -> Optional[str]:
-    """Why the graph under ``top`` cannot use passthrough, or None.  Raises
-    PassthroughUnavailable for mode ``yes`` (called before mounting)."""
+class PassthroughSource(Protocol):
+    """What passthrough asks: a Graph (the bridge), or a Translator (the top of a stack
+    in tests); both declare these (xlators.core.graph, xlators.core.translator)."""
+
+    def passthrough_blocker(self) -> Optional[str]: ...
+
+    def passthrough_fd(self, fd: Any) -> Optional[int]: ...
+
+
+def graph_check(mode: str, graph: PassthroughSource) -> Optional[str]:
+    """Why ``graph`` cannot use passthrough, or None.  Raises PassthroughUnavailable for
+    mode ``yes`` (called before mounting)."""
     if mode == "no":
         return None
-    reason = top.passthrough_blocker()
+    reason = graph.passthrough_blocker()
     if reason and mode == "yes":
         raise PassthroughUnavailable(f"--fuse-passthrough=yes: {reason}")
     return reason
@@ -84,7 +93,8 @@ class Passthrough:
         self.stats = {"opens": 0, "registered": 0, "refused": 0}
 
     # -- INIT ----------------------------------------------------------------------------
-    def negotiate(self, offered: int, wanted: int, top: Any, writeback_asked: bool) -> int:
+    def negotiate(self, offered: int, wanted: int, graph: PassthroughSource,
+                  writeback_asked: bool) -> int:
         """The INIT flags to ask for, given the kernel's offer and everything else the
         bridge wants.  Sets ``failure`` when mode ``yes`` cannot be met."""
         if self.mode == "no":
@@ -93,7 +103,7 @@ class Passthrough:
             return self._unavailable("the kernel does not offer FUSE_PASSTHROUGH "
                                      "(Linux 6.9+ built with CONFIG_FUSE_PASSTHROUGH)",
                                      wanted)
-        reason = top.passthrough_blocker()
+        reason = graph.passthrough_blocker()
         if reason:
             return self._unavailable(reason, wanted)
         if writeback_asked:
@@ -119,7 +129,8 @@ class Passthrough:
         return MAX_STACK_DEPTH if self.enabled else 0
 
     # -- OPEN / CREATE / RELEASE -------------------------------------------------------
-    def on_open(self, top: Any, fd: Any, fh: int, flags: int) -> tuple[int, int]:
+    def on_open(self, graph: PassthroughSource, fd: Any, fh: int,
+                flags: int) -> tuple[int, int]:
         """(FOPEN flags, backing id) for the OPEN/CREATE reply of ``fh``."""
         nodeid = fd.inode.nodeid
         backing = self._backings.get(nodeid)
@@ -127,7 +138,7 @@ class Passthrough:
             return flags, 0               # no io mode in the kernel: nothing to track
         if backing is None and self._cached.get(nodeid):
             return self._cached_open(nodeid, fh, flags)
-        brick_fd = top.passthrough_fd(fd)
+        brick_fd = graph.passthrough_fd(fd)
         if brick_fd is None:
             if backing is None:
                 return self._cached_open(nodeid, fh, flags)

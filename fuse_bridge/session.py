@@ -68,8 +68,7 @@ class Session:
                                  self.opts.negative_timeout)
         self.handlers: dict[int, Handler] = {int(op): h for op, h in HANDLERS.items()}
         # Some translator implements lk: then POSIX and flock locks go to the graph.
-        self.handles_locks = any(getattr(xl, "handles_locks", False)
-                                 for xl in graph.xlators.values())
+        self.handles_locks = graph.handles_locks()
         self.initialized = False
         self.proto_minor = 0
         self.flags = 0                        # negotiated INIT flags (64-bit set)

@@ -228,6 +228,48 @@ class Graph:
         except Exception:
             log.exception("forget of %r failed", inode)
 
+    # -- capabilities the bridge asks (declared on Translator) --------------------------
+    def handles_locks(self) -> bool:
+        """Some translator answers lk itself (``Translator.handles_locks``): the bridge
+        negotiates POSIX_LOCKS and FLOCK_LOCKS."""
+        return any(xl.handles_locks for xl in self.xlators.values())
+
+    def cancel_blocked(self, frame: Any) -> bool:
+        """Withdraw the blocked lock request of ``frame`` wherever it waits (every
+        translator that handles locks is asked, ``Translator.cancel_blocked``); True when
+        one was withdrawn."""
+        withdrawn = False
+        for xl in self.xlators.values():
+            if xl.handles_locks and xl.cancel_blocked(frame):
+                withdrawn = True
+        return withdrawn
+
+    def _leaves(self) -> list[Translator]:
+        return [xl for xl in self.xlators.values() if not xl.children]
+
+    def posix_acl(self) -> bool:
+        """Every storage (leaf) keeps POSIX ACLs that govern access
+        (``Translator.posix_acl``)."""
+        leaves = self._leaves()
+        return bool(leaves) and all(xl.posix_acl for xl in leaves)
+
+    def kills_privileges(self) -> bool:
+        """Every storage (leaf) clears set-id bits and security.capability on write,
+        truncate and chown (``Translator.kills_privileges``)."""
+        leaves = self._leaves()
+        return bool(leaves) and all(xl.kills_privileges for xl in leaves)
+
+    def passthrough_blocker(self) -> Optional[str]:
+        """Why no file of this graph can use FUSE passthrough, or None when files may
+        (``Translator.passes_data_through`` from the top down to a storage that has
+        local files)."""
+        return self.top.passthrough_blocker()
+
+    def passthrough_fd(self, fd: Any) -> Optional[int]:
+        """The brick descriptor the kernel may use for the open ``fd``, or None
+        (``Translator.passthrough_fd`` from the top)."""
+        return self.top.passthrough_fd(fd)
+
     # -- introspection ---------------------------------------------------------------
     def walk(self) -> Iterable[tuple[int, Translator]]:
         """(depth, translator) from the top, depth-first."""

@@ -37,12 +37,40 @@ class Translator:
     summary: ClassVar[str] = ""
     #: Children counts this type accepts (min, max); max None = any.
     children_range: ClassVar[tuple[int, Optional[int]]] = (0, None)
+
+    # -- capabilities: what the bridge asks of the graph (the Graph methods of the same
+    # names answer from these; docs/writing-translators.md, "Capabilities") ------------
+    #: Locks: this translator answers ``lk`` itself (POSIX record locks and flocks, held
+    #: here or by a server).  When any translator of the graph declares it, the bridge
+    #: negotiates POSIX_LOCKS and FLOCK_LOCKS and sends lock requests down the graph;
+    #: otherwise the kernel keeps locks local to this machine.  See also cancel_blocked().
+    handles_locks: ClassVar[bool] = False
     #: FUSE passthrough (the kernel doing READ, WRITE and mmap on the brick file itself,
     #: so no readv/writev reaches the graph): True declares that this translator neither
     #: changes nor needs to see file data, and leaves the decision to its single child.
     #: False (the default, the safe answer for any translator that caches, transforms,
     #: delays, fails or counts data) keeps every READ and WRITE flowing through it.
+    #: See also passthrough_fd() and passthrough_blocker().
     passes_data_through: ClassVar[bool] = False
+    #: Storage (asked of every leaf; all must declare it): the brick keeps
+    #: system.posix_acl_* xattrs that govern access, applies a parent's default ACL
+    #: instead of the umask and the given umask otherwise.  With ``--acl`` the bridge
+    #: then negotiates POSIX_ACL and DONT_MASK.
+    posix_acl: ClassVar[bool] = False
+    #: Storage (asked of every leaf): a write, truncate, fallocate or O_TRUNC open by a
+    #: caller without CAP_FSETID clears set-user-ID, set-group-ID (as Linux does) and
+    #: security.capability.  The bridge then negotiates HANDLE_KILLPRIV_V2.
+    kills_privileges: ClassVar[bool] = False
+    #: The capability flags above, checked to be bools when a subclass is defined.
+    CAPABILITY_FLAGS: ClassVar[tuple[str, ...]] = (
+        "handles_locks", "passes_data_through", "posix_acl", "kills_privileges")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for flag in Translator.CAPABILITY_FLAGS:
+            if not isinstance(getattr(cls, flag), bool):
+                raise TypeError(f"{cls.__qualname__}.{flag} must be True or False, "
+                                f"not {getattr(cls, flag)!r}")
 
     def __init__(self, name: str, children: Sequence["Translator"] = (),
                  options: Optional[Mapping[str, str]] = None, *,
@@ -113,7 +141,15 @@ class Translator:
             raise RuntimeError(f"{self.name}: spawn() needs a running graph (no nursery)")
         nursery.start_soon(fn, *args)
 
-    # -- FUSE passthrough --------------------------------------------------------------
+    # -- capabilities: lock withdrawal, FUSE passthrough --------------------------------
+    def cancel_blocked(self, frame: Any) -> bool:
+        """Lock withdrawal on interrupt: withdraw the blocked lock request of ``frame``
+        (an interrupted F_SETLKW or flock, with ``--fuse-setlk-handle-interrupt``).  True
+        when it was waiting here and is now withdrawn (its lk then fails with EINTR);
+        False when it was granted already, or is not waiting here.  Asked of every
+        translator that declares ``handles_locks``.  Default: False (nothing waits)."""
+        return False
+
     def passthrough_fd(self, fd: Any) -> Optional[int]:
         """The OS descriptor of the brick file behind the open ``fd`` when the kernel may
         read, write and map that file directly, bypassing this translator and all below
