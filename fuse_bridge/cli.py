@@ -33,7 +33,8 @@ from .daemon import (Failure, absolute_paths, check_bricks, log_start, remove_pi
                      write_pid)
 from .mount_watch import READ_ONLY_VOLUME, MountWatch, apply_flags
 from .notify import Notifier
-from .options import BridgeOptions
+from .options import BridgeOptions, OptionValueError
+from .options import from_values as options_from_values
 from .session import Session
 
 log = logging.getLogger("xlfs")
@@ -45,21 +46,15 @@ _LEVELS = {"TRACE": trace_log.TRACE, "DEBUG": logging.DEBUG, "INFO": logging.INF
 
 
 def bridge_options(args: Args) -> BridgeOptions:
-    o = BridgeOptions()
-    for dest in ("attribute_timeout", "entry_timeout", "negative_timeout", "direct_io_mode",
-                 "use_readdirp", "fopen_keep_cache", "kernel_writeback_cache", "lru_limit",
-                 "fuse_passthrough",
-                 "invalidate_limit", "background_qlen", "congestion_threshold",
-                 "reader_thread_count", "dump_fuse", "fuse_mountopts",
-                 "flush_handle_interrupt", "setlk_handle_interrupt", "read_only",
-                 "auto_invalidation", "fsname", "acl"):
-        if dest in args.values:
-            setattr(o, dest, args.values[dest])
+    """The bridge's options from the command line (each declared once, in
+    fuse_bridge.options), plus the kernel options of ``-o``."""
+    try:
+        o = options_from_values(args.values)
+    except OptionValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.kernel_opts:
         extra = [x for x in args.kernel_opts if x not in ("allow_other", "default_permissions")]
         o.fuse_mountopts = ",".join(filter(None, [o.fuse_mountopts] + extra))
-    if o.reader_thread_count < 1:
-        raise UsageError("--reader-thread-count must be at least 1")
     return o
 
 
@@ -212,7 +207,7 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
 
 
 def _bridge_state(session: Session) -> dict:
-    state = {f"option.{k}": v for k, v in session.opts.as_dict().items()}
+    state = session.opts.dump()
     state.update({"lru-limit-effective": session.lru_limit, "lru-entries": len(session.lru)})
     if session.mount_watch is not None and session.mount_watch.flags is not None:
         state["mount-flags"] = session.mount_watch.flags.words()

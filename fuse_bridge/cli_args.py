@@ -1,4 +1,5 @@
-"""The glusterfs-like command line: one table of flags, argp's rules.
+"""The glusterfs-like command line: one table of flags (the daemon's own, then one per bridge
+option declared in fuse_bridge.options), argp's rules.
 
 - ``--name=VALUE`` always works; ``--name VALUE`` only for flags whose value is required.
 - A flag with an optional value (``--use-readdirp[=BOOL]``) takes a value only with ``=``:
@@ -14,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from xlators.core.options import parse_bool, parse_time
+from xlators.core.options import parse_bool
 
 from .mount import FUSE_SUPER_OPTS, VfsFlags
+from .options import Declared, on_command_line
 
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NONE")
 
@@ -32,31 +34,6 @@ def _level(text: str) -> str:
     return t
 
 
-def _dio(text: str) -> Any:
-    if text.lower() in ("auto", "disable-auto"):
-        return "auto"
-    return parse_bool(text)
-
-
-def _passthrough(text: str) -> str:
-    t = text.lower()
-    if t == "auto":
-        return t
-    return "yes" if parse_bool(t) else "no"
-
-
-def _uint(text: str) -> int:
-    value = int(text, 0)
-    if value < 0:
-        raise ValueError("must not be negative")
-    return value
-
-
-def _secs(text: str) -> float:
-    value = parse_time(text)
-    return value
-
-
 @dataclass(frozen=True)
 class Flag:
     long: str
@@ -70,7 +47,8 @@ class Flag:
     repeat: bool = False
 
 
-FLAGS: tuple[Flag, ...] = (
+#: The flags of the daemon itself (logging, the volfile, ...), listed first by --help.
+DAEMON_FLAGS: tuple[Flag, ...] = (
     Flag("volfile", "volfile", "value", short="f", metavar="FILE",
          help="the volfile (GlusterFS grammar, or TOML when it ends in .toml)"),
     Flag("log-file", "log_file", "value", short="l", metavar="FILE",
@@ -83,57 +61,28 @@ FLAGS: tuple[Flag, ...] = (
          help="write the daemon's pid to FILE"),
     Flag("xlator-option", "xlator_options", "value", metavar="VOL.KEY=VALUE", repeat=True,
          help="set a translator option (VOL may be a glob); repeatable"),
-    Flag("read-only", "read_only", "bool?", parse_bool, help="mount read-only"),
     Flag("volfile-check", "volfile_check", "bool?", parse_bool,
          help="validate the volfile and exit"),
-    Flag("attribute-timeout", "attribute_timeout", "value", _secs, metavar="SECONDS",
-         help="kernel attribute cache timeout (default 1)"),
-    Flag("entry-timeout", "entry_timeout", "value", _secs, metavar="SECONDS",
-         help="kernel entry cache timeout (default 1)"),
-    Flag("negative-timeout", "negative_timeout", "value", _secs, metavar="SECONDS",
-         help="kernel negative entry cache timeout (default 0)"),
-    Flag("direct-io-mode", "direct_io_mode", "bool?", _dio, metavar="BOOL|auto",
-         help="bypass the page cache for every file (default auto: translators decide)"),
-    Flag("use-readdirp", "use_readdirp", "bool?", parse_bool,
-         help="use READDIRPLUS (default yes)"),
-    Flag("fopen-keep-cache", "fopen_keep_cache", "bool?", parse_bool,
-         help="keep the page cache across opens"),
-    Flag("kernel-writeback-cache", "kernel_writeback_cache", "bool?", parse_bool,
-         help="let the kernel cache writes (default no)"),
-    Flag("fuse-passthrough", "fuse_passthrough", "value", _passthrough,
-         metavar="auto|yes|no",
-         help="let the kernel read, write and mmap brick files itself when every "
-              "translator passes file data through unchanged (auto: when the kernel and "
-              "the stack allow; yes: fail the mount otherwise; default no).  Turns the "
-              "kernel writeback cache off"),
-    Flag("lru-limit", "lru_limit", "value", _uint, metavar="N",
-         help="inodes the kernel may keep cached before the least recently used are "
-              "invalidated (default 65536, and at most 3/4 of the descriptor limit)"),
-    Flag("invalidate-limit", "invalidate_limit", "value", _uint, metavar="N",
-         help="bound of the kernel notification queue (default 4096)"),
-    Flag("background-qlen", "background_qlen", "value", _uint, metavar="N",
-         help="kernel background requests (default 64)"),
-    Flag("congestion-threshold", "congestion_threshold", "value", _uint, metavar="N",
-         help="kernel congestion threshold (default 48)"),
-    Flag("reader-thread-count", "reader_thread_count", "value", _uint, metavar="N",
-         help="/dev/fuse channels (cloned descriptors) read in parallel (default 1)"),
-    Flag("dump-fuse", "dump_fuse", "value", metavar="PATH",
-         help="record every FUSE message to PATH (decode: xlfsctl dump-decode PATH)"),
-    Flag("fuse-mountopts", "fuse_mountopts", "value", hidden=True, metavar="OPTS",
-         help="extra kernel mount options"),
-    Flag("auto-invalidation", "auto_invalidation", "bool?", parse_bool,
-         help="let the kernel drop cached data when mtime changes (default yes)"),
-    Flag("fuse-flush-handle-interrupt", "flush_handle_interrupt", "bool?", parse_bool,
-         hidden=True, help="answer an interrupted FLUSH with EINTR at once"),
-    Flag("acl", "acl", "bool?", parse_bool,
-         help="POSIX ACLs, checked by the kernel; a default ACL replaces the umask "
-              "(default no, as GlusterFS: ACL xattrs are then refused with EOPNOTSUPP)"),
-    Flag("fuse-setlk-handle-interrupt", "setlk_handle_interrupt", "bool?", parse_bool,
-         help="withdraw an interrupted blocking lock and answer EINTR (default no)"),
-    Flag("fsname", "fsname", "value", hidden=True, help="source name shown in mount tables"),
+)
+#: Listed last by --help.
+INFO_FLAGS: tuple[Flag, ...] = (
     Flag("help", "help", "none", short="h", help="show this help"),
     Flag("version", "version", "none", short="V", help="show the version"),
 )
+
+
+def bridge_flag(d: Declared) -> Flag:
+    """The flag of a bridge option (fuse_bridge.options): its value goes to the
+    BridgeOptions field of the same name."""
+    cli = d.cli
+    assert cli is not None, d.name
+    return Flag(cli.flag, d.name, cli.kind, cli.parse, hidden=cli.hidden, help=cli.help,
+                metavar=cli.metavar)
+
+
+#: Every flag: the daemon's, then one per bridge option declared with a flag.
+FLAGS: tuple[Flag, ...] = (DAEMON_FLAGS + tuple(bridge_flag(d) for d in on_command_line())
+                           + INFO_FLAGS)
 _BY_LONG = {f.long: f for f in FLAGS}
 _BY_SHORT = {f.short: f for f in FLAGS if f.short}
 
