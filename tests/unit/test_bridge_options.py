@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +123,9 @@ def test_options_without_a_flag_are_not_on_the_command_line():
     for d in internal:
         with pytest.raises(UsageError, match="unrecognized option"):
             parse_args([f"--{d.name.replace('_', '-')}=1"])
+
+
+def test_the_readme_names_every_listed_flag():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    missing = [d.cli.flag for d in OPTIONS if not d.cli.hidden and f"`--{d.cli.flag}" not in readme]
+    assert not missing, f"README.md's command-line paragraph lacks {missing}"
