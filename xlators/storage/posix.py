@@ -112,9 +112,9 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
     """storage/posix: a local directory as the storage of the graph."""
     type = "storage/posix"
     children_range = (0, 0)
-    # Capabilities the bridge asks of every storage of the graph (see fuse_bridge.ops):
-    # the brick's own ACLs govern access and creation, and set-id bits and file
-    # capabilities are cleared on write/truncate/chown by the brick or by us.
+    # Capabilities (declared on Translator, asked of every storage by Graph.posix_acl and
+    # Graph.kills_privileges): the brick's own ACLs govern access and creation, and set-id
+    # bits and file capabilities are cleared on write/truncate/chown by the brick or by us.
     posix_acl = True
     kills_privileges = True
     options = (
