@@ -14,7 +14,7 @@ from xlators.core.registry import default_registry
 ROOT = Path(__file__).resolve().parents[2]
 #: Every capability of Translator (the attributes, then the methods).
 CAPABILITIES = ("handles_locks", "passes_data_through", "posix_acl", "kills_privileges",
-                "cancel_blocked", "passthrough_fd", "passthrough_blocker")
+                "cancel_blocked", "passthrough_fd", "passthrough_blocker", "bricks")
 
 
 class Leaf(Translator):
@@ -133,6 +133,22 @@ def test_passthrough_is_asked_of_the_top():
     assert g.passthrough_fd(object()) is None
 
 
+def test_bricks_are_the_brick_options_unless_overridden(tmp_path):
+    from xlators.core.graph import bricks
+    reg = default_registry()
+    text = (f"volume posix\n    type storage/posix\n    option directory {tmp_path}\n"
+            "end-volume\n")
+    g = Graph.from_text(text, registry=reg)
+    assert bricks(g["posix"]) == g["posix"].bricks() == [("directory", str(tmp_path))]
+    assert Leaf("leaf").bricks() == []
+
+    class Mirror(Leaf):
+        def bricks(self):
+            return [("a", "/x"), ("b", "/y")]
+
+    assert bricks(Mirror("m")) == [("a", "/x"), ("b", "/y")]
+
+
 def test_builtin_translators_declare_what_the_bridge_needs():
     reg = default_registry()
     assert reg.get("features/locks").handles_locks is True
@@ -162,8 +178,9 @@ def _capability_guesses(path: Path) -> list[str]:
 
 
 def test_the_bridge_never_guesses_a_capability():
-    found = [hit for path in sorted((ROOT / "fuse_bridge").rglob("*.py"))
-             for hit in _capability_guesses(path)]
+    paths = sorted((ROOT / "fuse_bridge").rglob("*.py")) + sorted(
+        (ROOT / "xlators" / "core").glob("*.py"))
+    found = [hit for path in paths for hit in _capability_guesses(path)]
     assert not found, "ask the Graph instead:\n" + "\n".join(found)
 
 

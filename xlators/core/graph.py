@@ -57,12 +57,9 @@ def brick_options(xl: Translator) -> list[Any]:
 
 
 def bricks(xl: Translator) -> list[tuple[str, str]]:
-    """``(option key, directory)`` of every brick ``xl`` stores into: its own ``bricks()``
-    method when it has one, else the values of :func:`brick_options`."""
-    own = getattr(xl, "bricks", None)
-    if callable(own):
-        return list(own())
-    return [(o.key, xl.opts[o.key]) for o in brick_options(xl) if xl.opts[o.key]]
+    """``(option key, directory)`` of every brick ``xl`` stores into
+    (``Translator.bricks``)."""
+    return list(xl.bricks())
 
 
 def _glob_covered(graph: "Graph", overrides: Iterable[str]) -> set[tuple[str, str]]:

@@ -141,7 +141,15 @@ class Translator:
             raise RuntimeError(f"{self.name}: spawn() needs a running graph (no nursery)")
         nursery.start_soon(fn, *args)
 
-    # -- capabilities: lock withdrawal, FUSE passthrough --------------------------------
+    # -- capabilities: bricks, lock withdrawal, FUSE passthrough -----------------------
+    def bricks(self) -> list[tuple[str, str]]:
+        """``(option key, directory)`` of every local directory this translator stores
+        into; the bridge refuses a mountpoint inside one, or one inside the mountpoint
+        (the mount would serve itself).  Default: the set options declared
+        ``brick=True``; a translator whose bricks are not plain options overrides it."""
+        return [(o.key, self.opts[o.key]) for o in self.options
+                if o.brick and self.opts[o.key]]
+
     def cancel_blocked(self, frame: Any) -> bool:
         """Lock withdrawal on interrupt: withdraw the blocked lock request of ``frame``
         (an interrupted F_SETLKW or flock, with ``--fuse-setlk-handle-interrupt``).  True
