@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 from .core.docgen import (children_text, default_text, origin_label, overridden_text, summary_of,
                           volfile_example)
 from .core.graph import Graph, GraphError
+from .core.hooks import entry_points
 from .core.registry import PluginError, Registry, default_registry
 from .core.translator import Translator
 from .core.volfile import (VolfileError, VolumeSpec, format_toml, format_volfile, load_volfile,
@@ -351,9 +352,7 @@ def extension_modules() -> list[str]:
     """The modules that add subcommands: :data:`EXTENSIONS`, or the entry points."""
     if EXTENSIONS is not None:
         return list(EXTENSIONS)
-    from importlib import metadata
-    names = [ep.value.partition(":")[0].strip()
-             for ep in metadata.entry_points(group=EXTENSION_GROUP)]
+    names = [ep.value.partition(":")[0].strip() for ep in entry_points(EXTENSION_GROUP)]
     return sorted(set(names))
 
 

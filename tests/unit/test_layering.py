@@ -327,8 +327,7 @@ def test_xlfsctl_extensions_come_from_the_entry_points(monkeypatch):
     eps = [metadata.EntryPoint("x", "some.module", ctl.EXTENSION_GROUP),
            metadata.EntryPoint("y", "other.module:add", ctl.EXTENSION_GROUP),
            metadata.EntryPoint("x", "some.module", ctl.EXTENSION_GROUP)]
-    monkeypatch.setattr(metadata, "entry_points",
-                        lambda group=None: [ep for ep in eps if ep.group == group])
+    monkeypatch.setattr(metadata, "entry_points", lambda: metadata.EntryPoints(eps))
     assert ctl.extension_modules() == ["other.module", "some.module"]
     monkeypatch.setattr(ctl, "EXTENSIONS", ("given",))
     assert ctl.extension_modules() == ["given"]

@@ -1,4 +1,5 @@
-"""The plugin hooks of xlfs (pluggy markers and specifications), in a module of their own.
+"""The plugin hooks of xlfs (pluggy markers and specifications) and entry-point lookup, in
+a module of their own.
 
 Both the registry that calls the hooks (:mod:`xlators.core.registry`) and every module that
 implements them (:mod:`xlators.builtin`, a plugin's module) import the markers from here,
@@ -22,3 +23,12 @@ class HookSpecs:
     @hookspec
     def xlfs_register_xlators(self, register: Callable[[type], None]) -> None:
         """Call ``register(cls)`` for each Translator subclass the plugin provides."""
+
+
+def entry_points(group: str) -> list:
+    """The installed entry points of ``group`` (plugins, xlfsctl extensions)."""
+    from importlib import metadata
+    eps = metadata.entry_points()
+    if hasattr(eps, "select"):
+        return list(eps.select(group=group))
+    return list(eps.get(group, ()))                          # Python < 3.10

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional
 import pluggy
 
 from .. import builtin
-from .hooks import PROJECT, HookSpecs, hookimpl, hookspec
+from .hooks import PROJECT, HookSpecs, entry_points, hookimpl, hookspec
 from .translator import Translator
 
 __all__ = ["PROJECT", "PLUGINS_ENV", "HookSpecs", "hookimpl", "hookspec", "Registry",
@@ -53,14 +53,6 @@ class PluginError(Exception):
     """A plugin that cannot be loaded or registered; str() is one line naming it."""
 
 
-def _entry_points(group: str) -> list:
-    from importlib import metadata
-    eps = metadata.entry_points()
-    if hasattr(eps, "select"):
-        return list(eps.select(group=group))
-    return list(eps.get(group, ()))                          # Python < 3.10
-
-
 class Registry:
     def __init__(self, *, load_entrypoints: bool = True) -> None:
         self.pm = pluggy.PluginManager(PROJECT)
@@ -68,7 +60,7 @@ class Registry:
         self._types: dict[str, type] = {}
         self._origin: dict[str, str] = {}
         if load_entrypoints:
-            for ep in _entry_points(PROJECT):
+            for ep in entry_points(PROJECT):
                 if self.pm.get_plugin(ep.name) is not None or self.pm.is_blocked(ep.name):
                     continue
                 where = f"plugin '{ep.name}' (entry point {ep.value}) cannot be loaded"
