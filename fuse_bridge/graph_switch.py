@@ -133,6 +133,7 @@ async def switch_graph(session: Any, volumes: Sequence[VolumeSpec], *, source: s
         if held:
             raise SwitchRefused(_locks_text(held))
         new = _build(session, volumes, registry)
+        await _check_bricks(session, new)
     except SwitchRefused as exc:
         log.error("SIGHUP: graph switch to %s refused: %s; the running graph serves on",
                   where, exc)
@@ -210,18 +211,27 @@ def _build(session: Any, volumes: Sequence[VolumeSpec], registry: Optional[Regis
     return new
 
 
+async def _check_bricks(session: Any, new: Graph) -> None:
+    """daemon.check_bricks for the new graph, in a worker thread: resolving a brick path
+    that lies inside the mount (the very mistake it looks for) makes requests to this
+    mount, which the event loop must stay free to serve."""
+    from .daemon import Failure, check_bricks
+    watch = session.mount_watch
+    mountpoint = watch.mountpoint if watch is not None else session.mountpoint
+    if not mountpoint:
+        return
+    try:
+        await trio.to_thread.run_sync(check_bricks, new, mountpoint, watch is not None)
+    except Failure as exc:
+        raise SwitchRefused(str(exc)) from None
+
+
 def _compatibility(session: Any, new: Graph) -> list[str]:
     """What the new graph cannot do that this mount relies on (checked as at start, or
     negotiated with the kernel at INIT and fixed until unmount)."""
-    from .daemon import Failure, check_bricks
     from .ops import _storage_flags
     from .passthrough import PassthroughUnavailable, graph_check
     problems = []
-    if session.mountpoint:
-        try:
-            check_bricks(new, session.mountpoint)
-        except Failure as exc:
-            problems.append(str(exc))
     try:
         graph_check(session.opts.fuse_passthrough, new.top)
     except PassthroughUnavailable as exc:
