@@ -152,7 +152,7 @@ async def switch_graph(session: Any, volumes: Sequence[VolumeSpec], *, source: s
     try:
         new.activate()
         await _wait_up(new, up_timeout)
-        migration, failed, old_fds = await _move(session, old, new, drain_timeout)
+        migration, failed, old_fds, held_ms = await _move(session, old, new, drain_timeout)
         committed = True
     except SwitchRefused as exc:
         log.error("SIGHUP: graph switch to %s refused: %s; the running graph serves on",
@@ -177,9 +177,9 @@ async def switch_graph(session: Any, volumes: Sequence[VolumeSpec], *, source: s
     lines = format_volfile(new.volumes).rstrip("\n").splitlines()
     width = len(str(len(lines)))
     log.info("SIGHUP: graph switched to %s: %s; %d open files and directories reopened%s; "
-             "the old graph drained, finished and freed; the graph now:\n%s", where,
-             migration.summary(), reopened,
-             f" ({len(failed)} could not be: they answer EBADF)" if failed else "",
+             "requests held %.0f ms; the old graph drained, finished and freed; the graph "
+             "now:\n%s", where, migration.summary(), reopened,
+             f" ({len(failed)} could not be: they answer EBADF)" if failed else "", held_ms,
              "\n".join(f"{i:>{width}}: {line}" for i, line in enumerate(lines, 1)))
     return True
 
@@ -272,6 +272,7 @@ async def _wait_up(new: Graph, timeout: float) -> None:
 # -- 2-5. quiesce, check locks, drain, migrate, commit ------------------------------------
 async def _move(session: Any, old: Graph, new: Graph, drain_timeout: float):
     gate = session.switching = trio.Event()
+    start = trio.current_time()
     try:
         await _drain_requests(session, drain_timeout)
         held = locks_held(old)
@@ -288,7 +289,7 @@ async def _move(session: Any, old: Graph, new: Graph, drain_timeout: float):
     finally:
         session.switching = None
         gate.set()
-    return migration, failed, old_fds
+    return migration, failed, old_fds, (trio.current_time() - start) * 1000
 
 
 async def _drain_requests(session: Any, timeout: float) -> None:

@@ -180,6 +180,25 @@ async def test_posix_to_a_mirror_finds_by_name(brick: Path, tmp_path: Path) -> N
         assert (brick2 / "d" / "f").read_bytes() == b"onetwo"
 
 
+async def test_a_deep_tree_and_many_names_move_by_name(brick: Path, tmp_path: Path) -> None:
+    """Parents are found before their children however deep the tree (no recursion),
+    and no nodeid the kernel holds is handed out for another object meanwhile."""
+    brick2 = tmp_path / "brick2"
+    brick2.mkdir()
+    async with serve(running(stack(brick))) as (k, s):
+        chain = [1]
+        for _ in range(400):
+            chain.append((await k.mkdir(chain[-1], b"d")).entry().nodeid)
+        files = [(await k.create(1, b"f%d" % i)).create()[0].nodeid for i in range(300)]
+        assert await switch_graph(s, volumes(mirror(brick, brick2)))
+        for n in chain[1:] + files:
+            assert s.itable.get(n).ctx, n
+        assert len({id(s.itable.get(n)) for n in chain + files}) == len(chain + files)
+        g = (await k.create(chain[-1], b"new")).create()[0].nodeid
+        assert g not in chain and g not in files
+        assert (await k.lookup(chain[-2], b"d")).entry().nodeid == chain[-1]
+
+
 async def test_a_name_that_changed_kind_is_stale_and_looked_up_again(
         brick: Path, tmp_path: Path) -> None:
     brick2 = tmp_path / "brick2"
