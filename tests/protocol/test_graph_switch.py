@@ -199,6 +199,23 @@ async def test_a_deep_tree_and_many_names_move_by_name(brick: Path, tmp_path: Pa
         assert (await k.lookup(chain[-2], b"d")).entry().nodeid == chain[-1]
 
 
+async def test_a_nodeid_found_by_name_is_never_taken_for_an_export_key(
+        brick: Path, tmp_path: Path) -> None:
+    """brick -> brick2 (found by name) -> brick2 with write-behind (same storage: export
+    keys are used, but not for nodeids that are brick's keys, which on the same
+    filesystem would open brick's file)."""
+    brick2 = tmp_path / "brick2"
+    brick2.mkdir()
+    (brick2 / "f").write_bytes(b"two")
+    async with serve(running(stack(brick))) as (k, s):
+        f, fh = await create(k, 1, b"f", b"one")
+        (await k.release(f, fh)).ok()
+        assert await switch_graph(s, volumes(stack(brick2)))
+        assert await switch_graph(s, volumes(stack(brick2, "performance/write-behind")))
+        fh = (await k.open(f, os.O_RDONLY)).open().fh
+        assert (await k.read(f, fh, 10)).ok().body == b"two"
+
+
 async def test_a_name_that_changed_kind_is_stale_and_looked_up_again(
         brick: Path, tmp_path: Path) -> None:
     brick2 = tmp_path / "brick2"

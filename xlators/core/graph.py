@@ -98,6 +98,8 @@ class Graph:
         self._inited: list[Translator] = []
         #: volumes the program added on top of the file's (``--read-only``): not the file's
         self.added_volumes: tuple[str, ...] = ()
+        #: nodeids a graph switch found by name: not this graph's export keys
+        self.foreign_nodeids: set[int] = set()
         for spec in self.volumes:
             self.xlators[spec.name] = self._build(spec)
         self.top: Translator = self.xlators[self.volumes[-1].name]

@@ -7,7 +7,8 @@ serves anything each of them must name an object of the new graph:
 - :func:`migrate_inodes`: every nodeid the kernel holds gets an inode of the new table
   with the same nodeid, generation and lookup count.  It is found *eagerly*, once, at
   switch time: by its export key (the ``resolve`` fop, exact identity) when the new graph
-  stores into the same bricks, else by name: the ``(parent nodeid, name)`` the bridge
+  stores into the same bricks and the nodeid is such a key (not one a previous switch
+  found by name: ``Graph.foreign_nodeids``), else by name: the ``(parent nodeid, name)`` the bridge
   last handed it out as, looked up in the already-moved parent.  The file type must be
   the one the running graph reports, or the object is not the same.  A nodeid that
   cannot be found stays reserved in the new table as a *stale* inode (no translator
@@ -51,12 +52,12 @@ class InodeMigration:
     """The outcome of :func:`migrate_inodes`."""
     moved: dict[int, Inode] = field(default_factory=dict)    # nodeid -> new inode
     stale: dict[int, str] = field(default_factory=dict)      # nodeid -> why
+    by_name: set[int] = field(default_factory=set)   # moved by name: not export keys
     by_key: int = 0
-    by_name: int = 0
 
     def summary(self) -> str:
         text = (f"{len(self.moved)} inodes found again ({self.by_key} by export key, "
-                f"{self.by_name} by name)")
+                f"{len(self.by_name)} by name)")
         if self.stale:
             text += f", {len(self.stale)} stale"
         return text
@@ -126,6 +127,10 @@ async def migrate_inodes(old: Graph, new: Graph, nodeids: Iterable[int],
     for inode in spare:
         if new_t.purge(inode):
             await new.forget(inode)
+    # A nodeid found by name is not the new storage's export key for its object: the
+    # next switch must not resolve it as one (on another brick of the same filesystem
+    # it would name a file outside the brick).
+    new.foreign_nodeids = result.by_name
     return result
 
 
@@ -134,17 +139,18 @@ async def _place(old: Graph, new: Graph, n: int, names: Mapping[int, tuple[int, 
                  reserved: dict[int, Inode], spare: list[Inode]) -> str:
     """Find nodeid ``n`` on ``new`` and adopt it; '' or why not."""
     was = old.itable.get(n)
-    try:
-        kind = stat.S_IFMT((await old.top.getattr(frame, was)).mode)
-    except OSError as exc:
-        return f"gone on the running graph already ({_strerror(exc)})"
-    entry, how, why = None, "", ""
-    if use_keys and was.generation != COUNTED_GENERATION:
-        try:
+    entry, how, why, kind = None, "", "", -1
+    foreign = getattr(old, "foreign_nodeids", ())
+    if use_keys and was.generation != COUNTED_GENERATION and n not in foreign:
+        try:     # the very object (the key is its brick's file handle): no check needed
             entry, how = await new.top.resolve(frame, n), "key"
         except OSError as exc:
             why = f"export key: {_strerror(exc)}"
     if entry is None:
+        try:
+            kind = stat.S_IFMT((await old.top.getattr(frame, was)).mode)
+        except OSError as exc:
+            return f"gone on the running graph already ({_strerror(exc)})"
         dentry = names.get(n)
         if dentry is None:
             return why or "no name is known for it and its export key cannot be used"
@@ -159,7 +165,7 @@ async def _place(old: Graph, new: Graph, n: int, names: Mapping[int, tuple[int, 
     found = entry.inode
     taken = (found is new.itable.root or found.nodeid in result.moved
              or found.nodeid in reserved)
-    if stat.S_IFMT(entry.attr.mode) != kind:
+    if kind >= 0 and stat.S_IFMT(entry.attr.mode) != kind:
         if not taken:
             spare.append(found)
         what = "the object of its export key" if how == "key" else repr(names[n][1])
@@ -172,7 +178,7 @@ async def _place(old: Graph, new: Graph, n: int, names: Mapping[int, tuple[int, 
     if how == "key":
         result.by_key += 1
     else:
-        result.by_name += 1
+        result.by_name.add(n)
     return ""
 
 
