@@ -216,6 +216,22 @@ async def test_a_nodeid_found_by_name_is_never_taken_for_an_export_key(
         assert (await k.read(f, fh, 10)).ok().body == b"two"
 
 
+async def test_an_open_file_whose_name_is_gone_answers_ebadf(brick: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, "xlfs.graph-switch")
+    async with serve(running(stack(brick))) as (k, s):
+        f, fh = await create(k, 1, b"f", b"data")
+        (await k.unlink(1, b"f")).ok()
+        assert (await k.read(f, fh, 10)).ok().body == b"data"     # open, unlinked
+        assert await switch_graph(s, volumes(stack(brick, "performance/write-behind")))
+        assert (await k.read(f, fh, 10)).errno == errno.EBADF
+        assert (await k.getattr(f)).errno == errno.ESTALE
+        assert f"fh {fh} (nodeid {f}" in caplog.text and "answers EBADF" in caplog.text
+        (await k.release(f, fh)).ok()
+        await k.forget(f, 1)
+        await k.sync()
+        assert s.itable.get(f) is None and not s.fds
+
+
 async def test_a_name_that_changed_kind_is_stale_and_looked_up_again(
         brick: Path, tmp_path: Path) -> None:
     brick2 = tmp_path / "brick2"
