@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mountlib import Mounted, can_mount
+from tests.mountlib import Mounted, can_mount, run_in_child
 
 pytestmark = pytest.mark.mount
 
@@ -173,21 +173,30 @@ def test_a_failed_new_graph_leaves_the_old_one_serving(tmp_path: Path, case: str
             "SIGHUP: graph switched")
 
 
-def test_a_held_lock_refuses_the_switch_until_released(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["posix", "flock"])
+def test_a_held_lock_refuses_the_switch_until_released(tmp_path: Path, kind: str) -> None:
     m, vol = mounted(tmp_path, LOCAL)
+    lock = fcntl.lockf if kind == "posix" else fcntl.flock
     with m:
         with open(m.path("f"), "w+") as f:
-            fcntl.lockf(f, fcntl.LOCK_EX)
+            lock(f, fcntl.LOCK_EX)
             out = sighup(m, vol, WRITE_BEHIND.format(brick=tmp_path / "brick"))
             assert "refused" in out, out
             line = next(x for x in m.read_log().splitlines() if "locks are held" in x)
             assert "volume 'locks' (features/locks) holds or waits for 1 lock" in line
-            fcntl.lockf(f, fcntl.LOCK_UN)
-            vol.write_text(LOCAL.format(brick=tmp_path / "brick"))   # a new digest again
-            out = sighup(m, vol, WRITE_BEHIND.format(brick=tmp_path / "brick"))
+            lock(f, fcntl.LOCK_UN)
+            out = sighup(m, vol, WRITE_BEHIND.format(brick=tmp_path / "brick") + "\n")
             assert out.startswith("SIGHUP: graph switched"), out
-            fcntl.lockf(f, fcntl.LOCK_EX)             # locks work on the new graph
-            f.write("locked")
+            lock(f, fcntl.LOCK_EX)                    # locks work on the new graph
+
+            def conflicts() -> int:                   # ... and conflict as before
+                with open(m.path("f"), "r+") as other:
+                    try:
+                        lock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except OSError as exc:
+                        return 0 if exc.errno in (errno.EAGAIN, errno.EACCES) else 2
+                return 1
+            assert run_in_child(conflicts) == 0
 
 
 @pytest.mark.parametrize("flag", ["--read-only", "-oro"])
