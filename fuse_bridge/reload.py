@@ -73,24 +73,3 @@ def reconfigure_in_place(graph: Graph, plan: Plan) -> Optional[str]:
         graph.xlators[v.name].reconfigure(v.options)
     graph.volfile_digest = plan.digest
     return None
-
-
-def reload_volfile(graph: Graph, path: str, overrides: Sequence[str] = ()) -> bool:
-    """Reload without a graph switch (a new topology is refused): for callers that have
-    no session; SIGHUP uses ``fuse_bridge.graph_switch.reload``."""
-    plan = plan_reload(graph, path, overrides)
-    if plan.kind == UNCHANGED:
-        log.info("SIGHUP: %s unchanged; nothing to do", path)
-        return False
-    if plan.kind == FAILED:
-        log.error("SIGHUP: %s", plan.error)
-        return False
-    if plan.kind == SWITCH:
-        log.error("SIGHUP: %s describes a different graph; no session to switch", path)
-        return False
-    why = reconfigure_in_place(graph, plan)
-    if why:
-        log.error("SIGHUP: %s", why)
-        return False
-    log.info("SIGHUP: %s reconfigured in place", path)
-    return True
