@@ -86,17 +86,19 @@ def sighup(m: Mounted, vol: Path, text: str, timeout: float = 30.0) -> str:
     raise AssertionError(f"no SIGHUP outcome in the log:\n{m.read_log()[-3000:]}")
 
 
-def mounted(tmp_path: Path, text: str, *flags: str) -> tuple[Mounted, Path]:
+def mounted(tmp_path: Path, text: str, *flags: str, **kw) -> tuple[Mounted, Path]:
     vol = tmp_path / "stack.vol"
     vol.write_text(text.format(brick=tmp_path / "brick", brick2=tmp_path / "brick2"))
-    return Mounted(vol, tmp_path, *flags), vol
+    return Mounted(vol, tmp_path, *flags, **kw), vol
 
 
 def test_switch_keeps_open_files_and_a_listing_going(tmp_path: Path) -> None:
     """local stack -> the same with write-behind: a file open before the switch reads
     what was written before and takes writes after; a directory listing started before
     goes on where it was; new files work."""
-    m, vol = mounted(tmp_path, LOCAL)
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    m, vol = mounted(tmp_path, LOCAL, env={"XLFS_DUMP_DIR": str(dumps)})
     names = {f"entry-{i:04d}-{'x' * 80}" for i in range(600)}
     with m:
         d = m.path("d")
@@ -123,6 +125,13 @@ def test_switch_keeps_open_files_and_a_listing_going(tmp_path: Path) -> None:
             f.write("made on the new graph")
         assert open(m.path("new")).read() == "made on the new graph"
         assert "volume wb" in m.read_log().split("graph switched", 1)[1]
+        m.proc.send_signal(signal.SIGUSR1)            # the statedump shows the new graph
+        deadline = time.monotonic() + 10
+        while not list(dumps.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        dump = next(dumps.iterdir()).read_text()
+        assert "performance.write-behind.wb]" in dump, dump[:2000]
+    assert "Traceback" not in m.read_log(), m.read_log()[-3000:]
 
 
 def test_switch_from_posix_to_a_mirror_of_two_bricks(tmp_path: Path) -> None:
