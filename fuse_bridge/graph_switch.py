@@ -61,6 +61,7 @@ log = logging.getLogger("xlfs.reload")
 
 UP_TIMEOUT = 10.0       # seconds for the new graph's CHILD_UP
 DRAIN_TIMEOUT = 5.0     # seconds for the requests in flight to finish
+MOVE_TIMEOUT = 120.0    # seconds for draining, finding inodes again and reopening files
 
 
 class SwitchRefused(Exception):
@@ -123,7 +124,8 @@ async def reload(session: Any, path: str, overrides: Sequence[str] = ()) -> str:
 async def switch_graph(session: Any, volumes: Sequence[VolumeSpec], *, source: str = "",
                        digest: str = "", registry: Optional[Registry] = None,
                        up_timeout: float = UP_TIMEOUT,
-                       drain_timeout: float = DRAIN_TIMEOUT) -> bool:
+                       drain_timeout: float = DRAIN_TIMEOUT,
+                       move_timeout: float = MOVE_TIMEOUT) -> bool:
     """Replace ``session``'s graph with one built from ``volumes`` (the module docstring);
     True when the mount now runs on it."""
     old = session.graph
@@ -152,7 +154,8 @@ async def switch_graph(session: Any, volumes: Sequence[VolumeSpec], *, source: s
     try:
         new.activate()
         await _wait_up(new, up_timeout)
-        migration, failed, old_fds, held_ms = await _move(session, old, new, drain_timeout)
+        migration, failed, old_fds, held_ms = await _move(session, old, new, drain_timeout,
+                                                          move_timeout)
         committed = True
     except SwitchRefused as exc:
         log.error("SIGHUP: graph switch to %s refused: %s; the running graph serves on",
@@ -270,7 +273,8 @@ async def _wait_up(new: Graph, timeout: float) -> None:
 
 
 # -- 2-5. quiesce, check locks, drain, migrate, commit ------------------------------------
-async def _move(session: Any, old: Graph, new: Graph, drain_timeout: float):
+async def _move(session: Any, old: Graph, new: Graph, drain_timeout: float,
+                move_timeout: float):
     gate = session.switching = trio.Event()
     start = trio.current_time()
     try:
@@ -278,14 +282,19 @@ async def _move(session: Any, old: Graph, new: Graph, drain_timeout: float):
         held = locks_held(old)
         if held:
             raise SwitchRefused(_locks_text(held))
-        await old.drain()
         nodeids = {i.nodeid for i in old.itable if i.nlookup > 0}
         nodeids.update(fd.inode.nodeid for fd in session.fds.values())
-        names = {n: (parent.nodeid, name) for n, (parent, name) in session.lru.items()}
-        migration = await migrate_inodes(old, new, nodeids, names)
-        old_fds = dict(session.fds)
-        new_fds, failed = await reopen_fds(old_fds, new)
-        _commit(session, old, new, new_fds, names, migration)
+        with trio.move_on_after(move_timeout):      # a hung brick must not hang the mount
+            await old.drain()
+            names = {n: (parent.nodeid, name) for n, (parent, name) in session.lru.items()}
+            migration = await migrate_inodes(old, new, nodeids, names)
+            old_fds = dict(session.fds)
+            new_fds, failed = await reopen_fds(old_fds, new)
+            _commit(session, old, new, new_fds, names, migration)
+        if session.graph is not new:
+            raise SwitchRefused(f"draining the old graph, finding {len(nodeids)} inodes and "
+                                f"reopening {len(session.fds)} files on the new one took "
+                                f"more than {move_timeout:g} s")
     finally:
         session.switching = None
         gate.set()

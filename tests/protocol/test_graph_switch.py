@@ -350,6 +350,26 @@ async def test_a_new_graph_that_cannot_serve_leaves_the_old_one(
     assert want in line and "the running graph serves on" in line, line
 
 
+async def test_a_new_graph_that_hangs_while_moving_is_given_up(brick: Path, tmp_path: Path,
+                                                               caplog) -> None:
+    """A lookup that never returns on the new graph (a hung brick) while the inodes are
+    found again: the switch is refused after the bound and requests flow again."""
+    caplog.set_level(logging.INFO, LOG)
+    reg = _xlators()
+    async with serve(running(stack(brick), reg)) as (k, s):
+        old = s.graph
+        d = (await k.mkdir(1, b"slow")).entry().nodeid
+        f, fh = await create(k, d, b"f", b"data")
+        (tmp_path / "brick2").mkdir()
+        new = volumes(mirror(brick, tmp_path / "brick2") + "\nvolume gate\n    type test/gate"
+                      "\n    subvolumes locks\nend-volume\n")  # LOOKUP of b"slow" waits
+        assert not await switch_graph(s, new, registry=reg, move_timeout=0.3)
+        assert "took more than 0.3 s" in caplog.text
+        assert s.graph is old and s.switching is None
+        assert (await k.read(f, fh, 10)).ok().body == b"data"
+        assert (await k.lookup(d, b"f")).entry().nodeid == f
+
+
 async def test_locks_refuse_the_switch_until_released(brick: Path, caplog) -> None:
     caplog.set_level(logging.INFO, LOG)
     async with serve(running(stack(brick))) as (k, s):
