@@ -229,11 +229,13 @@ def test_read_only_mount_switches_and_stays_read_only(tmp_path: Path, flag: str)
         assert exc.value.errno == errno.EROFS
 
 
-def test_switches_under_load_lose_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [(), ("--reader-thread-count=3",)])
+def test_switches_under_load_lose_nothing(tmp_path: Path, flags: tuple) -> None:
     """Two threads write, read back and list without pause while the graph switches 20
-    times: no error reaches them and every byte is where it was written."""
+    times (with one /dev/fuse channel, and with cloned ones: every reader pauses): no
+    error reaches them and every byte is where it was written."""
     import threading
-    m, vol = mounted(tmp_path, LOCAL)
+    m, vol = mounted(tmp_path, LOCAL, *flags)
     texts = [WRITE_BEHIND.format(brick=tmp_path / "brick"),
              LOCAL.format(brick=tmp_path / "brick")]
     errors: list = []
