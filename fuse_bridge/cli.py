@@ -8,7 +8,8 @@
 Every failure is one line on stderr and a non-zero exit (2 for a wrong command line, 1 for
 anything else).  SIGINT/SIGTERM unmount and exit (a busy mount is detached lazily and
 served until its files close; a second signal ends at once), SIGHUP reopens the log file
-and reloads the volfile (options reconfigured in place when the topology is the same),
+and reloads the volfile (options reconfigured in place when the topology is the same, a
+graph switch when it is not),
 SIGUSR1 writes a statedump.  docs/operating.md has the details.
 """
 from __future__ import annotations
@@ -194,13 +195,13 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
                     log.error("lazy unmount failed: %s", exc2)
                     session.end("signal")
         elif signum == signal.SIGHUP:
-            from .reload import reload_volfile
+            from .graph_switch import reload
             reopen_log()
-            reload_volfile(graph, volfile, args.get("xlator_options", []))
+            await reload(session, volfile, args.get("xlator_options", []))
         elif signum == signal.SIGUSR1:
             from xlators.core.statedump import write_statedump
             try:
-                path = write_statedump(graph, extra={"fuse": _bridge_state(session)})
+                path = write_statedump(session.graph, extra={"fuse": _bridge_state(session)})
                 log.info("statedump written to %s", path)
             except OSError as exc:
                 log.error("statedump failed: %s", exc)

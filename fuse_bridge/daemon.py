@@ -28,10 +28,12 @@ def absolute_paths(args: Args) -> None:
         os.environ["XLFS_DUMP_DIR"] = os.path.abspath(os.environ["XLFS_DUMP_DIR"])
 
 
-def check_bricks(graph: Graph, mountpoint: str) -> None:
+def check_bricks(graph: Graph, mountpoint: str, resolved: bool = False) -> None:
     """Refuse a mountpoint inside a brick, or a brick inside the mountpoint: the daemon
-    would call into its own mount to serve it (a request that waits for itself)."""
-    mp = os.path.realpath(mountpoint)
+    would call into its own mount to serve it (a request that waits for itself).
+    ``resolved``: the mountpoint is a real path already (once mounted it must not be
+    stat-ed: a graph switch passes the path resolved before mounting)."""
+    mp = mountpoint if resolved else os.path.realpath(mountpoint)
     for spec in graph.volumes:
         xl = graph.xlators[spec.name]
         for key, path in bricks(xl):

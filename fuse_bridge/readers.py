@@ -101,6 +101,9 @@ async def read_loop(session: Any, chan: Channel) -> None:
             # cancelled scope stays cancelled.  Fast requests only pass through it.
             with trio.CancelScope() as scope:
                 while True:
+                    if session.switching is not None:   # a graph switch commits
+                        await session.switching.wait()
+                        continue
                     try:
                         n = os.readv(fd, bufs)
                     except BlockingIOError:

@@ -94,6 +94,8 @@ class Session:
         self.init_done = trio.Event()
         self.stats = {"requests": 0, "errors": 0, "exceptions": 0}
         self.end_reason = ""
+        # Set while a graph switch commits: readers take no request (fuse_bridge.graph_switch).
+        self.switching: Optional[trio.Event] = None
         graph.listeners.append(self._graph_event)
 
     def _graph_event(self, event: Any, data: Any, source: Any) -> None:

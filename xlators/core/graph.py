@@ -95,6 +95,8 @@ class Graph:
         self._inited: list[Translator] = []
         #: volumes the program added on top of the file's (``--read-only``): not the file's
         self.added_volumes: tuple[str, ...] = ()
+        #: nodeids a graph switch found by name: not this graph's export keys
+        self.foreign_nodeids: set[int] = set()
         for spec in self.volumes:
             self.xlators[spec.name] = self._build(spec)
         self.top: Translator = self.xlators[self.volumes[-1].name]
@@ -209,6 +211,29 @@ class Graph:
                 xl.fini()
             except Exception:  # fini must go on for the others
                 log.exception("volume '%s': fini failed", xl.name)
+
+    async def drain(self) -> None:
+        """Let work that translators acknowledged but have not finished land below them
+        (write-behind's queued writes and background flushes), parents first: a
+        translator with an ``async def drain()`` is awaited.  A graph switch drains the
+        running graph before the new one looks at the files."""
+        for xl in reversed(list(self.xlators.values())):
+            drain = getattr(xl, "drain", None)
+            if drain is not None:
+                await drain()
+
+    def dismantle(self) -> None:
+        """fini(), then drop the translators, the inode table and the listeners: a
+        retired graph that something still names (the command line keeps its first
+        graph) holds nothing.  The graph cannot serve again."""
+        self.fini()
+        if self.top is not None and self in self.top.parents:
+            self.top.parents.remove(self)
+        self.xlators = {}
+        self.listeners = []
+        self.nursery = None
+        self.itable = InodeTable()
+        self.top = None  # type: ignore[assignment]
 
     def notify(self, event: Event, data: Any = None, source: Any = None) -> None:
         """Events from the top translator (the graph is its parent)."""

@@ -146,6 +146,11 @@ class InodeTable:
             pins.inodes.append(inode)
         return inode
 
+    def share_numbering(self, other: "InodeTable") -> None:
+        """Draw counted nodeids from ``other``'s counter (a graph switch: the new graph's
+        table never hands out a number the old one gave the kernel)."""
+        self._nodeids = other._nodeids
+
     def _counted_nodeid(self) -> int:
         nodeid = next(self._nodeids)
         while nodeid in self.by_nodeid:      # a key took it

@@ -406,6 +406,11 @@ class Locks(Translator):
             self._inodes.pop(inode, None)
         return await self.child.forget(frame, inode)
 
+    def locks_held(self) -> int:
+        """Granted and waiting locks (a graph switch is refused while there are any)."""
+        return sum(len(st.posix) + len(st.flocks) + len(st.blocked)
+                   for st in self._inodes.values())
+
     # -- statedump --------------------------------------------------------------------
     def dump(self) -> dict[str, Any]:
         out: dict[str, Any] = {"inodes": len(self._inodes),

@@ -165,6 +165,14 @@ class WriteBehind(Translator):
         if st is not None and not st.idle():
             await self._drain(st)
 
+    async def drain(self) -> None:
+        """Let every queued write and background flush land (Graph.drain: a graph switch
+        calls it before another graph reads these files)."""
+        for st in list(self._active):
+            await self._drain(st)
+            while st.bg_flushes:
+                await st.wait_changed()
+
     # -- the background worker ----------------------------------------------------------
     def _start_worker(self, st: _Inode) -> bool:
         if not self._try_spawn(self._worker, st):
