@@ -245,7 +245,7 @@ def _compatibility(session: Any, new: Graph) -> list[str]:
         if blocker:
             problems.append(f"open files bypass the graph through FUSE passthrough and the "
                             f"new graph must see their data ({blocker})")
-    handles = any(getattr(xl, "handles_locks", False) for xl in new.xlators.values())
+    handles = new.handles_locks()
     if session.handles_locks and not handles:
         problems.append("the kernel sends POSIX and flock locks to the graph (negotiated at "
                         "mount) and no translator of the new graph handles locks")

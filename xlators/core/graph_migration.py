@@ -265,13 +265,11 @@ def locks_held(graph: Graph) -> list[str]:
     the number of granted and waiting locks."""
     out = []
     for xl in graph.xlators.values():
-        if not getattr(xl, "handles_locks", False):
+        if not xl.handles_locks:
             continue
-        count = getattr(xl, "locks_held", None)
-        if count is None:
+        n = xl.locks_held()
+        if n is None:
             out.append(f"volume '{xl.name}' ({xl.type}) cannot tell whether locks are held")
-            continue
-        n = count()
-        if n:
+        elif n:
             out.append(f"volume '{xl.name}' ({xl.type}) holds or waits for {n} lock(s)")
     return out

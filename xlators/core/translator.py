@@ -158,6 +158,12 @@ class Translator:
         translator that declares ``handles_locks``.  Default: False (nothing waits)."""
         return False
 
+    def locks_held(self) -> Optional[int]:
+        """Granted and waiting POSIX and flock locks held here, asked of every translator
+        that declares ``handles_locks`` before a graph switch (refused while there are
+        any).  Default: None, "cannot tell", which refuses the switch too."""
+        return None
+
     def passthrough_fd(self, fd: Any) -> Optional[int]:
         """The OS descriptor of the brick file behind the open ``fd`` when the kernel may
         read, write and map that file directly, bypassing this translator and all below
