@@ -1,0 +1,563 @@
+"""meta/meta: the ``.meta`` directory at the root of a mount (GlusterFS's meta).
+
+The bridge loads it on top of every graph it serves (volume ``meta-autoload``); a volfile
+may place it itself, and then no second one is added.  Looking up ``.meta`` in the root
+finds it, but the root's listing does not show it (readdir passes through untouched, so a
+program walking the tree never wanders in).  Everything below ``.meta`` is answered here
+and never reaches the children; every other request passes through with one dictionary
+lookup.  The layout and each file's text: :mod:`xlators.meta.tree`.
+
+What only the serving process knows (requests in flight, its inode and fd tables, its
+options, the log level) comes from ``graph.host`` (:class:`xlators.core.host.Host`), read
+at each access; without one (the test harness) those files say less.
+
+Files and their sizes: a file's text is computed at lookup and getattr (so ``stat``
+shows its true size) and again at open, where the fd keeps it: every read of that open
+sees one consistent text.  Opens ask for direct I/O (the kernel sends every read here
+and does not cut them at a size it cached a moment earlier), and an open within the
+attribute timeout of the last lookup reuses that lookup's text, so that even a mount
+with ``--direct-io-mode=no`` reads exactly the size the kernel was told.
+
+Writes: ``logging/loglevel`` (a level name, or GlusterFS's number), ``measure_latency``
+(1/0) and ``statedump`` (any text; a read of the same open gives the dump's path) are
+writable; truncating them is accepted and does nothing.  Everything else is refused with
+EPERM (a write, a new name, a removal, an attribute change), as in GlusterFS; a bad value
+for a writable file is EINVAL.
+
+    volume meta-autoload
+        type meta/meta
+        option meta-dir-name .meta
+        subvolumes stats
+    end-volume
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import stat
+import time
+from typing import Any, Optional
+
+from ..core.errors import FopError
+from ..core.events import Event
+from ..core.inode import Fd, Inode, Loc
+from ..core.options import Option
+from ..core.translator import Translator
+from ..core.types import Attr, DirEntry, Entry, dirent_type
+from .profile import Profiler
+from .tree import Dir, File, Link, MetaTree, Node
+
+#: inode numbers of ``.meta`` entries: the top 2**24 values, far from any storage's
+META_INO_BASE = (1 << 64) - (1 << 24)
+_graph_ids = itertools.count(1)
+_STATE_EVENTS = {Event.CHILD_UP: "up", Event.CHILD_DOWN: "down",
+                 Event.CHILD_CONNECTING: "connecting"}
+
+
+class _Snapshot:
+    """A file's text at one moment."""
+    __slots__ = ("data", "at")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = time.monotonic()
+
+
+class MetaFd:
+    """What one open of a ``.meta`` file or directory holds."""
+    __slots__ = ("content", "entries")
+
+    def __init__(self) -> None:
+        self.content = b""
+        self.entries: list[tuple[str, Node]] = []
+
+
+class MetaInode:
+    """What a ``.meta`` inode holds: its node and the text last shown."""
+    __slots__ = ("node", "snapshot")
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.snapshot: Optional[_Snapshot] = None
+
+
+class Meta(Translator):
+    """meta/meta: the .meta directory (graph, options, private state, profiles,
+    pending requests, log level) at the mount's root."""
+    type = "meta/meta"
+    children_range = (1, 1)
+    passes_data_through = True    # files below the root are untouched
+    options = (
+        Option.str("meta-dir-name", default=".meta",
+                   description="Name of the directory in the mount's root (not listed by "
+                               "readdir; a file of that name in the brick's root is "
+                               "hidden by it)."),
+    )
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.dir_name: str = self.opts.meta_dir_name
+        if not self.dir_name or "/" in self.dir_name or self.dir_name in (".", ".."):
+            raise ValueError(f"volume '{self.name}' ({self.type}): option 'meta-dir-name': "
+                             f"invalid value '{self.dir_name}': a name without '/'")
+        self._dir_bytes = os.fsencode(self.dir_name)
+        self.graph_id = f"graph-{next(_graph_ids)}"
+        self.tree = MetaTree(self)
+        self.profiler = Profiler()
+        self.last_statedump = ""
+        self._inos: dict[tuple[str, ...], int] = {}
+        self._states: dict[str, str] = {}
+        self._watched: list[Translator] = []
+        self._started_ns = time.time_ns()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def init(self) -> None:
+        """Watch what every translator of the graph tells its parents (``state``)."""
+        for xl in self.graph_xlators():
+            self._watch(xl)
+
+    def fini(self) -> None:
+        self.profiler.stop()
+        for xl in self._watched:
+            xl.__dict__.pop("notify_parents", None)
+        self._watched = []
+
+    def graph_xlators(self) -> list[Translator]:
+        """The translators of this graph, from the top down (dangling ones last); without
+        a Graph (the harness), those below this one."""
+        graph = self.graph
+        if graph is not None:
+            seen = [xl for _, xl in graph.walk()]
+            return list(dict.fromkeys(seen + list(graph.xlators.values())))
+        seen: list[Translator] = []
+
+        def rec(xl: Translator) -> None:
+            if xl not in seen:
+                seen.append(xl)
+                for c in xl.children:
+                    rec(c)
+        rec(self)
+        return seen
+
+    def _watch(self, xl: Translator) -> None:
+        states = self._states
+        send = xl.notify_parents        # the class's method, bound
+
+        def notify_parents(event: Event, data: Any = None) -> None:
+            state = _STATE_EVENTS.get(event)
+            if state is not None:
+                states[xl.name] = state
+            send(event, data)
+        xl.notify_parents = notify_parents          # type: ignore[method-assign]
+        self._watched.append(xl)
+
+    def state_of(self, xl: Translator) -> str:
+        """What ``xl`` last told its parents: up, down, connecting (or unknown)."""
+        return self._states.get(xl.name, "unknown")
+
+    def set_profiling(self, on: bool) -> None:
+        if on:
+            self.profiler.start(self.graph_xlators())
+            self.log.info("profiling started (%s/measure_latency)", self.dir_name)
+        elif self.profiler.on:
+            self.profiler.stop()
+            self.log.info("profiling stopped")
+
+    # -- nodes and inodes --------------------------------------------------------------
+    def _meta(self, inode: Optional[Inode]) -> Optional[MetaInode]:
+        return inode.ctx.get(self) if inode is not None else None
+
+    def _is_meta_name(self, loc: Loc) -> bool:
+        return loc.name == self._dir_bytes and loc.parent is self.itable.root
+
+    def _touches_meta(self, loc: Optional[Loc]) -> bool:
+        if loc is None:
+            return False
+        return (self._is_meta_name(loc) or self._meta(loc.parent) is not None
+                or self._meta(loc.inode) is not None)
+
+    def _inode(self, node: Node) -> Inode:
+        ino = self._inos.get(node.path)
+        if ino is None:
+            ino = self._inos[node.path] = META_INO_BASE + len(self._inos)
+        inode = self.itable.link(ino)
+        mi = inode.ctx.get(self)
+        if mi is None:
+            inode.ctx[self] = MetaInode(node)
+        else:
+            mi.node = node            # rebuilt: the newest closures
+        return inode
+
+    def _child(self, mi: MetaInode, name: bytes) -> Node:
+        node = mi.node
+        if not isinstance(node, Dir):
+            raise FopError(errno.ENOTDIR)
+        text = name.decode(errors="surrogateescape")
+        got = node.entries().get(text)
+        if got is None:
+            raise FopError(errno.ENOENT)
+        return got
+
+    def _text(self, mi: MetaInode) -> bytes:
+        node = mi.node
+        assert isinstance(node, File)
+        try:
+            text = node.fill()
+        except Exception as exc:      # one broken view must not fail the mount
+            self.log.exception("%s/%s", self.dir_name, "/".join(node.path))
+            text = f"error: {type(exc).__name__}: {exc}\n"
+        data = text.encode(errors="surrogateescape")
+        mi.snapshot = _Snapshot(data)
+        return data
+
+    def _attr(self, inode: Inode, mi: MetaInode, size: Optional[int] = None) -> Attr:
+        node = mi.node
+        if isinstance(node, Dir):
+            mode, nlink, size = stat.S_IFDIR | 0o555, 2, 0
+            t = self._started_ns
+        elif isinstance(node, Link):
+            mode, nlink = stat.S_IFLNK | 0o777, 1
+            size = len(os.fsencode(node.target()))
+            t = self._started_ns
+        else:
+            assert isinstance(node, File)
+            mode = stat.S_IFREG | (0o644 if node.write is not None else 0o444)
+            nlink = 1
+            if size is None:
+                size = len(self._text(mi))
+            t = time.time_ns()
+        return Attr(ino=inode.ino, size=size, blocks=(size + 511) // 512, atime_ns=t,
+                    mtime_ns=t, ctime_ns=t, mode=mode, nlink=nlink, uid=0, gid=0)
+
+    def _entry(self, node: Node) -> Entry:
+        inode = self._inode(node)
+        return Entry(inode, self._attr(inode, inode.ctx[self]))
+
+    # -- lookup and attributes -----------------------------------------------------------
+    async def lookup(self, frame: Any, loc: Loc) -> Entry:
+        parent = loc.parent
+        mi = parent.ctx.get(self) if parent is not None else None
+        if mi is None:
+            if loc.name == self._dir_bytes and parent is self.itable.root:
+                return self._entry(self.tree.root())
+            entry = await self.child.lookup(frame, loc)
+            if self.profiler.on:
+                self.profiler.named(entry.inode.nodeid, parent.nodeid, loc.name)
+            return entry
+        if loc.name == b".":
+            return Entry(parent, self._attr(parent, mi))
+        if loc.name == b"..":
+            if not mi.node.path:
+                root = self.itable.root
+                return Entry(root, await self.child.getattr(frame, root))
+            return self._entry(self._node_at(mi.node.path[:-1]))
+        return self._entry(self._child(mi, loc.name))
+
+    def _node_at(self, path: tuple[str, ...]) -> Node:
+        node: Node = self.tree.root()
+        for name in path:
+            assert isinstance(node, Dir)
+            node = node.entries()[name]
+        return node
+
+    async def getattr(self, frame: Any, inode: Inode, fd: Optional[Fd] = None) -> Attr:
+        mi = inode.ctx.get(self)
+        if mi is None:
+            return await self.child.getattr(frame, inode, fd)
+        mfd = fd.ctx.get(self) if fd is not None else None
+        if mfd is not None and isinstance(mi.node, File):
+            return self._attr(inode, mi, len(mfd.content))
+        return self._attr(inode, mi)
+
+    async def setattr(self, frame: Any, inode: Inode, changes: Any,
+                      fd: Optional[Fd] = None) -> Attr:
+        mi = inode.ctx.get(self)
+        if mi is None:
+            return await self.child.setattr(frame, inode, changes, fd)
+        only_size = all(getattr(changes, f) is None for f in ("mode", "uid", "gid",
+                                                              "atime_ns", "mtime_ns"))
+        if (isinstance(mi.node, File) and mi.node.write is not None and only_size
+                and changes.size is not None):
+            return self._attr(inode, mi)            # truncating a writable file: nothing
+        raise FopError(errno.EPERM)
+
+    async def access(self, frame: Any, inode: Inode, mask: int) -> None:
+        mi = inode.ctx.get(self)
+        if mi is None:
+            return await self.child.access(frame, inode, mask)
+        writable = isinstance(mi.node, File) and mi.node.write is not None
+        if mask & os.W_OK and not writable:
+            raise FopError(errno.EACCES)
+        return None
+
+    async def readlink(self, frame: Any, inode: Inode) -> bytes:
+        mi = inode.ctx.get(self)
+        if mi is None:
+            return await self.child.readlink(frame, inode)
+        if not isinstance(mi.node, Link):
+            raise FopError(errno.EINVAL)
+        return os.fsencode(mi.node.target())
+
+    async def statfs(self, frame: Any, inode: Inode) -> Any:
+        if inode.ctx.get(self) is not None:
+            inode = self.itable.root
+        return await self.child.statfs(frame, inode)
+
+    async def forget(self, frame: Any, inode: Inode) -> None:
+        if inode.ctx.pop(self, None) is None:
+            return await self.child.forget(frame, inode)
+        return None
+
+    # -- files -----------------------------------------------------------------------------
+    async def open(self, frame: Any, inode: Inode, flags: int, fd: Fd) -> None:
+        mi = inode.ctx.get(self)
+        if mi is None:
+            if self.profiler.on:
+                self.profiler.file(inode.nodeid).opens += 1
+            return await self.child.open(frame, inode, flags, fd)
+        node = mi.node
+        if isinstance(node, Dir):
+            raise FopError(errno.EISDIR)
+        if not isinstance(node, File):
+            raise FopError(errno.ELOOP)
+        if flags & os.O_ACCMODE != os.O_RDONLY and node.write is None:
+            raise FopError(errno.EPERM)
+        mfd = MetaFd()
+        snap = mi.snapshot
+        timeout = self._attr_timeout()
+        if snap is not None and time.monotonic() - snap.at <= timeout:
+            mfd.content = snap.data       # the size the kernel was just told
+        else:
+            mfd.content = self._text(mi)
+        fd.ctx[self] = mfd
+        fd.open_flags.add("direct_io")
+        return None
+
+    def _attr_timeout(self) -> float:
+        host = getattr(self.graph, "host", None)
+        try:
+            return float(host.attr_timeout()) if host is not None else 1.0
+        except Exception:
+            return 1.0
+
+    async def readv(self, frame: Any, fd: Fd, size: int, offset: int,
+                    flags: Optional[int] = None) -> bytes:
+        mfd = fd.ctx.get(self)
+        if mfd is None:
+            data = await self.child.readv(frame, fd, size, offset, flags)
+            if self.profiler.on:
+                f = self.profiler.file(fd.inode.nodeid)
+                f.reads += 1
+                f.read_bytes += len(data)
+            return data
+        return mfd.content[offset:offset + size]
+
+    async def writev(self, frame: Any, fd: Fd, data: Any, offset: int,
+                     flags: Optional[int] = None) -> int:
+        mfd = fd.ctx.get(self)
+        if mfd is None:
+            n = await self.child.writev(frame, fd, data, offset, flags)
+            if self.profiler.on:
+                f = self.profiler.file(fd.inode.nodeid)
+                f.writes += 1
+                f.write_bytes += n
+            return n
+        mi = fd.inode.ctx.get(self)
+        node = mi.node if mi is not None else None
+        if not isinstance(node, File) or node.write is None:
+            raise FopError(errno.EPERM)
+        try:
+            await node.write(bytes(data), mfd)
+        except (ValueError, TypeError) as exc:
+            self.log.warning("%s/%s: refused %r: %s", self.dir_name, "/".join(node.path),
+                             bytes(data)[:64], exc)
+            raise FopError(errno.EINVAL) from None
+        return len(data)
+
+    async def flush(self, frame: Any, fd: Fd) -> None:
+        if fd.ctx.get(self) is None:
+            return await self.child.flush(frame, fd)
+        return None
+
+    async def fsync(self, frame: Any, fd: Fd, datasync: Any) -> None:
+        if fd.ctx.get(self) is None:
+            return await self.child.fsync(frame, fd, datasync)
+        return None
+
+    async def release(self, frame: Any, fd: Fd) -> None:
+        if fd.ctx.pop(self, None) is None:
+            return await self.child.release(frame, fd)
+        return None
+
+    # -- directories -------------------------------------------------------------------------
+    async def opendir(self, frame: Any, inode: Inode, fd: Fd) -> None:
+        mi = inode.ctx.get(self)
+        if mi is None:
+            return await self.child.opendir(frame, inode, fd)
+        if not isinstance(mi.node, Dir):
+            raise FopError(errno.ENOTDIR)
+        mfd = MetaFd()
+        mfd.entries = list(mi.node.entries().items())
+        fd.ctx[self] = mfd
+        return None
+
+    def _dir_entries(self, fd: Fd, mfd: MetaFd, offset: int, plus: bool) -> list[DirEntry]:
+        mi = fd.inode.ctx[self]
+        out: list[DirEntry] = []
+        names: list[tuple[bytes, Optional[Node]]] = [(b".", None), (b"..", None)]
+        names += [(os.fsencode(n), node) for n, node in mfd.entries]
+        for i in range(max(0, offset), len(names)):
+            name, node = names[i]
+            if node is None:
+                ino = fd.inode.ino if name == b"." else (
+                    self._inos.get(mi.node.path[:-1], 0) if mi.node.path else
+                    self.itable.root.ino)
+                out.append(DirEntry(name, ino, dirent_type(stat.S_IFDIR), i + 1))
+                continue
+            entry = self._entry(node) if plus else None
+            ino = entry.inode.ino if entry is not None else self._inos.setdefault(
+                node.path, META_INO_BASE + len(self._inos))
+            mode = {"dir": stat.S_IFDIR, "link": stat.S_IFLNK}.get(node.kind, stat.S_IFREG)
+            out.append(DirEntry(name, ino, dirent_type(mode), i + 1, entry))
+        return out
+
+    async def readdir(self, frame: Any, fd: Fd, offset: int, size: int) -> list[DirEntry]:
+        mfd = fd.ctx.get(self)
+        if mfd is None:
+            return await self.child.readdir(frame, fd, offset, size)
+        return self._dir_entries(fd, mfd, offset, False)
+
+    async def readdirp(self, frame: Any, fd: Fd, offset: int, size: int) -> list[DirEntry]:
+        mfd = fd.ctx.get(self)
+        if mfd is None:
+            entries = await self.child.readdirp(frame, fd, offset, size)
+            if self.profiler.on:
+                parent = fd.inode.nodeid
+                for e in entries:
+                    if e.entry is not None:
+                        self.profiler.named(e.entry.inode.nodeid, parent, e.name)
+            return entries
+        return self._dir_entries(fd, mfd, offset, True)
+
+    async def fsyncdir(self, frame: Any, fd: Fd, datasync: Any) -> None:
+        if fd.ctx.get(self) is None:
+            return await self.child.fsyncdir(frame, fd, datasync)
+        return None
+
+    async def releasedir(self, frame: Any, fd: Fd) -> None:
+        if fd.ctx.pop(self, None) is None:
+            return await self.child.releasedir(frame, fd)
+        return None
+
+    # -- refused: nothing is created, removed or changed below .meta ---------------------------
+    def _refuse_new(self, loc: Loc) -> None:
+        if self._is_meta_name(loc):
+            raise FopError(errno.EEXIST)
+        if self._meta(loc.parent) is not None:
+            raise FopError(errno.EPERM)
+
+    async def mknod(self, frame: Any, loc: Loc, mode: int, rdev: int, umask: int) -> Entry:
+        self._refuse_new(loc)
+        return await self.child.mknod(frame, loc, mode, rdev, umask)
+
+    async def mkdir(self, frame: Any, loc: Loc, mode: int, umask: int) -> Entry:
+        self._refuse_new(loc)
+        return await self.child.mkdir(frame, loc, mode, umask)
+
+    async def symlink(self, frame: Any, target: bytes, loc: Loc) -> Entry:
+        self._refuse_new(loc)
+        return await self.child.symlink(frame, target, loc)
+
+    async def create(self, frame: Any, loc: Loc, flags: int, mode: int, umask: int,
+                     fd: Fd) -> Entry:
+        self._refuse_new(loc)
+        entry = await self.child.create(frame, loc, flags, mode, umask, fd)
+        if self.profiler.on:
+            self.profiler.named(entry.inode.nodeid, loc.parent.nodeid, loc.name)
+            self.profiler.file(entry.inode.nodeid).opens += 1
+        return entry
+
+    async def link(self, frame: Any, inode: Inode, newloc: Loc) -> Entry:
+        if self._meta(inode) is not None:
+            raise FopError(errno.EPERM)
+        self._refuse_new(newloc)
+        return await self.child.link(frame, inode, newloc)
+
+    async def unlink(self, frame: Any, loc: Loc) -> None:
+        if self._touches_meta(loc):
+            raise FopError(errno.EPERM)
+        return await self.child.unlink(frame, loc)
+
+    async def rmdir(self, frame: Any, loc: Loc) -> None:
+        if self._touches_meta(loc):
+            raise FopError(errno.EPERM)
+        return await self.child.rmdir(frame, loc)
+
+    async def rename(self, frame: Any, oldloc: Loc, newloc: Loc, flags: int = 0) -> None:
+        if self._touches_meta(oldloc) or self._touches_meta(newloc):
+            raise FopError(errno.EPERM)
+        return await self.child.rename(frame, oldloc, newloc, flags)
+
+    async def setxattr(self, frame: Any, inode: Inode, name: bytes, value: bytes,
+                       flags: int) -> None:
+        if self._meta(inode) is not None:
+            raise FopError(errno.EPERM)
+        return await self.child.setxattr(frame, inode, name, value, flags)
+
+    async def removexattr(self, frame: Any, inode: Inode, name: bytes) -> None:
+        if self._meta(inode) is not None:
+            raise FopError(errno.EPERM)
+        return await self.child.removexattr(frame, inode, name)
+
+    async def getxattr(self, frame: Any, inode: Inode, name: bytes) -> bytes:
+        if self._meta(inode) is not None:
+            raise FopError(errno.ENODATA)
+        return await self.child.getxattr(frame, inode, name)
+
+    async def listxattr(self, frame: Any, inode: Inode) -> list[bytes]:
+        if self._meta(inode) is not None:
+            return []
+        return await self.child.listxattr(frame, inode)
+
+    async def lk(self, frame: Any, fd: Fd, cmd: Any, lock: Any) -> Any:
+        if fd.ctx.get(self) is not None:
+            raise FopError(errno.ENOLCK)
+        return await self.child.lk(frame, fd, cmd, lock)
+
+    async def fallocate(self, frame: Any, fd: Fd, mode: int, offset: int,
+                        length: int) -> None:
+        if fd.ctx.get(self) is not None:
+            raise FopError(errno.EPERM)
+        return await self.child.fallocate(frame, fd, mode, offset, length)
+
+    async def lseek(self, frame: Any, fd: Fd, offset: int, whence: int) -> int:
+        mfd = fd.ctx.get(self)
+        if mfd is None:
+            return await self.child.lseek(frame, fd, offset, whence)
+        if offset < 0:
+            raise FopError(errno.ENXIO)
+        if whence == os.SEEK_DATA and offset < len(mfd.content):
+            return offset
+        if whence == os.SEEK_HOLE and offset <= len(mfd.content):
+            return len(mfd.content)
+        raise FopError(errno.ENXIO)
+
+    async def copy_file_range(self, frame: Any, fd_in: Fd, off_in: int, fd_out: Fd,
+                              off_out: int, length: int, flags: int) -> int:
+        if fd_out.ctx.get(self) is not None:
+            raise FopError(errno.EPERM)
+        if fd_in.ctx.get(self) is not None:
+            raise FopError(errno.EXDEV)       # the kernel falls back to read + write
+        return await self.child.copy_file_range(frame, fd_in, off_in, fd_out, off_out,
+                                                length, flags)
+
+    def passthrough_fd(self, fd: Fd) -> Optional[int]:
+        if fd.ctx.get(self) is not None:
+            return None                   # a text made here: no brick file behind it
+        return super().passthrough_fd(fd)
+
+    def dump(self) -> dict[str, Any]:
+        return {"meta-dir-name": self.dir_name, "graph-id": self.graph_id,
+                "profiling": self.profiler.on, "entries-known": len(self._inos),
+                "last-statedump": self.last_statedump or None}
