@@ -99,12 +99,13 @@ class BridgeHost:
             return found
         from .session import Session
         dispatch_code = Session._dispatch.__code__
-        for task in list(nursery.child_tasks):
-            frames = _chain(task.coro)
+        stacks = [(_running_stack(), None)]          # the request reading .meta/frames
+        stacks += [(_chain(task.coro), task) for task in list(nursery.child_tasks)]
+        for frames, task in stacks:
             for i, fr in enumerate(frames):
                 if fr.f_code is dispatch_code:
                     req = fr.f_locals.get("req")
-                    if req is not None:
+                    if req is not None and req.unique not in found:
                         found[req.unique] = _where(frames[i + 1:], task)
                     break
         return found
@@ -122,6 +123,9 @@ class BridgeHost:
 
     def attr_timeout(self) -> float:
         return float(self.session.opts.attribute_timeout)
+
+    def direct_io(self) -> bool:
+        return self.session.opts.direct_io_mode is not False     # --direct-io-mode=no
 
     # -- logging ---------------------------------------------------------------------
     def log_level(self) -> str:
@@ -182,6 +186,17 @@ def _chain(coro: Any) -> list[Any]:
     return frames
 
 
+def _running_stack() -> list[Any]:
+    """The frames running now, outermost first (a running coroutine awaits nothing)."""
+    frames = []
+    fr = sys._getframe(1)
+    while fr is not None and len(frames) < _DEPTH:
+        frames.append(fr)
+        fr = fr.f_back
+    frames.reverse()
+    return frames
+
+
 def _translators(frames: Iterable[Any]) -> tuple[list[str], Any]:
     names: list[str] = []
     last = None
@@ -211,7 +226,7 @@ def _where(frames: list[Any], task: Any) -> tuple[tuple[str, ...], str]:
         elif frames[-1] is not None:
             waiting_on = _describe(frames[-1])
     children = []
-    for nursery in getattr(task, "child_nurseries", ()):
+    for nursery in getattr(task, "child_nurseries", ()) if task is not None else ():
         for child in list(nursery.child_tasks):
             sub, sub_waiting = _where(_chain(child.coro), child)
             if sub:

@@ -58,5 +58,9 @@ class Host(Protocol):
     def attr_timeout(self) -> float:
         """How long the kernel trusts attributes (seconds)."""
 
+    def direct_io(self) -> bool:
+        """Whether an open's ``direct_io`` hint is honoured (False: the kernel caches
+        file data and reads no further than the size it was told)."""
+
     async def statedump(self) -> str:
         """Write a statedump (graph and host state); returns its path."""

@@ -321,3 +321,8 @@ def _make(fop: Fop):
 
 
 install_fops(IoStats, _make, FOPS, "Counted (and timed), then wound to the child.")
+
+# ``setfattr -n trusted.io-stats-dump -v NAME MNT`` (GlusterFS's dump on request)
+from .io_stats_dump import install_dump_xattr  # noqa: E402
+
+install_dump_xattr(IoStats)

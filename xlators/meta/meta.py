@@ -45,6 +45,7 @@ from ..core.inode import Fd, Inode, Loc
 from ..core.options import Option
 from ..core.translator import Translator
 from ..core.types import Attr, DirEntry, Entry, dirent_type
+from ..debug.io_stats_dump import is_dump_key
 from .profile import Profiler
 from .tree import Dir, File, Link, MetaTree, Node
 
@@ -325,14 +326,21 @@ class Meta(Translator):
             raise FopError(errno.EPERM)
         mfd = MetaFd()
         snap = mi.snapshot
-        timeout = self._attr_timeout()
-        if snap is not None and time.monotonic() - snap.at <= timeout:
+        if (snap is not None and not self._direct_io()
+                and time.monotonic() - snap.at <= self._attr_timeout()):
             mfd.content = snap.data       # the size the kernel was just told
         else:
             mfd.content = self._text(mi)
         fd.ctx[self] = mfd
         fd.open_flags.add("direct_io")
         return None
+
+    def _direct_io(self) -> bool:
+        host = getattr(self.graph, "host", None)
+        try:
+            return bool(host.direct_io()) if host is not None else True
+        except Exception:
+            return True
 
     def _attr_timeout(self) -> float:
         host = getattr(self.graph, "host", None)
@@ -373,6 +381,7 @@ class Meta(Translator):
             self.log.warning("%s/%s: refused %r: %s", self.dir_name, "/".join(node.path),
                              bytes(data)[:64], exc)
             raise FopError(errno.EINVAL) from None
+        mi.snapshot = None                # the next open shows the change
         return len(data)
 
     async def flush(self, frame: Any, fd: Fd) -> None:
@@ -503,6 +512,10 @@ class Meta(Translator):
                        flags: int) -> None:
         if self._meta(inode) is not None:
             raise FopError(errno.EPERM)
+        if is_dump_key(name) and not any(xl.type == "debug/io-stats"
+                                         for xl in self.graph_xlators()):
+            self.log.warning("%s: no debug/io-stats in the graph to dump", name)
+            raise FopError(errno.EOPNOTSUPP)  # and the key never reaches the storage
         return await self.child.setxattr(frame, inode, name, value, flags)
 
     async def removexattr(self, frame: Any, inode: Inode, name: bytes) -> None:
