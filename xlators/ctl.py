@@ -405,5 +405,9 @@ def main(argv: Optional[Sequence[str]] = None, *, registry: Optional[Registry] =
         return 2
 
 
+# status, statedump, profile and top on a mountpoint (they add themselves with @subcommand)
+from . import ctl_mount  # noqa: E402,F401
+
 if __name__ == "__main__":
-    sys.exit(main())
+    from xlators.ctl import main as _main    # the one instance ctl_mount registered in
+    sys.exit(_main())
