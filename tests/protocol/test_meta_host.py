@@ -1,0 +1,89 @@
+"""fuse_bridge.meta_host: the Host the bridge gives meta/meta, and meta loaded on top."""
+from __future__ import annotations
+
+import json
+
+import trio
+
+from fuse_bridge import abi
+from fuse_bridge.meta_host import META_VOLUME, BridgeHost, add_meta, attach
+from fuse_bridge.reload import reload_volfile
+from xlators.core.graph import Graph
+from xlators.core.host import Host
+
+from tests.protocol.kernel import MEMORY_VOL, cstr, memory_graph, serve
+
+O = abi.Opcode
+
+
+def test_add_meta_puts_meta_on_top_once(tmp_path):
+    g = add_meta(Graph.from_text(MEMORY_VOL))
+    assert g.top.name == META_VOLUME and g.top.type == "meta/meta"
+    assert [c.name for c in g.top.children] == ["memory"]
+    assert META_VOLUME in g.added_volumes
+    assert add_meta(g) is g                   # a graph with meta gets no second one
+
+
+def test_reload_ignores_the_added_meta(tmp_path, caplog):
+    vol = tmp_path / "m.vol"
+    vol.write_text(MEMORY_VOL)
+    g = add_meta(Graph.from_file(str(vol)))
+    vol.write_text(MEMORY_VOL.replace("1GB", "2GB"))
+    assert reload_volfile(g, str(vol)) is True          # same topology: reconfigured
+    assert "different graph" not in caplog.text
+
+
+async def test_pending_requests_say_where_they_wait():
+    graph = memory_graph("test/gate")
+    gate = graph.xlators["gate"]
+    async with serve(graph) as (k, s):
+        host = attach(s)
+        assert isinstance(host, Host) and graph.host is host
+        unique = await k.send(O.LOOKUP, cstr(b"slow"), 1)
+        while not gate.waiting:
+            await trio.sleep(0.01)
+        (req,) = [r for r in host.pending_requests() if r.unique == unique]
+        assert req.opcode == "LOOKUP" and req.nodeid == 1 and req.pid == k.pid
+        assert req.where == ("gate",)
+        assert "Event.wait" in req.waiting_on and req.age >= 0.0
+        assert not req.interrupted
+        await k.send(O.INTERRUPT, abi.INTERRUPT_IN.pack(unique), 0, unique=unique | 1)
+        await trio.sleep(0.05)
+        (req,) = [r for r in host.pending_requests() if r.unique == unique]
+        assert req.interrupted
+        gate.gate_open.set()
+        assert (await k.recv()).unique == unique
+        assert host.pending_requests() == []
+
+
+async def test_host_state_options_and_log_level():
+    async with serve() as (k, s):
+        host = BridgeHost(s)
+        state = host.state()
+        assert {"inodes", "open-fds", "requests", "in-flight"} <= set(state)
+        assert host.options()["attribute_timeout"] == s.opts.attribute_timeout
+        import logging
+        root = logging.getLogger()
+        old = root.level
+        try:
+            host.set_log_level("debug")
+            assert root.level == logging.DEBUG and host.log_level() == "DEBUG"
+            host.set_log_level("NONE")
+            assert host.log_level() == "NONE"
+            try:
+                host.set_log_level("LOUD")
+            except ValueError as exc:
+                assert "LOUD" in str(exc)
+            else:
+                raise AssertionError("an unknown level was accepted")
+        finally:
+            root.setLevel(old)
+
+
+async def test_statedump_is_written_from_a_thread(tmp_path, monkeypatch):
+    monkeypatch.setenv("XLFS_DUMP_DIR", str(tmp_path))
+    async with serve() as (k, s):
+        path = await BridgeHost(s).statedump()
+    text = open(path).read()
+    assert path.startswith(str(tmp_path)) and "[fuse]" in text and "inodes=" in text
+    json.dumps(text)       # plain text
