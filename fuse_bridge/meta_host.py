@@ -121,9 +121,6 @@ class BridgeHost:
     def cmdline(self) -> list[str]:
         return list(sys.argv)
 
-    def attr_timeout(self) -> float:
-        return float(self.session.opts.attribute_timeout)
-
     def direct_io(self) -> bool:
         return self.session.opts.direct_io_mode is not False     # --direct-io-mode=no
 

@@ -68,9 +68,6 @@ class FakeHost:
     def log_file(self):
         return "/var/log/xlfs/mnt.log"
 
-    def attr_timeout(self):
-        return 1.0
-
     def direct_io(self):
         return True
 

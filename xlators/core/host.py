@@ -55,9 +55,6 @@ class Host(Protocol):
     def log_file(self) -> Optional[str]:
         """The log file's path, or None when logging goes to a terminal."""
 
-    def attr_timeout(self) -> float:
-        """How long the kernel trusts attributes (seconds)."""
-
     def direct_io(self) -> bool:
         """Whether an open's ``direct_io`` hint is honoured (False: the kernel caches
         file data and reads no further than the size it was told)."""

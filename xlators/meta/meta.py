@@ -11,12 +11,15 @@ What only the serving process knows (requests in flight, its inode and fd tables
 options, the log level) comes from ``graph.host`` (:class:`xlators.core.host.Host`), read
 at each access; without one (the test harness) those files say less.
 
-Files and their sizes: a file's text is computed at lookup and getattr (so ``stat``
-shows its true size) and again at open, where the fd keeps it: every read of that open
-sees one consistent text.  Opens ask for direct I/O (the kernel sends every read here
-and does not cut them at a size it cached a moment earlier), and an open within the
-attribute timeout of the last lookup reuses that lookup's text, so that even a mount
-with ``--direct-io-mode=no`` reads exactly the size the kernel was told.
+Files and their sizes: a file's text is computed at lookup, readdirp and getattr (so
+``stat`` shows its true size) and again at open, where the fd keeps it: every read of
+that open sees one consistent text, and a getattr of the open file reports its size.
+Opens ask for direct I/O, so the kernel sends every read here and never cuts one at a
+size it cached a moment earlier.  When the bridge does not honour that hint
+(``--direct-io-mode=no``: the kernel reads through its page cache, no further than the
+size it was last told), an open and a getattr take the text last computed (for a
+lookup or readdirp) instead of a new one: what is read is exactly the size the kernel
+knows, at the price of a text up to the entry timeout old.
 
 Writes: ``logging/loglevel`` (a level name, or GlusterFS's number), ``measure_latency``
 (1/0) and ``statedump`` (any text; a read of the same open gives the dump's path) are
@@ -269,6 +272,10 @@ class Meta(Translator):
         mfd = fd.ctx.get(self) if fd is not None else None
         if mfd is not None and isinstance(mi.node, File):
             return self._attr(inode, mi, len(mfd.content))
+        if mi.snapshot is not None and not self._direct_io():
+            # page-cached: the kernel's size must stay that of the text opens take (an
+            # fstat arrives without the fd); a new text comes with the next lookup
+            return self._attr(inode, mi, len(mi.snapshot.data))
         return self._attr(inode, mi)
 
     async def setattr(self, frame: Any, inode: Inode, changes: Any,
@@ -326,9 +333,8 @@ class Meta(Translator):
             raise FopError(errno.EPERM)
         mfd = MetaFd()
         snap = mi.snapshot
-        if (snap is not None and not self._direct_io()
-                and time.monotonic() - snap.at <= self._attr_timeout()):
-            mfd.content = snap.data       # the size the kernel was just told
+        if snap is not None and not self._direct_io():
+            mfd.content = snap.data       # the size the kernel was last told
         else:
             mfd.content = self._text(mi)
         fd.ctx[self] = mfd
@@ -341,13 +347,6 @@ class Meta(Translator):
             return bool(host.direct_io()) if host is not None else True
         except Exception:
             return True
-
-    def _attr_timeout(self) -> float:
-        host = getattr(self.graph, "host", None)
-        try:
-            return float(host.attr_timeout()) if host is not None else 1.0
-        except Exception:
-            return 1.0
 
     async def readv(self, frame: Any, fd: Fd, size: int, offset: int,
                     flags: Optional[int] = None) -> bytes:
