@@ -90,6 +90,8 @@ class Meta(Translator):
     """meta/meta: the .meta directory (graph, options, private state, profiles,
     pending requests, log level) at the mount's root."""
     type = "meta/meta"
+    summary = ("the .meta directory at the mount's root: graph, options, private state, "
+               "profiles, pending requests, log level.")
     children_range = (1, 1)
     passes_data_through = True    # files below the root are untouched
     options = (
