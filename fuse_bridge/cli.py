@@ -137,7 +137,7 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
                    opts.subtype, opts.mount_options())
     guard = mnt.start_unmount_guard(mountpoint)
     session = Session(graph, fd, opts, mountpoint)
-    attach_meta_host(session)
+    attach_meta_host(session, version=VERSION, levels=_LEVELS, state=_bridge_state)
     session.notifier = Notifier(fd, opts.invalidate_limit, session=session)
     watch = session.mount_watch = MountWatch(
         resolved, lambda old, new: apply_flags(session, old, new))

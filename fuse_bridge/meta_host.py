@@ -20,7 +20,7 @@ import inspect
 import logging
 import sys
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import trio
 
@@ -50,9 +50,12 @@ def add_meta(graph: Graph) -> Graph:
     return with_meta
 
 
-def attach(session: Any) -> "BridgeHost":
-    """Make ``session`` the host of the graph it serves."""
-    host = BridgeHost(session)
+def attach(session: Any, *, version: str, levels: Mapping[str, int],
+           state: Callable[[Any], dict]) -> "BridgeHost":
+    """Make ``session`` the host of the graph it serves.  ``version``: the program's;
+    ``levels``: log level names and values (-L's); ``state(session)``: the statedump's
+    [fuse] section."""
+    host = BridgeHost(session, version=version, levels=levels, state=state)
     session.graph.host = host
     return host
 
@@ -67,10 +70,12 @@ def _opname(opcode: int) -> str:
 class BridgeHost:
     """The session, as translators may see it (xlators.core.host.Host)."""
 
-    def __init__(self, session: Any) -> None:
-        from .cli import VERSION
+    def __init__(self, session: Any, *, version: str, levels: Mapping[str, int],
+                 state: Callable[[Any], dict]) -> None:
         self.session = session
-        self.version = VERSION
+        self.version = version
+        self.levels = dict(levels)
+        self._state = state
 
     # -- requests --------------------------------------------------------------------
     def pending_requests(self) -> list[PendingRequest]:
@@ -112,8 +117,7 @@ class BridgeHost:
 
     # -- state -----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        from .cli import _bridge_state
-        return _bridge_state(self.session)
+        return self._state(self.session)
 
     def options(self) -> dict[str, Any]:
         return self.session.opts.as_dict()
@@ -126,20 +130,18 @@ class BridgeHost:
 
     # -- logging ---------------------------------------------------------------------
     def log_level(self) -> str:
-        from .cli import _LEVELS
         level = logging.getLogger().level
-        for name, value in _LEVELS.items():
+        for name, value in self.levels.items():
             if value == level:
                 return name
         return logging.getLevelName(level)
 
     def set_log_level(self, name: str) -> None:
         from . import trace_log
-        from .cli import _LEVELS
         key = name.strip().upper()
-        if key not in _LEVELS:
-            raise ValueError(f"unknown log level {name!r}; known: {', '.join(_LEVELS)}")
-        logging.getLogger().setLevel(_LEVELS[key])
+        if key not in self.levels:
+            raise ValueError(f"unknown log level {name!r}; known: {', '.join(self.levels)}")
+        logging.getLogger().setLevel(self.levels[key])
         trace_log.install(self.session)      # TRACE: log every request from now on
 
     def log_file(self) -> Optional[str]:
@@ -153,9 +155,7 @@ class BridgeHost:
         """Formatted on the event loop (it reads the graph), written from a thread (the
         dump directory could be slow, or inside this very mount)."""
         from xlators.core.statedump import format_statedump, write_statedump_text
-        from .cli import _bridge_state
-        text = format_statedump(self.session.graph,
-                                extra={"fuse": _bridge_state(self.session)})
+        text = format_statedump(self.session.graph, extra={"fuse": self.state()})
         path = await trio.to_thread.run_sync(write_statedump_text, text)
         log.info("statedump written to %s", path)
         return path

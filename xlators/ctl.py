@@ -31,6 +31,7 @@ import os
 import sys
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from .ctl_mount import add_subcommands as add_mount_subcommands
 from .core.docgen import (children_text, default_text, origin_label, overridden_text, summary_of,
                           volfile_example)
 from .core.graph import Graph, GraphError
@@ -362,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
+    add_mount_subcommands(sub)       # status, statedump, profile, top on a mountpoint
     _extensions(sub)
     return parser
 
@@ -405,9 +407,5 @@ def main(argv: Optional[Sequence[str]] = None, *, registry: Optional[Registry] =
         return 2
 
 
-# status, statedump, profile and top on a mountpoint (they add themselves with @subcommand)
-from . import ctl_mount  # noqa: E402,F401
-
 if __name__ == "__main__":
-    from xlators.ctl import main as _main    # the one instance ctl_mount registered in
-    sys.exit(_main())
+    sys.exit(main())

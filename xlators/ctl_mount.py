@@ -12,15 +12,34 @@ directory, whatever started the daemon.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import time
-from typing import Any
-
-from .ctl import CtlError, subcommand
+from typing import Any, Callable
 
 META = ".meta"
+SUBCOMMANDS: list[Callable[[Any], None]] = []
+
+
+class CtlError(OSError):
+    """One line on stderr, ``MNT: reason``, exit status 1 (xlfsctl reports an OSError
+    that way; this module does not import xlators.ctl, which imports it)."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(errno.EINVAL, reason, where)
+
+
+def subcommand(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+    SUBCOMMANDS.append(fn)
+    return fn
+
+
+def add_subcommands(sub: Any) -> None:
+    """Add this module's subcommands to xlfsctl's parser."""
+    for add in SUBCOMMANDS:
+        add(sub)
 
 
 class MountView:
@@ -30,9 +49,9 @@ class MountView:
         self.mountpoint = mountpoint
         self.meta = os.path.join(mountpoint, META)
         if not os.path.isdir(mountpoint):
-            raise CtlError(f"{mountpoint}: not a directory")
+            raise CtlError(mountpoint, "not a directory")
         if not os.path.isdir(self.meta):
-            raise CtlError(f"{mountpoint}: not an xlfs mount (no {META} directory in it)")
+            raise CtlError(mountpoint, f"not an xlfs mount (no {META} directory in it)")
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.meta, *parts)
@@ -181,7 +200,7 @@ def run_statedump(args: argparse.Namespace) -> int:
     if not path.startswith("/"):             # page-cached (--direct-io-mode=no): reopen
         path = m.read("statedump").strip()
     if not path:
-        raise CtlError(f"{m.mountpoint}: the daemon wrote no statedump (see its log)")
+        raise CtlError(m.mountpoint, "the daemon wrote no statedump (see its log)")
     print(path)
     return 0
 
@@ -215,8 +234,8 @@ def run_profile(args: argparse.Namespace) -> int:
     wanted = args.xlator or names
     unknown = [n for n in wanted if n not in names]
     if unknown:
-        raise CtlError(f"{m.mountpoint}: no volume {unknown[0]!r} in the graph "
-                       f"(volumes: {', '.join(names)})")
+        raise CtlError(m.mountpoint, f"no volume {unknown[0]!r} in the graph "
+                                     f"(volumes: {', '.join(names)})")
     on = m.profiling()
     if not on:
         print(f"profiling is off (start it with: xlfsctl profile {m.mountpoint} start); "
@@ -304,7 +323,7 @@ def top_screen(mnt: str, dt: float, fops: list[tuple], files: list[tuple],
 def run_top(args: argparse.Namespace) -> int:
     m = _mount(args)
     if args.delay <= 0:
-        raise CtlError("top: --delay must be more than 0")
+        raise CtlError("xlfsctl top", "--delay must be more than 0")
     iterations = 1 if args.once else args.iterations
     started = not m.profiling()
     if started:

@@ -6,7 +6,9 @@ import json
 import trio
 
 from fuse_bridge import abi
-from fuse_bridge.meta_host import META_VOLUME, BridgeHost, add_meta, attach
+from fuse_bridge.cli import _LEVELS, VERSION, _bridge_state
+from fuse_bridge.meta_host import META_VOLUME, BridgeHost, add_meta
+from fuse_bridge.meta_host import attach as attach_host
 from fuse_bridge.reload import reload_volfile
 from xlators.core.graph import Graph
 from xlators.core.host import Host
@@ -14,6 +16,14 @@ from xlators.core.host import Host
 from tests.protocol.kernel import MEMORY_VOL, cstr, memory_graph, serve
 
 O = abi.Opcode
+
+
+def attach(session):
+    return attach_host(session, version=VERSION, levels=_LEVELS, state=_bridge_state)
+
+
+def host_of(session) -> BridgeHost:
+    return BridgeHost(session, version=VERSION, levels=_LEVELS, state=_bridge_state)
 
 
 def test_add_meta_puts_meta_on_top_once(tmp_path):
@@ -38,6 +48,7 @@ async def test_pending_requests_say_where_they_wait():
     gate = graph.xlators["gate"]
     async with serve(graph) as (k, s):
         host = attach(s)
+        assert host.version == VERSION
         assert isinstance(host, Host) and graph.host is host
         unique = await k.send(O.LOOKUP, cstr(b"slow"), 1)
         while not gate.waiting:
@@ -58,7 +69,7 @@ async def test_pending_requests_say_where_they_wait():
 
 async def test_host_state_options_and_log_level():
     async with serve() as (k, s):
-        host = BridgeHost(s)
+        host = host_of(s)
         state = host.state()
         assert {"inodes", "open-fds", "requests", "in-flight"} <= set(state)
         assert host.options()["attribute_timeout"] == s.opts.attribute_timeout
@@ -83,7 +94,7 @@ async def test_host_state_options_and_log_level():
 async def test_statedump_is_written_from_a_thread(tmp_path, monkeypatch):
     monkeypatch.setenv("XLFS_DUMP_DIR", str(tmp_path))
     async with serve() as (k, s):
-        path = await BridgeHost(s).statedump()
+        path = await host_of(s).statedump()
     text = open(path).read()
     assert path.startswith(str(tmp_path)) and "[fuse]" in text and "inodes=" in text
     json.dumps(text)       # plain text
