@@ -147,9 +147,13 @@ def run_status(args: argparse.Namespace) -> int:
     graph_id = os.readlink(m.graph_dir())
     print(f"{m.mountpoint}: xlfs {version}, graph {graph_id}")
     print("graph:")
-    for depth, name in m.walk():
-        print(f"  {'  ' * depth}{name} ({m.xlator(name, 'type')}): "
-              f"{m.xlator(name, 'state')}")
+    walk = m.walk()
+    seen_down = down_children(m, walk)
+    for depth, name in walk:
+        state = m.xlator(name, "state")
+        if name in seen_down:
+            state += f" (down for {', '.join(seen_down[name])})"
+        print(f"  {'  ' * depth}{name} ({m.xlator(name, 'type')}): {state}")
     bridge = m.keyvalues("root", "private") if os.path.isdir(m.path("root")) else {}
     if bridge:
         print(f"requests: {bridge.get('requests', '?')} received, "
@@ -166,6 +170,20 @@ def run_status(args: argparse.Namespace) -> int:
     for r in pending:
         print("  " + pending_line(r))
     return 0
+
+
+def down_children(m: MountView, walk: list[tuple[int, str]]) -> dict[str, list[str]]:
+    """child -> the parents whose state lists it in ``children-down`` (cluster/replicate
+    and cluster/distribute take a child out on its first failure, before any event)."""
+    out: dict[str, list[str]] = {}
+    for name in dict.fromkeys(n for _, n in walk):
+        if not m.children(name):
+            continue
+        down = m.keyvalues("graphs", "active", name, "private").get("children-down", "")
+        for child in filter(None, (c.strip() for c in down.split(","))):
+            if child != "(none)":
+                out.setdefault(child, []).append(name)
+    return out
 
 
 def pending_line(r: dict) -> str:

@@ -261,3 +261,45 @@ def test_setfattr_io_stats_dump_on_the_mount_root(tmp_path: Path) -> None:
         for brick_path in (m.brick, m.brick / "d"):
             assert errno_of(os.getxattr, brick_path, "trusted.io-stats-dump") == \
                 errno.ENODATA
+
+
+MIRROR_B_FAILING = """\
+volume brick-a
+    type storage/posix
+    option directory /var/lib/xlfs/mirror-a
+end-volume
+
+volume brick-b
+    type storage/posix
+    option directory /var/lib/xlfs/mirror-b
+end-volume
+
+volume faults-b
+    type debug/error-gen
+    option failure 100
+    option error-no ENOTCONN
+    subvolumes brick-b
+end-volume
+
+volume mirror
+    type cluster/replicate
+    subvolumes brick-a faults-b
+end-volume
+"""
+
+
+def test_status_shows_a_child_its_mirror_took_out(tmp_path: Path) -> None:
+    vol = tmp_path / "mirror.vol"
+    vol.write_text(MIRROR_B_FAILING)
+    with Mounted(vol, tmp_path) as m:
+        Path(m.path("f")).write_bytes(b"on a only")
+        deadline = time.monotonic() + 20
+        while "child faults-b is down" not in m.read_log() and time.monotonic() < deadline:
+            os.listdir(m.mountpoint)
+            time.sleep(0.1)
+        r = xlfsctl("status", m.path())
+        assert r.returncode == 0, r.stderr
+        line = next(l for l in r.stdout.splitlines() if "faults-b (debug/error-gen)" in l)
+        assert line.endswith("(down for mirror)"), r.stdout
+        assert "brick-a (storage/posix): up" in r.stdout and "(down for" not in \
+            next(l for l in r.stdout.splitlines() if "brick-a" in l)
