@@ -23,7 +23,8 @@ The shape is GlusterFS's (xlators/meta/src), plus what xlfs adds (marked +)::
                          view/ (empty, as in GlusterFS)
 
 A directory's entries and a file's text are computed when asked: a graph that changed
-since, or profiling that started, shows at the next lookup.
+since, or profiling that started, shows at the next lookup.  In ``graphs/ID/`` the fixed
+entries win: a volume named ``top`` or ``volfile`` is hidden (as in GlusterFS).
 """
 from __future__ import annotations
 
