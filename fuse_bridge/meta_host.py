@@ -144,6 +144,10 @@ class BridgeHost:
         logging.getLogger().setLevel(self.levels[key])
         trace_log.install(self.session)      # TRACE: log every request from now on
 
+    def entry_name(self, nodeid: int) -> Optional[tuple[int, bytes]]:
+        got = getattr(self.session, "lru", {}).get(nodeid)    # (parent inode, name)
+        return (got[0].nodeid, got[1]) if got is not None else None
+
     def log_file(self) -> Optional[str]:
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.FileHandler):

@@ -220,6 +220,7 @@ def test_xlfsctl_status_statedump_profile_top(tmp_path: Path) -> None:
         assert "profiling is off" in xlfsctl("profile", mnt, "info").stdout
 
         stop = threading.Event()
+        Path(m.path("busy")).write_bytes(b"")      # looked up before top starts profiling
 
         def busy() -> None:
             while not stop.is_set():

@@ -73,6 +73,10 @@ async def test_host_state_options_and_log_level():
         state = host.state()
         assert {"inodes", "open-fds", "requests", "in-flight"} <= set(state)
         assert host.options()["attribute_timeout"] == s.opts.attribute_timeout
+        await k.call(O.MKDIR, abi.MKDIR_IN.pack(0o755, 0) + cstr(b"d"), 1)
+        e = (await k.lookup(1, b"d")).entry()
+        assert host.entry_name(e.nodeid) == (1, b"d")
+        assert host.entry_name(12345) is None
         import logging
         root = logging.getLogger()
         old = root.level

@@ -42,6 +42,7 @@ class FakeHost:
     def __init__(self) -> None:
         self.level = "INFO"
         self.pending: list[PendingRequest] = []
+        self.names: dict = {}
         self.dumps = 0
 
     def pending_requests(self):
@@ -64,6 +65,9 @@ class FakeHost:
                                 "NONE"):
             raise ValueError(name)
         self.level = name.upper()
+
+    def entry_name(self, nodeid):
+        return self.names.get(nodeid)
 
     def log_file(self):
         return "/var/log/xlfs/mnt.log"
@@ -272,6 +276,24 @@ async def test_profiling_counts_every_translator_and_every_file():
     await h.close(fd)
     assert "readv" not in store.__dict__ and "lookup" not in h.top.__dict__
     assert "mkdir.count=1" in await text(h, f"{gdir(h)}/store/profile")   # still readable
+
+
+async def test_top_names_files_looked_up_before_profiling_from_the_host():
+    h = harness()
+    await h.mkdir("/old")
+    await h.write_file("/old/f", b"12345")
+    d, f = (await h.lookup("/old")).inode, (await h.lookup("/old/f")).inode
+    fd = await h.open("/.meta/measure_latency", os.O_WRONLY)
+    await h.write(fd, b"1")
+    await h.close(fd)
+    handle = Fd(f, os.O_RDONLY)
+    await h.top.open(h.frame(), f, os.O_RDONLY, handle)          # no lookup: kernel-cached
+    assert await h.top.readv(h.frame(), handle, 100, 0) == b"12345"
+    await h.top.release(h.frame(), handle)
+    top = await text(h, "/.meta/top")
+    assert f"1 1 5 0 0 /<nodeid {f.nodeid}>" in top
+    h.graph.host.names = {f.nodeid: (d.nodeid, b"f"), d.nodeid: (1, b"old")}
+    assert "1 1 5 0 0 /old/f" in await text(h, "/.meta/top")
 
 
 async def test_frames_show_what_the_host_says_is_pending():

@@ -52,6 +52,10 @@ class Host(Protocol):
     def set_log_level(self, name: str) -> None:
         """Change the log level (a name as above, any case); ValueError when unknown."""
 
+    def entry_name(self, nodeid: int) -> Optional[tuple[int, bytes]]:
+        """``(parent nodeid, name)`` under which the kernel last received ``nodeid``, or
+        None when the host does not know."""
+
     def log_file(self) -> Optional[str]:
         """The log file's path, or None when logging goes to a terminal."""
 

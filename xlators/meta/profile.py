@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from time import perf_counter_ns
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from ..core.fops import FOPS, Fop
 from ..core.inode import ROOT_NODEID
@@ -127,13 +127,16 @@ class Profiler:
                 self.files.popitem(last=False)
         return f
 
-    def path(self, nodeid: int) -> str:
-        """The path of ``nodeid`` from the names seen ("<nodeid N>" where one is missing)."""
+    def path(self, nodeid: int, name_of: Optional[Callable[[int], Any]] = None) -> str:
+        """The path of ``nodeid`` from the names seen, else from ``name_of(nodeid)``
+        (``(parent nodeid, name)`` or None); "<nodeid N>" where both have none."""
         parts: list[str] = []
         seen = set()
         while nodeid != ROOT_NODEID and nodeid not in seen:
             seen.add(nodeid)
             got = self.names.get(nodeid)
+            if got is None and name_of is not None:
+                got = name_of(nodeid)
             if got is None:
                 parts.append(f"<nodeid {nodeid}>")
                 break
@@ -159,13 +162,13 @@ class Profiler:
             out.append(f"{fop_name}.latency_total_us={c.lat_total / 1000:.3f}")
         return out
 
-    def files_lines(self) -> list[str]:
+    def files_lines(self, name_of: Optional[Callable[[int], Any]] = None) -> list[str]:
         """One line per counted file: ``opens reads read_bytes writes write_bytes PATH``."""
         out = [f"measure_latency={1 if self.on else 0}",
                f"duration_s={time.time() - self.since:.3f}",
                "# opens reads read-bytes writes write-bytes path"]
         for nodeid, f in self.files.items():
             out.append(f"{f.opens} {f.reads} {f.read_bytes} {f.writes} {f.write_bytes} "
-                       f"{self.path(nodeid)}")
+                       f"{self.path(nodeid, name_of)}")
         return out
 

@@ -124,13 +124,17 @@ class MetaTree:
             "measure_latency": File(p + ("measure_latency",), self._measure_fill,
                                     self._measure_write),
             "top": File(p + ("top",), lambda: "\n".join(
-                self.meta.profiler.files_lines()) + "\n"),
+                self.meta.profiler.files_lines(self._name_of())) + "\n"),
             "statedump": File(p + ("statedump",), self._statedump_fill,
                               self._statedump_write),
         }
         if host is None:
             del out["root"]
         return out
+
+    def _name_of(self) -> Any:
+        host = self.host
+        return getattr(host, "entry_name", None) if host is not None else None
 
     # -- graphs ------------------------------------------------------------------------
     def _graphs_entries(self) -> dict[str, Node]:
