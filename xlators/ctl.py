@@ -5,6 +5,7 @@
     xlfsctl convert VOLFILE --to toml|volfile [-o OUT]
     xlfsctl xlators [TYPE]
     xlfsctl rebalance VOLFILE [--xlator-option VOL.KEY=VALUE ...] [--volume NAME]
+    xlfsctl status|statedump|profile|top MNT ...     # a live mount (xlators.ctl_mount)
 
 ``check`` and ``graph`` build the translator graph (so every option is parsed and
 validated, and every type must be registered) but never call ``init()``: nothing touches a
