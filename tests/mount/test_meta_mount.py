@@ -304,3 +304,13 @@ def test_status_shows_a_child_its_mirror_took_out(tmp_path: Path) -> None:
         assert line.endswith("(down for mirror)"), r.stdout
         assert "brick-a (storage/posix): up" in r.stdout and "(down for" not in \
             next(l for l in r.stdout.splitlines() if "brick-a" in l)
+
+
+def test_read_only_mount_shows_meta_and_refuses_its_writes(tmp_path: Path) -> None:
+    with Mounted(LOCAL, tmp_path, "--read-only") as m:
+        assert errno_of(lambda: open(m.path("new"), "w")) == errno.EROFS
+        assert "xlfs-read-only" in os.listdir(m.path(".meta/graphs/active"))
+        assert cat(m.path(".meta/logging/loglevel")) == b"DEBUG\n"
+        assert errno_of(lambda: open(m.path(".meta/logging/loglevel"), "w")) == errno.EROFS
+        r = xlfsctl("status", m.path())
+        assert r.returncode == 0 and "xlfs-read-only (features/read-only): up" in r.stdout
