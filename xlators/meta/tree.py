@@ -259,7 +259,7 @@ class MetaTree:
         host = self.host
         pending = list(host.pending_requests()) if host is not None else []
         requests = [{"unique": r.unique, "opcode": r.opcode, "pid": r.pid, "uid": r.uid,
-                     "gid": r.gid, "nodeid": r.nodeid, "age_s": round(r.age, 3),
+                     "gid": r.gid, "nodeid": r.nodeid, "age_s": round(r.age, 6),
                      "where": list(r.where), "waiting_on": r.waiting_on,
                      "interrupted": r.interrupted} for r in pending]
         return json.dumps({"requests": requests, "count": len(requests)}, indent=1) + "\n"
