@@ -376,6 +376,16 @@ async def test_other_objects_pass_through_untouched():
     assert await h.read_file("/f") == b"data"
 
 
+async def test_inode_numbers_are_the_same_in_every_graph():
+    first, second = harness(), harness()
+    await second.lookup("/.meta/logging")                   # another order of lookups
+    for path in ("/.meta/version", "/.meta/logging/loglevel", "/.meta"):
+        assert (await first.lookup(path)).attr.ino == (await second.lookup(path)).attr.ino
+    a = (await first.lookup(f"{gdir(first)}/stats")).attr.ino
+    b = (await first.lookup(f"{gdir(first)}/store")).attr.ino
+    assert a != b and min(a, b) >= META_INO_BASE
+
+
 async def test_forget_of_a_meta_inode_stays_in_meta():
     h = harness()
     inode = (await h.lookup("/.meta/version")).inode

@@ -36,6 +36,7 @@ for a writable file is EINVAL.
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import os
 import stat
@@ -52,8 +53,10 @@ from .profile import Profiler
 from .refusals import Refusals
 from .tree import Dir, File, Link, MetaTree, Node
 
-#: inode numbers of ``.meta`` entries: the top 2**24 values, far from any storage's
-META_INO_BASE = (1 << 64) - (1 << 24)
+#: inode numbers of ``.meta`` entries: the top 2**40 values, far from any storage's; an
+#: entry's number is a hash of its path, so it is the same in every graph (a graph switch
+#: finds ``.meta/version`` again as the very same file)
+META_INO_BASE = (1 << 64) - (1 << 40)
 _graph_ids = itertools.count(1)
 _STATE_EVENTS = {Event.CHILD_UP: "up", Event.CHILD_DOWN: "down",
                  Event.CHILD_CONNECTING: "connecting"}
@@ -113,6 +116,7 @@ class Meta(Refusals, Translator):
         self.profiler = Profiler()
         self.last_statedump = ""
         self._inos: dict[tuple[str, ...], int] = {}
+        self._taken: set[int] = set()
         self._states: dict[str, str] = {}
         self._watched: list[Translator] = []
         self._started_ns = time.time_ns()
@@ -171,11 +175,20 @@ class Meta(Refusals, Translator):
             self.log.info("profiling stopped")
 
     # -- nodes and inodes --------------------------------------------------------------
-    def _inode(self, node: Node) -> Inode:
-        ino = self._inos.get(node.path)
+    def _ino(self, path: tuple[str, ...]) -> int:
+        ino = self._inos.get(path)
         if ino is None:
-            ino = self._inos[node.path] = META_INO_BASE + len(self._inos)
-        inode = self.itable.link(ino)
+            digest = hashlib.blake2b("/".join(path).encode(errors="surrogateescape"),
+                                     digest_size=5).digest()
+            ino = META_INO_BASE + int.from_bytes(digest, "big")
+            while ino in self._taken:           # a collision: the next free number
+                ino = META_INO_BASE + (ino - META_INO_BASE + 1) % (1 << 40)
+            self._inos[path] = ino
+            self._taken.add(ino)
+        return ino
+
+    def _inode(self, node: Node) -> Inode:
+        inode = self.itable.link(self._ino(node.path))
         mi = inode.ctx.get(self)
         if mi is None:
             inode.ctx[self] = MetaInode(node)
@@ -409,13 +422,11 @@ class Meta(Refusals, Translator):
             name, node = names[i]
             if node is None:
                 ino = fd.inode.ino if name == b"." else (
-                    self._inos.get(mi.node.path[:-1], 0) if mi.node.path else
-                    self.itable.root.ino)
+                    self._ino(mi.node.path[:-1]) if mi.node.path else self.itable.root.ino)
                 out.append(DirEntry(name, ino, dirent_type(stat.S_IFDIR), i + 1))
                 continue
             entry = self._entry(node) if plus else None
-            ino = entry.inode.ino if entry is not None else self._inos.setdefault(
-                node.path, META_INO_BASE + len(self._inos))
+            ino = entry.inode.ino if entry is not None else self._ino(node.path)
             mode = {"dir": stat.S_IFDIR, "link": stat.S_IFLNK}.get(node.kind, stat.S_IFREG)
             out.append(DirEntry(name, ino, dirent_type(mode), i + 1, entry))
         return out
