@@ -6,7 +6,9 @@ session hands to the graph it serves, and meta/meta loaded on top of every graph
 
 The host reads ``session.graph`` and the session's tables at each call, so it stays
 right when the session's graph is replaced.  A new graph needs ``add_meta`` when it is
-built and ``graph.host = host`` before it serves.
+built (a graph switch that rebuilds ``graph.added_volumes`` on top does that); the host
+is one of the graph's listeners, which move to the new graph, so meta/meta there finds
+it (xlators.core.host.host_of).
 
 Where a pending request waits: its reader task's chain of awaiting coroutines, read
 without stopping anything (``cr_await`` links, and the coroutine a reader steps by hand);
@@ -57,6 +59,7 @@ def attach(session: Any, *, version: str, levels: Mapping[str, int],
     [fuse] section."""
     host = BridgeHost(session, version=version, levels=levels, state=state)
     session.graph.host = host
+    session.graph.listeners.append(host)     # listeners follow a graph switch
     return host
 
 
@@ -76,6 +79,9 @@ class BridgeHost:
         self.version = version
         self.levels = dict(levels)
         self._state = state
+
+    def __call__(self, event: Any, data: Any, source: Any) -> None:
+        """A graph listener only to follow the session to a new graph."""
 
     # -- requests --------------------------------------------------------------------
     def pending_requests(self) -> list[PendingRequest]:

@@ -49,7 +49,7 @@ async def test_pending_requests_say_where_they_wait():
     async with serve(graph) as (k, s):
         host = attach(s)
         assert host.version == VERSION
-        assert isinstance(host, Host) and graph.host is host
+        assert isinstance(host, Host) and graph.host is host and host in graph.listeners
         unique = await k.send(O.LOOKUP, cstr(b"slow"), 1)
         while not gate.waiting:
             await trio.sleep(0.01)

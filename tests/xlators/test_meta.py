@@ -79,6 +79,9 @@ class FakeHost:
         self.dumps += 1
         return f"/tmp/dump.{self.dumps}"
 
+    def __call__(self, event, data, source):
+        pass
+
 
 def harness(host: bool = True) -> Harness:
     h = Harness.from_volfile(VOLFILE)
@@ -384,6 +387,14 @@ async def test_inode_numbers_are_the_same_in_every_graph():
     a = (await first.lookup(f"{gdir(first)}/stats")).attr.ino
     b = (await first.lookup(f"{gdir(first)}/store")).attr.ino
     assert a != b and min(a, b) >= META_INO_BASE
+
+
+async def test_a_graph_that_replaced_another_finds_the_host_among_its_listeners():
+    old, new = harness(), harness(host=False)
+    old.graph.listeners.append(old.graph.host)       # as fuse_bridge.meta_host.attach
+    new.graph.listeners.extend(old.graph.listeners)  # what a graph switch does
+    assert await text(new, "/.meta/version") == "9.9.9\n"
+    assert "inodes=7" in await text(new, "/.meta/root/private")
 
 
 async def test_forget_of_a_meta_inode_stays_in_meta():

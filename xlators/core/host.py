@@ -3,13 +3,27 @@
 A translator never imports the FUSE bridge.  Some of them (meta/meta, the ``.meta``
 directory) still show what only the bridge knows: the requests in flight, its inode and
 fd tables, its options, the log level.  The bridge hands a :class:`Host` to the graph it
-serves (``graph.host``); a translator reads ``self.graph.host`` at each access (None in
-the test harness, or when nobody set one), so a host set later, or a graph that replaced
-another, needs nothing more.
+serves: ``graph.host``, and the host is also one of ``graph.listeners`` (it ignores the
+events), because listeners move to a graph that replaces this one (a graph switch), so
+the host follows.  A translator asks :func:`host_of` at each access (None in the test
+harness, or when nobody set one).
 """
 from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional, Protocol, Sequence, runtime_checkable
+
+
+def host_of(graph: Any) -> Optional["Host"]:
+    """The host serving ``graph``: ``graph.host``, else the one among its listeners."""
+    if graph is None:
+        return None
+    host = getattr(graph, "host", None)
+    if host is not None:
+        return host
+    for listener in getattr(graph, "listeners", ()):
+        if isinstance(listener, Host):
+            return listener
+    return None
 
 
 class PendingRequest(NamedTuple):
@@ -65,3 +79,6 @@ class Host(Protocol):
 
     async def statedump(self) -> str:
         """Write a statedump (graph and host state); returns its path."""
+
+    def __call__(self, event: Any, data: Any, source: Any) -> None:
+        """As a graph listener: events are not the host's business."""

@@ -45,6 +45,7 @@ from typing import Any, Optional
 
 from ..core.errors import FopError
 from ..core.events import Event
+from ..core.host import host_of
 from ..core.inode import Fd, Inode, Loc
 from ..core.options import Option
 from ..core.translator import Translator
@@ -345,7 +346,7 @@ class Meta(Refusals, Translator):
         return None
 
     def _direct_io(self) -> bool:
-        host = getattr(self.graph, "host", None)
+        host = host_of(self.graph)
         try:
             return bool(host.direct_io()) if host is not None else True
         except Exception:

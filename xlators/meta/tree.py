@@ -36,6 +36,7 @@ import sys
 import time
 from typing import Any, Awaitable, Callable, Optional
 
+from ..core.host import host_of
 from ..core.statedump import format_value, option_texts
 
 FIXED_GRAPH_ENTRIES = ("top", "volfile")
@@ -100,8 +101,7 @@ class MetaTree:
     # -- helpers -----------------------------------------------------------------------
     @property
     def host(self) -> Any:
-        graph = self.meta.graph
-        return getattr(graph, "host", None) if graph is not None else None
+        return host_of(self.meta.graph)
 
     def root(self) -> Dir:
         return Dir((), self._root_entries)
