@@ -188,8 +188,16 @@ class Meta(Refusals, Translator):
             self._taken.add(ino)
         return ino
 
+    def _key(self, node: Node) -> tuple[str, ...]:
+        """What an entry's inode number is made from: its path, and a link's target too
+        (``graphs/active`` after a graph switch is another link, not a changed one: the
+        kernel keeps a link's text until it drops the inode)."""
+        if isinstance(node, Link):
+            return node.path + ("\0" + node.target(),)
+        return node.path
+
     def _inode(self, node: Node) -> Inode:
-        inode = self.itable.link(self._ino(node.path))
+        inode = self.itable.link(self._ino(self._key(node)))
         mi = inode.ctx.get(self)
         if mi is None:
             inode.ctx[self] = MetaInode(node)
@@ -427,7 +435,7 @@ class Meta(Refusals, Translator):
                 out.append(DirEntry(name, ino, dirent_type(stat.S_IFDIR), i + 1))
                 continue
             entry = self._entry(node) if plus else None
-            ino = entry.inode.ino if entry is not None else self._ino(node.path)
+            ino = entry.inode.ino if entry is not None else self._ino(self._key(node))
             mode = {"dir": stat.S_IFDIR, "link": stat.S_IFLNK}.get(node.kind, stat.S_IFREG)
             out.append(DirEntry(name, ino, dirent_type(mode), i + 1, entry))
         return out
