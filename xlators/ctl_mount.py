@@ -76,6 +76,15 @@ class MountView:
     def graph_dir(self) -> str:
         return self.path("graphs", "active")
 
+    def graph_id(self) -> str:
+        """The active graph's id: the link in ``graphs/`` that points to ``active``."""
+        graphs = self.path("graphs")
+        for name in sorted(os.listdir(graphs)):
+            path = os.path.join(graphs, name)
+            if name != "active" and os.path.islink(path) and os.readlink(path) == "active":
+                return name
+        return "?"
+
     def top(self) -> str:
         return os.readlink(os.path.join(self.graph_dir(), "top"))
 
@@ -144,7 +153,7 @@ def add_status(sub: Any) -> None:
 def run_status(args: argparse.Namespace) -> int:
     m = _mount(args)
     version = m.read("version").strip()
-    graph_id = os.readlink(m.graph_dir())
+    graph_id = m.graph_id()
     print(f"{m.mountpoint}: xlfs {version}, graph {graph_id}")
     print("graph:")
     walk = m.walk()

@@ -14,17 +14,23 @@ The shape is GlusterFS's (xlators/meta/src), plus what xlfs adds (marked +)::
       logging/logfile    -> the log file (when there is one)
       root/              the bridge (GlusterFS's fuse translator): type, name,
                          options/KEY, private (inode and fd tables, counters)
-      graphs/active      -> the id of the graph this translator belongs to
-      graphs/ID/top      -> the top volume's name
-      graphs/ID/volfile  the graph as a volfile (command-line volumes included)
-      graphs/ID/NAME/    one per volume: type, name, options/KEY, subvolumes/N ->
+      graphs/active/     the graph serving requests (GlusterFS: a link to graphs/ID)
+      graphs/ID          -> active (the graph's id, graph-N)
+      graphs/active/top  -> the top volume's name
+      graphs/active/volfile  the graph as a volfile (command-line volumes included)
+      graphs/active/NAME/  one per volume: type, name, options/KEY, subvolumes/N ->
                          ../../CHILD, private (its statedump section), profile,
                          + state (up, down, connecting: what it last told its parents),
                          view/ (empty, as in GlusterFS)
 
 A directory's entries and a file's text are computed when asked: a graph that changed
-since, or profiling that started, shows at the next lookup.  In ``graphs/ID/`` the fixed
-entries win: a volume named ``top`` or ``volfile`` is hidden (as in GlusterFS).
+since, or profiling that started, shows at the next lookup.  In ``graphs/active/`` the
+fixed entries win: a volume named ``top`` or ``volfile`` is hidden (as in GlusterFS).
+
+``graphs/active`` is a directory, where GlusterFS has a link to ``graphs/ID``: the
+kernel keeps a link's text for as long as it holds the inode, and a graph switch keeps
+the kernel's inodes (found again by name), so a link would name the old graph for ever.
+A directory always shows the graph that serves now; the paths below it are the same.
 """
 from __future__ import annotations
 
@@ -139,12 +145,12 @@ class MetaTree:
     # -- graphs ------------------------------------------------------------------------
     def _graphs_entries(self) -> dict[str, Node]:
         gid = self.meta.graph_id
-        return {"active": Link(("graphs", "active"), lambda: gid),
-                gid: Dir(("graphs", gid), self._graph_entries)}
+        return {"active": Dir(("graphs", "active"), self._graph_entries),
+                gid: Link(("graphs", gid), lambda: "active")}
 
     def _graph_entries(self) -> dict[str, Node]:
         graph = self.meta.graph
-        base = ("graphs", self.meta.graph_id)
+        base = ("graphs", "active")
         out: dict[str, Node] = {}
         for xl in self.meta.graph_xlators():
             if xl.name not in out:
