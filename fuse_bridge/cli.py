@@ -30,6 +30,7 @@ from xlators.core.volfile import VolfileError, load_volfile
 from . import mount as mnt
 from . import passthrough, trace_log
 from .cli_args import EXIT_FAILURE, EXIT_USAGE, Args, UsageError, help_text, parse_args
+from .meta_host import add_meta, attach as attach_meta_host
 from .daemon import (Failure, absolute_paths, check_bricks, log_start, remove_pid, reopen_log,
                      write_pid)
 from .mount_watch import READ_ONLY_VOLUME, MountWatch, apply_flags
@@ -132,6 +133,7 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
                    opts.subtype, opts.mount_options())
     guard = mnt.start_unmount_guard(mountpoint)
     session = Session(graph, fd, opts, mountpoint)
+    attach_meta_host(session, version=VERSION, levels=_LEVELS, state=_bridge_state)
     session.notifier = Notifier(fd, opts.invalidate_limit, session=session)
     watch = session.mount_watch = MountWatch(
         resolved, lambda old, new: apply_flags(session, old, new))
@@ -244,6 +246,7 @@ def run(args: Args) -> int:
     graph = build_graph(volfile, args)
     if opts.read_only:
         graph = _read_only(graph)
+    graph = add_meta(graph)              # .meta at the root (fuse_bridge.meta_host)
     warnings = graph.warnings(args.get("xlator_options", []))
     for line in warnings:
         print(f"{args.get('prog', 'xlfs')}: {line}", file=sys.stderr)

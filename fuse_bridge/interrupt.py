@@ -236,7 +236,8 @@ def _handler_failed(record: InterruptRecord) -> None:
 class Request:
     """One kernel request in flight: where to answer, and its interrupt hooks."""
     __slots__ = ("session", "fd", "unique", "opcode", "nodeid", "frame", "replied",
-                 "record", "handlers", "interrupted", "interruptible", "cancel_requested")
+                 "record", "handlers", "interrupted", "interruptible", "cancel_requested",
+                 "waited_at")
 
     def __init__(self, session: Any, fd: int, unique: int, opcode: int, nodeid: int,
                  frame: Any) -> None:
@@ -252,6 +253,7 @@ class Request:
         self.interrupted = False          # an interrupt came (remembered for late handlers)
         self.interruptible = True         # False: translators' handlers are refused
         self.cancel_requested = False
+        self.waited_at = 0.0              # time.monotonic() when it first waited (.meta)
 
     @property
     def header(self) -> InHeader:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import time
 import types
 from typing import Any, Optional
 
@@ -164,6 +165,7 @@ async def read_loop(session: Any, chan: Channel) -> None:
                     streak = 0
                     req, session._stepping = session._stepping, None
                     if req is not None:
+                        req.waited_at = time.monotonic()   # its age in .meta/frames
                         req.frame.cancel_scope = scope
                         if req.cancel_requested:
                             scope.cancel()

@@ -5,6 +5,7 @@
     xlfsctl convert VOLFILE --to toml|volfile [-o OUT]
     xlfsctl xlators [TYPE]
     xlfsctl rebalance VOLFILE [--xlator-option VOL.KEY=VALUE ...] [--volume NAME]
+    xlfsctl status|statedump|profile|top MNT ...     # a live mount (xlators.ctl_mount)
 
 ``check`` and ``graph`` build the translator graph (so every option is parsed and
 validated, and every type must be registered) but never call ``init()``: nothing touches a
@@ -35,6 +36,7 @@ import os
 import sys
 from typing import Any, Callable, Iterable, Optional, Sequence
 
+from .ctl_mount import add_subcommands as add_mount_subcommands
 from .core.docgen import (children_text, default_text, origin_label, overridden_text, summary_of,
                           volfile_example)
 from .core.graph import Graph, GraphError
@@ -377,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
+    add_mount_subcommands(sub)       # status, statedump, profile, top on a mountpoint
     _extensions(sub)
     return parser
 

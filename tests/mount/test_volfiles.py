@@ -48,6 +48,8 @@ def test_volfile_mounts_and_serves(volfile: Path, tmp_path: Path) -> None:
         root = Path(m.mountpoint)
         assert mnt.find_mount(str(root))["fstype"] == "fuse.xlfs"
         assert stat.S_ISDIR(os.stat(root).st_mode)
+        # .meta on every graph, never listed (the listings below are exact)
+        assert os.readlink(root / ".meta" / "graphs" / "active" / "top") == "meta-autoload"
         if ro:
             assert sorted(os.listdir(root)) == ["dir", "existing"]
             assert (root / "existing").read_bytes() == b"placed before the mount\n"

@@ -92,6 +92,8 @@ class Graph:
         self.nursery: Any = None
         self.state: Optional[Event] = None
         self.listeners: list[Callable[[Event, Any, Any], None]] = []
+        #: the process serving this graph (xlators.core.host.Host), set by the bridge
+        self.host: Any = None
         self._inited: list[Translator] = []
         #: volumes the program added on top of the file's (``--read-only``): not the file's
         self.added_volumes: tuple[str, ...] = ()

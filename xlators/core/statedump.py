@@ -80,12 +80,18 @@ def format_statedump(graph: Any, extra: Optional[Mapping[str, Mapping[str, Any]]
 def write_statedump(graph: Any, directory: Optional[str] = None,
                     extra: Optional[Mapping[str, Mapping[str, Any]]] = None) -> str:
     """Write a statedump; returns its path (never an existing dump's)."""
+    return write_statedump_text(format_statedump(graph, extra), directory)
+
+
+def write_statedump_text(text: str, directory: Optional[str] = None) -> str:
+    """Write an already formatted statedump (blocking file I/O: a caller on the event
+    loop formats there and writes from a worker thread); returns its path."""
     directory = directory or dump_directory()
     os.makedirs(directory, exist_ok=True)
     base = os.path.join(directory, f"xlfsdump.{os.getpid()}.dump.{int(time.time())}")
     tmp = os.path.join(directory, f".xlfsdump.{os.getpid()}.{time.monotonic_ns()}.tmp")
     with open(tmp, "w") as f:
-        f.write(format_statedump(graph, extra))
+        f.write(text)
     try:
         n = 0
         while True:

@@ -5,7 +5,8 @@ For every fop: calls (``count-fop-hits``), failures by errno, and with
 buckets; for readv/writev the bytes moved and a histogram of request sizes.  ``dump()``
 gives the numbers to the statedump; ``dump_text()`` and ``dump_json()`` format them, and
 with ``ios-dump-interval`` they are written every so often to ``ios-dump-file`` (or to
-the log) in ``ios-dump-format``.
+the log) in ``ios-dump-format``.  ``setfattr -n trusted.io-stats-dump -v NAME MNT``
+writes them on request, as in GlusterFS (:mod:`xlators.debug.io_stats_dump`).
 
 Latency is measured with ``time.perf_counter_ns`` around the wind to the child, so it
 includes everything below this translator.  With latency-measurement off a call costs a
@@ -321,3 +322,8 @@ def _make(fop: Fop):
 
 
 install_fops(IoStats, _make, FOPS, "Counted (and timed), then wound to the child.")
+
+# ``setfattr -n trusted.io-stats-dump -v NAME MNT`` (GlusterFS's dump on request)
+from .io_stats_dump import install_dump_xattr  # noqa: E402
+
+install_dump_xattr(IoStats)
