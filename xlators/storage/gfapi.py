@@ -26,10 +26,10 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 - Credentials: every call runs with the caller's uid, gid and supplementary groups
   (``glfs_setfsuid``/``setfsgid``/``setfsgroups``, per thread, set before each call);
   the bricks check permissions as for GlusterFS's own FUSE client.
-- The event loop never blocks: each library call runs in a worker thread, at most
-  ``io-thread-count`` at once (a ``trio.CapacityLimiter``).  A request cancelled while
+- The event loop never blocks: each library call runs in one of ``io-thread-count``
+  worker threads (gfapi_workers).  A request cancelled while
   its call runs (an interrupt, with the bridge's interrupt flags on) answers EINTR at
-  once: the thread is abandoned (``abandon_on_cancel``) and finishes the call by itself;
+  once: the call is abandoned and its thread finishes it by itself;
   the operation may still complete on the bricks, as when a GlusterFS client is killed.
   Blocking lock requests are retried with F_SETLK from the event loop instead, so a
   waiting lock is interruptible and never left granted to an abandoned thread.
@@ -69,7 +69,6 @@ import os
 import threading
 from typing import Any, Callable, Optional
 
-import trio
 
 from ..core.errors import FopError
 from ..core.events import Event
@@ -79,6 +78,7 @@ from ..core.translator import Translator
 from ..core.types import Attr, Entry
 from .gfapi_attr import GfapiAttr
 from .gfapi_io import GfapiIo
+from .gfapi_workers import Workers
 
 LOG_LEVELS = {"none": 0, "emerg": 1, "alert": 2, "critical": 3, "error": 4, "warning": 5,
               "notice": 6, "info": 7, "debug": 8, "trace": 9}
@@ -161,7 +161,7 @@ class Gfapi(GfapiAttr, GfapiIo, Translator):
         self._fs: Optional[int] = None
         self._live: dict[int, Node] = {}
         self._by_name: dict[tuple[int, bytes], Node] = {}   # names looked up -> node
-        self._limiter = trio.CapacityLimiter(self.opts.io_thread_count)
+        self._workers = Workers(self.opts.io_thread_count, f"gfapi-{self.name}")
         self._upcalls: Any = None
         self._source = ""
         self._down = False            # the last call failed with ENOTCONN
@@ -252,15 +252,16 @@ class Gfapi(GfapiAttr, GfapiIo, Translator):
         # glfs_fini is not called: see the module docstring
 
     def reconfigured(self, old: Any) -> None:
-        self._limiter.total_tokens = self.opts.io_thread_count
+        self._workers.resize(self.opts.io_thread_count)
         for key in ("volfile-server", "volume", "volfile"):
             if self.opts[key] != old[key]:
                 self.log.warning("%s: option %s cannot change at run time", self.name, key)
 
     def dump(self) -> dict[str, Any]:
         return {"source": self._source, "live-inodes": len(self._live),
-                "threads-busy": self._limiter.borrowed_tokens,
-                "io-thread-count": self._limiter.total_tokens,
+                "threads-busy": self._workers.busy,
+                "io-thread-count": self._workers.size,
+                "calls-abandoned": self._workers.abandoned,
                 **(self._upcalls.dump() if self._upcalls is not None else {})}
 
     # -- calling the library -----------------------------------------------------------
@@ -280,9 +281,7 @@ class Gfapi(GfapiAttr, GfapiIo, Translator):
             # an interrupt cancels the request's scope: the thread is abandoned below
             frame.on_interrupt(_abandon)
         try:
-            result = await trio.to_thread.run_sync(self._as_caller, creds, fn, args,
-                                                   limiter=self._limiter,
-                                                   abandon_on_cancel=True)
+            result = await self._workers.run(self._as_caller, creds, fn, args)
         except OSError as exc:
             if exc.errno == errno.ENOTCONN and not self._down:
                 self._down = True

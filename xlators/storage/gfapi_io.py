@@ -124,7 +124,7 @@ class GfapiIo:
                 b.lib.glfs_close(dup)
             close(of.glfd)
         # not abandoned on cancel: the close must happen
-        await trio.to_thread.run_sync(run, limiter=self._limiter)
+        await self._workers.run(run, abandon=False)
 
     releasedir = release
 
@@ -136,7 +136,7 @@ class GfapiIo:
             return
         dup = of.owners.pop(owner)
         b = self._b
-        await trio.to_thread.run_sync(b.lib.glfs_close, dup, limiter=self._limiter)
+        await self._workers.run(b.lib.glfs_close, dup, abandon=False)
 
     async def fsync(self, frame, fd, datasync):
         of = self._of(fd)
