@@ -23,6 +23,7 @@ from ..core.bounds import open_flags
 from ..core.errors import FopError
 from ..core.types import LK_GET, LK_SETW, OFFSET_MAX, DirEntry, Lock
 from ..core.types import O_EXEC_OPEN
+from .gfapi_names import _name
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -82,7 +83,6 @@ class GfapiIo:
         self._opened(fd, node, OpenFile(glfd))
 
     async def create(self, frame, loc, flags, mode, umask, fd):
-        from .gfapi import _name
         pnode, name = self._node(loc.parent), _name(loc)
         b = self._b
         fs = self._fsp()
