@@ -134,3 +134,16 @@ def test_a_result_after_its_run_ended_is_dropped():
     async def again():
         return await w.run(lambda: "ok")
     assert trio.run(again) == "ok"
+
+
+async def test_a_sequential_load_stays_on_one_warm_thread():
+    """Idle threads are a stack: each call goes to the thread that finished last."""
+    w = Workers(4)
+    async with trio.open_nursery() as n:        # start all four threads
+        gate = threading.Event()
+        for _ in range(4):
+            n.start_soon(w.run, gate.wait, 10)
+        await trio.sleep(0.05)
+        gate.set()
+    idents = {await w.run(threading.get_ident) for _ in range(50)}
+    assert len(idents) == 1

@@ -3,14 +3,17 @@
 Every libgfapi call blocks its thread until the bricks answer, so none runs on the event
 loop.  ``trio.to_thread.run_sync`` did this at first; measured in-process on this kind of
 machine (2 cores, other work running), its round trip for an empty call was 390-780 us,
-against 120-360 us for this pool (one ``queue.SimpleQueue`` put, the answer handed back
-with ``TrioToken.run_sync_soon``): the thread cache, the capacity limiter and the
+against 120-360 us for a plain pool (a queue put, the answer handed back with
+``TrioToken.run_sync_soon``): the thread cache, the capacity limiter and the
 context copy of ``to_thread`` are each a cost paid per call, and a GETATTR is one call.
 
 - ``size`` threads, started on first use (so after the daemon forked: libgfapi is not
   fork-safe) and kept: a thread keeps the caller identity it last set, so most calls skip
   ``glfs_setfs*`` (gfapi_binding.set_credentials).  They are the bound on library calls
   running at once (option io-thread-count); more calls queue.
+- Idle threads are a stack: a call goes to the thread that finished last (still warm,
+  on the CPU it ran on), each thread sleeping on a lock of its own, so a sequential
+  load keeps one thread busy instead of rotating through all of them.
 - :meth:`Workers.run` with ``abandon=True`` answers a cancellation at once: the job is
   marked abandoned; if no thread took it yet it is skipped, else its thread finishes the
   call by itself and its result is dropped.  With ``abandon=False`` (closing a file:
@@ -19,7 +22,7 @@ context copy of ``to_thread`` are each a cost paid per call, and a GETATTR is on
 """
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 from typing import Any, Callable
 
@@ -41,47 +44,67 @@ class _Job:
         self.abandoned = False
 
 
+class _Worker:
+    __slots__ = ("wake", "job")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()               # held while idle: release() hands a job over
+        self.job: Any = None
+
+
 class Workers:
     """A fixed set of threads running blocking calls for one trio program."""
 
     def __init__(self, size: int, name: str = "gfapi") -> None:
         self.size = size
         self.name = name
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._count_lock = threading.Lock()
-        self.busy = 0                 # calls being run (abandoned ones included)
-        self.abandoned = 0            # calls given up by their caller so far
+        self._idle: list[_Worker] = []    # a stack: the last thread to finish goes next
+        self._pending: collections.deque = collections.deque()
+        self._threads = 0
+        self._excess = 0                  # threads to stop after their current call
+        self.abandoned = 0                # calls given up by their caller so far
+
+    @property
+    def busy(self) -> int:
+        """Threads running a call (abandoned ones included)."""
+        return self._threads - len(self._idle)
 
     def resize(self, size: int) -> None:
-        """Change the number of threads (extra threads stop after their current call)."""
+        """Change the number of threads (extra busy threads stop after their call)."""
         with self._lock:
             self.size = size
-            extra = len(self._threads) - size
-            if extra > 0:
-                for _ in range(extra):
-                    self._queue.put(_STOP)
-                self._threads = self._threads[extra:]
-            elif self._threads:
-                self._start(size - len(self._threads))
+            if not self._threads:
+                return                            # started on first use
+            while self._threads > size and self._idle:
+                w = self._idle.pop(0)
+                w.job = _STOP
+                w.wake.release()
+                self._threads -= 1
+            self._excess = max(0, self._threads - size)
+            if self._threads < size:
+                self._start(size - self._threads)
 
     def _start(self, count: int) -> None:
         for _ in range(count):
-            t = threading.Thread(target=self._work, name=f"{self.name}-worker",
-                                 daemon=True)
-            t.start()
-            self._threads.append(t)
+            threading.Thread(target=self._work, name=f"{self.name}-worker",
+                             daemon=True).start()
+            self._threads += 1
 
     async def run(self, fn: Callable[..., Any], *args: Any, abandon: bool = True) -> Any:
         """``fn(*args)`` in a worker thread; its result or its exception."""
-        if not self._threads:
-            with self._lock:
-                if not self._threads:
-                    self._start(self.size)
         job = _Job(fn, args, trio.lowlevel.current_trio_token(),
                    trio.lowlevel.current_task())
-        self._queue.put(job)
+        with self._lock:
+            if not self._threads:
+                self._start(self.size)
+            if self._idle:
+                w = self._idle.pop()
+                w.job = job
+                w.wake.release()
+            else:
+                self._pending.append(job)
 
         def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
             if not abandon:
@@ -95,27 +118,35 @@ class Workers:
         raise job.value
 
     def _work(self) -> None:
-        get = self._queue.get
+        me = _Worker()
+        job = None
         while True:
-            job = get()
+            if job is None:
+                with self._lock:
+                    if self._excess:
+                        self._excess -= 1
+                        self._threads -= 1
+                        return
+                    if self._pending:
+                        job = self._pending.popleft()
+                    else:
+                        self._idle.append(me)
+                if job is None:
+                    me.wake.acquire()
+                    job, me.job = me.job, None
             if job is _STOP:
                 return
-            if job.abandoned:                 # given up before any thread took it
-                continue
-            with self._count_lock:
-                self.busy += 1
-            try:
-                job.value = job.fn(*job.args)
-                job.ok = True
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                job.value = exc
-            finally:
-                with self._count_lock:
-                    self.busy -= 1
-            try:
-                job.token.run_sync_soon(_deliver, job)
-            except trio.RunFinishedError:
-                pass
+            if not job.abandoned:             # else given up before a thread took it
+                try:
+                    job.value = job.fn(*job.args)
+                    job.ok = True
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    job.value = exc
+                try:
+                    job.token.run_sync_soon(_deliver, job)
+                except trio.RunFinishedError:
+                    pass
+            job = None
 
 
 def _deliver(job: _Job) -> None:
