@@ -98,7 +98,10 @@ class GfapiIo:
             return obj, st, glfd.value
         obj, st, glfd = await self._call(frame, run)
         entry = self._named(self._entry(obj, st), pnode, name)
-        self._opened(fd, entry.inode.ctx[self], OpenFile(glfd))
+        node = entry.inode.ctx[self]
+        if fl & os.O_EXCL:
+            self._caps_absent(node)           # a new file: no capabilities yet
+        self._opened(fd, node, OpenFile(glfd))
         return entry
 
     async def opendir(self, frame, inode, fd):

@@ -22,7 +22,7 @@ MAX_NAMES = 8             # names remembered per inode for entry invalidations
 
 class Node:
     """gfapi's context of one inode: its libgfapi handle."""
-    __slots__ = ("obj", "ino", "kind", "names", "opens")
+    __slots__ = ("obj", "ino", "kind", "names", "opens", "caps_absent_until")
 
     def __init__(self, obj: int, ino: int, mode: int) -> None:
         self.obj = obj
@@ -30,6 +30,7 @@ class Node:
         self.kind = mode & S_IFMT
         self.names: set[tuple[int, bytes]] = set()   # (parent ino, name) looked up
         self.opens: list[Any] = []    # open files (fstat of a file deleted while open)
+        self.caps_absent_until = 0.0  # no security.capability until then (gfapi_attr)
 
     def __repr__(self) -> str:
         return f"<gfapi.Node ino={self.ino} obj={self.obj:#x}>"
