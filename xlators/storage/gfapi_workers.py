@@ -119,34 +119,41 @@ class Workers:
 
     def _work(self) -> None:
         me = _Worker()
-        job = None
-        while True:
-            if job is None:
-                with self._lock:
-                    if self._excess:
-                        self._excess -= 1
-                        self._threads -= 1
-                        return
-                    if self._pending:
-                        job = self._pending.popleft()
-                    else:
-                        self._idle.append(me)
-                if job is None:
-                    me.wake.acquire()
-                    job, me.job = me.job, None
-            if job is _STOP:
-                return
-            if not job.abandoned:             # else given up before a thread took it
+        job = self._next(me)
+        while job is not _STOP:
+            if job is None:                       # idle: wait to be handed a job
+                me.wake.acquire()
+                job, me.job = me.job, None
+                continue
+            done = None
+            if not job.abandoned:                 # else given up before a thread took it
                 try:
                     job.value = job.fn(*job.args)
                     job.ok = True
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
                     job.value = exc
+                done = job
+            # back on the idle stack before the caller hears of the result, so the
+            # caller's next call finds this (warm) thread on top
+            job = self._next(me)
+            if done is not None:
                 try:
-                    job.token.run_sync_soon(_deliver, job)
+                    done.token.run_sync_soon(_deliver, done)
                 except trio.RunFinishedError:
                     pass
-            job = None
+
+    def _next(self, me: _Worker) -> Any:
+        """A queued job, or None after putting ``me`` on the idle stack, or _STOP when
+        this thread is one too many."""
+        with self._lock:
+            if self._excess:
+                self._excess -= 1
+                self._threads -= 1
+                return _STOP
+            if self._pending:
+                return self._pending.popleft()
+            self._idle.append(me)
+            return None
 
 
 def _deliver(job: _Job) -> None:
