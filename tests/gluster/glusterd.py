@@ -9,7 +9,11 @@ its sockets and pid files in /run and its daemons' logs in /var/log/glusterfs.  
 - in a private mount namespace (``unshare -m --propagation private``) where a tmpfs
   covers /run and directories under the test's base are bind-mounted over
   /var/lib/glusterd and /var/log/glusterfs: the host's GlusterFS state is never
-  read or written.  The bricks it forks inherit both namespaces.
+  read or written;
+- in a PID namespace of its own (with its own /proc), glusterd being its first
+  process: if the test process is killed outright, glusterd is killed
+  (``--kill-child``) and every brick it forked with it.  The bricks inherit all
+  three namespaces.
 
 The ``gluster`` CLI enters glusterd's namespaces (``nsenter -t PID -m -n``).  A client
 (the xlfs daemon, GlusterFS's FUSE client) runs under :meth:`Glusterd.prefix`: the
@@ -64,8 +68,12 @@ class Glusterd:
         self.netns.create()
         try:
             script = _PRIVATE_MOUNTS.format(lib=self.state, logs=self.logs, log=self.log)
+            # a PID namespace too, glusterd its init: when the test process dies, even
+            # by SIGKILL, unshare goes (PDEATHSIG), glusterd with it (--kill-child)
+            # and with glusterd every brick it forked
             self.proc = _spawn(self.netns.prefix() + [
-                "unshare", "-m", "--propagation", "private", "sh", "-c", script])
+                "unshare", "-m", "-p", "--kill-child", "--mount-proc",
+                "--propagation", "private", "sh", "-c", script])
             deadline = time.monotonic() + 20
             while not self.netns.listening(GLUSTERD_PORT):
                 if self.proc.poll() is not None:
@@ -79,10 +87,20 @@ class Glusterd:
             raise
         return self
 
-    def cli(self, *args: str, timeout: float = 60.0) -> str:
+    def _glusterd_pid(self) -> int:
+        """glusterd's pid as this machine sees it: the child unshare forked."""
         assert self.proc is not None
-        res = subprocess.run(["nsenter", "-t", str(self.proc.pid), "-m", "-n", "--",
-                              "gluster", "--mode=script", *args],
+        path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        with open(path) as f:
+            children = f.read().split()
+        if not children:
+            raise RuntimeError(f"glusterd is not running: {_tail(self.log)}")
+        return int(children[0])
+
+    def cli(self, *args: str, timeout: float = 60.0) -> str:
+        """The gluster CLI in glusterd's namespaces (its /run, its /proc, its network)."""
+        res = subprocess.run(["nsenter", "-t", str(self._glusterd_pid()), "-m", "-n", "-p",
+                              "--", "gluster", "--mode=script", *args],
                              capture_output=True, text=True, timeout=timeout)
         if res.returncode != 0:
             raise RuntimeError(f"gluster {' '.join(args)}: {res.stdout}{res.stderr}")
