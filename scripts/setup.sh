@@ -17,6 +17,9 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # CLI, libgfapi (libgfapi0, pulled in by both), GlusterFS's own FUSE client (glusterfs)
 PATH="$PATH:/usr/sbin:/sbin" command -v glusterfsd >/dev/null 2>&1 || need+=(glusterfs-server)
 PATH="$PATH:/usr/sbin:/sbin" command -v glusterfs >/dev/null 2>&1 || need+=(glusterfs-client)
+# the glusterd test's own network namespace (ip netns, nsenter, unshare)
+PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq

@@ -56,7 +56,8 @@ def requests_in_dump(dump: str | os.PathLike) -> Counter:
 class Mounted:
     def __init__(self, volfile: str | os.PathLike, workdir: Path, *flags: str,
                  brick: Optional[Path] = None, limit: float = 90.0,
-                 overrides: Sequence[str] = (), env: Optional[dict] = None) -> None:
+                 overrides: Sequence[str] = (), env: Optional[dict] = None,
+                 prefix: Sequence[str] = ()) -> None:
         self.volfile = str(volfile)
         self.workdir = Path(workdir)
         self.mountpoint = self.workdir / "mnt"
@@ -66,6 +67,7 @@ class Mounted:
         self.overrides = list(overrides)
         self.limit = limit
         self.env = env
+        self.prefix = list(prefix)      # e.g. nsenter into a test network namespace
         self.proc: Optional[subprocess.Popen] = None
         self.conn: Optional[int] = None
         self._watchdog: Optional[threading.Timer] = None
@@ -84,7 +86,7 @@ class Mounted:
     def __enter__(self) -> "Mounted":
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         self.brick.mkdir(parents=True, exist_ok=True)
-        args = xlfs_command() + ["-N", "-L", "DEBUG", "-l", str(self.log), "-f", self.volfile]
+        args = self.prefix + xlfs_command() + ["-N", "-L", "DEBUG", "-l", str(self.log), "-f", self.volfile]
         if "volume posix" in Path(self.volfile).read_text():
             args += [f"--xlator-option=posix.directory={self.brick}"]
         for name, brick in self.extra_bricks().items():

@@ -1,12 +1,11 @@
-"""GlusterFS daemons for tests: bricks with no glusterd, and a glusterd-managed volume.
+"""GlusterFS daemons for tests: bricks with no glusterd, and GlusterFS's FUSE client.
 
 :class:`Bricks` stands up ``glusterfsd`` bricks on 127.0.0.1 and free ports, each with
 the graph storage/posix -> features/access-control -> features/locks -> features/upcall
 -> performance/io-threads -> protocol/server, and
 writes a replica client volfile (low ping-timeout, client-side self-heal on, since there
 is no self-heal daemon without glusterd) that ``glfs_set_volfile`` and ``glusterfs -f``
-both take.  :class:`Glusterd` runs one ``glusterd`` with its own working directory and
-creates a volume with the ``gluster`` CLI.
+both take.  glusterd-managed volumes are in :mod:`tests.gluster.glusterd`.
 
 Every daemon started here is remembered by pid and killed by pid (never by name) on
 ``stop()``, and at interpreter exit (atexit) whatever a crashed test left.
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Optional
 
 _LIVE: dict[int, subprocess.Popen] = {}
-_FOREIGN: set[int] = set()        # daemons glusterd started for us (found by pid file)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -45,9 +43,6 @@ def _spawn(args: list[str]) -> subprocess.Popen:
 def _kill_all() -> None:
     for pid, proc in list(_LIVE.items()):
         _kill(proc)
-    for pid in list(_FOREIGN):
-        _kill_pid(pid)
-        _FOREIGN.discard(pid)
 
 
 atexit.register(_kill_all)
@@ -67,27 +62,6 @@ def _kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     _LIVE.pop(proc.pid, None)
 
 
-def _kill_pid(pid: int) -> None:
-    """A daemon we did not start as a child (glusterd forks its bricks): by pid, and
-    only while that pid is still a GlusterFS process."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            if b"gluster" not in f.read():
-                return
-    except OSError:
-        return
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    for _ in range(200):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.02)
-
-
 def missing() -> Optional[str]:
     """None when the GlusterFS daemons and libgfapi are here, else why not."""
     if os.geteuid() != 0:
@@ -101,17 +75,6 @@ def missing() -> Optional[str]:
     except ImportError as exc:
         return str(exc)
     return None
-
-
-GLUSTERD_HOST_ENV = "XLFS_GLUSTERD_HOST"
-
-
-def glusterd_host() -> Optional[str]:
-    """The address glusterd's bricks are created on, or None.  The gluster CLI refuses
-    every loopback address for a brick, and tests send traffic only to loopback or to
-    test hosts the run made itself (a network namespace of its own): so the address is
-    given, never guessed from the machine's interfaces."""
-    return os.environ.get(GLUSTERD_HOST_ENV) or None
 
 
 def free_port() -> int:
@@ -275,85 +238,6 @@ class Bricks:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-class Glusterd:
-    """One glusterd (its own working directory under ``base``) and volumes made with the
-    gluster CLI.  Its brick processes are found by their pid files and killed by pid."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = Path(base)
-        self.workdir = self.base / "glusterd"
-        self.log = self.base / "glusterd.log"
-        self.proc: Optional[subprocess.Popen] = None
-        self.volumes: list[str] = []
-
-    def start(self) -> "Glusterd":
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", 24007)) == 0:
-                raise RuntimeError("port 24007 is taken (another glusterd runs here)")
-        self.proc = _spawn(["glusterd", "-N", "-l", str(self.log), "--xlator-option",
-                            f"*.working-directory={self.workdir}"])
-        _wait_port(24007, self.proc, self.log, 20.0)
-        return self
-
-    def cli(self, *args: str, timeout: float = 60.0) -> str:
-        res = subprocess.run(["gluster", "--mode=script", *args], capture_output=True,
-                             text=True, timeout=timeout)
-        if res.returncode != 0:
-            raise RuntimeError(f"gluster {' '.join(args)}: {res.stdout}{res.stderr}")
-        return res.stdout
-
-    def create_volume(self, name: str, replica: int = 2) -> list[Path]:
-        host = glusterd_host()
-        if host is None:
-            raise RuntimeError(f"{GLUSTERD_HOST_ENV} is not set")
-        dirs = [self.base / f"{name}-b{i}" for i in range(replica)]
-        for d in dirs:
-            d.mkdir(parents=True, exist_ok=True)
-        self.cli("volume", "create", name, "replica", str(replica),
-                 *[f"{host}:{d}" for d in dirs], "force")
-        self.volumes.append(name)
-        self.cli("volume", "set", name, "features.cache-invalidation", "on")
-        self.cli("volume", "set", name, "network.ping-timeout", "3")
-        self.cli("volume", "set", name, "cluster.self-heal-daemon", "off")
-        self.cli("volume", "start", name)
-        _FOREIGN.update(self._brick_pids())
-        return dirs
-
-    def _brick_pids(self) -> list[int]:
-        """Pids of the daemons glusterd forked for our volumes (its pid files)."""
-        pids = []
-        places = [self.workdir] + [Path(d) / kind / v for v in self.volumes
-                                   for d in ("/var/run/gluster", "/run/gluster")
-                                   for kind in ("vols", "shd")]
-        for place in places:
-            if not place.is_dir():
-                continue
-            for p in place.rglob("*.pid"):
-                try:
-                    pids.append(int(p.read_text().split()[0]))
-                except (OSError, ValueError, IndexError):
-                    pass
-        return pids
-
-    def stop(self) -> None:
-        pids = set(self._brick_pids())
-        for name in list(self.volumes):
-            try:
-                self.cli("volume", "stop", name, "force", timeout=30)
-                self.cli("volume", "delete", name, timeout=30)
-            except Exception:  # noqa: BLE001 - the pids below are killed anyway
-                pass
-            self.volumes.remove(name)
-        for pid in pids | set(self._brick_pids()):
-            if pid != os.getpid():
-                _kill_pid(pid)
-                _FOREIGN.discard(pid)
-        if self.proc is not None:
-            _kill(self.proc)
-            self.proc = None
 
 
 class GlusterFuse:

@@ -1,6 +1,7 @@
 """Fixtures of the GlusterFS tests: real bricks (session-scoped; every daemon is killed by
 pid on every path: fixture finalizers, and atexit in tests.gluster.bricks), one libgfapi
-client graph for the translator tests, and a glusterd-managed volume.
+client graph for the translator tests, and a glusterd-managed volume
+in a test network namespace.
 
 The whole directory is skipped, with the reason, when the GlusterFS packages are missing
 (scripts/setup.sh installs glusterfs-server and glusterfs-client) or not running as root.
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gluster.bricks import GLUSTERD_HOST_ENV, Bricks, Glusterd, glusterd_host, missing
+from tests.gluster.bricks import Bricks, missing
 
 WHY = missing()
 
@@ -81,13 +82,16 @@ async def h(client_graph, nursery):
 
 @pytest.fixture(scope="session")
 def glusterd(gluster_base):
-    """One glusterd for the session, and a replica-2 volume 'xv' made with the CLI."""
-    if glusterd_host() is None:
-        pytest.skip(f"glusterd refuses loopback bricks: set {GLUSTERD_HOST_ENV} to an "
-                    "address of a test network namespace of this machine to run this")
+    """One glusterd for the session, in a network and mount namespace of the run's own
+    (tests.gluster.glusterd), and a replica-2 volume 'xv' made with the CLI."""
+    from tests.gluster.glusterd import Glusterd
+    from tests.gluster.netns import NetnsUnavailable
     g = Glusterd(gluster_base / "gd")
     try:
-        g.start()
+        try:
+            g.start()
+        except NetnsUnavailable as exc:
+            pytest.skip(f"glusterd refuses loopback bricks and {exc}")
         dirs = g.create_volume("xv", 2)
         yield g, "xv", dirs
     finally:

@@ -131,6 +131,72 @@ async def test_setattr_and_xattrs(h, bricks):
     assert sf.blocks > 0 and sf.bsize > 0
 
 
+CAPS = b"security.capability"
+# a valid VFS_CAP_REVISION_2 value (cap_net_bind_service permitted), 20 bytes
+CAP_VALUE = bytes.fromhex("0000000200040000000000000000000000000000")
+
+
+async def test_absent_capability_is_remembered_briefly_and_coherently(h, bricks,
+                                                                       monkeypatch):
+    """The kernel asks security.capability before every write: "absent" is remembered
+    (a new O_EXCL file, or ENODATA from the bricks) so it costs no round trip, and is
+    forgotten when this client sets or removes it, or after CAPS_ABSENT_TTL."""
+    import xlators.storage.gfapi_attr as gfapi_attr
+    gf = h.top
+    asked = []
+    real = gf._getx
+
+    def spy(obj, name):
+        asked.append(name)
+        return real(obj, name)
+    monkeypatch.setattr(gf, "_getx", spy)
+
+    async def caps(inode):
+        try:
+            return await gf.getxattr(h.frame(), inode, CAPS)
+        except OSError as exc:
+            assert exc.errno == errno.ENODATA
+            return None
+
+    fd = await h.create("/capfile", 0o755, flags=os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    inode = fd.inode
+    for _ in range(3):
+        assert await caps(inode) is None
+    assert asked == []                                  # a new file: known absent
+    await gf.setxattr(h.frame(), inode, CAPS, CAP_VALUE, 0)
+    assert await caps(inode) == CAP_VALUE               # forgotten at once
+    assert os.getxattr(brick_files(bricks, "capfile")[0], CAPS) == CAP_VALUE
+    monkeypatch.setattr(gfapi_attr, "CAPS_ABSENT_TTL", 0.5)
+    await gf.removexattr(h.frame(), inode, CAPS)
+    asked.clear()
+    assert await caps(inode) is None and await caps(inode) is None
+    assert asked == [CAPS]                              # ENODATA from the bricks, once
+    for brick in brick_files(bricks, "capfile"):        # behind the client's back
+        os.setxattr(brick, CAPS, CAP_VALUE)
+    assert await caps(inode) is None                    # still remembered
+    await trio.sleep(0.6)
+    assert await caps(inode) == CAP_VALUE               # not past the bound
+    await h.close(fd)
+
+
+async def test_capability_removed_for_a_writer_as_the_kernel_asks(h, bricks):
+    """After another user's write the kernel removes security.capability as that user:
+    allowed to whoever may write the file (as on a local disk), refused otherwise."""
+    for name, mode, want in (("capw", 0o666, None), ("capr", 0o644, errno.EACCES)):
+        await h.write_file(f"/{name}", b"x", mode)
+        inode = (await h.lookup(f"/{name}")).inode
+        await h.top.setattr(h.frame(), inode, SetAttr(mode=mode))
+        await h.top.setxattr(h.frame(), inode, CAPS, CAP_VALUE, 0)
+        try:
+            await h.top.removexattr(h.frame(uid=1000, gid=1000), inode, CAPS)
+            got = None
+        except OSError as exc:
+            got = exc.errno
+        assert got == want, name
+        present = [CAPS.decode() in os.listxattr(f) for f in brick_files(bricks, name)]
+        assert present == [want is not None] * 2, name
+
+
 async def test_runs_as_the_caller(h, bricks):
     await h.mkdir("/private", mode=0o755)
     await h.mkdir("/open", mode=0o777, umask=0)
@@ -259,6 +325,31 @@ async def test_upcall_from_another_client(h, bricks, gluster_base):
                    and e.parent is h.itable.root for e in events)
     finally:
         graph.listeners.remove(listen)
+        other.fini()
+
+
+async def test_capability_set_by_another_client_is_seen_within_the_bound(
+        h, bricks, gluster_base, monkeypatch):
+    """GlusterFS sends no upcall for a security.capability set by another client (its
+    upcall filter passes only the xattrs a client registered): such a change is seen
+    once CAPS_ABSENT_TTL has run out."""
+    import xlators.storage.gfapi_attr as gfapi_attr
+    monkeypatch.setattr(gfapi_attr, "CAPS_ABSENT_TTL", 0.5)
+    other = Graph.from_text(gfapi_volfile(bricks.client_volfile, gluster_base / "o2.log"))
+    other.init()
+    other.activate()
+    try:
+        await h.write_file("/capshared", b"x")
+        inode = (await h.lookup("/capshared")).inode
+        with pytest.raises(OSError):
+            await h.top.getxattr(h.frame(), inode, CAPS)
+        from xlators.testing import Harness
+        oh = Harness(other)
+        oinode = (await oh.lookup("/capshared")).inode
+        await other.top.setxattr(oh.frame(), oinode, CAPS, CAP_VALUE, 0)
+        await trio.sleep(0.6)
+        assert await h.top.getxattr(h.frame(), inode, CAPS) == CAP_VALUE
+    finally:
         other.fini()
 
 

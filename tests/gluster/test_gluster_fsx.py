@@ -17,9 +17,9 @@ from tests.posix.test_fsx import OPS, TIME_LIMIT, Fsx, _supported, seed_for
 pytestmark = pytest.mark.mount
 
 
-def run_fsx(path: str, name: str) -> Fsx:
-    supported = _supported(path)
-    fsx = Fsx(path, seed_for(name), supported)
+def run_fsx(path: str, name: str, fsx: Fsx | None = None) -> Fsx:
+    if fsx is None:
+        fsx = Fsx(path, seed_for(name), _supported(path))
     done = fsx.run(OPS, TIME_LIMIT)
     print(f"fsx {name}: seed {fsx.seed}, {done} operations {fsx.counts}")
     assert done >= min(OPS, 300), f"only {done} operations in {TIME_LIMIT}s"
@@ -37,6 +37,32 @@ def test_fsx_on_gfapi(gfapi_mount):
         assert gfapi_mount.proc.poll() is None, gfapi_mount.read_log()[-3000:]
 
 
+class _KillAfter(threading.Thread):
+    """Calls ``kill`` once ``fsx`` has done ``ops`` operations (so the brick dies in the
+    middle of the run, whatever the machine's speed); ``at`` is the count it saw."""
+
+    def __init__(self, fsx: Fsx, ops: int, kill) -> None:
+        super().__init__(daemon=True)
+        self.fsx, self.ops, self.kill = fsx, ops, kill
+        self.at: int | None = None
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.005):
+            try:
+                n = sum(self.fsx.counts.values())
+            except RuntimeError:      # a first count added while summing
+                continue
+            if n >= self.ops:
+                self.kill()
+                self.at = n
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()
+
+
 @pytest.mark.parametrize("flags", [(), ("--kernel-writeback-cache",)],
                          ids=["plain", "writeback"])
 def test_fsx_brick_killed_and_healed(tmp_path, flags):
@@ -49,13 +75,18 @@ def test_fsx_brick_killed_and_healed(tmp_path, flags):
         with mount_gfapi(tmp_path / "xlfs", bricks.client_volfile, *flags) as m:
             path = m.path("file")
             victim = bricks.bricks[1]
-            killer = threading.Timer(1.5, victim.kill)
+            fsx = Fsx(path, seed_for("gfapi-failover"), _supported(path))
+            killer = _KillAfter(fsx, OPS // 3, victim.kill)
             killer.start()
             try:
-                fsx = run_fsx(path, "gfapi-failover")
+                run_fsx(path, "gfapi-failover", fsx)
             finally:
-                killer.cancel()
-            assert not victim.running, "the brick was not killed during the run"
+                killer.stop()
+            assert killer.at is not None, "the brick was not killed during the run"
+            assert not victim.running
+            done = sum(fsx.counts.values())
+            assert done - killer.at >= OPS // 3, \
+                f"only {done - killer.at} operations ran after the brick died"
             fsx.open()
             try:
                 want = os.pread(fsx.fd, len(fsx.shadow) + 1, 0)

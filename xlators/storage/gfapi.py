@@ -26,10 +26,10 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 - Credentials: every call runs with the caller's uid, gid and supplementary groups
   (``glfs_setfsuid``/``setfsgid``/``setfsgroups``, per thread, set before each call);
   the bricks check permissions as for GlusterFS's own FUSE client.
-- The event loop never blocks: each library call runs in a worker thread, at most
-  ``io-thread-count`` at once (a ``trio.CapacityLimiter``).  A request cancelled while
+- The event loop never blocks: each library call runs in one of ``io-thread-count``
+  worker threads (gfapi_workers).  A request cancelled while
   its call runs (an interrupt, with the bridge's interrupt flags on) answers EINTR at
-  once: the thread is abandoned (``abandon_on_cancel``) and finishes the call by itself;
+  once: the call is abandoned and its thread finishes it by itself;
   the operation may still complete on the bricks, as when a GlusterFS client is killed.
   Blocking lock requests are retried with F_SETLK from the event loop instead, so a
   waiting lock is interruptible and never left granted to an abandoned thread.
@@ -57,9 +57,10 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
   gfid does not fit a 64-bit nodeid). copy_file_range copies through this client
   (libgfapi's own reached one replica only).
 
-The code is split by concern: gfapi (options, lifecycle, namespace fops), gfapi_io (open
-files, directories, locks), gfapi_attr (attributes and xattrs), gfapi_upcall
-(invalidations), gfapi_binding (ctypes).
+The code is split by concern: gfapi (options, lifecycle, calling the library),
+gfapi_nodes (inodes: handles, names, forget), gfapi_names (namespace fops), gfapi_io
+(open files, directories, locks), gfapi_attr (attributes and xattrs), gfapi_upcall
+(invalidations), gfapi_workers (the worker threads), gfapi_binding (ctypes).
 """
 from __future__ import annotations
 
@@ -69,23 +70,18 @@ import os
 import threading
 from typing import Any, Callable, Optional
 
-import trio
-
 from ..core.errors import FopError
 from ..core.events import Event
-from ..core.inode import Inode
 from ..core.options import Option
 from ..core.translator import Translator
-from ..core.types import Attr, Entry
 from .gfapi_attr import GfapiAttr
-from .gfapi_io import GfapiIo, _name
+from .gfapi_io import GfapiIo
+from .gfapi_names import GfapiNames
+from .gfapi_nodes import GfapiNodes, Node
+from .gfapi_workers import Workers
 
 LOG_LEVELS = {"none": 0, "emerg": 1, "alert": 2, "critical": 3, "error": 4, "warning": 5,
               "notice": 6, "info": 7, "debug": 8, "trace": 9}
-S_IFMT = 0o170000
-S_IFDIR = 0o040000
-RENAME_NOREPLACE = 1
-MAX_NAMES = 8             # names remembered per inode for entry invalidations
 
 
 def _binding() -> Any:
@@ -95,22 +91,7 @@ def _binding() -> Any:
     return gfapi_binding
 
 
-class Node:
-    """gfapi's context of one inode: its libgfapi handle."""
-    __slots__ = ("obj", "ino", "kind", "names", "opens")
-
-    def __init__(self, obj: int, ino: int, mode: int) -> None:
-        self.obj = obj
-        self.ino = ino
-        self.kind = mode & S_IFMT
-        self.names: set[tuple[int, bytes]] = set()   # (parent ino, name) looked up
-        self.opens: list[Any] = []    # open files (fstat of a file deleted while open)
-
-    def __repr__(self) -> str:
-        return f"<gfapi.Node ino={self.ino} obj={self.obj:#x}>"
-
-
-class Gfapi(GfapiAttr, GfapiIo, Translator):
+class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
     """storage/gfapi: a GlusterFS volume through libgfapi (GlusterFS's client library)."""
     type = "storage/gfapi"
     children_range = (0, 0)
@@ -147,7 +128,7 @@ class Gfapi(GfapiAttr, GfapiIo, Translator):
         self._fs: Optional[int] = None
         self._live: dict[int, Node] = {}
         self._by_name: dict[tuple[int, bytes], Node] = {}   # names looked up -> node
-        self._limiter = trio.CapacityLimiter(self.opts.io_thread_count)
+        self._workers = Workers(self.opts.io_thread_count, f"gfapi-{self.name}")
         self._upcalls: Any = None
         self._source = ""
         self._down = False            # the last call failed with ENOTCONN
@@ -238,15 +219,16 @@ class Gfapi(GfapiAttr, GfapiIo, Translator):
         # glfs_fini is not called: see the module docstring
 
     def reconfigured(self, old: Any) -> None:
-        self._limiter.total_tokens = self.opts.io_thread_count
+        self._workers.resize(self.opts.io_thread_count)
         for key in ("volfile-server", "volume", "volfile"):
             if self.opts[key] != old[key]:
                 self.log.warning("%s: option %s cannot change at run time", self.name, key)
 
     def dump(self) -> dict[str, Any]:
         return {"source": self._source, "live-inodes": len(self._live),
-                "threads-busy": self._limiter.borrowed_tokens,
-                "io-thread-count": self._limiter.total_tokens,
+                "threads-busy": self._workers.busy,
+                "io-thread-count": self._workers.size,
+                "calls-abandoned": self._workers.abandoned,
                 **(self._upcalls.dump() if self._upcalls is not None else {})}
 
     # -- calling the library -----------------------------------------------------------
@@ -266,9 +248,7 @@ class Gfapi(GfapiAttr, GfapiIo, Translator):
             # an interrupt cancels the request's scope: the thread is abandoned below
             frame.on_interrupt(_abandon)
         try:
-            result = await trio.to_thread.run_sync(self._as_caller, creds, fn, args,
-                                                   limiter=self._limiter,
-                                                   abandon_on_cancel=True)
+            result = await self._workers.run(self._as_caller, creds, fn, args)
         except OSError as exc:
             if exc.errno == errno.ENOTCONN and not self._down:
                 self._down = True
@@ -292,239 +272,7 @@ class Gfapi(GfapiAttr, GfapiIo, Translator):
         if self._upcalls is not None and not self._upcalls.started:
             self._upcalls.start()
 
-    # -- inodes ------------------------------------------------------------------------
-    def _node(self, inode: Any) -> Node:
-        node = inode.ctx.get(self) if inode is not None else None
-        if node is None:
-            raise FopError(errno.ESTALE)
-        return node
-
-    def _attr(self, st: Any) -> Attr:
-        attr = Attr(*self._b.stat_tuple(st))
-        if not attr.blksize:          # some replies (glfs_h_stat) leave it out
-            attr.blksize = 4096
-        return attr
-
-    def _entry(self, obj: int, st: Any) -> Entry:
-        """The table's inode for handle ``obj`` (closed when the inode has one)."""
-        attr = self._attr(st)
-        ino = attr.ino
-        inode = self.itable.find(ino)
-        node = inode.ctx.get(self) if inode is not None else None
-        if node is None:
-            node = self._live.get(ino)
-            if node is None:
-                node = self._live[ino] = Node(obj, ino, attr.mode)
-                obj = 0
-            if inode is None:
-                inode = self.itable.link(ino)
-            inode.ctx[self] = node
-        if obj:
-            self._b.lib.glfs_h_close(obj)
-        return Entry(inode, attr)
-
-    def _named(self, entry: Entry, pnode: Node, name: bytes) -> Entry:
-        """Remember a name of the entry's object (upcalls carry no names)."""
-        node = entry.inode.ctx.get(self)
-        if node is not None and len(node.names) < MAX_NAMES:
-            key = (pnode.ino, name)
-            node.names.add(key)
-            self._by_name[key] = node
-        return entry
-
-    def _unnamed(self, pnode: Node, name: bytes) -> None:
-        node = self._by_name.pop((pnode.ino, name), None)
-        if node is not None:
-            node.names.discard((pnode.ino, name))
-
-    def names_of(self, inode: Any) -> set[tuple[int, bytes]]:
-        node = inode.ctx.get(self)
-        return node.names if node is not None else set()
-
-    def _made(self, what: str) -> Callable[..., Any]:
-        """A creating handle call returning (object, stat) or raising OSError."""
-        b = self._b
-
-        def run(fn: Callable[..., Any], *args: Any) -> tuple[int, Any]:
-            st = b.Stat()
-            obj = fn(*args, ctypes.byref(st))
-            b.check_ptr(obj, what)
-            return obj, st
-        return run
-
-    # -- namespace fops ----------------------------------------------------------------
-    async def lookup(self, frame, loc):
-        if loc.name is None:
-            return Entry(loc.inode, await self.getattr(frame, loc.inode))
-        pnode = self._node(loc.parent)
-        name = _name(loc)
-        b = self._b
-        fs = self._fsp()
-
-        def run() -> tuple[int, Any]:
-            st = b.Stat()
-            obj = b.lib.glfs_h_lookupat(fs, pnode.obj, name, ctypes.byref(st), 0)
-            return b.check_ptr(obj, "lookup"), st
-        obj, st = await self._call(frame, run)
-        if name in (b".", b".."):
-            return self._entry(obj, st)
-        return self._named(self._entry(obj, st), pnode, name)
-
-    async def getattr(self, frame, inode, fd=None):
-        b = self._b
-        glfd = self._glfd_or_none(fd)
-
-        def run() -> Any:
-            st = b.Stat()
-            if glfd:
-                b.check(b.lib.glfs_fstat(glfd, ctypes.byref(st)), "fstat")
-                return st
-            if b.lib.glfs_h_stat(self._fsp(), node.obj, ctypes.byref(st)) == 0:
-                return st
-            err = ctypes.get_errno()
-            for of in list(node.opens):       # deleted while open: ask an open file
-                if err in (errno.ENOENT, errno.ESTALE) and \
-                        b.lib.glfs_fstat(of.glfd, ctypes.byref(st)) == 0:
-                    return st
-            raise OSError(err or errno.EIO, "stat")
-        node = self._node(inode)
-        return self._attr(await self._call(frame, run))
-
-    async def readlink(self, frame, inode):
-        node = self._node(inode)
-        b = self._b
-
-        def run() -> bytes:
-            buf = ctypes.create_string_buffer(4097)
-            n = b.check(b.lib.glfs_h_readlink(self._fsp(), node.obj, buf, 4096), "readlink")
-            return buf.raw[:n] if n else buf.value
-        return await self._call(frame, run)
-
-    async def mknod(self, frame, loc, mode, rdev, umask):
-        pnode, name = self._node(loc.parent), _name(loc)
-        b = self._b
-        perm = mode & 0o7777 & ~(umask or 0)
-        obj, st = await self._call(frame, self._made("mknod"), b.lib.glfs_h_mknod,
-                                   self._fsp(), pnode.obj, name, (mode & S_IFMT) | perm,
-                                   rdev or 0)
-        return self._named(self._entry(obj, st), pnode, name)
-
-    async def mkdir(self, frame, loc, mode, umask):
-        pnode, name = self._node(loc.parent), _name(loc)
-        b = self._b
-        obj, st = await self._call(frame, self._made("mkdir"), b.lib.glfs_h_mkdir,
-                                   self._fsp(), pnode.obj, name,
-                                   mode & 0o7777 & ~(umask or 0))
-        return self._named(self._entry(obj, st), pnode, name)
-
-    async def symlink(self, frame, target, loc):
-        pnode, name = self._node(loc.parent), _name(loc)
-        if isinstance(target, str):
-            target = os.fsencode(target)
-        if b"\0" in target:
-            raise FopError(errno.EINVAL)
-        b = self._b
-        obj, st = await self._call(frame, self._made("symlink"), b.lib.glfs_h_symlink,
-                                   self._fsp(), pnode.obj, name, target)
-        return self._named(self._entry(obj, st), pnode, name)
-
-    async def unlink(self, frame, loc):
-        await self._remove(frame, loc, False)
-
-    async def rmdir(self, frame, loc):
-        await self._remove(frame, loc, True)
-
-    async def _remove(self, frame: Any, loc: Any, is_dir: bool) -> None:
-        pnode, name = self._node(loc.parent), _name(loc)
-        if name in (b".", b".."):
-            raise FopError(errno.EINVAL if is_dir else errno.EISDIR)
-        b = self._b
-        fs = self._fsp()
-        known = self._by_name.get((pnode.ino, name))
-        if known is not None and self._live.get(known.ino) is known:
-            if is_dir != (known.kind == S_IFDIR):
-                raise FopError(errno.ENOTDIR if is_dir else errno.EISDIR)
-            await self._call(frame, lambda: b.check(
-                b.lib.glfs_h_unlink(fs, pnode.obj, name), "unlink"))
-            self._unnamed(pnode, name)
-            return
-
-        def run() -> None:
-            # glfs_h_unlink picks unlink or rmdir by the entry's type: check it first
-            st = b.Stat()
-            obj = b.check_ptr(b.lib.glfs_h_lookupat(fs, pnode.obj, name,
-                                                    ctypes.byref(st), 0), "lookup")
-            b.lib.glfs_h_close(obj)
-            if is_dir and st.st_mode & S_IFMT != S_IFDIR:
-                raise FopError(errno.ENOTDIR)
-            if not is_dir and st.st_mode & S_IFMT == S_IFDIR:
-                raise FopError(errno.EISDIR)
-            b.check(b.lib.glfs_h_unlink(fs, pnode.obj, name), "unlink")
-        await self._call(frame, run)
-        self._unnamed(pnode, name)
-
-    async def rename(self, frame, oldloc, newloc, flags=None):
-        if flags and flags != RENAME_NOREPLACE:
-            raise FopError(errno.EINVAL, "libgfapi has no RENAME_EXCHANGE")
-        op, old = self._node(oldloc.parent), _name(oldloc)
-        np, new = self._node(newloc.parent), _name(newloc)
-        b = self._b
-        fs = self._fsp()
-
-        def run() -> None:
-            if flags:
-                # libgfapi has no renameat2: NOREPLACE is a lookup, then the rename
-                # (not atomic against another client creating the name in between)
-                st = b.Stat()
-                obj = b.lib.glfs_h_lookupat(fs, np.obj, new, ctypes.byref(st), 0)
-                if obj:
-                    b.lib.glfs_h_close(obj)
-                    raise FopError(errno.EEXIST)
-                if ctypes.get_errno() != errno.ENOENT:
-                    b.check(-1, "lookup")
-            b.check(b.lib.glfs_h_rename(fs, op.obj, old, np.obj, new), "rename")
-        await self._call(frame, run)
-        moved = self._by_name.get((op.ino, old))
-        self._unnamed(op, old)
-        self._unnamed(np, new)
-        if moved is not None and len(moved.names) < MAX_NAMES:
-            moved.names.add((np.ino, new))
-            self._by_name[(np.ino, new)] = moved
-
-    async def link(self, frame, inode, newloc):
-        node = self._node(inode)
-        np, name = self._node(newloc.parent), _name(newloc)
-        if node.kind == S_IFDIR:
-            raise FopError(errno.EPERM)
-        b = self._b
-        fs = self._fsp()
-
-        def run() -> Any:
-            b.check(b.lib.glfs_h_link(fs, node.obj, np.obj, name), "link")
-            st = b.Stat()
-            b.check(b.lib.glfs_h_stat(fs, node.obj, ctypes.byref(st)), "stat")
-            return st
-        return Entry(inode, self._attr(await self._call(frame, run)))
-
     # -- the rest ---------------------------------------------------------------------
-    async def forget(self, frame, inode: Inode):
-        node = inode.ctx.pop(self, None)
-        if node is None or inode is self.itable.root:
-            if node is not None:
-                inode.ctx[self] = node
-            return None
-        current = self.itable.find(node.ino)
-        if current is not None and current is not inode and current.ctx.get(self) is node:
-            return None
-        if self._live.get(node.ino) is node:
-            del self._live[node.ino]
-        for key in node.names:
-            if self._by_name.get(key) is node:
-                del self._by_name[key]
-        if self._fs is not None:
-            self._b.lib.glfs_h_close(node.obj)
-        return None
-
     async def resolve(self, frame, nodeid):
         raise FopError(errno.ESTALE)        # a gfid does not fit a 64-bit export key
 

@@ -1,6 +1,17 @@
 """storage/gfapi's attribute fops: setattr, access, statfs and the xattr fops (see
 gfapi for the translator and its volfile).
 
+The kernel asks for ``security.capability`` before every write(2) (to clear it), which
+would be one round trip to the bricks per write; GlusterFS's own FUSE client answers it
+with ENODATA itself unless mounted ``--capability``.  Here the capabilities stay real:
+an answer "no security.capability" (ENODATA from the bricks, or a file this client just
+created with O_EXCL) is remembered per inode for ``CAPS_ABSENT_TTL`` seconds, the same
+bound as the kernel's default attribute timeout.  It is forgotten at once when this
+client sets or removes that xattr, and when an upcall says another client changed the
+file; GlusterFS sends no upcall for another client's setxattr of it (its upcall filter
+passes only xattrs a client registered), so that change shows within the bound.  A
+write or truncate only ever removes capabilities, so they never make "absent" wrong.
+
 A set-id-clearing chmod the kernel sends after another user's write or truncate is
 done as root (the bricks would refuse it: not the owner), since the kernel decided.
 Non-root callers cannot read or change ``trusted.*`` xattrs, nor change ``security.*``
@@ -20,6 +31,8 @@ from ..core.types import NOW, SetAttr, StatFs
 S_IFMT = 0o170000
 S_IFREG = 0o100000
 PRIVS = 0o6000            # set-user-ID and set-group-ID
+CAPS = b"security.capability"
+CAPS_ABSENT_TTL = 1.0     # seconds an absent security.capability is remembered
 
 
 class GfapiAttr:
@@ -113,7 +126,20 @@ class GfapiAttr:
     async def getxattr(self, frame, inode, name):
         node = self._node(inode)
         name = self._xattr_allowed(frame, name, False)
-        return await self._call(frame, self._getx, node.obj, name)
+        if name != CAPS:
+            return await self._call(frame, self._getx, node.obj, name)
+        if node.caps_absent_until > time.monotonic():
+            raise FopError(errno.ENODATA)
+        try:
+            return await self._call(frame, self._getx, node.obj, name)
+        except OSError as exc:
+            if exc.errno == errno.ENODATA:
+                self._caps_absent(node)
+            raise
+
+    def _caps_absent(self, node: Any) -> None:
+        """Remember that ``node`` has no security.capability (see the module doc)."""
+        node.caps_absent_until = time.monotonic() + CAPS_ABSENT_TTL
 
     async def listxattr(self, frame, inode):
         node = self._node(inode)
@@ -146,12 +172,30 @@ class GfapiAttr:
         name = self._xattr_allowed(frame, name, True)
         b = self._b
         value = bytes(value)
+        node.caps_absent_until = 0.0
         await self._call(frame, lambda: b.check(b.lib.glfs_h_setxattrs(
             self._fsp(), node.obj, name, value, len(value), flags or 0), "setxattr"))
 
     async def removexattr(self, frame, inode, name):
         node = self._node(inode)
-        name = self._xattr_allowed(frame, name, True)
         b = self._b
+        if isinstance(name, str):
+            name = os.fsencode(name)
+        if name == CAPS and frame is not None and frame.uid != 0:
+            # The kernel removes file capabilities after a write or truncate, as the
+            # writer (a caller cannot ask for it otherwise: the kernel refuses without
+            # CAP_SETFCAP).  Allowed to whoever may write the file, as on a local disk;
+            # done as root, since the bricks refuse security.* to others.
+            fs = self._fsp()
+
+            def kill_caps() -> None:
+                b.check(b.lib.glfs_h_access(fs, node.obj, os.W_OK), "access")
+                b.set_credentials(0, 0, ())
+                b.check(b.lib.glfs_h_removexattrs(fs, node.obj, name), "removexattr")
+            node.caps_absent_until = 0.0
+            await self._call(frame, kill_caps)
+            return
+        name = self._xattr_allowed(frame, name, True)
+        node.caps_absent_until = 0.0
         await self._call(frame, lambda: b.check(b.lib.glfs_h_removexattrs(
             self._fsp(), node.obj, name), "removexattr"))

@@ -23,6 +23,7 @@ from ..core.bounds import open_flags
 from ..core.errors import FopError
 from ..core.types import LK_GET, LK_SETW, OFFSET_MAX, DirEntry, Lock
 from ..core.types import O_EXEC_OPEN
+from .gfapi_names import _name
 
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
@@ -31,21 +32,6 @@ DIRENT_HEAD = 24          # fuse_dirent without the name
 DIRENTPLUS_HEAD = 24 + 128
 COPY_CHUNK = 1 << 20      # copy_file_range's step
 READDIR_BATCH = 256       # entries read per worker-thread call at most
-NAME_MAX = 255
-
-
-def _name(loc: Any) -> bytes:
-    """The entry name of ``loc`` as bytes, checked (one component, at most NAME_MAX)."""
-    name = loc.name
-    if isinstance(name, str):
-        name = os.fsencode(name)
-    if not name:
-        raise FopError(errno.ENOENT)
-    if b"/" in name or b"\0" in name:
-        raise FopError(errno.EINVAL, f"invalid name {name!r}")
-    if len(name) > NAME_MAX:
-        raise FopError(errno.ENAMETOOLONG)
-    return name
 
 
 class OpenFile:
@@ -112,7 +98,10 @@ class GfapiIo:
             return obj, st, glfd.value
         obj, st, glfd = await self._call(frame, run)
         entry = self._named(self._entry(obj, st), pnode, name)
-        self._opened(fd, entry.inode.ctx[self], OpenFile(glfd))
+        node = entry.inode.ctx[self]
+        if fl & os.O_EXCL:
+            self._caps_absent(node)           # a new file: no capabilities yet
+        self._opened(fd, node, OpenFile(glfd))
         return entry
 
     async def opendir(self, frame, inode, fd):
@@ -138,7 +127,7 @@ class GfapiIo:
                 b.lib.glfs_close(dup)
             close(of.glfd)
         # not abandoned on cancel: the close must happen
-        await trio.to_thread.run_sync(run, limiter=self._limiter)
+        await self._workers.run(run, abandon=False)
 
     releasedir = release
 
@@ -150,7 +139,7 @@ class GfapiIo:
             return
         dup = of.owners.pop(owner)
         b = self._b
-        await trio.to_thread.run_sync(b.lib.glfs_close, dup, limiter=self._limiter)
+        await self._workers.run(b.lib.glfs_close, dup, abandon=False)
 
     async def fsync(self, frame, fd, datasync):
         of = self._of(fd)

@@ -108,6 +108,9 @@ class Upcalls:
         table = xl.itable
         inode = table.find(ino) if ino else None
         if inode is not None:
+            node = inode.ctx.get(xl)
+            if node is not None:
+                node.caps_absent_until = 0.0       # its xattrs may have changed
             xl.upcall(InvalidateInode(inode, 0, 0))
             self.sent += 1
             if flags & self._gone:

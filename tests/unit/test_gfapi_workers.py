@@ -1,0 +1,149 @@
+"""storage/gfapi's worker threads (xlators/storage/gfapi_workers.py): results, errors,
+the bound on calls at once, abandonment on cancel, resizing.  No libgfapi needed."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+import trio
+
+from xlators.storage.gfapi_workers import Workers
+
+
+async def test_result_and_exception_come_back():
+    w = Workers(2)
+    assert await w.run(lambda a, b: a + b, 2, 3) == 5
+    with pytest.raises(OSError) as ei:
+        await w.run(_raise, OSError(5, "io"))
+    assert ei.value.errno == 5
+    assert threading.current_thread() is threading.main_thread()
+
+
+def _raise(exc):
+    raise exc
+
+
+async def test_calls_run_off_the_event_loop_and_in_parallel_up_to_size():
+    w = Workers(3)
+    running = []
+    peak = [0]
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def call():
+        with lock:
+            running.append(threading.current_thread())
+            peak[0] = max(peak[0], len(running))
+        gate.wait(10)
+        with lock:
+            running.pop()
+        return threading.current_thread()
+
+    async with trio.open_nursery() as n:
+        for _ in range(6):
+            n.start_soon(w.run, call)
+        while len(running) < 3:
+            await trio.sleep(0.01)
+        await trio.sleep(0.05)
+        assert len(running) == 3             # the fourth waits for a thread
+        gate.set()
+    assert peak[0] == 3
+    assert threading.main_thread() not in running
+
+
+async def test_cancel_abandons_a_running_call_at_once():
+    w = Workers(1)
+    release = threading.Event()
+    finished = threading.Event()
+
+    def stuck():
+        release.wait(10)
+        finished.set()
+        return "late"
+
+    with trio.move_on_after(0.1) as scope:
+        await w.run(stuck)
+    assert scope.cancelled_caught and not finished.is_set()
+    assert w.abandoned == 1
+    release.set()
+    assert await w.run(lambda: "next") == "next"       # the thread came back
+    assert finished.is_set()
+
+
+async def test_cancel_skips_a_queued_call():
+    w = Workers(1)
+    release = threading.Event()
+    ran = []
+    async with trio.open_nursery() as n:
+        n.start_soon(w.run, release.wait, 10)
+        await trio.sleep(0.05)
+        with trio.move_on_after(0.05):
+            await w.run(ran.append, 1)          # queued behind the stuck call
+        release.set()
+    assert await w.run(lambda: len(ran)) == 0   # never run
+
+
+async def test_not_abandoned_waits_for_the_call():
+    w = Workers(1)
+    done = threading.Event()
+
+    def close():
+        threading.Event().wait(0.2)
+        done.set()
+        return "closed"
+
+    with trio.move_on_after(0.05):
+        assert await w.run(close, abandon=False) == "closed"
+    assert done.is_set()                         # the cancel waited for it
+    assert w.abandoned == 0
+
+
+async def test_resize_changes_the_bound():
+    w = Workers(1)
+    await w.run(lambda: None)
+    w.resize(3)
+    gate = threading.Event()
+    started = []
+
+    def call():
+        started.append(1)
+        gate.wait(10)
+
+    async with trio.open_nursery() as n:
+        for _ in range(3):
+            n.start_soon(w.run, call)
+        with trio.fail_after(5):
+            while len(started) < 3:
+                await trio.sleep(0.01)
+        gate.set()
+    w.resize(1)
+    assert w.size == 1
+    assert await w.run(lambda: 7) == 7
+
+
+def test_a_result_after_its_run_ended_is_dropped():
+    w = Workers(1)
+    release = threading.Event()
+
+    async def main():
+        with trio.move_on_after(0.05):
+            await w.run(release.wait, 10)
+    trio.run(main)
+    release.set()                # the thread finishes after the run: no error, no hang
+
+    async def again():
+        return await w.run(lambda: "ok")
+    assert trio.run(again) == "ok"
+
+
+async def test_a_sequential_load_stays_on_one_warm_thread():
+    """Idle threads are a stack: each call goes to the thread that finished last."""
+    w = Workers(4)
+    async with trio.open_nursery() as n:        # start all four threads
+        gate = threading.Event()
+        for _ in range(4):
+            n.start_soon(w.run, gate.wait, 10)
+        await trio.sleep(0.05)
+        gate.set()
+    idents = {await w.run(threading.get_ident) for _ in range(50)}
+    assert len(idents) == 1

@@ -1,0 +1,106 @@
+"""storage/gfapi's inode bookkeeping (see gfapi for the translator and its volfile).
+
+Each inode of the table carries a :class:`Node`: its libgfapi handle (``glfs_object``,
+which holds the gfid), GlusterFS's inode number (the gfid's low 64 bits) and its type.
+One handle per live inode: a second handle for an inode already known is closed.
+Upcalls carry gfids, not names, so the names this client looked up are remembered per
+node (at most ``MAX_NAMES``) to send entry invalidations when another client removes or
+renames the file.  ``forget`` closes the handle.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from ..core.errors import FopError
+from ..core.inode import Inode
+from ..core.types import Attr, Entry
+
+S_IFMT = 0o170000
+MAX_NAMES = 8             # names remembered per inode for entry invalidations
+
+
+class Node:
+    """gfapi's context of one inode: its libgfapi handle."""
+    __slots__ = ("obj", "ino", "kind", "names", "opens", "caps_absent_until")
+
+    def __init__(self, obj: int, ino: int, mode: int) -> None:
+        self.obj = obj
+        self.ino = ino
+        self.kind = mode & S_IFMT
+        self.names: set[tuple[int, bytes]] = set()   # (parent ino, name) looked up
+        self.opens: list[Any] = []    # open files (fstat of a file deleted while open)
+        self.caps_absent_until = 0.0  # no security.capability until then (gfapi_attr)
+
+    def __repr__(self) -> str:
+        return f"<gfapi.Node ino={self.ino} obj={self.obj:#x}>"
+
+
+class GfapiNodes:
+    """Mixed into storage/gfapi's translator class."""
+
+    def _node(self, inode: Any) -> Node:
+        node = inode.ctx.get(self) if inode is not None else None
+        if node is None:
+            raise FopError(errno.ESTALE)
+        return node
+
+    def _attr(self, st: Any) -> Attr:
+        attr = Attr(*self._b.stat_tuple(st))
+        if not attr.blksize:          # some replies (glfs_h_stat) leave it out
+            attr.blksize = 4096
+        return attr
+
+    def _entry(self, obj: int, st: Any) -> Entry:
+        """The table's inode for handle ``obj`` (closed when the inode has one)."""
+        attr = self._attr(st)
+        ino = attr.ino
+        inode = self.itable.find(ino)
+        node = inode.ctx.get(self) if inode is not None else None
+        if node is None:
+            node = self._live.get(ino)
+            if node is None:
+                node = self._live[ino] = Node(obj, ino, attr.mode)
+                obj = 0
+            if inode is None:
+                inode = self.itable.link(ino)
+            inode.ctx[self] = node
+        if obj:
+            self._b.lib.glfs_h_close(obj)
+        return Entry(inode, attr)
+
+    def _named(self, entry: Entry, pnode: Node, name: bytes) -> Entry:
+        """Remember a name of the entry's object (upcalls carry no names)."""
+        node = entry.inode.ctx.get(self)
+        if node is not None and len(node.names) < MAX_NAMES:
+            key = (pnode.ino, name)
+            node.names.add(key)
+            self._by_name[key] = node
+        return entry
+
+    def _unnamed(self, pnode: Node, name: bytes) -> None:
+        node = self._by_name.pop((pnode.ino, name), None)
+        if node is not None:
+            node.names.discard((pnode.ino, name))
+
+    def names_of(self, inode: Any) -> set[tuple[int, bytes]]:
+        node = inode.ctx.get(self)
+        return node.names if node is not None else set()
+
+    async def forget(self, frame, inode: Inode):
+        node = inode.ctx.pop(self, None)
+        if node is None or inode is self.itable.root:
+            if node is not None:
+                inode.ctx[self] = node
+            return None
+        current = self.itable.find(node.ino)
+        if current is not None and current is not inode and current.ctx.get(self) is node:
+            return None
+        if self._live.get(node.ino) is node:
+            del self._live[node.ino]
+        for key in node.names:
+            if self._by_name.get(key) is node:
+                del self._by_name[key]
+        if self._fs is not None:
+            self._b.lib.glfs_h_close(node.obj)
+        return None

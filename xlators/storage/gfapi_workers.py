@@ -1,0 +1,162 @@
+"""storage/gfapi's worker threads: where the blocking libgfapi calls run.
+
+Every libgfapi call blocks its thread until the bricks answer, so none runs on the event
+loop.  ``trio.to_thread.run_sync`` did this at first; measured in-process on this kind of
+machine (2 cores, other work running), its round trip for an empty call was 390-780 us,
+against 120-360 us for a plain pool (a queue put, the answer handed back with
+``TrioToken.run_sync_soon``): the thread cache, the capacity limiter and the
+context copy of ``to_thread`` are each a cost paid per call, and a GETATTR is one call.
+
+- ``size`` threads, started on first use (so after the daemon forked: libgfapi is not
+  fork-safe) and kept: a thread keeps the caller identity it last set, so most calls skip
+  ``glfs_setfs*`` (gfapi_binding.set_credentials).  They are the bound on library calls
+  running at once (option io-thread-count); more calls queue.
+- Idle threads are a stack: a call goes to the thread that finished last (still warm,
+  on the CPU it ran on), each thread sleeping on a lock of its own, so a sequential
+  load keeps one thread busy instead of rotating through all of them.
+- :meth:`Workers.run` with ``abandon=True`` answers a cancellation at once: the job is
+  marked abandoned; if no thread took it yet it is skipped, else its thread finishes the
+  call by itself and its result is dropped.  With ``abandon=False`` (closing a file:
+  it must happen) the cancellation waits for the call.
+- A thread finishing after the trio run that queued the job ended just drops the result.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any, Callable
+
+import trio
+
+_STOP = object()
+
+
+class _Job:
+    __slots__ = ("fn", "args", "token", "task", "ok", "value", "abandoned")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, token: Any, task: Any) -> None:
+        self.fn = fn
+        self.args = args
+        self.token = token
+        self.task = task
+        self.ok = False
+        self.value: Any = None
+        self.abandoned = False
+
+
+class _Worker:
+    __slots__ = ("wake", "job")
+
+    def __init__(self) -> None:
+        self.wake = threading.Lock()
+        self.wake.acquire()               # held while idle: release() hands a job over
+        self.job: Any = None
+
+
+class Workers:
+    """A fixed set of threads running blocking calls for one trio program."""
+
+    def __init__(self, size: int, name: str = "gfapi") -> None:
+        self.size = size
+        self.name = name
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []    # a stack: the last thread to finish goes next
+        self._pending: collections.deque = collections.deque()
+        self._threads = 0
+        self._excess = 0                  # threads to stop after their current call
+        self.abandoned = 0                # calls given up by their caller so far
+
+    @property
+    def busy(self) -> int:
+        """Threads running a call (abandoned ones included)."""
+        return self._threads - len(self._idle)
+
+    def resize(self, size: int) -> None:
+        """Change the number of threads (extra busy threads stop after their call)."""
+        with self._lock:
+            self.size = size
+            if not self._threads:
+                return                            # started on first use
+            while self._threads > size and self._idle:
+                w = self._idle.pop(0)
+                w.job = _STOP
+                w.wake.release()
+                self._threads -= 1
+            self._excess = max(0, self._threads - size)
+            if self._threads < size:
+                self._start(size - self._threads)
+
+    def _start(self, count: int) -> None:
+        for _ in range(count):
+            threading.Thread(target=self._work, name=f"{self.name}-worker",
+                             daemon=True).start()
+            self._threads += 1
+
+    async def run(self, fn: Callable[..., Any], *args: Any, abandon: bool = True) -> Any:
+        """``fn(*args)`` in a worker thread; its result or its exception."""
+        job = _Job(fn, args, trio.lowlevel.current_trio_token(),
+                   trio.lowlevel.current_task())
+        with self._lock:
+            if not self._threads:
+                self._start(self.size)
+            if self._idle:
+                w = self._idle.pop()
+                w.job = job
+                w.wake.release()
+            else:
+                self._pending.append(job)
+
+        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+            if not abandon:
+                return trio.lowlevel.Abort.FAILED
+            job.abandoned = True
+            self.abandoned += 1
+            return trio.lowlevel.Abort.SUCCEEDED
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        if job.ok:
+            return job.value
+        raise job.value
+
+    def _work(self) -> None:
+        me = _Worker()
+        job = self._next(me)
+        while job is not _STOP:
+            if job is None:                       # idle: wait to be handed a job
+                me.wake.acquire()
+                job, me.job = me.job, None
+                continue
+            done = None
+            if not job.abandoned:                 # else given up before a thread took it
+                try:
+                    job.value = job.fn(*job.args)
+                    job.ok = True
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                    job.value = exc
+                done = job
+            # back on the idle stack before the caller hears of the result, so the
+            # caller's next call finds this (warm) thread on top
+            job = self._next(me)
+            if done is not None:
+                try:
+                    done.token.run_sync_soon(_deliver, done)
+                except trio.RunFinishedError:
+                    pass
+
+    def _next(self, me: _Worker) -> Any:
+        """A queued job, or None after putting ``me`` on the idle stack, or _STOP when
+        this thread is one too many."""
+        with self._lock:
+            if self._excess:
+                self._excess -= 1
+                self._threads -= 1
+                return _STOP
+            if self._pending:
+                return self._pending.popleft()
+            self._idle.append(me)
+            return None
+
+
+def _deliver(job: _Job) -> None:
+    """In the trio thread: wake the caller unless it gave the call up."""
+    if not job.abandoned:
+        trio.lowlevel.reschedule(job.task)
