@@ -251,7 +251,9 @@ async def test_posix_locks_between_owners(h):
     fd2 = Fd(inode)
     await h.top.open(h.frame(), inode, os.O_RDWR, fd2)
     mine = Lock(fcntl.F_WRLCK, 0, 99, pid=10, owner=111)
+    assert h.top.locks_held() == 0
     await h.top.lk(h.frame(lk_owner=111), fd, LK_SET, mine)
+    assert h.top.locks_held() == 1           # a graph switch would be refused
     theirs = Lock(fcntl.F_WRLCK, 50, 60, pid=20, owner=222)
     with pytest.raises(OSError) as ei:
         await h.top.lk(h.frame(lk_owner=222), fd2, LK_SET, theirs)
@@ -262,8 +264,10 @@ async def test_posix_locks_between_owners(h):
     await h.top.lk(h.frame(lk_owner=222), fd2, LK_SET, Lock(fcntl.F_RDLCK, 200, 300, 20, 222))
     await h.top.flush(h.frame(lk_owner=111), fd)
     await h.top.lk(h.frame(lk_owner=222), fd2, LK_SET, theirs)
+    assert h.top.locks_held() == 1           # fd2's owner still holds its lock
     await h.close(fd2)
     await h.close(fd)
+    assert h.top.locks_held() == 0
 
 
 async def test_cancelled_call_returns_at_once(h, bricks):

@@ -224,6 +224,13 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
             if self.opts[key] != old[key]:
                 self.log.warning("%s: option %s cannot change at run time", self.name, key)
 
+    def locks_held(self) -> int:
+        """Open files holding a lock owner's descriptor: a lock this client took may be
+        held on the bricks until that owner's flush (counted per file, conservatively:
+        an owner that unlocked everything still counts until it closes).  A graph switch
+        is refused while this is not 0."""
+        return sum(1 for node in self._live.values() for of in node.opens if of.owners)
+
     def dump(self) -> dict[str, Any]:
         return {"source": self._source, "live-inodes": len(self._live),
                 "threads-busy": self._workers.busy,
