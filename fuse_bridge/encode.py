@@ -1,11 +1,14 @@
 """Translator values -> kernel reply bytes (through the layouts in abi.py)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Union
 
 from xlators.core.types import Attr, StatFs
 
 from . import abi
+
+#: What a handler returns: the reply's body (bytes, or a list of parts), or None (empty).
+Payload = Union[None, bytes, bytearray, memoryview, list]
 
 _ENTRY_PACK = abi.ENTRY_OUT.pack
 _MAX_PAGES = int(abi.InitFlag.MAX_PAGES)

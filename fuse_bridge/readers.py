@@ -85,13 +85,13 @@ class Channel:
 
 
 async def read_loop(session: Any, chan: Channel) -> None:
-    """One reader of ``chan``: read a request, step ``session._dispatch`` on it inline;
+    """One reader of ``chan``: read a request, step ``session.dispatch`` on it inline;
     if it waits, become that request's task (another reader takes the device)."""
     small = bytearray(_SMALL)
     large: Optional[bytearray] = chan.take_large()
     bufs = [small, memoryview(large)[_SMALL:]]
     fd = chan.fd
-    dispatch = session._dispatch
+    dispatch = session.dispatch
     streak = 0
     try:
         while True:
@@ -183,4 +183,4 @@ def ensure_listener(session: Any, chan: Channel) -> None:
         chan.idle -= 1
         chan.parking.unpark()
     else:
-        session._start_reader(chan)
+        session.start_reader(chan)

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from fuse_bridge import abi
+from fuse_bridge.opcodes import NO_REPLY
 from fuse_bridge.options import BridgeOptions
 from tests.protocol.fuzzlib import (SENTINEL_BASE, U64, LogTrap, Model, Requests,
                                     snapshot)
@@ -199,8 +200,8 @@ class Run:
         left = [i for i in s.itable if i.nodeid != 1]
         if left:
             self.fail(f"inode table after releasing everything: {left}")
-        if s.fds:
-            self.fail(f"handle table after releasing everything: {s.fds}")
+        if s.client.fds:
+            self.fail(f"handle table after releasing everything: {s.client.fds}")
         if self.kind.startswith("posix") and self.brick_fds() != fds0:
             self.fail(f"descriptors in the brick: {self.brick_fds()} open, {fds0} before")
 
@@ -332,7 +333,7 @@ async def test_hostile_request(kind, case, tmp_path):
             for m in msgs:
                 await k.send_raw(m)
             want = sorted(abi.IN_HEADER.unpack_from(m)[2] for m in msgs
-                          if abi.IN_HEADER.unpack_from(m)[1] not in abi.NO_REPLY_OPCODES)
+                          if abi.IN_HEADER.unpack_from(m)[1] not in NO_REPLY)
             got = sorted([(await k.recv()).unique for _ in want])
             assert got == want
             await k.sync()

@@ -41,7 +41,8 @@ class Inode:
 
 
 class Fd:
-    """An open file or directory.  ``fh`` is the bridge's handle number (0 in the harness)."""
+    """An open file or directory.  ``fh`` is its number in the client's handle table
+    (``xlators.core.client``; 0 until it has one)."""
     __slots__ = ("inode", "flags", "pid", "fh", "lk_owner", "ctx", "is_dir", "open_flags")
 
     def __init__(self, inode: Inode, flags: int = 0, pid: int = 0, *, is_dir: bool = False,
@@ -157,9 +158,6 @@ class InodeTable:
 
     def get(self, nodeid: int) -> Optional[Inode]:
         return self.by_nodeid.get(nodeid)
-
-    def lookup_ref(self, inode: Inode, n: int = 1) -> None:
-        inode.nlookup += n
 
     def forget(self, inode: Inode, n: int) -> bool:
         """Drop ``n`` kernel references; True when the inode left the table."""
