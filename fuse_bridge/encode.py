@@ -25,6 +25,9 @@ def max_io(flags: int, max_write: int) -> int:
     return max_write if flags & _MAX_PAGES else _DEFAULT_IO
 
 
+_NS = 1_000_000_000
+
+
 def attr_values(a: Attr) -> tuple:
     """The 16 ATTR fields in wire order."""
     asec, ansec = divmod(a.atime_ns, 1_000_000_000)
@@ -45,17 +48,28 @@ class Timeouts:
         self.negative, self.negative_ns = abi.split_timeout(negative)
 
 
-def entry_out(t: Timeouts, nodeid: int, attr: Attr, generation: int = 0) -> bytes:
-    return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns,
-                       *attr_values(attr))
+def entry_out(t: Timeouts, nodeid: int, a: Attr, generation: int = 0) -> bytes:
+    at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
+    if at < 0 or mt < 0 or ct < 0:          # before 1970: two's complement seconds
+        return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns,
+                           *attr_values(a))
+    return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns, a.ino,
+                       a.size, a.blocks, at // _NS, mt // _NS, ct // _NS, at % _NS,
+                       mt % _NS, ct % _NS, a.mode, a.nlink, a.uid, a.gid,
+                       a.rdev & 0xFFFFFFFF, a.blksize, 0)
 
 
 def negative_entry_out(t: Timeouts) -> bytes:
     return _ENTRY_PACK(0, 0, t.negative, 0, t.negative_ns, 0, *((0,) * 16))
 
 
-def attr_out(t: Timeouts, attr: Attr) -> bytes:
-    return _ATTR_OUT_PACK(t.attr, t.attr_ns, *attr_values(attr))
+def attr_out(t: Timeouts, a: Attr) -> bytes:
+    at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
+    if at < 0 or mt < 0 or ct < 0:          # before 1970: two's complement seconds
+        return _ATTR_OUT_PACK(t.attr, t.attr_ns, *attr_values(a))
+    return _ATTR_OUT_PACK(t.attr, t.attr_ns, a.ino, a.size, a.blocks, at // _NS, mt // _NS,
+                          ct // _NS, at % _NS, mt % _NS, ct % _NS, a.mode, a.nlink, a.uid,
+                          a.gid, a.rdev & 0xFFFFFFFF, a.blksize, 0)
 
 
 def statfs_out(s: StatFs) -> bytes:

@@ -99,7 +99,9 @@ async def readdirplus(c: FuseClient, req: Request, body: memoryview) -> Payload:
                 c.count_lookup(e.entry.inode, parent, e.name)
     finally:
         # Entries the kernel did not receive, linked here or (by a cache) earlier.
-        await c.unpin(pins, [e.entry.inode for e in entries if e.entry is not None])
+        dead = c.unpin(pins, [e.entry.inode for e in entries if e.entry is not None])
+        if dead:
+            await c.purge_all(dead)
 
 
 async def fsyncdir(c: FuseClient, req: Request, body: memoryview) -> Payload:

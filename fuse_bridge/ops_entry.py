@@ -31,6 +31,7 @@ from .encode import Payload, attr_out, entry_out, names_blob, negative_entry_out
 
 _V = abi.int_flags(abi.SetattrValid)
 _GETATTR_FH = int(abi.GetattrFlag.FH)
+_GETATTR_IN = abi.GETATTR_IN.unpack_from
 _SETXATTR_EXT = int(abi.InitFlag.SETXATTR_EXT)
 _POSIX_ACL = int(abi.InitFlag.POSIX_ACL)
 _ACL_XATTR = b"system.posix_acl_"
@@ -73,7 +74,9 @@ async def _entry_request(c: FuseClient, req: Request, fop: Any, parent: Inode, n
     try:
         send_entry(c, req, await fop(req.frame, *args), parent, name)
     finally:
-        await c.unpin(pins)
+        dead = c.unpin(pins)
+        if dead:
+            await c.purge_all(dead)
 
 
 # Errors of ``resolve`` that mean "no such object": the kernel would pass them on to
@@ -97,7 +100,9 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
             raise
         send_entry(c, req, entry, parent, name)
     finally:
-        await c.unpin(pins)
+        dead = c.unpin(pins)
+        if dead:
+            await c.purge_all(dead)
 
 
 async def _lookup_self(c: FuseClient, req: Request) -> Payload:
@@ -120,13 +125,17 @@ async def _lookup_self(c: FuseClient, req: Request) -> Payload:
             raise FopError(errno.ESTALE)       # (unpin drops what resolve linked)
         send_entry(c, req, entry, entry.inode, b".")
     finally:
-        await c.unpin(pins)
+        dead = c.unpin(pins)
+        if dead:
+            await c.purge_all(dead)
     return None
 
 
 async def getattr_(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    flags, fh = abi.GETATTR_IN.unpack_from(body)
-    inode = c.inode(req.nodeid)
+    flags, fh = _GETATTR_IN(body)
+    inode = c.nodes.get(req.nodeid)
+    if inode is None:
+        raise FopError(errno.ESTALE)
     fd = c.fds.get(fh) if flags & _GETATTR_FH else None
     return attr_out(c.timeouts, await c.top.getattr(req.frame, inode, fd))
 

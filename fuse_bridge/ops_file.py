@@ -140,7 +140,9 @@ async def create(c: FuseClient, req: Request, body: memoryview) -> Payload:
         await take_back_open(c, req, fd)
         raise
     finally:
-        await c.unpin(pins)
+        dead = c.unpin(pins)
+        if dead:
+            await c.purge_all(dead)
 
 
 def _kernel_io(c: FuseClient, fd: Fd, fh: int) -> tuple[int, int]:

@@ -12,7 +12,7 @@ bridge (``fuse_bridge.client.FuseClient`` adds what INIT negotiates) or the test
   and one per :class:`~xlators.core.inode.LinkPins` hold while a request runs;
 - an inode with neither leaves the table (``InodeTable.purge``) and ``forget`` goes down
   the graph (:meth:`ClientState.purge`).  What a failed request linked but never handed
-  out leaves again through :meth:`ClientState.unpin`.
+  out leaves again through :meth:`ClientState.unpin` and :meth:`ClientState.purge_all`.
 
 ``--lru-limit``: every entry handed out by name is remembered in handout order; past the
 limit the oldest are passed to ``invalidate(parent, name)`` (the bridge sends the kernel
@@ -104,16 +104,22 @@ class ClientState:
             self.lru.pop(inode.nodeid, None)
             await self._forget_down(inode)
 
-    async def unpin(self, pins: LinkPins, also: Iterable[Inode] = ()) -> None:
-        """End a request's ``pins``: purge the inodes it linked (and those in ``also``)
-        that nothing references, the consumer included.  Shielded: it runs on the way
-        out of an interrupted request too."""
+    def unpin(self, pins: LinkPins, also: Iterable[Inode] = ()) -> list[Inode]:
+        """End a request's ``pins``; the inodes it linked (and those in ``also``) that
+        nothing references now, the consumer included: the caller purges them with
+        :meth:`purge_all` (``if dead: await client.purge_all(dead)``: most requests
+        leave none, and then no coroutine is made)."""
         dead = [i for i in pins.release() if not (i.nlookup or i.refs)]
-        dead += [i for i in also if not (i.nlookup or i.refs)]
-        if dead:
-            with trio.CancelScope(shield=True):
-                for inode in dead:
-                    await self.purge(inode)
+        if also:
+            dead += [i for i in also if not (i.nlookup or i.refs)]
+        return dead
+
+    async def purge_all(self, inodes: Iterable[Inode]) -> None:
+        """:meth:`purge` each of ``inodes``.  Shielded: it runs on the way out of an
+        interrupted request too."""
+        with trio.CancelScope(shield=True):
+            for inode in inodes:
+                await self.purge(inode)
 
     async def _forget_down(self, inode: Inode) -> None:
         if self.graph is not None:
