@@ -265,6 +265,9 @@ class Session:
             del pending[unique]
             if req.record is not None:
                 req.finish()
+            # The request is done: a translator that kept the frame finds it no longer
+            # interruptible, and the two objects need no cycle collection.
+            frame.interrupt = None
 
     def _admit(self, fd: int, route: Optional[Route], length: int, opcode: int, unique: int,
                n: int, extlen: int) -> int:
