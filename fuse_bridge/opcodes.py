@@ -129,7 +129,7 @@ def min_body(opcode: int) -> int:
 
 def markdown() -> str:
     """The opcode table as documented in docs/architecture.md."""
-    lines = ["| opcode | # | since | argument | names | reply | served by |",
+    lines = ["| opcode | # | since | argument | names | reply (fixed part) | served by |",
              "|---|---|---|---|---|---|---|"]
     for r in ROWS:
         arg = f"{_layout_name(r.input)} ({r.input.size} B)" if r.input is not None else "-"
@@ -150,3 +150,25 @@ def _layout_name(layout: struct.Struct) -> str:
         if value is layout and name.isupper():
             return f"`{name}`"
     return "?"
+
+
+BEGIN = "<!-- opcode table: begin -->"
+END = "<!-- opcode table: end -->"
+DOC = "docs/architecture.md"
+
+
+def with_table(document: str) -> str:
+    """``document`` with the text between BEGIN and END replaced by :func:`markdown`."""
+    head, rest = document.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{markdown()}{END}{tail}"
+
+
+if __name__ == "__main__":          # python -m fuse_bridge.opcodes [--write]
+    import pathlib
+    import sys
+    path = pathlib.Path(__file__).resolve().parents[1] / DOC
+    if sys.argv[1:] == ["--write"]:
+        path.write_text(with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        sys.stdout.write(markdown())
