@@ -114,6 +114,18 @@ class Session:
     def itable(self) -> Any:
         return self.client.itable
 
+    def set_graph(self, graph: Graph) -> None:
+        """Serve requests from ``graph`` from now on (a graph switch): the client's
+        graph, top and inode table change together, and the graph's UPCALLs reach the
+        kernel.  What INIT negotiated stays as it was."""
+        old = self.client.graph
+        if old is not None and self._graph_event in old.listeners:
+            old.listeners.remove(self._graph_event)
+        self.client.set_graph(graph)
+        graph.listeners.append(self._graph_event)
+        if self.nursery is not None:
+            graph.nursery = self.nursery
+
     @property
     def stats(self) -> dict[str, int]:
         return {"requests": self.requests, "errors": self.errors,
