@@ -142,9 +142,14 @@ class InodeTable:
             self.by_ino[ino] = inode
             self.by_nodeid[inode.nodeid] = inode
         pins = _pins.get()
-        if pins is not None and pins.active and pins.task is _task():
-            inode.refs += 1
-            pins.inodes.append(inode)
+        if pins is not None and pins.active:
+            try:
+                task = _current_task()
+            except RuntimeError:        # a worker thread, or no trio at all
+                task = None
+            if pins.task is task:
+                inode.refs += 1
+                pins.inodes.append(inode)
         return inode
 
     def _counted_nodeid(self) -> int:
