@@ -122,7 +122,8 @@ class Session:
         if old is not None and self._graph_event in old.listeners:
             old.listeners.remove(self._graph_event)
         self.client.set_graph(graph)
-        graph.listeners.append(self._graph_event)
+        if self._graph_event not in graph.listeners:     # moved there already
+            graph.listeners.append(self._graph_event)
         if self.nursery is not None:
             graph.nursery = self.nursery
 
