@@ -16,11 +16,13 @@ Conventions:
   of ``ATTR``; ``LK_IN`` carries the four ``FILE_LOCK`` fields inline.
 * A ``NamedTuple`` of the same name in CamelCase (``ReadIn``) names the fields of a request
   struct, in order: ``ReadIn._make(READ_IN.unpack_from(body))``.
-* Comments give the protocol minor that added or changed a thing ("7.23"). Nothing here does
+* Comments give the protocol minor that added or changed a thing ("7.23"). What each opcode
+  carries (its fixed argument, names, reply) and who serves it is the opcode table's,
+  ``fuse_bridge.opcodes``, which refers to the layouts here. Nothing here does
   I/O; the helpers at the end are small and allocation-light because they sit on the hot path.
 
 Requests read from /dev/fuse are an ``IN_HEADER`` (whose ``len`` covers everything), the
-opcode's fixed argument (``OPCODE_INPUT``), then NUL-terminated names or data, then, since
+opcode's fixed argument (``fuse_bridge.opcodes``), then NUL-terminated names or data, then, since
 7.38, ``total_extlen * 8`` bytes of extensions, each starting with an ``EXT_HEADER``.
 Replies are an ``OUT_HEADER`` and the reply struct; notifications are an ``OUT_HEADER`` with
 ``unique`` 0 and the ``NotifyCode`` in ``error``.
@@ -31,7 +33,7 @@ from __future__ import annotations
 import enum
 import struct
 import types
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Sequence, Tuple, Union
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -140,8 +142,12 @@ class Opcode(enum.IntEnum):
     INIT_BSWAP_RESERVED = 436207616
 
 
-NO_REPLY_OPCODES = frozenset({Opcode.FORGET, Opcode.BATCH_FORGET, Opcode.INTERRUPT,
-                              Opcode.NOTIFY_REPLY})
+def opcode_name(opcode: int) -> str:
+    """``LOOKUP`` for 1; ``OPCODE_9999`` for a number no opcode has."""
+    try:
+        return Opcode(opcode).name
+    except ValueError:
+        return f"OPCODE_{opcode}"
 
 
 class NotifyCode(enum.IntEnum):
@@ -407,76 +413,6 @@ BACKING_MAP = struct.Struct("<iI8x")  # 7.40, argument of FUSE_DEV_IOC_BACKING_O
 
 FUSE_NAME_OFFSET = DIRENT.size
 FUSE_NAME_OFFSET_DIRENTPLUS = DIRENTPLUS.size
-
-# Fixed-size argument of each request; None when the body is only names (or empty). An
-# opcode missing here is not served (ENOSYS); look it up with ``in``, since ``.get`` also
-# gives None. A request whose body is shorter than the struct is malformed. SETXATTR lists the short
-# form: with SETXATTR_EXT negotiated the session must read SETXATTR_IN instead. INIT lists
-# the pre-7.36 form: ``decode_init_in`` handles both.
-OPCODE_INPUT: Dict[Opcode, Optional[struct.Struct]] = {
-    Opcode.LOOKUP: None,
-    Opcode.FORGET: FORGET_IN,
-    Opcode.GETATTR: GETATTR_IN,
-    Opcode.SETATTR: SETATTR_IN,
-    Opcode.READLINK: None,
-    Opcode.SYMLINK: None,
-    Opcode.MKNOD: MKNOD_IN,
-    Opcode.MKDIR: MKDIR_IN,
-    Opcode.UNLINK: None,
-    Opcode.RMDIR: None,
-    Opcode.RENAME: RENAME_IN,
-    Opcode.LINK: LINK_IN,
-    Opcode.OPEN: OPEN_IN,
-    Opcode.READ: READ_IN,
-    Opcode.WRITE: WRITE_IN,
-    Opcode.STATFS: None,
-    Opcode.RELEASE: RELEASE_IN,
-    Opcode.FSYNC: FSYNC_IN,
-    Opcode.SETXATTR: SETXATTR_IN_COMPAT,
-    Opcode.GETXATTR: GETXATTR_IN,
-    Opcode.LISTXATTR: GETXATTR_IN,
-    Opcode.REMOVEXATTR: None,
-    Opcode.FLUSH: FLUSH_IN,
-    Opcode.INIT: INIT_IN_COMPAT,
-    Opcode.OPENDIR: OPEN_IN,
-    Opcode.READDIR: READ_IN,
-    Opcode.RELEASEDIR: RELEASE_IN,
-    Opcode.FSYNCDIR: FSYNC_IN,
-    Opcode.GETLK: LK_IN,
-    Opcode.SETLK: LK_IN,
-    Opcode.SETLKW: LK_IN,
-    Opcode.ACCESS: ACCESS_IN,
-    Opcode.CREATE: CREATE_IN,
-    Opcode.INTERRUPT: INTERRUPT_IN,
-    Opcode.BMAP: BMAP_IN,
-    Opcode.DESTROY: None,
-    Opcode.IOCTL: IOCTL_IN,
-    Opcode.POLL: POLL_IN,
-    Opcode.NOTIFY_REPLY: NOTIFY_RETRIEVE_IN,
-    Opcode.BATCH_FORGET: BATCH_FORGET_IN,
-    Opcode.FALLOCATE: FALLOCATE_IN,
-    Opcode.READDIRPLUS: READ_IN,
-    Opcode.RENAME2: RENAME2_IN,
-    Opcode.LSEEK: LSEEK_IN,
-    Opcode.COPY_FILE_RANGE: COPY_FILE_RANGE_IN,
-    Opcode.SETUPMAPPING: SETUPMAPPING_IN,
-    Opcode.REMOVEMAPPING: REMOVEMAPPING_IN,
-    Opcode.SYNCFS: SYNCFS_IN,
-    Opcode.TMPFILE: CREATE_IN,
-    Opcode.STATX: STATX_IN,
-    Opcode.COPY_FILE_RANGE_64: COPY_FILE_RANGE_IN,
-    Opcode.CUSE_INIT: CUSE_INIT_IN,
-}
-
-# How many NUL-terminated names follow the fixed argument (SETXATTR: then the value).
-# TMPFILE's body may end in a placeholder name, which carries no meaning.
-OPCODE_NAMES: Dict[Opcode, int] = {
-    Opcode.LOOKUP: 1, Opcode.SYMLINK: 2, Opcode.MKNOD: 1, Opcode.MKDIR: 1,
-    Opcode.UNLINK: 1, Opcode.RMDIR: 1, Opcode.RENAME: 2, Opcode.LINK: 1,
-    Opcode.SETXATTR: 1, Opcode.GETXATTR: 1, Opcode.REMOVEXATTR: 1, Opcode.CREATE: 1,
-    Opcode.RENAME2: 2,
-}
-
 
 # --------------------------------------------------------------------------- decoded forms
 # Single-field structs need none: ``RENAME_IN.unpack_from(body)[0]``.
@@ -824,6 +760,27 @@ def split_names(body: Buffer, count: int) -> List[bytes]:
         names.append(bytes(data[pos:nul]))
         pos = nul + 1
     return names
+
+
+def unpack_u32s(buf: Buffer, offset: int, count: int) -> Tuple[int, ...]:
+    """``count`` u32s at ``offset`` (SUPP_GROUPS' gids)."""
+    return struct.unpack_from(f"<{count}I", buf, offset)
+
+
+def unpack_u64s(buf: Buffer, offset: int, count: int) -> Tuple[int, ...]:
+    """``count`` u64s at ``offset`` (NOTIFY_PRUNE's nodeids)."""
+    return struct.unpack_from(f"<{count}Q", buf, offset)
+
+
+def pack_u32(value: int) -> bytes:
+    """A bare u32 argument: FUSE_DEV_IOC_CLONE's descriptor, FUSE_DEV_IOC_BACKING_CLOSE's
+    backing id (7.40)."""
+    return value.to_bytes(4, "little")
+
+
+def message_length(first4: Buffer) -> int:
+    """The first field of every message, request or reply: its length in bytes."""
+    return int.from_bytes(first4[:4], "little")
 
 
 def pack_out_header(len: int, error: int, unique: int) -> bytes:

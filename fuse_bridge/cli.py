@@ -151,7 +151,7 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
                     nursery.start_soon(_report_ready, session, ready)
                 await session.ended.wait()
                 nursery.cancel_scope.cancel()
-        pt = session.passthrough
+        pt = session.client.passthrough
         if pt is not None and pt.failure:
             raise Failure(pt.failure)
     finally:
@@ -211,19 +211,9 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
 
 def _bridge_state(session: Session) -> dict:
     state = session.opts.dump()
-    state.update({"lru-limit-effective": session.lru_limit, "lru-entries": len(session.lru)})
     if session.mount_watch is not None and session.mount_watch.flags is not None:
         state["mount-flags"] = session.mount_watch.flags.words()
-    state.update({"mountpoint": session.mountpoint, "proto-minor": session.proto_minor,
-                  "max-write": session.max_write, "open-fds": len(session.fds),
-                  "inodes": len(session.itable)})
-    state.update(session.interrupts.dump())
-    if session.notifier is not None:
-        state.update(session.notifier.dump())
-    state.update(session.stats)
-    pt = session.passthrough
-    if pt is not None:
-        state.update({f"passthrough.{k}": v for k, v in pt.dump().items()})
+    state.update(session.dump_state())
     return state
 
 

@@ -15,6 +15,7 @@ import struct
 import time
 from typing import BinaryIO, Iterator, NamedTuple, Optional
 
+from . import abi
 from .wire_text import Conversation
 
 _MARK = b"GLUSTER\xf5"
@@ -105,7 +106,7 @@ def read_dump(f: BinaryIO) -> Iterator[DumpRecord]:
         first = f.read(4)
         if len(first) < 4:
             return
-        (length,) = struct.unpack("<I", first)
+        length = abi.message_length(first)
         message = first + f.read(max(0, length - 4))
         after = f.read(_HEAD)
         f.seek(-len(after), os.SEEK_CUR)

@@ -1,11 +1,14 @@
 """Translator values -> kernel reply bytes (through the layouts in abi.py)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Union
 
 from xlators.core.types import Attr, StatFs
 
 from . import abi
+
+#: What a handler returns: the reply's body (bytes, or a list of parts), or None (empty).
+Payload = Union[None, bytes, bytearray, memoryview, list]
 
 _ENTRY_PACK = abi.ENTRY_OUT.pack
 _MAX_PAGES = int(abi.InitFlag.MAX_PAGES)
@@ -20,6 +23,9 @@ def max_io(flags: int, max_write: int) -> int:
     max_write is).  Its buffer holds no more, so a bigger size in a request is clamped
     to this before anything is allocated or asked of the graph."""
     return max_write if flags & _MAX_PAGES else _DEFAULT_IO
+
+
+_NS = 1_000_000_000
 
 
 def attr_values(a: Attr) -> tuple:
@@ -42,17 +48,28 @@ class Timeouts:
         self.negative, self.negative_ns = abi.split_timeout(negative)
 
 
-def entry_out(t: Timeouts, nodeid: int, attr: Attr, generation: int = 0) -> bytes:
-    return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns,
-                       *attr_values(attr))
+def entry_out(t: Timeouts, nodeid: int, a: Attr, generation: int = 0) -> bytes:
+    at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
+    if at < 0 or mt < 0 or ct < 0:          # before 1970: two's complement seconds
+        return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns,
+                           *attr_values(a))
+    return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns, a.ino,
+                       a.size, a.blocks, at // _NS, mt // _NS, ct // _NS, at % _NS,
+                       mt % _NS, ct % _NS, a.mode, a.nlink, a.uid, a.gid,
+                       a.rdev & 0xFFFFFFFF, a.blksize, 0)
 
 
 def negative_entry_out(t: Timeouts) -> bytes:
     return _ENTRY_PACK(0, 0, t.negative, 0, t.negative_ns, 0, *((0,) * 16))
 
 
-def attr_out(t: Timeouts, attr: Attr) -> bytes:
-    return _ATTR_OUT_PACK(t.attr, t.attr_ns, *attr_values(attr))
+def attr_out(t: Timeouts, a: Attr) -> bytes:
+    at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
+    if at < 0 or mt < 0 or ct < 0:          # before 1970: two's complement seconds
+        return _ATTR_OUT_PACK(t.attr, t.attr_ns, *attr_values(a))
+    return _ATTR_OUT_PACK(t.attr, t.attr_ns, a.ino, a.size, a.blocks, at // _NS, mt // _NS,
+                          ct // _NS, at % _NS, mt % _NS, ct % _NS, a.mode, a.nlink, a.uid,
+                          a.gid, a.rdev & 0xFFFFFFFF, a.blksize, 0)
 
 
 def statfs_out(s: StatFs) -> bytes:

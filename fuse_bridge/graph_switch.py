@@ -239,20 +239,20 @@ def _compatibility(session: Any, new: Graph) -> list[str]:
         graph_check(session.opts.fuse_passthrough, new.top)
     except PassthroughUnavailable as exc:
         problems.append(str(exc))
-    pt = session.passthrough
+    pt = session.client.passthrough
     if pt is not None and pt.enabled and pt.dump().get("open_backings"):
         blocker = new.top.passthrough_blocker()
         if blocker:
             problems.append(f"open files bypass the graph through FUSE passthrough and the "
                             f"new graph must see their data ({blocker})")
     handles = new.handles_locks()
-    if session.handles_locks and not handles:
+    if session.client.handles_locks and not handles:
         problems.append("the kernel sends POSIX and flock locks to the graph (negotiated at "
                         "mount) and no translator of the new graph handles locks")
-    elif handles and not session.handles_locks:
+    elif handles and not session.client.handles_locks:
         log.warning("SIGHUP: the new graph handles locks, but this mount left them to the "
                     "kernel at mount time: they stay with the kernel until a remount")
-    wanted = session.flags & (abi.InitFlag.POSIX_ACL | abi.InitFlag.HANDLE_KILLPRIV_V2)
+    wanted = session.client.flags & (abi.InitFlag.POSIX_ACL | abi.InitFlag.HANDLE_KILLPRIV_V2)
     missing = wanted & ~_storage_flags(SimpleNamespace(graph=new, opts=session.opts))
     if missing:
         names = ",".join(f.name for f in abi.InitFlag
@@ -283,17 +283,18 @@ async def _move(session: Any, old: Graph, new: Graph, drain_timeout: float,
         if held:
             raise SwitchRefused(_locks_text(held))
         nodeids = {i.nodeid for i in old.itable if i.nlookup > 0}
-        nodeids.update(fd.inode.nodeid for fd in session.fds.values())
+        nodeids.update(fd.inode.nodeid for fd in session.client.fds.values())
         with trio.move_on_after(move_timeout):      # a hung brick must not hang the mount
             await old.drain()
-            names = {n: (parent.nodeid, name) for n, (parent, name) in session.lru.items()}
+            names = {n: (parent.nodeid, name)
+                     for n, (parent, name) in session.client.lru.items()}
             migration = await migrate_inodes(old, new, nodeids, names)
-            old_fds = dict(session.fds)
+            old_fds = dict(session.client.fds)
             new_fds, failed = await reopen_fds(old_fds, new)
             _commit(session, old, new, new_fds, names, migration)
         if session.graph is not new:
             raise SwitchRefused(f"draining the old graph, finding {len(nodeids)} inodes and "
-                                f"reopening {len(session.fds)} files on the new one took "
+                                f"reopening {len(session.client.fds)} files on the new one took "
                                 f"more than {move_timeout:g} s")
     finally:
         session.switching = None
@@ -307,7 +308,7 @@ async def _drain_requests(session: Any, timeout: float) -> None:
         while pending:
             await trio.sleep(0.005)
         return
-    busy = ", ".join(f"{_opname(r.opcode)} unique {r.unique} pid "
+    busy = ", ".join(f"{abi.opcode_name(r.opcode)} unique {r.unique} pid "
                      f"{r.frame.pid if r.frame is not None else 0}"
                      for r in list(pending.values())[:5])
     raise SwitchRefused(f"{len(pending)} request(s) still in flight after {timeout:g} s "
@@ -317,14 +318,13 @@ async def _drain_requests(session: Any, timeout: float) -> None:
 def _commit(session: Any, old: Graph, new: Graph, fds: dict, names: dict,
             migration: Any) -> None:
     """The switch itself: no await from the first line to the last."""
-    from .session import effective_lru_limit
-    session.graph = new
-    session.top = new.top
-    session.itable = new.itable
-    session.fds.clear()
-    session.fds.update(fds)
+    from .client import effective_lru_limit
+    client = session.client
     new.listeners.extend(old.listeners)
     old.listeners.clear()
+    session.set_graph(new)
+    client.fds.clear()
+    client.fds.update(fds)
     moved = migration.moved
     lru = OrderedDict()
     for n, (parent_id, name) in names.items():
@@ -333,10 +333,10 @@ def _commit(session: Any, old: Graph, new: Graph, fds: dict, names: dict,
             lru[n] = (parent, name)
         elif parent is not None and session.notifier is not None:
             session.notifier.send(InvalidateEntry(parent, name))   # look the name up again
-    session.lru.clear()
-    session.lru.update(lru)
+    client.lru.clear()
+    client.lru.update(lru)
     leaves = sum(1 for xl in new.xlators.values() if not xl.children)
-    session.lru_limit = effective_lru_limit(session.opts.lru_limit, leaves)
+    client.lru_limit = effective_lru_limit(session.opts.lru_limit, leaves)
 
 
 # -- 6. retire ------------------------------------------------------------------------
@@ -355,10 +355,3 @@ async def _retire(old: Graph, fds: dict) -> None:
 def _locks_text(held: list[str]) -> str:
     return ("locks are held (" + "; ".join(held) + "): a switch waits until no POSIX or "
             "flock lock is held or waited for; send SIGHUP again then")
-
-
-def _opname(opcode: int) -> str:
-    try:
-        return abi.Opcode(opcode).name
-    except ValueError:
-        return f"opcode {opcode}"

@@ -42,6 +42,8 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import trio
 
+from .abi import opcode_name as _name
+
 log = logging.getLogger("xlfs.fuse.interrupt")
 
 
@@ -410,11 +412,3 @@ async def _await_handler(record: InterruptRecord, awaitable: Any) -> None:
                       _name(record.header.opcode), record.header.unique)
     finally:
         _handler_failed(record)
-
-
-def _name(opcode: int) -> str:
-    from . import abi
-    try:
-        return abi.Opcode(opcode).name
-    except ValueError:
-        return str(opcode)

@@ -87,16 +87,16 @@ class MountWatch:
     def install(self, session: Any) -> None:
         """Check before every handler of WATCHED_OPCODES runs."""
         for op in WATCHED_OPCODES:
-            handler = session.handlers.get(op)
+            handler = session.handler(op)
             if handler is not None:
-                session.handlers[op] = self._checking(handler)
+                session.set_handler(op, self._checking(handler))
 
     def _checking(self, handler: Any) -> Any:
         check = self.check
 
-        async def checked(s: Any, req: Any, body: Any) -> Any:
+        async def checked(c: Any, req: Any, body: Any) -> Any:
             check()
-            return await handler(s, req, body)
+            return await handler(c, req, body)
         checked.__name__ = getattr(handler, "__name__", "handler")
         return checked
 
@@ -107,8 +107,9 @@ class MountWatch:
 def apply_flags(session: Any, old: Optional[VfsFlags], new: VfsFlags) -> None:
     """What the daemon does with its mount's flags (see the module docstring)."""
     noatime = new.atime == "noatime"
-    session.open_noatime = os.O_NOATIME if noatime else 0
-    session.opendir_noatime = os.O_NOATIME if noatime or new.nodiratime else 0
+    client = session.client
+    client.open_noatime = os.O_NOATIME if noatime else 0
+    client.opendir_noatime = os.O_NOATIME if noatime or new.nodiratime else 0
     if old is None:
         log.info("%s mounted %s", session.mountpoint, new.words())
         return

@@ -223,8 +223,8 @@ class Notifier:
                         "their timeouts", self.limit, self.dropped)
 
     def _minor(self) -> int:
-        s = self.session
-        minor = getattr(s, "proto_minor", 0) if s is not None else 0
+        client = getattr(self.session, "client", None)
+        minor = client.proto_minor if client is not None else 0
         return minor or abi.KERNEL_MINOR_VERSION
 
     def _start(self) -> None:

@@ -1,16 +1,14 @@
-"""The opcode table: INIT, DESTROY, FORGET, BATCH_FORGET, INTERRUPT, SYNCFS here, and the
-handlers of ops_entry, ops_file and ops_dir.  An opcode missing from HANDLERS is answered
-ENOSYS by the session."""
+"""Handlers of the session's own requests: INIT (the negotiation), DESTROY, FORGET,
+BATCH_FORGET, INTERRUPT and SYNCFS.  The opcode table is fuse_bridge.opcodes."""
 from __future__ import annotations
 
 import errno
 import logging
 
 from . import abi
+from .client import FuseClient
+from .interrupt import Request
 from .passthrough import Passthrough
-from .ops_dir import HANDLERS as _DIR
-from .ops_entry import HANDLERS as _ENTRY
-from .ops_file import HANDLERS as _FILE
 
 log = logging.getLogger("xlfs.fuse")
 _I = abi.InitFlag
@@ -21,7 +19,8 @@ _WANTED = (_I.ASYNC_READ | _I.ATOMIC_O_TRUNC | _I.BIG_WRITES | _I.HAS_IOCTL_DIR
            | _I.SETXATTR_EXT | _I.INIT_EXT | _I.EXPORT_SUPPORT)
 
 
-async def init(s, req, body):
+async def init(c: FuseClient, req: Request, body: memoryview) -> None:
+    s = req.session
     major, minor, max_readahead, kflags, kflags2 = abi.decode_init_in(body)
     if major < abi.KERNEL_VERSION:
         log.error("INIT: kernel protocol %d.%d is too old", major, minor)
@@ -35,7 +34,7 @@ async def init(s, req, body):
         log.error("INIT: kernel protocol 7.%d is older than 7.%d", minor, abi.MIN_MINOR)
         raise OSError(71, "protocol error")
     offered = abi.init_flags_join(kflags, kflags2)
-    o = s.opts
+    o = c.opts
     wanted = _WANTED
     if o.use_readdirp:
         wanted |= _I.DO_READDIRPLUS | _I.READDIRPLUS_AUTO
@@ -43,46 +42,46 @@ async def init(s, req, body):
         wanted |= _I.WRITEBACK_CACHE
     if o.auto_invalidation:
         wanted |= _I.AUTO_INVAL_DATA
-    if s.handles_locks:
+    if c.handles_locks:
         wanted |= _I.POSIX_LOCKS | _I.FLOCK_LOCKS
-    wanted |= _storage_flags(s)
-    pt = s.passthrough = Passthrough(s.devfd, o.fuse_passthrough)
-    wanted = pt.negotiate(int(offered), int(wanted), s.graph, o.kernel_writeback_cache)
+    wanted |= _storage_flags(c)
+    pt = c.passthrough = Passthrough(s.devfd, o.fuse_passthrough)
+    wanted = pt.negotiate(int(offered), int(wanted), c.graph, o.kernel_writeback_cache)
     if pt.failure:
         s.end(pt.failure)                 # the cli reports it and unmounts
         raise OSError(errno.EOPNOTSUPP, pt.failure)   # the kernel fails the mount
     flags = int(offered & wanted)
     pt.settle(flags)
-    s.flags = flags
-    s.proto_minor = min(minor, abi.KERNEL_MINOR_VERSION)
+    proto_minor = min(minor, abi.KERNEL_MINOR_VERSION)
     max_pages = 0
+    max_write = c.max_write
     if flags & _I.MAX_PAGES:
-        max_pages = max(1, min(s.max_write // abi.PAGE_SIZE, abi.MAX_PAGES_LIMIT))
-        s.max_write = max_pages * abi.PAGE_SIZE
+        max_pages = max(1, min(max_write // abi.PAGE_SIZE, abi.MAX_PAGES_LIMIT))
+        max_write = max_pages * abi.PAGE_SIZE
     else:
-        s.max_write = min(s.max_write, abi.MAX_PAGES_DEFAULT * abi.PAGE_SIZE)
+        max_write = min(max_write, abi.MAX_PAGES_DEFAULT * abi.PAGE_SIZE)
+    c.negotiated(flags, proto_minor, max_write)
     f1, f2 = abi.init_flags_split(flags)
-    out = abi.INIT_OUT.pack(abi.KERNEL_VERSION, s.proto_minor, max_readahead, f1,
-                            o.background_qlen, o.congestion_threshold, s.max_write, 1,
+    out = abi.INIT_OUT.pack(abi.KERNEL_VERSION, proto_minor, max_readahead, f1,
+                            o.background_qlen, o.congestion_threshold, max_write, 1,
                             max_pages, 0, f2, pt.max_stack_depth, 0)
-    s.initialized = True
     log.info("INIT: kernel 7.%d, speaking 7.%d; max_write %d; flags %s", minor,
-             s.proto_minor, s.max_write, _flag_names(flags))
-    s.reply(req, out[:abi.init_out_size(s.proto_minor)])
-    s.init_done.set()
+             proto_minor, max_write, _flag_names(flags))
+    s.reply(req, out[:abi.init_out_size(proto_minor)])
+    s.init_complete()
     return None
 
 
-def _storage_flags(s) -> int:
+def _storage_flags(c: FuseClient) -> int:
     """What every storage translator of the graph must do for these flags to be asked
     for: POSIX ACLs (with ``--acl``; ``posix_acl``: system.posix_acl_* xattrs that govern permissions, a
     directory's default ACL replacing the umask, which the server then applies:
     DONT_MASK; the kernel also needs default_permissions), and clearing set-id bits and
     security.capability on write, truncate and chown (``kills_privileges``)."""
     flags = 0
-    if s.opts.acl and s.opts.default_permissions and s.graph.posix_acl():
+    if c.opts.acl and c.opts.default_permissions and c.graph.posix_acl():
         flags |= _I.POSIX_ACL | _I.DONT_MASK
-    if s.graph.kills_privileges():
+    if c.graph.kills_privileges():
         flags |= _I.HANDLE_KILLPRIV_V2
     return flags
 
@@ -92,17 +91,17 @@ def _flag_names(flags: int) -> str:
                     and f.name) or "none"
 
 
-async def destroy(s, req, body):
-    s.reply(req, None)
-    s.end("DESTROY from the kernel")
+async def destroy(c: FuseClient, req: Request, body: memoryview) -> None:
+    req.session.reply(req, None)
+    req.session.end("DESTROY from the kernel")
 
 
-async def forget(s, req, body):
+async def forget(c: FuseClient, req: Request, body: memoryview) -> None:
     (n,) = abi.FORGET_IN.unpack_from(body)
-    await _forget_one(s, req.nodeid, n)
+    await c.forget(req.nodeid, n)
 
 
-async def batch_forget(s, req, body):
+async def batch_forget(c: FuseClient, req: Request, body: memoryview) -> None:
     (count,) = abi.BATCH_FORGET_IN.unpack_from(body)
     off = abi.BATCH_FORGET_IN.size
     one = abi.FORGET_ONE
@@ -111,31 +110,13 @@ async def batch_forget(s, req, body):
                          f"it has {len(body)}")
     for i in range(count):
         nodeid, n = one.unpack_from(body, off + i * one.size)
-        await _forget_one(s, nodeid, n)
+        await c.forget(nodeid, n)
 
 
-async def _forget_one(s, nodeid: int, n: int) -> None:
-    inode = s.itable.by_nodeid.get(nodeid)
-    if inode is None:
-        log.debug("FORGET of unknown nodeid %d", nodeid)
-        return
-    if s.itable.forget(inode, n):
-        s.lru.pop(nodeid, None)
-        await s.graph.forget(inode)
-
-
-async def interrupt(s, req, body):
+async def interrupt(c: FuseClient, req: Request, body: memoryview) -> None:
     (target,) = abi.INTERRUPT_IN.unpack_from(body)
-    s.interrupts.interrupt(target)
+    req.session.interrupts.interrupt(target)
 
 
-async def syncfs(s, req, body):
+async def syncfs(c: FuseClient, req: Request, body: memoryview) -> None:
     return None
-
-
-O = abi.Opcode
-HANDLERS = {
-    O.INIT: init, O.DESTROY: destroy, O.FORGET: forget, O.BATCH_FORGET: batch_forget,
-    O.INTERRUPT: interrupt, O.SYNCFS: syncfs,
-    **_ENTRY, **_FILE, **_DIR,
-}

@@ -11,8 +11,9 @@ from __future__ import annotations
 from xlators.core.inode import Fd, LinkPins
 
 from . import abi
-from .encode import attr_values, max_io
-from .ops_entry import count_lookup, send, unpin
+from .client import FuseClient
+from .encode import Payload, attr_values
+from .interrupt import Request
 from .ops_file import checked_open_flags, take_back_open
 
 _pack_dirent = abi.pack_dirent
@@ -35,25 +36,25 @@ def opendir_flags(fd: Fd) -> int:
 _READ_IN = abi.READ_IN.unpack_from
 
 
-async def opendir(s, req, body):
+async def opendir(c: FuseClient, req: Request, body: memoryview) -> Payload:
     flags, _ = abi.OPEN_IN.unpack_from(body)
     flags = checked_open_flags(flags)
-    inode = s.inode(req.nodeid)
-    fd = Fd(inode, flags | s.opendir_noatime, req.frame.pid, is_dir=True)
+    inode = c.inode(req.nodeid)
+    fd = Fd(inode, flags | c.opendir_noatime, req.frame.pid, is_dir=True)
     try:
-        await s.top.opendir(req.frame, inode, fd)
-        sent = send(s, req, abi.OPEN_OUT.pack(s.new_fh(fd), opendir_flags(fd), 0))
+        await c.top.opendir(req.frame, inode, fd)
+        sent = req.session.reply(req, abi.OPEN_OUT.pack(c.new_fh(fd), opendir_flags(fd), 0))
     except BaseException:
-        await take_back_open(s, req, fd)
+        await take_back_open(c, req, fd)
         raise
     if not sent:
-        await take_back_open(s, req, fd)
+        await take_back_open(c, req, fd)
 
 
-async def readdir(s, req, body):
+async def readdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, offset, size, *_ = _READ_IN(body)
-    size = min(size, max_io(s.flags, s.max_write))
-    entries = await s.top.readdir(req.frame, s.fd(fh), offset, size)
+    size = min(size, c.max_io)
+    entries = await c.top.readdir(req.frame, c.fd(fh), offset, size)
     buf = bytearray(size)
     pos = 0
     for e in entries:
@@ -64,15 +65,15 @@ async def readdir(s, req, body):
     return memoryview(buf)[:pos]
 
 
-async def readdirplus(s, req, body):
+async def readdirplus(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, offset, size, *_ = _READ_IN(body)
-    fd = s.fd(fh)
-    size = min(size, max_io(s.flags, s.max_write))
+    fd = c.fd(fh)
+    size = min(size, c.max_io)
     pins = LinkPins()
     entries = ()
     try:
-        entries = await s.top.readdirp(req.frame, fd, offset, size)
-        t = s.timeouts
+        entries = await c.top.readdirp(req.frame, fd, offset, size)
+        t = c.timeouts
         buf = bytearray(size)
         pos = 0
         packed = []
@@ -92,30 +93,27 @@ async def readdirplus(s, req, body):
             pos = end
             if entry is not None:
                 packed.append(e)
-        if send(s, req, memoryview(buf)[:pos]):
+        if req.session.reply(req, memoryview(buf)[:pos]):
             parent = fd.inode
             for e in packed:
-                count_lookup(s, e.entry.inode, parent, e.name)
+                c.count_lookup(e.entry.inode, parent, e.name)
     finally:
         # Entries the kernel did not receive, linked here or (by a cache) earlier.
-        await unpin(s, pins, [e.entry.inode for e in entries if e.entry is not None])
+        dead = c.unpin(pins, [e.entry.inode for e in entries if e.entry is not None])
+        if dead:
+            await c.purge_all(dead)
 
 
-async def fsyncdir(s, req, body):
+async def fsyncdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, fsync_flags = abi.FSYNC_IN.unpack_from(body)
-    await s.top.fsyncdir(req.frame, s.fd(fh), bool(fsync_flags & abi.FsyncFlag.FDATASYNC))
+    await c.top.fsyncdir(req.frame, c.fd(fh), bool(fsync_flags & abi.FsyncFlag.FDATASYNC))
 
 
-async def releasedir(s, req, body):
+async def releasedir(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, *_ = abi.RELEASE_IN.unpack_from(body)
     try:
-        await s.top.releasedir(req.frame, s.fd(fh))
+        await c.top.releasedir(req.frame, c.fd(fh))
     finally:
-        await s.drop_fh(fh)
+        await c.drop_fh(fh)
 
 
-O = abi.Opcode
-HANDLERS = {
-    O.OPENDIR: opendir, O.READDIR: readdir, O.READDIRPLUS: readdirplus,
-    O.FSYNCDIR: fsyncdir, O.RELEASEDIR: releasedir,
-}

@@ -18,11 +18,12 @@ from xlators.core.inode import Fd, LinkPins, Loc
 from xlators.core.types import KILL_SUIDGID, LK_GET, LK_SET, LK_SETW, OFFSET_MAX, Lock
 
 from . import abi
-from .interrupt import (HANDLED, SQUELCHED, DataRef, interrupt_finish_fop,
+from .client import FuseClient
+from .encode import Payload, entry_out
+from .interrupt import (HANDLED, SQUELCHED, DataRef, Request, interrupt_finish_fop,
                         interrupt_finish_interrupt, interrupt_record_insert,
                         interrupt_record_new)
-from .encode import entry_out, max_io
-from .ops_entry import _name, count_lookup, send, unpin
+from .ops_entry import _name
 
 log = logging.getLogger("xlfs.fuse")
 _F = abi.FopenFlag
@@ -41,13 +42,13 @@ _INT_MAX = (1 << 31) - 1
 _COPY_32_MAX = 0xFFFFFFFF & ~(abi.PAGE_SIZE - 1)
 
 
-def open_flags(s, fd: Fd) -> int:
+def open_flags(c: FuseClient, fd: Fd) -> int:
     """FOPEN_* bits for the kernel: bridge options first, then the translators' hints."""
     flags = 0
-    dio = s.opts.direct_io_mode
+    dio = c.opts.direct_io_mode
     if dio is True or (dio in (None, "auto") and "direct_io" in fd.open_flags):
         flags |= _F.DIRECT_IO
-    keep = s.opts.fopen_keep_cache
+    keep = c.opts.fopen_keep_cache
     if keep is True or (keep is None and "keep_cache" in fd.open_flags):
         flags |= _F.KEEP_CACHE
     return flags
@@ -61,38 +62,38 @@ def checked_open_flags(flags: int) -> int:
     return flags
 
 
-def backend_flags(s, flags: int) -> int:
+def backend_flags(c: FuseClient, flags: int) -> int:
     """The open flags to give the graph.  With the kernel's writeback cache the kernel
     may READ through a write-only file (to fill pages) and positions O_APPEND writes
     itself: open read-write, no append.  A noatime mount opens with O_NOATIME
     (fuse_bridge.mount_watch)."""
-    flags = checked_open_flags(flags) | s.open_noatime
-    if s.flags & _WRITEBACK_CACHE:
+    flags = checked_open_flags(flags) | c.open_noatime
+    if c.flags & _WRITEBACK_CACHE:
         if flags & os.O_ACCMODE == os.O_WRONLY:
             flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
         flags &= ~os.O_APPEND
     return flags
 
 
-async def open_(s, req, body):
+async def open_(c: FuseClient, req: Request, body: memoryview) -> Payload:
     flags, open_in_flags = abi.OPEN_IN.unpack_from(body)
-    flags = backend_flags(s, flags)
+    flags = backend_flags(c, flags)
     if open_in_flags & _OPEN_KILL_SUIDGID:
         req.frame.xdata[KILL_SUIDGID] = True
-    inode = s.inode(req.nodeid)
+    inode = c.inode(req.nodeid)
     fd = Fd(inode, flags, req.frame.pid)
     try:
-        await s.top.open(req.frame, inode, flags, fd)
-        fh = s.new_fh(fd)
-        sent = send(s, req, _OPEN_OUT_PACK(fh, *_kernel_io(s, fd, fh)))
+        await c.top.open(req.frame, inode, flags, fd)
+        fh = c.new_fh(fd)
+        sent = req.session.reply(req, _OPEN_OUT_PACK(fh, *_kernel_io(c, fd, fh)))
     except BaseException:
-        await take_back_open(s, req, fd)
+        await take_back_open(c, req, fd)
         raise
     if not sent:
-        await take_back_open(s, req, fd)
+        await take_back_open(c, req, fd)
 
 
-async def take_back_open(s, req, fd: Fd) -> None:
+async def take_back_open(c: FuseClient, req: Request, fd: Fd) -> None:
     """The kernel never learnt of ``fd`` (its OPEN/CREATE/OPENDIR failed or was
     interrupted after a translator opened it, or the reply was lost) and so will never
     RELEASE it: release it now if any translator holds state in it (as GlusterFS does
@@ -104,61 +105,63 @@ async def take_back_open(s, req, fd: Fd) -> None:
         try:
             if fd.ctx:
                 if fd.is_dir:
-                    await s.top.releasedir(req.frame, fd)
+                    await c.top.releasedir(req.frame, fd)
                 else:
-                    await s.top.release(req.frame, fd)
+                    await c.top.release(req.frame, fd)
         except Exception:
             log.exception("%s unique %d: releasing the handle the kernel never received "
-                          "failed", _opname(req.opcode), req.unique)
+                          "failed", abi.opcode_name(req.opcode), req.unique)
         finally:
-            if fd.fh and s.passthrough is not None:
-                s.passthrough.on_release(fd.fh)
-            await s.drop_fh(fd.fh)
+            if fd.fh and c.passthrough is not None:
+                c.passthrough.on_release(fd.fh)
+            await c.drop_fh(fd.fh)
 
 
-async def create(s, req, body):
+async def create(c: FuseClient, req: Request, body: memoryview) -> Payload:
     flags, mode, umask, open_in_flags = abi.CREATE_IN.unpack_from(body)
-    flags = backend_flags(s, flags)
+    flags = backend_flags(c, flags)
     if open_in_flags & _OPEN_KILL_SUIDGID:
         req.frame.xdata[KILL_SUIDGID] = True
-    parent = s.inode(req.nodeid)
+    parent = c.inode(req.nodeid)
     name = _name(body[abi.CREATE_IN.size:])
     fd = Fd(parent, flags, req.frame.pid)
     pins = LinkPins()
     try:
-        entry = await s.top.create(req.frame, Loc(parent, name), flags, mode,
-                                   s.umask(umask), fd)
+        entry = await c.top.create(req.frame, Loc(parent, name), flags, mode,
+                                   c.umask(umask), fd)
         fd.inode = entry.inode
-        reply = entry_out(s.timeouts, entry.inode.nodeid, entry.attr, entry.inode.generation)
-        fh = s.new_fh(fd)
-        if send(s, req, [reply, _OPEN_OUT_PACK(fh, *_kernel_io(s, fd, fh))]):
-            count_lookup(s, entry.inode, parent, name)
+        reply = entry_out(c.timeouts, entry.inode.nodeid, entry.attr, entry.inode.generation)
+        fh = c.new_fh(fd)
+        if req.session.reply(req, [reply, _OPEN_OUT_PACK(fh, *_kernel_io(c, fd, fh))]):
+            c.count_lookup(entry.inode, parent, name)
         else:
-            await take_back_open(s, req, fd)
+            await take_back_open(c, req, fd)
     except BaseException:
-        await take_back_open(s, req, fd)
+        await take_back_open(c, req, fd)
         raise
     finally:
-        await unpin(s, pins)
+        dead = c.unpin(pins)
+        if dead:
+            await c.purge_all(dead)
 
 
-def _kernel_io(s, fd: Fd, fh: int) -> tuple[int, int]:
+def _kernel_io(c: FuseClient, fd: Fd, fh: int) -> tuple[int, int]:
     """(FOPEN flags, backing id) of a new open: FUSE passthrough when the session has it
     on and the graph hands over the brick file (fuse_bridge.passthrough)."""
-    flags = open_flags(s, fd)
-    pt = s.passthrough
+    flags = open_flags(c, fd)
+    pt = c.passthrough
     if pt is None or not pt.enabled:
         return flags, 0
-    return pt.on_open(s.graph, fd, fh, flags)
+    return pt.on_open(c.graph, fd, fh, flags)
 
 
-async def read(s, req, body):
+async def read(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, offset, size, _, lock_owner, flags = _READ_IN(body)
-    return await s.top.readv(req.frame, s.fd(fh), min(size, max_io(s.flags, s.max_write)),
+    return await c.top.readv(req.frame, c.fd(fh), min(size, c.max_io),
                              offset, flags)
 
 
-async def write(s, req, body):
+async def write(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, offset, size, write_flags, lock_owner, flags = _WRITE_IN(body)
     data = body[_WRITE_HDR:_WRITE_HDR + size]
     if len(data) != size:
@@ -167,7 +170,7 @@ async def write(s, req, body):
         req.frame.lk_owner = lock_owner
     if write_flags & _WRITE_KILL_SUIDGID:
         req.frame.xdata[KILL_SUIDGID] = True
-    n = await s.top.writev(req.frame, s.fd(fh), data.tobytes(), offset, flags)
+    n = await c.top.writev(req.frame, c.fd(fh), data.tobytes(), offset, flags)
     return _WRITE_OUT_PACK(n)
 
 
@@ -176,20 +179,20 @@ def _flush_interrupted(record) -> None:
     interrupt_finish_interrupt(record, HANDLED, False)
 
 
-async def flush(s, req, body):
+async def flush(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, lock_owner = abi.FLUSH_IN.unpack_from(body)
-    fd = s.fd(fh)
+    fd = c.fd(fh)
     req.frame.lk_owner = lock_owner
-    if not s.opts.flush_handle_interrupt:
+    if not c.opts.flush_handle_interrupt:
         # GlusterFS: FLUSH waits unless the flag says so; translators' interrupt
         # handlers (delay-gen, ...) are refused, the interrupt is only logged.
         req.interruptible = False
-        await s.top.flush(req.frame, fd)
+        await c.top.flush(req.frame, fd)
         return None
     record = interrupt_record_new(req.header, _flush_interrupted)
     interrupt_record_insert(record)
     try:
-        await s.top.flush(req.frame, fd)
+        await c.top.flush(req.frame, fd)
     finally:
         # On every path (errors too): reap the record; when the handler answered EINTR
         # first, the flush finished unseen and its answer (or error) is dropped.
@@ -199,27 +202,27 @@ async def flush(s, req, body):
     return None
 
 
-async def release(s, req, body):
+async def release(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, flags, release_flags, lock_owner = abi.RELEASE_IN.unpack_from(body)
-    fd = s.fd(fh)
+    fd = c.fd(fh)
     req.frame.lk_owner = lock_owner
     try:
         if release_flags & _RELEASE_FLUSH:
-            await s.top.flush(req.frame, fd)
-        if release_flags & _RELEASE_FLOCK_UNLOCK and s.handles_locks:
-            await s.top.lk(req.frame, fd, LK_SET,
+            await c.top.flush(req.frame, fd)
+        if release_flags & _RELEASE_FLOCK_UNLOCK and c.handles_locks:
+            await c.top.lk(req.frame, fd, LK_SET,
                            Lock(fcntl.F_UNLCK, 0, OFFSET_MAX, 0, lock_owner, True))
-        await s.top.release(req.frame, fd)
+        await c.top.release(req.frame, fd)
     finally:
-        pt = s.passthrough
+        pt = c.passthrough
         if pt is not None:
             pt.on_release(fh)
-        await s.drop_fh(fh)
+        await c.drop_fh(fh)
 
 
-async def fsync(s, req, body):
+async def fsync(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, fsync_flags = abi.FSYNC_IN.unpack_from(body)
-    await s.top.fsync(req.frame, s.fd(fh), bool(fsync_flags & abi.FsyncFlag.FDATASYNC))
+    await c.top.fsync(req.frame, c.fd(fh), bool(fsync_flags & abi.FsyncFlag.FDATASYNC))
 
 
 def _lock(body):
@@ -227,17 +230,17 @@ def _lock(body):
     return fh, owner, Lock(type_, start, end, pid, owner, bool(lk_flags & abi.LkFlag.FLOCK))
 
 
-async def getlk(s, req, body):
+async def getlk(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, owner, lock = _lock(body)
     req.frame.lk_owner = owner
-    got = await s.top.lk(req.frame, s.fd(fh), LK_GET, lock)
+    got = await c.top.lk(req.frame, c.fd(fh), LK_GET, lock)
     return abi.LK_OUT.pack(got.start, got.end, got.type, got.pid)
 
 
-async def setlk(s, req, body):
+async def setlk(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, owner, lock = _lock(body)
     req.frame.lk_owner = owner
-    await s.top.lk(req.frame, s.fd(fh), LK_SET, lock)
+    await c.top.lk(req.frame, c.fd(fh), LK_SET, lock)
 
 
 def _setlk_interrupted(record) -> None:
@@ -249,59 +252,56 @@ def _setlk_interrupted(record) -> None:
     """
     req = record.request
     if req.session.graph.cancel_blocked(req.frame):
-        log.debug("%s unique %d: blocked lock withdrawn", _opname(req.opcode), req.unique)
+        log.debug("%s unique %d: blocked lock withdrawn", abi.opcode_name(req.opcode),
+                  req.unique)
         interrupt_finish_interrupt(record, HANDLED, True)
         return
-    log.debug("%s unique %d: no blocked lock to withdraw; squelched", _opname(req.opcode),
+    log.debug("%s unique %d: no blocked lock to withdraw; squelched", abi.opcode_name(req.opcode),
               req.unique)
     req.interrupted = True
     interrupt_finish_interrupt(record, SQUELCHED, True)
 
 
-async def setlkw(s, req, body):
+async def setlkw(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, owner, lock = _lock(body)
     req.frame.lk_owner = owner
-    fd = s.fd(fh)
-    if not s.opts.setlk_handle_interrupt:
+    fd = c.fd(fh)
+    if not c.opts.setlk_handle_interrupt:
         req.interruptible = False          # the wait goes on until granted (GlusterFS)
-        await s.top.lk(req.frame, fd, LK_SETW, lock)
+        await c.top.lk(req.frame, fd, LK_SETW, lock)
         return None
     record = interrupt_record_new(req.header, _setlk_interrupted)
     record.data = lock                     # handed to whoever cleans up (here: us, sync)
     interrupt_record_insert(record)
     data = DataRef()
     try:
-        await s.top.lk(req.frame, fd, LK_SETW, lock)
+        await c.top.lk(req.frame, fd, LK_SETW, lock)
     finally:
         # sync: if the handler is still deciding, wait for it (in trio: nothing else
         # waits).  HANDLED: EINTR went out and the lock was withdrawn, so the EINTR that
         # the lock wait raises here is dropped by the session (one reply per request).
         if await interrupt_finish_fop(req.frame, True, data):
             log.debug("%s unique %d: answered EINTR by the interrupt handler; lock %s "
-                      "withdrawn", _opname(req.opcode), req.unique, data.value)
+                      "withdrawn", abi.opcode_name(req.opcode), req.unique, data.value)
     return None
 
 
-def _opname(opcode: int) -> str:
-    return abi.Opcode(opcode).name
-
-
-async def fallocate(s, req, body):
+async def fallocate(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, offset, length, mode = abi.FALLOCATE_IN.unpack_from(body)
-    await s.top.fallocate(req.frame, s.fd(fh), mode, offset, length)
+    await c.top.fallocate(req.frame, c.fd(fh), mode, offset, length)
 
 
-async def lseek(s, req, body):
-    if s.flags & _WRITEBACK_CACHE:
+async def lseek(c: FuseClient, req: Request, body: memoryview) -> Payload:
+    if c.flags & _WRITEBACK_CACHE:
         # The kernel asks SEEK_DATA/SEEK_HOLE without writing its dirty pages back, so
         # the brick would call fresh data a hole (cp --sparse would skip it).  ENOSYS
         # makes it answer by itself for the rest of the connection: all data, no holes.
         raise FopError(errno.ENOSYS)
     fh, offset, whence = abi.LSEEK_IN.unpack_from(body)
-    return abi.LSEEK_OUT.pack(await s.top.lseek(req.frame, s.fd(fh), offset, whence))
+    return abi.LSEEK_OUT.pack(await c.top.lseek(req.frame, c.fd(fh), offset, whence))
 
 
-async def copy_file_range(s, req, body):
+async def copy_file_range(c: FuseClient, req: Request, body: memoryview) -> Payload:
     """COPY_FILE_RANGE answers a 32-bit count: the kernel asks at most 4 GiB less a page
     with it (more only with COPY_FILE_RANGE_64), so a bigger length is clamped there
     rather than copied in full and then reported EOVERFLOW."""
@@ -310,7 +310,7 @@ async def copy_file_range(s, req, body):
     wide = req.opcode == abi.Opcode.COPY_FILE_RANGE_64
     if not wide:
         length = min(length, _COPY_32_MAX)
-    n = await s.top.copy_file_range(req.frame, s.fd(fh_in), off_in, s.fd(fh_out), off_out,
+    n = await c.top.copy_file_range(req.frame, c.fd(fh_in), off_in, c.fd(fh_out), off_out,
                                     length, flags)
     if wide:
         return abi.COPY_FILE_RANGE_OUT.pack(n)
@@ -319,10 +319,3 @@ async def copy_file_range(s, req, body):
     return _WRITE_OUT_PACK(n)
 
 
-O = abi.Opcode
-HANDLERS = {
-    O.OPEN: open_, O.CREATE: create, O.READ: read, O.WRITE: write, O.FLUSH: flush,
-    O.RELEASE: release, O.FSYNC: fsync, O.GETLK: getlk, O.SETLK: setlk, O.SETLKW: setlkw,
-    O.FALLOCATE: fallocate, O.LSEEK: lseek, O.COPY_FILE_RANGE: copy_file_range,
-    O.COPY_FILE_RANGE_64: copy_file_range,
-}

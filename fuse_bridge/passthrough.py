@@ -209,7 +209,7 @@ class Passthrough:
 
     def backing_close(self, backing_id: int) -> None:
         _ioctl_int(self.devfd, abi.FUSE_DEV_IOC_BACKING_CLOSE,
-                   backing_id.to_bytes(4, "little"))
+                   abi.pack_u32(backing_id))
 
     def dump(self) -> dict[str, Any]:
         return {"mode": self.mode, "enabled": self.enabled,

@@ -86,13 +86,15 @@ class Channel:
 
 
 async def read_loop(session: Any, chan: Channel) -> None:
-    """One reader of ``chan``: read a request, step ``session._dispatch`` on it inline;
+    """One reader of ``chan``: read a request, step ``session.dispatch`` on it inline;
     if it waits, become that request's task (another reader takes the device)."""
     small = bytearray(_SMALL)
+    small_view = memoryview(small)        # requests are handed on as views: no copy
     large: Optional[bytearray] = chan.take_large()
-    bufs = [small, memoryview(large)[_SMALL:]]
+    large_view: Optional[memoryview] = memoryview(large)
+    bufs = [small, large_view[_SMALL:]]
     fd = chan.fd
-    dispatch = session._dispatch
+    dispatch = session.dispatch
     streak = 0
     try:
         while True:
@@ -113,12 +115,14 @@ async def read_loop(session: Any, chan: Channel) -> None:
                             if chan.idle >= chan.idle_max:
                                 return          # enough readers: this one goes
                             # Parked readers hold no large buffer.
+                            large_view = None
                             chan.give_large(large)
                             large = bufs[1] = None
                             chan.idle += 1
                             await chan.parking.park()
                             large = chan.take_large()
-                            bufs[1] = memoryview(large)[_SMALL:]
+                            large_view = memoryview(large)
+                            bufs[1] = large_view[_SMALL:]
                             continue
                         chan.listening = True
                         try:
@@ -141,10 +145,10 @@ async def read_loop(session: Any, chan: Channel) -> None:
                         if not n:
                             session.end("end of file on /dev/fuse")
                             return
-                        buf = small
+                        buf = small_view
                     else:
                         large[:_SMALL] = small      # the request, contiguous in large
-                        buf = large
+                        buf = large_view
                     coro = dispatch(chan, buf, n)
                     try:
                         trap = coro.send(None)
@@ -158,7 +162,8 @@ async def read_loop(session: Any, chan: Channel) -> None:
                     # unused large buffer goes to the reader that takes the device
                     # meanwhile.  The scope becomes the request's (code that never
                     # yields cannot be cancelled: the fast path needs no scope).
-                    if buf is small:
+                    if buf is small_view:
+                        large_view = None
                         chan.give_large(large)
                         large = bufs[1] = None
                     ensure_listener(session, chan)
@@ -173,7 +178,8 @@ async def read_loop(session: Any, chan: Channel) -> None:
                     break           # that request's scope: take a fresh one
             if large is None:
                 large = chan.take_large()
-                bufs[1] = memoryview(large)[_SMALL:]
+                large_view = memoryview(large)
+                bufs[1] = large_view[_SMALL:]
     finally:
         chan.readers -= 1
         if large is not None:
@@ -188,4 +194,4 @@ def ensure_listener(session: Any, chan: Channel) -> None:
         chan.idle -= 1
         chan.parking.unpark()
     else:
-        session._start_reader(chan)
+        session.start_reader(chan)

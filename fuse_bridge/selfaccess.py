@@ -24,6 +24,8 @@ import logging
 import os
 from typing import Any
 
+from .abi import opcode_name as _opname
+
 log = logging.getLogger("xlfs.fuse.selfaccess")
 
 FOREIGN_MAX = 4096
@@ -79,11 +81,3 @@ def _thread_name(pid: int) -> str:
             return f"thread {f.read().strip()!r}"
     except OSError:
         return "a thread"
-
-
-def _opname(opcode: int) -> str:
-    from . import abi
-    try:
-        return abi.Opcode(opcode).name
-    except ValueError:
-        return f"opcode {opcode}"

@@ -1,4 +1,7 @@
-"""One FUSE session: INIT, the request loop, dispatch and exactly one reply per request.
+"""One FUSE session, the transport: INIT, the request loop, dispatch and exactly one reply
+per request.  What the requests act on (the graph, the node and handle tables, what INIT
+negotiated) is the client's (``fuse_bridge.client.FuseClient``, ``Session.client``); what
+each opcode means is the opcode table's (``fuse_bridge.opcodes``).
 
 The loop follows the kernel's rules (and seed 004, libfuse's loop):
 
@@ -18,25 +21,23 @@ inline; a request that waits keeps its reader's task and only the buffer it is i
 from __future__ import annotations
 
 import errno
-import resource
-from collections import OrderedDict
+import fcntl
 import logging
 import os
 import struct
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Optional
 
 import trio
 
-from xlators.core.errors import FopError
 from xlators.core.events import Event
 from xlators.core.frame import Frame
 from xlators.core.graph import Graph
-from xlators.core.inode import Fd, Inode
 from xlators.core.upcall import InvalidateEntry
 
 from . import abi, selfaccess
-from .encode import Timeouts
+from .client import FuseClient
 from .interrupt import InterruptTable, Request
+from .opcodes import TABLE, Handler, OpcodeRow
 from .options import BridgeOptions
 from .readers import Channel, read_loop
 
@@ -45,63 +46,124 @@ log = logging.getLogger("xlfs.fuse")
 _IN_HEADER_UNPACK = abi.IN_HEADER.unpack_from
 _OUT_HEADER_PACK = abi.OUT_HEADER.pack
 _HDR = abi.IN_HEADER.size
-_NO_REPLY = frozenset(int(o) for o in abi.NO_REPLY_OPCODES)
-
-Handler = Callable[["Session", Request, memoryview], Awaitable[Any]]
+_FOREIGN = selfaccess.FOREIGN
+_opname = abi.opcode_name
+_JOIN_MAX = 16384       # replies up to this size are joined to their header, not writev'd
+# What a request's body may raise when it is malformed (not a handler bug).
+# OverflowError: a number the kernel never sends (an offset past 2**63 - 1, flags past an
+# int) that a system call cannot take.
+_MALFORMED = (ValueError, IndexError, UnicodeError, struct.error, OverflowError)
 
 
 class SessionEnded(Exception):
     """The kernel ended the connection (ENODEV): unmounted or aborted."""
 
 
+class Route:
+    """A session's view of one opcode table row: its handler (which the session may wrap:
+    fuse_bridge.mount_watch), the shortest valid request, and whether it is answered."""
+    __slots__ = ("row", "handler", "min_len", "reply")
+
+    def __init__(self, row: OpcodeRow) -> None:
+        self.row = row
+        self.handler: Optional[Handler] = row.handler
+        self.min_len = _HDR + (row.input.size if row.input is not None else 0)
+        self.reply = row.reply
+
+
 class Session:
+    """The transport of one mount: reads requests, dispatches them to the opcode table's
+    handlers with the client, writes one reply each."""
+
     def __init__(self, graph: Graph, fd: int, options: Optional[BridgeOptions] = None,
                  mountpoint: str = "") -> None:
-        from .ops import HANDLERS
-        self.graph = graph
-        self.top = graph.top
-        self.itable = graph.itable
         self.devfd = fd
         self.opts = options or BridgeOptions()
         self.mountpoint = mountpoint
-        self.timeouts = Timeouts(self.opts.entry_timeout, self.opts.attribute_timeout,
-                                 self.opts.negative_timeout)
-        self.handlers: dict[int, Handler] = {int(op): h for op, h in HANDLERS.items()}
-        # Some translator implements lk: then POSIX and flock locks go to the graph.
-        self.handles_locks = graph.handles_locks()
-        self.initialized = False
-        self.proto_minor = 0
-        self.flags = 0                        # negotiated INIT flags (64-bit set)
-        self.max_write = self.opts.max_write
-        self.bufsize = max(abi.FUSE_MIN_READ_BUFFER, self.max_write + abi.BUFFER_HEADER_SIZE)
+        self.client = FuseClient(graph, self.opts)
+        self.client.invalidate = self._invalidate
+        self.bufsize = max(abi.FUSE_MIN_READ_BUFFER,
+                           self.opts.max_write + abi.BUFFER_HEADER_SIZE)
+        # Every opcode with a handler; until INIT only INIT (and after it, no INIT).
+        self._routes: dict[int, Route] = {op: Route(r) for op, r in TABLE.items()
+                                          if r.handler is not None}
+        self.routes: dict[int, Route] = {int(abi.Opcode.INIT):
+                                         self._routes[int(abi.Opcode.INIT)]}
         self.channels: list[Channel] = []
-        self.fds: dict[int, Fd] = {}
-        self._next_fh = 1
         self.interrupts = InterruptTable(self)
+        self.pending = self.interrupts.pending    # requests in flight, by unique
         self.dump: Any = None
         self.notifier: Any = None
         self.mount_watch: Any = None          # fuse_bridge.mount_watch, when mounted
-        self.open_noatime = 0                 # O_NOATIME when the mount is noatime
-        self.opendir_noatime = 0              # ... or nodiratime
-        self.passthrough: Any = None          # fuse_bridge.passthrough, set by INIT
         self.nursery: Optional[trio.Nursery] = None
         self._stepping: Optional[Request] = None   # the request a reader is stepping
-        self.lru: OrderedDict[int, tuple] = OrderedDict()
-        # every storage leaf may hold a descriptor per inode (a mirror: two)
-        leaves = sum(1 for xl in graph.xlators.values() if not xl.children)
-        self.lru_limit = effective_lru_limit(self.opts.lru_limit, leaves)
         self.ended = trio.Event()
         self.init_done = trio.Event()
-        self.stats = {"requests": 0, "errors": 0, "exceptions": 0}
+        self.requests = 0
+        self.errors = 0
+        self.exceptions = 0
         self.end_reason = ""
         # Set while a graph switch commits: readers take no request (fuse_bridge.graph_switch).
         self.switching: Optional[trio.Event] = None
         graph.listeners.append(self._graph_event)
 
+    # -- the client's graph (one place: client.set_graph) --------------------------------
+    @property
+    def graph(self) -> Graph:
+        return self.client.graph
+
+    @property
+    def itable(self) -> Any:
+        return self.client.itable
+
+    def set_graph(self, graph: Graph) -> None:
+        """Serve requests from ``graph`` from now on (a graph switch): the client's
+        graph, top and inode table change together, and the graph's UPCALLs reach the
+        kernel.  What INIT negotiated stays as it was."""
+        old = self.client.graph
+        if old is not None and self._graph_event in old.listeners:
+            old.listeners.remove(self._graph_event)
+        self.client.set_graph(graph)
+        if self._graph_event not in graph.listeners:     # moved there already
+            graph.listeners.append(self._graph_event)
+        if self.nursery is not None and graph.nursery is None:   # a switch gives its own
+            graph.nursery = self.nursery
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"requests": self.requests, "errors": self.errors,
+                "exceptions": self.exceptions}
+
     def _graph_event(self, event: Any, data: Any, source: Any) -> None:
         """UPCALLs from translators become kernel notifications (fuse_bridge.notify)."""
         if event is Event.UPCALL and self.notifier is not None:
             self.notifier.send(data)
+
+    def _invalidate(self, parent: Any, name: bytes) -> None:
+        """The client's LRU evicts ``name``: the kernel drops it and FORGETs its inode."""
+        if self.notifier is not None:
+            self.notifier.send(InvalidateEntry(parent, name))
+
+    # -- handlers ----------------------------------------------------------------------
+    def handler(self, opcode: int) -> Optional[Handler]:
+        route = self._routes.get(opcode)
+        return route.handler if route is not None else None
+
+    def set_handler(self, opcode: int, handler: Handler) -> None:
+        """Serve ``opcode`` with ``handler`` (which may wrap :meth:`handler`'s) from now on."""
+        route = self._routes.get(opcode)
+        if route is None:
+            route = self._routes[opcode] = Route(TABLE[opcode])
+            if self.client.initialized:
+                self.routes[opcode] = route
+        route.handler = handler
+
+    def init_complete(self) -> None:
+        """INIT answered: serve every opcode from now on (a second INIT is refused)."""
+        routes = dict(self._routes)
+        del routes[int(abi.Opcode.INIT)]
+        self.routes = routes
+        self.init_done.set()
 
     # -- lifecycle -------------------------------------------------------------------
     async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -111,7 +173,7 @@ class Session:
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
-                self.graph.nursery = nursery
+                self.client.graph.nursery = nursery
                 self._add_channel(self.devfd)
                 task_status.started()
                 await self.ended.wait()
@@ -131,22 +193,20 @@ class Session:
     def _add_channel(self, fd: int) -> Channel:
         chan = Channel(fd, self.bufsize, self.opts.idle_readers)
         self.channels.append(chan)
-        self._start_reader(chan)
+        self.start_reader(chan)
         return chan
 
-    def _start_reader(self, chan: Channel) -> None:
+    def start_reader(self, chan: Channel) -> None:
         chan.readers += 1
         assert self.nursery is not None
         self.nursery.start_soon(read_loop, self, chan)
 
     def clone_channels(self, count: int) -> None:
         """GlusterFS's --reader-thread-count: extra cloned /dev/fuse descriptors."""
-        import fcntl
-        import struct
         for _ in range(count - 1):
             fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
             try:
-                fcntl.ioctl(fd, abi.FUSE_DEV_IOC_CLONE, struct.pack("I", self.devfd))
+                fcntl.ioctl(fd, abi.FUSE_DEV_IOC_CLONE, abi.pack_u32(self.devfd))
             except OSError as exc:
                 os.close(fd)
                 log.warning("cannot clone /dev/fuse (%s); using one channel", exc)
@@ -154,54 +214,52 @@ class Session:
             os.set_blocking(fd, False)
             self._add_channel(fd)
 
+    def dump_state(self) -> dict[str, Any]:
+        """Statedump lines of the transport and its client."""
+        c = self.client
+        state: dict[str, Any] = {"mountpoint": self.mountpoint, "proto-minor": c.proto_minor,
+                                 "max-write": c.max_write}
+        state.update(c.dump())
+        state.update(self.interrupts.dump())
+        if self.notifier is not None:
+            state.update(self.notifier.dump())
+        state.update(self.stats)
+        pt = c.passthrough
+        if pt is not None:
+            state.update({f"passthrough.{k}": v for k, v in pt.dump().items()})
+        return state
+
     # -- the request loop --------------------------------------------------------------
-    async def _dispatch(self, chan: Channel, buf: bytearray, n: int) -> None:
+    async def dispatch(self, chan: Channel, buf: memoryview, n: int) -> None:
+        """Serve the request in ``buf[:n]`` (a view of the reader's buffer): check it,
+        run its handler, answer once."""
         if n < _HDR:
             log.error("malformed request: %d bytes, shorter than the %d-byte header", n, _HDR)
             return
         length, opcode, unique, nodeid, uid, gid, pid, extlen = _IN_HEADER_UNPACK(buf)
         if self.dump is not None:
             self._dump(b"R", buf[:n])
-        self.stats["requests"] += 1
-        handler = self.handlers.get(opcode)
-        if opcode in _NO_REPLY:
+        self.requests += 1
+        route = self.routes.get(opcode)
+        pending = self.pending
+        if route is None or length != n or extlen or n < route.min_len or unique in pending:
+            end = self._admit(chan.fd, route, length, opcode, unique, n, extlen)
+            if end < 0:
+                return
+        else:
+            end = n
+        if not route.reply:
             self._stepping = None
-            return await self._no_reply(chan, buf, n, length, opcode, unique, nodeid, handler)
-        if length != n:
-            return self._reply_error(chan.fd, unique, errno.EIO,
-                                     f"malformed {_opname(opcode)}: header says {length} "
-                                     f"bytes, read {n}")
-        if not self.initialized:
-            if opcode != abi.Opcode.INIT:
-                return self._reply_error(chan.fd, unique, errno.EIO,
-                                         f"{_opname(opcode)} before INIT")
-        elif opcode == abi.Opcode.INIT:
-            return self._reply_error(chan.fd, unique, errno.EIO, "a second INIT")
-        if handler is None:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("%s (unique %d): not implemented, ENOSYS", _opname(opcode), unique)
-            return self._reply_error(chan.fd, unique, errno.ENOSYS)
-        body_end = n - extlen * 8
-        need = abi.OPCODE_INPUT.get(opcode)
-        if body_end < _HDR or (need is not None and body_end - _HDR < need.size):
-            return self._reply_error(chan.fd, unique, errno.EIO,
-                                     f"malformed {_opname(opcode)}: body of "
-                                     f"{body_end - _HDR} bytes")
-        pending = self.interrupts.pending
-        if unique in pending:
-            return self._reply_error(chan.fd, unique, errno.EIO,
-                                     f"malformed {_opname(opcode)}: unique {unique} is in "
-                                     f"flight already ({_opname(pending[unique].opcode)}, "
-                                     f"which goes on)")
+            return await self._no_reply(route, chan.fd, unique, opcode, nodeid, buf, end)
         frame = Frame(unique, uid, gid, pid)
-        if pid not in selfaccess.FOREIGN:
+        if pid not in _FOREIGN:
             selfaccess.check(pid, opcode, unique, nodeid)
         req = Request(self, chan.fd, unique, opcode, nodeid, frame)
         frame.interrupt = req
         pending[unique] = req
         self._stepping = req
         try:
-            payload = await handler(self, req, memoryview(buf)[_HDR:body_end])
+            payload = await route.handler(self.client, req, buf[_HDR:end])
             if not req.replied:
                 self.reply(req, payload)
         except trio.Cancelled:
@@ -210,42 +268,76 @@ class Session:
             raise
         except OSError as exc:              # FopError included
             self.reply_error(req, exc.errno or errno.EIO)
-        except (ValueError, IndexError, UnicodeError, struct.error, OverflowError) as exc:
-            # OverflowError: a number the kernel never sends (an offset past 2**63 - 1,
-            # flags past an int) that a system call cannot take.
+        except _MALFORMED as exc:
             log.error("%s (unique %d): malformed request: %s", _opname(opcode), unique, exc)
             self.reply_error(req, errno.EIO)
         except Exception:
-            self.stats["exceptions"] += 1
+            self.exceptions += 1
             log.exception("%s (unique %d, nodeid %d) raised; answering EIO",
                           _opname(opcode), unique, nodeid)
             self.reply_error(req, errno.EIO)
         finally:
             del pending[unique]
-            req.finish()
+            if req.record is not None:
+                req.finish()
+            # The request is done: a translator that kept the frame finds it no longer
+            # interruptible, and the two objects need no cycle collection.
+            frame.interrupt = None
 
-    async def _no_reply(self, chan: Channel, buf: bytearray, n: int, length: int, opcode: int,
-                        unique: int, nodeid: int, handler: Optional[Handler]) -> None:
-        """FORGET, BATCH_FORGET, INTERRUPT, NOTIFY_REPLY: never answered.  A malformed one
-        (wrong length, body shorter than its struct, a count past the body) is one log
-        line and is not acted on."""
-        need = abi.OPCODE_INPUT.get(opcode)
-        if length != n:
-            why = f"header says {length} bytes, read {n}"
-        elif need is not None and n - _HDR < need.size:
-            why = f"body of {n - _HDR} bytes, shorter than its {need.size}-byte struct"
-        elif not self.initialized:
-            why = "before INIT"
-        else:
-            why = ""
-        if why:
+    def _admit(self, fd: int, route: Optional[Route], length: int, opcode: int, unique: int,
+               n: int, extlen: int) -> int:
+        """The checks the common request passes at a glance, one by one: the end of the
+        body (extensions excluded) when the request may be served, else -1 (answered or,
+        never answered, logged)."""
+        row = route.row if route is not None else TABLE.get(opcode)
+        if row is not None and not row.reply:
+            if length != n:
+                why = f"header says {length} bytes, read {n}"
+            elif row.input is not None and n - _HDR < row.input.size:
+                why = (f"body of {n - _HDR} bytes, shorter than its {row.input.size}-byte "
+                       f"struct")
+            elif not self.client.initialized:
+                why = "before INIT"
+            else:
+                return n if route is not None else -1    # no handler: ignored
             log.error("malformed %s (unique %d): %s; ignored", _opname(opcode), unique, why)
-            return
-        if handler is None:
-            return
+            return -1
+        if length != n:
+            self.answer_error(fd, unique, errno.EIO, f"malformed {_opname(opcode)}: header "
+                                                     f"says {length} bytes, read {n}")
+            return -1
+        if route is None:
+            if not self.client.initialized:
+                self.answer_error(fd, unique, errno.EIO, f"{_opname(opcode)} before INIT")
+            elif opcode == abi.Opcode.INIT:
+                self.answer_error(fd, unique, errno.EIO, "a second INIT")
+            else:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("%s (unique %d): not implemented, ENOSYS", _opname(opcode),
+                              unique)
+                self.answer_error(fd, unique, errno.ENOSYS)
+            return -1
+        end = n - extlen * 8
+        if end < route.min_len:
+            self.answer_error(fd, unique, errno.EIO, f"malformed {_opname(opcode)}: body "
+                                                     f"of {end - _HDR} bytes")
+            return -1
+        other = self.pending.get(unique)
+        if other is not None:
+            self.answer_error(fd, unique, errno.EIO,
+                              f"malformed {_opname(opcode)}: unique {unique} is in flight "
+                              f"already ({_opname(other.opcode)}, which goes on)")
+            return -1
+        return end
+
+    async def _no_reply(self, route: Route, fd: int, unique: int, opcode: int, nodeid: int,
+                        buf: memoryview, end: int) -> None:
+        """FORGET, BATCH_FORGET, INTERRUPT: never answered.  A malformed one (wrong
+        length, body shorter than its struct, a count past the body) is one log line and
+        is not acted on."""
         try:
-            await handler(self, Request(self, chan.fd, unique, opcode, nodeid, None),
-                          memoryview(buf)[_HDR:n])
+            await route.handler(self.client, Request(self, fd, unique, opcode, nodeid, None),
+                                buf[_HDR:end])
         except (ValueError, struct.error) as exc:
             log.error("malformed %s (unique %d): %s; ignored", _opname(opcode), unique, exc)
         except Exception:
@@ -253,22 +345,30 @@ class Session:
 
     # -- replies ---------------------------------------------------------------------
     def reply(self, req: Request, payload: Any = None) -> bool:
-        """Send the one reply of ``req``; False if it was already answered."""
+        """Send the one reply of ``req``: bytes, a list of parts, or None (no body).
+        True when the kernel took it; False when ``req`` was answered already (an
+        interrupt handler's EINTR) or the write failed (the request is gone): whatever
+        the reply handed out must then be taken back by the caller."""
         if req.replied:
             return False
-        # ``replied`` is set once the reply is built and written: a payload that cannot
-        # be sent (a handler bug) raises here and the request is still answered EIO.
-        if payload is None:
-            data: Any = _OUT_HEADER_PACK(16, 0, req.unique)
-            self._write(req.fd, data, req.unique)
-        elif isinstance(payload, (list, tuple)):
-            size = 16 + sum(len(p) for p in payload)
-            self._writev(req.fd, [_OUT_HEADER_PACK(size, 0, req.unique), *payload], req.unique)
+        # ``replied`` is set once the reply is written: a payload that cannot be encoded
+        # or written (a handler bug) raises here and the request is still answered EIO.
+        unique = req.unique
+        cls = payload.__class__
+        if cls is bytes and len(payload) <= _JOIN_MAX:
+            # One buffer: cheaper than writev's iovecs for the usual small reply.
+            ok = self._write(req.fd, _OUT_HEADER_PACK(16 + len(payload), 0, unique)
+                             + payload, unique)
+        elif payload is None:
+            ok = self._write(req.fd, _OUT_HEADER_PACK(16, 0, unique), unique)
+        elif cls is list or cls is tuple:
+            ok = self._writev(req.fd, [_OUT_HEADER_PACK(16 + sum(map(len, payload)), 0,
+                                                        unique), *payload], unique)
         else:
-            self._writev(req.fd, [_OUT_HEADER_PACK(16 + len(payload), 0, req.unique),
-                                  payload], req.unique)
+            ok = self._writev(req.fd, [_OUT_HEADER_PACK(16 + len(payload), 0, unique),
+                                       payload], unique)
         req.replied = True
-        return True
+        return ok
 
     def reply_error(self, req: Request, err: int) -> bool:
         if req.replied:
@@ -276,30 +376,35 @@ class Session:
         req.replied = True
         if not 0 < err < 1000:
             err = errno.EIO
-        self.stats["errors"] += 1
+        self.errors += 1
         self._write(req.fd, _OUT_HEADER_PACK(16, -err, req.unique), req.unique)
         return True
 
-    def _reply_error(self, fd: int, unique: int, err: int, why: str = "") -> None:
+    def answer_error(self, fd: int, unique: int, err: int, why: str = "") -> None:
+        """Answer a request that never became a Request (refused by the checks)."""
         if why:
             log.error("%s (unique %d): answering %s", why, unique, errno.errorcode[err])
         self._write(fd, _OUT_HEADER_PACK(16, -err, unique), unique)
 
-    def _write(self, fd: int, data: bytes, unique: int) -> None:
+    def _write(self, fd: int, data: bytes, unique: int) -> bool:
         if self.dump is not None:
             self._dump(b"W", data)
         try:
             os.write(fd, data)
         except OSError as exc:
             self._write_failed(exc, unique)
+            return False
+        return True
 
-    def _writev(self, fd: int, bufs: list, unique: int) -> None:
+    def _writev(self, fd: int, bufs: list, unique: int) -> bool:
         if self.dump is not None:
             self._dump(b"W", b"".join(bytes(b) for b in bufs))
         try:
             os.writev(fd, bufs)
         except OSError as exc:
             self._write_failed(exc, unique)
+            return False
+        return True
 
     def _dump(self, direction: bytes, message: Any) -> None:
         """--dump-fuse: a dump that cannot be written (disk full) stops; serving goes on."""
@@ -321,81 +426,3 @@ class Session:
         else:
             log.error("reply to unique %d failed: %s", unique, exc)
 
-    # -- helpers for handlers ----------------------------------------------------------
-
-    def umask(self, umask: int) -> int:
-        """The umask still to apply: 0 when the kernel applied it already (no DONT_MASK)."""
-        return umask if self.flags & abi.InitFlag.DONT_MASK else 0
-
-    # -- tables --------------------------------------------------------------------
-    def inode(self, nodeid: int) -> Inode:
-        inode = self.itable.by_nodeid.get(nodeid)
-        if inode is None:
-            raise FopError(errno.ESTALE)
-        return inode
-
-    def new_fh(self, fd: Fd) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        fd.fh = fh
-        self.fds[fh] = fd
-        fd.inode.refs += 1
-        return fh
-
-    def fd(self, fh: int) -> Fd:
-        fd = self.fds.get(fh)
-        if fd is None:
-            raise FopError(errno.EBADF)
-        return fd
-
-    async def drop_fh(self, fh: int) -> None:
-        fd = self.fds.pop(fh, None)
-        if fd is not None:
-            fd.inode.refs -= 1
-            await self.maybe_forget(fd.inode)
-
-    async def maybe_forget(self, inode: Inode) -> None:
-        if self.itable.purge(inode):
-            self.lru.pop(inode.nodeid, None)
-            await self.graph.forget(inode)
-
-    # -- --lru-limit -----------------------------------------------------------------
-    def lru_touch(self, inode: Inode, parent: Inode, name: bytes) -> None:
-        """``inode`` was handed to the kernel as ``name`` in ``parent``.  Past the limit,
-        the least recently handed-out names are invalidated (INVAL_ENTRY, from the
-        notification thread) so the kernel drops them and FORGETs their inodes, as
-        GlusterFS's lru-limit does: each inode may hold resources (storage/posix keeps
-        a descriptor per inode)."""
-        lru = self.lru
-        nodeid = inode.nodeid
-        lru[nodeid] = (parent, name)
-        lru.move_to_end(nodeid)
-        if len(lru) > self.lru_limit and self.notifier is not None:
-            self._lru_evict(len(lru) - self.lru_limit + self.lru_limit // 16)
-
-    def _lru_evict(self, count: int) -> None:
-        lru = self.lru
-        for _ in range(min(count, len(lru))):
-            nodeid, (parent, name) = lru.popitem(last=False)
-            if nodeid in self.itable.by_nodeid:
-                self.notifier.send(InvalidateEntry(parent, name))
-                self.stats["lru-invalidations"] = self.stats.get("lru-invalidations", 0) + 1
-
-
-def _opname(opcode: int) -> str:
-    try:
-        return abi.Opcode(opcode).name
-    except ValueError:
-        return f"opcode {opcode}"
-
-
-def effective_lru_limit(wanted: int, leaves: int = 1) -> int:
-    """--lru-limit, kept below what the process may hold open: translators may keep a
-    descriptor per inode (storage/posix does; ``leaves`` storage translators, as many),
-    and the kernel keeps inodes it has looked up until told otherwise.  0 means no
-    limit but that one."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    fds = hard if hard != resource.RLIM_INFINITY else soft
-    cap = (max(1024, int(fds * 0.75) // max(1, leaves))
-           if fds != resource.RLIM_INFINITY else 1 << 30)
-    return min(wanted, cap) if wanted > 0 else cap

@@ -1,7 +1,8 @@
 """FUSE messages as one line of text: every field of a request, its reply or a
-notification, decoded with ``fuse_bridge.abi``'s layouts (this module holds no struct
-format of its own: only which abi layout a reply of each opcode carries, and field names
-where abi has no NamedTuple for a layout).
+notification, decoded with ``fuse_bridge.abi``'s layouts as the opcode table
+(``fuse_bridge.opcodes``) assigns them to each opcode's request and reply (this module
+holds no struct format and no per-opcode layout of its own: only field names where abi has
+no NamedTuple for a layout, and how a few bodies are shown).
 
     READ unique=14 nodeid=5 uid=0 gid=0 pid=812 len=80 fh=1 offset=0 size=4096 ...
     READ unique=14 ok len=16400 data=16384 bytes
@@ -18,6 +19,7 @@ import struct
 from typing import Any, Optional, Sequence
 
 from . import abi
+from .opcodes import NO_REPLY, TABLE
 
 O = abi.Opcode
 _ATTR = abi.Attr._fields
@@ -82,18 +84,6 @@ for _layout, _tuple in ((abi.GETATTR_IN, abi.GetattrIn), (abi.SETATTR_IN, abi.Se
     FIELD_NAMES.setdefault(_layout, _tuple._fields)
 del _layout, _tuple
 
-#: The fixed part of a successful reply to each opcode (absent: no fixed part).
-REPLY_LAYOUT: dict[int, struct.Struct] = {
-    O.LOOKUP: abi.ENTRY_OUT, O.MKNOD: abi.ENTRY_OUT, O.MKDIR: abi.ENTRY_OUT,
-    O.SYMLINK: abi.ENTRY_OUT, O.LINK: abi.ENTRY_OUT, O.CREATE: abi.ENTRY_OUT,
-    O.TMPFILE: abi.ENTRY_OUT, O.GETATTR: abi.ATTR_OUT, O.SETATTR: abi.ATTR_OUT,
-    O.OPEN: abi.OPEN_OUT, O.OPENDIR: abi.OPEN_OUT, O.WRITE: abi.WRITE_OUT,
-    O.STATFS: abi.STATFS_OUT, O.GETLK: abi.LK_OUT, O.INIT: abi.INIT_OUT,
-    O.BMAP: abi.BMAP_OUT, O.IOCTL: abi.IOCTL_OUT, O.POLL: abi.POLL_OUT,
-    O.LSEEK: abi.LSEEK_OUT, O.COPY_FILE_RANGE: abi.WRITE_OUT,
-    O.COPY_FILE_RANGE_64: abi.COPY_FILE_RANGE_OUT, O.STATX: abi.STATX_OUT,
-    O.CUSE_INIT: abi.CUSE_INIT_OUT,
-}
 _NOTIFY_LAYOUT: dict[int, struct.Struct] = {
     abi.NotifyCode.POLL: abi.NOTIFY_POLL_WAKEUP_OUT,
     abi.NotifyCode.INVAL_INODE: abi.NOTIFY_INVAL_INODE_OUT,
@@ -107,11 +97,7 @@ _NAMED_AFTER = {abi.NotifyCode.INVAL_ENTRY, abi.NotifyCode.DELETE}
 _DATA_REPLY = {O.READ, O.GETXATTR, O.LISTXATTR, O.IOCTL}
 
 
-def opcode_name(opcode: int) -> str:
-    try:
-        return O(opcode).name
-    except ValueError:
-        return f"OPCODE_{opcode}"
+opcode_name = abi.opcode_name
 
 
 def _value(name: str, value: int) -> str:
@@ -144,7 +130,7 @@ def _extensions(ext: bytes) -> list[str]:
         if typ == abi.ExtType.GROUPS and size >= abi.EXT_HEADER.size + abi.SUPP_GROUPS.size:
             (count,) = abi.SUPP_GROUPS.unpack_from(ext, pos + abi.EXT_HEADER.size)
             start = pos + abi.EXT_HEADER.size + abi.SUPP_GROUPS.size
-            gids = struct.unpack_from(f"<{count}I", ext, start) if \
+            gids = abi.unpack_u32s(ext, start, count) if \
                 start + 4 * count <= len(ext) else ()
             out.append("groups=" + ",".join(map(str, gids)))
         elif typ <= abi.FUSE_MAX_NR_SECCTX:
@@ -160,7 +146,8 @@ def request_layout(opcode: int, setxattr_ext: bool, body_len: int) -> Optional[s
         return abi.SETXATTR_IN
     if opcode == O.INIT and body_len >= abi.INIT_IN.size:
         return abi.INIT_IN
-    return abi.OPCODE_INPUT.get(opcode) if opcode in O._value2member_map_ else None
+    row = TABLE.get(opcode)
+    return row.input if row is not None else None
 
 
 def describe_request(m: Any, setxattr_ext: bool = False) -> str:
@@ -187,15 +174,14 @@ def describe_request(m: Any, setxattr_ext: bool = False) -> str:
                 for i in range(min(count, len(rest) // abi.FORGET_ONE.size))]
         parts.append("forget=" + ",".join(f"{n}:{k}" for n, k in ones))
         rest = b""
-    count = abi.OPCODE_NAMES.get(opcode, 0) if opcode in O._value2member_map_ else 0
-    if count:
+    row = TABLE.get(opcode)
+    labels = row.names if row is not None else ()
+    if labels:
         try:
-            names = abi.split_names(rest, count)
+            names = abi.split_names(rest, len(labels))
         except ValueError:
             parts.append(f"malformed: names not NUL-terminated ({len(rest)} bytes)")
             names, rest = [], b""
-        labels = {O.SYMLINK: ("name", "target"), O.RENAME: ("name", "newname"),
-                  O.RENAME2: ("name", "newname")}.get(opcode, ("name",))
         parts += [f"{label}={_q(n)}" for label, n in zip(labels, names)]
         rest = rest[sum(len(n) + 1 for n in names):]
     if opcode in (O.WRITE, O.SETXATTR, O.IOCTL) or rest and opcode != O.TMPFILE:
@@ -242,26 +228,24 @@ def describe_reply(m: Any, request_opcode: Optional[int] = None,
         return " ".join(parts)
     op = request_opcode
     if op in (O.GETXATTR, O.LISTXATTR) and request_size == 0:
-        layout: Optional[struct.Struct] = abi.GETXATTR_OUT
+        layouts: tuple[struct.Struct, ...] = (abi.GETXATTR_OUT,)
     else:
-        layout = REPLY_LAYOUT.get(op)
-        if op in (O.GETXATTR, O.LISTXATTR):
-            layout = None
+        row = TABLE.get(op)
+        layouts = row.out if row is not None else ()
     pos = 0
-    if layout is not None and len(body) >= layout.size:
-        parts += fields(layout, body)
-        pos = layout.size
-    if op in (O.CREATE, O.TMPFILE) and len(body) >= pos + abi.OPEN_OUT.size:
-        parts += fields(abi.OPEN_OUT, body, pos)
-        pos += abi.OPEN_OUT.size
+    for layout in layouts:
+        if len(body) < pos + layout.size:
+            break
+        parts += fields(layout, body, pos)
+        pos += layout.size
     rest = body[pos:]
     if op in (O.READDIR, O.READDIRPLUS):
         parts.append(_dirents(rest, op == O.READDIRPLUS))
     elif op == O.READLINK:
         parts.append(f"target={_q(rest)}")
-    elif op == O.LISTXATTR and layout is None:
+    elif op == O.LISTXATTR and not pos:
         parts.append("names=" + ",".join(_q(n) for n in rest.split(b"\0")[:-1]))
-    elif rest or op in _DATA_REPLY and layout is None:
+    elif rest or op in _DATA_REPLY and not pos:
         parts.append(f"data={len(rest)} bytes")
     return " ".join(parts)
 
@@ -281,7 +265,7 @@ def _describe_notify(code: int, length: int, body: bytes) -> str:
         elif code == abi.NotifyCode.STORE:
             parts.append(f"data={len(rest)} bytes")
         elif rest and code == abi.NotifyCode.PRUNE:
-            ids = struct.unpack_from(f"<{len(rest) // 8}Q", rest)
+            ids = abi.unpack_u64s(rest, 0, len(rest) // 8)
             parts.append("nodeids=" + ",".join(map(str, ids)))
     return " ".join(parts)
 
@@ -298,7 +282,7 @@ class Conversation:
         line = describe_request(m, self.setxattr_ext)
         if len(m) >= abi.IN_HEADER.size:
             _, opcode, unique, *_ = abi.IN_HEADER.unpack_from(m)
-            if opcode not in abi.NO_REPLY_OPCODES:
+            if opcode not in NO_REPLY:
                 size = None
                 if opcode in (O.GETXATTR, O.LISTXATTR) and \
                         len(m) >= abi.IN_HEADER.size + abi.GETXATTR_IN.size:

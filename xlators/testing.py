@@ -16,6 +16,12 @@ A :class:`Harness` wraps a top translator (or a whole :class:`~xlators.Graph`); 
 ``create``, ``mkdir``, ``read``, ``write``, ``listdir``, ...) resolve paths with real
 lookups, so every fop they issue goes through the stack as the bridge would send it.
 ``h.top.FOP(h.frame(), ...)`` calls any fop directly.
+
+The harness is a client as the FUSE bridge is: ``h.client`` is the same
+:class:`~xlators.core.client.ClientState` (node and handle tables, lookup counts, forget),
+so an entry a helper resolves counts one lookup, an open holds its inode until it is
+closed, and ``h.forget(path)`` takes lookups back as the kernel's FORGET does (the inode
+leaves the table, and ``forget`` goes down the stack, when nothing references it).
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import trio
 
+from .core.client import ClientState
 from .core.errors import FopError
 from .core.events import Event
 from .core.fops import FOP_BY_NAME, FOPS
@@ -54,7 +61,7 @@ class Harness:
         else:
             self.graph = None
             self.top = top
-        self.itable = self.top.itable
+        self.client = ClientState(self.top, graph=self.graph)
         self.uid = self.gid = 0
         self.pid = os.getpid()
         self._unique = 0
@@ -141,6 +148,10 @@ class Harness:
 
     # -- path helpers ----------------------------------------------------------------
     @property
+    def itable(self) -> InodeTable:
+        return self.client.itable
+
+    @property
     def root(self) -> Inode:
         return self.itable.root
 
@@ -152,9 +163,18 @@ class Harness:
         """Resolve ``path`` component by component; returns the last Entry."""
         entry = Entry(self.root, await self.top.getattr(frame or self.frame(), self.root))
         for name in self._split(path):
-            entry = await self.top.lookup(frame or self.frame(), Loc(entry.inode, name))
-            self.itable.lookup_ref(entry.inode)
+            parent = entry.inode
+            entry = await self.top.lookup(frame or self.frame(), Loc(parent, name))
+            self.client.count_lookup(entry.inode, parent, name)
         return entry
+
+    async def forget(self, path_or_inode: str | bytes | Inode, n: int = 1) -> None:
+        """Take back ``n`` lookups of an inode, as the kernel's FORGET does."""
+        inode = path_or_inode
+        if not isinstance(inode, Inode):
+            inode = (await self.lookup(path_or_inode)).inode
+            n += 1          # that lookup counted one too
+        await self.client.forget(inode.nodeid, n)
 
     async def parent_loc(self, path: str | bytes, frame: Optional[Frame] = None) -> Loc:
         parts = self._split(path)
@@ -175,8 +195,8 @@ class Harness:
         fd = Fd(loc.parent, flags, fr.pid)
         entry = await self.top.create(fr, loc, flags, stat.S_IFREG | mode, umask, fd)
         fd.inode = entry.inode
-        entry.inode.refs += 1
-        self.itable.lookup_ref(entry.inode)
+        self.client.new_fh(fd)
+        self.client.count_lookup(entry.inode, loc.parent, loc.name)
         return fd
 
     async def open(self, path: str | bytes, flags: int = os.O_RDWR,
@@ -185,7 +205,7 @@ class Harness:
         fr = frame or self.frame()
         fd = Fd(e.inode, flags, fr.pid)
         await self.top.open(fr, e.inode, flags, fd)
-        e.inode.refs += 1
+        self.client.new_fh(fd)
         return fd
 
     async def close(self, fd: Fd, frame: Optional[Frame] = None) -> None:
@@ -199,6 +219,12 @@ class Harness:
                 finally:
                     await self.top.release(fr, fd)
         finally:
+            await self._drop(fd)
+
+    async def _drop(self, fd: Fd) -> None:
+        if fd.fh and self.client.fds.get(fd.fh) is fd:
+            await self.client.drop_fh(fd.fh)
+        else:               # an Fd the caller made and opened itself
             fd.inode.refs -= 1
 
     async def write(self, fd: Fd, data: bytes, offset: int = 0,
@@ -255,7 +281,7 @@ class Harness:
         fr = frame or self.frame()
         fd = Fd(e.inode, os.O_RDONLY, fr.pid, is_dir=True)
         await self.top.opendir(fr, e.inode, fd)
-        e.inode.refs += 1
+        self.client.new_fh(fd)
         out: list[DirEntry] = []
         offset = 0
         try:

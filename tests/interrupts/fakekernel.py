@@ -197,7 +197,7 @@ async def fake_kernel(stack: str = STACK, **options: Any):
     for k, v in options.items():
         setattr(opts, k, v)
     session = Session(graph, ours.fileno(), opts)
-    session.top = gate
+    session.client.set_graph(graph, gate)
     kernel = FakeKernel(trio.socket.from_stdlib_socket(theirs), theirs, session, gate)
     try:
         async with trio.open_nursery() as nursery:

@@ -214,6 +214,6 @@ def test_split_brain_resolved_by_size(mirror) -> None:
 
 def test_the_inode_cache_limit_counts_every_brick() -> None:
     """Each brick may hold a descriptor per cached inode: a mirror halves the bound."""
-    from fuse_bridge.session import effective_lru_limit
+    from fuse_bridge.client import effective_lru_limit
     one, two = effective_lru_limit(0, 1), effective_lru_limit(0, 2)
     assert two <= max(1024, one // 2) and two >= 1024

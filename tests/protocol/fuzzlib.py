@@ -21,12 +21,12 @@ from typing import Any, Optional
 
 from hypothesis import strategies as st
 
-from fuse_bridge import abi
+from fuse_bridge import abi, opcodes
 from tests.protocol.kernel import FakeKernel, cstr, decode_direntplus
 
 O = abi.Opcode
 HDR = abi.IN_HEADER.size
-NO_REPLY = frozenset(int(o) for o in abi.NO_REPLY_OPCODES)
+NO_REPLY = opcodes.NO_REPLY
 LOCK_OWNER = 7
 _ENTRY_OPS = frozenset({O.LOOKUP, O.MKNOD, O.MKDIR, O.SYMLINK, O.LINK})
 SENTINEL_BASE = 1 << 56            # uniques of the fuzzer's own GETATTRs
@@ -411,8 +411,7 @@ class Requests:
         if opcode in (O.COPY_FILE_RANGE, O.COPY_FILE_RANGE_64):
             return abi.COPY_FILE_RANGE_IN.pack(self.fh(), off(), self.nodeid(), self.fh(),
                                                off(), off(), d(sample([0, 1]))), nid
-        layout = abi.OPCODE_INPUT.get(opcode) if opcode in set(abi.Opcode) else None
-        size = layout.size if layout is not None else 0
+        size = opcodes.min_body(opcode)
         return d(binary(min_size=size, max_size=size + 16)), nid
 
     # -- one request, possibly broken ------------------------------------------------------

@@ -134,7 +134,7 @@ def test_describe_notifications_and_short_messages():
 async def test_two_names_and_setxattr_names(tmp_path):
     path = tmp_path / "fuse.dump"
     async with serve(options=BridgeOptions(dump_fuse=str(path))) as (k, s):
-        assert s.flags & I.SETXATTR_EXT
+        assert s.client.flags & I.SETXATTR_EXT
         e, o = (await k.create(1, b"a")).create()
         (await k.rename(1, b"a", 1, b"b")).ok()
         (await k.symlink(1, b"link", b"target")).entry()

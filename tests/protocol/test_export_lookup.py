@@ -30,7 +30,7 @@ async def test_dot_of_a_forgotten_nodeid_resolves_to_that_nodeid():
         assert (again.nodeid, again.generation) == (e.nodeid, e.generation)
         assert again.attr.ino == e.attr.ino and again.attr.size == 5
         assert s.itable.by_nodeid[e.nodeid].nlookup == 1       # one kernel reference
-        assert e.nodeid not in s.lru                           # "." names nothing to drop
+        assert e.nodeid not in s.client.lru                           # "." names nothing to drop
         o = (await k.open(e.nodeid)).open()
         assert (await k.read(e.nodeid, o.fh, 100)).ok().body == b"hello"
         (await k.release(e.nodeid, o.fh)).ok()

@@ -168,7 +168,7 @@ async def test_open_flags_beyond_a_c_int_are_einval(make, flags):
         assert (await k.open(e.nodeid, flags)).errno == errno.EINVAL
         assert (await k.opendir(1, flags)).errno == errno.EINVAL
         assert (await k.create(1, b"g", flags)).errno == errno.EINVAL
-        assert s.stats["exceptions"] == 0 and s.fds == {}
+        assert s.stats["exceptions"] == 0 and s.client.fds == {}
         await k.forget(e.nodeid, 1)
         await k.sync()
         assert len(s.itable) == 1
@@ -243,7 +243,7 @@ async def test_open_failing_after_the_storage_opened_releases_it(make):
             assert (await k.open(e.nodeid)).errno == errno.EIO
             assert (await k.opendir(d)).errno == errno.EIO
             assert (await k.create(d, b"new")).errno == errno.EIO
-        assert s.fds == {} and open_fds() == fds_before
+        assert s.client.fds == {} and open_fds() == fds_before
         assert sorted(i.nodeid for i in s.itable) == sorted([1, d, e.nodeid]), list(s.itable)
         if "memory" in g.xlators:
             nodes = g.xlators["memory"].nodes

@@ -86,7 +86,7 @@ async def test_yes_without_the_kernel_fails_init(tmp_path: Path) -> None:
         r = await k.init()
         assert r.errno == errno.EOPNOTSUPP
         await s.ended.wait()
-        assert "--fuse-passthrough=yes: the kernel does not offer" in s.passthrough.failure
+        assert "--fuse-passthrough=yes: the kernel does not offer" in s.client.passthrough.failure
 
 
 async def test_offered_and_allowed(tmp_path: Path, monkeypatch) -> None:
@@ -171,7 +171,7 @@ async def test_real_ioctl_on_a_non_fuse_device_falls_back(tmp_path: Path) -> Non
         (await k.write(e.nodeid, o.fh, b"abc")).ok()
         assert (await k.read(e.nodeid, o.fh, 3)).ok().body == b"abc"
         (await k.release(e.nodeid, o.fh)).ok()
-        assert s.passthrough.stats["refused"] == 1
+        assert s.client.passthrough.stats["refused"] == 1
 
 
 async def test_direct_io_open_without_a_backing_has_no_io_mode(tmp_path: Path,

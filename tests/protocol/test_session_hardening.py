@@ -251,7 +251,7 @@ async def test_a_reply_that_cannot_be_sent_is_still_answered_once():
     async def bad_statfs(s, req, body):
         return 12345                                  # not bytes
     async with serve() as (k, s):
-        s.handlers[int(O.STATFS)] = bad_statfs
+        s.set_handler(int(O.STATFS), bad_statfs)
         u = await k.send(O.STATFS, b"", 1)
         assert (await k.recv()).raw == error_reply(u, errno.EIO)
         assert await k.silence(0.1)

@@ -171,7 +171,7 @@ async def test_mkdir_and_create():
         assert stat.S_ISREG(e.attr.mode) and e.attr.mode & 0o777 == 0o640
         inode = s.itable.by_nodeid[e.nodeid]
         assert inode.nlookup == 1 and inode.refs == 1
-        assert s.fds[o.fh].inode is inode and not s.fds[o.fh].is_dir
+        assert s.client.fds[o.fh].inode is inode and not s.client.fds[o.fh].is_dir
         # CREATE of an existing name opens it (no O_EXCL), EEXIST with O_EXCL
         e2, o2 = (await k.create(d.nodeid, b"file")).create()
         assert e2.nodeid == e.nodeid and o2.fh != o.fh and inode.nlookup == 2
@@ -419,7 +419,7 @@ async def test_forget_of_an_open_file_waits_for_release():
         (await k.flush(nodeid, fh)).ok()
         (await k.release(nodeid, fh)).ok()
         assert nodeid not in s.itable.by_nodeid and gate.forgotten == [inode]
-        assert s.fds == {}
+        assert s.client.fds == {}
 
 
 # --------------------------------------------------------------------------- names
@@ -476,7 +476,7 @@ async def test_symlink_and_readlink():
 async def test_xattrs(ext):
     flags = ALL_FLAGS if ext else ALL_FLAGS & ~int(I.SETXATTR_EXT)
     async with serve(flags=flags) as (k, s):
-        assert bool(s.flags & I.SETXATTR_EXT) == ext
+        assert bool(s.client.flags & I.SETXATTR_EXT) == ext
         nodeid, _ = await make_file(k, 1, b"f")
         value = b"value\0with\xffbytes"
         (await k.setxattr(nodeid, b"user.one", value, ext=ext)).ok()
@@ -540,14 +540,14 @@ async def test_flush_and_release_empty_the_fh_table():
         e, o = (await k.create(1, b"f")).create()
         o2 = (await k.open(e.nodeid, os.O_RDONLY)).open()
         inode = s.itable.by_nodeid[e.nodeid]
-        assert set(s.fds) == {o.fh, o2.fh} and inode.refs == 2
+        assert set(s.client.fds) == {o.fh, o2.fh} and inode.refs == 2
         u = await k.send(O.FLUSH, abi.FLUSH_IN.pack(o.fh, 77), e.nodeid)
         assert (await k.recv()).raw == HDR.pack(16, 0, u)
         u = await k.send(O.RELEASE, abi.RELEASE_IN.pack(o.fh, os.O_RDWR, 0, 0), e.nodeid)
         assert (await k.recv()).raw == HDR.pack(16, 0, u)
-        assert set(s.fds) == {o2.fh} and inode.refs == 1
+        assert set(s.client.fds) == {o2.fh} and inode.refs == 1
         (await k.release(e.nodeid, o2.fh, release_flags=abi.ReleaseFlag.FLUSH)).ok()
-        assert s.fds == {} and inode.refs == 0
+        assert s.client.fds == {} and inode.refs == 0
         assert (await k.release(e.nodeid, o.fh)).errno == errno.EBADF
         assert (await k.flush(e.nodeid, o.fh)).errno == errno.EBADF
         assert s.itable.by_nodeid[e.nodeid] is inode               # still looked up
@@ -557,17 +557,17 @@ async def test_opendir_releasedir_fsyncdir():
     async with serve() as (k, s):
         d = (await k.mkdir(1, b"d")).entry()
         o = (await k.opendir(d.nodeid)).open()
-        fd = s.fds[o.fh]
+        fd = s.client.fds[o.fh]
         assert fd.is_dir and fd.inode is s.itable.by_nodeid[d.nodeid]
         assert fd.inode.refs == 1
         (await k.fsync(d.nodeid, o.fh, dir=True)).ok()
         u = await k.send(O.RELEASEDIR, abi.RELEASE_IN.pack(o.fh, 0, 0, 0), d.nodeid)
         assert (await k.recv()).raw == HDR.pack(16, 0, u)
-        assert s.fds == {} and fd.inode.refs == 0
+        assert s.client.fds == {} and fd.inode.refs == 0
         assert (await k.releasedir(d.nodeid, o.fh)).errno == errno.EBADF
         f, _ = await make_file(k, 1, b"f")
         assert (await k.opendir(f)).errno == errno.ENOTDIR
-        assert s.fds == {}
+        assert s.client.fds == {}
 
 
 # --------------------------------------------------------------------------- FALLOCATE, LSEEK

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from fuse_bridge import abi, ops
+from fuse_bridge.opcodes import TABLE
 from fuse_bridge.options import BridgeOptions
 from fuse_bridge.session import Session
 from tests.protocol.kernel import (ALL_FLAGS, ALL_FLAGS2, MEMORY_VOL, FakeKernel, cstr,
@@ -42,9 +43,9 @@ async def test_request_before_init_is_eio():
             u = await k.send(op, body, nodeid)
             r = await k.recv()
             assert r.raw == error_reply(u, errno.EIO)
-        assert not s.initialized
+        assert not s.client.initialized
         (await k.init()).init()
-        assert s.initialized
+        assert s.client.initialized
         (await k.getattr(1)).attr()
 
 
@@ -68,7 +69,7 @@ async def test_init_golden_reply():
                                  0, 0, 0, 0)
         assert len(body) == 64
         assert r.raw == HDR.pack(16 + 64, 0, u) + body
-        assert s.flags == DEFAULT_WANTED and s.proto_minor == 45 and s.max_write == 1 << 20
+        assert s.client.flags == DEFAULT_WANTED and s.client.proto_minor == 45 and s.client.max_write == 1 << 20
         assert s.init_done.is_set()
 
 
@@ -78,7 +79,7 @@ async def test_init_minor_is_the_lower_one(kminor, expect):
     async with serve(init=False) as (k, s):
         out = (await k.init(minor=kminor)).init()
         assert (out.major, out.minor) == (7, expect)
-        assert s.proto_minor == expect
+        assert s.client.proto_minor == expect
 
 
 @pytest.mark.parametrize("kminor,size", [(12, 24), (22, 24), (23, 64), (35, 64),
@@ -88,7 +89,7 @@ async def test_init_reply_size_follows_the_minor(kminor, size):
         flags = ALL_FLAGS if kminor >= 28 else (1 << 16) - 1
         r = await k.init(minor=kminor, flags=flags, max_readahead=4096)
         assert len(r.body) == size and r.len == 16 + size
-        full = abi.INIT_OUT.pack(7, kminor, 4096, r.init().flags, 64, 48, s.max_write, 1,
+        full = abi.INIT_OUT.pack(7, kminor, 4096, r.init().flags, 64, 48, s.client.max_write, 1,
                                  r.init().max_pages, 0, 0, 0, 0)
         assert r.body == full[:size]
 
@@ -150,7 +151,7 @@ async def test_init_max_write_and_max_pages(max_write, flags, want_write, want_p
     async with serve(options=BridgeOptions(max_write=max_write), init=False) as (k, s):
         out = (await k.init(flags=flags)).init()
         assert (out.max_write, out.max_pages) == (want_write, want_pages)
-        assert s.max_write == want_write
+        assert s.client.max_write == want_write
         assert bool(out.flags & I.MAX_PAGES) == bool(want_pages)
         assert s.bufsize >= abi.FUSE_MIN_READ_BUFFER
 
@@ -164,13 +165,13 @@ async def test_init_ext_flags2_split(monkeypatch):
         assert out.flags2 == high
         assert out.flags & I.INIT_EXT
         assert out.flags >> 32 == 0
-        assert s.flags & I.HAS_EXPIRE_ONLY and s.flags & I.SECURITY_CTX
+        assert s.client.flags & I.HAS_EXPIRE_ONLY and s.client.flags & I.SECURITY_CTX
     async with serve(init=False) as (k, s):
         # Without INIT_EXT, flags2 is not looked at (even in a 64-byte body).
         body = abi.INIT_IN.pack(7, 45, 0, ALL_FLAGS & ~int(I.INIT_EXT), ALL_FLAGS2)
         out = (await k.call(O.INIT, body)).init()
         assert out.flags2 == 0 and not out.flags & I.INIT_EXT
-        assert s.flags >> 32 == 0
+        assert s.client.flags >> 32 == 0
 
 
 async def test_init_default_wants_nothing_in_flags2():
@@ -184,11 +185,11 @@ async def test_init_newer_major_gets_only_major_minor_then_resend():
         u = await k.send(O.INIT, k.init_body(major=8, minor=3))
         r = await k.recv()
         assert r.raw == HDR.pack(24, 0, u) + struct.pack("<II", 7, 45)
-        assert not s.initialized
+        assert not s.client.initialized
         assert (await k.getattr(1)).errno == errno.EIO   # still not initialized
         out = (await k.init(major=7, minor=45)).init()
         assert (out.major, out.minor) == (7, 45)
-        assert s.initialized
+        assert s.client.initialized
         (await k.getattr(1)).attr()
 
 
@@ -198,15 +199,15 @@ async def test_init_too_old_is_eproto(major, minor):
         u = await k.send(O.INIT, abi.INIT_IN_COMPAT.pack(major, minor, 0, ALL_FLAGS))
         r = await k.recv()
         assert r.raw == error_reply(u, errno.EPROTO)
-        assert not s.initialized
+        assert not s.client.initialized
 
 
 async def test_second_init_is_eio():
     async with serve() as (k, s):
-        flags = s.flags
+        flags = s.client.flags
         u = await k.send(O.INIT, k.init_body(flags=int(I.ASYNC_READ)))
         assert (await k.recv()).raw == error_reply(u, errno.EIO)
-        assert s.flags == flags
+        assert s.client.flags == flags
         (await k.getattr(1)).attr()
 
 
@@ -214,13 +215,12 @@ async def test_init_short_body_is_eio():
     async with serve(init=False) as (k, s):
         u = await k.send(O.INIT, struct.pack("<II", 7, 45))
         assert (await k.recv()).raw == error_reply(u, errno.EIO)
-        assert not s.initialized
+        assert not s.client.initialized
 
 
 # --------------------------------------------------------------------------- opcodes
 
-UNHANDLED = sorted(int(op) for op in abi.Opcode
-                   if op not in ops.HANDLERS and op not in abi.NO_REPLY_OPCODES)
+UNHANDLED = sorted(op for op, row in TABLE.items() if row.handler is None and row.reply)
 
 
 @pytest.mark.parametrize("opcode", UNHANDLED + [99, 4095, 0])

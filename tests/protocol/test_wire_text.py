@@ -9,7 +9,8 @@ import struct
 from fuse_bridge import abi
 from fuse_bridge.dump import decode_file
 from fuse_bridge.options import BridgeOptions
-from fuse_bridge.wire_text import (FIELD_NAMES, REPLY_LAYOUT, Conversation, describe_reply,
+from fuse_bridge.opcodes import TABLE
+from fuse_bridge.wire_text import (FIELD_NAMES, Conversation, describe_reply,
                                    describe_request)
 from tests.protocol.kernel import serve
 
@@ -21,8 +22,8 @@ def _count(layout: struct.Struct) -> int:
 
 
 def test_every_layout_a_message_can_carry_has_a_name_per_field():
-    layouts = {v for v in abi.OPCODE_INPUT.values() if v is not None}
-    layouts |= set(REPLY_LAYOUT.values()) | {abi.SETXATTR_IN, abi.INIT_IN, abi.OPEN_OUT}
+    layouts = {r.input for r in TABLE.values() if r.input is not None}
+    layouts |= {o for r in TABLE.values() for o in r.out} | {abi.SETXATTR_IN, abi.INIT_IN}
     layouts |= {getattr(abi, n) for n in dir(abi) if n.startswith("NOTIFY_")
                 and n.endswith("_OUT") and isinstance(getattr(abi, n), struct.Struct)}
     structs = {n: getattr(abi, n) for n in dir(abi) if isinstance(getattr(abi, n), struct.Struct)}

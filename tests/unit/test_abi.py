@@ -312,17 +312,6 @@ def test_split_timeout() -> None:
     assert abi.split_timeout(2) == (2, 0)
 
 
-def test_opcode_input_table() -> None:
-    reserved = {abi.Opcode.CUSE_INIT_BSWAP_RESERVED, abi.Opcode.INIT_BSWAP_RESERVED}
-    assert set(abi.OPCODE_INPUT) == set(abi.Opcode) - reserved
-    assert abi.OPCODE_INPUT[abi.Opcode.READ] is abi.READ_IN
-    assert abi.OPCODE_INPUT[abi.Opcode.LOOKUP] is None
-    assert abi.OPCODE_INPUT[abi.Opcode.INIT].size == 16
-    assert abi.OPCODE_INPUT[abi.Opcode.SETXATTR].size == abi.FUSE_COMPAT_SETXATTR_IN_SIZE
-    assert set(abi.OPCODE_NAMES) <= set(abi.OPCODE_INPUT)
-    assert abi.NO_REPLY_OPCODES <= set(abi.OPCODE_INPUT)
-
-
 NAMEDTUPLE_OF = {
     "IN_HEADER": abi.InHeader, "OUT_HEADER": abi.OutHeader, "ATTR": abi.Attr,
     "KSTATFS": abi.Kstatfs, "FILE_LOCK": abi.FileLock, "INIT_IN": abi.InitIn,

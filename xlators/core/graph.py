@@ -13,6 +13,7 @@ import logging
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from .events import Event
+from .frame import system_frame
 from .inode import InodeTable
 from .registry import Registry, UnknownTypeError, default_registry
 from .translator import Translator
@@ -246,7 +247,6 @@ class Graph:
 
     async def forget(self, inode: Any) -> None:
         """Tell every translator that ``inode`` left the table (after InodeTable.purge)."""
-        from .frame import system_frame
         try:
             await self.top.forget(system_frame(), inode)
         except Exception:

@@ -41,7 +41,8 @@ class Inode:
 
 
 class Fd:
-    """An open file or directory.  ``fh`` is the bridge's handle number (0 in the harness)."""
+    """An open file or directory.  ``fh`` is its number in the client's handle table
+    (``xlators.core.client``; 0 until it has one)."""
     __slots__ = ("inode", "flags", "pid", "fh", "lk_owner", "ctx", "is_dir", "open_flags")
 
     def __init__(self, inode: Inode, flags: int = 0, pid: int = 0, *, is_dir: bool = False,
@@ -141,9 +142,14 @@ class InodeTable:
             self.by_ino[ino] = inode
             self.by_nodeid[inode.nodeid] = inode
         pins = _pins.get()
-        if pins is not None and pins.active and pins.task is _task():
-            inode.refs += 1
-            pins.inodes.append(inode)
+        if pins is not None and pins.active:
+            try:
+                task = _current_task()
+            except RuntimeError:        # a worker thread, or no trio at all
+                task = None
+            if pins.task is task:
+                inode.refs += 1
+                pins.inodes.append(inode)
         return inode
 
     def share_numbering(self, other: "InodeTable") -> None:
@@ -162,9 +168,6 @@ class InodeTable:
 
     def get(self, nodeid: int) -> Optional[Inode]:
         return self.by_nodeid.get(nodeid)
-
-    def lookup_ref(self, inode: Inode, n: int = 1) -> None:
-        inode.nlookup += n
 
     def forget(self, inode: Inode, n: int) -> bool:
         """Drop ``n`` kernel references; True when the inode left the table."""

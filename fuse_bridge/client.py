@@ -1,0 +1,72 @@
+"""The FUSE client's state: the shared tables and reference counting
+(``xlators.core.client.ClientState``) plus what INIT negotiated with the kernel and what
+the mount's flags say.
+
+Handlers are typed functions of ``(client, request, body)`` (``fuse_bridge.opcodes``): the
+client is everything they read and change besides the request itself; the transport
+(``fuse_bridge.session``) only reads, dispatches and replies.
+"""
+from __future__ import annotations
+
+import resource
+from typing import Optional
+
+from xlators.core.client import ClientState
+from xlators.core.graph import Graph
+
+from . import abi
+from .encode import Timeouts, max_io
+from .options import BridgeOptions
+from .passthrough import Passthrough
+
+_DONT_MASK = int(abi.InitFlag.DONT_MASK)
+
+
+class FuseClient(ClientState):
+    """One mount's client state."""
+
+    def __init__(self, graph: Graph, opts: Optional[BridgeOptions] = None) -> None:
+        opts = opts or BridgeOptions()
+        # every storage leaf may hold a descriptor per inode (a mirror: two)
+        leaves = sum(1 for xl in graph.xlators.values() if not xl.children)
+        super().__init__(graph.top, graph=graph,
+                         lru_limit=effective_lru_limit(opts.lru_limit, leaves))
+        self.opts = opts
+        self.timeouts = Timeouts(opts.entry_timeout, opts.attribute_timeout,
+                                 opts.negative_timeout)
+        # Negotiated by INIT (fuse_bridge.ops.init).
+        self.initialized = False
+        self.proto_minor = 0
+        self.flags = 0                        # negotiated INIT flags (64-bit set)
+        self.max_write = opts.max_write
+        self.max_io = max_io(0, self.max_write)   # the most one READ/READDIR asks
+        self.passthrough: Optional[Passthrough] = None
+        # From the mount's flags (fuse_bridge.mount_watch).
+        self.open_noatime = 0                 # O_NOATIME when the mount is noatime
+        self.opendir_noatime = 0              # ... or nodiratime
+        # Some translator implements lk: then POSIX and flock locks go to the graph.
+        self.handles_locks = graph.handles_locks()
+
+    def negotiated(self, flags: int, proto_minor: int, max_write: int) -> None:
+        """INIT's outcome."""
+        self.flags = flags
+        self.proto_minor = proto_minor
+        self.max_write = max_write
+        self.max_io = max_io(flags, max_write)
+        self.initialized = True
+
+    def umask(self, umask: int) -> int:
+        """The umask still to apply: 0 when the kernel applied it already (no DONT_MASK)."""
+        return umask if self.flags & _DONT_MASK else 0
+
+
+def effective_lru_limit(wanted: int, leaves: int = 1) -> int:
+    """--lru-limit, kept below what the process may hold open: translators may keep a
+    descriptor per inode (storage/posix does; ``leaves`` storage translators, as many),
+    and the kernel keeps inodes it has looked up until told otherwise.  0 means no
+    limit but that one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fds = hard if hard != resource.RLIM_INFINITY else soft
+    cap = (max(1024, int(fds * 0.75) // max(1, leaves))
+           if fds != resource.RLIM_INFINITY else 1 << 30)
+    return min(wanted, cap) if wanted > 0 else cap

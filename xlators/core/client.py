@@ -1,0 +1,171 @@
+"""What one client holds of a graph: the node and handle tables, and the reference counts
+that decide when an inode leaves the table.
+
+A *client* is whoever hands inodes and open files out to a kernel-like consumer: the FUSE
+bridge (``fuse_bridge.client.FuseClient`` adds what INIT negotiates) or the test harness
+(``xlators.testing.Harness``).  Both count references the same way, here:
+
+- ``nlookup`` (``Inode.nlookup``): one per entry the consumer *received* (a LOOKUP, CREATE,
+  MKNOD, MKDIR, SYMLINK, LINK reply, a READDIRPLUS entry): :meth:`ClientState.count_lookup`,
+  called once the reply went out; a FORGET takes them back (:meth:`ClientState.forget`);
+- ``refs``: one per open handle (:meth:`ClientState.new_fh` / :meth:`ClientState.drop_fh`)
+  and one per :class:`~xlators.core.inode.LinkPins` hold while a request runs;
+- an inode with neither leaves the table (``InodeTable.purge``) and ``forget`` goes down
+  the graph (:meth:`ClientState.purge`).  What a failed request linked but never handed
+  out leaves again through :meth:`ClientState.unpin` and :meth:`ClientState.purge_all`.
+
+``--lru-limit``: every entry handed out by name is remembered in handout order; past the
+limit the oldest are passed to ``invalidate(parent, name)`` (the bridge sends the kernel
+INVAL_ENTRY, so it drops the name and FORGETs the inode), as GlusterFS's lru-limit does.
+
+The active graph is held in one place, :meth:`ClientState.set_graph` (``graph``, ``top``,
+``itable`` change together).
+"""
+from __future__ import annotations
+
+import errno
+import logging
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Optional
+
+import trio
+
+from .errors import FopError
+from .frame import system_frame
+from .inode import Fd, Inode, InodeTable, LinkPins
+
+log = logging.getLogger("xlfs.client")
+
+#: ``invalidate(parent, name)``: tell the consumer to drop the name (LRU eviction).
+Invalidate = Callable[[Inode, bytes], None]
+
+
+class ClientState:
+    """The node table (``itable``, by nodeid), the handle table (``fds``, by fh) and the
+    reference counting of one client over one graph (or a bare translator stack)."""
+
+    def __init__(self, top: Any, itable: Optional[InodeTable] = None, *,
+                 graph: Any = None, lru_limit: int = 0) -> None:
+        self.graph: Any = None
+        self.top: Any = None
+        self.itable: InodeTable = itable if itable is not None else top.itable
+        self.nodes: dict[int, Inode] = self.itable.by_nodeid
+        self.set_graph(graph, top, self.itable)
+        self.fds: dict[int, Fd] = {}
+        self._next_fh = 1
+        self.lru: OrderedDict[int, tuple[Inode, bytes]] = OrderedDict()
+        self.lru_limit = lru_limit          # 0: no limit
+        self.invalidate: Optional[Invalidate] = None
+        self.lru_invalidations = 0
+
+    def set_graph(self, graph: Any, top: Any = None, itable: Optional[InodeTable] = None
+                  ) -> None:
+        """Make ``graph`` (or a bare ``top`` translator) the one requests go to."""
+        self.graph = graph
+        self.top = top if top is not None else graph.top
+        self.itable = itable if itable is not None else (
+            graph.itable if graph is not None else self.top.itable)
+        self.nodes = self.itable.by_nodeid
+
+    # -- nodes -------------------------------------------------------------------------
+    def inode(self, nodeid: int) -> Inode:
+        """The live inode ``nodeid`` names; ESTALE when the table has none."""
+        inode = self.nodes.get(nodeid)
+        if inode is None:
+            raise FopError(errno.ESTALE)
+        return inode
+
+    def count_lookup(self, inode: Inode, parent: Inode, name: bytes) -> None:
+        """The consumer received ``inode`` as ``name`` in ``parent``: one more lookup to
+        forget (remembered for the LRU unless the name is "." or "..")."""
+        inode.nlookup += 1
+        if name != b"." and name != b"..":
+            lru = self.lru
+            nodeid = inode.nodeid
+            lru[nodeid] = (parent, name)
+            lru.move_to_end(nodeid)
+            if self.lru_limit and len(lru) > self.lru_limit and self.invalidate is not None:
+                self._lru_evict(len(lru) - self.lru_limit + self.lru_limit // 16)
+
+    async def forget(self, nodeid: int, n: int) -> None:
+        """FORGET: the consumer drops ``n`` lookups of ``nodeid`` (unknown: ignored)."""
+        inode = self.nodes.get(nodeid)
+        if inode is None:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("FORGET of unknown nodeid %d", nodeid)
+            return
+        if self.itable.forget(inode, n):
+            self.lru.pop(nodeid, None)
+            await self._forget_down(inode)
+
+    async def purge(self, inode: Inode) -> None:
+        """Unlink ``inode`` if nothing references it, and tell the graph."""
+        if self.itable.purge(inode):
+            self.lru.pop(inode.nodeid, None)
+            await self._forget_down(inode)
+
+    def unpin(self, pins: LinkPins, also: Iterable[Inode] = ()) -> list[Inode]:
+        """End a request's ``pins``; the inodes it linked (and those in ``also``) that
+        nothing references now, the consumer included: the caller purges them with
+        :meth:`purge_all` (``if dead: await client.purge_all(dead)``: most requests
+        leave none, and then no coroutine is made)."""
+        dead = [i for i in pins.release() if not (i.nlookup or i.refs)]
+        if also:
+            dead += [i for i in also if not (i.nlookup or i.refs)]
+        return dead
+
+    async def purge_all(self, inodes: Iterable[Inode]) -> None:
+        """:meth:`purge` each of ``inodes``.  Shielded: it runs on the way out of an
+        interrupted request too."""
+        with trio.CancelScope(shield=True):
+            for inode in inodes:
+                await self.purge(inode)
+
+    async def _forget_down(self, inode: Inode) -> None:
+        if self.graph is not None:
+            await self.graph.forget(inode)
+            return
+        try:
+            await self.top.forget(system_frame(), inode)
+        except Exception:
+            log.exception("forget of %r failed", inode)
+
+    # -- handles -----------------------------------------------------------------------
+    def new_fh(self, fd: Fd) -> int:
+        """Number ``fd`` in the handle table; it holds its inode until :meth:`drop_fh`."""
+        fh = self._next_fh
+        self._next_fh = fh + 1
+        fd.fh = fh
+        self.fds[fh] = fd
+        fd.inode.refs += 1
+        return fh
+
+    def fd(self, fh: int) -> Fd:
+        """The open handle ``fh``; EBADF when there is none."""
+        fd = self.fds.get(fh)
+        if fd is None:
+            raise FopError(errno.EBADF)
+        return fd
+
+    async def drop_fh(self, fh: int) -> None:
+        """Forget handle ``fh`` (released); its inode may leave the table."""
+        fd = self.fds.pop(fh, None)
+        if fd is not None:
+            fd.inode.refs -= 1
+            await self.purge(fd.inode)
+
+    # -- the LRU -----------------------------------------------------------------------
+    def _lru_evict(self, count: int) -> None:
+        lru = self.lru
+        nodes = self.nodes
+        for _ in range(min(count, len(lru))):
+            nodeid, (parent, name) = lru.popitem(last=False)
+            if nodeid in nodes:
+                self.invalidate(parent, name)
+                self.lru_invalidations += 1
+
+    def dump(self) -> dict[str, Any]:
+        """Statedump lines."""
+        return {"lru-limit-effective": self.lru_limit, "lru-entries": len(self.lru),
+                "lru-invalidations": self.lru_invalidations, "open-fds": len(self.fds),
+                "inodes": len(self.itable)}
