@@ -63,13 +63,6 @@ def attach(session: Any, *, version: str, levels: Mapping[str, int],
     return host
 
 
-def _opname(opcode: int) -> str:
-    try:
-        return abi.Opcode(opcode).name
-    except ValueError:
-        return f"opcode {opcode}"
-
-
 class BridgeHost:
     """The session, as translators may see it (xlators.core.host.Host)."""
 
@@ -95,7 +88,7 @@ class BridgeHost:
             since = getattr(req, "waited_at", 0.0) or 0.0
             record = req.record
             out.append(PendingRequest(
-                unique, _opname(req.opcode), frame.pid if frame else 0,
+                unique, abi.opcode_name(req.opcode), frame.pid if frame else 0,
                 frame.uid if frame else 0, frame.gid if frame else 0, req.nodeid,
                 max(0.0, now - since) if since else 0.0, where, waiting_on,
                 bool(req.interrupted or (record is not None and record.hit))))
@@ -109,7 +102,7 @@ class BridgeHost:
         if nursery is None:
             return found
         from .session import Session
-        dispatch_code = Session._dispatch.__code__
+        dispatch_code = Session.dispatch.__code__
         stacks = [(_running_stack(), None)]          # the request reading .meta/frames
         stacks += [(_chain(task.coro), task) for task in list(nursery.child_tasks)]
         for frames, task in stacks:
@@ -151,7 +144,7 @@ class BridgeHost:
         trace_log.install(self.session)      # TRACE: log every request from now on
 
     def entry_name(self, nodeid: int) -> Optional[tuple[int, bytes]]:
-        got = getattr(self.session, "lru", {}).get(nodeid)    # (parent inode, name)
+        got = self.session.client.lru.get(nodeid)    # (parent inode, name)
         return (got[0].nodeid, got[1]) if got is not None else None
 
     def log_file(self) -> Optional[str]:

@@ -96,7 +96,7 @@ async def test_open_files_names_and_listings_carry_over(brick: Path, caplog) -> 
         assert 3 < len(first) < 40
         assert await switch_graph(s, volumes(stack(brick, "performance/write-behind",
                                                        "debug/io-stats")), source="new.vol")
-        assert s.graph is not old and s.top is s.graph.top and s.itable is s.graph.itable
+        assert s.graph is not old and s.client.top is s.graph.top and s.itable is s.graph.itable
         assert [v.type for v in s.graph.volumes][-2:] == ["performance/write-behind",
                                                           "debug/io-stats"]
         assert (await k.read(f, fh, 100)).ok().body == b"before"
@@ -229,7 +229,7 @@ async def test_an_open_file_whose_name_is_gone_answers_ebadf(brick: Path, caplog
         (await k.release(f, fh)).ok()
         await k.forget(f, 1)
         await k.sync()
-        assert s.itable.get(f) is None and not s.fds
+        assert s.itable.get(f) is None and not s.client.fds
 
 
 async def test_a_name_that_changed_kind_is_stale_and_looked_up_again(
@@ -339,7 +339,7 @@ async def test_a_new_graph_that_cannot_serve_leaves_the_old_one(
             assert await reload(s, str(bad)) == "failed"
         else:
             assert not await switch_graph(s, vols, registry=reg, up_timeout=0.3)
-        assert s.graph is old and s.top is old.top and s.itable is old.itable
+        assert s.graph is old and s.client.top is old.top and s.itable is old.itable
         assert (await k.read(f, fh, 10)).ok().body == b"kept"
         assert (await k.lookup(1, b"f")).entry().nodeid == f
         assert s.switching is None
