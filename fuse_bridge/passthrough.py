@@ -16,6 +16,9 @@
   opens the brick path again with the caller's flags), the reply carries
   ``FOPEN_PASSTHROUGH`` and the backing id, later opens reuse the id, and the last
   RELEASE unregisters it with ``FUSE_DEV_IOC_BACKING_CLOSE``.
+- A passthrough reply carries only the FOPEN flags the kernel allows with it (DIRECT_IO,
+  PARALLEL_DIRECT_WRITES, NOFLUSH): a translator's ``keep_cache`` hint is dropped, as
+  the kernel fails a passthrough open with any other flag (EIO).
 - The kernel's io modes: an inode is never open both cached and passthrough at once (a
   mismatched open fails with EIO in the kernel).  So an inode that has cached opens gets
   cached opens until they are released, and an inode with a backing file gets only
@@ -44,6 +47,11 @@ _PASSTHROUGH = int(abi.InitFlag.PASSTHROUGH)
 _WRITEBACK = int(abi.InitFlag.WRITEBACK_CACHE)
 _FOPEN_PASSTHROUGH = int(abi.FopenFlag.PASSTHROUGH)
 _FOPEN_DIRECT_IO = int(abi.FopenFlag.DIRECT_IO)
+# The only FOPEN flags the kernel accepts beside FOPEN_PASSTHROUGH (its
+# FOPEN_PASSTHROUGH_MASK): any other (KEEP_CACHE from md-cache, say) fails the open
+# with EIO.  The kernel's page cache of the inode is unused in passthrough anyway.
+_PASSTHROUGH_MASK = int(abi.FopenFlag.PASSTHROUGH | abi.FopenFlag.DIRECT_IO
+                        | abi.FopenFlag.PARALLEL_DIRECT_WRITES | abi.FopenFlag.NOFLUSH)
 
 
 class PassthroughUnavailable(Exception):
@@ -145,7 +153,7 @@ class Passthrough:
         backing.opens += 1
         self._by_fh[fh] = (nodeid, "pt")
         self.stats["opens"] += 1
-        return flags | _FOPEN_PASSTHROUGH, backing.id
+        return (flags | _FOPEN_PASSTHROUGH) & _PASSTHROUGH_MASK, backing.id
 
     def _cached_open(self, nodeid: int, fh: int, flags: int) -> tuple[int, int]:
         if not flags & _FOPEN_DIRECT_IO:

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.mount,
               pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
 
 LOCAL = VOLFILES / "local.vol"
+FAST = VOLFILES / "fast.vol"
 
 
 requests = requests_in_dump
@@ -113,6 +114,29 @@ def test_same_file_through_two_opens_and_mmap_of_a_new_file(tmp_path: Path) -> N
         # every open of the inode was released: the backing is gone, a new open works
         with open(p, "rb") as f:
             assert f.read(5) == b"first"
+    got = requests(dump)
+    assert got["READ"] == 0 and got["WRITE"] == 0, got
+
+
+def test_md_cache_stack_uses_it_and_keeps_sizes_right(tmp_path: Path) -> None:
+    """fast.vol (md-cache over posix) passes data through; the kernel's writes bypass
+    md-cache, which then must not answer GETATTR from what it cached before them."""
+    dump = tmp_path / "fuse.dump"
+    with Mounted(FAST, tmp_path, "--fuse-passthrough=yes", "--attribute-timeout=0",
+                 f"--dump-fuse={dump}") as m:
+        exercise(m, m.brick)
+        p = m.path("grow")
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            for i in range(1, 5):
+                os.write(fd, b"x" * 1000)
+                assert os.fstat(fd).st_size == 1000 * i
+                assert os.stat(p).st_size == 1000 * i
+        finally:
+            os.close(fd)
+        assert os.stat(p).st_size == 4000
+        with open(p, "rb") as f:
+            assert f.read() == b"x" * 4000
     got = requests(dump)
     assert got["READ"] == 0 and got["WRITE"] == 0, got
 

@@ -20,6 +20,7 @@ MDC = "performance/md-cache"
 class Counter(Translator):
     """Counts the fops that reach it (between md-cache and the leaf)."""
     type = "test/counter"
+    passes_data_through = True      # it counts metadata fops only
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -403,3 +404,40 @@ async def test_opendir_hints_cache_dir_and_keeps_an_unchanged_listing():
     fd = Fd(d2.inode, os.O_RDONLY, is_dir=True)
     await h2.top.opendir(h2.frame(), d2.inode, fd)
     assert fd.open_flags == set()
+
+
+# -- FUSE passthrough: the kernel writes the brick file without a fop ----------------------
+
+async def test_passthrough_writer_stops_serving_cached_attributes(tmp_path):
+    h, counter, _leaf, _clock = build("storage/posix", {"directory": str(tmp_path)},
+                                      md_cache_timeout="600", cache_invalidation="on")
+    assert h.top.passthrough_blocker() is None
+    await h.write_file("/f", b"abc")
+    assert (await h.stat("/f")).size == 3          # cached now
+    fd = await h.open("/f", os.O_WRONLY)
+    assert h.top.passthrough_fd(fd) is not None     # the bridge registers the brick file
+    with open(tmp_path / "f", "ab") as f:           # the kernel's write, past the graph
+        f.write(b"defg")
+    assert (await h.stat("/f")).size == 7
+    assert (await h.stat("/f")).size == 7           # not cached while the writer is open
+    with open(tmp_path / "f", "ab") as f:
+        f.write(b"h")
+    assert (await h.stat("/f")).size == 8
+    await h.close(fd)
+    assert (await h.stat("/f")).size == 8           # dropped at release, cached again
+    before = counter.counts.get("getattr", 0)
+    assert (await h.stat("/f")).size == 8
+    assert counter.counts.get("getattr", 0) == before
+
+
+async def test_passthrough_reader_keeps_the_cache(tmp_path):
+    h, counter, _leaf, _clock = build("storage/posix", {"directory": str(tmp_path)},
+                                      md_cache_timeout="600", cache_invalidation="on")
+    await h.write_file("/f", b"abc")
+    await h.stat("/f")
+    fd = await h.open("/f", os.O_RDONLY)
+    assert h.top.passthrough_fd(fd) is not None
+    before = counter.counts.get("getattr", 0)
+    await h.stat("/f")
+    assert counter.counts.get("getattr", 0) == before   # a reader changes nothing
+    await h.close(fd)

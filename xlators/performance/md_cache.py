@@ -53,6 +53,13 @@ none; changes made below it (in the brick, by another client), the upcall's dela
 ``cache-invalidation on`` and is cut to 60 otherwise.  The kernel's own caches are the
 bridge's (``--attribute-timeout``, ``--entry-timeout``) and come on top.
 
+FUSE passthrough: md-cache never touches file data, so it declares
+``passes_data_through`` and a stack of md-cache over posix can let the kernel do READ
+and WRITE itself.  Such writes change the file's size and times without any fop
+passing here, so while an inode has an fd open for writing in passthrough (md-cache
+sees the bridge ask ``passthrough_fd`` for it) none of its attributes or xattrs are
+served from the cache, and its record is dropped when that fd is released.
+
 Options kept for GlusterFS compatibility that change nothing here: ``force-readdirp``
 (converting a plain readdir to readdirp inside the graph would make inodes the kernel
 never hears of and so never forgets; the bridge's READDIRPLUS gives md-cache every
@@ -62,6 +69,7 @@ invalidated in this graph; the kernel's page cache is the bridge's).
 from __future__ import annotations
 
 import errno
+import os
 import time
 from typing import Any, Callable, Optional
 
@@ -77,12 +85,14 @@ from .fop_targets import MODIFYING_FOPS, NAME_REMOVING_FOPS, Changes, changes_of
 from .md_cache_state import ABSENT, MdState, XattrSelection
 
 GLUSTER_MAX_TIMEOUT_WITHOUT_INVALIDATION = 60
+_PASSTHROUGH_WRITER = object()   # fd.ctx mark: counted in passthrough_writers
 
 
 class MdCache(Translator):
     """performance/md-cache: cache attributes, entries and chosen xattrs of inodes."""
     type = "performance/md-cache"
     children_range = (1, 1)
+    passes_data_through = True   # FUSE passthrough: see the module docstring
     options = (
         Option.int("md-cache-timeout", default=1, min=0, max=600,
                    description="Seconds a cached attribute, entry or xattr is served. "
@@ -220,9 +230,31 @@ class MdCache(Translator):
 
     def _cached_attr(self, inode: Inode) -> Optional[Attr]:
         st = inode.ctx.get(self)
-        if st is None or st.attr is None or not self._fresh(st.attr_time):
+        if st is None or st.attr is None or st.passthrough_writers \
+                or not self._fresh(st.attr_time):
             return None
         return st.attr
+
+    # -- FUSE passthrough ---------------------------------------------------------------
+    def passthrough_fd(self, fd: Any) -> Optional[int]:
+        """The child's answer; a writable fd that gets one stops the inode's cache until
+        it is released (the kernel's writes bypass the graph)."""
+        brick_fd = super().passthrough_fd(fd)
+        if brick_fd is not None and fd.flags & os.O_ACCMODE != os.O_RDONLY \
+                and fd.ctx.get(self) is not _PASSTHROUGH_WRITER:
+            fd.ctx[self] = _PASSTHROUGH_WRITER
+            self._state(fd.inode).passthrough_writers += 1
+            self._invalidate(fd.inode)
+        return brick_fd
+
+    async def release(self, frame: Any, fd: Any) -> None:
+        try:
+            return await self.child.release(frame, fd)
+        finally:
+            if fd.ctx.pop(self, None) is _PASSTHROUGH_WRITER:
+                st = self._state(fd.inode)
+                st.passthrough_writers -= 1
+                self._invalidate(fd.inode)
 
     # -- events ---------------------------------------------------------------------------
     def notify(self, event: Event, data: Any = None, source: Any = None) -> None:
@@ -306,7 +338,8 @@ class MdCache(Translator):
         cacheable = self._caching() and name in self.xattr_names
         if cacheable:
             st = inode.ctx.get(self)
-            if st is not None and name in st.xattrs and self._fresh(st.xattr_time):
+            if st is not None and name in st.xattrs and self._fresh(st.xattr_time) \
+                    and not st.passthrough_writers:
                 self.stats["xattr_hit"] += 1
                 value = st.xattrs[name]
                 if value is ABSENT:
