@@ -46,6 +46,7 @@ class Config:
     data_repeats: int = 3         # seq write/read and random read: timed runs per call; median
     rounds: int = 3               # the runner runs every case this often; median
     time_limit: float = 30.0      # bound of any one timed loop (and of any one setup)
+    drop_caches: bool = True      # "cold" cases drop the kernel's caches (root only)
 
 
 FULL = Config()
@@ -55,7 +56,7 @@ QUICK = Config(files=2000, dirs=1000, readdir_rounds=5, random_reads=20000,
 # For the smoke test: a few files, well under a second on any disk.
 TINY = Config(files=20, dirs=10, readdir_entries=50, readdir_rounds=2, seq_bytes=2 * MiB,
               block=256 * 1024, random_reads=50, getattr_seconds=0.05, latency_samples=50,
-              stat_passes=1, data_repeats=1, rounds=1, time_limit=5.0)
+              stat_passes=1, data_repeats=1, rounds=1, time_limit=5.0, drop_caches=False)
 
 
 @dataclass
@@ -275,27 +276,92 @@ def rename(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) ->
     return [Metric("rename", _rate(done, secs), "ops/s", note=_short(done, cfg.files))]
 
 
+def drop_caches(cfg: Config = FULL) -> bool:
+    """Drop the machine's clean page cache, dentries and inodes (``echo 3 >
+    /proc/sys/vm/drop_caches``, root only; dirty pages are synced first): the kernel then
+    asks every filesystem again, FUSE mounts included.  False when not allowed, or not
+    wanted (``cfg.drop_caches`` off: the smoke test must not empty a shared machine's
+    caches)."""
+    if not cfg.drop_caches:
+        return False
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        return False
+    return True
+
+
+_NOT_DROPPED = "caches NOT dropped (needs root; off in the smoke test): warm numbers"
+
+
 @_scratch("readdir")
 def readdir(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
-    """os.listdir() of a directory of ``readdir_entries`` entries: entries per second."""
+    """os.listdir() of a directory of ``readdir_entries`` entries, entries per second:
+    cold (the first listing after dropping the kernel's caches; the daemon keeps its own)
+    and warm (the median of the listings right after it, ``readdir_rounds`` - 1 of them:
+    what the kernel's directory cache can serve)."""
     d = directory
     made = _make_files(d, cfg.readdir_entries, 4 * cfg.time_limit)
+    dropped = drop_caches(cfg)
     listings = []
     clock = _Clock(cfg.time_limit)
-    for _ in range(cfg.readdir_rounds):
+    for _ in range(max(2, cfg.readdir_rounds)):
         t0 = time.perf_counter()
         n = len(os.listdir(d))
         listings.append(time.perf_counter() - t0)
         if n != made:
             raise AssertionError(f"listed {n} entries, expected {made}")
-        if clock.over():
+        if clock.over() and len(listings) >= 2:
             break
-    per_listing = statistics.median(listings)
-    note = f"{made} entries, {per_listing * 1000:.1f} ms per listing (median of {len(listings)})"
+    cold, warm = listings[0], statistics.median(listings[1:])
+    note = (f"{made} entries; cold {cold * 1000:.1f} ms, warm {warm * 1000:.1f} ms per "
+            f"listing (median of {len(listings) - 1})")
+    if not dropped:
+        note = f"{_NOT_DROPPED}; {note}"
     if made < cfg.readdir_entries:
         note = f"setup made only {made} of {cfg.readdir_entries}; " + note
-    return [Metric(f"readdir {cfg.readdir_entries} entries", _rate(made, per_listing),
+    return [Metric(f"readdir {cfg.readdir_entries} entries cold", _rate(made, cold),
+                   "entries/s", note=note),
+            Metric(f"readdir {cfg.readdir_entries} entries warm", _rate(made, warm),
                    "entries/s", note=note)]
+
+
+@_scratch("stat-dropped")
+def stat_dropped(directory: str, cfg: Config = FULL,
+                 env: Optional[CaseEnv] = None) -> List[Metric]:
+    """stat() of every small file, each pass right after dropping the kernel's caches
+    (dentries, inodes, pages: the brick's too, so the raw directory goes to its disk):
+    one LOOKUP each on a FUSE mount, answered by whatever the daemon still knows."""
+    d = directory
+    made = _make_files(d, cfg.files, cfg.time_limit)
+    names = [f"f{i}" for i in range(made)]
+    rounds: List[float] = []
+    note = ""
+    dropped = True
+    for _ in range(cfg.stat_passes):
+        dropped = drop_caches(cfg) and dropped
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            clock = _Clock(cfg.time_limit)
+            done = 0
+            t0 = time.perf_counter()
+            for name in names:
+                os.stat(name, dir_fd=dfd)
+                done += 1
+                if clock.over():
+                    break
+            rounds.append(_rate(done, time.perf_counter() - t0))
+        finally:
+            os.close(dfd)
+        if done < len(names):
+            note = _short(done, len(names))
+    note = "; ".join(filter(None, [note, f"median of {len(rounds)} passes",
+                                   "" if dropped else _NOT_DROPPED]))
+    if made < cfg.files:
+        note = f"setup made {made} of {cfg.files} files; {note}"
+    return [Metric("stat (caches dropped)", statistics.median(rounds), "ops/s", note=note)]
 
 
 # -- data --------------------------------------------------------------------------------
@@ -384,7 +450,7 @@ def seq_read(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) 
                                                  if env.fuse else "; page cache warm")
     if got < cfg.seq_bytes:
         note = f"time limit: {got // MiB} MiB read; " + note
-    return [Metric(f"seq read {cfg.seq_bytes // MiB} MiB", got / MiB / secs, "MiB/s",
+    return [Metric(f"seq read {cfg.seq_bytes // MiB} MiB cold", got / MiB / secs, "MiB/s",
                    note=note)]
 
 
@@ -418,6 +484,117 @@ def random_read(directory: str, cfg: Config = FULL,
     if done < cfg.random_reads:
         note = "time limit; " + note
     return [Metric("random 4 KiB read", _rate(done, secs), "ops/s", note=note)]
+
+
+@_repeated
+def seq_write_fsync(directory: str, cfg: Config = FULL,
+                    env: Optional[CaseEnv] = None) -> List[Metric]:
+    """Sequential write of ``seq_bytes`` in ``block`` writes into a new file, then fsync
+    and close, all timed (after a sync(2) beforehand, untimed): the data reaches the disk."""
+    path = os.path.join(directory, "seq-fsync.dat")
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    os.sync()
+    clock = _Clock(cfg.time_limit)
+    buf = (os.urandom(1 << 16) * max(1, cfg.block // (1 << 16)))[:cfg.block]
+    written = 0
+    t0 = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        while written < cfg.seq_bytes:
+            written += os.write(fd, buf[:min(cfg.block, cfg.seq_bytes - written)])
+            if clock.over():
+                break
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    secs = time.perf_counter() - t0
+    os.unlink(path)
+    note = f"{cfg.seq_bytes // MiB} MiB in {cfg.block // 1024} KiB writes, fsync included"
+    if written < cfg.seq_bytes:
+        note = f"time limit: {written // MiB} MiB written; " + note
+    return [Metric(f"seq write {cfg.seq_bytes // MiB} MiB + fsync", written / MiB / secs,
+                   "MiB/s", note=note)]
+
+
+def _read_all(path: str, block: int, clock: Optional[_Clock] = None) -> int:
+    got = 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        while True:
+            chunk = os.read(fd, block)
+            if not chunk:
+                break
+            got += len(chunk)
+            if clock is not None and clock.over():
+                break
+    finally:
+        os.close(fd)
+    return got
+
+
+@_repeated
+def seq_read_warm(directory: str, cfg: Config = FULL,
+                  env: Optional[CaseEnv] = None) -> List[Metric]:
+    """Sequential read of the ``seq_bytes`` file through a second open, right after a
+    first open read it all (untimed): a mount that keeps its page cache across opens of
+    an unchanged file serves it from the kernel."""
+    path = _seq_file(directory, cfg)
+    _read_all(path, cfg.block)
+    clock = _Clock(cfg.time_limit)
+    t0 = time.perf_counter()
+    got = _read_all(path, cfg.block, clock)
+    secs = time.perf_counter() - t0
+    note = f"{cfg.block // 1024} KiB reads, second open"
+    if got < cfg.seq_bytes:
+        note = f"time limit: {got // MiB} MiB read; " + note
+    return [Metric(f"seq read {cfg.seq_bytes // MiB} MiB warm", got / MiB / secs, "MiB/s",
+                   note=note)]
+
+
+RANDOM_FILE_BYTES = 64 * MiB
+RANDOM_NAME = "random.dat"
+
+
+@_repeated
+def random_read_warm(directory: str, cfg: Config = FULL,
+                     env: Optional[CaseEnv] = None) -> List[Metric]:
+    """4 KiB preads at random page offsets of a 64 MiB file (``seq_bytes`` if smaller)
+    whose every page the same fd read once before (untimed): the page cache serves them
+    wherever the mount lets it."""
+    size = min(RANDOM_FILE_BYTES, cfg.seq_bytes)
+    path = os.path.join(directory, RANDOM_NAME)
+    try:
+        if os.stat(path).st_size != size:
+            raise FileNotFoundError(path)
+    except FileNotFoundError:
+        _write_file(path, size, cfg.block)
+    pages = size // 4096
+    rng = random.Random(4321)
+    offsets = [rng.randrange(pages) * 4096 for _ in range(cfg.random_reads)]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for off in range(0, size, cfg.block):
+            os.pread(fd, cfg.block, off)
+        clock = _Clock(cfg.time_limit)
+        done = 0
+        t0 = time.perf_counter()
+        for off in offsets:
+            if len(os.pread(fd, 4096, off)) != 4096:
+                raise AssertionError(f"short read at {off}")
+            done += 1
+            if clock.over():
+                break
+        secs = time.perf_counter() - t0
+    finally:
+        os.close(fd)
+    note = f"{done} reads over {size // MiB} MiB, pages read once before"
+    if done < cfg.random_reads:
+        note = "time limit; " + note
+    return [Metric(f"random 4 KiB read {size // MiB} MiB warm", _rate(done, secs), "ops/s",
+                   note=note)]
 
 
 # -- caching off -------------------------------------------------------------------------
@@ -495,9 +672,15 @@ def _rows(fn: Callable, cfg: Config) -> tuple:
         unlink: ("unlink",),
         mkdir_rmdir: ("mkdir+rmdir",),
         rename: ("rename",),
-        readdir: (f"readdir {cfg.readdir_entries} entries",),
+        readdir: (f"readdir {cfg.readdir_entries} entries cold",
+                  f"readdir {cfg.readdir_entries} entries warm"),
+        stat_dropped: ("stat (caches dropped)",),
+        seq_write_fsync: (f"seq write {cfg.seq_bytes // MiB} MiB + fsync",),
+        seq_read_warm: (f"seq read {cfg.seq_bytes // MiB} MiB warm",),
+        random_read_warm: (f"random 4 KiB read {min(RANDOM_FILE_BYTES, cfg.seq_bytes) // MiB}"
+                           f" MiB warm",),
         seq_write: (f"seq write {cfg.seq_bytes // MiB} MiB",),
-        seq_read: (f"seq read {cfg.seq_bytes // MiB} MiB",),
+        seq_read: (f"seq read {cfg.seq_bytes // MiB} MiB cold",),
         random_read: ("random 4 KiB read",),
         stat_latency: ("stat latency p50", "stat latency p99"),
         getattr_loop: ("GETATTR loop (fstat, caching off)",),
@@ -511,9 +694,10 @@ PROFILES = {"cached": (1.0, 1.0, 0.0), "nocache": (0.0, 0.0, 0.0)}
 # Order matters a little: the 10,000-entry directory is made late so that it does not sit
 # in the inode tables of the earlier metadata cases.
 _ORDER = [
-    (create, "cached"), (stat, "cached"), (rename, "cached"), (unlink, "cached"),
-    (mkdir_rmdir, "cached"), (seq_write, "cached"), (seq_read, "cached"),
-    (random_read, "cached"), (readdir, "cached"),
+    (create, "cached"), (stat, "cached"), (stat_dropped, "cached"), (rename, "cached"),
+    (unlink, "cached"), (mkdir_rmdir, "cached"), (seq_write, "cached"),
+    (seq_write_fsync, "cached"), (seq_read, "cached"), (seq_read_warm, "cached"),
+    (random_read, "cached"), (random_read_warm, "cached"), (readdir, "cached"),
     (getattr_loop, "nocache"), (stat_latency, "nocache"),
 ]
 
