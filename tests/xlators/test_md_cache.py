@@ -441,3 +441,25 @@ async def test_passthrough_reader_keeps_the_cache(tmp_path):
     await h.stat("/f")
     assert counter.counts.get("getattr", 0) == before   # a reader changes nothing
     await h.close(fd)
+
+
+async def test_exclusive_create_answers_the_capability_question():
+    """The kernel asks security.capability before the first write of every file; a file
+    md-cache saw made by an exclusive create has none, so no getxattr reaches the child."""
+    h, counter, _leaf, _clock = build(md_cache_timeout="600", cache_invalidation="on")
+    loc = await h.parent_loc("/new")
+    from xlators.core.inode import Fd
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+    fd = Fd(loc.parent, flags)
+    entry = await h.top.create(h.frame(), loc, flags, 0o100644, 0o022, fd)
+    with pytest.raises(FopError) as err:
+        await h.top.getxattr(h.frame(), entry.inode, b"security.capability")
+    assert err.value.errno == errno.ENODATA
+    assert counter.counts.get("getxattr", 0) == 0
+    # without O_EXCL the storage may have opened an existing file: ask
+    loc2 = await h.parent_loc("/other")
+    flags = os.O_RDWR | os.O_CREAT
+    e2 = await h.top.create(h.frame(), loc2, flags, 0o100644, 0o022, Fd(loc2.parent, flags))
+    with pytest.raises(FopError):
+        await h.top.getxattr(h.frame(), e2.inode, b"security.capability")
+    assert counter.counts.get("getxattr", 0) == 1

@@ -17,7 +17,9 @@ What is cached, for ``md-cache-timeout`` seconds from the reply that brought it:
   nl-cache's);
 - the xattrs chosen by the ``cache-*`` options and ``xattr-cache-list``, from getxattr
   replies, "no such attribute" (ENODATA) included: the kernel asks for
-  ``security.capability`` before writes, and that question is then answered here;
+  ``security.capability`` before writes, and that question is then answered here (for
+  a file just made by an exclusive ``create``, which can have none, without asking the
+  child);
 - ``statfs`` replies, with ``md-cache-statfs on``.
 
 At ``open``, md-cache tells the kernel to keep its page cache of the file (the fd's
@@ -86,6 +88,7 @@ from .md_cache_state import ABSENT, MdState, XattrSelection
 
 GLUSTER_MAX_TIMEOUT_WITHOUT_INVALIDATION = 60
 _PASSTHROUGH_WRITER = object()   # fd.ctx mark: counted in passthrough_writers
+_CAPABILITY = b"security.capability"
 
 
 class MdCache(Translator):
@@ -436,7 +439,15 @@ class MdCache(Translator):
 
     async def create(self, frame: Any, loc: Loc, flags: int, mode: int, umask: int,
                      fd: Any) -> Entry:
-        return await self._new_entry("create", frame, loc, loc, flags, mode, umask, fd)
+        entry = await self._new_entry("create", frame, loc, loc, flags, mode, umask, fd)
+        if flags & os.O_EXCL and isinstance(entry, Entry) \
+                and _CAPABILITY in self.xattr_names and self._caching():
+            # A file an exclusive create made has no file capability (nothing sets one
+            # at creation): the kernel's question before the first write is answered
+            # here.  (Without O_EXCL the storage may have opened an existing file.)
+            # Stored as of now, as _new_entry stores the entry's attributes.
+            self._store_xattr(entry.inode, _CAPABILITY, ABSENT, self._gen)
+        return entry
 
     async def mknod(self, frame: Any, loc: Loc, mode: int, rdev: int, umask: int) -> Entry:
         return await self._new_entry("mknod", frame, loc, loc, mode, rdev, umask)
