@@ -554,6 +554,23 @@ PEERS: Dict[str, Type[Peer]] = {
     "glusterfs-perf": GlusterfsClientStackPeer,
 }
 
+# Each performance translator alone over posix (volfiles/<name>.vol): xlfs-<name>, to see
+# what each one contributes (docs/benchmarks.md, issue 10's section).
+SINGLE_TRANSLATOR_VOLFILES = ("io-cache", "read-ahead", "quick-read", "readdir-ahead",
+                              "open-behind", "nl-cache", "io-threads", "write-behind")
+for _stem in SINGLE_TRANSLATOR_VOLFILES:
+    PEERS[f"xlfs-{_stem}"] = type(
+        f"Xlfs_{_stem.replace('-', '_')}_Peer", (_XlfsStackPeer,),
+        {"name": f"xlfs-{_stem}", "volfile_path": ROOT / "volfiles" / f"{_stem}.vol",
+         "description": f"xlfs on volfiles/{_stem}.vol (performance/{_stem} alone over "
+                        f"posix)"})
+del _stem
+
 from .gluster_peers import GfapiPeer, GlusterReplicaPeer  # noqa: E402 - they subclass these
 
 PEERS.update({"gfapi": GfapiPeer, "glusterfs-replica": GlusterReplicaPeer})
+
+#: The peers of a run without --peers: the limit, the FUSE peers issue 10 compares with,
+#: and xlfs's default, GlusterFS-like and fast stacks (the others are asked for by name).
+DEFAULT_PEERS = ("raw", "bindfs", "pyfuse3", "glusterfs", "glusterfs-perf", "xlfs",
+                 "xlfs-perf", "xlfs-fast", "xlfs-fast-pt")

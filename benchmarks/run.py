@@ -34,8 +34,8 @@ from . import cases as C
 from .cases import Metric
 from fuse_bridge import mount as mnt
 
-from .peers import (PEERS, Mount, MountLeft, PeerUnavailable, mounts_under,
-                    shielded)
+from .peers import (DEFAULT_PEERS, PEERS, Mount, MountLeft, PeerUnavailable,
+                    mounts_under, shielded)
 from .report import PeerResult, Run, machine_info, markdown, write_docs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,8 +46,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes, about 3 minutes")
-    p.add_argument("--peers", default=",".join(PEERS),
-                   help=f"comma list of peers (default {','.join(PEERS)})")
+    p.add_argument("--peers", default=",".join(DEFAULT_PEERS),
+                   help=f"comma list of peers (default {','.join(DEFAULT_PEERS)}; known: "
+                        f"{','.join(PEERS)})")
     p.add_argument("--cases", default="",
                    help="comma list of cases (default all: "
                         + ",".join(c.name for c in C.all_cases()) + ")")
