@@ -141,6 +141,29 @@ def test_md_cache_stack_uses_it_and_keeps_sizes_right(tmp_path: Path) -> None:
     assert got["READ"] == 0 and got["WRITE"] == 0, got
 
 
+def test_noatime_mount_keeps_brick_atimes(tmp_path: Path) -> None:
+    """The kernel opens a backing file with the caller's flags, not the noatime mount's:
+    on a noatime mount files are served through the graph, and reads leave the brick
+    file's atime as it was; a relatime mount does use passthrough."""
+    old = 1_000_000_000 * 10**9
+    brick = tmp_path / "brick"
+    brick.mkdir()
+    f = brick / "f"
+    f.write_bytes(b"data")
+    os.utime(f, ns=(old, f.stat().st_mtime_ns))
+    dump = tmp_path / "fuse.dump"
+    with Mounted(LOCAL, tmp_path, "--fuse-passthrough=yes", "-o", "noatime",
+                 f"--dump-fuse={dump}") as m:
+        with open(m.path("f"), "rb") as fh:
+            assert fh.read() == b"data"
+    assert f.stat().st_atime_ns == old
+    assert requests(dump)["READ"] > 0               # served through the graph
+    with Mounted(LOCAL, tmp_path / "relatime", "--fuse-passthrough=yes", brick=brick) as m:
+        with open(m.path("f"), "rb") as fh:
+            assert fh.read() == b"data"
+    assert f.stat().st_atime_ns > old                 # passthrough read the brick file
+
+
 ERROR_GEN_VOL = """\
 volume posix
     type storage/posix
