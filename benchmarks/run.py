@@ -25,10 +25,10 @@ import statistics
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from . import cases as C
 from .cases import Metric
@@ -65,8 +65,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="where to make the temporary bricks (default: the system temp dir; "
                         "it must be on a local disk with trusted.* xattrs for GlusterFS)")
     p.add_argument("--limit", type=float, default=None,
-                   help="hard time limit of one mount in seconds (default: 40x the case "
-                        "time limit times the rounds, at least 300)")
+                   help="hard time limit of one mount in seconds (default: every case's "
+                        "own limit times the cases, peers and rounds, at least 300)")
     return p.parse_args(argv)
 
 
@@ -135,6 +135,22 @@ def run_case(name: str, mount: Mount, case: C.Case, cfg: C.Config, out: Collecto
         + f"  [{time.monotonic() - t0:.1f} s]")
 
 
+@contextmanager
+def _reported(name: str, session, out: Collector, rows: List[str]) -> Iterator[Mount]:
+    """A peer's session whose failure at the end (its hard time limit reached, say) is
+    reported as an error of that peer, not raised: the other peers' results stand."""
+    entered = False
+    try:
+        with session as m:
+            entered = True
+            yield m
+    except TimeoutError as exc:
+        if not entered:
+            raise
+        out.error(name, rows, str(exc))
+        log(f"{name}: {exc}")
+
+
 def run_profile(profile: str, names: List[str], cases: List[C.Case], cfg: C.Config,
                 root: Path, limit: float, out: Collector) -> None:
     """Mount every peer with this profile's cache settings, then run the cases round by
@@ -147,8 +163,9 @@ def run_profile(profile: str, names: List[str], cases: List[C.Case], cfg: C.Conf
         for name in names:
             peer = PEERS[name]()
             try:
-                live[name] = stack.enter_context(
-                    peer.session(root / name / profile, timeouts, limit))
+                live[name] = stack.enter_context(_reported(
+                    name, peer.session(root / name / profile, timeouts, limit), out,
+                    [r for c in cases for r in c.metrics]))
             except PeerUnavailable as exc:
                 out.results[name].na = str(exc)
                 log(f"{name}: n/a: {exc}")
@@ -224,8 +241,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as exc:
         log(str(exc))
         return 2
-    # The hard limit of one mount: it lives through all rounds of its profile.
-    limit = args.limit or max(300.0, 40 * cfg.time_limit * cfg.rounds)
+    # The hard limit of one mount: it lives through all rounds of its profile, every case
+    # on every peer in turn, each case bounded by its own watchdog (run_profile).
+    limit = args.limit or max(300.0, (6 * cfg.time_limit + 30) * len(cases) * len(names)
+                              * cfg.rounds)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)

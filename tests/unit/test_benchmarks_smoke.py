@@ -66,3 +66,19 @@ def test_passthrough_module_imports():
         pytest.skip("pyfuse3 not installed (the bench extra)")
     from benchmarks import pyfuse3_passthrough
     assert pyfuse3_passthrough.parse_args(["a", "b"]).attr_timeout == 1.0
+
+
+def test_a_peer_past_its_hard_limit_is_an_error_not_the_end_of_the_run():
+    """A session that raises TimeoutError when it ends (its watchdog aborted the mount)
+    marks that peer's rows as errors; the run and the other peers' results go on."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def session():
+        yield "m"
+        raise TimeoutError("x: hard limit of 1 s reached; connection aborted")
+
+    out = run.Collector(["x"])
+    with run._reported("x", session(), out, ["row"]) as m:
+        assert m == "m"
+    assert "hard limit" in out.results["x"].errors["row"]
