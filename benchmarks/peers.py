@@ -9,9 +9,10 @@
 - raw: a plain directory on the same disk as the bricks; the limit.
 - xlfs: ``python -m fuse_bridge.cli -N`` on volfiles/local.vol over a fresh brick.
 - xlfs-dist3: the same on volfiles/dist3.vol, three fresh bricks (cluster/distribute).
-- xlfs-pt, xlfs-perf, xlfs-md, xlfs-fast, xlfs-fast-pt: local.vol with FUSE passthrough,
-  perf.vol, md-cache.vol, fast.vol without and with passthrough (issue 10's stacks).
-- glusterfs-perf: GlusterFS's default client caches (benchmarks/glusterfs-client.vol).
+- issue 10's stacks (benchmarks/stack_peers.py): xlfs-pt, xlfs-perf, xlfs-md, xlfs-fast,
+  xlfs-fast-pt (local.vol with FUSE passthrough, perf.vol, md-cache.vol, fast.vol without
+  and with passthrough), xlfs-<translator> (one performance translator alone) and
+  glusterfs-perf (GlusterFS's default client caches, benchmarks/glusterfs-client.vol).
 - pyfuse3: benchmarks/pyfuse3_passthrough.py over a fresh source directory.
 - glusterfs: Debian's GlusterFS client (``glusterfs -N --volfile=...``) on the same
   volfile, the posix brick rewritten to a fresh directory.
@@ -51,10 +52,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LOCAL_VOL = ROOT / "volfiles" / "local.vol"
 MIRROR_VOL = ROOT / "volfiles" / "mirror.vol"
 DIST3_VOL = ROOT / "volfiles" / "dist3.vol"
-PERF_VOL = ROOT / "volfiles" / "perf.vol"
-MD_CACHE_VOL = ROOT / "volfiles" / "md-cache.vol"
-FAST_VOL = ROOT / "volfiles" / "fast.vol"
-GLUSTER_CLIENT_VOL = ROOT / "benchmarks" / "glusterfs-client.vol"
 Timeouts = Tuple[float, float, float]   # attribute, entry, negative
 
 
@@ -325,53 +322,6 @@ class XlfsPeer(FusePeer):
                 + _timeout_flags(timeouts) + [str(mountpoint)])
 
 
-class _XlfsStackPeer(XlfsPeer):
-    """xlfs on another single-brick volfile (its posix volume named ``posix``), with
-    extra command-line flags."""
-    volfile_path: Path = LOCAL_VOL
-    flags: Tuple[str, ...] = ()
-
-    def __init__(self) -> None:
-        super().__init__(self.volfile_path)
-
-    def argv(self, brick, mountpoint, log, timeouts, workdir):
-        argv = super().argv(brick, mountpoint, log, timeouts, workdir)
-        return argv[:-1] + list(self.flags) + argv[-1:]
-
-
-class XlfsPassthroughPeer(_XlfsStackPeer):
-    name = "xlfs-pt"
-    description = "xlfs on volfiles/local.vol with --fuse-passthrough=yes"
-    flags = ("--fuse-passthrough=yes",)
-
-
-class XlfsPerfPeer(_XlfsStackPeer):
-    name = "xlfs-perf"
-    description = "xlfs on volfiles/perf.vol (GlusterFS's client stack over posix)"
-    volfile_path = PERF_VOL
-
-
-class XlfsMdCachePeer(_XlfsStackPeer):
-    name = "xlfs-md"
-    description = "xlfs on volfiles/md-cache.vol (md-cache over posix with watch-brick)"
-    volfile_path = MD_CACHE_VOL
-
-
-class XlfsFastPeer(_XlfsStackPeer):
-    name = "xlfs-fast"
-    description = ("xlfs on volfiles/fast.vol (md-cache over locks over posix with "
-                   "watch-brick), --fuse-passthrough=no")
-    volfile_path = FAST_VOL
-    flags = ("--fuse-passthrough=no",)
-
-
-class XlfsFastPassthroughPeer(_XlfsStackPeer):
-    name = "xlfs-fast-pt"
-    description = "xlfs on volfiles/fast.vol with --fuse-passthrough=yes"
-    volfile_path = FAST_VOL
-    flags = ("--fuse-passthrough=yes",)
-
-
 class XlfsMirrorPeer(XlfsPeer):
     """cluster/replicate over two posix bricks: the cost of keeping two copies."""
     name = "xlfs-mirror"
@@ -504,18 +454,6 @@ class GlusterfsPeer(FusePeer):
                 + _timeout_flags(timeouts) + [str(mountpoint)])
 
 
-class GlusterfsClientStackPeer(GlusterfsPeer):
-    """GlusterFS's default client caches (md-cache, open-behind, quick-read,
-    readdir-ahead, write-behind; read-ahead and io-cache are off by default since
-    GlusterFS 9) over posix and locks: benchmarks/glusterfs-client.vol."""
-    name = "glusterfs-perf"
-    description = ("GlusterFS client on benchmarks/glusterfs-client.vol (its default "
-                   "client caches over posix + locks)")
-
-    def __init__(self) -> None:
-        super().__init__(GLUSTER_CLIENT_VOL)
-
-
 class BindfsPeer(FusePeer):
     """bindfs (Debian's package): a C passthrough on libfuse 3's high-level API, run
     multithreaded, with the same kernel cache timeouts as the other peers."""
@@ -549,25 +487,12 @@ PEERS: Dict[str, Type[Peer]] = {
     "raw": RawPeer, "xlfs": XlfsPeer, "pyfuse3": Pyfuse3Peer, "glusterfs": GlusterfsPeer,
     "bindfs": BindfsPeer,
     "xlfs-mirror": XlfsMirrorPeer, "xlfs-dist3": XlfsDist3Peer,
-    "xlfs-pt": XlfsPassthroughPeer, "xlfs-perf": XlfsPerfPeer, "xlfs-md": XlfsMdCachePeer,
-    "xlfs-fast": XlfsFastPeer, "xlfs-fast-pt": XlfsFastPassthroughPeer,
-    "glusterfs-perf": GlusterfsClientStackPeer,
 }
 
-# Each performance translator alone over posix (volfiles/<name>.vol): xlfs-<name>, to see
-# what each one contributes (docs/benchmarks.md, issue 10's section).
-SINGLE_TRANSLATOR_VOLFILES = ("io-cache", "read-ahead", "quick-read", "readdir-ahead",
-                              "open-behind", "nl-cache", "io-threads", "write-behind")
-for _stem in SINGLE_TRANSLATOR_VOLFILES:
-    PEERS[f"xlfs-{_stem}"] = type(
-        f"Xlfs_{_stem.replace('-', '_')}_Peer", (_XlfsStackPeer,),
-        {"name": f"xlfs-{_stem}", "volfile_path": ROOT / "volfiles" / f"{_stem}.vol",
-         "description": f"xlfs on volfiles/{_stem}.vol (performance/{_stem} alone over "
-                        f"posix)"})
-del _stem
-
 from .gluster_peers import GfapiPeer, GlusterReplicaPeer  # noqa: E402 - they subclass these
+from .stack_peers import STACK_PEERS  # noqa: E402 - issue 10's stacks, benchmarks/stack_peers.py
 
+PEERS.update(STACK_PEERS)
 PEERS.update({"gfapi": GfapiPeer, "glusterfs-replica": GlusterReplicaPeer})
 
 #: The peers of a run without --peers: the limit, the FUSE peers issue 10 compares with,
