@@ -1,4 +1,6 @@
 """The benchmark cases: each one a function of a directory that returns its measurements.
+The metadata and caching-off cases are here, the file data cases in data_cases.py, what
+they share in case_base.py; the list the runner walks (all_cases) is at the end.
 
     metrics = create(directory)                    # default (full) sizes
     metrics = create(directory, QUICK, CaseEnv())  # the sizes of --quick
@@ -16,150 +18,18 @@ microseconds (lower is better).
 """
 from __future__ import annotations
 
-import functools
 import os
-import random
-import shutil
-import stat as stat_mod
 import statistics
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, List, Optional
 
-MiB = 1 << 20
-
-
-@dataclass(frozen=True)
-class Config:
-    """Sizes and time bounds of one benchmark run."""
-    files: int = 5000             # small-file create / stat / rename / unlink
-    file_bytes: int = 4096        # payload of a "small file"
-    dirs: int = 2000              # mkdir/rmdir pairs
-    readdir_entries: int = 10000  # entries in the listed directory
-    readdir_rounds: int = 20      # listings of it
-    seq_bytes: int = 256 * MiB    # sequential write then read
-    block: int = 1 * MiB          # sequential I/O block size
-    random_reads: int = 20000     # 4 KiB reads at random offsets of the sequential file
-    getattr_seconds: float = 5.0  # the GETATTR-bound fstat loop
-    latency_samples: int = 20000  # single stats timed one by one
-    stat_passes: int = 3          # stat passes over `files` (each after the entries expire)
-    data_repeats: int = 3         # seq write/read and random read: timed runs per call; median
-    rounds: int = 3               # the runner runs every case this often; median
-    time_limit: float = 30.0      # bound of any one timed loop (and of any one setup)
-
-
-FULL = Config()
-QUICK = Config(files=2000, dirs=1000, readdir_rounds=5, random_reads=20000,
-               getattr_seconds=3.0, latency_samples=5000, stat_passes=3, data_repeats=3, rounds=1,
-               time_limit=12.0)
-# For the smoke test: a few files, well under a second on any disk.
-TINY = Config(files=20, dirs=10, readdir_entries=50, readdir_rounds=2, seq_bytes=2 * MiB,
-              block=256 * 1024, random_reads=50, getattr_seconds=0.05, latency_samples=50,
-              stat_passes=1, data_repeats=1, rounds=1, time_limit=5.0)
-
-
-@dataclass
-class CaseEnv:
-    """What a case needs to know about the peer it runs on."""
-    fuse: bool = False            # a FUSE mount: evict its page cache before reads
-    entry_timeout: float = 0.0    # kernel entry cache timeout of the mount (stat waits it out)
-    attr_timeout: float = 0.0
-
-
-@dataclass
-class Metric:
-    case: str
-    value: float
-    unit: str                     # "ops/s", "MiB/s", "us"
-    higher_is_better: bool = True
-    note: str = ""
-
-
-class _Clock:
-    """A deadline for one loop."""
-
-    def __init__(self, limit: float) -> None:
-        self.start = time.monotonic()
-        self.deadline = self.start + limit
-
-    def over(self) -> bool:
-        return time.monotonic() > self.deadline
-
-
-def _fresh_dir(directory: str, name: str) -> str:
-    """A new, empty directory ``name`` (suffixed if taken) under ``directory``."""
-    path = os.path.join(directory, name)
-    n = 0
-    while True:
-        try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            n += 1
-            path = os.path.join(directory, f"{name}.{n}")
-
-
-def _scratch(name: str) -> Callable:
-    """Run the case in a fresh directory ``name`` under the one it is given, and delete
-    that directory afterwards (untimed): a peer that keeps something per live inode must
-    not be measured on the leftovers of earlier cases."""
-    def deco(fn: Callable[..., List[Metric]]) -> Callable[..., List[Metric]]:
-        @functools.wraps(fn)
-        def case(directory: str, cfg: Config = FULL,
-                 env: Optional[CaseEnv] = None) -> List[Metric]:
-            d = _fresh_dir(directory, name)
-            try:
-                return fn(d, cfg, env)
-            finally:
-                shutil.rmtree(d, ignore_errors=True)
-        return case
-    return deco
-
-
-def _repeated(fn: Callable[..., List[Metric]]) -> Callable[..., List[Metric]]:
-    """Time the case ``cfg.data_repeats`` times and keep the median of each metric: the
-    data cases take well under a second, so one hiccup of the machine would decide them."""
-    @functools.wraps(fn)
-    def case(directory: str, cfg: Config = FULL,
-             env: Optional[CaseEnv] = None) -> List[Metric]:
-        runs = [fn(directory, cfg, env) for _ in range(max(1, cfg.data_repeats))]
-        out = []
-        for ms in zip(*runs):
-            short = [m.note for m in ms if "time limit" in m.note]
-            out.append(replace(ms[-1], value=statistics.median(m.value for m in ms),
-                               note=short[0] if short else ms[-1].note))
-        return out
-    return case
-
-
-def _make_files(d: str, count: int, limit: float, payload: bytes = b"") -> int:
-    """Untimed setup: up to ``count`` files f0..f(count-1) in ``d``; returns how many."""
-    clock = _Clock(limit)
-    for i in range(count):
-        if clock.over():
-            return i
-        name = os.path.join(d, f"f{i}")
-        if payload:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, payload)
-            finally:
-                os.close(fd)
-        else:
-            os.mknod(name, stat_mod.S_IFREG | 0o644)
-    return count
-
-
-def _rate(done: int, seconds: float) -> float:
-    return done / seconds if seconds > 0 else float("inf")
-
-
-def _short(done: int, wanted: int, what: str = "") -> str:
-    """The note of a loop the time limit cut short (empty if it was not)."""
-    if done >= wanted:
-        return ""
-    return f"time limit: {done} of {wanted}{' ' + what if what else ''} done"
-
+from .case_base import (FULL, QUICK, TINY, MiB, CaseEnv, Config, Metric,  # noqa: F401
+                        _NOT_DROPPED, _Clock, _make_files, _rate, _scratch, _short,
+                        drop_caches)
+from .data_cases import (RANDOM_FILE_BYTES, RANDOM_NAME, SEQ_NAME,  # noqa: F401
+                         random_read, random_read_warm, seq_read, seq_read_warm, seq_write,
+                         seq_write_fsync)
 
 # -- metadata ----------------------------------------------------------------------------
 
@@ -275,149 +145,73 @@ def rename(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) ->
     return [Metric("rename", _rate(done, secs), "ops/s", note=_short(done, cfg.files))]
 
 
+
 @_scratch("readdir")
 def readdir(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
-    """os.listdir() of a directory of ``readdir_entries`` entries: entries per second."""
+    """os.listdir() of a directory of ``readdir_entries`` entries, entries per second:
+    cold (the first listing after dropping the kernel's caches; the daemon keeps its own)
+    and warm (the median of the listings right after it, ``readdir_rounds`` - 1 of them:
+    what the kernel's directory cache can serve)."""
     d = directory
     made = _make_files(d, cfg.readdir_entries, 4 * cfg.time_limit)
+    dropped = drop_caches(cfg)
     listings = []
     clock = _Clock(cfg.time_limit)
-    for _ in range(cfg.readdir_rounds):
+    for _ in range(max(2, cfg.readdir_rounds)):
         t0 = time.perf_counter()
         n = len(os.listdir(d))
         listings.append(time.perf_counter() - t0)
         if n != made:
             raise AssertionError(f"listed {n} entries, expected {made}")
-        if clock.over():
+        if clock.over() and len(listings) >= 2:
             break
-    per_listing = statistics.median(listings)
-    note = f"{made} entries, {per_listing * 1000:.1f} ms per listing (median of {len(listings)})"
+    cold, warm = listings[0], statistics.median(listings[1:])
+    note = (f"{made} entries; cold {cold * 1000:.1f} ms, warm {warm * 1000:.1f} ms per "
+            f"listing (median of {len(listings) - 1})")
+    if not dropped:
+        note = f"{_NOT_DROPPED}; {note}"
     if made < cfg.readdir_entries:
         note = f"setup made only {made} of {cfg.readdir_entries}; " + note
-    return [Metric(f"readdir {cfg.readdir_entries} entries", _rate(made, per_listing),
+    return [Metric(f"readdir {cfg.readdir_entries} entries cold", _rate(made, cold),
+                   "entries/s", note=note),
+            Metric(f"readdir {cfg.readdir_entries} entries warm", _rate(made, warm),
                    "entries/s", note=note)]
 
 
-# -- data --------------------------------------------------------------------------------
-
-SEQ_NAME = "seq.dat"
-
-
-def _evict(fd: int, env: CaseEnv) -> None:
-    """Drop the mount's cached pages of this file, so reads go to the filesystem.  The raw
-    directory keeps its page cache: it is the limit, and the FUSE peers' bricks are warm."""
-    if env.fuse:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-
-
-def _write_file(path: str, size: int, block: int, clock: Optional[_Clock] = None) -> int:
-    buf = os.urandom(min(block, 1 << 16)) * max(1, block // (1 << 16))
-    buf = buf[:block]
-    written = 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        while written < size:
-            written += os.write(fd, buf[:min(block, size - written)])
-            if clock is not None and clock.over():
-                break
-    finally:
-        os.close(fd)
-    return written
-
-
-@_repeated
-def seq_write(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
-    """Sequential write of ``seq_bytes`` in ``block`` writes into a new file, close
-    included, no fsync (after a sync(2) beforehand, untimed)."""
-    path = os.path.join(directory, SEQ_NAME)
-    try:
-        os.unlink(path)  # a new file every time, not an overwrite
-    except FileNotFoundError:
-        pass
-    # Start with no dirty pages on the machine (untimed): otherwise the writeback of the
-    # previous peer's 256 MiB throttles this one.
-    os.sync()
-    clock = _Clock(cfg.time_limit)
-    t0 = time.perf_counter()
-    written = _write_file(path, cfg.seq_bytes, cfg.block, clock)
-    secs = time.perf_counter() - t0
-    note = f"{cfg.seq_bytes // MiB} MiB in {cfg.block // 1024} KiB writes"
-    if written < cfg.seq_bytes:
-        note = f"time limit: {written // MiB} MiB written; " + note
-    return [Metric(f"seq write {cfg.seq_bytes // MiB} MiB", written / MiB / secs, "MiB/s",
-                   note=note)]
-
-
-def _seq_file(directory: str, cfg: Config) -> str:
-    path = os.path.join(directory, SEQ_NAME)
-    try:
-        if os.stat(path).st_size >= cfg.seq_bytes:
-            return path
-    except FileNotFoundError:
-        pass
-    _write_file(path, cfg.seq_bytes, cfg.block)
-    return path
-
-
-@_repeated
-def seq_read(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
-    """Sequential read of the ``seq_bytes`` file in ``block`` reads, cold in the mount."""
-    env = env or CaseEnv()
-    path = _seq_file(directory, cfg)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        _evict(fd, env)
-        clock = _Clock(cfg.time_limit)
-        got = 0
-        t0 = time.perf_counter()
-        while True:
-            chunk = os.read(fd, cfg.block)
-            if not chunk:
-                break
-            got += len(chunk)
-            if clock.over():
-                break
-        secs = time.perf_counter() - t0
-    finally:
-        os.close(fd)
-    note = f"{cfg.block // 1024} KiB reads" + ("; page cache of the mount dropped first"
-                                                 if env.fuse else "; page cache warm")
-    if got < cfg.seq_bytes:
-        note = f"time limit: {got // MiB} MiB read; " + note
-    return [Metric(f"seq read {cfg.seq_bytes // MiB} MiB", got / MiB / secs, "MiB/s",
-                   note=note)]
-
-
-@_repeated
-def random_read(directory: str, cfg: Config = FULL,
-                env: Optional[CaseEnv] = None) -> List[Metric]:
-    """4 KiB preads at random page-aligned offsets of the sequential file, readahead off
-    (POSIX_FADV_RANDOM), cold in the mount."""
-    env = env or CaseEnv()
-    path = _seq_file(directory, cfg)
-    pages = cfg.seq_bytes // 4096
-    rng = random.Random(1234)
-    offsets = [rng.randrange(pages) * 4096 for _ in range(cfg.random_reads)]
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        _evict(fd, env)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        clock = _Clock(cfg.time_limit)
-        done = 0
-        t0 = time.perf_counter()
-        for off in offsets:
-            if len(os.pread(fd, 4096, off)) != 4096:
-                raise AssertionError(f"short read at {off}")
-            done += 1
-            if clock.over():
-                break
-        secs = time.perf_counter() - t0
-    finally:
-        os.close(fd)
-    note = f"{done} reads over {cfg.seq_bytes // MiB} MiB"
-    if done < cfg.random_reads:
-        note = "time limit; " + note
-    return [Metric("random 4 KiB read", _rate(done, secs), "ops/s", note=note)]
+@_scratch("stat-dropped")
+def stat_dropped(directory: str, cfg: Config = FULL,
+                 env: Optional[CaseEnv] = None) -> List[Metric]:
+    """stat() of every small file, each pass right after dropping the kernel's caches
+    (dentries, inodes, pages: the brick's too, so the raw directory goes to its disk):
+    one LOOKUP each on a FUSE mount, answered by whatever the daemon still knows."""
+    d = directory
+    made = _make_files(d, cfg.files, cfg.time_limit)
+    names = [f"f{i}" for i in range(made)]
+    rounds: List[float] = []
+    note = ""
+    dropped = True
+    for _ in range(cfg.stat_passes):
+        dropped = drop_caches(cfg) and dropped
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            clock = _Clock(cfg.time_limit)
+            done = 0
+            t0 = time.perf_counter()
+            for name in names:
+                os.stat(name, dir_fd=dfd)
+                done += 1
+                if clock.over():
+                    break
+            rounds.append(_rate(done, time.perf_counter() - t0))
+        finally:
+            os.close(dfd)
+        if done < len(names):
+            note = _short(done, len(names))
+    note = "; ".join(filter(None, [note, f"median of {len(rounds)} passes",
+                                   "" if dropped else _NOT_DROPPED]))
+    if made < cfg.files:
+        note = f"setup made {made} of {cfg.files} files; {note}"
+    return [Metric("stat (caches dropped)", statistics.median(rounds), "ops/s", note=note)]
 
 
 # -- caching off -------------------------------------------------------------------------
@@ -495,9 +289,15 @@ def _rows(fn: Callable, cfg: Config) -> tuple:
         unlink: ("unlink",),
         mkdir_rmdir: ("mkdir+rmdir",),
         rename: ("rename",),
-        readdir: (f"readdir {cfg.readdir_entries} entries",),
+        readdir: (f"readdir {cfg.readdir_entries} entries cold",
+                  f"readdir {cfg.readdir_entries} entries warm"),
+        stat_dropped: ("stat (caches dropped)",),
+        seq_write_fsync: (f"seq write {cfg.seq_bytes // MiB} MiB + fsync",),
+        seq_read_warm: (f"seq read {cfg.seq_bytes // MiB} MiB warm",),
+        random_read_warm: (f"random 4 KiB read {min(RANDOM_FILE_BYTES, cfg.seq_bytes) // MiB}"
+                           f" MiB warm",),
         seq_write: (f"seq write {cfg.seq_bytes // MiB} MiB",),
-        seq_read: (f"seq read {cfg.seq_bytes // MiB} MiB",),
+        seq_read: (f"seq read {cfg.seq_bytes // MiB} MiB cold",),
         random_read: ("random 4 KiB read",),
         stat_latency: ("stat latency p50", "stat latency p99"),
         getattr_loop: ("GETATTR loop (fstat, caching off)",),
@@ -511,9 +311,10 @@ PROFILES = {"cached": (1.0, 1.0, 0.0), "nocache": (0.0, 0.0, 0.0)}
 # Order matters a little: the 10,000-entry directory is made late so that it does not sit
 # in the inode tables of the earlier metadata cases.
 _ORDER = [
-    (create, "cached"), (stat, "cached"), (rename, "cached"), (unlink, "cached"),
-    (mkdir_rmdir, "cached"), (seq_write, "cached"), (seq_read, "cached"),
-    (random_read, "cached"), (readdir, "cached"),
+    (create, "cached"), (stat, "cached"), (stat_dropped, "cached"), (rename, "cached"),
+    (unlink, "cached"), (mkdir_rmdir, "cached"), (seq_write, "cached"),
+    (seq_write_fsync, "cached"), (seq_read, "cached"), (seq_read_warm, "cached"),
+    (random_read, "cached"), (random_read_warm, "cached"), (readdir, "cached"),
     (getattr_loop, "nocache"), (stat_latency, "nocache"),
 ]
 

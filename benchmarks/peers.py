@@ -9,6 +9,10 @@
 - raw: a plain directory on the same disk as the bricks; the limit.
 - xlfs: ``python -m fuse_bridge.cli -N`` on volfiles/local.vol over a fresh brick.
 - xlfs-dist3: the same on volfiles/dist3.vol, three fresh bricks (cluster/distribute).
+- issue 10's stacks (benchmarks/stack_peers.py): xlfs-pt, xlfs-perf, xlfs-md, xlfs-fast,
+  xlfs-fast-pt (local.vol with FUSE passthrough, perf.vol, md-cache.vol, fast.vol without
+  and with passthrough), xlfs-<translator> (one performance translator alone) and
+  glusterfs-perf (GlusterFS's default client caches, benchmarks/glusterfs-client.vol).
 - pyfuse3: benchmarks/pyfuse3_passthrough.py over a fresh source directory.
 - glusterfs: Debian's GlusterFS client (``glusterfs -N --volfile=...``) on the same
   volfile, the posix brick rewritten to a fresh directory.
@@ -485,3 +489,9 @@ PEERS: Dict[str, Type[Peer]] = {
     "bindfs": BindfsPeer,
     "xlfs-mirror": XlfsMirrorPeer, "xlfs-dist3": XlfsDist3Peer,
 }
+
+#: The peers of a run without --peers: the limit, the FUSE peers issue 10 compares with,
+#: and xlfs's default, GlusterFS-like and fast stacks (the others are asked for by name;
+#: the whole table is benchmarks.run.PEERS).
+DEFAULT_PEERS = ("raw", "bindfs", "pyfuse3", "glusterfs", "glusterfs-perf", "xlfs",
+                 "xlfs-perf", "xlfs-fast", "xlfs-fast-pt")

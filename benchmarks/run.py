@@ -25,10 +25,10 @@ import statistics
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from . import cases as C
 from .cases import Metric
@@ -36,13 +36,15 @@ from fuse_bridge import mount as mnt
 
 from .gluster_peers import GfapiPeer, GlusterReplicaPeer
 from .peers import PEERS as LOCAL_PEERS
-from .peers import Mount, MountLeft, PeerUnavailable, Peer, mounts_under, shielded
+from .peers import (DEFAULT_PEERS, Mount, MountLeft, PeerUnavailable, Peer, mounts_under,
+                    shielded)
+from .stack_peers import STACK_PEERS
 from .report import PeerResult, Run, machine_info, markdown, write_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
-#: Every peer by name: the local ones and those on a GlusterFS volume.
-PEERS: Dict[str, type[Peer]] = {**LOCAL_PEERS, "gfapi": GfapiPeer,
+#: Every peer by name: the local ones, issue 10's stacks and those on a GlusterFS volume.
+PEERS: Dict[str, type[Peer]] = {**LOCAL_PEERS, **STACK_PEERS, "gfapi": GfapiPeer,
                                 "glusterfs-replica": GlusterReplicaPeer}
 
 
@@ -50,8 +52,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smaller sizes, about 3 minutes")
-    p.add_argument("--peers", default=",".join(PEERS),
-                   help=f"comma list of peers (default {','.join(PEERS)})")
+    p.add_argument("--peers", default=",".join(DEFAULT_PEERS),
+                   help=f"comma list of peers (default {','.join(DEFAULT_PEERS)}; known: "
+                        f"{','.join(PEERS)})")
     p.add_argument("--cases", default="",
                    help="comma list of cases (default all: "
                         + ",".join(c.name for c in C.all_cases()) + ")")
@@ -68,8 +71,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="where to make the temporary bricks (default: the system temp dir; "
                         "it must be on a local disk with trusted.* xattrs for GlusterFS)")
     p.add_argument("--limit", type=float, default=None,
-                   help="hard time limit of one mount in seconds (default: 40x the case "
-                        "time limit times the rounds, at least 300)")
+                   help="hard time limit of one mount in seconds (default: every case's "
+                        "own limit times the cases, peers and rounds, at least 300)")
     return p.parse_args(argv)
 
 
@@ -138,6 +141,22 @@ def run_case(name: str, mount: Mount, case: C.Case, cfg: C.Config, out: Collecto
         + f"  [{time.monotonic() - t0:.1f} s]")
 
 
+@contextmanager
+def _reported(name: str, session, out: Collector, rows: List[str]) -> Iterator[Mount]:
+    """A peer's session whose failure at the end (its hard time limit reached, say) is
+    reported as an error of that peer, not raised: the other peers' results stand."""
+    entered = False
+    try:
+        with session as m:
+            entered = True
+            yield m
+    except TimeoutError as exc:
+        if not entered:
+            raise
+        out.error(name, rows, str(exc))
+        log(f"{name}: {exc}")
+
+
 def run_profile(profile: str, names: List[str], cases: List[C.Case], cfg: C.Config,
                 root: Path, limit: float, out: Collector) -> None:
     """Mount every peer with this profile's cache settings, then run the cases round by
@@ -150,8 +169,9 @@ def run_profile(profile: str, names: List[str], cases: List[C.Case], cfg: C.Conf
         for name in names:
             peer = PEERS[name]()
             try:
-                live[name] = stack.enter_context(
-                    peer.session(root / name / profile, timeouts, limit))
+                live[name] = stack.enter_context(_reported(
+                    name, peer.session(root / name / profile, timeouts, limit), out,
+                    [r for c in cases for r in c.metrics]))
             except PeerUnavailable as exc:
                 out.results[name].na = str(exc)
                 log(f"{name}: n/a: {exc}")
@@ -227,8 +247,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as exc:
         log(str(exc))
         return 2
-    # The hard limit of one mount: it lives through all rounds of its profile.
-    limit = args.limit or max(300.0, 40 * cfg.time_limit * cfg.rounds)
+    # The hard limit of one mount: it lives through all rounds of its profile, every case
+    # on every peer in turn, each case bounded by its own watchdog (run_profile).
+    limit = args.limit or max(300.0, (6 * cfg.time_limit + 30) * len(cases) * len(names)
+                              * cfg.rounds)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)

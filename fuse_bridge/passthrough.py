@@ -16,6 +16,13 @@
   opens the brick path again with the caller's flags), the reply carries
   ``FOPEN_PASSTHROUGH`` and the backing id, later opens reuse the id, and the last
   RELEASE unregisters it with ``FUSE_DEV_IOC_BACKING_CLOSE``.
+- A passthrough reply carries only the FOPEN flags the kernel allows with it (DIRECT_IO,
+  PARALLEL_DIRECT_WRITES, NOFLUSH): a translator's ``keep_cache`` hint is dropped, as
+  the kernel fails a passthrough open with any other flag (EIO).
+- An open whose graph flags carry O_NOATIME (every open of a noatime mount, and a caller's
+  own O_NOATIME) is served through the graph unless its inode already has a backing
+  file: the kernel would open the brick file with the caller's flags, without the
+  mount's noatime, and its reads would change the brick file's atime.
 - The kernel's io modes: an inode is never open both cached and passthrough at once (a
   mismatched open fails with EIO in the kernel).  So an inode that has cached opens gets
   cached opens until they are released, and an inode with a backing file gets only
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 from typing import Any, Optional, Protocol
 
 from . import abi
@@ -44,6 +52,12 @@ _PASSTHROUGH = int(abi.InitFlag.PASSTHROUGH)
 _WRITEBACK = int(abi.InitFlag.WRITEBACK_CACHE)
 _FOPEN_PASSTHROUGH = int(abi.FopenFlag.PASSTHROUGH)
 _FOPEN_DIRECT_IO = int(abi.FopenFlag.DIRECT_IO)
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
+# The only FOPEN flags the kernel accepts beside FOPEN_PASSTHROUGH (its
+# FOPEN_PASSTHROUGH_MASK): any other (KEEP_CACHE from md-cache, say) fails the open
+# with EIO.  The kernel's page cache of the inode is unused in passthrough anyway.
+_PASSTHROUGH_MASK = int(abi.FopenFlag.PASSTHROUGH | abi.FopenFlag.DIRECT_IO
+                        | abi.FopenFlag.PARALLEL_DIRECT_WRITES | abi.FopenFlag.NOFLUSH)
 
 
 class PassthroughUnavailable(Exception):
@@ -90,7 +104,7 @@ class Passthrough:
         self._cached: dict[int, int] = {}             # nodeid -> cached-mode opens
         self._by_fh: dict[int, tuple[int, str]] = {}  # fh -> (nodeid, "pt" | "cached")
         self._refused_logged = False
-        self.stats = {"opens": 0, "registered": 0, "refused": 0}
+        self.stats = {"opens": 0, "registered": 0, "refused": 0, "noatime_cached": 0}
 
     # -- INIT ----------------------------------------------------------------------------
     def negotiate(self, offered: int, wanted: int, graph: PassthroughSource,
@@ -138,6 +152,12 @@ class Passthrough:
             return flags, 0               # no io mode in the kernel: nothing to track
         if backing is None and self._cached.get(nodeid):
             return self._cached_open(nodeid, fh, flags)
+        if backing is None and fd.flags & _O_NOATIME:
+            # The kernel opens the brick file again with the caller's own flags: the
+            # O_NOATIME a noatime mount gives the graph's opens is not among them, and
+            # passthrough reads would set the brick file's atime.
+            self.stats["noatime_cached"] += 1
+            return self._cached_open(nodeid, fh, flags)
         brick_fd = graph.passthrough_fd(fd)
         if brick_fd is None:
             if backing is None:
@@ -156,7 +176,7 @@ class Passthrough:
         backing.opens += 1
         self._by_fh[fh] = (nodeid, "pt")
         self.stats["opens"] += 1
-        return flags | _FOPEN_PASSTHROUGH, backing.id
+        return (flags | _FOPEN_PASSTHROUGH) & _PASSTHROUGH_MASK, backing.id
 
     def _cached_open(self, nodeid: int, fh: int, flags: int) -> tuple[int, int]:
         if not flags & _FOPEN_DIRECT_IO:

@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.mount,
               pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
 
 LOCAL = VOLFILES / "local.vol"
+FAST = VOLFILES / "fast.vol"
 
 
 requests = requests_in_dump
@@ -115,6 +116,54 @@ def test_same_file_through_two_opens_and_mmap_of_a_new_file(tmp_path: Path) -> N
             assert f.read(5) == b"first"
     got = requests(dump)
     assert got["READ"] == 0 and got["WRITE"] == 0, got
+
+
+@pytest.mark.parametrize("volfile", [FAST, VOLFILES / "md-cache.vol"], ids=lambda p: p.stem)
+def test_md_cache_stack_uses_it_and_keeps_sizes_right(tmp_path: Path, volfile: Path) -> None:
+    """md-cache over posix passes data through; the kernel's writes bypass md-cache,
+    which then must not answer GETATTR from what it cached before them (md-cache.vol
+    caches for 10 minutes, fast.vol for 1 s)."""
+    dump = tmp_path / "fuse.dump"
+    with Mounted(volfile, tmp_path, "--fuse-passthrough=yes", "--attribute-timeout=0",
+                 f"--dump-fuse={dump}") as m:
+        exercise(m, m.brick)
+        p = m.path("grow")
+        fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            for i in range(1, 5):
+                os.write(fd, b"x" * 1000)
+                assert os.fstat(fd).st_size == 1000 * i
+                assert os.stat(p).st_size == 1000 * i
+        finally:
+            os.close(fd)
+        assert os.stat(p).st_size == 4000
+        with open(p, "rb") as f:
+            assert f.read() == b"x" * 4000
+    got = requests(dump)
+    assert got["READ"] == 0 and got["WRITE"] == 0, got
+
+
+def test_noatime_mount_keeps_brick_atimes(tmp_path: Path) -> None:
+    """The kernel opens a backing file with the caller's flags, not the noatime mount's:
+    on a noatime mount files are served through the graph, and reads leave the brick
+    file's atime as it was; a relatime mount does use passthrough."""
+    old = 1_000_000_000 * 10**9
+    brick = tmp_path / "brick"
+    brick.mkdir()
+    f = brick / "f"
+    f.write_bytes(b"data")
+    os.utime(f, ns=(old, f.stat().st_mtime_ns))
+    dump = tmp_path / "fuse.dump"
+    with Mounted(LOCAL, tmp_path, "--fuse-passthrough=yes", "-o", "noatime",
+                 f"--dump-fuse={dump}") as m:
+        with open(m.path("f"), "rb") as fh:
+            assert fh.read() == b"data"
+    assert f.stat().st_atime_ns == old
+    assert requests(dump)["READ"] > 0               # served through the graph
+    with Mounted(LOCAL, tmp_path / "relatime", "--fuse-passthrough=yes", brick=brick) as m:
+        with open(m.path("f"), "rb") as fh:
+            assert fh.read() == b"data"
+    assert f.stat().st_atime_ns > old                 # passthrough read the brick file
 
 
 ERROR_GEN_VOL = """\

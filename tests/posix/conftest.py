@@ -22,6 +22,8 @@ SUITE_TARGETS += ("perf", "io-cache", "read-ahead", "quick-read", "io-threads",
                   "md-cache", "nl-cache", "readdir-ahead", "open-behind")
 # FUSE passthrough: READ, WRITE and mmap done by the kernel on the brick files
 SUITE_TARGETS += ("local:--fuse-passthrough=yes",)
+# the README's stack (md-cache over posix), with and without passthrough
+SUITE_TARGETS += ("fast", "fast:--fuse-passthrough=yes")
 
 
 def _param(spec: str):

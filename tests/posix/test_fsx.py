@@ -66,7 +66,7 @@ VARIANTS = (("local", "writeback"), ("write-behind", "writeback"), ("memory", "d
 VARIANTS += (("io-cache", "writeback"), ("io-cache", "direct-io"), ("read-ahead", "direct-io"),
              ("quick-read", "writeback"), ("md-cache", "writeback"), ("open-behind", "direct-io"))
 # FUSE passthrough: the kernel reads, writes and maps the brick file itself
-VARIANTS += (("local", "passthrough"),)
+VARIANTS += (("local", "passthrough"), ("fast", "passthrough"), ("md-cache", "passthrough"))
 
 
 def _params():

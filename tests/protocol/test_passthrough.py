@@ -110,6 +110,52 @@ async def test_offered_and_allowed(tmp_path: Path, monkeypatch) -> None:
         assert rec.closed == [1, 2]
 
 
+async def test_passthrough_reply_drops_flags_the_kernel_refuses_with_it(
+        tmp_path: Path, monkeypatch) -> None:
+    """md-cache asks for KEEP_CACHE on a re-open of an unchanged file; the kernel fails a
+    passthrough open carrying it (EIO on a real mount), so the reply leaves it out."""
+    Backings(monkeypatch)
+    graph = posix_graph(tmp_path, "features/locks", "performance/md-cache")
+    async with serve(graph, opts("yes"), flags=ALL_FLAGS, flags2=OFFER2) as (k, s):
+        e, o = (await k.create(1, b"f")).create()
+        o2 = (await k.open(e.nodeid, os.O_RDONLY)).open()
+        o3 = (await k.open(e.nodeid, os.O_RDONLY)).open()   # unchanged: keep_cache hint
+        for out in (o, o2, o3):
+            assert out.open_flags & F.PASSTHROUGH, out
+            assert not out.open_flags & (F.KEEP_CACHE | F.CACHE_DIR), out
+        for out in (o, o2, o3):
+            (await k.release(e.nodeid, out.fh)).ok()
+    async with serve(posix_graph(tmp_path, "performance/md-cache"), opts("no"),
+                     flags=ALL_FLAGS, flags2=OFFER2) as (k, s):
+        e = (await k.lookup(1, b"f")).entry()
+        for _ in range(2):
+            o = (await k.open(e.nodeid, os.O_RDONLY)).open()
+            (await k.release(e.nodeid, o.fh)).ok()
+        assert o.open_flags & F.KEEP_CACHE             # the hint itself is still given
+
+
+async def test_noatime_opens_stay_in_the_graph(tmp_path: Path, monkeypatch) -> None:
+    """The kernel opens the backing file with the caller's flags, never the noatime
+    mount's O_NOATIME: such opens are served through the graph (reads keep the brick's
+    atime); an inode already in passthrough keeps it (the kernel's io-mode rule)."""
+    rec = Backings(monkeypatch)
+    async with serve(posix_graph(tmp_path), opts("yes"), flags=ALL_FLAGS,
+                     flags2=OFFER2) as (k, s):
+        e, o = (await k.create(1, b"f")).create()
+        (await k.release(e.nodeid, o.fh)).ok()
+        o1 = (await k.open(e.nodeid, os.O_RDONLY | os.O_NOATIME)).open()
+        assert not o1.open_flags & F.PASSTHROUGH and o1.backing_id == 0
+        (await k.release(e.nodeid, o1.fh)).ok()
+        o2 = (await k.open(e.nodeid, os.O_RDONLY)).open()
+        assert o2.open_flags & F.PASSTHROUGH
+        o3 = (await k.open(e.nodeid, os.O_RDONLY | os.O_NOATIME)).open()
+        assert o3.open_flags & F.PASSTHROUGH and o3.backing_id == o2.backing_id
+        for out in (o2, o3):
+            (await k.release(e.nodeid, out.fh)).ok()
+        assert s.client.passthrough.stats["noatime_cached"] == 1
+        assert len(rec.opened) == 2
+
+
 async def test_writeback_cache_is_not_asked_with_it(tmp_path: Path, monkeypatch) -> None:
     Backings(monkeypatch)
     o = opts("auto", kernel_writeback_cache=True)

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from benchmarks import cases as C
-from benchmarks import peers, report, run
+from benchmarks import peers, perf_report, report, run
 
 
 def test_every_case_runs_on_a_plain_directory(tmp_path):
@@ -22,7 +22,7 @@ def test_every_case_runs_on_a_plain_directory(tmp_path):
                 assert m.value > 0 and m.unit
                 result.metrics[m.case] = m
         # cases delete their scratch directories; only the shared data files stay
-        assert set(os.listdir(mount.directory)) <= {C.SEQ_NAME, "getattr.dat"}
+        assert set(os.listdir(mount.directory)) <= {C.SEQ_NAME, C.RANDOM_NAME, "getattr.dat"}
     rows = [row for c in C.all_cases(C.TINY) for row in c.metrics]
     units = {r: result.metrics[r].unit for r in rows}
     lower = {r: not result.metrics[r].higher_is_better for r in rows}
@@ -35,12 +35,19 @@ def test_every_case_runs_on_a_plain_directory(tmp_path):
     run.save_run(saved, measured)
     assert report.markdown(run.load_run(saved)) == text  # --render gives the same report
 
+    issue10 = perf_report.markdown(measured)
+    assert "Targets (issue 10)" in issue10 and "xlfs-fast-pt: not run" in issue10
+
     doc = tmp_path / "bench.md"
     doc.write_text("# Benchmarks\n\nprose\n")
     report.write_docs(doc, text)
     report.write_docs(doc, text)  # rewriting replaces the block, never appends a second
     written = doc.read_text()
     assert written.count(report.END) == 1 and written.startswith("# Benchmarks\n\nprose")
+    perf_report.write_docs(doc, issue10)
+    perf_report.write_docs(doc, issue10)       # its own block, next to the runner's
+    written = doc.read_text()
+    assert written.count(perf_report.END) == 1 and written.count(report.END) == 1
 
 
 def test_runner_rejects_unknown_names_without_mounting(capsys):
@@ -59,3 +66,19 @@ def test_passthrough_module_imports():
         pytest.skip("pyfuse3 not installed (the bench extra)")
     from benchmarks import pyfuse3_passthrough
     assert pyfuse3_passthrough.parse_args(["a", "b"]).attr_timeout == 1.0
+
+
+def test_a_peer_past_its_hard_limit_is_an_error_not_the_end_of_the_run():
+    """A session that raises TimeoutError when it ends (its watchdog aborted the mount)
+    marks that peer's rows as errors; the run and the other peers' results go on."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def session():
+        yield "m"
+        raise TimeoutError("x: hard limit of 1 s reached; connection aborted")
+
+    out = run.Collector(["x"])
+    with run._reported("x", session(), out, ["row"]) as m:
+        assert m == "m"
+    assert "hard limit" in out.results["x"].errors["row"]

@@ -20,6 +20,7 @@ MDC = "performance/md-cache"
 class Counter(Translator):
     """Counts the fops that reach it (between md-cache and the leaf)."""
     type = "test/counter"
+    passes_data_through = True      # it counts metadata fops only
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
@@ -403,3 +404,62 @@ async def test_opendir_hints_cache_dir_and_keeps_an_unchanged_listing():
     fd = Fd(d2.inode, os.O_RDONLY, is_dir=True)
     await h2.top.opendir(h2.frame(), d2.inode, fd)
     assert fd.open_flags == set()
+
+
+# -- FUSE passthrough: the kernel writes the brick file without a fop ----------------------
+
+async def test_passthrough_writer_stops_serving_cached_attributes(tmp_path):
+    h, counter, _leaf, _clock = build("storage/posix", {"directory": str(tmp_path)},
+                                      md_cache_timeout="600", cache_invalidation="on")
+    assert h.top.passthrough_blocker() is None
+    await h.write_file("/f", b"abc")
+    assert (await h.stat("/f")).size == 3          # cached now
+    fd = await h.open("/f", os.O_WRONLY)
+    assert h.top.passthrough_fd(fd) is not None     # the bridge registers the brick file
+    with open(tmp_path / "f", "ab") as f:           # the kernel's write, past the graph
+        f.write(b"defg")
+    assert (await h.stat("/f")).size == 7
+    assert (await h.stat("/f")).size == 7           # not cached while the writer is open
+    with open(tmp_path / "f", "ab") as f:
+        f.write(b"h")
+    assert (await h.stat("/f")).size == 8
+    await h.close(fd)
+    assert (await h.stat("/f")).size == 8           # dropped at release, cached again
+    before = counter.counts.get("getattr", 0)
+    assert (await h.stat("/f")).size == 8
+    assert counter.counts.get("getattr", 0) == before
+
+
+async def test_passthrough_reader_keeps_the_cache(tmp_path):
+    h, counter, _leaf, _clock = build("storage/posix", {"directory": str(tmp_path)},
+                                      md_cache_timeout="600", cache_invalidation="on")
+    await h.write_file("/f", b"abc")
+    await h.stat("/f")
+    fd = await h.open("/f", os.O_RDONLY)
+    assert h.top.passthrough_fd(fd) is not None
+    before = counter.counts.get("getattr", 0)
+    await h.stat("/f")
+    assert counter.counts.get("getattr", 0) == before   # a reader changes nothing
+    await h.close(fd)
+
+
+async def test_exclusive_create_answers_the_capability_question():
+    """The kernel asks security.capability before the first write of every file; a file
+    md-cache saw made by an exclusive create has none, so no getxattr reaches the child."""
+    h, counter, _leaf, _clock = build(md_cache_timeout="600", cache_invalidation="on")
+    loc = await h.parent_loc("/new")
+    from xlators.core.inode import Fd
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+    fd = Fd(loc.parent, flags)
+    entry = await h.top.create(h.frame(), loc, flags, 0o100644, 0o022, fd)
+    with pytest.raises(FopError) as err:
+        await h.top.getxattr(h.frame(), entry.inode, b"security.capability")
+    assert err.value.errno == errno.ENODATA
+    assert counter.counts.get("getxattr", 0) == 0
+    # without O_EXCL the storage may have opened an existing file: ask
+    loc2 = await h.parent_loc("/other")
+    flags = os.O_RDWR | os.O_CREAT
+    e2 = await h.top.create(h.frame(), loc2, flags, 0o100644, 0o022, Fd(loc2.parent, flags))
+    with pytest.raises(FopError):
+        await h.top.getxattr(h.frame(), e2.inode, b"security.capability")
+    assert counter.counts.get("getxattr", 0) == 1

@@ -11,6 +11,14 @@ reads ``xlators.core.fops``: every fop marked ``modifies`` changes
 
 ``open`` with O_TRUNC is the one fop not marked ``modifies`` that changes its inode (the
 size): :func:`changes_of` reports it too.
+
+Data caches (io-cache, read-ahead, quick-read) need less: which inodes' *contents* a
+call may change.  :func:`data_changes_of` answers from the same table: a modifying fop
+changes the data of the existing inodes it names (an ``inode``, ``fd`` or ``fd_out``
+parameter; ``fd_in`` is only read), except the fops of :data:`METADATA_ONLY_FOPS`; a fop
+that makes an entry and opens it (``create``) may have truncated the inode it returns;
+``setattr`` only with a new size, ``open`` only with O_TRUNC.  A fop added to the table
+is therefore data-changing unless it is declared metadata-only here.
 """
 from __future__ import annotations
 
@@ -19,6 +27,7 @@ from typing import Any, Iterable, NamedTuple
 
 from ..core.fops import FOP_BY_NAME, FOPS, Fop
 from ..core.inode import Fd, Inode, Loc
+from ..core.types import Entry
 
 #: Every fop that always changes the filesystem (from the fop table).
 MODIFYING_FOPS: tuple[Fop, ...] = tuple(f for f in FOPS if f.modifies)
@@ -31,6 +40,20 @@ _LOC_PARAMS = ("loc", "oldloc", "newloc")
 NAME_REMOVING_FOPS: frozenset[str] = frozenset(
     f.name for f in MODIFYING_FOPS
     if f.result != "Entry" and any(p in _LOC_PARAMS for p in f.param_names))
+
+
+#: Modifying fops that name an existing inode but change only its attributes, xattrs or
+#: names, never its contents (the fop table cannot say so by itself).
+METADATA_ONLY_FOPS: frozenset[str] = frozenset({"setxattr", "removexattr", "link"})
+
+_EXISTING_PARAMS = ("inode",) + _FD_PARAMS
+
+#: Fops after which a data cache must drop what it holds of some inode (see
+#: :func:`data_changes_of`), derived from the fop table.
+DATA_CHANGING_FOPS: tuple[str, ...] = tuple(
+    f.name for f in MODIFYING_FOPS
+    if f.name not in METADATA_ONLY_FOPS
+    and any(p in _EXISTING_PARAMS for p in f.param_names)) + ("open",)
 
 
 class Changes(NamedTuple):
@@ -78,6 +101,34 @@ def changes_of(fop_name: str, args: tuple, kwargs: dict | None = None) -> Change
         if isinstance(loc.inode, Inode):
             inodes.append(loc.inode)
     return Changes(_unique(inodes), _unique(dirs), tuple(names))
+
+
+def data_changes_of(fop_name: str, args: tuple, kwargs: dict | None = None,
+                    result: Any = None) -> tuple[Inode, ...]:
+    """The inodes whose contents a call of ``fop_name`` may change: asked before the call
+    (``result`` None) and again with its result (``create`` returns the inode it may
+    have truncated).  Empty for a fop that changes no data."""
+    if fop_name not in DATA_CHANGING_FOPS:
+        return ()
+    fop = FOP_BY_NAME[fop_name]
+    params = bind(fop, args, kwargs or {})
+    if fop_name == "open":
+        inode = params.get("inode")
+        truncates = int(params.get("flags") or 0) & os.O_TRUNC
+        return (inode,) if truncates and isinstance(inode, Inode) else ()
+    if fop.result == "Entry":            # a new fd of the entry it makes (create)
+        return (result.inode,) if isinstance(result, Entry) else ()
+    if fop_name == "setattr" and getattr(params.get("changes"), "size", None) is None:
+        return ()                       # chmod, chown, utimes: the contents stay
+    inodes: list[Inode] = []
+    inode = params.get("inode")
+    if isinstance(inode, Inode):
+        inodes.append(inode)
+    for key in _FD_PARAMS:
+        fd = params.get(key)
+        if isinstance(fd, Fd) and isinstance(fd.inode, Inode):
+            inodes.append(fd.inode)
+    return _unique(inodes)
 
 
 def _bytes(name: Any) -> bytes:

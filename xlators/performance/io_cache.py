@@ -18,10 +18,11 @@ limit), O_DIRECT fds and ``pass-through on`` read through.
 
 Coherence (what makes a cached page go away):
 
-- its own changes, through *any* fd of the file: writev, truncate and other setattr
-  that changes the size, fallocate (and its discard/zerofill forms), copy_file_range
-  into the file, an open with O_TRUNC drop every page of the inode (an O_APPEND write
-  lands where the storage says, so no range is trusted);
+- its own changes, through *any* fd of the file: every fop that may change the file's
+  contents (writev, a setattr that changes the size, fallocate and its discard/zerofill
+  forms, copy_file_range into the file, create, an open with O_TRUNC: read from the fop
+  table, :mod:`xlators.performance.data_changes`) drops every page of the inode (an
+  O_APPEND write lands where the storage says, so no range is trusted);
 - an upcall from below (``InvalidateInode`` from storage/posix ``watch-brick``, or any
   translator): data invalidations drop the pages at once, attribute-only ones force a
   revalidation; the message then goes on up to the bridge;
@@ -47,6 +48,7 @@ from ..core.events import Event
 from ..core.options import Option, Opts
 from ..core.translator import Translator
 from ..core.upcall import InvalidateInode
+from .data_changes import DataChangeInvalidation
 from .io_cache_pages import CachedFile, PageStore
 from .priority import DEFAULT_PRIORITY, parse_priority, priority_of
 
@@ -55,7 +57,7 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _NO_CACHE = "no-cache"
 
 
-class IoCache(Translator):
+class IoCache(DataChangeInvalidation, Translator):
     """performance/io-cache: cache file data in pages, revalidated by mtime and size."""
     type = "performance/io-cache"
     children_range = (1, 1)
@@ -111,6 +113,8 @@ class IoCache(Translator):
         if f is not None:
             self.store.drop(f)
             f.mtime_ns = f.size = None
+
+    _data_changed = _invalidate
 
     def _revalidate_with(self, inode: Any, attr: Any) -> None:
         """Attributes seen in a reply: pages read under other attributes are dropped."""
@@ -199,18 +203,15 @@ class IoCache(Translator):
         return entry
 
     async def open(self, frame, inode, flags, fd):
-        result = await self.child.open(frame, inode, flags, fd)
+        result = await super().open(frame, inode, flags, fd)    # O_TRUNC: pages dropped
         f = self._file(inode)
-        if flags & os.O_TRUNC:
-            self._invalidate(inode)
         f.checked_at = float("-inf")            # the next read checks mtime and size
         if flags & _O_DIRECT:
             fd.ctx[self] = _NO_CACHE
         return result
 
     async def create(self, frame, loc, flags, mode, umask, fd):
-        entry = await self.child.create(frame, loc, flags, mode, umask, fd)
-        self._invalidate(entry.inode)
+        entry = await super().create(frame, loc, flags, mode, umask, fd)
         self._file(entry.inode, loc.name)
         if flags & _O_DIRECT:
             fd.ctx[self] = _NO_CACHE
@@ -221,41 +222,13 @@ class IoCache(Translator):
         self._revalidate_with(inode, attr)
         return attr
 
-    # -- own changes: every page of the inode goes ------------------------------------
-    async def writev(self, frame, fd, data, offset, flags=None):
-        self._invalidate(fd.inode)
-        try:
-            return await self.child.writev(frame, fd, data, offset, flags)
-        finally:
-            self._invalidate(fd.inode)
-
+    # -- own changes: every page goes (DataChangeInvalidation), a utimes keeps them ----
     async def setattr(self, frame, inode, changes, fd=None):
-        if changes.size is None:
-            attr = await self.child.setattr(frame, inode, changes, fd)
-            f = inode.ctx.get(self)
-            if f is not None and f.mtime_ns is not None:
-                f.mtime_ns = attr.mtime_ns      # a utimes changes no data
-            return attr
-        self._invalidate(inode)
-        try:
-            return await self.child.setattr(frame, inode, changes, fd)
-        finally:
-            self._invalidate(inode)
-
-    async def fallocate(self, frame, fd, mode, offset, length):
-        self._invalidate(fd.inode)
-        try:
-            return await self.child.fallocate(frame, fd, mode, offset, length)
-        finally:
-            self._invalidate(fd.inode)
-
-    async def copy_file_range(self, frame, fd_in, off_in, fd_out, off_out, length, flags):
-        self._invalidate(fd_out.inode)
-        try:
-            return await self.child.copy_file_range(frame, fd_in, off_in, fd_out, off_out,
-                                                    length, flags)
-        finally:
-            self._invalidate(fd_out.inode)
+        attr = await super().setattr(frame, inode, changes, fd)
+        f = inode.ctx.get(self)
+        if changes.size is None and f is not None and f.mtime_ns is not None:
+            f.mtime_ns = attr.mtime_ns          # a utimes changes no data
+        return attr
 
     async def forget(self, frame, inode):
         f = inode.ctx.pop(self, None)

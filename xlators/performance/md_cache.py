@@ -17,7 +17,9 @@ What is cached, for ``md-cache-timeout`` seconds from the reply that brought it:
   nl-cache's);
 - the xattrs chosen by the ``cache-*`` options and ``xattr-cache-list``, from getxattr
   replies, "no such attribute" (ENODATA) included: the kernel asks for
-  ``security.capability`` before writes, and that question is then answered here;
+  ``security.capability`` before writes, and that question is then answered here (for
+  a file just made by an exclusive ``create``, which can have none, without asking the
+  child);
 - ``statfs`` replies, with ``md-cache-statfs on``.
 
 At ``open``, md-cache tells the kernel to keep its page cache of the file (the fd's
@@ -53,6 +55,13 @@ none; changes made below it (in the brick, by another client), the upcall's dela
 ``cache-invalidation on`` and is cut to 60 otherwise.  The kernel's own caches are the
 bridge's (``--attribute-timeout``, ``--entry-timeout``) and come on top.
 
+FUSE passthrough: md-cache never touches file data, so it declares
+``passes_data_through`` and a stack of md-cache over posix can let the kernel do READ
+and WRITE itself.  Such writes change the file's size and times without any fop
+passing here, so while an inode has an fd open for writing in passthrough (md-cache
+sees the bridge ask ``passthrough_fd`` for it) none of its attributes or xattrs are
+served from the cache, and its record is dropped when that fd is released.
+
 Options kept for GlusterFS compatibility that change nothing here: ``force-readdirp``
 (converting a plain readdir to readdirp inside the graph would make inodes the kernel
 never hears of and so never forgets; the bridge's READDIRPLUS gives md-cache every
@@ -62,6 +71,7 @@ invalidated in this graph; the kernel's page cache is the bridge's).
 from __future__ import annotations
 
 import errno
+import os
 import time
 from typing import Any, Callable, Optional
 
@@ -77,12 +87,15 @@ from .fop_targets import MODIFYING_FOPS, NAME_REMOVING_FOPS, Changes, changes_of
 from .md_cache_state import ABSENT, MdState, XattrSelection
 
 GLUSTER_MAX_TIMEOUT_WITHOUT_INVALIDATION = 60
+_PASSTHROUGH_WRITER = object()   # fd.ctx mark: counted in passthrough_writers
+_CAPABILITY = b"security.capability"
 
 
 class MdCache(Translator):
     """performance/md-cache: cache attributes, entries and chosen xattrs of inodes."""
     type = "performance/md-cache"
     children_range = (1, 1)
+    passes_data_through = True   # FUSE passthrough: see the module docstring
     options = (
         Option.int("md-cache-timeout", default=1, min=0, max=600,
                    description="Seconds a cached attribute, entry or xattr is served. "
@@ -220,9 +233,31 @@ class MdCache(Translator):
 
     def _cached_attr(self, inode: Inode) -> Optional[Attr]:
         st = inode.ctx.get(self)
-        if st is None or st.attr is None or not self._fresh(st.attr_time):
+        if st is None or st.attr is None or st.passthrough_writers \
+                or not self._fresh(st.attr_time):
             return None
         return st.attr
+
+    # -- FUSE passthrough ---------------------------------------------------------------
+    def passthrough_fd(self, fd: Any) -> Optional[int]:
+        """The child's answer; a writable fd that gets one stops the inode's cache until
+        it is released (the kernel's writes bypass the graph)."""
+        brick_fd = super().passthrough_fd(fd)
+        if brick_fd is not None and fd.flags & os.O_ACCMODE != os.O_RDONLY \
+                and fd.ctx.get(self) is not _PASSTHROUGH_WRITER:
+            fd.ctx[self] = _PASSTHROUGH_WRITER
+            self._state(fd.inode).passthrough_writers += 1
+            self._invalidate(fd.inode)
+        return brick_fd
+
+    async def release(self, frame: Any, fd: Any) -> None:
+        try:
+            return await self.child.release(frame, fd)
+        finally:
+            if fd.ctx.pop(self, None) is _PASSTHROUGH_WRITER:
+                st = self._state(fd.inode)
+                st.passthrough_writers -= 1
+                self._invalidate(fd.inode)
 
     # -- events ---------------------------------------------------------------------------
     def notify(self, event: Event, data: Any = None, source: Any = None) -> None:
@@ -306,7 +341,8 @@ class MdCache(Translator):
         cacheable = self._caching() and name in self.xattr_names
         if cacheable:
             st = inode.ctx.get(self)
-            if st is not None and name in st.xattrs and self._fresh(st.xattr_time):
+            if st is not None and name in st.xattrs and self._fresh(st.xattr_time) \
+                    and not st.passthrough_writers:
                 self.stats["xattr_hit"] += 1
                 value = st.xattrs[name]
                 if value is ABSENT:
@@ -403,7 +439,15 @@ class MdCache(Translator):
 
     async def create(self, frame: Any, loc: Loc, flags: int, mode: int, umask: int,
                      fd: Any) -> Entry:
-        return await self._new_entry("create", frame, loc, loc, flags, mode, umask, fd)
+        entry = await self._new_entry("create", frame, loc, loc, flags, mode, umask, fd)
+        if flags & os.O_EXCL and isinstance(entry, Entry) \
+                and _CAPABILITY in self.xattr_names and self._caching():
+            # A file an exclusive create made has no file capability (nothing sets one
+            # at creation): the kernel's question before the first write is answered
+            # here.  (Without O_EXCL the storage may have opened an existing file.)
+            # Stored as of now, as _new_entry stores the entry's attributes.
+            self._store_xattr(entry.inode, _CAPABILITY, ABSENT, self._gen)
+        return entry
 
     async def mknod(self, frame: Any, loc: Loc, mode: int, rdev: int, umask: int) -> Entry:
         return await self._new_entry("mknod", frame, loc, loc, mode, rdev, umask)

@@ -27,7 +27,7 @@ ABSENT = None
 class MdState:
     """What md-cache knows about one inode."""
     __slots__ = ("attr", "attr_time", "xattrs", "xattr_time", "inval_gen", "names",
-                 "data_version")
+                 "data_version", "passthrough_writers")
 
     def __init__(self) -> None:
         self.attr: Optional[Attr] = None
@@ -40,6 +40,9 @@ class MdState:
         # (mtime, ctime, size) at the last open: what the kernel's page cache was filled
         # from.  Kept across invalidations (it describes the kernel, not this cache).
         self.data_version: Optional[tuple[int, int, int]] = None
+        # open fds whose writes the kernel does itself (FUSE passthrough): while there is
+        # one, size and times change without a fop, so nothing cached is served.
+        self.passthrough_writers = 0
 
     def drop(self, gen: int, names: bool = False) -> None:
         """Forget attributes and xattrs (and, with ``names``, a directory's entries) as

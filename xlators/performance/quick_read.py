@@ -22,8 +22,8 @@ Reads of a cached file are answered from memory while the content is *fresh*:
   last confirmed by a lookup reply with the same attributes;
 - ``cache-invalidation on``: until something says it changed (no timeout).
 
-The content is dropped by any change through the mount (writev, setattr, fallocate,
-copy_file_range into the file, an open with O_TRUNC, through any fd), by an
+The content is dropped by any change of it through the mount (writev, any setattr, fallocate, copy_file_range into the file, create, an open with O_TRUNC, through
+any fd: read from the fop table, :mod:`xlators.performance.data_changes`), by an
 ``InvalidateInode`` upcall from below (storage/posix ``watch-brick``), by a lookup reply whose
 attributes differ, and by ``forget``.  A file read while any of these happens is not
 cached (a generation number per inode).  So a change made directly in the brick is seen
@@ -46,6 +46,7 @@ from ..core.inode import Fd
 from ..core.options import Option, Opts
 from ..core.translator import Translator
 from ..core.upcall import InvalidateInode
+from .data_changes import DataChangeInvalidation
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
@@ -62,7 +63,7 @@ class _Content:
         self.gen = 0
 
 
-class QuickRead(Translator):
+class QuickRead(DataChangeInvalidation, Translator):
     """performance/quick-read: small whole files read at lookup and served from memory."""
     type = "performance/quick-read"
     children_range = (1, 1)
@@ -190,38 +191,14 @@ class QuickRead(Translator):
         self.stats["misses"] += 1
         return await self.child.readv(frame, fd, size, offset, flags)
 
-    # -- changes --------------------------------------------------------------------------
-    async def _changing(self, inode: Any, call: Any) -> Any:
-        self._drop_inode(inode)
-        try:
-            return await call
-        finally:
-            self._drop_inode(inode)
-
-    async def writev(self, frame, fd, data, offset, flags=None):
-        return await self._changing(fd.inode,
-                                    self.child.writev(frame, fd, data, offset, flags))
+    # -- changes: the inode's content goes (DataChangeInvalidation) -----------------------
+    _data_changed = _drop_inode
 
     async def setattr(self, frame, inode, changes, fd=None):
-        return await self._changing(inode, self.child.setattr(frame, inode, changes, fd))
-
-    async def fallocate(self, frame, fd, mode, offset, length):
-        return await self._changing(fd.inode, self.child.fallocate(frame, fd, mode,
-                                                                   offset, length))
-
-    async def copy_file_range(self, frame, fd_in, off_in, fd_out, off_out, length, flags):
-        return await self._changing(fd_out.inode, self.child.copy_file_range(
-            frame, fd_in, off_in, fd_out, off_out, length, flags))
-
-    async def open(self, frame, inode, flags, fd):
-        if flags & os.O_TRUNC:
-            return await self._changing(inode, self.child.open(frame, inode, flags, fd))
-        return await self.child.open(frame, inode, flags, fd)
-
-    async def create(self, frame, loc, flags, mode, umask, fd):
-        entry = await self.child.create(frame, loc, flags, mode, umask, fd)
-        self._drop_inode(entry.inode)
-        return entry
+        # As GlusterFS's quick-read: a chmod or utimes drops the content too, so its
+        # reply is a chance to see a change made below without an upcall.
+        self._drop_inode(inode)
+        return await super().setattr(frame, inode, changes, fd)
 
     async def forget(self, frame, inode):
         self._drop(inode.ctx.pop(self, None))

@@ -15,9 +15,10 @@ A read that finds its page still being fetched waits for that fetch.  A read els
 (random access) drops the fd's pages and prefetches nothing.  Pages the reader has passed
 are dropped, so an fd holds at most ``page-count`` pages.
 
-Prefetched data never outlives a change: a write, a size-changing setattr (truncate), a
-fallocate, a copy_file_range into the file or an open with O_TRUNC, through *any* fd of
-the inode, and an ``InvalidateInode`` upcall from below (storage/posix ``watch-brick``)
+Prefetched data never outlives a change: every fop that may change the file's contents
+(a write, a size-changing setattr, a fallocate, a copy_file_range into the file, an open
+with O_TRUNC...: read from the fop table, :mod:`xlators.performance.data_changes`),
+through *any* fd of the inode, and an ``InvalidateInode`` upcall from below (storage/posix ``watch-brick``)
 drop the pages of every fd of that inode and cancel their fetches in flight; a fetch that
 completes after such a change is discarded (a generation number per fd).  ``release``
 cancels the fd's fetches and waits for them before winding.
@@ -39,6 +40,7 @@ from ..core.options import Option
 from ..core.translator import Translator
 from ..core.types import NOW, SetAttr
 from ..core.upcall import InvalidateInode
+from .data_changes import DataChangeInvalidation
 
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
@@ -65,7 +67,7 @@ class _FdPages:
         self.idle: Optional[trio.Event] = None  # set when running drops to 0
 
 
-class ReadAhead(Translator):
+class ReadAhead(DataChangeInvalidation, Translator):
     """performance/read-ahead: prefetch pages ahead of sequential readers, per fd."""
     type = "performance/read-ahead"
     children_range = (1, 1)
@@ -219,35 +221,8 @@ class ReadAhead(Translator):
             if st.running == 0 and st.idle is not None:
                 st.idle.set()
 
-    # -- changes: drop the prefetched pages of every fd of the inode --------------------
-    async def _changing(self, inode: Any, call: Any) -> Any:
-        self._discard_inode(inode)
-        try:
-            return await call
-        finally:
-            self._discard_inode(inode)
-
-    async def writev(self, frame, fd, data, offset, flags=None):
-        return await self._changing(fd.inode, self.child.writev(frame, fd, data, offset,
-                                                                flags))
-
-    async def setattr(self, frame, inode, changes, fd=None):
-        if changes.size is None:
-            return await self.child.setattr(frame, inode, changes, fd)
-        return await self._changing(inode, self.child.setattr(frame, inode, changes, fd))
-
-    async def fallocate(self, frame, fd, mode, offset, length):
-        return await self._changing(fd.inode, self.child.fallocate(frame, fd, mode,
-                                                                   offset, length))
-
-    async def copy_file_range(self, frame, fd_in, off_in, fd_out, off_out, length, flags):
-        return await self._changing(fd_out.inode, self.child.copy_file_range(
-            frame, fd_in, off_in, fd_out, off_out, length, flags))
-
-    async def open(self, frame, inode, flags, fd):
-        if flags & os.O_TRUNC:
-            return await self._changing(inode, self.child.open(frame, inode, flags, fd))
-        return await self.child.open(frame, inode, flags, fd)
+    # -- changes: the prefetched pages of every fd of the inode go (DataChangeInvalidation)
+    _data_changed = _discard_inode
 
     # -- the end of an fd ---------------------------------------------------------------
     async def release(self, frame, fd):
