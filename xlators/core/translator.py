@@ -163,17 +163,24 @@ class Translator:
         return f"<{type(self).__name__} {self.name!r} ({self.type})>"
 
 
+async def _no_child(no_error: bool) -> None:
+    if no_error:
+        return None
+    raise FopError(errno.ENOSYS)
+
+
 def _make_default(fop: Fop) -> Callable[..., Awaitable[Any]]:
     name = fop.name
     no_error = name in NO_ERROR_FOPS
 
-    async def default(self: Translator, frame: Any, *args: Any, **kwargs: Any) -> Any:
+    # Not a coroutine function: it hands back the child's coroutine for the caller to
+    # await, so a pass-through translator adds no coroutine (no frame, no send through
+    # it) to the request path.  ``await xl.fop(...)`` is the same either way.
+    def default(self: Translator, frame: Any, *args: Any, **kwargs: Any) -> Any:
         child = self.child
         if child is None:
-            if no_error:
-                return None
-            raise FopError(errno.ENOSYS)
-        return await getattr(child, name)(frame, *args, **kwargs)
+            return _no_child(no_error)
+        return getattr(child, name)(frame, *args, **kwargs)
 
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("frame", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
