@@ -30,8 +30,8 @@ from typing import Dict, List, Optional
 
 from . import cpu_cases as K
 from . import fuse_trace
-from .cpu_report import render, write_docs
-from .peers import PEERS, MountLeft, PeerUnavailable
+from .cpu_report import BASELINE, render, write_docs
+from .peers import PEERS, MountLeft, PeerUnavailable, XlfsPeer, _timeout_flags
 from .report import machine_info
 from .run import cleanup
 
@@ -42,6 +42,38 @@ CALLS = {"getattr": 30000, "lookup": 20000, "lookup-missing": 20000, "read": 200
          "write": 20000, "create": 5000, "unlink": 5000, "mkdir-rmdir": 3000, "rename": 5000}
 
 Samples = Dict[str, Dict[str, List[K.Sample]]]    # peer -> workload -> rounds
+
+
+class BaselinePeer(XlfsPeer):
+    """xlfs from another checkout (``--baseline DIR``, e.g. a ``git worktree`` of main) on
+    that checkout's local.vol, in the same run: before/after under the same load."""
+    name = BASELINE
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(Path(root) / "volfiles" / "local.vol")
+        self.root = Path(root).resolve()
+        self.description = f"xlfs from {self.root}"
+
+    def version(self) -> str:
+        import subprocess
+        try:
+            out = subprocess.run(["git", "-C", str(self.root), "describe", "--always",
+                                  "--dirty"], capture_output=True, text=True,
+                                 timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        return f"{BASELINE} {out or self.root}"
+
+    def env(self):
+        return dict(os.environ, PYTHONPATH=str(self.root))
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        # -c, not -m: -m would put the current directory (this checkout) first on sys.path
+        boot = (f"import runpy, sys; sys.path.insert(0, {str(self.root)!r}); "
+                "runpy.run_module('fuse_bridge.cli', run_name='__main__', alter_sys=True)")
+        return ([sys.executable, "-c", boot, "-N", "-L", "WARNING", "-l", str(log),
+                 "-f", str(self.volfile), f"--xlator-option=posix.directory={brick}"]
+                + _timeout_flags(timeouts) + [str(mountpoint)])
 
 
 def log(msg: str) -> None:
@@ -63,6 +95,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--render", type=Path, metavar="JSON", help="measure nothing: report "
                    "a run saved with --json")
     p.add_argument("--workdir", default=None, help="where the bricks go (default: /tmp)")
+    p.add_argument("--baseline", type=Path, metavar="DIR", help=f"also measure xlfs from "
+                   f"the checkout DIR, as peer {BASELINE} (before/after in one run)")
     return p.parse_args(argv)
 
 
@@ -70,13 +104,18 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _peer(name: str, baseline: Optional[Path]):
+    return BaselinePeer(baseline) if name == BASELINE else PEERS[name]()
+
+
 def run_profile(profile: str, names: List[str], workloads: List[K.Workload], scale: float,
-                rounds: int, root: Path, samples: Samples, na: Dict[str, str]) -> None:
+                rounds: int, root: Path, samples: Samples, na: Dict[str, str],
+                baseline: Optional[Path] = None) -> None:
     with ExitStack() as stack:
         live = {}
         for name in names:
             try:
-                live[name] = stack.enter_context(PEERS[name]().session(
+                live[name] = stack.enter_context(_peer(name, baseline).session(
                     root / name / profile, K.PROFILES[profile], 3600))
             except PeerUnavailable as exc:
                 na[name] = str(exc)
@@ -146,7 +185,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         info, samples, na = load(args.render)
     else:
         names = [n.strip() for n in args.peers.split(",") if n.strip()]
-        bad = [n for n in names if n not in PEERS or n == "raw"]
+        if args.baseline is not None:
+            if not (args.baseline / "fuse_bridge" / "cli.py").exists():
+                log(f"--baseline {args.baseline}: not an xlfs checkout")
+                return 2
+            names.insert(names.index("xlfs") + 1 if "xlfs" in names else 0, BASELINE)
+        bad = [n for n in names if (n not in PEERS or n == "raw") and n != BASELINE]
         wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
         bad += [w for w in wanted if w not in K.WORKLOADS]
         if bad:
@@ -168,7 +212,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         left: List[str] = []
         try:
             for name in names:
-                peer = PEERS[name]()
+                peer = _peer(name, args.baseline)
                 why_not = peer.unavailable()
                 if why_not:
                     na[name] = why_not
@@ -179,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 ready = [n for n in names if n not in na]
                 if todo and ready:
                     run_profile(profile, ready, todo, 1 / 3 if args.quick else 1.0,
-                                max(1, args.rounds), root, samples, na)
+                                max(1, args.rounds), root, samples, na, args.baseline)
         except KeyboardInterrupt:
             log("interrupted: unmounting")
             args.write_docs = False

@@ -8,12 +8,14 @@ Each workload is a loop of one system call made so that the kernel has to ask th
 every time: ``fstat`` of an open file with the attribute timeout 0 (GETATTR), ``stat`` of
 a name with the entry timeout 0 (LOOKUP), a 4 KiB ``preadv`` of a page just dropped from
 the mount's page cache with readahead off (READ), a 4 KiB ``pwritev`` (WRITE: FUSE writes
-through to the daemon without the writeback cache), ``open(O_CREAT|O_EXCL)`` (CREATE; the descriptors stay open
-until after the measurement, so no FLUSH or RELEASE falls in it), ``unlink``, ``mkdir``
-then ``rmdir``, ``rename``.  The daemon's user and system CPU come from ``/proc/PID/stat``
-(utime, stime: every thread of the process) read just before and after the loop; the
-requests it got in that window are counted by the kernel's tracepoint (fuse_trace), per
-opcode, for every peer alike.  Setup and clean-up are outside the window.
+through to the daemon without the writeback cache), ``open(O_CREAT|O_EXCL)`` (CREATE;
+the descriptors stay open until after the measurement, so no FLUSH or RELEASE falls in
+it), ``unlink``, ``mkdir`` then ``rmdir``, ``rename``.  FORGETs are not counted (the
+kernel queues them apart from other requests, past the tracepoint): their cost stays in
+the call that caused them (unlink, rmdir).  The daemon's user and system CPU come from
+``/proc/PID/stat`` (utime, stime: every thread of the process) read just before and after
+the loop; the requests it got in that window are counted by the kernel's tracepoint
+(fuse_trace), per opcode, for every peer alike.  Setup and clean-up are outside the window.
 
 Not ``O_DIRECT`` for READ and WRITE: the daemon is told of it and does direct I/O on its
 brick, so the loop would time the disk and the daemon's way of waiting for it (xlfs's

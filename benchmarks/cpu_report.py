@@ -22,6 +22,7 @@ USER_TARGETS = {"getattr": 8.0, "lookup": 12.0, "create": 20.0, "read": 10.0,
 RATE_TARGETS = ("create", "unlink", "mkdir-rmdir", "rename")
 
 Costs = Dict[str, Dict[str, Cost]]
+BASELINE = "xlfs-baseline"      # benchmarks.cpu --baseline DIR
 
 
 def _us(x: Optional[float]) -> str:
@@ -113,8 +114,11 @@ def targets(costs: Costs) -> List[str]:
             out.append(f"- {WORKLOADS[name].opcode} user CPU <= {t:g} µs: not measured.")
             continue
         ok = "**met**" if c.main_user <= t else "**not met**"
+        base = costs.get(BASELINE, {}).get(name)
+        was = (f" (baseline {_us(base.main_user)} µs)" if base is not None
+               and base.main_user is not None else "")
         out.append(f"- {WORKLOADS[name].opcode} user CPU <= {t:g} µs: "
-                   f"{_us(c.main_user)} µs, {ok}.")
+                   f"{_us(c.main_user)} µs{was}, {ok}.")
     g, gl = x.get("getattr"), costs.get("glusterfs", {}).get("getattr")
     if g and gl and g.main_user is not None and gl.main_user is not None:
         mine, theirs = g.main_user + g.main_system, gl.main_user + gl.main_system
