@@ -95,6 +95,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--render", type=Path, metavar="JSON", help="measure nothing: report "
                    "a run saved with --json")
     p.add_argument("--workdir", default=None, help="where the bricks go (default: /tmp)")
+    p.add_argument("--placement", choices=PLACEMENTS, default="free", help="free: the "
+                   "scheduler places the application and the daemon (default); same: both "
+                   "pinned to CPU 0; split: application on CPU 0, daemon on CPU 1")
     p.add_argument("--baseline", type=Path, metavar="DIR", help=f"also measure xlfs from "
                    f"the checkout DIR, as peer {BASELINE} (before/after in one run)")
     return p.parse_args(argv)
@@ -104,13 +107,31 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+PLACEMENTS = ("free", "same", "split")
+
+
+def place(pid: int, placement: str) -> None:
+    """Pin this process and every thread of daemon ``pid``: "same" puts both on CPU 0,
+    "split" the daemon on CPU 1; "free" leaves the scheduler to it.  Threads the daemon
+    starts later inherit their creator's CPU."""
+    if placement == "free":
+        return
+    os.sched_setaffinity(0, {0})
+    cpu = {0} if placement == "same" else {1 % (os.cpu_count() or 1)}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpu)
+        except OSError:
+            pass                      # a thread that just ended
+
+
 def _peer(name: str, baseline: Optional[Path]):
     return BaselinePeer(baseline) if name == BASELINE else PEERS[name]()
 
 
 def run_profile(profile: str, names: List[str], workloads: List[K.Workload], scale: float,
                 rounds: int, root: Path, samples: Samples, na: Dict[str, str],
-                baseline: Optional[Path] = None) -> None:
+                baseline: Optional[Path] = None, placement: str = "free") -> None:
     with ExitStack() as stack:
         live = {}
         for name in names:
@@ -135,6 +156,7 @@ def run_profile(profile: str, names: List[str], workloads: List[K.Workload], sca
                     if m.pid is None:
                         na[name] = "no daemon process to measure"
                         continue
+                    place(m.pid, placement)
                     try:
                         s = K.measure(w, m.directory, m.pid, m.connection, calls)
                     except (KeyboardInterrupt, MountLeft):
@@ -201,7 +223,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if why:
             log(f"requests are not counted: {why}")
         info = dict(machine_info(), mode="quick" if args.quick else "full",
-                    rounds=str(args.rounds), counted="" if why is None else why)
+                    rounds=str(args.rounds), counted="" if why is None else why,
+                    placement=args.placement)
+        affinity = os.sched_getaffinity(0)
         load_before = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _interrupt)
@@ -223,11 +247,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 ready = [n for n in names if n not in na]
                 if todo and ready:
                     run_profile(profile, ready, todo, 1 / 3 if args.quick else 1.0,
-                                max(1, args.rounds), root, samples, na, args.baseline)
+                                max(1, args.rounds), root, samples, na, args.baseline,
+                                args.placement)
         except KeyboardInterrupt:
             log("interrupted: unmounting")
             args.write_docs = False
         finally:
+            os.sched_setaffinity(0, affinity)
             left = cleanup(root)
             fuse_trace.release_tracefs()
         info.update(versions=versions, duration=f"{time.monotonic() - started:.0f} s",

@@ -151,6 +151,10 @@ def render(info: dict, costs: Costs, na: Dict[str, str]) -> str:
             f"{info.get('python', '?')}.")
     if versions:
         head += f" Peers: {versions}."
+    where = {"same": "application and daemon pinned to one CPU",
+             "split": "application on CPU 0, daemon on CPU 1"}.get(info.get("placement", ""))
+    if where:
+        head += f" Placement: {where}."
     if info.get("load"):
         head += f" Load average: {info['load']}; the run took {info.get('duration', '?')}."
     lines = [head, ""]
