@@ -66,3 +66,29 @@ def test_attr_from_stat_is_the_constructor():
                  st.st_blksize)
     assert Attr.from_stat(st) == built
     assert Attr.from_stat(st, 99).ino == 99 and Attr.from_stat(st, 99).size == st.st_size
+
+
+class RenameLeaf(Translator):
+    """A child whose optional parameter has a default of its own (as dht's rename)."""
+    type = "test/rename-leaf"
+
+    async def rename(self, frame, oldloc, newloc, flags=0):
+        return flags
+
+
+def test_an_optional_parameter_not_given_keeps_the_childs_default():
+    from xlators.debug.io_stats import IoStats
+    for top in (Middle("mid", [RenameLeaf("leaf")]), IoStats("stats", [RenameLeaf("leaf")])):
+        assert step(top.rename(Frame(), "a", "b")) == 0          # not None: not given
+        assert step(top.rename(Frame(), "a", "b", None)) is None
+        assert step(top.rename(Frame(), "a", "b", flags=1)) == 1
+        with pytest.raises(TypeError):
+            top.rename(Frame(), "a")                            # a missing argument
+
+
+def test_generated_fops_have_the_tables_signature():
+    import inspect
+    from xlators.debug.io_stats import IoStats
+    for cls in (Translator, IoStats):
+        assert str(inspect.signature(cls.getattr)) == "(self, frame, inode, fd=None)"
+        assert str(inspect.signature(cls.lookup)) == "(self, frame, loc)"
