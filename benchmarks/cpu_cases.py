@@ -185,6 +185,9 @@ def measure(w: Workload, directory: str, pid: int, connection: Optional[int],
         if w.repeatable:
             for i in range(min(100, calls)):       # warm up
                 w.call(ctx, i)
+        # Start every loop with no dirty data on the machine: the writeback of the previous
+        # loop's files (any peer's) would otherwise land in this one's window.
+        os.sync()
         trace = None
         if count and connection is not None and fuse_trace.unavailable() is None:
             trace = fuse_trace.FuseTrace(connection, events=8 * calls)
