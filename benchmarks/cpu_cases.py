@@ -175,7 +175,8 @@ def daemon_cpu(pid: int) -> tuple[float, float]:
 
 
 def measure(w: Workload, directory: str, pid: int, connection: Optional[int],
-            calls: int, time_limit: float = 30.0, count: bool = True) -> Sample:
+            calls: int, time_limit: float = 30.0, count: bool = True,
+            settle: bool = True) -> Sample:
     """Run ``w`` ``calls`` times (fewer if ``time_limit`` runs out) in a fresh directory
     under ``directory`` and return the daemon's CPU and requests in that window."""
     d = _fresh(directory, w.name)
@@ -187,7 +188,8 @@ def measure(w: Workload, directory: str, pid: int, connection: Optional[int],
                 w.call(ctx, i)
         # Start every loop with no dirty data on the machine: the writeback of the previous
         # loop's files (any peer's) would otherwise land in this one's window.
-        os.sync()
+        if settle:
+            os.sync()
         trace = None
         if count and connection is not None and fuse_trace.unavailable() is None:
             trace = fuse_trace.FuseTrace(connection, events=8 * calls)
