@@ -63,6 +63,8 @@ class Mount:
     env: CaseEnv
     abort: Callable[[], None] = lambda: None
     aborted: Callable[[], bool] = lambda: False
+    pid: Optional[int] = None          # the daemon's process (its CPU time is in /proc)
+    connection: Optional[int] = None   # the FUSE connection number (device minor)
 
 
 class PeerUnavailable(Exception):
@@ -276,7 +278,8 @@ class FusePeer(Peer):
             directory.mkdir(exist_ok=True)
             attr, entry, _neg = timeouts
             yield Mount(str(directory), CaseEnv(fuse=True, attr_timeout=attr, entry_timeout=entry),
-                        abort=m.abort, aborted=lambda: m.aborted)
+                        abort=m.abort, aborted=lambda: m.aborted, pid=m.proc.pid,
+                        connection=m.conn)
             if m.aborted:
                 raise TimeoutError(f"{self.name}: hard limit of {limit:.0f} s reached; "
                                    f"connection aborted")

@@ -82,3 +82,39 @@ def test_a_peer_past_its_hard_limit_is_an_error_not_the_end_of_the_run():
     with run._reported("x", session(), out, ["row"]) as m:
         assert m == "m"
     assert "hard limit" in out.results["x"].errors["row"]
+
+
+def test_cpu_workloads_run_on_a_plain_directory(tmp_path):
+    """benchmarks.cpu: every workload runs (here against this process's own CPU, with no
+    FUSE connection to count), the attribution subtracts the helpers' requests, and the
+    report goes into its own block of the docs."""
+    from benchmarks import cpu, cpu_cases as K, cpu_report
+    samples = {}
+    for name, w in K.WORKLOADS.items():
+        s = K.measure(w, str(tmp_path), os.getpid(), None, calls=20, settle=False)
+        assert s.calls == 20 and s.counts is None and s.wall > 0
+        assert os.listdir(tmp_path) == []          # the scratch directory is gone
+        samples[name] = [s]
+    # Counted as the kernel counts on a mount with the entry timeout 0: a create is a
+    # LOOKUP of the missing name, then the CREATE, then a GETATTR of the directory.
+    mixes = {"getattr": {"GETATTR": 20}, "lookup": {"LOOKUP": 20},
+             "lookup-missing": {"LOOKUP": 20}, "create": {"LOOKUP": 20, "CREATE": 20,
+                                                          "GETATTR": 20}}
+    for name, counts in mixes.items():
+        s = samples[name][0]
+        samples[name] = [K.Sample(20, 20e-6 * 10, 20e-6 * 2, s.wall, counts)]
+    samples["lookup"][0].user = 20e-6 * 12
+    samples["create"][0].user = 20e-6 * (10 + 10 + 30)   # GETATTR + LOOKUP- + CREATE
+    costs = cpu.costs_of({"xlfs": samples})
+    assert costs["xlfs"]["getattr"].main_user == pytest.approx(10)
+    assert costs["xlfs"]["lookup"].main_user == pytest.approx(12)
+    assert costs["xlfs"]["create"].main_user == pytest.approx(30)
+    assert costs["xlfs"]["create"].derived
+    text = cpu_report.render({"peers": ["xlfs"], "rounds": "1"}, costs, {"bindfs": "absent"})
+    assert "| CREATE * | 30.0 |" in text and "bindfs**: n/a: absent" in text
+    doc = tmp_path / "bench.md"
+    doc.write_text("# Benchmarks\n\nprose\n")
+    cpu_report.write_docs(doc, text)
+    cpu_report.write_docs(doc, text)
+    written = doc.read_text()
+    assert written.count(cpu_report.END) == 1 and written.startswith("# Benchmarks\n\nprose")

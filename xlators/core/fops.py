@@ -12,7 +12,9 @@ without a reply to the kernel; it still takes a frame (a system frame) for unifo
 from __future__ import annotations
 
 import errno as E
-from typing import Callable, NamedTuple
+import linecache
+import re
+from typing import Any, Callable, NamedTuple
 
 
 class Fop(NamedTuple):
@@ -95,6 +97,50 @@ FOPS: tuple[Fop, ...] = (
 )
 
 FOP_BY_NAME: dict[str, Fop] = {f.name: f for f in FOPS}
+
+
+class _NotGiven:
+    """Default of a generated wrapper's optional parameter: "the caller did not pass it",
+    so the child gets its own default (None in one translator, 0 in another)."""
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN = _NotGiven()
+
+
+def compile_fop(fop: Fop, template: str, env: dict[str, Any]) -> Callable[..., Any]:
+    """A function for ``fop`` with the table's exact parameters, from ``template``.
+
+    On the request path, ``def f(self, frame, *args, **kwargs)`` and a wind through
+    ``getattr(child, name)(frame, *args, **kwargs)`` pack and unpack the arguments at
+    every translator; a generated function takes and passes them by name instead.
+    ``template`` is the source of one function, with ``{name}`` (the fop), ``{params}``
+    (its parameters after ``frame``; an optional one defaults to NOT_GIVEN) and
+    ``{wind:X}`` for the call of ``X.<fop>(frame, ...)`` passing exactly what was given.
+    ``env`` gives the globals the source uses."""
+    required = [p for p in fop.params if not p.endswith("=")]
+    optional = [p.rstrip("=") for p in fop.params if p.endswith("=")]
+    params = required + [f"{p}=NOT_GIVEN" for p in optional]
+
+    def wind(target: str) -> str:
+        call = f"{target}.{fop.name}(frame{''.join(', ' + p for p in required)}"
+        if not optional:
+            return call + ")"
+        opt = optional[-1]      # the table has at most one optional parameter per fop
+        return f"({call}) if {opt} is NOT_GIVEN else {call}, {opt}))"
+
+    src = template
+    for target in set(re.findall(r"\{wind:(\w+)\}", src)):
+        src = src.replace("{wind:%s}" % target, wind(target))
+    src = src.replace("{name}", fop.name).replace("{params}", ", ".join(params))
+    filename = f"<{env.get('__name__', 'fop')}.{fop.name}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)  # tracebacks
+    namespace = dict(env, NOT_GIVEN=NOT_GIVEN)
+    exec(compile(src, filename, "exec"), namespace)
+    return namespace[fop.name]
 FOP_NAMES: tuple[str, ...] = tuple(f.name for f in FOPS)
 
 # Fops with no error to report upward: a leaf with no implementation just succeeds.

@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, ClassVar, Mapping, Optional, Sequen
 
 from .errors import FopError
 from .events import Event
-from .fops import FOPS, NO_ERROR_FOPS, Fop
+from .fops import FOPS, NO_ERROR_FOPS, Fop, compile_fop
 from .inode import InodeTable
 from .options import Option, Opts, resolve_options
 
@@ -213,17 +213,29 @@ class Translator:
         return f"<{type(self).__name__} {self.name!r} ({self.type})>"
 
 
+async def _no_child(no_error: bool) -> None:
+    if no_error:
+        return None
+    raise FopError(errno.ENOSYS)
+
+
+# Not a coroutine function: it hands back the child's coroutine for the caller to await,
+# so a pass-through translator adds no coroutine (no frame, no send through it) to the
+# request path, and it passes the arguments by name (compile_fop), not through *args.
+# ``await xl.fop(...)`` is the same either way.
+_DEFAULT_SOURCE = """
+def {name}(self, frame, {params}):
+    child = self.child
+    if child is None:
+        return _no_child(NO_ERROR)
+    return {wind:child}
+"""
+
+
 def _make_default(fop: Fop) -> Callable[..., Awaitable[Any]]:
     name = fop.name
-    no_error = name in NO_ERROR_FOPS
-
-    async def default(self: Translator, frame: Any, *args: Any, **kwargs: Any) -> Any:
-        child = self.child
-        if child is None:
-            if no_error:
-                return None
-            raise FopError(errno.ENOSYS)
-        return await getattr(child, name)(frame, *args, **kwargs)
+    default = compile_fop(fop, _DEFAULT_SOURCE, {"__name__": __name__, "_no_child": _no_child,
+                                                 "NO_ERROR": name in NO_ERROR_FOPS})
 
     params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
               inspect.Parameter("frame", inspect.Parameter.POSITIONAL_OR_KEYWORD)]

@@ -12,6 +12,9 @@ from typing import Any, NamedTuple, Optional
 NOW = "now"
 
 
+_new_object = object.__new__
+
+
 class Attr:
     """File attributes (what ``stat`` shows).  ``ino`` is the file's identity."""
 
@@ -36,9 +39,22 @@ class Attr:
 
     @classmethod
     def from_stat(cls, st: os.stat_result, ino: Optional[int] = None) -> "Attr":
-        return cls(st.st_ino if ino is None else ino, st.st_size, st.st_blocks, st.st_atime_ns,
-                   st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_nlink, st.st_uid,
-                   st.st_gid, st.st_rdev, st.st_blksize)
+        # Once per GETATTR and LOOKUP: filling the slots directly skips __init__'s
+        # argument binding (a third of the cost).
+        a = _new_object(cls)
+        a.ino = st.st_ino if ino is None else ino
+        a.size = st.st_size
+        a.blocks = st.st_blocks
+        a.atime_ns = st.st_atime_ns
+        a.mtime_ns = st.st_mtime_ns
+        a.ctime_ns = st.st_ctime_ns
+        a.mode = st.st_mode
+        a.nlink = st.st_nlink
+        a.uid = st.st_uid
+        a.gid = st.st_gid
+        a.rdev = st.st_rdev
+        a.blksize = st.st_blksize
+        return a
 
     def copy(self) -> "Attr":
         return Attr(*(getattr(self, f) for f in self.__slots__))

@@ -469,7 +469,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             raise FopError(errno.ENOENT)
         if b"/" in name or b"\0" in name:
             raise FopError(errno.EINVAL, f"invalid name {name!r}")
-        if self._inline:
+        if self._inline_always and offload_limiter() is None:
             # A plain stat: a known inode needs no new descriptor (opened when it does).
             if frame.uid == 0 or not self._switch or self._may_search(frame, pnode):
                 st = os.stat(name, dir_fd=pnode.fd, follow_symlinks=False)
@@ -487,7 +487,11 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         node = inode.ctx.get(self)
         if node is None:
             raise FopError(errno.ESTALE)
-        st = os.fstat(node.fd) if self._inline else await self._thread(os.fstat, node.fd)
+        # the _inline property, spelled out: this is the hottest fop
+        if self._inline_always and offload_limiter() is None:
+            st = os.fstat(node.fd)
+        else:
+            st = await self._thread(os.fstat, node.fd)
         node.mode = st.st_mode
         return Attr.from_stat(st, node.ino)
 

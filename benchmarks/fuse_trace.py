@@ -1,0 +1,118 @@
+"""Counting the FUSE requests the kernel sends to one connection, by opcode, with the
+kernel's ``fuse:fuse_request_send`` tracepoint (Linux 6.15 and later).
+
+    with FuseTrace(connection) as trace:
+        os.fstat(fd)
+    trace.counts()                         # {"GETATTR": 1}
+
+Any daemon (xlfs, GlusterFS, bindfs) is counted alike: the count is what the kernel sent,
+not what a daemon says it served.  The trace runs in a private tracing instance (its own
+buffer, filtered on the connection), so it does not disturb anyone else's tracing; the
+instance is removed on exit.  Needs root and tracefs; when tracefs is not mounted at
+/sys/kernel/tracing, ``tracing_root()`` mounts it there and ``release_tracefs()``
+unmounts it again.  ``unavailable()`` says why counting cannot work here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections import Counter
+from typing import Dict, Optional
+
+TRACEFS = "/sys/kernel/tracing"
+EVENT = "events/fuse/fuse_request_send"
+_OPCODE_RE = re.compile(r"opcode \d+ \(FUSE_(\w+)\)")
+_ENTRIES_RE = re.compile(r"entries-in-buffer/entries-written: (\d+)/(\d+)")
+_mounted_by_us = False
+
+
+def _event_dir(root: str) -> str:
+    return os.path.join(root, EVENT)
+
+
+def tracing_root() -> Optional[str]:
+    """The tracefs directory (mounting it when it is not, as root), or None."""
+    global _mounted_by_us
+    if os.path.isdir(_event_dir(TRACEFS)):
+        return TRACEFS
+    if os.geteuid() != 0 or not os.path.isdir(TRACEFS) or os.listdir(TRACEFS):
+        return None
+    r = subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS],
+                       capture_output=True, timeout=10)
+    if r.returncode != 0:
+        return None
+    _mounted_by_us = True
+    return TRACEFS if os.path.isdir(_event_dir(TRACEFS)) else None
+
+
+def release_tracefs() -> None:
+    """Unmount tracefs if ``tracing_root()`` mounted it."""
+    global _mounted_by_us
+    if _mounted_by_us:
+        subprocess.run(["umount", TRACEFS], capture_output=True, timeout=10)
+        _mounted_by_us = False
+
+
+def unavailable() -> Optional[str]:
+    """None when requests can be counted here, else why not."""
+    if os.geteuid() != 0:
+        return "counting FUSE requests needs root (tracefs)"
+    root = tracing_root()
+    if root is None:
+        return f"no tracefs with the fuse:fuse_request_send event at {TRACEFS}"
+    if not os.path.isdir(os.path.join(root, "instances")):
+        return "tracefs has no instances directory"
+    return None
+
+
+class FuseTrace:
+    """A private tracing instance recording fuse_request_send of one connection."""
+
+    def __init__(self, connection: int, events: int = 50000) -> None:
+        root = tracing_root()
+        if root is None:
+            raise RuntimeError(unavailable() or "no tracefs")
+        self.connection = connection
+        # per CPU; an event takes about 40 bytes: room for ``events`` on any one CPU
+        self.buffer_kb = max(256, events * 48 // 1024)
+        self.dir = os.path.join(root, "instances", f"xlfs-bench-{os.getpid()}-{connection}")
+        self._text = ""
+
+    def _write(self, rel: str, value: str) -> None:
+        with open(os.path.join(self.dir, rel), "w") as f:
+            f.write(value)
+
+    def __enter__(self) -> "FuseTrace":
+        os.mkdir(self.dir)
+        try:
+            self._write("buffer_size_kb", str(self.buffer_kb))
+            self._write(f"{EVENT}/filter", f"connection == {self.connection}")
+            self._write(f"{EVENT}/enable", "1")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._write(f"{EVENT}/enable", "0")
+            with open(os.path.join(self.dir, "trace")) as f:
+                self._text = f.read()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        try:
+            os.rmdir(self.dir)          # removing the instance frees its buffer
+        except FileNotFoundError:
+            pass
+
+    def counts(self) -> Dict[str, int]:
+        """Requests sent while the trace ran, by opcode name (LOOKUP, GETATTR, ...)."""
+        return dict(Counter(_OPCODE_RE.findall(self._text)))
+
+    def lost(self) -> bool:
+        """The buffer overflowed (counts would be short)."""
+        m = _ENTRIES_RE.search(self._text)
+        return m is not None and m.group(1) != m.group(2)
