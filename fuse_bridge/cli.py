@@ -163,7 +163,8 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
         if pt is not None and pt.failure:
             raise Failure(pt.failure)
     finally:
-        if mnt.find_mount(mountpoint) is not None and session.end_reason != "aborted":
+        if (mnt.find_mount(resolved, resolved=True) is not None   # never stat our mount
+                and session.end_reason != "aborted"):
             try:
                 mnt.unmount(mountpoint, lazy=True)
             except OSError:
@@ -187,7 +188,11 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
             name = signal.Signals(signum).name
             if stopping:
                 log.warning("%s again: aborting the connection", name)
-                conn = mnt.connection_id(session.mountpoint)
+                watch = session.mount_watch     # its path is resolved: no stat of our mount
+                entry = (mnt.find_mount(watch.mountpoint, resolved=True)
+                         if watch is not None else None)
+                conn = entry["minor"] if entry and entry["fstype"].startswith("fuse") \
+                    else None
                 if conn is not None:
                     mnt.abort_connection(conn)
                 session.end("aborted")
