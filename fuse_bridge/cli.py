@@ -116,7 +116,8 @@ def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
     if path is None:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if args.get("log_file") is None:         # the default one's directory
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
             handler = logging.FileHandler(path)
         except OSError as exc:
