@@ -31,8 +31,8 @@ from . import mount as mnt
 from . import passthrough, trace_log
 from .cli_args import EXIT_FAILURE, EXIT_USAGE, Args, UsageError, help_text, parse_args
 from .meta_host import add_meta, attach as attach_meta_host
-from .daemon import (Failure, absolute_paths, check_bricks, log_start, remove_pid, reopen_log,
-                     write_pid)
+from .daemon import (Failure, absolute_paths, check_bricks, check_own_files, log_start,
+                     remove_pid, reopen_log, write_pid)
 from .mount_watch import READ_ONLY_VOLUME, MountWatch, apply_flags
 from .notify import Notifier
 from .options import BridgeOptions, OptionValueError
@@ -97,18 +97,27 @@ def build_graph(volfile: str, args: Args) -> Graph:
         raise Failure(f"loading the translator plugins failed: {exc}") from None
 
 
-def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
-    level = "DEBUG" if args.get("debug") else args.get("log_level", "INFO")
+def log_path(args: Args, mountpoint: str, foreground: bool) -> Optional[str]:
+    """The log file the daemon writes (None: stderr)."""
     path = args.get("log_file")
     if args.get("debug") or (foreground and path is None):
+        return None
+    if path is None:
+        base = "/var/log/xlfs" if os.geteuid() == 0 else os.path.expanduser(
+            "~/.local/state/xlfs")
+        name = os.path.abspath(mountpoint).strip("/").replace("/", "-") or "root"
+        path = os.path.join(base, name + ".log")
+    return path
+
+
+def setup_logging(args: Args, mountpoint: str, foreground: bool) -> None:
+    level = "DEBUG" if args.get("debug") else args.get("log_level", "INFO")
+    path = log_path(args, mountpoint, foreground)
+    if path is None:
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
     else:
-        if path is None:
-            base = "/var/log/xlfs" if os.geteuid() == 0 else os.path.expanduser(
-                "~/.local/state/xlfs")
-            os.makedirs(base, exist_ok=True)
-            name = os.path.abspath(mountpoint).strip("/").replace("/", "-") or "root"
-            path = os.path.join(base, name + ".log")
+        if args.get("log_file") is None:         # the default one's directory
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
             handler = logging.FileHandler(path)
         except OSError as exc:
@@ -155,7 +164,8 @@ async def serve(graph: Graph, opts: BridgeOptions, mountpoint: str, volfile: str
         if pt is not None and pt.failure:
             raise Failure(pt.failure)
     finally:
-        if mnt.find_mount(mountpoint) is not None and session.end_reason != "aborted":
+        if (mnt.find_mount(resolved, resolved=True) is not None   # never stat our mount
+                and session.end_reason != "aborted"):
             try:
                 mnt.unmount(mountpoint, lazy=True)
             except OSError:
@@ -179,7 +189,11 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
             name = signal.Signals(signum).name
             if stopping:
                 log.warning("%s again: aborting the connection", name)
-                conn = mnt.connection_id(session.mountpoint)
+                watch = session.mount_watch     # its path is resolved: no stat of our mount
+                entry = (mnt.find_mount(watch.mountpoint, resolved=True)
+                         if watch is not None else None)
+                conn = entry["minor"] if entry and entry["fstype"].startswith("fuse") \
+                    else None
                 if conn is not None:
                     mnt.abort_connection(conn)
                 session.end("aborted")
@@ -198,12 +212,13 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
                     session.end("signal")
         elif signum == signal.SIGHUP:
             from .graph_switch import reload
-            reopen_log()
+            await trio.to_thread.run_sync(reopen_log)   # off the loop: opens a file
             await reload(session, volfile, args.get("xlator_options", []))
         elif signum == signal.SIGUSR1:
-            from xlators.core.statedump import write_statedump
-            try:
-                path = write_statedump(session.graph, extra={"fuse": _bridge_state(session)})
+            from xlators.core.statedump import format_statedump, write_statedump_text
+            try:    # formatted on the loop (it reads the graph), written off it
+                text = format_statedump(session.graph, extra={"fuse": _bridge_state(session)})
+                path = await trio.to_thread.run_sync(write_statedump_text, text)
                 log.info("statedump written to %s", path)
             except OSError as exc:
                 log.error("statedump failed: %s", exc)
@@ -254,9 +269,16 @@ def run(args: Args) -> int:
     except mnt.MountError as exc:
         raise Failure(str(exc)) from None
     check_bricks(graph, mountpoint)
+    foreground = bool(args.get("no_daemon") or args.get("debug"))
+    from xlators.core.statedump import dump_directory
+    check_own_files(mountpoint, [
+        ("the log file (-l)", log_path(args, mountpoint, foreground)),
+        ("the pid file (-p)", args.get("pid_file")),
+        ("the --dump-fuse file", args.get("dump_fuse")),
+        ("the statedump directory", dump_directory()),
+        ("the volfile", volfile)])
     args.values["graph_warnings"] = warnings       # logged with the start-up lines
     os.chdir("/")        # every path is absolute now; keep no directory busy
-    foreground = bool(args.get("no_daemon") or args.get("debug"))
     if foreground:
         setup_logging(args, mountpoint, True)
         write_pid(args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import Optional, Sequence
 
 from xlators.core.graph import Graph, bricks
 
@@ -51,6 +51,25 @@ def check_bricks(graph: Graph, mountpoint: str, resolved: bool = False) -> None:
                 raise Failure(f"{mountpoint}: the brick {path} ({where}) is inside the "
                               f"mountpoint: the mount would hide it and serve itself; mount "
                               f"elsewhere")
+
+
+def check_own_files(mountpoint: str, files: Sequence[tuple[str, Optional[str]]]) -> None:
+    """Refuse a file or directory the daemon itself uses (``files``: (what, path) pairs:
+    the log file, the pid file, the --dump-fuse file, the statedump directory, the
+    volfile) inside the mountpoint.  Once mounted, the path names a file of this very
+    mount: opening it from the event loop makes a request that only the loop can answer
+    (the start hangs for --dump-fuse, SIGHUP for the log file and the volfile, SIGUSR1 for
+    the statedump directory), and a file written before the mount is hidden by it (the
+    pid file).  Runs before the mount, when resolving these paths is still safe."""
+    mp = os.path.realpath(mountpoint)
+    for what, path in files:
+        if not path:
+            continue
+        real = os.path.realpath(path)
+        if real == mp or _inside(real, mp):
+            raise Failure(f"{path}: {what} is inside the mountpoint {mountpoint}: the "
+                          f"daemon would use its own mount (and hang, or hide it); put it "
+                          f"outside the mountpoint")
 
 
 def _inside(path: str, directory: str) -> bool:

@@ -103,7 +103,10 @@ _HOSTS: "weakref.WeakKeyDictionary[Graph, _Host]" = weakref.WeakKeyDictionary()
 async def reload(session: Any, path: str, overrides: Sequence[str] = ()) -> str:
     """SIGHUP: apply ``path`` to the live mount.  Returns what happened: "unchanged",
     "reconfigured", "switched" or "failed" (each logged)."""
-    plan = reloading.plan_reload(session.graph, path, overrides)
+    # Read from a worker thread: the volfile may be slow, or (a symlink) inside this
+    # mount, whose requests the event loop must stay free to serve.
+    plan = await trio.to_thread.run_sync(reloading.plan_reload, session.graph, path,
+                                         overrides)
     if plan.kind == reloading.UNCHANGED:
         log.info("SIGHUP: %s unchanged; nothing to do", path)
         return "unchanged"
