@@ -51,6 +51,13 @@ def check_bricks(graph: Graph, mountpoint: str, resolved: bool = False) -> None:
                 raise Failure(f"{mountpoint}: the brick {path} ({where}) is inside the "
                               f"mountpoint: the mount would hide it and serve itself; mount "
                               f"elsewhere")
+        for key, path in xl.own_files():
+            real = os.path.realpath(path)
+            if real == mp or _inside(real, mp):
+                raise Failure(f"{path}: option '{key}' of volume '{spec.name}' ({spec.type}, "
+                              f"{graph.where(spec, key)}) names a file inside the mountpoint "
+                              f"{mountpoint}: writing it would wait for the mount itself; "
+                              f"put it outside the mountpoint")
 
 
 def check_own_files(mountpoint: str, files: Sequence[tuple[str, Optional[str]]]) -> None:

@@ -118,3 +118,27 @@ def test_sigusr1_with_the_statedump_directory_now_a_symlink_into_the_mount(tmp_p
         assert wait_for(lambda: "statedump written to" in m.read_log(), 20), m.read_log()
         assert not m.aborted
         assert [n for n in os.listdir(m.path("dumps")) if n.startswith("xlfsdump.")]
+
+
+def test_a_translator_log_file_inside_the_mountpoint_is_refused(tmp_path: Path):
+    """debug/trace's ``log-file`` (an option declared ``own_file``) inside the mountpoint:
+    refused at start with one line naming the option and the volume, as a brick is (a
+    graph switch to such a graph is refused by the same check)."""
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    vol = tmp_path / "trace.vol"
+    vol.write_text(MEMORY.read_text() + f"""
+volume tracer
+    type debug/trace
+    option log-file {mp}/trace.log
+    subvolumes {_top_of(MEMORY)}
+end-volume
+""")
+    line = _start_refused(mp, "-f", str(vol), "-l", str(tmp_path / "log"))
+    assert "option 'log-file' of volume 'tracer' (debug/trace" in line, line
+
+
+def _top_of(volfile: Path) -> str:
+    names = [ln.split()[1] for ln in volfile.read_text().splitlines()
+             if ln.strip().startswith("volume ")]
+    return names[-1]

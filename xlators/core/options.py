@@ -20,7 +20,8 @@ Types and what they accept:
 - double: a float; min/max
 - str: any text, or one of ``values`` when given (case-insensitive)
 - path: an absolute path (``brick=True``: a directory the translator stores into, see
-  :func:`xlators.core.graph.bricks`)
+  :func:`xlators.core.graph.bricks`; ``own_file=True``: a file it writes itself, see
+  ``Translator.own_files``)
 - xlator: the name of a volume in the graph
 - fops: a comma list of fop names (GlusterFS aliases accepted); empty means all
 """
@@ -122,6 +123,9 @@ class Option:
     #: a path option naming a directory the translator stores into (storage/posix's
     #: ``directory``): required, and never the mountpoint, inside it or around it
     brick: bool = False
+    #: a path option naming a file the translator writes itself (debug/trace's
+    #: ``log-file``): never inside the mountpoint (writing it would wait for the mount)
+    own_file: bool = False
 
     # -- constructors, one per type ------------------------------------------------
     @classmethod

@@ -150,6 +150,15 @@ class Translator:
         return [(o.key, self.opts[o.key]) for o in self.options
                 if o.brick and self.opts[o.key]]
 
+    def own_files(self) -> list[tuple[str, str]]:
+        """``(option key, path)`` of every file this translator writes itself (a log);
+        the bridge refuses one inside the mountpoint, at start and at a graph switch (the
+        write would wait for the mount it serves).  Default: the options declared
+        ``own_file=True`` whose value is a path."""
+        return [(o.key, self.opts[o.key]) for o in self.options
+                if o.own_file and isinstance(self.opts[o.key], str)
+                and self.opts[o.key].startswith("/")]
+
     def cancel_blocked(self, frame: Any) -> bool:
         """Lock withdrawal on interrupt: withdraw the blocked lock request of ``frame``
         (an interrupted F_SETLKW or flock, with ``--fuse-setlk-handle-interrupt``).  True

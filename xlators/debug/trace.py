@@ -92,7 +92,7 @@ class Trace(Translator):
                                 "exclude-ops, not both."),
         Option.int("history-size", default=1024, min=1,
                    description="Lines kept for the statedump when log-history is on."),
-        Option.str("log-file", default="yes", parser=parse_log_file,
+        Option.str("log-file", default="yes", parser=parse_log_file, own_file=True,
                    description="yes: log the lines through the translator's logger at INFO; "
                                "no: don't; a path: log them and append them to that file "
                                "too.  (GlusterFS's default is no.)"),

@@ -115,7 +115,8 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                     "asking glusterd (setups with no glusterd). Exclusive with "
                     "volfile-server."),
         Option.path("log-file", None, "libgfapi's log file (default: "
-                    "/var/log/glusterfs/xlfs-VOLUME.log, GlusterFS's own default place)."),
+                    "/var/log/glusterfs/xlfs-VOLUME.log, GlusterFS's own default place).",
+                    own_file=True),
         Option.str("log-level", "warning", "libgfapi's log level.",
                    values=tuple(LOG_LEVELS)),
         Option.int("io-thread-count", 16, "Most libgfapi calls running at once (each "
