@@ -76,7 +76,9 @@ def is_traced(rec: Any) -> bool:
 
 def install(session: Any) -> None:
     """Add the TRACE log to a running session's recorder, when TRACE is on and the session
-    does not trace already (a session built with :func:`recorder` does)."""
+    does not trace already (a session built with :func:`recorder` does).  The daemon calls
+    it when the log level is changed at run time (``.meta/logging``:
+    :meth:`fuse_bridge.meta_host.BridgeHost.set_log_level`)."""
     if not tracing() or is_traced(session.dump):
         return
     session.dump = TraceLog() if session.dump is None else Tee(session.dump, TraceLog())

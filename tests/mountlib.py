@@ -19,7 +19,9 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
+
+import pytest
 
 from fuse_bridge import mount as mnt
 
@@ -34,6 +36,33 @@ def can_mount() -> Optional[str]:
     if not os.path.exists("/dev/fuse"):
         return "no /dev/fuse"
     return None
+
+
+#: Marks a test module (``pytestmark``) or test that needs real mounts: skipped, with the
+#: reason, where they cannot work.
+needs_mount = pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, *,
+               detail: Union[str, Callable[[], str], None] = None,
+               interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns something true, and return that.  After
+    ``timeout`` seconds (it is asked once more then) fail with an AssertionError naming
+    ``what`` was awaited, followed by ``detail`` (a string, or a callable such as
+    ``m.read_log`` asked only then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    message = f"timed out after {timeout}s waiting for {what}"
+    if detail is not None:
+        text = detail() if callable(detail) else detail
+        message += f":\n{text[-4000:]}"
+    raise AssertionError(message)
 
 
 def xlfs_command() -> list[str]:

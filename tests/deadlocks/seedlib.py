@@ -12,14 +12,13 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from tests.mountlib import Mounted, can_mount
+from tests.mountlib import Mounted, needs_mount, wait_until
 
 HERE = Path(__file__).resolve().parent
 ROOT_DIR = HERE.parent.parent
 PLUGINS = {"XLFS_PLUGINS": "tests.deadlocks.xlators_seed"}
 
-mount_marks = [pytest.mark.mount,
-               pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
+mount_marks = [pytest.mark.mount, needs_mount]
 
 
 def volfile(path: Path, *layers: tuple[str, str, dict], brick: Optional[Path] = None) -> Path:
@@ -99,18 +98,6 @@ class Call:
         return self.result
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until it is true (returned) or ``timeout`` passes (None)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(interval)
-
-
 def stat_latency(path: str, timeout: float = 5.0) -> Optional[float]:
     """Seconds one stat of ``path`` took, or None if it did not return in ``timeout``."""
     call = Call(lambda: os.stat(path), "stat")
@@ -129,9 +116,8 @@ def statedump(m: Mounted, timeout: float = 5.0) -> dict[str, str]:
     import signal
     before = m.read_log().count("statedump written to")
     os.kill(m.proc.pid, signal.SIGUSR1)
-    log = wait_for(lambda: m.read_log().count("statedump written to") > before
-                   and m.read_log(), timeout)
-    assert log, "no statedump written"
+    log = wait_until(lambda: m.read_log().count("statedump written to") > before
+                     and m.read_log(), timeout, "a statedump")
     path = re.findall(r"statedump written to (\S+)", log)[-1]
     with open(path) as f:
         state = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.deadlocks.seedlib import mount_marks, mounted, statedump, volfile, wait_for
+from tests.deadlocks.seedlib import mount_marks, mounted, statedump, volfile
+from tests.mountlib import wait_until
 
 pytestmark = mount_marks
 
@@ -90,8 +91,8 @@ def test_watch_brick_shows_changes_at_once(tmp_path):
         prime(m, m.brick)
         t0 = time.monotonic()
         change_the_brick(m.brick)
-        state = wait_for(lambda: seen(m) == FRESH and seen(m), WINDOW)
-        assert state, f"still {seen(m)} after {WINDOW}s"
+        wait_until(lambda: seen(m) == FRESH and seen(m), WINDOW, "the fresh state",
+                   detail=lambda: f"still {seen(m)}")
         took = time.monotonic() - t0
         state = statedump(m)
     assert took < WINDOW

@@ -22,7 +22,8 @@ import threading
 import time
 
 from tests.deadlocks.seedlib import (Call, exits_within, mount_marks, mounted, stat_latency,
-                                     statedump, volfile, wait_for)
+                                     statedump, volfile)
+from tests.mountlib import wait_until
 
 pytestmark = mount_marks
 
@@ -108,9 +109,9 @@ def test_event_loop_stays_responsive_while_requests_wait(tmp_path):
 
             waits = [Call(slow_read, "read"), Call(stuck_flush, "flush"),
                      Call(blocked_lock, "lock")]
-            assert wait_for(lambda: app.conns, 5), "the flush never asked the app"
+            wait_until(lambda: app.conns, 5, "the flush to ask the app")
             # all three are in the daemon, waiting (the bridge's requests in flight)
-            assert wait_for(lambda: int(statedump(m)["in-flight"]) >= 3, 5)
+            wait_until(lambda: int(statedump(m)["in-flight"]) >= 3, 5, "3 requests in flight")
             t0 = time.monotonic()
             samples = []
             for _ in range(100):

@@ -32,7 +32,8 @@ import subprocess
 
 from tests.deadlocks.app_seed001 import data_for
 from tests.deadlocks.seedlib import (HERE, exits_within, in_d_state, mount_marks, mounted,
-                                     python, stat_latency, task_states, volfile, wait_for)
+                                     python, stat_latency, task_states, volfile)
+from tests.mountlib import wait_until
 
 pytestmark = mount_marks
 
@@ -62,7 +63,8 @@ def wound(m) -> set:
 
 def assert_no_data_lost(m) -> None:
     # The exit-time flushes of both files reach storage (in the background).
-    assert wait_for(lambda: len(wound(m)) >= len(FILES), 10), m.read_log()[-3000:]
+    wait_until(lambda: len(wound(m)) >= len(FILES), 10, "every file's flush wound",
+               detail=m.read_log)
     for name in FILES:
         path = m.path(name)
         want = data_for(path)
@@ -79,7 +81,8 @@ def test_hazard_killed_app_hangs_in_exit_flush(tmp_path):
         try:
             app.kill()
             assert not exits_within(app, 2.0), "the killed application exited"
-            assert wait_for(lambda: in_d_state(app.pid), 2.0), task_states(app.pid)
+            wait_until(lambda: in_d_state(app.pid), 2.0, "the app in D state",
+                       detail=lambda: str(task_states(app.pid)))
             # only the application is stuck: the daemon keeps serving others
             latency = stat_latency(m.path("other"))
             assert latency is not None and latency < 0.5

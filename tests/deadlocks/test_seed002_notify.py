@@ -25,7 +25,8 @@ import os
 import pytest
 
 from tests.deadlocks.seedlib import (Call, mount_marks, mounted, stat_latency, statedump,
-                                     volfile, wait_for)
+                                     volfile)
+from tests.mountlib import wait_until
 
 pytestmark = mount_marks
 
@@ -86,10 +87,9 @@ def test_notification_thread_no_deadlock(tmp_path, op):
         assert call.value() == expected
         assert call.elapsed < DELAY + 2.0
         # the notification itself completed once the reply was out
-        state = wait_for(lambda: (lambda s: int(s["notify.sent"])
-                                  + int(s["notify.expected-errors"]) >= 1 and s)(
-                                      statedump(m)), 5.0)
-        assert state, "the notification never completed"
+        state = wait_until(lambda: (lambda s: int(s["notify.sent"])
+                                    + int(s["notify.expected-errors"]) >= 1 and s)(
+                                        statedump(m)), 5.0, "the notification to complete")
         assert state["notify.errors"] == "0" and state["notify.dropped"] == "0"
         assert state["notify.mode"] == "thread"
         kind = "inval-entry" if op == "create" else "inval-inode"

@@ -26,7 +26,8 @@ import sys
 import pytest
 
 from tests.deadlocks.seedlib import (ROOT_DIR, exits_within, in_d_state, mount_marks,
-                                     mounted, stat_latency, task_states, volfile, wait_for)
+                                     mounted, stat_latency, task_states, volfile)
+from tests.mountlib import wait_until
 
 pytestmark = mount_marks
 
@@ -68,7 +69,8 @@ def start_rm(m) -> subprocess.Popen:
                           stdout=subprocess.PIPE, text=True)
     assert rm.stdout.readline() == "unlinking\n"
     # the UNLINK reached the translator and its worker thread waits on the lock
-    assert wait_for(lambda: "seed003: UNLINK" in m.read_log(), 5), m.read_log()[-2000:]
+    wait_until(lambda: "seed003: UNLINK" in m.read_log(), 5, "the UNLINK in the log",
+               detail=m.read_log)
     assert not exits_within(rm, 0.5), rm.stdout.read()
     return rm
 
@@ -108,8 +110,9 @@ def test_interrupt_resolves_the_self_access(tmp_path, sig):
         else:
             assert rm.returncode == -signal.SIGKILL
         # the abandoned thread's unlink then goes through, as a request of the daemon
-        assert wait_for(lambda: not (m.brick / "d" / "victim").exists(), 5)
-        assert wait_for(lambda: "self-access unlink of" in m.read_log(), 5)
+        wait_until(lambda: not (m.brick / "d" / "victim").exists(), 5, "the victim to go")
+        wait_until(lambda: "self-access unlink of" in m.read_log(), 5,
+                   "the self-access unlink logged", detail=m.read_log)
         assert "interrupted: abandoning the self-access thread" in m.read_log()
         # and the daemon is fine
         assert stat_latency(m.path("other", "f")) is not None

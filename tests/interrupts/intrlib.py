@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from tests.mountlib import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 VICTIM = Path(__file__).resolve().parent / "victim.py"
 
@@ -161,17 +163,12 @@ def statedump(mounted, directory: Path, timeout: float = 5.0) -> dict[str, str]:
     """SIGUSR1 to the daemon (XLFS_DUMP_DIR must be ``directory``); key=value pairs."""
     before = set(directory.glob("xlfsdump.*"))
     mounted.proc.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        new = [p for p in directory.glob("xlfsdump.*") if p not in before
-               and not p.name.endswith(".tmp")]
-        if new:
-            out: dict[str, str] = {}
-            for line in new[0].read_text().splitlines():
-                if "=" in line:
-                    k, v = line.split("=", 1)
-                    out.setdefault(k, v)
-            new[0].unlink()
-            return out
-        time.sleep(0.02)
-    raise TimeoutError("no statedump written")
+    new = wait_until(lambda: [p for p in directory.glob("xlfsdump.*") if p not in before
+                              and not p.name.endswith(".tmp")], timeout, "a statedump")
+    out: dict[str, str] = {}
+    for line in new[0].read_text().splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            out.setdefault(k, v)
+    new[0].unlink()
+    return out

@@ -22,7 +22,7 @@ import time
 import pytest
 
 from tests.interrupts.intrlib import DELAY_FLUSH, Victim, log_since, statedump
-from tests.mountlib import Mounted, can_mount
+from tests.mountlib import Mounted, can_mount, wait_until
 
 pytestmark = [pytest.mark.mount,
               pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
@@ -61,14 +61,11 @@ def flush_mount(request, tmp_path_factory):
         assert "Traceback" not in log and "corrupted" not in log
 
 
-def wait_for(mounted, offset: int, pattern: str, timeout: float = 3.0) -> re.Match:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = re.search(pattern, log_since(mounted, offset))
-        if found or time.monotonic() > deadline:
-            assert found, f"no /{pattern}/ in the log:\n{log_since(mounted, offset)}"
-            return found
-        time.sleep(0.05)
+def wait_for_log(mounted, offset: int, pattern: str, timeout: float = 3.0) -> re.Match:
+    """The first match of ``pattern`` in the log written since ``offset``, once there."""
+    return wait_until(lambda: re.search(pattern, log_since(mounted, offset)), timeout,
+                      f"/{pattern}/ in the log", detail=lambda: log_since(mounted, offset),
+                      interval=0.05)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -94,12 +91,12 @@ def test_signal_during_close(flush_mount, case):
         assert took < FAST, f"{case}: {took:.3f}s with the flag"
         if not fatal:
             assert (result["rc"], result["errno"]) == (-1, "EINTR")
-        wait_for(m, offset, r"FLUSH unique \d+: interrupt handler triggered")
+        wait_for_log(m, offset, r"FLUSH unique \d+: interrupt handler triggered")
     else:
         assert took > DELAY * 0.6, f"{case}: {took:.3f}s without the flag"
         if not fatal:
             assert (result["rc"], result["errno"]) == (0, None)
-        wait_for(m, offset, r"INTERRUPT unique \d+ \(FLUSH\): no handler found")
+        wait_for_log(m, offset, r"INTERRUPT unique \d+ \(FLUSH\): no handler found")
         assert "interrupt handler triggered" not in log_since(m, offset)
     # the filesystem is fine and the data is there (GlusterFS's sanity check; read on
     # the brick, since a close() on the mount would wait out a delayed FLUSH again)
@@ -117,8 +114,8 @@ def test_the_flush_finishes_unseen(flush_mount):
         v.wait_blocked()
         v.signal(signal.SIGKILL)
         assert v.wait_exit(5) < FAST
-    found = wait_for(m, offset, r"FLUSH unique (\d+): interrupt handler triggered")
-    wait_for(m, offset, rf"FLUSH unique {found.group(1)}: answered EINTR by the interrupt "
+    found = wait_for_log(m, offset, r"FLUSH unique (\d+): interrupt handler triggered")
+    wait_for_log(m, offset, rf"FLUSH unique {found.group(1)}: answered EINTR by the interrupt "
                         r"handler; the flush finished afterwards", timeout=DELAY + 5)
 
 

@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from fuse_bridge import mount as mnt
 from fuse_bridge.cli_args import FLAGS, UsageError, help_text, parse_args
-from tests.mountlib import ROOT, VOLFILES, can_mount, xlfs_command
+from tests.mountlib import ROOT, VOLFILES, can_mount, wait_until, xlfs_command
 
 SHIPPED = sorted(VOLFILES.glob("*.vol"))
 
@@ -292,10 +291,7 @@ def test_mount_t_xlfs(tmp_path: Path, mount_helper_installed):
         assert _alive(pid)
         proc = subprocess.run(["umount", str(mp)], capture_output=True, text=True, timeout=30)
         assert proc.returncode == 0, proc.stderr
-        deadline = time.monotonic() + 15
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not _alive(pid), "the daemon did not exit after umount"
+        wait_until(lambda: not _alive(pid), 15, "the daemon to exit after umount")
         assert mnt.find_mount(str(mp)) is None
     finally:
         if pid is not None and _alive(pid):

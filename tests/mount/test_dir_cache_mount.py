@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.test_perf_coherence import within
-from tests.mountlib import VOLFILES, Mounted, can_mount, requests_in_dump
+from tests.mountlib import VOLFILES, Mounted, needs_mount, requests_in_dump, wait_until
 
-pytestmark = [pytest.mark.mount,
-              pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
+pytestmark = [pytest.mark.mount, needs_mount]
 
 LONG = ("--attribute-timeout=60", "--entry-timeout=60")
 LISTED = ("READDIR", "READDIRPLUS")
@@ -63,4 +61,5 @@ def test_the_kept_listing_follows_changes(tmp_path: Path):
         os.unlink(os.path.join(d, "a"))
         assert os.listdir(d) == ["b"]
         (brick / "d" / "c").write_bytes(b"")                # behind the mount
-        assert within(2.0, lambda: sorted(os.listdir(d)) == ["b", "c"])
+        wait_until(lambda: sorted(os.listdir(d)) == ["b", "c"], 2.0,
+                   "the listing to show b and c", interval=0.05)

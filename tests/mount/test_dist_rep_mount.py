@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.test_replicate_mount import _tree, _wait_for
-from tests.mountlib import Mounted, can_mount
+from tests.mount.test_replicate_mount import _tree
+from tests.mountlib import Mounted, can_mount, wait_until
 from tests.posix.test_fsx import Fsx, _supported
 
 pytestmark = pytest.mark.mount
@@ -94,20 +94,24 @@ def test_a_brick_of_each_mirror_failing_during_fsx_loses_nothing(tmp_path: Path)
         t = threading.Thread(target=run)
         t.start()
         try:
-            _wait_for(lambda: fsx.n > 400 or not t.is_alive(), 30, "fsx progress", m)
+            wait_until(lambda: fsx.n > 400 or not t.is_alive(), 30, "fsx progress",
+                       detail=m.read_log, interval=0.1)
             _reload(m, volfile, 100)
-            _wait_for(lambda: "child faults-a2 is down" in m.read_log()
-                      and "child faults-b2 is down" in m.read_log() or not t.is_alive(),
-                      30, "a brick of each pair going down", m)
+            wait_until(lambda: "child faults-a2 is down" in m.read_log()
+                       and "child faults-b2 is down" in m.read_log() or not t.is_alive(),
+                       30, "a brick of each pair going down",
+                       detail=m.read_log, interval=0.1)
             os.mkdir(root / "made-while-down")
             for i in range(8):
                 (root / "made-while-down" / f"inner-{i}").write_bytes(b"inner\n" * 100)
                 os.unlink(root / f"before-{i}")
             at = fsx.n
-            _wait_for(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress", m)
+            wait_until(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress",
+                       detail=m.read_log, interval=0.1)
             _reload(m, volfile, 0)
             at = fsx.n
-            _wait_for(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress", m)
+            wait_until(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress",
+                       detail=m.read_log, interval=0.1)
         finally:
             t.join(60)
         if failure:
@@ -115,7 +119,8 @@ def test_a_brick_of_each_mirror_failing_during_fsx_loses_nothing(tmp_path: Path)
         assert fsx.n > 1200, f"fsx ran only {fsx.n} operations"
         for p in ("a", "b"):
             one, two = bricks[f"brick-{p}1"], bricks[f"brick-{p}2"]
-            _wait_for(lambda: _tree(one) == _tree(two), 60, f"heal of pair-{p}", m)
+            wait_until(lambda: _tree(one) == _tree(two), 60, f"heal of pair-{p}",
+                       detail=m.read_log, interval=0.1)
         names = set(_tree(bricks["brick-a1"])) | set(_tree(bricks["brick-b1"]))
         assert {f"made-while-down/inner-{i}" for i in range(8)} <= names
         assert not any(n.startswith("before-") for n in names)

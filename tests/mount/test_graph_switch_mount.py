@@ -7,14 +7,13 @@ import fcntl
 import os
 import re
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.mountlib import Mounted, can_mount, run_in_child
+from tests.mountlib import Mounted, needs_mount, run_in_child, wait_until
 
-pytestmark = pytest.mark.mount
+pytestmark = [pytest.mark.mount, needs_mount]
 
 POSIX = """volume posix
     type storage/posix
@@ -61,13 +60,6 @@ OUTCOME = re.compile(r"SIGHUP: (graph switched|graph switch to .* (refused|faile
                      r"cannot reload|.* reconfigured in place|.* unchanged)")
 
 
-@pytest.fixture(autouse=True)
-def _need_mount():
-    why = can_mount()
-    if why:
-        pytest.skip(why)
-
-
 def outcomes(m: Mounted) -> list[str]:
     return [x.group(0) for x in OUTCOME.finditer(m.read_log())]
 
@@ -77,13 +69,9 @@ def sighup(m: Mounted, vol: Path, text: str, timeout: float = 30.0) -> str:
     before = len(outcomes(m))
     vol.write_text(text)
     m.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = outcomes(m)
-        if len(got) > before:
-            return got[before]
-        time.sleep(0.02)
-    raise AssertionError(f"no SIGHUP outcome in the log:\n{m.read_log()[-3000:]}")
+    got = wait_until(lambda: len(outcomes(m)) > before and outcomes(m), timeout,
+                     "a SIGHUP outcome in the log", detail=m.read_log)
+    return got[before]
 
 
 def mounted(tmp_path: Path, text: str, *flags: str, **kw) -> tuple[Mounted, Path]:
@@ -126,10 +114,8 @@ def test_switch_keeps_open_files_and_a_listing_going(tmp_path: Path) -> None:
         assert open(m.path("new")).read() == "made on the new graph"
         assert "volume wb" in m.read_log().split("graph switched", 1)[1]
         m.proc.send_signal(signal.SIGUSR1)            # the statedump shows the new graph
-        deadline = time.monotonic() + 10
-        while not list(dumps.iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        dump = next(dumps.iterdir()).read_text()
+        dump = wait_until(lambda: list(dumps.iterdir()), 10, "a statedump",
+                          interval=0.05)[0].read_text()
         assert "performance.write-behind.wb]" in dump, dump[:2000]
     assert "Traceback" not in m.read_log(), m.read_log()[-3000:]
 

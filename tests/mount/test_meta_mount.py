@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from fuse_bridge.cli import VERSION
-from tests.mountlib import ROOT, VOLFILES, Mounted, can_mount
+from tests.mountlib import ROOT, VOLFILES, Mounted, needs_mount, wait_until
 
-pytestmark = pytest.mark.mount
+pytestmark = [pytest.mark.mount, needs_mount]
 LOCAL = VOLFILES / "local.vol"
 
 SLOW_FSYNC = """\
@@ -37,13 +37,6 @@ end-volume
 # Files whose text does not change between a stat and a read.
 STABLE = {"type", "name", "version", "cmdline", "loglevel", "measure_latency", "volfile",
           "state"}
-
-
-@pytest.fixture(autouse=True)
-def _need_mount():
-    why = can_mount()
-    if why:
-        pytest.skip(why)
 
 
 def xlfsctl(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -169,12 +162,12 @@ def test_frames_show_a_waiting_request_and_where_it_waits(tmp_path: Path) -> Non
         code = (f"import os; fd = os.open({m.path('f')!r}, os.O_CREAT | os.O_WRONLY); "
                 "os.write(fd, b'x'); os.fsync(fd)")
         proc = subprocess.Popen([sys.executable, "-c", code])
-        deadline = time.monotonic() + 20
-        fsync = None
-        while fsync is None and time.monotonic() < deadline:
+
+        def waiting_fsync():
             requests = json.loads(cat(m.path(".meta", "frames")))["requests"]
-            fsync = next((r for r in requests if r["opcode"] == "FSYNC"), None)
-        assert fsync is not None, requests
+            return next((r for r in requests if r["opcode"] == "FSYNC"), None)
+        fsync = wait_until(waiting_fsync, 20, "the FSYNC in .meta/frames",
+                           detail=lambda: cat(m.path(".meta", "frames")), interval=0)
         assert fsync["where"] == ["meta-autoload", "slow"]
         assert "sleep" in fsync["waiting_on"] and fsync["pid"] == proc.pid
         assert fsync["age_s"] > 0 and not fsync["interrupted"]
@@ -296,10 +289,11 @@ def test_status_shows_a_child_its_mirror_took_out(tmp_path: Path) -> None:
     vol.write_text(MIRROR_B_FAILING)
     with Mounted(vol, tmp_path) as m:
         Path(m.path("f")).write_bytes(b"on a only")
-        deadline = time.monotonic() + 20
-        while "child faults-b is down" not in m.read_log() and time.monotonic() < deadline:
-            os.listdir(m.mountpoint)
-            time.sleep(0.1)
+
+        def b_down():
+            os.listdir(m.mountpoint)            # a request, so the failing child is seen
+            return "child faults-b is down" in m.read_log()
+        wait_until(b_down, 20, "faults-b to go down", detail=m.read_log, interval=0.1)
         r = xlfsctl("status", m.path())
         assert r.returncode == 0, r.stderr
         line = next(l for l in r.stdout.splitlines() if "faults-b (debug/error-gen)" in l)

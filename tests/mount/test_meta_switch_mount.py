@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 import fuse_bridge
 from tests.mount.test_meta_mount import cat, xlfsctl
-from tests.mountlib import Mounted, can_mount
+from tests.mountlib import Mounted, can_mount, wait_until
 
 pytestmark = pytest.mark.mount
 
@@ -60,10 +59,8 @@ def test_meta_shows_the_new_graph_after_a_switch(tmp_path: Path) -> None:
         with open(f"{meta}/version") as held:
             vol.write_text(STACK.format(brick=brick, extra=WRITE_BEHIND, below="wb"))
             m.proc.send_signal(signal.SIGHUP)
-            deadline = time.monotonic() + 30
-            while "graph switched" not in m.read_log() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert "graph switched" in m.read_log(), m.read_log()[-3000:]
+            wait_until(lambda: "graph switched" in m.read_log(), 30, "the graph switch",
+                       detail=m.read_log, interval=0.05)
             assert held.read().strip()                 # an open .meta file goes on
         assert set(os.listdir(f"{meta}/graphs")) != before      # another graph id
         assert cat(f"{meta}/graphs/active/wb/type") == b"performance/write-behind\n"

@@ -7,32 +7,14 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
-
 import pytest
 
 from fuse_bridge import mount as mnt
-from tests.mountlib import ROOT, VOLFILES, Mounted, can_mount, xlfs_command
+from tests.mountlib import ROOT, VOLFILES, Mounted, needs_mount, wait_until, xlfs_command
 
-pytestmark = pytest.mark.mount
+pytestmark = [pytest.mark.mount, needs_mount]
 LOCAL = VOLFILES / "local.vol"
 MEMORY = VOLFILES / "memory.vol"
-
-
-@pytest.fixture(autouse=True)
-def _need_mount():
-    why = can_mount()
-    if why:
-        pytest.skip(why)
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 def run_xlfs(*args: str, cwd: str = str(ROOT), timeout: float = 60,
@@ -58,7 +40,8 @@ def test_sighup_reconfigures_a_read_only_mount(tmp_path: Path, flag: str) -> Non
     with Mounted(vol, tmp_path, flag) as m:
         vol.write_text(MEMORY.read_text().replace("option size 1GB", "option size 2GB"))
         m.proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: "SIGHUP: " + str(vol) in m.read_log()), m.read_log()
+        wait_until(lambda: "SIGHUP: " + str(vol) in m.read_log(), 10.0,
+                   "the SIGHUP outcome line", detail=m.read_log)
         log = m.read_log()
         assert "reconfigured in place" in log and "different graph" not in log, log
         assert os.statvfs(m.mountpoint).f_blocks * os.statvfs(m.mountpoint).f_frsize \
@@ -103,11 +86,14 @@ class Daemon:
         self.proc = subprocess.Popen(xlfs_command() + ["-N", *self.args], cwd=str(self.cwd),
                                      env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if not wait_for(lambda: self.proc.poll() is not None
-                        or mnt.answers_within(str(self.mountpoint), 5.0)
-                        and mnt.find_mount(str(self.mountpoint)) is not None, 20):
+        try:
+            wait_until(lambda: self.proc.poll() is not None
+                       or mnt.answers_within(str(self.mountpoint), 5.0)
+                       and mnt.find_mount(str(self.mountpoint)) is not None, 20,
+                       "the mount to come up")
+        except AssertionError:
             self.__exit__()
-            raise TimeoutError("the mount did not come up")
+            raise
         if self.proc.poll() is not None:
             raise RuntimeError(self.proc.stdout.read().decode(errors="replace"))
         return self
@@ -133,8 +119,8 @@ def test_daemon_leaves_its_starting_directory_and_logs_absolute_paths(tmp_path: 
         log = work / "xlfs.log"
         (work / "stack.vol").write_text(MEMORY.read_text().replace("1GB", "2GB"))
         d.proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: f"SIGHUP: {work / 'stack.vol'}" in log.read_text()), \
-            log.read_text()
+        wait_until(lambda: f"SIGHUP: {work / 'stack.vol'}" in log.read_text(), 10.0,
+                   "the SIGHUP outcome line", detail=log.read_text)
         assert f"SIGHUP: {work / 'stack.vol'} reconfigured in place" in log.read_text()
 
 
@@ -197,8 +183,8 @@ def test_sighup_reopens_the_log_file(tmp_path: Path):
         rotated = tmp_path / "xlfs.log.1"
         m.log.rename(rotated)                       # what logrotate does
         m.proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: m.log.exists() and "SIGHUP" in m.read_log()), \
-            rotated.read_text()
+        wait_until(lambda: m.log.exists() and "SIGHUP" in m.read_log(), 10.0,
+                   "SIGHUP in the reopened log", detail=rotated.read_text)
         os.listdir(m.mountpoint)
         assert "log file" in m.read_log() and "reopened" in m.read_log()
         assert "reopened" not in rotated.read_text()
@@ -214,7 +200,8 @@ def test_statedumps_never_overwrite_each_other_and_show_text_values(tmp_path: Pa
         for _ in range(3):                          # within one second, as a rule
             m.proc.send_signal(signal.SIGUSR1)
             time.sleep(0.05)
-        assert wait_for(lambda: m.read_log().count("statedump written to") == 3)
+        wait_until(lambda: m.read_log().count("statedump written to") == 3, 10.0,
+                   "three statedumps written", detail=m.read_log)
         files = _dumps(dumps)
         assert len(files) == 3, (files, m.read_log())
         assert not list(dumps.glob(".*")), "a temporary file was left"

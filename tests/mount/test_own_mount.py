@@ -16,17 +16,10 @@ from pathlib import Path
 import pytest
 
 from fuse_bridge import mount as mnt
-from tests.mount.test_operating import MEMORY, one_line, run_xlfs, wait_for
-from tests.mountlib import Mounted, can_mount
+from tests.mount.test_operating import MEMORY, one_line, run_xlfs
+from tests.mountlib import Mounted, needs_mount, wait_until
 
-pytestmark = pytest.mark.mount
-
-
-@pytest.fixture(autouse=True)
-def _need_mount():
-    why = can_mount()
-    if why:
-        pytest.skip(why)
+pytestmark = [pytest.mark.mount, needs_mount]
 
 
 def _abort_mount_at(mp: Path) -> None:
@@ -102,7 +95,8 @@ def test_sighup_with_the_volfile_now_a_symlink_into_the_mount(tmp_path: Path):
         vol.unlink()
         vol.symlink_to(m.path("new.vol"))
         m.proc.send_signal(signal.SIGHUP)
-        assert wait_for(lambda: "reconfigured in place" in m.read_log(), 20), m.read_log()
+        wait_until(lambda: "reconfigured in place" in m.read_log(), 20,
+                   "the in-place reconfiguration", detail=m.read_log)
         assert not m.aborted
         st = os.statvfs(m.mountpoint)
         assert st.f_blocks * st.f_frsize == 2 << 30
@@ -115,7 +109,8 @@ def test_sigusr1_with_the_statedump_directory_now_a_symlink_into_the_mount(tmp_p
         os.mkdir(m.path("dumps"))
         link.symlink_to(m.path("dumps"))
         m.proc.send_signal(signal.SIGUSR1)
-        assert wait_for(lambda: "statedump written to" in m.read_log(), 20), m.read_log()
+        wait_until(lambda: "statedump written to" in m.read_log(), 20, "the statedump",
+                   detail=m.read_log)
         assert not m.aborted
         assert [n for n in os.listdir(m.path("dumps")) if n.startswith("xlfsdump.")]
 

@@ -14,10 +14,9 @@ import time
 
 import pytest
 
-from tests.mountlib import VOLFILES, Mounted, can_mount
+from tests.mountlib import VOLFILES, Mounted, needs_mount, wait_until
 
-pytestmark = [pytest.mark.mount,
-              pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
+pytestmark = [pytest.mark.mount, needs_mount]
 
 WINDOW = 2.0
 #: volfile stem -> (file size, overrides that make its cache last, no brick watch)
@@ -48,16 +47,6 @@ def overwrite_in_brick(path, data: bytes, offset: int = 0) -> None:
         f.seek(offset)
         f.write(data)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
-def within(window: float, fn) -> bool:
-    deadline = time.monotonic() + window
-    while True:
-        if fn():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("stem", ["io-cache", "quick-read"])
@@ -91,8 +80,9 @@ def test_a_change_in_the_brick_is_seen_through_the_mount(stem, tmp_path):
             at = (round_ * 7919) % (size - 200)
             new[at:at + 100] = bytes([65 + round_]) * 100
             overwrite_in_brick(m.brick / "f", new[at:at + 100], at)
-            assert within(WINDOW, lambda: read_all(m.path("f")) == bytes(new)), \
-                f"{stem}: round {round_}: the brick change was not seen in {WINDOW}s"
+            wait_until(lambda: read_all(m.path("f")) == bytes(new), WINDOW,
+                       f"{stem}: round {round_}: the brick change to be seen",
+                       interval=0.05)
             old = bytes(new)
 
 

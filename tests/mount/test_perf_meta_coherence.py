@@ -13,26 +13,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
-
 import pytest
 
-from tests.mountlib import VOLFILES, Mounted, can_mount
+from tests.mountlib import VOLFILES, Mounted, needs_mount, wait_until
 
-pytestmark = [pytest.mark.mount,
-              pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
+pytestmark = [pytest.mark.mount, needs_mount]
 
 KERNEL_NO_CACHE = ("--attribute-timeout=0", "--entry-timeout=0", "--negative-timeout=0")
 WAIT = 10.0
-
-
-def eventually(check: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 def mount(volfile: str, tmp_path, watch: bool) -> Mounted:
@@ -53,7 +41,7 @@ def test_md_cache_sees_a_brick_write(tmp_path, watch):
         with open(m.brick / "f", "ab") as f:           # behind the mount
             f.write(b"defgh")
         if watch:
-            assert eventually(lambda: _size(m.path("f")) == 8)
+            wait_until(lambda: _size(m.path("f")) == 8, WAIT, "the size 8")
         else:
             time.sleep(0.5)
             assert _size(m.path("f")) == 3, "md-cache (timeout 600) should still serve it"
@@ -66,9 +54,10 @@ def test_md_cache_sees_a_brick_chmod_and_unlink(tmp_path, watch):
         assert os.stat(m.path("g")).st_mode & 0o777 == 0o644
         os.chmod(m.brick / "g", 0o600)
         if watch:
-            assert eventually(lambda: os.stat(m.path("g")).st_mode & 0o777 == 0o600)
+            wait_until(lambda: os.stat(m.path("g")).st_mode & 0o777 == 0o600, WAIT,
+                       "the mode 0600")
             os.unlink(m.brick / "g")
-            assert eventually(lambda: not os.path.exists(m.path("g")))
+            wait_until(lambda: not os.path.exists(m.path("g")), WAIT, "g to go")
         else:
             time.sleep(0.5)
             assert os.stat(m.path("g")).st_mode & 0o777 == 0o644
@@ -83,8 +72,8 @@ def test_nl_cache_sees_a_name_created_in_the_brick(tmp_path, watch):
         (m.brick / "d" / "f").write_bytes(b"x")
         (m.brick / "top").write_bytes(b"y")
         if watch:
-            assert eventually(lambda: os.path.exists(m.path("d", "f")))
-            assert eventually(lambda: os.path.exists(m.path("top")))
+            wait_until(lambda: os.path.exists(m.path("d", "f")), WAIT, "d/f to appear")
+            wait_until(lambda: os.path.exists(m.path("top")), WAIT, "top to appear")
         else:
             time.sleep(0.5)
             assert not os.path.exists(m.path("d", "f")), "nl-cache should still answer"
@@ -117,7 +106,8 @@ def test_readdir_ahead_does_not_serve_attributes_older_than_a_brick_change(tmp_p
             for name in order + seen:
                 with open(m.brick / "d" / name, "ab") as f:
                     f.write(b"12345")
-            assert eventually(lambda: os.stat(m.path("d", seen[-1])).st_size == 5)
+            wait_until(lambda: os.stat(m.path("d", seen[-1])).st_size == 5, WAIT,
+                       "the last entry's new size")
             seen += [e.name for e in it]
         assert len(seen) == n
         stale = [name for name in seen if os.stat(m.path("d", name)).st_size != 5]

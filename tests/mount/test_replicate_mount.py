@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mountlib import Mounted, can_mount
+from tests.mountlib import Mounted, can_mount, wait_until
 from tests.posix.test_fsx import Fsx, _supported
 
 pytestmark = pytest.mark.mount
@@ -83,15 +83,6 @@ def _tree(root: Path) -> dict[str, bytes | str]:
     return out
 
 
-def _wait_for(cond, timeout: float, what: str, m: Mounted) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"{what} did not happen in {timeout}s; log:\n{m.read_log()[-4000:]}")
-
-
 @pytest.fixture
 def mirror(tmp_path: Path):
     why = can_mount()
@@ -127,20 +118,23 @@ def test_a_child_failing_during_fsx_loses_nothing(mirror, which: str) -> None:
     t = threading.Thread(target=run)
     t.start()
     try:
-        _wait_for(lambda: fsx.n > 400 or not t.is_alive(), 30, "fsx progress", m)
+        wait_until(lambda: fsx.n > 400 or not t.is_alive(), 30, "fsx progress",
+                   detail=m.read_log, interval=0.1)
         _reload(m, volfile, **{f"fail_{which}": 100})
-        _wait_for(lambda: f"child {name} is down" in m.read_log() or not t.is_alive(), 30,
-                  "the child going down", m)
+        wait_until(lambda: f"child {name} is down" in m.read_log() or not t.is_alive(), 30,
+                   "the child going down", detail=m.read_log, interval=0.1)
         # namespace changes while the child is down (entry heal)
         os.mkdir(root / "made-while-down")
         (root / "made-while-down" / "inner").write_bytes(b"inner\n" * 1000)
         os.unlink(root / "before")
         os.symlink("fsx-file", root / "link-while-down")
         at = fsx.n
-        _wait_for(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress", m)
+        wait_until(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress",
+                   detail=m.read_log, interval=0.1)
         _reload(m, volfile)
         at = fsx.n
-        _wait_for(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress", m)
+        wait_until(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress",
+                   detail=m.read_log, interval=0.1)
     finally:
         t.join(60)
     if failure:
@@ -148,7 +142,8 @@ def test_a_child_failing_during_fsx_loses_nothing(mirror, which: str) -> None:
     assert fsx.n > 1200, f"fsx ran only {fsx.n} operations"
     log = m.read_log()
     assert f"child {name} is down" in log and f"child {name} is up" in log, log[-3000:]
-    _wait_for(lambda: _tree(brick_a) == _tree(brick_b), 60, f"heal of brick-{which}", m)
+    wait_until(lambda: _tree(brick_a) == _tree(brick_b), 60, f"heal of brick-{which}",
+               detail=m.read_log, interval=0.1)
     tree = _tree(bad)
     assert tree["fsx-file"] == Path(path).read_bytes()
     assert tree["made-while-down/inner"] == b"inner\n" * 1000
@@ -166,24 +161,27 @@ def _split_brain(m: Mounted, volfile: Path, policy: str) -> Path:
     f = root / "contested"
     f.write_bytes(b"the original\n")
     _reload(m, volfile, fail_b=100, policy=policy)
-    _wait_for(lambda: _poked(f) and "child faults-b is down" in m.read_log(), 10,
-              "b down", m)
+    wait_until(lambda: _poked(f) and "child faults-b is down" in m.read_log(), 10,
+               "b down", detail=m.read_log, interval=0.1)
     f.write_bytes(b"changed while b was down: longer\n")
     _reload(m, volfile, fail_a=100, policy=policy)
     time.sleep(0.5)
     # a stale copy is never served: the good one is down
-    _wait_for(lambda: "child faults-b is up" in m.read_log(), 10, "b up", m)
+    wait_until(lambda: "child faults-b is up" in m.read_log(), 10, "b up",
+               detail=m.read_log, interval=0.1)
     fd = os.open(f, os.O_WRONLY)
     try:
         os.pwrite(fd, b"CHANGED WHILE A WAS DOWN", 0)
         os.fsync(fd)
     except OSError:
-        _wait_for(lambda: "child faults-a is down" in m.read_log(), 10, "a down", m)
+        wait_until(lambda: "child faults-a is down" in m.read_log(), 10, "a down",
+                   detail=m.read_log, interval=0.1)
         os.pwrite(fd, b"CHANGED WHILE A WAS DOWN", 0)
     finally:
         os.close(fd)
     _reload(m, volfile, policy=policy)
-    _wait_for(lambda: "child faults-a is up" in m.read_log(), 10, "a up", m)
+    wait_until(lambda: "child faults-a is up" in m.read_log(), 10, "a up",
+               detail=m.read_log, interval=0.1)
     return f
 
 
@@ -207,8 +205,9 @@ def test_split_brain_resolved_by_size(mirror) -> None:
     f = _split_brain(m, volfile, "size")
     time.sleep(1.5)                           # past the kernel's attribute timeout
     assert f.read_bytes() == b"changed while b was down: longer\n"
-    _wait_for(lambda: (brick_b / "contested").read_bytes() ==
-              b"changed while b was down: longer\n", 20, "heal from the winner", m)
+    wait_until(lambda: (brick_b / "contested").read_bytes() ==
+               b"changed while b was down: longer\n", 20, "heal from the winner",
+               detail=m.read_log, interval=0.1)
     assert "resolved by favorite-child-policy size: faults-a wins" in m.read_log()
 
 

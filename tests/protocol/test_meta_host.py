@@ -85,6 +85,27 @@ async def test_host_state_options_and_log_level():
             root.setLevel(old)
 
 
+async def test_setting_trace_level_logs_every_request_from_then_on(caplog):
+    """.meta/logging set to TRACE at run time: the session starts tracing (the daemon's
+    use of fuse_bridge.trace_log.install)."""
+    import logging
+    from fuse_bridge.trace_log import is_traced
+    root = logging.getLogger()
+    old = root.level
+    async with serve() as (k, s):
+        host = host_of(s)
+        try:
+            assert not is_traced(s.dump)
+            host.set_log_level("TRACE")
+            assert is_traced(s.dump)
+            (await k.getattr(1)).attr()
+        finally:
+            root.setLevel(old)
+    lines = [r.getMessage() for r in caplog.records if r.name == "xlfs.fuse.trace"]
+    assert any(line.startswith("R GETATTR ") for line in lines), lines
+    assert any(line.startswith("W GETATTR ") for line in lines), lines
+
+
 async def test_statedump_is_written_from_a_thread(tmp_path, monkeypatch):
     monkeypatch.setenv("XLFS_DUMP_DIR", str(tmp_path))
     async with serve() as (k, s):

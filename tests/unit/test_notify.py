@@ -14,6 +14,7 @@ import pytest
 
 from fuse_bridge import abi
 from fuse_bridge.notify import Notifier, encode
+from tests.mountlib import wait_until
 from xlators.core.inode import Inode
 from xlators.core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode, StoreData
 
@@ -144,10 +145,8 @@ def test_send_never_blocks_and_drops_the_oldest(pipe):
     n = Notifier(w, limit)
     blocker = InvalidateInode(known(2))
     n.send(blocker)
-    deadline = time.monotonic() + 5
-    while n.blocked_since is None:             # the writer took it and is stuck
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+    wait_until(lambda: n.blocked_since is not None, 5,    # the writer took it and is stuck
+               "the writer to block", interval=0.001)
     t0 = time.monotonic()
     msgs = [InvalidateInode(known(100 + i)) for i in range(limit + 5)]
     for m in msgs:

@@ -1,7 +1,8 @@
 """Every fop of the fop table that may change a file's contents drops what the data caches
-(io-cache, read-ahead, quick-read) hold of that file: the list is read from the table
+(io-cache, read-ahead, quick-read) hold of that file, and waits for the writes
+write-behind holds back for that file: the list is read from the table
 (xlators.performance.fop_targets / data_changes), and this test reads the table on its
-own, so a fop added to it that the caches miss fails here."""
+own, so a fop added to it that the caches or write-behind miss fails here."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ from xlators.performance.fop_targets import METADATA_ONLY_FOPS, data_changes_of
 from xlators.performance.io_cache import IoCache
 from xlators.performance.quick_read import QuickRead
 from xlators.performance.read_ahead import ReadAhead
+from xlators.performance.write_behind import WriteBehind
 from xlators.testing import RecordingLeaf
 
 CACHES = (IoCache, ReadAhead, QuickRead)
@@ -106,3 +108,29 @@ async def test_a_utimes_or_plain_open_keeps_the_data(cls):
     finally:
         xl.fini()
     assert dropped == []
+
+
+@pytest.mark.parametrize("fop", [f for f in data_changing_fops() if f.name != "writev"],
+                         ids=lambda f: f.name)
+async def test_every_data_changing_fop_waits_for_the_held_writes(fop):
+    """write-behind winds a change of an inode's data only after the writes it holds for
+    that inode (writev itself queues behind them)."""
+    leaf = RecordingLeaf()
+    xl = WriteBehind("wb", [leaf], {}, itable=leaf.itable)
+    xl.init()
+    inode, other = Inode(7, 7), Inode(8, 8)
+    leaf.result = {"Entry": Entry(inode, _attr(7)), "Attr": _attr(7)}.get(fop.result, 0)
+    awaited: list[tuple[Inode, int]] = []       # (inode, child calls made so far)
+
+    async def await_held(i):
+        awaited.append((i, len(leaf.calls)))
+    xl._await_held_data = await_held
+    try:
+        args = _call(fop, inode, other, leaf.itable.root)
+        await getattr(xl, fop.name)(Frame(unique=1), *args)
+    finally:
+        xl.fini()
+    assert [c[0] for c in leaf.calls] == [fop.name]
+    if fop.result != "Entry":               # a create names no existing inode
+        assert inode in data_changes_of(fop.name, args, {}), fop.name
+        assert (inode, 0) in awaited, f"write-behind: {fop.name} did not wait"

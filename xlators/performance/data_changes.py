@@ -12,6 +12,10 @@ that needs more around one of them overrides it and calls ``super()``.
 
 The cache is dropped before the fop is wound and again once it returns: a read that
 raced with the change may have refilled the cache with the old contents meanwhile.
+
+write-behind needs the other side of the same rule: a change must land after the writes
+it holds back.  :class:`DataChangeOrdering` gives it the same fops, each waiting for the
+inode's held writes (``_await_held_data(inode)``) before it is wound.
 """
 from __future__ import annotations
 
@@ -43,14 +47,33 @@ class DataChangeInvalidation:
         return result
 
 
-def _invalidating(fop_name: str) -> Callable[..., Any]:
-    async def fop(self: DataChangeInvalidation, frame: Any, *args: Any, **kwargs: Any) -> Any:
+class DataChangeOrdering:
+    """Mixin (before Translator in the bases) for a translator that holds writes back:
+    ``await _await_held_data(inode)`` before every fop that may change ``inode``'s
+    contents is wound, so the change lands after the writes made before it."""
+
+    async def _await_held_data(self, inode: Any) -> None:
+        """Return once every write held back for ``inode`` has landed."""
+        raise NotImplementedError
+
+    async def _wind_data_change(self, fop_name: str, frame: Any, args: tuple,
+                                kwargs: dict) -> Any:
+        for inode in data_changes_of(fop_name, args, kwargs):
+            await self._await_held_data(inode)
+        return await getattr(self.child, fop_name)(frame, *args, **kwargs)
+
+
+def _winding(fop_name: str, what: str) -> Callable[..., Any]:
+    async def fop(self: Any, frame: Any, *args: Any, **kwargs: Any) -> Any:
         return await self._wind_data_change(fop_name, frame, args, kwargs)
     fop.__name__ = fop.__qualname__ = fop_name
-    fop.__doc__ = f"{fop_name}: wind it, dropping the cached data it may change."
+    fop.__doc__ = f"{fop_name}: wind it, {what}."
     return fop
 
 
 for _name in DATA_CHANGING_FOPS:
-    setattr(DataChangeInvalidation, _name, _invalidating(_name))
+    setattr(DataChangeInvalidation, _name,
+            _winding(_name, "dropping the cached data it may change"))
+    setattr(DataChangeOrdering, _name,
+            _winding(_name, "after the held writes of the data it may change"))
 del _name

@@ -16,9 +16,13 @@ order (so overlapping writes always land in the order they were made).
 
 What the rest of the stack sees:
 
-- ``readv`` first waits for the queued writes that could change its answer; ``setattr``
-  (truncate, chmod, utimes), ``fallocate``, ``lseek``, ``copy_file_range`` and an
-  ``open`` with O_TRUNC wait for all of the inode's queued writes.
+- Every fop that may change a file's contents waits for the inode's queued writes: the
+  fops come from the fop table (``fop_targets.data_changes_of``: today ``fallocate``,
+  ``copy_file_range``, ``setattr`` with a size, an ``open`` with O_TRUNC), through the
+  ``DataChangeOrdering`` mixin.  Every ``setattr`` waits (a write landing after a chmod
+  or utimes would reset its times or set-id bits).  ``readv`` first waits for the queued
+  writes that could change its answer; ``lseek`` and the source of ``copy_file_range``
+  wait for all of the inode's queued writes.
 - ``getattr`` waits for the inode's queued writes (their landing sets mtime and ctime,
   and clears set-id bits for callers other than root); ``lookup``, ``link`` and
   ``readdirp`` do not wait: they report the size the file will have once the queued writes
@@ -47,6 +51,7 @@ from ..core.frame import Frame
 from ..core.options import Option
 from ..core.translator import Translator
 from ..core.types import DirEntry, Entry
+from .data_changes import DataChangeOrdering
 from .write_behind_queue import InodeQueue as _Inode
 from .write_behind_queue import Write as _Write
 from .write_behind_queue import bg_frame as _bg_frame
@@ -55,7 +60,7 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _THROUGH = os.O_SYNC | os.O_DSYNC | os.O_APPEND   # written through (after the queue)
 
 
-class WriteBehind(Translator):
+class WriteBehind(DataChangeOrdering, Translator):
     """performance/write-behind: acknowledge writes at once, wind them in the background."""
     type = "performance/write-behind"
     children_range = (1, 1)
@@ -164,6 +169,10 @@ class WriteBehind(Translator):
         st = inode.ctx.get(self)
         if st is not None and not st.idle():
             await self._drain(st)
+
+    async def _await_held_data(self, inode: Any) -> None:
+        """DataChangeOrdering: a fop changing ``inode``'s data lands after its writes."""
+        await self._drain_inode(inode)
 
     async def drain(self) -> None:
         """Let every queued write and background flush land (Graph.drain: a graph switch
@@ -294,6 +303,8 @@ class WriteBehind(Translator):
         return await self.child.writev(frame, fd, data, offset, flags)
 
     # -- fops that must see the queued writes -------------------------------------------
+    # (the fops that change data wait through DataChangeOrdering; these read it, or
+    # change more than the data)
     async def readv(self, frame, fd, size, offset, flags=None):
         st = fd.inode.ctx.get(self)
         if st is not None and st.pending and st.max_end() > offset:
@@ -301,27 +312,17 @@ class WriteBehind(Translator):
         return await self.child.readv(frame, fd, size, offset, flags)
 
     async def setattr(self, frame, inode, changes, fd=None):
-        await self._drain_inode(inode)
+        await self._await_held_data(inode)   # chmod and utimes too, not just a truncate
         return await self.child.setattr(frame, inode, changes, fd)
 
-    async def fallocate(self, frame, fd, mode, offset, length):
-        await self._drain_inode(fd.inode)
-        return await self.child.fallocate(frame, fd, mode, offset, length)
-
     async def lseek(self, frame, fd, offset, whence):
-        await self._drain_inode(fd.inode)
+        await self._drain_inode(fd.inode)    # SEEK_DATA/SEEK_HOLE see the written data
         return await self.child.lseek(frame, fd, offset, whence)
 
     async def copy_file_range(self, frame, fd_in, off_in, fd_out, off_out, length, flags):
-        await self._drain_inode(fd_in.inode)
-        await self._drain_inode(fd_out.inode)
-        return await self.child.copy_file_range(frame, fd_in, off_in, fd_out, off_out,
-                                                length, flags)
-
-    async def open(self, frame, inode, flags, fd):
-        if flags & os.O_TRUNC:
-            await self._drain_inode(inode)
-        return await self.child.open(frame, inode, flags, fd)
+        await self._drain_inode(fd_in.inode)  # the source is read: its writes land first
+        return await super().copy_file_range(frame, fd_in, off_in, fd_out, off_out,
+                                             length, flags)
 
     # -- attributes: report the size the queued writes will give -------------------------
     def _grown(self, inode: Any, attr: Any, end: int) -> Any:
