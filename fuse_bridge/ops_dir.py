@@ -16,7 +16,7 @@ from .encode import Payload, attr_values
 from .interrupt import Request
 from .ops_file import checked_open_flags, take_back_open
 
-_pack_dirent = abi.pack_dirent
+_pack_dirents = abi.pack_dirents
 _pack_direntplus = abi.pack_direntplus
 _KEEP_CACHE = int(abi.FopenFlag.KEEP_CACHE)
 _CACHE_DIR = int(abi.FopenFlag.CACHE_DIR)
@@ -54,15 +54,7 @@ async def opendir(c: FuseClient, req: Request, body: memoryview) -> Payload:
 async def readdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, offset, size, *_ = _READ_IN(body)
     size = min(size, c.max_io)
-    entries = await c.top.readdir(req.frame, c.fd(fh), offset, size)
-    buf = bytearray(size)
-    pos = 0
-    for e in entries:
-        end = _pack_dirent(buf, pos, e.ino, e.off, e.type, e.name)
-        if end < 0:
-            break
-        pos = end
-    return memoryview(buf)[:pos]
+    return _pack_dirents(await c.top.readdir(req.frame, c.fd(fh), offset, size), size)
 
 
 async def readdirplus(c: FuseClient, req: Request, body: memoryview) -> Payload:
