@@ -790,19 +790,11 @@ def pack_dirents(entries: Sequence[Tuple], size: int) -> bytes:
     return _fitting(records, size)
 
 
-def direntplus_record(nodeid: int, generation: int, entry_valid: int, attr_valid: int,
-                      entry_valid_nsec: int, attr_valid_nsec: int, attr: Sequence[int],
-                      off: int, type: int, name: bytes) -> bytes:
-    """One READDIRPLUS record as bytes (see pack_direntplus), padding included."""
-    n = len(name)
-    return _record_pack(_DIRENTPLUS_RECORDS, _ENTRY + "QQII", n)(
-        nodeid, generation, entry_valid, attr_valid, entry_valid_nsec, attr_valid_nsec,
-        *attr, attr[0], off, n, type, name)
-
-
-def join_records(records: list, size: int) -> bytes:
-    """The leading whole records of ``records`` (bytes each) that fit in ``size`` bytes."""
-    return _fitting(records, size)
+def direntplus_packer(namelen: int):
+    """``pack`` of one whole READDIRPLUS record with a name of ``namelen`` bytes: its
+    arguments are DIRENTPLUS's fields (the ENTRY_OUT's, then ino, off, namelen, type),
+    then the name; the padding is included."""
+    return _record_pack(_DIRENTPLUS_RECORDS, _ENTRY + "QQII", namelen)
 
 
 def split_names(body: Buffer, count: int) -> List[bytes]:
