@@ -742,6 +742,61 @@ def pack_direntplus(buf: Union[bytearray, memoryview], offset: int, nodeid: int,
     return end
 
 
+_RECORD_NAME_MAX = 255    # names up to this length get a precompiled record layout
+
+
+def _record_packs(head: str) -> list:
+    """One ``pack`` per name length: the fixed part ``head``, then the name padded with
+    zeros to the 8-byte record alignment (struct's ``s`` pads), in a single call."""
+    return [struct.Struct(f"<{head}{(n + 7) & ~7}s").pack
+            for n in range(_RECORD_NAME_MAX + 1)]
+
+
+_DIRENT_RECORDS = _record_packs("QQII")
+_DIRENTPLUS_RECORDS = _record_packs(_ENTRY + "QQII")
+
+
+def _record_pack(packs: list, head: str, namelen: int):
+    if namelen <= _RECORD_NAME_MAX:
+        return packs[namelen]
+    return struct.Struct(f"<{head}{(namelen + 7) & ~7}s").pack
+
+
+def _fitting(records: list, size: int) -> bytes:
+    """The leading records that fit in ``size`` bytes, joined."""
+    data = b"".join(records)
+    if len(data) <= size:
+        return data
+    total = 0
+    for k, r in enumerate(records):
+        total += len(r)
+        if total > size:
+            return b"".join(records[:k])
+    return data
+
+
+def pack_dirents(entries: Sequence[Tuple], size: int) -> bytes:
+    """A READDIR reply: one record per DirEntry (name, ino, type, off, entry), in order, as many
+    as fit in ``size`` bytes (the same bytes as pack_dirent one by one, in one join)."""
+    packs = _DIRENT_RECORDS
+    records = []
+    append = records.append
+    for name, ino, type, off, _ in entries:
+        n = len(name)
+        if n > _RECORD_NAME_MAX:
+            append(_record_pack(packs, "QQII", n)(ino, off, n, type, name))
+        else:
+            append(packs[n](ino, off, n, type, name))
+    return _fitting(records, size)
+
+
+def direntplus_packer(namelen: int):
+    """``pack`` of one whole READDIRPLUS record with a name of ``namelen`` bytes: its
+    arguments are DIRENTPLUS's fields (the ENTRY_OUT's, then ino, off, namelen, type),
+    then the name; the padding is included."""
+    return _record_pack(_DIRENTPLUS_RECORDS, _ENTRY + "QQII", namelen)
+
+
 def split_names(body: Buffer, count: int) -> List[bytes]:
     """The first ``count`` NUL-terminated names of ``body``, without their NULs.
 

@@ -12,12 +12,13 @@ from xlators.core.inode import Fd, LinkPins
 
 from . import abi
 from .client import FuseClient
-from .encode import Payload, attr_values
+from .encode import Payload, Timeouts, attr_values
 from .interrupt import Request
 from .ops_file import checked_open_flags, take_back_open
 
-_pack_dirent = abi.pack_dirent
-_pack_direntplus = abi.pack_direntplus
+_pack_dirents = abi.pack_dirents
+_direntplus = abi.direntplus_packer
+_NS = 1_000_000_000
 _KEEP_CACHE = int(abi.FopenFlag.KEEP_CACHE)
 _CACHE_DIR = int(abi.FopenFlag.CACHE_DIR)
 
@@ -54,15 +55,44 @@ async def opendir(c: FuseClient, req: Request, body: memoryview) -> Payload:
 async def readdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, offset, size, *_ = _READ_IN(body)
     size = min(size, c.max_io)
-    entries = await c.top.readdir(req.frame, c.fd(fh), offset, size)
-    buf = bytearray(size)
-    pos = 0
+    return _pack_dirents(await c.top.readdir(req.frame, c.fd(fh), offset, size), size)
+
+
+def pack_plus(entries: list, t: Timeouts, size: int) -> tuple[bytes, list]:
+    """A READDIRPLUS reply of ``entries`` (as many as fit in ``size`` bytes) and the
+    entries in it that carry an inode (the kernel counts a lookup for each of those).
+    An entry without one goes with nodeid 0: the kernel makes no dentry for it."""
+    records: list = []
+    packed: list = []
+    append = records.append
+    total = 0
+    ev, av, evn, avn = t.entry, t.attr, t.entry_ns, t.attr_ns
     for e in entries:
-        end = _pack_dirent(buf, pos, e.ino, e.off, e.type, e.name)
-        if end < 0:
+        name, ino, type_, off, entry = e
+        n = len(name)
+        if entry is None:
+            rec = _direntplus(n)(0, 0, 0, 0, 0, 0, ino, 0, 0, 0, 0, 0, 0, 0, 0, type_ << 12,
+                                 0, 0, 0, 0, 0, 0, ino, off, n, type_, name)
+        else:
+            a = entry.attr
+            inode = entry.inode
+            at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
+            if at < 0 or mt < 0 or ct < 0:      # before 1970: two's complement seconds
+                rec = _direntplus(n)(inode.nodeid, inode.generation, ev, av, evn, avn,
+                                     *attr_values(a), a.ino, off, n, type_, name)
+            else:
+                rec = _direntplus(n)(inode.nodeid, inode.generation, ev, av, evn, avn,
+                                     a.ino, a.size, a.blocks, at // _NS, mt // _NS,
+                                     ct // _NS, at % _NS, mt % _NS, ct % _NS, a.mode,
+                                     a.nlink, a.uid, a.gid, a.rdev & 0xFFFFFFFF, a.blksize,
+                                     0, a.ino, off, n, type_, name)
+        total += len(rec)
+        if total > size:
             break
-        pos = end
-    return memoryview(buf)[:pos]
+        append(rec)
+        if entry is not None:
+            packed.append(e)
+    return b"".join(records), packed
 
 
 async def readdirplus(c: FuseClient, req: Request, body: memoryview) -> Payload:
@@ -73,30 +103,12 @@ async def readdirplus(c: FuseClient, req: Request, body: memoryview) -> Payload:
     entries = ()
     try:
         entries = await c.top.readdirp(req.frame, fd, offset, size)
-        t = c.timeouts
-        buf = bytearray(size)
-        pos = 0
-        packed = []
-        for e in entries:
-            entry = e.entry
-            if entry is None:
-                end = _pack_direntplus(buf, pos, 0, 0, 0, 0, 0, 0,
-                                       (e.ino,) + (0,) * 8 + (e.type << 12,) + (0,) * 6,
-                                       e.off, e.type, e.name)
-            else:
-                inode = entry.inode
-                end = _pack_direntplus(buf, pos, inode.nodeid, inode.generation, t.entry,
-                                       t.attr, t.entry_ns, t.attr_ns,
-                                       attr_values(entry.attr), e.off, e.type, e.name)
-            if end < 0:
-                break
-            pos = end
-            if entry is not None:
-                packed.append(e)
-        if req.session.reply(req, memoryview(buf)[:pos]):
+        data, packed = pack_plus(entries, c.timeouts, size)
+        if req.session.reply(req, data):
             parent = fd.inode
+            count = c.count_lookup
             for e in packed:
-                c.count_lookup(e.entry.inode, parent, e.name)
+                count(e.entry.inode, parent, e.name)
     finally:
         # Entries the kernel did not receive, linked here or (by a cache) earlier.
         dead = c.unpin(pins, [e.entry.inode for e in entries if e.entry is not None])

@@ -38,26 +38,32 @@ def _opendir_at(node_fd: int, noatime: int) -> int:
     return open_noatime(f"/proc/self/fd/{node_fd}", _O_DIR | noatime)[0]
 
 
-def _list(dfd: int, node: Any, parent_ino: int) -> list[tuple[bytes, int, int]]:
-    """(name, ino, DT_*) of every entry, "." and ".." first."""
-    out = [(b".", node.ino, _DT_DIR), (b"..", parent_ino, _DT_DIR)]
+def _list(dfd: int, node: Any, parent_ino: int) -> list[DirEntry]:
+    """Every entry as the DirEntry readdir returns (cookie i + 1 for entry i), "." and ".."
+    first: made once per snapshot, so a batch is a slice of it."""
+    new = tuple.__new__
+    out = [new(DirEntry, (b".", node.ino, _DT_DIR, 1, None)),
+           new(DirEntry, (b"..", parent_ino, _DT_DIR, 2, None))]
+    append = out.append
     bits = node.devbits
     os.lseek(dfd, 0, os.SEEK_SET)
     fsencode = os.fsencode
+    off = 2
     with os.scandir(dfd) as it:
         for e in it:
-            if e.is_symlink():
-                t = _DT_LNK
+            if e.is_file(follow_symlinks=False):
+                t = _DT_REG
             elif e.is_dir(follow_symlinks=False):
                 t = _DT_DIR
-            elif e.is_file(follow_symlinks=False):
-                t = _DT_REG
+            elif e.is_symlink():
+                t = _DT_LNK
             else:
                 try:
                     t = stat.S_IFMT(e.stat(follow_symlinks=False).st_mode) >> 12
                 except OSError:
                     t = 0
-            out.append((fsencode(e.name), e.inode() | bits, t))
+            off += 1
+            append(new(DirEntry, (fsencode(e.name), e.inode() | bits, t, off, None)))
     return out
 
 
@@ -119,16 +125,13 @@ class PosixDirOps:
         if size <= 0:
             return []
         entries = await self._snapshot(of, offset)
-        out = []
         budget = size
-        i = offset
+        end = offset
         n = len(entries)
-        while i < n and budget > 0:
-            name, ino, t = entries[i]
-            i += 1
-            out.append(DirEntry(name, ino, t, i))
-            budget -= (24 + len(name) + 7) & ~7      # struct fuse_dirent, padded
-        return out
+        while end < n and budget > 0:
+            budget -= (24 + len(entries[end][0]) + 7) & ~7      # struct fuse_dirent, padded
+            end += 1
+        return entries[offset:end]
 
     async def readdirp(self, frame, fd, offset, size):
         of = self._of(fd)
@@ -151,9 +154,10 @@ class PosixDirOps:
             else:
                 found = await self._thread(_lookup_many, of.node.fd, names)
             k = 0
-            for (name, ino, t), off in batch:
+            for de, off in batch:
+                name = de[0]
                 if name == b"." or name == b"..":
-                    out.append(DirEntry(name, ino, t, off))
+                    out.append(de)
                     continue
                 r = found[k]
                 k += 1
