@@ -109,7 +109,8 @@ class ClientState:
         nothing references now, the consumer included: the caller purges them with
         :meth:`purge_all` (``if dead: await client.purge_all(dead)``: most requests
         leave none, and then no coroutine is made)."""
-        dead = [i for i in pins.release() if not (i.nlookup or i.refs)]
+        held = pins.release()
+        dead = [i for i in held if not (i.nlookup or i.refs)] if held else []
         if also:
             dead += [i for i in also if not (i.nlookup or i.refs)]
         return dead

@@ -80,6 +80,9 @@ _pins: contextvars.ContextVar[Optional["LinkPins"]] = contextvars.ContextVar(
     "xlfs_link_pins", default=None)
 
 
+_pins_set = _pins.set
+
+
 def _task() -> Any:
     try:
         return _current_task()
@@ -96,8 +99,11 @@ class LinkPins:
     def __init__(self) -> None:
         self.inodes: list[Inode] = []
         self.active = True
-        self.task = _task()
-        self._token = _pins.set(self)
+        try:                        # _task(), inline: one per entry request
+            self.task = _current_task()
+        except RuntimeError:        # a worker thread, or no trio at all
+            self.task = None
+        self._token = _pins_set(self)
 
     def release(self) -> list[Inode]:
         """Stop pinning and drop the holds; the inodes that were held (with repeats),
