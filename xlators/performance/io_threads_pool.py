@@ -41,6 +41,12 @@ class PriorityPool:
         return sum(len(q) for q in self.queues)
 
     async def acquire(self, prio: int) -> None:
+        if (self.running[prio] < self.caps[prio] and self.busy < self.total
+                and not any(self.queues)):
+            # a free slot and nobody waiting: admitted without a waiter or an Event
+            self.running[prio] += 1
+            self.admitted[prio] += 1
+            return
         w = _Waiter()
         self.queues[prio].append(w)
         self._dispatch()
