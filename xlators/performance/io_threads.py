@@ -69,7 +69,7 @@ from typing import Any
 import trio
 
 from ..core.fops import Fop
-from ..core.offload import offloading
+from ..core.offload import reset_offload, set_offload
 from ..core.options import Option, Opts
 from ..core.translator import Translator
 from ..debug._wrap import INJECTABLE_FOPS, install_fops
@@ -150,10 +150,11 @@ def _make(fop: Fop):
             return await call(frame, *args, **kwargs)
         p = LEAST if (self.opts.enable_least_priority and frame.pid < 0) else prio
         await self.pool.acquire(p)
+        token = set_offload(self.limiter)
         try:
-            with offloading(self.limiter):
-                return await call(frame, *args, **kwargs)
+            return await call(frame, *args, **kwargs)
         finally:
+            reset_offload(token)
             self.pool.release(p)
     return wound
 
