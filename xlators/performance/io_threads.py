@@ -55,8 +55,10 @@ machine shared with other jobs, 2026-12-06):
     delay-gen/posix                     11 478                   9 332   (1 ms delay)
     io-threads/delay-gen/posix           4 501                   6 106
 
-On a mount the per-request cost of the bridge hides most of it; see docs/benchmarks.md
-(issue 10's section) for io-threads.vol and perf.vol against local.vol.  What remains
+On a mount (volfiles/io-threads.vol, before and after in one interleaved run at load
+average 7-9, ops/s; docs/benchmarks.md, issue 10's section): create 141 -> 369, stat
+after dropping caches 672 -> 4,514, rename 453 -> 2,684, unlink 848 -> 6,927,
+mkdir+rmdir 291 -> 1,211, now 0.6-1.1x local.vol; perf.vol gained 1.5-8.4x.  What remains
 is the admission bookkeeping (about 1-3 us a fop) and, when more than ``thread-count``
 fops are in flight, the queueing itself.  It pays when the brick's calls really block
 (cold data, a slow disk) and other requests could be answered meanwhile; that case was
