@@ -221,3 +221,17 @@ async def test_the_lookup_fetch_leaves_atime_alone(tmp_path):
             assert os.stat(brick / "f").st_atime_ns == 1_000_000_123
     finally:
         h.fini()
+
+
+
+async def test_an_empty_file_is_cached_without_reading_it(clock):
+    h, count, _ = build(QR)
+    await h.write_file("/e", b"")
+    await h.forget("/e")
+    count.calls.clear()
+    fd = await h.open("/e", os.O_RDONLY)          # the lookup opens and reads nothing
+    assert count.calls["open"] == 1 and count.calls["readv"] == 0
+    assert await h.read(fd, 10) == b""
+    assert count.calls["readv"] == 0              # served from the cache
+    assert h.top.dump()["hits"] == 1
+    await h.close(fd)

@@ -63,10 +63,14 @@ class Changes(NamedTuple):
     names: tuple[tuple[Inode, bytes], ...]  # (parent, name) entries that changed
 
 
+_PARAM_NAMES: dict[str, tuple[str, ...]] = {f.name: f.param_names for f in FOPS}
+
+
 def bind(fop: Fop, args: tuple, kwargs: dict) -> dict[str, Any]:
     """The call's arguments by parameter name."""
-    out = dict(zip(fop.param_names, args))
-    out.update(kwargs)
+    out = dict(zip(_PARAM_NAMES[fop.name], args))
+    if kwargs:
+        out.update(kwargs)
     return out
 
 

@@ -1,5 +1,5 @@
-"""performance/io-threads: run the blocking work below it in a bounded, prioritised pool of
-worker threads.
+"""performance/io-threads: admit fops by priority and run the blocking work below them
+in a bounded pool of worker threads.
 
     volume iot
         type performance/io-threads
@@ -15,17 +15,25 @@ worker threads.
 What it means under trio.  In GlusterFS every fop is a C call that blocks the thread it
 runs on, so io-threads queues fops and winds each on one of its worker threads.  In xlfs
 every request is already a trio task and waiting (delay-gen, locks, write-behind's
-queues) costs no thread; what blocks the one event-loop thread is a *system call made
-inline* by storage/posix (by default posix runs small calls on the loop because a
-thread hop costs more than a cached stat or pread).  So io-threads moves exactly that
-work: every fop it winds runs with the request marked "offload" (xlators.core.offload),
-and storage/posix below then makes *all* of that request's system calls in
-``trio.to_thread`` worker threads, at most ``thread-count`` at once.  While one request
-waits for the disk the loop keeps answering the others.
+queues) costs no thread; what blocks the one event-loop thread is a system call that
+waits for the disk.  storage/posix already knows which of its calls those are: a cached
+stat, a create or a page-cached pread (RWF_NOWAIT) costs a few microseconds inline, while
+a worker-thread round trip costs 50-150 us; reads of uncached data, large writes,
+fallocate, copy_file_range and fsync go to a thread.  So io-threads moves:
+
+- **to its worker threads**: exactly the calls posix sends to a thread anyway.  Every
+  fop it winds runs with the request marked "offload" (xlators.core.offload), and posix
+  runs that request's threaded calls on io-threads' limiter, at most ``thread-count`` at
+  once, instead of its own (``io-thread-count``);
+- **nothing else**: metadata and cached data stay inline on the event loop.  Forcing
+  every system call into a thread (what this translator did first) made each fop pay
+  a thread hop for a microsecond of work.  A brick whose every call may block (NFS or
+  another network filesystem under the brick) wants storage/posix ``option io-threads
+  on``, which runs all of posix's calls in threads.
 
 It also keeps GlusterFS's admission rules: at most ``thread-count`` fops are in the
 child at once, at most ``<prio>-prio-threads`` of each priority, and waiting fops are
-admitted highest priority first:
+admitted highest priority first (an uncontended fop is admitted without a waiter):
 
 - high: lookup, getattr, access, readlink, open, opendir, statfs, readdir, readdirp
 - normal: create, mknod, mkdir, unlink, rmdir, symlink, rename, link, setattr, flush,
@@ -36,26 +44,25 @@ admitted highest priority first:
 
 forget, release and releasedir are not queued (nobody waits for them).
 
-Measured effect (``python -m benchmarks.io_threads_bench``: in process, 32 concurrent
-tasks each doing 200 rounds of getattr + 4 KiB pread of a page-cached 1 MiB file, best of
-3 interleaved runs, this 2-core machine shared with other jobs, 2026-12-06):
+Measured effect (``python -m benchmarks.io_threads_bench --ops 100``: in process, 32
+concurrent tasks each doing 100 rounds of getattr + 4 KiB pread of a page-cached 1 MiB
+file; the code before and after the change run one after the other on this 2-core
+machine shared with other jobs, 2026-12-06):
 
-    stack                          ops/s
-    posix                        241 383
-    io-threads/posix              10 303   (23x slower: a thread hop per system call)
-    delay-gen/posix               13 173   (1 ms delay on getattr and readv)
-    io-threads/delay-gen/posix     3 980   (thread-count 16 halves the concurrency)
+    stack                        every call in a thread   blocking calls only
+    posix                              128 679                 105 569   ops/s
+    io-threads/posix                    13 747 (9.4x slower)    79 766 (1.3x slower)
+    delay-gen/posix                     11 478                   9 332   (1 ms delay)
+    io-threads/delay-gen/posix           4 501                   6 106
 
-On a real mount (volfiles/io-threads.vol against posix alone, 500 open+read+close of
-4 KiB files, two runs each on the same busy machine): 432 and 270 files/s with
-io-threads, 2056 and 883 files/s without.
-
-So over a local brick whose data is in the page cache io-threads costs far more than it
-saves, and over delay-gen (which awaits, blocking nothing) it adds nothing but the
-thread hops of the posix calls below and a concurrency limit.  It pays only when the
-brick's calls really block for long (a cold or network-backed brick, e.g. NFS under the
-brick) *and* other requests could be answered meanwhile; that case was not measured
-here.  A client stack over a local brick is faster without it.
+On a mount (volfiles/io-threads.vol, before and after in one interleaved run at load
+average 7-9, ops/s; docs/benchmarks.md, issue 10's section): create 141 -> 369, stat
+after dropping caches 672 -> 4,514, rename 453 -> 2,684, unlink 848 -> 6,927,
+mkdir+rmdir 291 -> 1,211, now 0.6-1.1x local.vol; perf.vol gained 1.5-8.4x.  What remains
+is the admission bookkeeping (about 1-3 us a fop) and, when more than ``thread-count``
+fops are in flight, the queueing itself.  It pays when the brick's calls really block
+(cold data, a slow disk) and other requests could be answered meanwhile; that case was
+not measured here.
 """
 from __future__ import annotations
 
@@ -64,7 +71,7 @@ from typing import Any
 import trio
 
 from ..core.fops import Fop
-from ..core.offload import offloading
+from ..core.offload import reset_offload, set_offload
 from ..core.options import Option, Opts
 from ..core.translator import Translator
 from ..debug._wrap import INJECTABLE_FOPS, install_fops
@@ -83,13 +90,13 @@ def priority_of(fop: str) -> int:
 
 
 class IoThreads(Translator):
-    """performance/io-threads: blocking calls below run in a bounded, prioritised pool."""
+    """performance/io-threads: fops admitted by priority; blocking calls on its threads."""
     type = "performance/io-threads"
     children_range = (1, 1)
     options = (
         Option.int("thread-count", default=16, min=1, max=64,
                    description="Most fops in the child at once, and most worker threads "
-                               "running their system calls."),
+                               "running the blocking system calls below."),
         Option.int("high-prio-threads", default=16, min=1, max=64,
                    description="Most high-priority fops (lookup, stat, open, readdir...) "
                                "at once."),
@@ -145,13 +152,14 @@ def _make(fop: Fop):
             return await call(frame, *args, **kwargs)
         p = LEAST if (self.opts.enable_least_priority and frame.pid < 0) else prio
         await self.pool.acquire(p)
+        token = set_offload(self.limiter)
         try:
-            with offloading(self.limiter):
-                return await call(frame, *args, **kwargs)
+            return await call(frame, *args, **kwargs)
         finally:
+            reset_offload(token)
             self.pool.release(p)
     return wound
 
 
 install_fops(IoThreads, _make, INJECTABLE_FOPS,
-             "Admitted by priority, then wound with blocking calls offloaded.")
+             "Admitted by priority, then wound with blocking calls on its threads.")

@@ -152,7 +152,10 @@ class QuickRead(DataChangeInvalidation, Translator):
             c.fresh_at = time.monotonic()
             self._lru.move_to_end(c)
             return entry
-        await self._fetch(frame, entry.inode, c, attr)
+        if attr.size == 0:
+            self._store(c, b"", attr)       # nothing to read: spare open, read, release
+        else:
+            await self._fetch(frame, entry.inode, c, attr)
         return entry
 
     async def _fetch(self, frame: Any, inode: Any, c: _Content, attr: Any) -> None:

@@ -305,8 +305,9 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
 
     @property
     def _inline(self) -> bool:
-        """Blocking calls run on the event loop (unless io-threads above asks otherwise)."""
-        return self._inline_always and offload_limiter() is None
+        """Small calls run on the event loop unless ``io-threads on`` (performance/io-threads
+        above only lends its limiter to the calls that go to a thread anyway)."""
+        return self._inline_always
 
     async def _thread(self, fn: Any, *args: Any) -> Any:
         limiter = offload_limiter()
@@ -469,7 +470,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             raise FopError(errno.ENOENT)
         if b"/" in name or b"\0" in name:
             raise FopError(errno.EINVAL, f"invalid name {name!r}")
-        if self._inline_always and offload_limiter() is None:
+        if self._inline_always:
             # A plain stat: a known inode needs no new descriptor (opened when it does).
             if frame.uid == 0 or not self._switch or self._may_search(frame, pnode):
                 st = os.stat(name, dir_fd=pnode.fd, follow_symlinks=False)
@@ -488,7 +489,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         if node is None:
             raise FopError(errno.ESTALE)
         # the _inline property, spelled out: this is the hottest fop
-        if self._inline_always and offload_limiter() is None:
+        if self._inline_always:
             st = os.fstat(node.fd)
         else:
             st = await self._thread(os.fstat, node.fd)
