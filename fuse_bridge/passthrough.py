@@ -1,6 +1,6 @@
 """FUSE passthrough: the kernel reads, writes and maps brick files itself (kernel 6.9+).
 
-``--fuse-passthrough=auto|yes|no`` (also ``-o fuse-passthrough=...``; default no):
+``--fuse-passthrough=auto|yes|no`` (also ``-o fuse-passthrough=...``; default auto):
 
 - At INIT the bridge asks for ``FUSE_PASSTHROUGH`` (with ``max_stack_depth`` 1 in
   init_out: brick files must live on an unstacked filesystem) when the mode is not ``no``,

@@ -81,7 +81,7 @@ async def test_posix_o_direct_and_set_id_files_keep_data_in_the_graph(tmp_path) 
 
 
 def test_command_line_and_mount_option() -> None:
-    assert bridge_options(parse_args(["-f", "v.vol", "m"])).fuse_passthrough == "no"
+    assert bridge_options(parse_args(["-f", "v.vol", "m"])).fuse_passthrough == "auto"
     for argv, want in ((["--fuse-passthrough=auto"], "auto"),
                        (["--fuse-passthrough", "yes"], "yes"),
                        (["--fuse-passthrough=off"], "no"),
