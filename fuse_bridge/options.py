@@ -121,10 +121,11 @@ class BridgeOptions:
     kernel_writeback_cache: bool = boolean(False, "kernel-writeback-cache",
                                            "let the kernel cache writes (default no)")
     fuse_passthrough: str = option(      # auto|yes|no (fuse_bridge.passthrough)
-        "no", "fuse-passthrough",
+        "auto", "fuse-passthrough",
         "let the kernel read, write and mmap brick files itself when every translator "
-        "passes file data through unchanged (auto: when the kernel and the stack allow; "
-        "yes: fail the mount otherwise; default no).  Turns the kernel writeback cache off",
+        "passes file data through unchanged (auto, the default: when the kernel and the "
+        "stack allow, and --kernel-writeback-cache is not asked for; yes: fail the mount "
+        "otherwise, and turn the kernel writeback cache off; no: never)",
         parse=parse_passthrough, metavar="auto|yes|no")
     lru_limit: int = option(
         65536, "lru-limit",

@@ -1,15 +1,16 @@
 """FUSE passthrough: the kernel reads, writes and maps brick files itself (kernel 6.9+).
 
-``--fuse-passthrough=auto|yes|no`` (also ``-o fuse-passthrough=...``; default no):
+``--fuse-passthrough=auto|yes|no`` (also ``-o fuse-passthrough=...``; default auto):
 
 - At INIT the bridge asks for ``FUSE_PASSTHROUGH`` (with ``max_stack_depth`` 1 in
   init_out: brick files must live on an unstacked filesystem) when the mode is not ``no``,
   the kernel offers the flag and the graph allows it (``Graph.passthrough_blocker``:
   every translator from the top down declares ``passes_data_through`` and the storage
   translator has local files).  ``yes`` fails the mount with one line otherwise.
-- The kernel refuses passthrough together with its writeback cache, so whenever
-  passthrough is asked for, ``WRITEBACK_CACHE`` is not (as libfuse's passthrough_hp does);
-  a ``--kernel-writeback-cache`` given too is logged as overridden.
+- The kernel refuses passthrough together with its writeback cache.  With ``auto`` a
+  ``--kernel-writeback-cache`` given explicitly wins (passthrough is not asked for, and
+  the log says why); with ``yes`` passthrough wins and ``WRITEBACK_CACHE`` is not asked
+  for (as libfuse's passthrough_hp does), logged as overridden.
 - On OPEN and CREATE the graph is asked for the brick descriptor of the new fd
   (``Graph.passthrough_fd``).  The first passthrough open of an inode registers it
   with ``FUSE_DEV_IOC_BACKING_OPEN`` (the kernel keeps its own reference to the file and
@@ -120,6 +121,10 @@ class Passthrough:
         reason = graph.passthrough_blocker()
         if reason:
             return self._unavailable(reason, wanted)
+        if writeback_asked and self.mode == "auto":
+            log.info("FUSE passthrough not used: --kernel-writeback-cache was asked for and "
+                     "the kernel does not use both (--fuse-passthrough=yes prefers it)")
+            return wanted
         if writeback_asked:
             log.warning("FUSE passthrough: the kernel writeback cache is not used with it "
                         "(--kernel-writeback-cache overridden)")

@@ -77,7 +77,9 @@ def sighup(m: Mounted, vol: Path, text: str, timeout: float = 30.0) -> str:
 def mounted(tmp_path: Path, text: str, *flags: str, **kw) -> tuple[Mounted, Path]:
     vol = tmp_path / "stack.vol"
     vol.write_text(text.format(brick=tmp_path / "brick", brick2=tmp_path / "brick2"))
-    return Mounted(vol, tmp_path, *flags, **kw), vol
+    # These switches go to stacks that must see file data (write-behind, replicate) while
+    # files are open: FUSE passthrough would refuse them (test_passthrough_mount.py).
+    return Mounted(vol, tmp_path, "--fuse-passthrough=no", *flags, **kw), vol
 
 
 def test_switch_keeps_open_files_and_a_listing_going(tmp_path: Path) -> None:
@@ -311,3 +313,28 @@ def test_100_switches_with_open_files_leak_nothing(tmp_path: Path) -> None:
               f"RSS {rss10} KiB -> {rss100} KiB ({rss100 - rss10:+d} KiB)")
         assert fds100 == fds10
         assert rss100 - rss10 < 4096, (rss10, rss100)
+
+
+def test_passthrough_files_refuse_a_switch_to_a_data_stack_until_closed(
+        tmp_path: Path) -> None:
+    """With a file open in FUSE passthrough the kernel does its READ/WRITE on the brick
+    file: a new graph with a translator that must see data (write-behind) is refused
+    until that file is closed, then the switch goes through and new opens use the graph."""
+    m, vol = mounted(tmp_path, LOCAL)
+    m.flags = ["--fuse-passthrough=auto"]              # mounted() pins "no" for the others
+    with m:
+        fd = os.open(m.path("f"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b"open in passthrough")
+            out = sighup(m, vol, WRITE_BEHIND.format(brick=tmp_path / "brick"))
+            assert out.endswith("refused"), out
+            assert "open files bypass the graph through FUSE passthrough" in m.read_log()
+        finally:
+            os.close(fd)
+        out = sighup(m, vol, WRITE_BEHIND.format(brick=tmp_path / "brick"))
+        assert out.startswith("SIGHUP: graph switched"), out
+        with open(m.path("f"), "r+b") as f:
+            assert f.read() == b"open in passthrough"
+            f.write(b", then through write-behind")
+    assert (tmp_path / "brick" / "f").read_bytes() == \
+        b"open in passthrough, then through write-behind"

@@ -18,6 +18,8 @@ from tests.mountlib import ROOT, VOLFILES, Mounted, needs_mount, wait_until
 
 pytestmark = [pytest.mark.mount, needs_mount]
 LOCAL = VOLFILES / "local.vol"
+# io-stats counts READ/WRITE only when they reach the daemon: FUSE passthrough off
+COUNTED = "--fuse-passthrough=no"
 
 SLOW_FSYNC = """\
 volume posix
@@ -69,7 +71,7 @@ def meta_files(meta: str) -> list[str]:
 
 
 def test_meta_is_there_hidden_and_in_glusterfs_shape(tmp_path: Path) -> None:
-    with Mounted(LOCAL, tmp_path) as m:
+    with Mounted(LOCAL, tmp_path, COUNTED) as m:
         Path(m.path("f")).write_text("hello")
         os.mkdir(m.path("d"))
         assert sorted(os.listdir(m.mountpoint)) == ["d", "f"]
@@ -181,7 +183,7 @@ def test_frames_show_a_waiting_request_and_where_it_waits(tmp_path: Path) -> Non
 
 def test_xlfsctl_status_statedump_profile_top(tmp_path: Path) -> None:
     env = {"XLFS_DUMP_DIR": str(tmp_path / "dumps")}
-    with Mounted(LOCAL, tmp_path, env=env) as m:
+    with Mounted(LOCAL, tmp_path, COUNTED, env=env) as m:
         mnt = m.path()
         r = xlfsctl("status", mnt)
         assert r.returncode == 0, r.stderr
@@ -242,7 +244,7 @@ def test_xlfsctl_status_statedump_profile_top(tmp_path: Path) -> None:
 
 def test_setfattr_io_stats_dump_on_the_mount_root(tmp_path: Path) -> None:
     dumps = tmp_path / "dumps"
-    with Mounted(LOCAL, tmp_path, env={"XLFS_DUMP_DIR": str(dumps)}) as m:
+    with Mounted(LOCAL, tmp_path, COUNTED, env={"XLFS_DUMP_DIR": str(dumps)}) as m:
         Path(m.path("f")).write_bytes(b"abc")
         os.mkdir(m.path("d"))
         r = subprocess.run(["setfattr", "-n", "trusted.io-stats-dump", "-v", "/tmp/run1",

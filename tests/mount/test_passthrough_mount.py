@@ -269,3 +269,37 @@ def test_writeback_cache_gives_way(tmp_path: Path) -> None:
     assert "--kernel-writeback-cache overridden" in log
     got = requests(dump)
     assert got["READ"] == 0 and got["WRITE"] == 0, got
+
+
+def _io_stats_dump(m: Mounted, dumps: Path, name: str) -> dict:
+    """local.vol's io-stats ("stats") dumped as JSON on request (io_stats_dump)."""
+    import json
+    os.setxattr(m.path(), f"trusted.io-stats-{m.proc.pid}_json_dump", name.encode())
+    return json.loads((dumps / f"{name}.stats").read_text())
+
+
+@pytest.mark.parametrize("count", ["off", "on"])
+def test_io_stats_says_what_it_counts(tmp_path: Path, count: str) -> None:
+    """io-stats by default lets passthrough happen and says READ/WRITE of those opens are
+    not counted; ``count-passthrough-data on`` turns passthrough off (auto mounts
+    without it) and every READ/WRITE reaches the daemon and is counted."""
+    dump, dumps = tmp_path / "fuse.dump", tmp_path / "dumps"
+    with Mounted(LOCAL, tmp_path, "--fuse-passthrough=auto", f"--dump-fuse={dump}",
+                 overrides=[f"stats.count-passthrough-data={count}"],
+                 env={"XLFS_DUMP_DIR": str(dumps)}) as m:
+        Path(m.path("f")).write_bytes(b"x" * 10000)
+        assert Path(m.path("f")).read_bytes() == b"x" * 10000
+        stats = _io_stats_dump(m, dumps, "run")
+        log = m.read_log()
+    got = requests(dump)
+    if count == "off":
+        assert got["READ"] == 0 and got["WRITE"] == 0, got
+        assert stats["passthrough_data"].startswith("not counted"), stats
+        assert stats["passthrough_opens"] >= 2, stats
+        assert stats["bytes_read"] == 0 and stats["bytes_written"] == 0, stats
+    else:
+        assert "count-passthrough-data on" in log
+        assert got["READ"] > 0 and got["WRITE"] > 0, got
+        assert stats["passthrough_data"].startswith("counted"), stats
+        assert stats["passthrough_opens"] == 0, stats
+        assert stats["bytes_read"] == 10000 and stats["bytes_written"] == 10000, stats

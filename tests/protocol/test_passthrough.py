@@ -157,15 +157,22 @@ async def test_noatime_opens_stay_in_the_graph(tmp_path: Path, monkeypatch) -> N
 
 
 async def test_writeback_cache_is_not_asked_with_it(tmp_path: Path, monkeypatch) -> None:
+    """The kernel does not use both: ``yes`` drops an asked-for writeback cache, ``auto``
+    keeps it and does without passthrough, ``no`` keeps it."""
     Backings(monkeypatch)
-    o = opts("auto", kernel_writeback_cache=True)
+    o = opts("yes", kernel_writeback_cache=True)
     async with serve(posix_graph(tmp_path), o, flags=ALL_FLAGS, flags2=OFFER2) as (k, s):
         got = flags_of(k.init_reply)
         assert got & I.PASSTHROUGH and not got & I.WRITEBACK_CACHE
-    async with serve(posix_graph(tmp_path), opts("no", kernel_writeback_cache=True),
-                     flags=ALL_FLAGS, flags2=OFFER2) as (k, s):
-        got = flags_of(k.init_reply)
-        assert got & I.WRITEBACK_CACHE and not got & I.PASSTHROUGH
+    for mode in ("auto", "no"):
+        async with serve(posix_graph(tmp_path), opts(mode, kernel_writeback_cache=True),
+                         flags=ALL_FLAGS, flags2=OFFER2) as (k, s):
+            got = flags_of(k.init_reply)
+            assert got & I.WRITEBACK_CACHE and not got & I.PASSTHROUGH, mode
+            assert k.init_reply.max_stack_depth == 0
+    async with serve(posix_graph(tmp_path), opts("auto"), flags=ALL_FLAGS,
+                     flags2=OFFER2) as (k, s):
+        assert flags_of(k.init_reply) & I.PASSTHROUGH
 
 
 @pytest.mark.parametrize("mode", ["no", "auto"])

@@ -16,7 +16,7 @@ from tests.protocol.kernel import serve
 from xlators.core.statedump import format_statedump, format_value
 
 #: A value to give each kind of option (by its metavar); a new metavar needs one here.
-SAMPLES = {"SECONDS": "2.5", "N": "7", "OPTS": "noexec", "auto|yes|no": "auto",
+SAMPLES = {"SECONDS": "2.5", "N": "7", "OPTS": "noexec", "auto|yes|no": "no",
            "VALUE": "myfs", "PATH": "{tmp}/fuse.dump"}
 OPTIONS = on_command_line()
 

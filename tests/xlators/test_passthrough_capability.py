@@ -81,7 +81,7 @@ async def test_posix_o_direct_and_set_id_files_keep_data_in_the_graph(tmp_path) 
 
 
 def test_command_line_and_mount_option() -> None:
-    assert bridge_options(parse_args(["-f", "v.vol", "m"])).fuse_passthrough == "no"
+    assert bridge_options(parse_args(["-f", "v.vol", "m"])).fuse_passthrough == "auto"
     for argv, want in ((["--fuse-passthrough=auto"], "auto"),
                        (["--fuse-passthrough", "yes"], "yes"),
                        (["--fuse-passthrough=off"], "no"),
@@ -91,3 +91,50 @@ def test_command_line_and_mount_option() -> None:
         assert bridge_options(args).fuse_passthrough == want, argv
     with pytest.raises(UsageError, match="fuse-passthrough.*maybe"):
         parse_args(["-f", "v.vol", "--fuse-passthrough=maybe", "m"])
+
+
+async def test_io_stats_says_passthrough_data_is_not_counted(tmp_path) -> None:
+    """Default: io-stats lets the brick file through and its dumps say that READ/WRITE
+    of those opens are not counted, with how many opens it handed to the kernel."""
+    h = posix(tmp_path, "debug/io-stats")
+    assert h.top.passthrough_blocker() is None
+    await h.write_file("/f", b"data")
+    for _ in range(2):
+        fd = await h.open("/f")
+        assert h.top.passthrough_fd(fd) is not None
+        await h.close(fd)
+    d = h.top.dump()
+    assert d["passthrough_opens"] == 2
+    assert d["passthrough_data"].startswith("not counted")
+    assert "Passthrough data: not counted" in h.top.dump_text()
+    assert "passthrough opens: 2" in h.top.dump_text()
+    h.top.reset()
+    assert h.top.dump()["passthrough_opens"] == 0
+
+
+async def test_io_stats_count_passthrough_data_refuses_it(tmp_path) -> None:
+    """count-passthrough-data on: io-stats must see every READ/WRITE; the graph cannot use
+    passthrough (``yes`` names the option), no brick file is handed over; at run time it
+    applies to the next open."""
+    h = posix(tmp_path, "debug/io-stats", "features/locks")
+    io = h.top
+    io.reconfigure({"count-passthrough-data": "on"})
+    reason = io.passthrough_blocker()
+    assert reason is not None and "count-passthrough-data on" in reason
+    assert "(debug/io-stats)" in reason
+    with pytest.raises(PassthroughUnavailable, match="count-passthrough-data"):
+        graph_check("yes", io)
+    assert graph_check("auto", io) == reason
+    await h.write_file("/f", b"data")
+    fd = await h.open("/f")
+    assert io.passthrough_fd(fd) is None
+    assert await h.read(fd, 10) == b"data"
+    await h.close(fd)
+    d = io.dump()
+    assert d["passthrough_opens"] == 0 and d["passthrough_data"].startswith("counted")
+    assert d["readv.count"] == 1 and d["bytes_read"] == 4
+    io.reconfigure({"count-passthrough-data": "off"})
+    assert io.passthrough_blocker() is None
+    fd = await h.open("/f")
+    assert io.passthrough_fd(fd) is not None
+    await h.close(fd)

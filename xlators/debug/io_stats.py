@@ -12,11 +12,17 @@ Latency is measured with ``time.perf_counter_ns`` around the wind to the child, 
 includes everything below this translator.  With latency-measurement off a call costs a
 counter increment.
 
-FUSE passthrough: io-stats declares ``passes_data_through``, so it does not prevent it.
-READ and WRITE of a file opened in passthrough are done by the kernel on the brick file
-and never reach the graph: they are not counted here (open, flush, release, setattr and
-every other fop of that file still are).  Mount with ``--fuse-passthrough=no`` to count
-every read and write.
+FUSE passthrough: by default io-stats declares that it passes data through, so it does
+not prevent passthrough.  READ and WRITE of a file opened in passthrough are done by the
+kernel on the brick file and never reach the graph: they are not counted here (open,
+flush, release, setattr and every other fop of that file still are).  The dumps say so
+(``passthrough_data``: "not counted") with the number of opens this io-stats handed to
+the kernel (``passthrough_opens``).  ``option count-passthrough-data on`` makes io-stats
+one of the translators that must see file data: the graph then refuses passthrough
+(``--fuse-passthrough=auto`` mounts without it, ``yes`` fails the mount) and every read
+and write is counted.  The option is read when the bridge asks (at mount, and at each
+open): set at run time it applies to files opened afterwards, and a mount made with it on
+gets passthrough only when mounted again.
 
     volume io-stats
         type debug/io-stats
@@ -25,6 +31,7 @@ every read and write.
         option ios-dump-interval 30s
         option ios-dump-format text
         option ios-dump-file /var/tmp/xlfs-stats.txt
+        option count-passthrough-data off
         subvolumes posix
     end-volume
 """
@@ -36,7 +43,7 @@ import os
 import sys
 import time
 from time import perf_counter_ns  # noqa: F401 (the clock, as MODULE.perf_counter_ns)
-from typing import Any
+from typing import Any, Optional
 
 import trio
 
@@ -107,7 +114,9 @@ class FopStats:
 class IoStats(Translator):
     """debug/io-stats: per-fop counts, errors, bytes and latency."""
     type = "debug/io-stats"
-    passes_data_through = True   # passthrough READ/WRITE are not counted (module docstring)
+    # passthrough READ/WRITE are not counted, unless count-passthrough-data refuses it
+    # (passthrough_blocker/passthrough_fd below; module docstring)
+    passes_data_through = True
     children_range = (1, None)   # like GlusterFS: stats of the first, others just wound below
     options = (
         Option.bool("latency-measurement", default=False,
@@ -124,6 +133,11 @@ class IoStats(Translator):
         Option.path("ios-dump-file",
                     description="File the periodic dump (re)writes; unset: the dump goes "
                                 "to the log at INFO."),
+        Option.bool("count-passthrough-data", default=False,
+                    description="Count READ and WRITE of every file: io-stats then must see "
+                                "file data and FUSE passthrough is not used below it.  Off: "
+                                "READ/WRITE of files opened in passthrough are done by the "
+                                "kernel and not counted (the dumps say so)."),
     )
 
     def __init__(self, *args: Any, **kw: Any) -> None:
@@ -195,6 +209,26 @@ class IoStats(Translator):
         except OSError as exc:
             self.log.warning("ios-dump-file %s: %s", path, exc)
 
+    # -- FUSE passthrough ----------------------------------------------------------
+    def passthrough_blocker(self) -> Optional[str]:
+        if self.opts.count_passthrough_data:
+            return (f"volume '{self.name}' ({self.type}) counts every READ and WRITE "
+                    f"(option count-passthrough-data on)")
+        return super().passthrough_blocker()
+
+    def passthrough_fd(self, fd: Any) -> Optional[int]:
+        if self.opts.count_passthrough_data:
+            return None
+        brick_fd = super().passthrough_fd(fd)
+        if brick_fd is not None:
+            self.passthrough_opens += 1
+        return brick_fd
+
+    def _passthrough_note(self) -> str:
+        if self.opts.count_passthrough_data:
+            return "counted (count-passthrough-data on: no FUSE passthrough below)"
+        return "not counted (READ/WRITE of files opened in FUSE passthrough)"
+
     # -- numbers -------------------------------------------------------------------
     def reset(self) -> None:
         """Start counting from zero (GlusterFS's "profile info clear")."""
@@ -203,6 +237,7 @@ class IoStats(Translator):
         self.bytes_written = 0
         self.read_sizes: dict[int, int] = {}
         self.write_sizes: dict[int, int] = {}
+        self.passthrough_opens = 0      # opens whose READ/WRITE the kernel does itself
         self._since = time.time()
 
     def stats(self, fop: str) -> FopStats:
@@ -228,6 +263,8 @@ class IoStats(Translator):
             "latency_measurement": self._latency, "count_fop_hits": self._count_hits,
             "bytes_read": self.bytes_read, "bytes_written": self.bytes_written,
             "read_sizes": sizes(self.read_sizes), "write_sizes": sizes(self.write_sizes),
+            "passthrough_data": self._passthrough_note(),
+            "passthrough_opens": self.passthrough_opens,
             "fops": {f.name: s.as_dict() for f, s in zip(FOPS, self._stats) if s.active},
         }
 
@@ -279,6 +316,8 @@ class IoStats(Translator):
         lines.append(f"    Duration: {d['duration_s']:.0f} seconds")
         lines.append(f"   Data Read: {self.bytes_read} bytes")
         lines.append(f"Data Written: {self.bytes_written} bytes")
+        lines.append(f"Passthrough data: {d['passthrough_data']}; "
+                     f"passthrough opens: {self.passthrough_opens}")
         return "\n".join(lines) + "\n"
 
 
