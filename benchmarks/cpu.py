@@ -31,7 +31,8 @@ from typing import Dict, List, Optional
 from . import cpu_cases as K
 from . import fuse_trace
 from .cpu_report import BASELINE, render, write_docs
-from .peers import PEERS, MountLeft, PeerUnavailable, XlfsPeer, _timeout_flags
+from .peers import (NO_PASSTHROUGH, PEERS, MountLeft, PeerUnavailable, XlfsPeer,
+                    _timeout_flags)
 from .report import machine_info
 from .run import cleanup
 
@@ -72,8 +73,8 @@ class BaselinePeer(XlfsPeer):
         boot = (f"import runpy, sys; sys.path.insert(0, {str(self.root)!r}); "
                 "runpy.run_module('fuse_bridge.cli', run_name='__main__', alter_sys=True)")
         return ([sys.executable, "-c", boot, "-N", "-L", "WARNING", "-l", str(log),
-                 "-f", str(self.volfile), f"--xlator-option=posix.directory={brick}"]
-                + _timeout_flags(timeouts) + [str(mountpoint)])
+                 "-f", str(self.volfile), f"--xlator-option=posix.directory={brick}",
+                 NO_PASSTHROUGH] + _timeout_flags(timeouts) + [str(mountpoint)])
 
 
 def log(msg: str) -> None:

@@ -53,6 +53,9 @@ LOCAL_VOL = ROOT / "volfiles" / "local.vol"
 MIRROR_VOL = ROOT / "volfiles" / "mirror.vol"
 DIST3_VOL = ROOT / "volfiles" / "dist3.vol"
 Timeouts = Tuple[float, float, float]   # attribute, entry, negative
+#: xlfs peers measure the request path: no FUSE passthrough unless a peer asks for it
+#: (the bridge's default is auto); the -pt peers replace this flag.
+NO_PASSTHROUGH = "--fuse-passthrough=no"
 
 
 @dataclass
@@ -321,7 +324,7 @@ class XlfsPeer(FusePeer):
     def argv(self, brick, mountpoint, log, timeouts, workdir):
         return ([sys.executable, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
                  "-l", str(log), "-f", str(self.volfile),
-                 f"--xlator-option=posix.directory={brick}"]
+                 f"--xlator-option=posix.directory={brick}", NO_PASSTHROUGH]
                 + _timeout_flags(timeouts) + [str(mountpoint)])
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, Tuple, Type
 
-from .peers import LOCAL_VOL, ROOT, GlusterfsPeer, Peer, XlfsPeer
+from .peers import LOCAL_VOL, NO_PASSTHROUGH, ROOT, GlusterfsPeer, Peer, XlfsPeer
 
 PERF_VOL = ROOT / "volfiles" / "perf.vol"
 MD_CACHE_VOL = ROOT / "volfiles" / "md-cache.vol"
@@ -27,6 +27,8 @@ class _XlfsStackPeer(XlfsPeer):
 
     def argv(self, brick, mountpoint, log, timeouts, workdir):
         argv = super().argv(brick, mountpoint, log, timeouts, workdir)
+        if any(f.startswith("--fuse-passthrough") for f in self.flags):
+            argv.remove(NO_PASSTHROUGH)             # the peer says which mode
         return argv[:-1] + list(self.flags) + argv[-1:]
 
 
