@@ -129,11 +129,7 @@ class Run:
                         self.model.sent(msg)
                         await k.send_raw(msg)
                     await self.sync()
-                await self.release_everything(s)
-                self.check_tables(s, fds0)
-                if s.stats["exceptions"]:
-                    self.fail(f"stats: {s.stats['exceptions']} handler exceptions")
-                await self.destroy(s)
+                await self.wind_down(s, fds0)
         finally:
             logging.getLogger().removeHandler(trap)
             g.fini()
@@ -173,6 +169,15 @@ class Run:
         if len(m.violations) or len(m.fhs) < 4:
             self.fail(f"setup: {len(m.fhs)} handles open")
             raise AssertionError(self.report())
+
+    async def wind_down(self, s, fds0) -> None:
+        """After the last batch: release what the kernel holds, check the tables are back
+        to the root, no handler raised, and end the session."""
+        await self.release_everything(s)
+        self.check_tables(s, fds0)
+        if s.stats["exceptions"]:
+            self.fail(f"stats: {s.stats['exceptions']} handler exceptions")
+        await self.destroy(s)
 
     async def release_everything(self, s) -> None:
         """Wait for what still runs, then release every handle and forget every lookup
@@ -430,11 +435,7 @@ class Sweep(Run):
                         self.model.sent(msg)
                         await k.send_raw(msg)
                     await self.sync()
-                await self.release_everything(s)
-                self.check_tables(s, fds0)
-                if s.stats["exceptions"]:
-                    self.fail(f"stats: {s.stats['exceptions']} handler exceptions")
-                await self.destroy(s)
+                await self.wind_down(s, fds0)
         finally:
             logging.getLogger().removeHandler(trap)
             g.fini()
