@@ -192,6 +192,7 @@ class Session:
 
     def _add_channel(self, fd: int) -> Channel:
         chan = Channel(fd, self.bufsize, self.opts.idle_readers)
+        chan.idle_poll_hold = self.opts.idle_poll
         self.channels.append(chan)
         self.start_reader(chan)
         return chan
@@ -224,6 +225,8 @@ class Session:
         if self.notifier is not None:
             state.update(self.notifier.dump())
         state.update(self.stats)
+        for i, chan in enumerate(self.channels):
+            state.update(chan.dump(f"channel{i}"))
         pt = c.passthrough
         if pt is not None:
             state.update({f"passthrough.{k}": v for k, v in pt.dump().items()})
