@@ -11,7 +11,7 @@ import trio
 import trio.testing
 
 from xlators import FopError, Translator, default_registry
-from xlators.core.inode import Fd, Loc
+from xlators.core.inode import Fd
 from xlators.core.upcall import InvalidateEntry, InvalidateInode
 from xlators.performance.readdir_ahead import ReaddirAhead
 from xlators.testing import Harness, check_passthrough, make_translator
