@@ -77,6 +77,12 @@ class Channel:
         self.idle_poll_hold = 0.0          # --fuse-idle-poll: 0 is off
         self._idle_poll_tried = False
 
+    def set_idle_poll(self, hold: float) -> None:
+        """Wait up to ``hold`` seconds in the idle poll (0: never); made on first use."""
+        self.idle_poll_hold = hold
+        self.idle_poll = None
+        self._idle_poll_tried = hold <= 0
+
     def dump(self, prefix: str) -> dict[str, Any]:
         """Statedump lines of this channel (``prefix``: its name there)."""
         state: dict[str, Any] = {f"{prefix}.readers": self.readers,

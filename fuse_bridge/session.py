@@ -192,8 +192,12 @@ class Session:
 
     def _add_channel(self, fd: int) -> Channel:
         chan = Channel(fd, self.bufsize, self.opts.idle_readers)
-        chan.idle_poll_hold = self.opts.idle_poll
         self.channels.append(chan)
+        # One reader blocked in poll() would hold up the readers of other channels that
+        # trio's current batch has yet to run: the idle poll is for one channel only.
+        hold = self.opts.idle_poll if len(self.channels) == 1 else 0.0
+        for c in self.channels:
+            c.set_idle_poll(hold)
         self.start_reader(chan)
         return chan
 

@@ -303,10 +303,12 @@ def test_log_level_trace_logs_each_request_and_reply(tmp_path: Path):
         assert "[xlfs.fuse.trace]" not in m.read_log()
 
 
-@pytest.mark.parametrize("flag, expect", [((), "on"), (("--fuse-idle-poll=0",), "off")])
+@pytest.mark.parametrize("flag, expect", [((), "on"), (("--fuse-idle-poll=0",), "off"),
+                                          (("--reader-thread-count=2",), "off")])
 def test_the_idle_reader_waits_in_poll_unless_told_not_to(tmp_path: Path, flag, expect):
     """fuse_bridge.idle_poll on a real mount: one request at a time (fstat with the
-    attribute timeout 0) is served from the reader's poll(), and the statedump says so."""
+    attribute timeout 0) is served from the reader's poll(), and the statedump says so;
+    off when asked, and with more than one channel."""
     dumps = tmp_path / "dumps"
     with Mounted(MEMORY, tmp_path, "--attribute-timeout=0", *flag,
                  env={"XLFS_DUMP_DIR": str(dumps)}) as m:
