@@ -3,9 +3,6 @@ FUSE client, each on a fresh replica-2 volume of two local glusterfsd bricks (no
 glusterd; tests/gluster/bricks.py), with the same kernel cache settings.
 
     .venv/bin/python -m benchmarks.run --peers gfapi,glusterfs-replica --quick
-
-``gfapi-workers`` is ``gfapi`` with option async-io off (every libgfapi call on a worker
-thread), to compare both paths of storage/gfapi in one run.
 """
 from __future__ import annotations
 
@@ -59,18 +56,6 @@ class GfapiPeer(_VolumePeer, XlfsPeer):
                  f"--xlator-option=gv.log-file={workdir / 'gfapi.log'}",
                  "--xlator-option=gv.log-level=warning"]
                 + _timeout_flags(timeouts) + [str(mountpoint)])
-
-
-class GfapiWorkersPeer(GfapiPeer):
-    """The same, with libgfapi's *_async data calls off: every call on a worker thread
-    (what storage/gfapi did before option async-io), for an A/B in one run."""
-    name = "gfapi-workers"
-    description = ("xlfs on tests/gluster/gfapi.vol with option async-io off (every "
-                   "libgfapi call on a worker thread)")
-
-    def argv(self, brick, mountpoint, log, timeouts, workdir):
-        args = super().argv(brick, mountpoint, log, timeouts, workdir)
-        return args[:-1] + ["--xlator-option=gv.async-io=off", args[-1]]
 
 
 class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):

@@ -102,31 +102,12 @@ VOLFILE = Path(__file__).parent / "gfapi.vol"
 
 
 def mount_gfapi(workdir: Path, client_volfile: Path, *flags: str, limit: float = 1800.0):
-    """An xlfs mount of tests/gluster/gfapi.vol over ``client_volfile`` (not entered);
-    its statedumps (SIGUSR1) go to ``workdir / "dumps"``."""
+    """An xlfs mount of tests/gluster/gfapi.vol over ``client_volfile`` (not entered)."""
     from tests.mountlib import Mounted
     workdir.mkdir(parents=True, exist_ok=True)
     return Mounted(VOLFILE, workdir, *flags, limit=limit,
                    overrides=[f"gv.volfile={client_volfile}",
-                              f"gv.log-file={workdir / 'gfapi.log'}"],
-                   env={"XLFS_DUMP_DIR": str(workdir / "dumps")})
-
-
-def gfapi_statedump(m, workdir: Path) -> str:
-    """A fresh statedump of the mount ``m`` made by mount_gfapi(workdir, ...)."""
-    import signal
-    import time
-    dumps = workdir / "dumps"
-    before = set(dumps.glob("xlfsdump.*")) if dumps.exists() else set()
-    count = m.read_log().count("statedump written to")
-    m.proc.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + 30
-    while m.read_log().count("statedump written to") == count:
-        assert time.monotonic() < deadline, m.read_log()[-3000:]
-        time.sleep(0.05)
-    new = sorted(set(dumps.glob("xlfsdump.*")) - before)
-    assert new, m.read_log()[-3000:]
-    return new[-1].read_text()
+                              f"gv.log-file={workdir / 'gfapi.log'}"])
 
 
 @pytest.fixture(scope="session")

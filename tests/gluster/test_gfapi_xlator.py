@@ -271,9 +271,8 @@ async def test_posix_locks_between_owners(h):
 
 
 async def test_cancelled_call_returns_at_once(h, bricks):
-    """A request cancelled while its library call runs in a worker thread unwinds at
-    once (the thread is abandoned and finishes by itself).  (The *_async path's
-    cancellation: test_gfapi_async.)"""
+    """A request cancelled while its library call runs unwinds at once (the thread is
+    abandoned and finishes by itself)."""
     fd = await h.create("/cancel")
     gf = h.top
     real = gf._as_caller
@@ -283,14 +282,12 @@ async def test_cancelled_call_returns_at_once(h, bricks):
         gate.wait(10)
         return real(creds, fn, args)
     gf._as_caller = slow
-    uses, gf._async = gf._async, {}           # the write through the worker threads
     try:
         with trio.move_on_after(0.2) as scope:
             await h.write(fd, b"late", 0)
         assert scope.cancelled_caught
     finally:
         gf._as_caller = real
-        gf._async = uses
         gate.set()
     await trio.sleep(0.5)
     assert await h.read(fd, 10, 0) == b"late"         # the abandoned call completed

@@ -27,10 +27,7 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
   (``glfs_setfsuid``/``setfsgid``/``setfsgroups``, per thread, set before each call);
   the bricks check permissions as for GlusterFS's own FUSE client.
 - The event loop never blocks: each library call runs in one of ``io-thread-count``
-  worker threads (gfapi_workers), except the data calls that libgfapi offers
-  asynchronously (read, write, fsync, discard: option async-io), which the
-  loop winds itself and whose answers come back through ``run_sync_soon``
-  (gfapi_async).  A request cancelled while
+  worker threads (gfapi_workers).  A request cancelled while
   its call runs (an interrupt, with the bridge's interrupt flags on) answers EINTR at
   once: the call is abandoned and its thread finishes it by itself;
   the operation may still complete on the bricks, as when a GlusterFS client is killed.
@@ -63,8 +60,7 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 The code is split by concern: gfapi (options, lifecycle, calling the library),
 gfapi_nodes (inodes: handles, names, forget), gfapi_names (namespace fops), gfapi_io
 (open files, directories, locks), gfapi_attr (attributes and xattrs), gfapi_upcall
-(invalidations), gfapi_workers (the worker threads), gfapi_async (the *_async calls),
-gfapi_binding (ctypes).
+(invalidations), gfapi_workers (the worker threads), gfapi_binding (ctypes).
 """
 from __future__ import annotations
 
@@ -125,14 +121,6 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                    values=tuple(LOG_LEVELS)),
         Option.int("io-thread-count", 16, "Most libgfapi calls running at once (each "
                    "blocks a worker thread).", min=1, max=1024),
-        Option.str("async-io", "auto", "Reads, writes, fsync and discard (punch hole) "
-                   "through libgfapi's *_async calls, wound from the event loop (two "
-                   "thread wake-ups per request instead of four) instead of worker "
-                   "threads. auto: with option volfile only, whose graph never changes "
-                   "(with volfile-server, the first call after glusterd sends a new "
-                   "graph migrates every open file on the calling thread, stalling the "
-                   "event loop for that long); on: with both forms; off: never.",
-                   values=("auto", "on", "off")),
     )
 
     def __init__(self, *args: Any, **kw: Any) -> None:
@@ -142,8 +130,6 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._live: dict[int, Node] = {}
         self._by_name: dict[tuple[int, bytes], Node] = {}   # names looked up -> node
         self._workers = Workers(self.opts.io_thread_count, f"gfapi-{self.name}")
-        self._async: dict[str, Any] = {}     # name -> the library's *_async call in use
-        self._async_calls: Any = None
         self._upcalls: Any = None
         self._source = ""
         self._down = False            # the last call failed with ENOTCONN
@@ -219,7 +205,6 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self.itable.root.ctx[self] = node
         from .gfapi_upcall import Upcalls
         self._upcalls = Upcalls(self, b, fs)
-        self._choose_async()
         self.log.info("%s: GlusterFS volume %s is up", self.name, self._source)
 
     def fini(self) -> None:
@@ -234,21 +219,8 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._by_name.clear()
         # glfs_fini is not called: see the module docstring
 
-    def _choose_async(self) -> None:
-        """The *_async calls to use (see option async-io); the others use workers."""
-        mode = self.opts.async_io
-        if mode == "off" or (mode == "auto" and not self.opts.volfile):
-            self._async = {}
-            return
-        from .gfapi_async import AsyncCalls
-        if self._async_calls is None:
-            self._async_calls = AsyncCalls()
-        self._async = dict(self._b.lib.async_calls)
-
     def reconfigured(self, old: Any) -> None:
         self._workers.resize(self.opts.io_thread_count)
-        if self._fs is not None and self.opts.async_io != old["async-io"]:
-            self._choose_async()
         for key in ("volfile-server", "volume", "volfile"):
             if self.opts[key] != old[key]:
                 self.log.warning("%s: option %s cannot change at run time", self.name, key)
@@ -265,11 +237,6 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                 "threads-busy": self._workers.busy,
                 "io-thread-count": self._workers.size,
                 "calls-abandoned": self._workers.abandoned,
-                "async-io": sorted(self._async),
-                **({"async-calls": self._async_calls.calls,
-                    "async-abandoned": self._async_calls.abandoned,
-                    "async-in-flight": self._async_calls.in_flight}
-                   if self._async_calls is not None else {}),
                 **(self._upcalls.dump() if self._upcalls is not None else {})}
 
     # -- calling the library -----------------------------------------------------------
@@ -278,61 +245,32 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
             raise FopError(errno.ENOTCONN)
         return self._fs
 
-    def _prepare(self, frame: Any) -> tuple:
-        """Before a library call: the caller's (uid, gid, groups); an interrupt then
-        cancels the request's scope, which abandons the call."""
-        self._start_upcalls()
-        if frame is None:
-            return (0, 0, ())
-        if frame.interrupt is not None:
-            frame.on_interrupt(_abandon)
-        return (frame.uid, frame.gid, tuple(frame.groups) if frame.uid else ())
-
     async def _call(self, frame: Any, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in a worker thread, as the caller (uid, gid, groups)."""
-        creds = self._prepare(frame)
+        if frame is None:
+            creds = (0, 0, ())
+        else:
+            creds = (frame.uid, frame.gid, tuple(frame.groups) if frame.uid else ())
+        self._start_upcalls()
+        if frame is not None and frame.interrupt is not None:
+            # an interrupt cancels the request's scope: the thread is abandoned below
+            frame.on_interrupt(_abandon)
         try:
             result = await self._workers.run(self._as_caller, creds, fn, args)
         except OSError as exc:
-            self._failed(exc)
+            if exc.errno == errno.ENOTCONN and not self._down:
+                self._down = True
+                self.log.warning("%s: GlusterFS volume %s is unreachable (%s): requests "
+                                 "fail with ENOTCONN until it is back", self.name,
+                                 self._source, exc.strerror)
+                self.notify_parents(Event.CHILD_DOWN, None)
             raise
-        self._succeeded()
-        return result
-
-    async def _call_async(self, frame: Any, name: str, args: tuple, keep: Any = None,
-                          of: Any = None) -> int:
-        """libgfapi's ``name`` (a *_async call, in ``self._async``) wound from this
-        thread as the caller; its result.  ``of``: the open file, whose release waits
-        for its calls in flight (gfapi_async)."""
-        creds = self._prepare(frame)
-        self._b.set_credentials(*creds)       # per thread: the loop thread's identity
-        on_done = None
-        if of is not None:
-            of.in_flight += 1
-            on_done = of.call_done
-        try:
-            result = await self._async_calls.run(self._async[name], args, keep, on_done,
-                                                 name)
-        except OSError as exc:
-            self._failed(exc)
-            raise
-        self._succeeded()
-        return result
-
-    def _failed(self, exc: OSError) -> None:
-        if exc.errno == errno.ENOTCONN and not self._down:
-            self._down = True
-            self.log.warning("%s: GlusterFS volume %s is unreachable (%s): requests "
-                             "fail with ENOTCONN until it is back", self.name,
-                             self._source, exc.strerror)
-            self.notify_parents(Event.CHILD_DOWN, None)
-
-    def _succeeded(self) -> None:
         if self._down:
             self._down = False
             self.log.warning("%s: GlusterFS volume %s is reachable again", self.name,
                              self._source)
             self.notify_parents(Event.CHILD_UP, None)
+        return result
 
     def _as_caller(self, creds: tuple, fn: Callable[..., Any], args: tuple) -> Any:
         self._b.set_credentials(*creds)

@@ -13,10 +13,7 @@ stat``, ``struct statvfs``, ``struct flock``, ``struct dirent``) are the platfor
 Python's ``os`` module.  When ``libgfapi.so.0`` is missing, importing raises
 :class:`GfapiMissing` whose message names the Debian package to install.
 
-The ``*_async`` data calls (``ASYNC_PROTOTYPES``) are optional: ``lib.async_calls``
-holds those this library exports (a missing one leaves its fop on the worker threads).
-
-Every other function blocks its thread (``ctypes.CDLL`` releases the GIL during the call) and
+Every function blocks its thread (``ctypes.CDLL`` releases the GIL during the call) and
 reports errors through ``errno``: :func:`check` and :func:`check_ptr` turn a failure into
 ``OSError``.  Credentials (``glfs_setfsuid``/``setfsgid``/``setfsgroups``) are per thread.
 """
@@ -187,27 +184,6 @@ PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
 }
 
 
-# glfs.h's glfs_io_cbk (GFAPI_6.0): (glfd, ret, prestat, poststat, data).  errno is
-# libgfapi's op_errno when ret < 0: use_errno hands it to ctypes.get_errno().
-IO_CBK = CFUNCTYPE(None, c_void_p, c_ssize_t, c_void_p, c_void_p, c_void_p,
-                   use_errno=True)
-
-# The *_async calls (GFAPI_6.0 forms): each winds its request from the calling thread and
-# returns; the callback runs on libgfapi's network thread when the answer comes (or on
-# the calling thread, before the call returns, when the request fails at once).  Optional:
-# a missing one leaves that fop on the worker threads.
-ASYNC_PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
-    "glfs_pread_async": (c_int, [VOIDP, VOIDP, c_size_t, c_int64, c_int, IO_CBK, VOIDP]),
-    "glfs_pwrite_async": (c_int, [VOIDP, VOIDP, c_int, c_int64, c_int, IO_CBK, VOIDP]),
-    "glfs_fsync_async": (c_int, [VOIDP, IO_CBK, VOIDP]),
-    "glfs_fdatasync_async": (c_int, [VOIDP, IO_CBK, VOIDP]),
-    "glfs_discard_async": (c_int, [VOIDP, c_int64, c_size_t, IO_CBK, VOIDP]),
-}
-# glfs_ftruncate_async and glfs_zerofill_async exist too, but storage/gfapi's truncate
-# and zero-range are several library calls in one (setattrs and a stat; fstat first),
-# which stay together on a worker thread.
-
-
 class _Lib:
     """The loaded library: one attribute per prototype."""
 
@@ -236,13 +212,6 @@ def _load() -> _Lib:
     if missing:
         raise GfapiMissing(f"{LIBRARY} lacks {', '.join(missing)}: GlusterFS >= 6.6 is "
                            f"needed (Debian package {DEBIAN_PACKAGE})")
-    lib.async_calls = {}
-    for name, (restype, argtypes) in ASYNC_PROTOTYPES.items():
-        fn = getattr(cdll, name, None)
-        if fn is not None:
-            fn.restype = restype
-            fn.argtypes = argtypes
-            lib.async_calls[name] = fn
     return lib
 
 

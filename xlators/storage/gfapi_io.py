@@ -15,7 +15,7 @@ import fcntl
 import os
 import stat
 import struct
-from typing import Any, Optional
+from typing import Any
 
 import trio
 
@@ -36,8 +36,7 @@ READDIR_BATCH = 256       # entries read per worker-thread call at most
 
 class OpenFile:
     """gfapi's context of one open file or directory."""
-    __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node", "in_flight",
-                 "drained")
+    __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node")
 
     def __init__(self, glfd: int, is_dir: bool = False) -> None:
         self.glfd = glfd
@@ -46,21 +45,6 @@ class OpenFile:
         self.lock = trio.Lock()               # directory: one listing step at a time
         self.is_dir = is_dir
         self.node: Any = None                 # file: the inode's context (its opens)
-        self.in_flight = 0                    # *_async calls libgfapi has not answered
-        self.drained: Optional[trio.Event] = None   # release waiting for them
-
-    def call_done(self) -> None:
-        """An *_async call on this file was answered (abandoned ones too)."""
-        self.in_flight -= 1
-        if not self.in_flight and self.drained is not None:
-            self.drained.set()
-
-    async def wait_drained(self) -> None:
-        """Until no *_async call is in flight: libgfapi drops the answer of a call
-        whose glfs_fd was closed, and the callback would never come."""
-        while self.in_flight:
-            self.drained = trio.Event()
-            await self.drained.wait()
 
 
 class GfapiIo:
@@ -142,8 +126,6 @@ class GfapiIo:
             for dup in of.owners.values():
                 b.lib.glfs_close(dup)
             close(of.glfd)
-        with trio.CancelScope(shield=True):
-            await of.wait_drained()
         # not abandoned on cancel: the close must happen
         await self._workers.run(run, abandon=False)
 
@@ -162,10 +144,6 @@ class GfapiIo:
     async def fsync(self, frame, fd, datasync):
         of = self._of(fd)
         b = self._b
-        name = "glfs_fdatasync_async" if datasync else "glfs_fsync_async"
-        if name in self._async:
-            await self._call_async(frame, name, (of.glfd,), of=of)
-            return
         fn = b.lib.glfs_fdatasync if datasync else b.lib.glfs_fsync
         await self._call(frame, lambda: b.check(fn(of.glfd, None, None), "fsync"))
 
@@ -176,12 +154,6 @@ class GfapiIo:
     async def readv(self, frame, fd, size, offset, flags=None):
         of = self._of(fd)
         b = self._b
-        if "glfs_pread_async" in self._async:
-            # the buffer is the call's until libgfapi's callback, even if we give up
-            buf = ctypes.create_string_buffer(size)
-            n = await self._call_async(frame, "glfs_pread_async",
-                                       (of.glfd, buf, size, offset, 0), buf, of)
-            return ctypes.string_at(buf, n)
 
         def run() -> bytes:
             buf = ctypes.create_string_buffer(size)
@@ -193,10 +165,6 @@ class GfapiIo:
         of = self._of(fd)
         b = self._b
         data = bytes(data)
-        if "glfs_pwrite_async" in self._async:
-            # libgfapi copies the data into its own buffer before the call returns
-            return await self._call_async(frame, "glfs_pwrite_async",
-                                          (of.glfd, data, len(data), offset, 0), data, of)
         return await self._call(frame, lambda: b.check(
             b.lib.glfs_pwrite(of.glfd, data, len(data), offset, 0, None, None), "write"))
 
@@ -210,10 +178,6 @@ class GfapiIo:
         if kind == 0:
             call = lambda: b.lib.glfs_fallocate(of.glfd, int(keep), offset, length)  # noqa
         elif kind == FALLOC_FL_PUNCH_HOLE and keep:
-            if "glfs_discard_async" in self._async:
-                await self._call_async(frame, "glfs_discard_async",
-                                       (of.glfd, offset, length), of=of)
-                return
             call = lambda: b.lib.glfs_discard(of.glfd, offset, length)  # noqa: E731
         elif kind == FALLOC_FL_ZERO_RANGE:
             def call() -> int:
