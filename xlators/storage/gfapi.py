@@ -133,6 +133,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._upcalls: Any = None
         self._source = ""
         self._down = False            # the last call failed with ENOTCONN
+        self._kept = 0                # opens that let the kernel keep its page cache
         self._check_form(kw.get("option_where") or (lambda key: ""))
 
     def _check_form(self, where: Callable[[str], str]) -> None:
@@ -237,6 +238,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                 "threads-busy": self._workers.busy,
                 "io-thread-count": self._workers.size,
                 "calls-abandoned": self._workers.abandoned,
+                "opens-keeping-page-cache": self._kept,
                 **(self._upcalls.dump() if self._upcalls is not None else {})}
 
     # -- calling the library -----------------------------------------------------------
