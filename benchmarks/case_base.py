@@ -1,7 +1,7 @@
 """What every benchmark case shares: sizes and time bounds (Config), what a case knows of
 its peer (CaseEnv), what it returns (Metric), fresh scratch directories, time-bounded
-loops and dropping the kernel's caches.  The cases are in benchmarks/cases.py (metadata)
-and benchmarks/data_cases.py (file data)."""
+loops (timed_loop) and dropping the kernel's caches.  The cases are in
+benchmarks/cases.py (metadata) and benchmarks/data_cases.py (file data)."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +11,7 @@ import stat as stat_mod
 import statistics
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, List, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional, TypeVar
 
 MiB = 1 << 20
 
@@ -72,6 +72,59 @@ class _Clock:
 
     def over(self) -> bool:
         return time.monotonic() > self.deadline
+
+
+@dataclass(frozen=True)
+class Timed:
+    """What one timed loop did: ``done`` of the ``wanted`` units (bytes, calls) in
+    ``seconds``; fewer when the time limit cut it short."""
+    done: int
+    wanted: int
+    seconds: float
+
+    @property
+    def cut(self) -> bool:
+        return self.done < self.wanted
+
+    @property
+    def rate(self) -> float:
+        return _rate(self.done, self.seconds)
+
+    def note(self, text: str, what: str = "") -> str:
+        """``text``, led by "time limit: WHAT; " (or "time limit; ") when cut short."""
+        if not self.cut:
+            return text
+        return f"time limit: {what}; {text}" if what else f"time limit; {text}"
+
+
+def timed_loop(work: Iterator[int], wanted: int, limit: float) -> Timed:
+    """Time ``work``, a generator doing one operation per item it yields (the item: how
+    much it did), until it ends or ``limit`` seconds have passed.  The generator's own
+    setup and cleanup (an open, an fsync, a close in its ``finally``) are timed with it:
+    it is closed inside the timed span."""
+    clock = _Clock(limit)
+    done = 0
+    t0 = time.perf_counter()
+    try:
+        for amount in work:
+            done += amount
+            if clock.over():
+                break
+    finally:
+        close = getattr(work, "close", None)
+        if close is not None:
+            close()
+    return Timed(done, wanted, time.perf_counter() - t0)
+
+
+T = TypeVar("T")
+
+
+def each(fn: Callable[[T], Any], items: Iterable[T]) -> Iterator[int]:
+    """``fn(item)`` for every item, as ``timed_loop`` work: one unit each."""
+    for item in items:
+        fn(item)
+        yield 1
 
 
 def _fresh_dir(directory: str, name: str) -> str:

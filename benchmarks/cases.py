@@ -22,11 +22,11 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, List, Optional
+from typing import Callable, Iterator, List, Optional
 
 from .case_base import (FULL, QUICK, TINY, MiB, CaseEnv, Config, Metric,  # noqa: F401
                         _NOT_DROPPED, _Clock, _make_files, _rate, _scratch, _short,
-                        drop_caches)
+                        drop_caches, each, timed_loop)
 from .data_cases import (RANDOM_FILE_BYTES, RANDOM_NAME, SEQ_NAME,  # noqa: F401
                          random_read, random_read_warm, seq_read, seq_read_warm, seq_write,
                          seq_write_fsync)
@@ -37,22 +37,16 @@ from .data_cases import (RANDOM_FILE_BYTES, RANDOM_NAME, SEQ_NAME,  # noqa: F401
 def create(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> List[Metric]:
     """Small-file create: open(O_CREAT|O_EXCL), write ``file_bytes``, close."""
     payload = b"x" * cfg.file_bytes
-    d = directory
-    clock = _Clock(cfg.time_limit)
-    done = 0
-    t0 = time.perf_counter()
-    for i in range(cfg.files):
-        fd = os.open(os.path.join(d, f"f{i}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def create_one(i: int) -> None:
+        fd = os.open(os.path.join(directory, f"f{i}"),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, payload)
         finally:
             os.close(fd)
-        done += 1
-        if clock.over():
-            break
-    secs = time.perf_counter() - t0
-    return [Metric("small-file create", _rate(done, secs), "ops/s",
-                   note=_short(done, cfg.files))]
+    t = timed_loop(each(create_one, range(cfg.files)), cfg.files, cfg.time_limit)
+    return [Metric("small-file create", t.rate, "ops/s", note=_short(t.done, cfg.files))]
 
 
 @_scratch("stat")
@@ -71,17 +65,11 @@ def stat(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) -> L
         for _ in range(cfg.stat_passes):
             if wait > 0:
                 time.sleep(wait + 0.05)
-            clock = _Clock(cfg.time_limit)
-            done = 0
-            t0 = time.perf_counter()
-            for name in names:
-                os.stat(name, dir_fd=dfd)
-                done += 1
-                if clock.over():
-                    break
-            rounds.append(_rate(done, time.perf_counter() - t0))
-            if done < len(names):
-                note = _short(done, len(names))
+            t = timed_loop(each(lambda name: os.stat(name, dir_fd=dfd), names),
+                           len(names), cfg.time_limit)
+            rounds.append(t.rate)
+            if t.cut:
+                note = _short(t.done, len(names))
     finally:
         os.close(dfd)
     value = statistics.median(rounds)
@@ -96,36 +84,30 @@ def unlink(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) ->
     """unlink() of small files."""
     d = directory
     made = _make_files(d, cfg.files, cfg.time_limit, b"x" * cfg.file_bytes)
-    clock = _Clock(cfg.time_limit)
-    done = 0
-    t0 = time.perf_counter()
-    for i in range(made):
-        os.unlink(os.path.join(d, f"f{i}"))
-        done += 1
-        if clock.over():
-            break
-    secs = time.perf_counter() - t0
-    return [Metric("unlink", _rate(done, secs), "ops/s", note=_short(done, cfg.files))]
+    t = timed_loop(each(os.unlink, (os.path.join(d, f"f{i}") for i in range(made))), made,
+                   cfg.time_limit)
+    return [Metric("unlink", t.rate, "ops/s", note=_short(t.done, cfg.files))]
 
 
 @_scratch("mkdir")
 def mkdir_rmdir(directory: str, cfg: Config = FULL,
                 env: Optional[CaseEnv] = None) -> List[Metric]:
     """mkdir() of ``dirs`` directories, then rmdir() of each: ops/s over both."""
-    d = directory
-    clock = _Clock(cfg.time_limit)
-    made = 0
-    t0 = time.perf_counter()
-    for i in range(cfg.dirs):
-        os.mkdir(os.path.join(d, f"d{i}"))
-        made += 1
-        if clock.over():
-            break
-    for i in range(made):
-        os.rmdir(os.path.join(d, f"d{i}"))
-    secs = time.perf_counter() - t0
-    return [Metric("mkdir+rmdir", _rate(2 * made, secs), "ops/s",
-                   note=_short(made, cfg.dirs, "pairs"))]
+    made: List[str] = []
+
+    def mkdirs() -> Iterator[int]:
+        try:
+            for i in range(cfg.dirs):
+                path = os.path.join(directory, f"d{i}")
+                os.mkdir(path)
+                made.append(path)
+                yield 1
+        finally:                      # timed too: timed_loop closes the generator
+            for path in made:
+                os.rmdir(path)
+    t = timed_loop(mkdirs(), cfg.dirs, cfg.time_limit)
+    return [Metric("mkdir+rmdir", _rate(2 * t.done, t.seconds), "ops/s",
+                   note=_short(t.done, cfg.dirs, "pairs"))]
 
 
 @_scratch("rename")
@@ -133,16 +115,10 @@ def rename(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) ->
     """rename() of small files to new names in the same directory."""
     d = directory
     made = _make_files(d, cfg.files, cfg.time_limit)
-    clock = _Clock(cfg.time_limit)
-    done = 0
-    t0 = time.perf_counter()
-    for i in range(made):
+    def rename_one(i: int) -> None:
         os.rename(os.path.join(d, f"f{i}"), os.path.join(d, f"r{i}"))
-        done += 1
-        if clock.over():
-            break
-    secs = time.perf_counter() - t0
-    return [Metric("rename", _rate(done, secs), "ops/s", note=_short(done, cfg.files))]
+    t = timed_loop(each(rename_one, range(made)), made, cfg.time_limit)
+    return [Metric("rename", t.rate, "ops/s", note=_short(t.done, cfg.files))]
 
 
 
@@ -194,19 +170,13 @@ def stat_dropped(directory: str, cfg: Config = FULL,
         dropped = drop_caches(cfg) and dropped
         dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            clock = _Clock(cfg.time_limit)
-            done = 0
-            t0 = time.perf_counter()
-            for name in names:
-                os.stat(name, dir_fd=dfd)
-                done += 1
-                if clock.over():
-                    break
-            rounds.append(_rate(done, time.perf_counter() - t0))
+            t = timed_loop(each(lambda name: os.stat(name, dir_fd=dfd), names), len(names),
+                           cfg.time_limit)
+            rounds.append(t.rate)
         finally:
             os.close(dfd)
-        if done < len(names):
-            note = _short(done, len(names))
+        if t.cut:
+            note = _short(t.done, len(names))
     note = "; ".join(filter(None, [note, f"median of {len(rounds)} passes",
                                    "" if dropped else _NOT_DROPPED]))
     if made < cfg.files:

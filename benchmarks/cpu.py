@@ -183,7 +183,8 @@ def costs_of(samples: Samples) -> Dict[str, Dict[str, K.Cost]]:
                 per_call[op] = med([s.counts.get(op, 0) / s.calls for s in counted])
             costs[wname] = K.Cost(med([1e6 * s.user / s.calls for s in ss]),
                                   med([1e6 * s.system / s.calls for s in ss]),
-                                  med([1e6 * s.wall / s.calls for s in ss]), per_call)
+                                  med([1e6 * s.wall / s.calls for s in ss]), per_call,
+                                  counted=bool(counted))
         K.attribute(costs)
         out[peer] = costs
     return out

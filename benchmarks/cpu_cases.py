@@ -252,6 +252,7 @@ class Cost:
     main_user: Optional[float] = None   # µs per request the workload is named after
     main_system: Optional[float] = None
     derived: bool = False         # main_* had other requests subtracted
+    counted: bool = False         # the kernel's requests were counted (per_call says)
 
 
 def attribute(costs: Dict[str, Cost]) -> None:

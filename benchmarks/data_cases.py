@@ -1,14 +1,14 @@
 """The file data cases: sequential write (with and without fsync), sequential read cold
 and warm, random 4 KiB reads cold and warm.  Each takes (directory, Config, CaseEnv) and
-returns its Metrics, like the cases of benchmarks/cases.py, which lists them all."""
+returns its Metrics, like the cases of benchmarks/cases.py, which lists them all.  Every
+timed part is a generator of work for case_base.timed_loop."""
 from __future__ import annotations
 
 import os
 import random
-import time
-from typing import List, Optional
+from typing import Iterator, List, Optional, Sequence
 
-from .case_base import (FULL, MiB, CaseEnv, Config, Metric, _Clock, _rate, _repeated)
+from .case_base import FULL, MiB, CaseEnv, Config, Metric, _repeated, timed_loop
 
 SEQ_NAME = "seq.dat"
 
@@ -20,19 +20,52 @@ def _evict(fd: int, env: CaseEnv) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
-def _write_file(path: str, size: int, block: int, clock: Optional[_Clock] = None) -> int:
-    buf = os.urandom(min(block, 1 << 16)) * max(1, block // (1 << 16))
-    buf = buf[:block]
+def _writes(path: str, size: int, block: int, fsync: bool = False) -> Iterator[int]:
+    """Create ``path`` anew and write ``size`` bytes in ``block`` writes (then fsync if
+    asked) and close it; yields the bytes of each write."""
+    buf = (os.urandom(min(block, 1 << 16)) * max(1, block // (1 << 16)))[:block]
     written = 0
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         while written < size:
-            written += os.write(fd, buf[:min(block, size - written)])
-            if clock is not None and clock.over():
-                break
+            n = os.write(fd, buf[:min(block, size - written)])
+            written += n
+            yield n
+        if fsync:
+            os.fsync(fd)
     finally:
         os.close(fd)
-    return written
+
+
+def _write_file(path: str, size: int, block: int) -> int:
+    """Untimed setup: ``path`` with ``size`` bytes of random data."""
+    return sum(_writes(path, size, block))
+
+
+def _chunks(fd: int, block: int) -> Iterator[int]:
+    """Read ``fd`` to its end in ``block`` reads; yields the bytes of each."""
+    while True:
+        n = len(os.read(fd, block))
+        if not n:
+            return
+        yield n
+
+
+def _read_through(path: str, block: int) -> Iterator[int]:
+    """Open ``path``, read it all in ``block`` reads, close it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        yield from _chunks(fd, block)
+    finally:
+        os.close(fd)
+
+
+def _preads(fd: int, offsets: Sequence[int]) -> Iterator[int]:
+    """One 4 KiB pread at each offset; yields 1 per read."""
+    for off in offsets:
+        if len(os.pread(fd, 4096, off)) != 4096:
+            raise AssertionError(f"short read at {off}")
+        yield 1
 
 
 @_repeated
@@ -47,15 +80,11 @@ def seq_write(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None)
     # Start with no dirty pages on the machine (untimed): otherwise the writeback of the
     # previous peer's 256 MiB throttles this one.
     os.sync()
-    clock = _Clock(cfg.time_limit)
-    t0 = time.perf_counter()
-    written = _write_file(path, cfg.seq_bytes, cfg.block, clock)
-    secs = time.perf_counter() - t0
-    note = f"{cfg.seq_bytes // MiB} MiB in {cfg.block // 1024} KiB writes"
-    if written < cfg.seq_bytes:
-        note = f"time limit: {written // MiB} MiB written; " + note
-    return [Metric(f"seq write {cfg.seq_bytes // MiB} MiB", written / MiB / secs, "MiB/s",
-                   note=note)]
+    t = timed_loop(_writes(path, cfg.seq_bytes, cfg.block), cfg.seq_bytes, cfg.time_limit)
+    note = t.note(f"{cfg.seq_bytes // MiB} MiB in {cfg.block // 1024} KiB writes",
+                  f"{t.done // MiB} MiB written")
+    return [Metric(f"seq write {cfg.seq_bytes // MiB} MiB", t.done / MiB / t.seconds,
+                   "MiB/s", note=note)]
 
 
 def _seq_file(directory: str, cfg: Config) -> str:
@@ -77,25 +106,15 @@ def seq_read(directory: str, cfg: Config = FULL, env: Optional[CaseEnv] = None) 
     fd = os.open(path, os.O_RDONLY)
     try:
         _evict(fd, env)
-        clock = _Clock(cfg.time_limit)
-        got = 0
-        t0 = time.perf_counter()
-        while True:
-            chunk = os.read(fd, cfg.block)
-            if not chunk:
-                break
-            got += len(chunk)
-            if clock.over():
-                break
-        secs = time.perf_counter() - t0
+        t = timed_loop(_chunks(fd, cfg.block), cfg.seq_bytes, cfg.time_limit)
     finally:
         os.close(fd)
-    note = f"{cfg.block // 1024} KiB reads" + ("; page cache of the mount dropped first"
-                                                 if env.fuse else "; page cache warm")
-    if got < cfg.seq_bytes:
-        note = f"time limit: {got // MiB} MiB read; " + note
-    return [Metric(f"seq read {cfg.seq_bytes // MiB} MiB cold", got / MiB / secs, "MiB/s",
-                   note=note)]
+    note = t.note(f"{cfg.block // 1024} KiB reads" + ("; page cache of the mount dropped "
+                                                      "first" if env.fuse
+                                                      else "; page cache warm"),
+                  f"{t.done // MiB} MiB read")
+    return [Metric(f"seq read {cfg.seq_bytes // MiB} MiB cold", t.done / MiB / t.seconds,
+                   "MiB/s", note=note)]
 
 
 @_repeated
@@ -112,22 +131,11 @@ def random_read(directory: str, cfg: Config = FULL,
     try:
         _evict(fd, env)
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-        clock = _Clock(cfg.time_limit)
-        done = 0
-        t0 = time.perf_counter()
-        for off in offsets:
-            if len(os.pread(fd, 4096, off)) != 4096:
-                raise AssertionError(f"short read at {off}")
-            done += 1
-            if clock.over():
-                break
-        secs = time.perf_counter() - t0
+        t = timed_loop(_preads(fd, offsets), len(offsets), cfg.time_limit)
     finally:
         os.close(fd)
-    note = f"{done} reads over {cfg.seq_bytes // MiB} MiB"
-    if done < cfg.random_reads:
-        note = "time limit; " + note
-    return [Metric("random 4 KiB read", _rate(done, secs), "ops/s", note=note)]
+    note = t.note(f"{t.done} reads over {cfg.seq_bytes // MiB} MiB")
+    return [Metric("random 4 KiB read", t.rate, "ops/s", note=note)]
 
 
 @_repeated
@@ -141,42 +149,13 @@ def seq_write_fsync(directory: str, cfg: Config = FULL,
     except FileNotFoundError:
         pass
     os.sync()
-    clock = _Clock(cfg.time_limit)
-    buf = (os.urandom(1 << 16) * max(1, cfg.block // (1 << 16)))[:cfg.block]
-    written = 0
-    t0 = time.perf_counter()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        while written < cfg.seq_bytes:
-            written += os.write(fd, buf[:min(cfg.block, cfg.seq_bytes - written)])
-            if clock.over():
-                break
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    secs = time.perf_counter() - t0
+    t = timed_loop(_writes(path, cfg.seq_bytes, cfg.block, fsync=True), cfg.seq_bytes,
+                   cfg.time_limit)
     os.unlink(path)
-    note = f"{cfg.seq_bytes // MiB} MiB in {cfg.block // 1024} KiB writes, fsync included"
-    if written < cfg.seq_bytes:
-        note = f"time limit: {written // MiB} MiB written; " + note
-    return [Metric(f"seq write {cfg.seq_bytes // MiB} MiB + fsync", written / MiB / secs,
+    note = t.note(f"{cfg.seq_bytes // MiB} MiB in {cfg.block // 1024} KiB writes, fsync "
+                  "included", f"{t.done // MiB} MiB written")
+    return [Metric(f"seq write {cfg.seq_bytes // MiB} MiB + fsync", t.done / MiB / t.seconds,
                    "MiB/s", note=note)]
-
-
-def _read_all(path: str, block: int, clock: Optional[_Clock] = None) -> int:
-    got = 0
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        while True:
-            chunk = os.read(fd, block)
-            if not chunk:
-                break
-            got += len(chunk)
-            if clock is not None and clock.over():
-                break
-    finally:
-        os.close(fd)
-    return got
 
 
 @_repeated
@@ -186,16 +165,11 @@ def seq_read_warm(directory: str, cfg: Config = FULL,
     first open read it all (untimed): a mount that keeps its page cache across opens of
     an unchanged file serves it from the kernel."""
     path = _seq_file(directory, cfg)
-    _read_all(path, cfg.block)
-    clock = _Clock(cfg.time_limit)
-    t0 = time.perf_counter()
-    got = _read_all(path, cfg.block, clock)
-    secs = time.perf_counter() - t0
-    note = f"{cfg.block // 1024} KiB reads, second open"
-    if got < cfg.seq_bytes:
-        note = f"time limit: {got // MiB} MiB read; " + note
-    return [Metric(f"seq read {cfg.seq_bytes // MiB} MiB warm", got / MiB / secs, "MiB/s",
-                   note=note)]
+    sum(_read_through(path, cfg.block))
+    t = timed_loop(_read_through(path, cfg.block), cfg.seq_bytes, cfg.time_limit)
+    note = t.note(f"{cfg.block // 1024} KiB reads, second open", f"{t.done // MiB} MiB read")
+    return [Metric(f"seq read {cfg.seq_bytes // MiB} MiB warm", t.done / MiB / t.seconds,
+                   "MiB/s", note=note)]
 
 
 RANDOM_FILE_BYTES = 64 * MiB
@@ -222,20 +196,8 @@ def random_read_warm(directory: str, cfg: Config = FULL,
     try:
         for off in range(0, size, cfg.block):
             os.pread(fd, cfg.block, off)
-        clock = _Clock(cfg.time_limit)
-        done = 0
-        t0 = time.perf_counter()
-        for off in offsets:
-            if len(os.pread(fd, 4096, off)) != 4096:
-                raise AssertionError(f"short read at {off}")
-            done += 1
-            if clock.over():
-                break
-        secs = time.perf_counter() - t0
+        t = timed_loop(_preads(fd, offsets), len(offsets), cfg.time_limit)
     finally:
         os.close(fd)
-    note = f"{done} reads over {size // MiB} MiB, pages read once before"
-    if done < cfg.random_reads:
-        note = "time limit; " + note
-    return [Metric(f"random 4 KiB read {size // MiB} MiB warm", _rate(done, secs), "ops/s",
-                   note=note)]
+    note = t.note(f"{t.done} reads over {size // MiB} MiB, pages read once before")
+    return [Metric(f"random 4 KiB read {size // MiB} MiB warm", t.rate, "ops/s", note=note)]

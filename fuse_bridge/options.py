@@ -146,6 +146,11 @@ class BridgeOptions:
         1, "reader-thread-count",
         "/dev/fuse channels (cloned descriptors) read in parallel (default 1)",
         parse=parse_uint, metavar="N", minimum=1)
+    idle_poll: float = option(
+        0.002, "fuse-idle-poll",
+        "how long a reader waits for the next request blocked in poll() when nothing else "
+        "is runnable, before it sleeps in the event loop (default 0.002; 0: never)",
+        parse=parse_secs, metavar="SECONDS")
     dump_fuse: Optional[str] = option(
         None, "dump-fuse",
         "record every FUSE message to PATH (decode: xlfsctl dump-decode PATH)",

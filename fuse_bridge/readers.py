@@ -30,7 +30,7 @@ from typing import Any, Optional
 
 import trio
 
-from . import abi
+from . import abi, idle_poll
 
 log = logging.getLogger("xlfs.fuse")
 
@@ -73,6 +73,26 @@ class Channel:
         self.spare: list[bytearray] = []
         self.spare_max = idle_max + 1
         self.large_allocated = 0           # large buffers ever allocated (statedump, tests)
+        self.idle_poll: Optional[idle_poll.IdlePoll] = None
+        self.idle_poll_hold = 0.0          # --fuse-idle-poll: 0 is off
+        self._idle_poll_tried = False
+
+    def set_idle_poll(self, hold: float) -> None:
+        """Wait up to ``hold`` seconds in the idle poll (0: never); made on first use."""
+        self.idle_poll_hold = hold
+        self.idle_poll = None
+        self._idle_poll_tried = hold <= 0
+
+    def dump(self, prefix: str) -> dict[str, Any]:
+        """Statedump lines of this channel (``prefix``: its name there)."""
+        state: dict[str, Any] = {f"{prefix}.readers": self.readers,
+                                 f"{prefix}.idle-readers": self.idle,
+                                 f"{prefix}.large-buffers": self.large_allocated}
+        poll = self.idle_poll
+        state[f"{prefix}.idle-poll"] = "on" if poll is not None else "off"
+        if poll is not None:
+            state.update({f"{prefix}.idle-poll.{k}": v for k, v in poll.dump().items()})
+        return state
 
     def take_large(self) -> bytearray:
         if self.spare:
@@ -96,6 +116,7 @@ async def read_loop(session: Any, chan: Channel) -> None:
     fd = chan.fd
     dispatch = session.dispatch
     streak = 0
+    polled = False      # this reader just waited in the idle poll: do not wait there again
     try:
         while True:
             # The scope of the next request that waits.  It is entered before that
@@ -111,6 +132,15 @@ async def read_loop(session: Any, chan: Channel) -> None:
                         n = os.readv(fd, bufs)
                     except BlockingIOError:
                         streak = 0
+                        poll = chan.idle_poll
+                        if poll is None and not chan._idle_poll_tried:
+                            chan._idle_poll_tried = True
+                            poll = chan.idle_poll = idle_poll.for_current_run(
+                                fd, chan.idle_poll_hold)
+                        if poll is not None and not polled and poll.wait():
+                            polled = True
+                            continue        # readable: no trip through the scheduler
+                        polled = False
                         if chan.listening:
                             if chan.idle >= chan.idle_max:
                                 return          # enough readers: this one goes
@@ -141,6 +171,7 @@ async def read_loop(session: Any, chan: Channel) -> None:
                         log.error("read from /dev/fuse failed: %s", exc)
                         await trio.sleep(0.01)
                         continue
+                    polled = False
                     if n <= _SMALL:
                         if not n:
                             session.end("end of file on /dev/fuse")
@@ -157,6 +188,11 @@ async def read_loop(session: Any, chan: Channel) -> None:
                         if streak >= _YIELD_EVERY:
                             streak = 0
                             await trio.lowlevel.checkpoint()
+                        elif chan.idle_poll is not None and not chan.listening:
+                            # Wait for the next request here rather than learn from
+                            # an EAGAIN (an exception) that it has not come yet.
+                            chan.idle_poll.wait()
+                            polled = True
                         continue
                     # The handler waits.  It keeps the buffer its body is in; an
                     # unused large buffer goes to the reader that takes the device

@@ -193,6 +193,11 @@ class Session:
     def _add_channel(self, fd: int) -> Channel:
         chan = Channel(fd, self.bufsize, self.opts.idle_readers)
         self.channels.append(chan)
+        # One reader blocked in poll() would hold up the readers of other channels that
+        # trio's current batch has yet to run: the idle poll is for one channel only.
+        hold = self.opts.idle_poll if len(self.channels) == 1 else 0.0
+        for c in self.channels:
+            c.set_idle_poll(hold)
         self.start_reader(chan)
         return chan
 
@@ -224,6 +229,8 @@ class Session:
         if self.notifier is not None:
             state.update(self.notifier.dump())
         state.update(self.stats)
+        for i, chan in enumerate(self.channels):
+            state.update(chan.dump(f"channel{i}"))
         pt = c.passthrough
         if pt is not None:
             state.update({f"passthrough.{k}": v for k, v in pt.dump().items()})

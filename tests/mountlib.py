@@ -8,9 +8,13 @@
   the mount outlives its time limit, so a wedged mount cannot hang the test run.
 - Teardown on every path: SIGTERM, wait, then abort + SIGKILL, then a lazy unmount; the
   mount is gone when ``__exit__`` returns (asserted).
+- ``MountedByHelper`` is the same for a mount that ``mount -t xlfs`` makes (the daemon in
+  the background; teardown: umount, wait, then abort + SIGKILL, then a lazy unmount).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 from collections import Counter
 import signal
@@ -115,6 +119,18 @@ class Mounted:
     def __enter__(self) -> "Mounted":
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         self.brick.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self._watchdog = threading.Timer(self.limit, self.abort)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        return self
+
+    def _start(self) -> None:
+        """Start the daemon and wait until the mount answers."""
         args = self.prefix + xlfs_command() + ["-N", "-L", "DEBUG", "-l", str(self.log), "-f", self.volfile]
         if "volume posix" in Path(self.volfile).read_text():
             args += [f"--xlator-option=posix.directory={self.brick}"]
@@ -126,15 +142,7 @@ class Mounted:
         env = dict(os.environ, PYTHONPATH=str(ROOT), **(self.env or {}))
         self.proc = subprocess.Popen(args, cwd=str(ROOT), env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            self._wait_ready(20.0)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        self._watchdog = threading.Timer(self.limit, self.abort)
-        self._watchdog.daemon = True
-        self._watchdog.start()
-        return self
+        self._wait_ready(20.0)
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -186,6 +194,80 @@ class Mounted:
                 self.proc.stdout.close()
             mnt.force_unmount(str(self.mountpoint), self.conn)
         assert mnt.find_mount(str(self.mountpoint)) is None, "mount left behind"
+
+
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+class MountedByHelper(Mounted):
+    """The mount ``mount -t xlfs VOLFILE MNT -o OPTIONS`` makes (mount.xlfs must be
+    installed): the daemon runs in the background, its pid read from ``WORKDIR/pid``;
+    the brick, the log and the pid file are passed as options before ``options``.
+    Mounted's watchdog and cleanup on every path: umount, wait for the daemon to go,
+    abort and SIGKILL it if it does not, then force the unmount."""
+
+    def __init__(self, volfile: str | os.PathLike, workdir: Path, *options: str,
+                 limit: float = 90.0) -> None:
+        super().__init__(volfile, workdir, limit=limit)
+        self.pidfile = self.workdir / "pid"
+        self.options = [f"xlator-option=posix.directory={self.brick}",
+                        f"log-file={self.log}", f"pid-file={self.pidfile}", *options]
+        self.pid: Optional[int] = None
+
+    def _start(self) -> None:
+        proc = subprocess.run(["mount", "-t", "xlfs", self.volfile, str(self.mountpoint),
+                               "-o", ",".join(self.options)],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"mount -t xlfs exited with {proc.returncode}: "
+                               f"{proc.stderr}\nlog: {self.read_log()}")
+        self.pid = int(self.pidfile.read_text())
+        self.conn = mnt.connection_id(str(self.mountpoint))
+
+    def daemon_alive(self) -> bool:
+        return self.pid is not None and pid_alive(self.pid)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """umount (the daemon exits after it), wait for the daemon; abort the connection
+        and SIGKILL the daemon if it does not go."""
+        if mnt.find_mount(str(self.mountpoint)) is not None:
+            subprocess.run(["umount", str(self.mountpoint)], capture_output=True, timeout=30)
+        deadline = time.monotonic() + timeout
+        while self.daemon_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.daemon_alive():
+            self.abort()
+            os.kill(self.pid, signal.SIGKILL)
+        return 0
+
+
+@contextlib.contextmanager
+def installed_script(path: Path, mark: str, module: str, lock_name: str):
+    """For the block, ``path`` is a shell script running ``python -m module`` of this
+    tree (mount(8) looks for helpers and programs on fixed paths).  One test at a time
+    holds it (the lock file ``lock_name`` under /run/lock); the test is skipped when
+    ``path`` exists without ``mark`` in it (not ours) or cannot be written."""
+    lock_dir = "/run/lock" if os.path.isdir("/run/lock") else "/tmp"
+    with open(f"{lock_dir}/{lock_name}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists() and mark not in path.read_text(errors="replace"):
+            pytest.skip(f"{path} exists and is not ours")
+        try:
+            path.write_text(f"#!/bin/sh\n{mark}\nPYTHONPATH={ROOT} exec {sys.executable} "
+                            f"-m {module} \"$@\"\n")
+            path.chmod(0o755)
+        except OSError as exc:
+            pytest.skip(f"cannot install {path}: {exc}")
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
 
 def run_in_child(fn, *args, timeout: float = 30.0):

@@ -3,7 +3,6 @@ failover: a brick killed in the middle of an fsx run, restarted, and healed."""
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
@@ -12,17 +11,19 @@ from tests.gluster.bricks import Bricks
 from tests.gluster.conftest import mount_gfapi
 from tests.mountlib import can_mount
 from tests.posix.posixlib import rmtree
-from tests.posix.test_fsx import OPS, TIME_LIMIT, Fsx, _supported, seed_for
+from tests.posix.test_fsx import OPS, TIME_LIMIT, Fsx, FsxThread, _supported, seed_for
 
 pytestmark = pytest.mark.mount
 
 
-def run_fsx(path: str, name: str, fsx: Fsx | None = None) -> Fsx:
-    if fsx is None:
-        fsx = Fsx(path, seed_for(name), _supported(path))
-    done = fsx.run(OPS, TIME_LIMIT)
+def ran_enough(fsx: Fsx, name: str, done: int) -> None:
     print(f"fsx {name}: seed {fsx.seed}, {done} operations {fsx.counts}")
     assert done >= min(OPS, 300), f"only {done} operations in {TIME_LIMIT}s"
+
+
+def run_fsx(path: str, name: str) -> Fsx:
+    fsx = Fsx(path, seed_for(name), _supported(path))
+    ran_enough(fsx, name, fsx.run(OPS, TIME_LIMIT))
     return fsx
 
 
@@ -35,32 +36,6 @@ def test_fsx_on_gfapi(gfapi_mount):
     finally:
         rmtree(d)
         assert gfapi_mount.proc.poll() is None, gfapi_mount.read_log()[-3000:]
-
-
-class _KillAfter(threading.Thread):
-    """Calls ``kill`` once ``fsx`` has done ``ops`` operations (so the brick dies in the
-    middle of the run, whatever the machine's speed); ``at`` is the count it saw."""
-
-    def __init__(self, fsx: Fsx, ops: int, kill) -> None:
-        super().__init__(daemon=True)
-        self.fsx, self.ops, self.kill = fsx, ops, kill
-        self.at: int | None = None
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.wait(0.005):
-            try:
-                n = sum(self.fsx.counts.values())
-            except RuntimeError:      # a first count added while summing
-                continue
-            if n >= self.ops:
-                self.kill()
-                self.at = n
-                return
-
-    def stop(self) -> None:
-        self._done.set()
-        self.join()
 
 
 @pytest.mark.parametrize("flags", [(), ("--kernel-writeback-cache",)],
@@ -76,17 +51,16 @@ def test_fsx_brick_killed_and_healed(tmp_path, flags):
             path = m.path("file")
             victim = bricks.bricks[1]
             fsx = Fsx(path, seed_for("gfapi-failover"), _supported(path))
-            killer = _KillAfter(fsx, OPS // 3, victim.kill)
-            killer.start()
-            try:
-                run_fsx(path, "gfapi-failover", fsx)
-            finally:
-                killer.stop()
-            assert killer.at is not None, "the brick was not killed during the run"
+            with FsxThread(fsx, OPS, TIME_LIMIT, detail=m.read_log) as run:
+                # the brick dies in the middle of the run, whatever the machine's speed
+                assert run.wait_ops(OPS // 3, TIME_LIMIT + 30), \
+                    "fsx ended before the brick was killed"
+                victim.kill()
+                at = fsx.n
+            ran_enough(fsx, "gfapi-failover", run.done)
             assert not victim.running
-            done = sum(fsx.counts.values())
-            assert done - killer.at >= OPS // 3, \
-                f"only {done - killer.at} operations ran after the brick died"
+            assert run.done - at >= OPS // 3, \
+                f"only {run.done - at} operations ran after the brick died"
             fsx.open()
             try:
                 want = os.pread(fsx.fd, len(fsx.shadow) + 1, 0)

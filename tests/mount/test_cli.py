@@ -3,9 +3,7 @@
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +12,8 @@ import pytest
 
 from fuse_bridge import mount as mnt
 from fuse_bridge.cli_args import FLAGS, UsageError, help_text, parse_args
-from tests.mountlib import ROOT, VOLFILES, can_mount, wait_until, xlfs_command
+from tests.mountlib import (ROOT, VOLFILES, MountedByHelper, can_mount, installed_script,
+                            wait_until, xlfs_command)
 
 SHIPPED = sorted(VOLFILES.glob("*.vol"))
 
@@ -241,66 +240,30 @@ def mount_helper_installed():
     why = can_mount()
     if why:
         pytest.skip(why)
-    with open("/run/lock/xlfs-mount-helper-test.lock" if os.path.isdir("/run/lock")
-              else "/tmp/xlfs-mount-helper-test.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if HELPER.exists() and MARK not in HELPER.read_text(errors="replace"):
-            pytest.skip(f"{HELPER} exists and is not ours")
-        try:
-            HELPER.write_text(f"#!/bin/sh\n{MARK}\nPYTHONPATH={ROOT} exec {sys.executable} "
-                              f"-m fuse_bridge.mount_helper \"$@\"\n")
-            HELPER.chmod(0o755)
-        except OSError as exc:
-            pytest.skip(f"cannot install {HELPER}: {exc}")
-        try:
-            yield HELPER
-        finally:
-            HELPER.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
+    with installed_script(HELPER, MARK, "fuse_bridge.mount_helper",
+                          "xlfs-mount-helper-test.lock") as path:
+        yield path
 
 
 @pytest.mark.mount
 def test_mount_t_xlfs(tmp_path: Path, mount_helper_installed):
-    mp, brick = tmp_path / "mnt", tmp_path / "brick"
-    mp.mkdir()
+    brick = tmp_path / "brick"
     brick.mkdir()
     (brick / "there").write_bytes(b"before")
-    pidfile, log = tmp_path / "pid", tmp_path / "log"
-    opts = ",".join([f"xlator-option=posix.directory={brick}", f"log-file={log}",
-                     f"pid-file={pidfile}", "attribute-timeout=0", "noatime", "_netdev",
-                     "x-systemd.foo"])
-    pid = None
-    try:
-        proc = subprocess.run(["mount", "-t", "xlfs", str(VOLFILES / "local.vol"), str(mp),
-                               "-o", opts], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        m = mnt.find_mount(str(mp))
-        assert m is not None and m["fstype"] == "fuse.xlfs", m
-        assert "noatime" in m["options"]
+    with MountedByHelper(VOLFILES / "local.vol", tmp_path, "attribute-timeout=0", "noatime",
+                         "_netdev", "x-systemd.foo") as m:
+        mp = m.mountpoint
+        found = mnt.find_mount(str(mp))
+        assert found is not None and found["fstype"] == "fuse.xlfs", found
+        assert "noatime" in found["options"]
         assert os.listdir(mp) == ["there"]
         (mp / "new").write_bytes(b"through mount -t")
         assert (brick / "new").read_bytes() == b"through mount -t"
-        pid = int(pidfile.read_text())
-        assert _alive(pid)
+        assert m.daemon_alive()
         proc = subprocess.run(["umount", str(mp)], capture_output=True, text=True, timeout=30)
         assert proc.returncode == 0, proc.stderr
-        wait_until(lambda: not _alive(pid), 15, "the daemon to exit after umount")
+        wait_until(lambda: not m.daemon_alive(), 15, "the daemon to exit after umount")
         assert mnt.find_mount(str(mp)) is None
-    finally:
-        if pid is not None and _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-        if mnt.find_mount(str(mp)) is not None:
-            conn = mnt.connection_id(str(mp))
-            if conn is not None:
-                mnt.abort_connection(conn)
-            subprocess.run(["umount", "-l", str(mp)], capture_output=True, timeout=30)
 
 
 @pytest.mark.mount

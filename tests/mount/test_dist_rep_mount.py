@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 from pathlib import Path
 
 import pytest
 
 from tests.mount.test_replicate_mount import _tree
 from tests.mountlib import Mounted, can_mount, wait_until
-from tests.posix.test_fsx import Fsx, _supported
+from tests.posix.test_fsx import Fsx, FsxThread, _supported
 
 pytestmark = pytest.mark.mount
 
@@ -83,39 +82,20 @@ def test_a_brick_of_each_mirror_failing_during_fsx_loses_nothing(tmp_path: Path)
             (root / f"before-{i}").write_bytes(b"written with every brick up\n")
         path = str(root / "fsx-file")
         fsx = Fsx(path, 20261206, _supported(path))
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                fsx.run(100000, 25.0)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-                failure.append(exc)
-
-        t = threading.Thread(target=run)
-        t.start()
-        try:
-            wait_until(lambda: fsx.n > 400 or not t.is_alive(), 30, "fsx progress",
-                       detail=m.read_log, interval=0.1)
+        with FsxThread(fsx, 100000, 25.0, detail=m.read_log) as run:
+            run.wait_ops(400)
             _reload(m, volfile, 100)
             wait_until(lambda: "child faults-a2 is down" in m.read_log()
-                       and "child faults-b2 is down" in m.read_log() or not t.is_alive(),
+                       and "child faults-b2 is down" in m.read_log() or not run.running,
                        30, "a brick of each pair going down",
                        detail=m.read_log, interval=0.1)
             os.mkdir(root / "made-while-down")
             for i in range(8):
                 (root / "made-while-down" / f"inner-{i}").write_bytes(b"inner\n" * 100)
                 os.unlink(root / f"before-{i}")
-            at = fsx.n
-            wait_until(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress",
-                       detail=m.read_log, interval=0.1)
+            run.wait_ops(400)
             _reload(m, volfile, 0)
-            at = fsx.n
-            wait_until(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress",
-                       detail=m.read_log, interval=0.1)
-        finally:
-            t.join(60)
-        if failure:
-            raise failure[0]
+            run.wait_ops(400)
         assert fsx.n > 1200, f"fsx ran only {fsx.n} operations"
         for p in ("a", "b"):
             one, two = bricks[f"brick-{p}1"], bricks[f"brick-{p}2"]

@@ -301,3 +301,28 @@ def test_log_level_trace_logs_each_request_and_reply(tmp_path: Path):
     with Mounted(MEMORY, tmp_path / "debug", "-L", "DEBUG") as m:
         os.listdir(m.mountpoint)
         assert "[xlfs.fuse.trace]" not in m.read_log()
+
+
+@pytest.mark.parametrize("flag, expect", [((), "on"), (("--fuse-idle-poll=0",), "off"),
+                                          (("--reader-thread-count=2",), "off")])
+def test_the_idle_reader_waits_in_poll_unless_told_not_to(tmp_path: Path, flag, expect):
+    """fuse_bridge.idle_poll on a real mount: one request at a time (fstat with the
+    attribute timeout 0) is served from the reader's poll(), and the statedump says so;
+    off when asked, and with more than one channel."""
+    dumps = tmp_path / "dumps"
+    with Mounted(MEMORY, tmp_path, "--attribute-timeout=0", *flag,
+                 env={"XLFS_DUMP_DIR": str(dumps)}) as m:
+        fd = os.open(m.path(), os.O_RDONLY)
+        try:
+            for _ in range(300):
+                os.fstat(fd)
+        finally:
+            os.close(fd)
+        m.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: "statedump written to" in m.read_log(), 10.0,
+                   "a statedump written", detail=m.read_log)
+        text = _dumps(dumps)[0].read_text()
+    assert f"channel0.idle-poll={expect}" in text, text
+    if expect == "on":
+        served = int(re.search(r"channel0\.idle-poll\.served=(\d+)", text).group(1))
+        assert served > 0, text

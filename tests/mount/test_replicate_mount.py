@@ -10,14 +10,13 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.mountlib import Mounted, can_mount, wait_until
-from tests.posix.test_fsx import Fsx, _supported
+from tests.posix.test_fsx import Fsx, FsxThread, _supported
 
 pytestmark = pytest.mark.mount
 
@@ -107,38 +106,19 @@ def test_a_child_failing_during_fsx_loses_nothing(mirror, which: str) -> None:
     (root / "before").write_bytes(b"written with both children up\n")
     path = str(root / "fsx-file")
     fsx = Fsx(path, 20261206, _supported(path))
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            fsx.run(100000, 25.0)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
-            failure.append(exc)
-
-    t = threading.Thread(target=run)
-    t.start()
-    try:
-        wait_until(lambda: fsx.n > 400 or not t.is_alive(), 30, "fsx progress",
-                   detail=m.read_log, interval=0.1)
+    with FsxThread(fsx, 100000, 25.0, detail=m.read_log) as run:
+        run.wait_ops(400)
         _reload(m, volfile, **{f"fail_{which}": 100})
-        wait_until(lambda: f"child {name} is down" in m.read_log() or not t.is_alive(), 30,
+        wait_until(lambda: f"child {name} is down" in m.read_log() or not run.running, 30,
                    "the child going down", detail=m.read_log, interval=0.1)
         # namespace changes while the child is down (entry heal)
         os.mkdir(root / "made-while-down")
         (root / "made-while-down" / "inner").write_bytes(b"inner\n" * 1000)
         os.unlink(root / "before")
         os.symlink("fsx-file", root / "link-while-down")
-        at = fsx.n
-        wait_until(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress",
-                   detail=m.read_log, interval=0.1)
+        run.wait_ops(400)
         _reload(m, volfile)
-        at = fsx.n
-        wait_until(lambda: fsx.n > at + 400 or not t.is_alive(), 30, "fsx progress",
-                   detail=m.read_log, interval=0.1)
-    finally:
-        t.join(60)
-    if failure:
-        raise failure[0]
+        run.wait_ops(400)
     assert fsx.n > 1200, f"fsx ran only {fsx.n} operations"
     log = m.read_log()
     assert f"child {name} is down" in log and f"child {name} is up" in log, log[-3000:]

@@ -22,14 +22,16 @@ import mmap
 import os
 import random
 import stat
+import threading
 import time
 import zlib
 from collections import deque
 from pathlib import Path
+from typing import Callable, Optional
 
 import pytest
 
-from tests.mountlib import VOLFILES
+from tests.mountlib import VOLFILES, wait_until
 from tests.posix.posixlib import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
                                   FALLOC_FL_ZERO_RANGE, Target, errno_of, fallocate,
                                   get_target, probe, rmtree)
@@ -310,6 +312,57 @@ def _supported(path: str) -> dict[str, bool]:
     return {"punch": punch, "zero": zero, "mmap": mapping}
 
 
+class FsxThread:
+    """``fsx.run(ops, seconds)`` in a background thread while the test changes things
+    around it (fails a brick, reloads the volfile):
+
+        with FsxThread(fsx, 100000, 25.0, detail=m.read_log) as run:
+            run.wait_ops(400)          # fsx is well under way
+            ...                        # break something
+            run.wait_ops(400)          # and it goes on
+
+    ``done`` is what ``fsx.run`` returned; leaving the block waits for the run to end and
+    raises what it raised (an exception of the block's own goes first)."""
+
+    def __init__(self, fsx: Fsx, ops: int, seconds: float,
+                 detail: Optional[Callable[[], str]] = None) -> None:
+        self.fsx = fsx
+        self.done: Optional[int] = None
+        self.detail = detail
+        self._failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(ops, seconds), daemon=True)
+
+    def _run(self, ops: int, seconds: float) -> None:
+        try:
+            self.done = self.fsx.run(ops, seconds)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+            self._failure.append(exc)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait_ops(self, more: int, timeout: float = 30.0) -> bool:
+        """Wait until fsx has done ``more`` operations past where it is now, or has
+        ended; True if it is still running."""
+        at = self.fsx.n
+        wait_until(lambda: self.fsx.n > at + more or not self.running, timeout,
+                   f"{more} more fsx operations (after {at})", detail=self.detail)
+        return self.running
+
+    def __enter__(self) -> "FsxThread":
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._thread.join(60)
+        if exc_type is not None:
+            return
+        if self._failure:
+            raise self._failure[0]
+        assert not self.running, "fsx still running 60 s after the test let it be"
+
+
 @pytest.mark.parametrize("name, flags", _params())
 def test_fsx(name: str, flags: tuple, mount_pool) -> None:
     if name != "raw" and is_read_only(VOLFILES / f"{name}.vol"):
@@ -431,3 +484,19 @@ def _read_only(name: str, pool) -> None:
     finally:
         if target.mount is not None and target.mount.proc.poll() is not None:
             pytest.fail(f"daemon died: {target.mount.read_log()[-3000:]}")
+
+
+def test_a_background_run_hands_its_failure_to_the_test(tmp_path):
+    """FsxThread (the mount tests' fsx-while-failing runner) on the raw directory: a run
+    that goes well reports what it did; a failing one fails the test at the block's end."""
+    path = str(tmp_path / "good")
+    fsx = Fsx(path, seed_for("thread"), _supported(path))
+    with FsxThread(fsx, 300, TIME_LIMIT) as run:
+        run.wait_ops(10)
+    assert run.done == 300 and not run.running
+    path = str(tmp_path / "bad")
+    fsx = Fsx(path, seed_for("thread"), _supported(path))
+    fsx.check_size = lambda how: fsx.fail(f"planted, after {how}")
+    with pytest.raises(pytest.fail.Exception, match="planted"):
+        with FsxThread(fsx, 300, TIME_LIMIT) as run:
+            assert not run.wait_ops(10)            # it ended at once

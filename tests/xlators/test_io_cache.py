@@ -130,27 +130,8 @@ async def test_attribute_upcall_makes_the_next_read_check():
     assert await h.read(fd, 100) == b"a" * 10 + b"bb"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="storage/posix tests run as root")
-async def test_change_in_a_watched_brick_is_seen(tmp_path):
-    brick = tmp_path / "brick"
-    brick.mkdir()
-    (brick / "f").write_bytes(b"before")
-    h, count, _ = build(IOC, {"cache-timeout": "60"}, leaf="storage/posix",
-                        leaf_options={"directory": str(brick), "reserve": "0",
-                                      "watch-brick": "on"})
-    posix = h.top.child.child
-    try:
-        fd = await h.open("/f", os.O_RDONLY)
-        assert await h.read(fd, 100) == b"before"
-        with open(brick / "f", "r+b") as f:     # same size: only an upcall can tell
-            f.write(b"AFTER!")
-        assert await h.read(fd, 100) == b"before"
-        w = posix._watch
-        assert w.dispatch(w.read_available()) >= 1
-        assert await h.read(fd, 100) == b"AFTER!"
-        await h.close(fd)
-    finally:
-        h.fini()
+async def test_change_in_a_watched_brick_is_seen(watched_brick):
+    await watched_brick(IOC, {"cache-timeout": "60"})
 
 
 class FakeClock:

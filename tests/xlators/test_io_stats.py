@@ -4,9 +4,11 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 
 import pytest
 import trio
+import trio.testing
 
 from xlators import FOPS, Event, Frame
 from xlators.core.inode import Inode
@@ -115,26 +117,61 @@ async def test_cancelled_calls_are_timed_not_counted_as_errors(fake_ns):
     assert s.count == 1 and s.errors == 0 and s.lat_n == 1
 
 
-async def test_periodic_dump_to_a_file(tmp_path, autojump_clock):
+class Dumps:
+    """``xl.dump_now`` wrapped, so the test follows the periodic dump step by step:
+    ``started()`` gives trio's time when the next dump began (waiting at most 60 s of
+    the mock clock: the loop's own timer, nothing else, decides that), ``finished()``
+    waits until it is written (by a worker thread; no timer of the test's races it)."""
+
+    def __init__(self, xl: IoStats, monkeypatch) -> None:
+        self._start_send, self._starts = trio.open_memory_channel(math.inf)
+        self._end_send, self._ends = trio.open_memory_channel(math.inf)
+        real = xl.dump_now
+
+        async def dump_now() -> None:
+            self._start_send.send_nowait(trio.current_time())
+            await real()
+            self._end_send.send_nowait(None)
+        monkeypatch.setattr(xl, "dump_now", dump_now)
+
+    async def started(self) -> float:
+        with trio.fail_after(60):
+            return await self._starts.receive()
+
+    async def finished(self) -> None:
+        await self._ends.receive()
+
+    def begun(self) -> int:
+        """How many dumps began that ``started()`` has not taken."""
+        return self._starts.statistics().current_buffer_used
+
+
+async def test_periodic_dump_to_a_file(tmp_path, autojump_clock, monkeypatch):
     path = tmp_path / "stats.json"
     h = stack(ios_dump_interval="10s", ios_dump_file=str(path))
     await h.write_file("/f", b"abc")                       # started without a nursery: ok
     assert h.top._dumper is None
+    dumps = Dumps(h.top, monkeypatch)
     async with trio.open_nursery() as nursery:
         h.attach_nursery(nursery)
+        up = trio.current_time()
         h.top.notify(Event.CHILD_UP, None, h.top.child)    # the graph is up
-        await trio.sleep(9)
+        assert await dumps.started() == up + 10            # one interval after, not before
         assert not path.exists()
-        await _until(path.exists)                          # written by a worker thread
-        assert trio.current_time() >= 10
+        await dumps.finished()
         data = json.loads(path.read_text())
         assert data["bytes_written"] == 3 and data["fops"]["writev"]["count"] == 1
+        changed = trio.current_time()
         h.top.reconfigure({"ios-dump-interval": "10s", "ios-dump-file": str(path),
                            "ios-dump-format": "text"})
-        await _until(lambda: "Data Written: 3 bytes" in path.read_text())
+        assert await dumps.started() == changed + 10
+        await dumps.finished()
+        assert "Data Written: 3 bytes" in path.read_text()
         h.fini()                                           # stops the dumper
-        await trio.sleep(1)
+        await trio.testing.wait_all_tasks_blocked()
         assert h.top._dumper is None
+        await trio.sleep(100)
+        assert dumps.begun() == 0                          # no dump came any more
 
 
 async def test_periodic_dump_to_the_log(caplog, autojump_clock):
@@ -149,14 +186,6 @@ async def test_periodic_dump_to_the_log(caplog, autojump_clock):
         h.top.reconfigure({"ios-dump-interval": "0"})      # off: the loop ends
         await trio.sleep(120)
         assert caplog.text.count("io-stats of io-stats") == 1
-
-
-async def _until(predicate) -> None:
-    for _ in range(10000):
-        if predicate():
-            return
-        await trio.sleep(0.5)
-    raise AssertionError("never happened")
 
 
 def test_options():

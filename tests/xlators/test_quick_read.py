@@ -140,27 +140,8 @@ async def test_a_fetch_racing_a_write_is_not_kept(clock):
     assert await h.read(fd, 10) == b"NEWd"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="storage/posix tests run as root")
-async def test_change_in_a_watched_brick_is_seen(tmp_path):
-    brick = tmp_path / "brick"
-    brick.mkdir()
-    (brick / "f").write_bytes(b"before")
-    h, count, _ = build(QR, {"cache-invalidation": "on"}, leaf="storage/posix",
-                        leaf_options={"directory": str(brick), "reserve": "0",
-                                      "watch-brick": "on"})
-    posix = h.top.child.child
-    try:
-        fd = await h.open("/f", os.O_RDONLY)
-        assert await h.read(fd, 100) == b"before"
-        with open(brick / "f", "r+b") as f:
-            f.write(b"AFTER!")
-        assert await h.read(fd, 100) == b"before"
-        w = posix._watch
-        assert w.dispatch(w.read_available()) >= 1
-        assert await h.read(fd, 100) == b"AFTER!"
-        await h.close(fd)
-    finally:
-        h.fini()
+async def test_change_in_a_watched_brick_is_seen(watched_brick):
+    await watched_brick(QR, {"cache-invalidation": "on"})
 
 
 async def test_cache_size_evicts_least_recently_used(clock):

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import errno
 import os
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 import trio
 import trio.testing
 
 from xlators import FopError, Translator, default_registry
-from xlators.core.inode import Fd, Loc
+from xlators.core.inode import Fd
 from xlators.core.upcall import InvalidateEntry, InvalidateInode
 from xlators.performance.readdir_ahead import ReaddirAhead
 from xlators.testing import Harness, check_passthrough, make_translator
@@ -59,8 +61,8 @@ async def opendir(h, path="/d"):
     return fd
 
 
-async def read_all(h, fd, plus=True, size=4096):
-    out, offset = [], 0
+async def read_all(h, fd, plus=True, size=4096, offset=0):
+    out = []
     fop = h.top.readdirp if plus else h.top.readdir
     while True:
         batch = await fop(h.frame(), fd, offset, size)
@@ -80,47 +82,55 @@ def names(entries):
     return [e.name for e in entries]
 
 
-@pytest.mark.parametrize("plus", [True, False])
-async def test_stream_is_the_childs_and_served_ahead(plus):
-    h, c, leaf = build()
-    await populate(h, 300)
+@dataclass
+class Stream:
+    h: Harness
+    counter: Counter
+    leaf: Translator
+    fd: Fd
+
+
+@asynccontextmanager
+async def opened(files: int, **options):
+    """readdir-ahead over ``files`` files in /d, with a nursery for its background reads
+    and /d opened; the directory is released at the end of the block."""
+    h, c, leaf = build(**options)
+    await populate(h, files)
     async with trio.open_nursery() as n:
         h.attach_nursery(n)
         fd = await opendir(h)
-        got = await read_all(h, fd, plus)
-        direct = await Harness(leaf).listdir("/d", plus=plus)
+        yield Stream(h, c, leaf, fd)
+        await h.top.releasedir(h.frame(), fd)
+
+
+@pytest.mark.parametrize("plus", [True, False])
+async def test_stream_is_the_childs_and_served_ahead(plus):
+    async with opened(300) as s:
+        got = await read_all(s.h, s.fd, plus)
+        direct = await Harness(s.leaf).listdir("/d", plus=plus)
         assert names(got) == names(direct)
         assert [e.off for e in got] == [e.off for e in direct]
         if plus:
             assert all(e.entry is not None for e in got if e.name not in (b".", b".."))
-        d = h.top.dump()
+        d = s.h.top.dump()
         assert d["misses"] == 1 and d["hits"] > 0 and d["prefetched"] > 0
-        await h.top.releasedir(h.frame(), fd)
-        assert h.top.dump()["streams"] == 0
+    assert s.h.top.dump()["streams"] == 0
 
 
 async def test_replies_fit_the_size_asked():
-    h, c, _ = build()
-    await populate(h, 200)
-    async with trio.open_nursery() as n:
-        h.attach_nursery(n)
-        fd = await opendir(h)
+    async with opened(200) as s:
         offset = 0
         while True:
-            batch = await h.top.readdirp(h.frame(), fd, offset, 1024)
+            batch = await s.h.top.readdirp(s.h.frame(), s.fd, offset, 1024)
             if not batch:
                 break
             assert sum((152 + len(e.name) + 7) & ~7 for e in batch) <= 1024
             offset = batch[-1].off
-        await h.top.releasedir(h.frame(), fd)
 
 
 async def test_seek_elsewhere_discards_and_restarts():
-    h, c, _ = build()
-    await populate(h, 200)
-    async with trio.open_nursery() as n:
-        h.attach_nursery(n)
-        fd = await opendir(h)
+    async with opened(200) as s:
+        h, fd = s.h, s.fd
         first = await h.top.readdirp(h.frame(), fd, 0, 2048)
         await trio.testing.wait_all_tasks_blocked()
         again = await h.top.readdirp(h.frame(), fd, 0, 2048)     # rewinddir
@@ -128,98 +138,64 @@ async def test_seek_elsewhere_discards_and_restarts():
         mid = first[5].off
         tail = await h.top.readdirp(h.frame(), fd, mid, 2048)    # seekdir
         assert names(tail)[0] == first[6].name
-        await h.top.releasedir(h.frame(), fd)
 
 
-async def test_own_write_on_a_buffered_file_discards():
-    h, c, _ = build()
-    await populate(h, 50)
-    async with trio.open_nursery() as n:
-        h.attach_nursery(n)
-        fd = await opendir(h)
-        first = await start(h, fd, 400)
+async def own_write(s: Stream, name: str, data: bytes) -> None:
+    """Through readdir-ahead, which sees the write itself."""
+    await s.h.write_file(f"/d/{name}", data)
+
+
+async def storage_upcall(s: Stream, name: str, data: bytes) -> None:
+    """Below readdir-ahead, then the storage tells it (an inode upcall)."""
+    f = await Harness(s.leaf).lookup(f"/d/{name}")
+    wfd = Fd(f.inode, os.O_RDWR)
+    await s.leaf.open(s.h.frame(), f.inode, os.O_RDWR, wfd)
+    await s.leaf.writev(s.h.frame(), wfd, data, 0)
+    s.leaf.upcall(InvalidateInode(f.inode, -1, 0))
+
+
+@pytest.mark.parametrize("change", [own_write, storage_upcall])
+async def test_a_change_to_a_buffered_file_discards(change):
+    async with opened(50) as s:
+        first = await start(s.h, s.fd, 400)
         await trio.testing.wait_all_tasks_blocked()
-        assert h.top.dump()["bytes"] > 0
-        await h.write_file("/d/f0040", b"now much longer than before")
-        rest = await read_all_from(h, fd, first[-1].off)
+        assert s.h.top.dump()["bytes"] > 0                  # f0040 is buffered
+        await change(s, "f0040", b"now much longer than before")
+        rest = await read_all(s.h, s.fd, offset=first[-1].off)
         f40 = [e for e in rest if e.name == b"f0040"][0]
         assert f40.entry.attr.size == len(b"now much longer than before")
-        await h.top.releasedir(h.frame(), fd)
-
-
-async def read_all_from(h, fd, offset):
-    out = []
-    while True:
-        batch = await h.top.readdirp(h.frame(), fd, offset, 4096)
-        if not batch:
-            return out
-        out.extend(batch)
-        offset = batch[-1].off
-
-
-async def test_upcall_from_the_storage_discards():
-    h, c, leaf = build()
-    await populate(h, 50)
-    async with trio.open_nursery() as n:
-        h.attach_nursery(n)
-        fd = await opendir(h)
-        first = await start(h, fd, 400)
-        await trio.testing.wait_all_tasks_blocked()
-        # change a buffered file below readdir-ahead, then the storage tells
-        f = await Harness(leaf).lookup("/d/f0030")
-        wfd = Fd(f.inode, os.O_RDWR)
-        await leaf.open(h.frame(), f.inode, os.O_RDWR, wfd)
-        await leaf.writev(h.frame(), wfd, b"0123456789abc", 0)
-        leaf.upcall(InvalidateInode(f.inode, -1, 0))
-        rest = await read_all_from(h, fd, first[-1].off)
-        f30 = [e for e in rest if e.name == b"f0030"][0]
-        assert f30.entry.attr.size == 13
-        assert h.top.dump()["discards"] >= 1
-        await h.top.releasedir(h.frame(), fd)
+        assert s.h.top.dump()["discards"] >= 1
 
 
 async def test_entry_upcall_on_the_directory_discards():
-    h, c, leaf = build()
-    await populate(h, 20)
-    async with trio.open_nursery() as n:
-        h.attach_nursery(n)
-        fd = await opendir(h)
-        await start(h, fd, 400)
+    async with opened(20) as s:
+        await start(s.h, s.fd, 400)
         await trio.testing.wait_all_tasks_blocked()
-        before = h.top.dump()["discards"]
-        leaf.upcall(InvalidateEntry(fd.inode, b"new"))
-        assert h.top.dump()["discards"] == before + 1 and h.top.dump()["bytes"] == 0
-        await h.top.releasedir(h.frame(), fd)
+        before = s.h.top.dump()["discards"]
+        s.leaf.upcall(InvalidateEntry(s.fd.inode, b"new"))
+        assert s.h.top.dump()["discards"] == before + 1 and s.h.top.dump()["bytes"] == 0
 
 
 async def test_background_error_reaches_the_request_that_needs_it():
-    h, c, _ = build(rda_request_size="4096")
-    await populate(h, 200)
-    async with trio.open_nursery() as n:
-        h.attach_nursery(n)
-        fd = await opendir(h)
+    async with opened(200, rda_request_size="4096") as s:
+        h, fd = s.h, s.fd
         first = await h.top.readdirp(h.frame(), fd, 0, 1024)
-        c.fail_at = first[-1].off                   # every background read fails now
+        s.counter.fail_at = first[-1].off           # every background read fails now
         h.top._discard(h.top._streams[id(fd)])
         with pytest.raises(FopError) as ei:
-            await read_all_from(h, fd, first[-1].off)
+            await read_all(h, fd, offset=first[-1].off)
         assert ei.value.errno == errno.EIO
-        c.fail_at = None
-        rest = await read_all_from(h, fd, first[-1].off)
+        s.counter.fail_at = None
+        rest = await read_all(h, fd, offset=first[-1].off)
         assert len(first) + len(rest) == 202
-        await h.top.releasedir(h.frame(), fd)
 
 
 async def test_high_wmark_and_cache_limit_bound_the_buffer():
-    h, c, _ = build(rda_request_size="4096", rda_high_wmark="8KB", rda_low_wmark="0")
-    await populate(h, 500)
-    async with trio.open_nursery() as n:
-        h.attach_nursery(n)
-        fd = await opendir(h)
-        await start(h, fd, 1024)
+    async with opened(500, rda_request_size="4096", rda_high_wmark="8KB",
+                      rda_low_wmark="0") as s:
+        await start(s.h, s.fd, 1024)
         await trio.testing.wait_all_tasks_blocked()
-        assert 0 < h.top.dump()["bytes"] < 8192 + 4096
-        await h.top.releasedir(h.frame(), fd)
+        assert 0 < s.h.top.dump()["bytes"] < 8192 + 4096
 
 
 async def test_without_a_nursery_everything_is_wound():
@@ -277,11 +253,8 @@ async def test_the_second_request_sets_the_kind_and_the_other_kind_skips_ahead()
     """The kernel asks READDIRPLUS at offset 0 and READDIR after (READDIRPLUS again after
     lookups): the stream prefetches what continues it, and a request of the other kind
     is wound with the buffered entries it covered skipped."""
-    h, c, leaf = build()
-    await populate(h, 300)
-    async with trio.open_nursery() as n:
-        h.attach_nursery(n)
-        fd = await opendir(h)
+    async with opened(300) as s:
+        h, c, fd = s.h, s.counter, s.fd
         got = await h.top.readdirp(h.frame(), fd, 0, 4096)
         got += await h.top.readdir(h.frame(), fd, got[-1].off, 4096)
         await trio.testing.wait_all_tasks_blocked()
@@ -296,10 +269,9 @@ async def test_the_second_request_sets_the_kind_and_the_other_kind_skips_ahead()
             if not batch:
                 break
             got += batch
-        direct = await Harness(leaf).listdir("/d")
+        direct = await Harness(s.leaf).listdir("/d")
         assert names(got) == names(direct)
         assert h.top.dump()["hits"] >= 2
-        await h.top.releasedir(h.frame(), fd)
 
 
 async def test_releasedir_waits_for_a_background_read_of_the_fd():

@@ -243,7 +243,10 @@ async def test_create_on_a_brick_with_files_assigns_gfids():
     assert await brick(h, 1).read_file("/pre") == b"existing data"
 
 
-async def test_healer_runs_in_the_background_with_probes():
+async def test_healer_runs_in_the_background_with_probes(autojump_clock):
+    """The probe finds the recovered child on its own timer and the healer then brings
+    it up to date (trio's mock clock: the probe interval, not the machine's speed, sets
+    when; the bound below is 10 s of that clock)."""
     h = replica(child_probe_interval="0.05")
     async with trio.open_nursery() as nursery:
         h.attach_nursery(nursery)
