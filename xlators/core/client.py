@@ -82,10 +82,11 @@ class ClientState:
         if name != b"." and name != b"..":
             lru = self.lru
             nodeid = inode.nodeid
+            lru.pop(nodeid, None)            # (re)inserted last: the newest handout
             lru[nodeid] = (parent, name)
-            lru.move_to_end(nodeid)
-            if self.lru_limit and len(lru) > self.lru_limit and self.invalidate is not None:
-                self._lru_evict(len(lru) - self.lru_limit + self.lru_limit // 16)
+            limit = self.lru_limit
+            if limit and len(lru) > limit and self.invalidate is not None:
+                self._lru_evict(len(lru) - limit + limit // 16)
 
     async def forget(self, nodeid: int, n: int) -> None:
         """FORGET: the consumer drops ``n`` lookups of ``nodeid`` (unknown: ignored)."""

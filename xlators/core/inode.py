@@ -81,6 +81,7 @@ _pins: contextvars.ContextVar[Optional["LinkPins"]] = contextvars.ContextVar(
 
 
 _pins_set = _pins.set
+_pins_reset = _pins.reset
 
 
 def _task() -> Any:
@@ -93,25 +94,34 @@ def _task() -> Any:
 class LinkPins:
     """Hold (``refs``) every inode :meth:`InodeTable.link` returns in this task until
     :meth:`release`.  Only this task's links count: tasks started meanwhile (a cache's
-    prefetch) inherit the context but not the pins.  Not reentrant: one per request."""
-    __slots__ = ("inodes", "_token", "active", "task")
+    prefetch) inherit the context but not the pins.  Not reentrant: one per request.
+    Cheap when nothing is linked (a lookup of a known inode): no list until a pin."""
+    __slots__ = ("inodes", "_token", "task")
 
     def __init__(self) -> None:
-        self.inodes: list[Inode] = []
-        self.active = True
+        self.inodes: Optional[list[Inode]] = None
         try:                        # _task(), inline: one per entry request
             self.task = _current_task()
         except RuntimeError:        # a worker thread, or no trio at all
             self.task = None
-        self._token = _pins_set(self)
+        self._token: Any = _pins_set(self)
+
+    @property
+    def active(self) -> bool:
+        """Still pinning (not released)."""
+        return self._token is not None
 
     def release(self) -> list[Inode]:
         """Stop pinning and drop the holds; the inodes that were held (with repeats),
         for the caller to purge those nothing else references."""
-        if self.active:
-            self.active = False
-            _pins.reset(self._token)
-        inodes, self.inodes = self.inodes, []
+        token = self._token
+        if token is not None:
+            self._token = None
+            _pins_reset(token)
+        inodes = self.inodes
+        if not inodes:
+            return []
+        self.inodes = None
         for inode in inodes:
             inode.refs -= 1
         return inodes
@@ -148,14 +158,17 @@ class InodeTable:
             self.by_ino[ino] = inode
             self.by_nodeid[inode.nodeid] = inode
         pins = _pins.get()
-        if pins is not None and pins.active:
+        if pins is not None and pins._token is not None:
             try:
                 task = _current_task()
             except RuntimeError:        # a worker thread, or no trio at all
                 task = None
             if pins.task is task:
                 inode.refs += 1
-                pins.inodes.append(inode)
+                if pins.inodes is None:
+                    pins.inodes = [inode]
+                else:
+                    pins.inodes.append(inode)
         return inode
 
     def share_numbering(self, other: "InodeTable") -> None:
