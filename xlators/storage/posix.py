@@ -394,7 +394,14 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                   is_dir: bool) -> tuple[int, Any]:
         """Permission bits to create with in ``pnode``, and the fix-up to run on the new
         object.  A default ACL on the parent replaces the caller's umask (POSIX.1e):
-        the brick applies the ACL itself, and its result stays as it is."""
+        the brick applies the ACL itself, and its result stays as it is.  Without a umask
+        to apply and with no bit the process umask would take, both answers are the same
+        (the fix-up finds nothing to undo): then the parent is not asked (a getxattr
+        through /proc per create)."""
+        if not umask:
+            perm = self._perm(mode, 0, is_dir)
+            if not perm & self._umask & 0o777:
+                return perm, self._fix_mode
         if self._default_acl(pnode):
             return self._perm(mode, 0, is_dir), _keep_mode
         return self._perm(mode, umask, is_dir), self._fix_mode
