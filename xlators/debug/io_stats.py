@@ -117,6 +117,7 @@ class IoStats(Translator):
     # passthrough READ/WRITE are not counted, unless count-passthrough-data refuses it
     # (passthrough_blocker/passthrough_fd below; module docstring)
     passes_data_through = True
+    forget_needs_context = True  # it keeps nothing per inode: forget passes it by
     children_range = (1, None)   # like GlusterFS: stats of the first, others just wound below
     options = (
         Option.bool("latency-measurement", default=False,

@@ -98,6 +98,7 @@ class Meta(Refusals, Translator):
                "profiles, pending requests, log level.")
     children_range = (1, 1)
     passes_data_through = True    # files below the root are untouched
+    forget_needs_context = True   # its inodes carry inode.ctx[self]; others go below
     options = (
         Option.str("meta-dir-name", default=".meta",
                    description="Name of the directory in the mount's root (not listed by "
