@@ -245,7 +245,7 @@ class Request(Frame):
     stores only what every request has; the interrupt state (``record``, ``handlers``,
     ``interrupted``, ...) keeps its class defaults until an interrupt, a record or a
     handler sets it, and ``replied`` until the reply."""
-    __slots__ = ("session", "fd", "opcode", "nodeid")
+    __slots__ = ("session", "fd", "opcode", "nodeid", "frame")
     replied = False
     record: Optional[InterruptRecord] = None
     handlers: Optional[list] = None
@@ -264,11 +264,10 @@ class Request(Frame):
         self.uid = uid
         self.gid = gid
         self.pid = pid
-
-    @property
-    def frame(self) -> "Request":
-        """The frame of the request's fops: the request itself."""
-        return self
+        # The frame of the request's fops: the request itself.  A slot, not a property
+        # (handlers read it on every request); the session breaks the cycle when the
+        # request is done (a translator that kept the frame still has it).
+        self.frame: Optional[Request] = self
 
     @property
     def interrupt(self) -> "Request":          # Frame's: the request's interrupt hooks

@@ -286,6 +286,7 @@ class Session:
             self.reply_error(req, errno.EIO)
         finally:
             del pending[unique]
+            req.frame = None                # the cycle (req.frame is req)
             if req.record is not None:
                 req.finish()
 
@@ -340,13 +341,15 @@ class Session:
         """FORGET, BATCH_FORGET, INTERRUPT: never answered.  A malformed one (wrong
         length, body shorter than its struct, a count past the body) is one log line and
         is not acted on."""
+        req = Request(self, fd, unique, opcode, nodeid)
         try:
-            await route.handler(self.client, Request(self, fd, unique, opcode, nodeid),
-                                buf[_HDR:end])
+            await route.handler(self.client, req, buf[_HDR:end])
         except (ValueError, struct.error) as exc:
             log.error("malformed %s (unique %d): %s; ignored", _opname(opcode), unique, exc)
         except Exception:
             log.exception("%s (unique %d) failed", _opname(opcode), unique)
+        finally:
+            req.frame = None
 
     # -- replies ---------------------------------------------------------------------
     def reply(self, req: Request, payload: Any = None) -> bool:
