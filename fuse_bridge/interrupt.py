@@ -244,9 +244,8 @@ class Request(Frame):
     One object per request, made by the session for every request: the constructor
     stores only what every request has; the interrupt state (``record``, ``handlers``,
     ``interrupted``, ...) keeps its class defaults until an interrupt, a record or a
-    handler sets it, and ``replied`` until the reply."""
-    __slots__ = ("session", "fd", "opcode", "nodeid", "frame")
-    replied = False
+    handler sets it (the first such store makes the instance's ``__dict__``)."""
+    __slots__ = ("session", "fd", "opcode", "nodeid", "frame", "replied")
     record: Optional[InterruptRecord] = None
     handlers: Optional[list] = None
     interrupted = False           # an interrupt came (remembered for late handlers)
@@ -264,6 +263,7 @@ class Request(Frame):
         self.uid = uid
         self.gid = gid
         self.pid = pid
+        self.replied = False
         # The frame of the request's fops: the request itself.  A slot, not a property
         # (handlers read it on every request); the session breaks the cycle when the
         # request is done (a translator that kept the frame still has it).
