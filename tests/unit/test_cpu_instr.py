@@ -1,0 +1,142 @@
+"""benchmarks/cpu_instr: reading callgrind's dumps and callgrind_annotate's output, the
+instructions per request (idle background and helper requests subtracted), the report,
+and how a peer's command line is wrapped in valgrind."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import cpu_instr, cpu_instr_report as R
+from benchmarks.peers import BindfsPeer
+
+DUMP = """# callgrind format
+version: 1
+creator: callgrind-3.19.0
+pid: 4242
+cmd:  python -m fuse_bridge.cli
+part: 3
+
+desc: Trigger: dump
+
+positions: line
+events: Ir Dr
+summary: 999 5
+
+fl=(1) ceval.c
+fn=(1) _PyEval_EvalFrameDefault
+10 7
+
+totals: 123456 789
+"""
+
+ANNOTATE = """--------------------------------------------------------------------------------
+Ir
+--------------------------------------------------------------------------------
+1,000,000 (100.0%)  PROGRAM TOTALS
+
+--------------------------------------------------------------------------------
+Ir                  file:function
+--------------------------------------------------------------------------------
+3,000,000 (300.0%)  /build/Python/ceval.c:_PyEval_EvalFrameDefault'2 [/usr/lib/libpython3.11.so.1.0]
+1,000,000 (100.0%)  /build/Python/ceval.c:_PyEval_EvalFrameDefault [/usr/lib/libpython3.11.so.1.0]
+  400,000 (40.00%)  /build/Include/object.h:_PyEval_EvalFrameDefault'2
+  100,000 (10.00%)  /build/Modules/posixmodule.c:os_fstat [/usr/lib/libpython3.11.so.1.0]
+   50,000 ( 5.00%)  /build/Objects/longobject.c:k_mul [/usr/lib/libpython3.11.so.1.0]
+   20,000 ( 2.00%)  ???:0x0000000004936718 [???]
+"""
+
+
+def test_totals_reads_the_events_of_a_dump(tmp_path: Path):
+    p = tmp_path / "cg.out.3"
+    p.write_text(DUMP)
+    assert R.totals(p) == {"Ir": 123456, "Dr": 789}            # totals: beats summary:
+    p.write_text(DUMP.replace("totals: 123456 789\n", ""))
+    assert R.totals(p) == {"Ir": 999, "Dr": 5}                  # summary: as the fallback
+    p.write_text("not a dump\n")
+    with pytest.raises(ValueError, match="not a callgrind dump"):
+        R.totals(p)
+
+
+def test_self_cost_sums_a_functions_rows_and_inclusive_skips_nested_levels():
+    own = R.top_functions(ANNOTATE, 10, inclusive=False)
+    assert own[0] == (3_400_000 + 1_000_000, "_PyEval_EvalFrameDefault [libpython3.11.so.1.0]")
+    assert (100_000, "os_fstat [libpython3.11.so.1.0]") in own
+    assert (20_000, "???:0x0000000004936718 [???]") in own
+    assert not any("PROGRAM TOTALS" in name for _, name in own)
+    inc = R.top_functions(ANNOTATE, 2, inclusive=True)
+    # the outermost row (100%), not the recursion level's 300% nor a sum of the rows
+    assert inc == [(1_000_000, "_PyEval_EvalFrameDefault [libpython3.11.so.1.0]"),
+                   (100_000, "os_fstat [libpython3.11.so.1.0]")]
+
+
+def _samples():
+    return {"xlfs": {
+        # 1000 GETATTRs: 60 M Ir, of which 2 s x 1 M Ir/s idle background
+        "getattr": [R.InstrSample(1000, 62_000_000, 2.0, {"GETATTR": 1000},
+                                  idle_ir=2_000_000)],
+        # each stat: one LOOKUP plus half a GETATTR (at 60 k): 100 k Ir per LOOKUP
+        "lookup": [R.InstrSample(1000, 130_000_000, 2.0, {"LOOKUP": 1000, "GETATTR": 500})],
+        # counted, but the kernel sent no READ at all
+        "read": [R.InstrSample(500, 1_000_000, 1.0, {"FLUSH": 1})],
+    }}
+
+
+def test_costs_are_per_request_with_idle_and_helper_requests_subtracted():
+    costs = R.costs_of(_samples())["xlfs"]
+    assert costs["getattr"].main_user == pytest.approx(60_000)
+    assert costs["lookup"].user == pytest.approx(130_000)       # per call, in all
+    assert costs["lookup"].main_user == pytest.approx(100_000)  # per LOOKUP
+    assert costs["lookup"].derived
+
+
+def test_the_report_shows_kir_per_request_and_flags_a_request_never_sent(tmp_path: Path):
+    costs = R.costs_of(_samples())
+    top = {"xlfs": {"inclusive": [(6_000_000, "os_fstat [libpython3.11.so.1.0]")],
+                    "self": [(3_000_000, "k_mul [libpython3.11.so.1.0]")]}}
+    text = R.render({"peers": ["xlfs", "bindfs"], "idle": {"xlfs": 1e6}}, costs,
+                    {"bindfs": "no bindfs"}, top, {"xlfs": 1000})
+    assert "| getattr | GETATTR | 60.0 |" in text
+    assert "| lookup | LOOKUP | 100.0* |" in text
+    assert "| read | READ 4 KiB | none sent |" in text
+    assert "- bindfs: n/a: no bindfs" in text
+    assert "xlfs 1000.0 kIr/s" in text
+    assert "- xlfs / lookup: 1.00 LOOKUP + 0.50 GETATTR per request" in text
+    assert "| 6.0 | `os_fstat [libpython3.11.so.1.0]` | 3.0 | `k_mul [libpython3.11.so.1.0]` |" \
+        in text
+    docs = tmp_path / "b.md"
+    docs.write_text(f"# B\n\nbefore\n\n{R.BEGIN}\nold\n{R.END}\n\nafter\n")
+    R.write_docs(docs, "new table")
+    assert docs.read_text() == f"# B\n\nbefore\n\n{R.BEGIN}\nnew table\n{R.END}\n\nafter\n"
+
+
+def test_a_peer_runs_under_callgrind_uninstrumented_with_a_fixed_hash_seed(tmp_path: Path):
+    inner = BindfsPeer()
+    peer = cpu_instr.Callgrind(inner, tmp_path / "cg")
+    argv = peer.argv(tmp_path / "b", tmp_path / "m", tmp_path / "l", (0, 0, 0), tmp_path)
+    n = argv.index("bindfs")
+    assert argv[:n] == ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                        f"--callgrind-out-file={tmp_path / 'cg'}"]
+    assert argv[n:] == inner.argv(tmp_path / "b", tmp_path / "m", tmp_path / "l",
+                                  (0, 0, 0), tmp_path)
+    assert peer.env()["PYTHONHASHSEED"] == "0"
+    assert peer.name == "bindfs" and peer.ready_timeout > BindfsPeer.ready_timeout
+
+
+def test_measure_enters_around_just_around_the_loop(tmp_path: Path):
+    from contextlib import contextmanager
+
+    from benchmarks import cpu_cases as K
+    done, seen = [], []
+
+    @contextmanager
+    def around():
+        seen.append(len(done))
+        yield
+        seen.append(len(done))
+
+    w = K.Workload("calls", "GETATTR", "attr0", lambda ctx, i: done.append(i),
+                   K.WORKLOADS["lookup-missing"].setup, repeatable=True)
+    s = K.measure(w, str(tmp_path), 1, None, calls=30, settle=False, around=around)
+    assert s.calls == 30
+    assert seen == [30, 60]          # after the 30 warm-up calls, before clean-up
