@@ -26,13 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
@@ -94,7 +95,13 @@ class Callgrind(FusePeer):
 
 
 class Control:
-    """callgrind's monitor commands for one daemon, and the windows they delimit."""
+    """callgrind's monitor commands for one daemon, and the windows they delimit.
+
+    The vgdb commands go through one shell started with the Control, before a workload
+    opens anything on the mount: a vgdb forked by this process in the middle of a
+    workload would inherit its descriptors and close them at exec, and every close of a
+    FUSE file sends the daemon a FLUSH (500 of them in a window of 500 creates).
+    Use as a context manager (the shell ends on exit)."""
 
     def __init__(self, pid: int, out: Path) -> None:
         self.pid = pid
@@ -103,15 +110,39 @@ class Control:
         self.last: Optional[Path] = None
         self.ir = 0
         self.seconds = 0.0
+        self._shell = subprocess.Popen(
+            ["sh", "-c", 'while read -r line; do eval "vgdb $line" 2>&1; '
+             'echo "vgdb-status: $?"; done'],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> "Control":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._shell.stdin.close()
+        try:
+            self._shell.wait(10)
+        except subprocess.TimeoutExpired:
+            self._shell.kill()
+            self._shell.wait()
 
     def command(self, *cmds: str) -> None:
-        argv = ["vgdb", f"--pid={self.pid}"]
+        argv = [f"--pid={self.pid}"]
         for c in cmds:
             argv += ["-c", c]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        if r.returncode != 0:
-            raise RuntimeError(f"vgdb {' '.join(cmds)}: status {r.returncode}: "
-                               f"{(r.stderr or r.stdout).strip()[-300:]}")
+        self._shell.stdin.write(shlex.join(argv) + "\n")
+        self._shell.stdin.flush()
+        out = []
+        while True:                     # vgdb reaches even a blocked daemon (ptrace)
+            line = self._shell.stdout.readline()
+            if not line:
+                raise RuntimeError(f"vgdb {' '.join(cmds)}: the shell ended: {out[-3:]}")
+            if line.startswith("vgdb-status: "):
+                break
+            out.append(line.strip())
+        if line.split()[1] != "0":
+            raise RuntimeError(f"vgdb {' '.join(cmds)}: {line.strip()}: "
+                               f"{' | '.join(out)[-300:]}")
 
     @contextmanager
     def window(self) -> Iterator["Control"]:
@@ -155,8 +186,10 @@ def run_peer(name: str, peer: FusePeer, workloads: List[K.Workload], scale: floa
         dumps = out / f"{name}-{profile}"
         cg = Callgrind(peer, dumps)
         try:
-            with cg.session(root / name / profile, K.PROFILES[profile], 7200) as m:
-                control = Control(m.pid, dumps)
+            with ExitStack() as stack:
+                m = stack.enter_context(cg.session(root / name / profile,
+                                                   K.PROFILES[profile], 7200))
+                control = stack.enter_context(Control(m.pid, dumps))
                 rate = control.idle_rate(idle) if idle > 0 else 0.0
                 idle_rates[name] = max(rate, idle_rates.get(name, 0.0))
                 log(f"{name} ({profile}): idle {rate / 1000:.1f} kIr/s")
