@@ -134,12 +134,6 @@ def _kir(x: Optional[float]) -> str:
     return "-" if x is None else f"{x / 1000:.1f}"
 
 
-def _mix(c: K.Cost) -> str:
-    return " + ".join(f"{n:.2f} {op}" for op, n in sorted(c.per_call.items(),
-                                                          key=lambda kv: -kv[1])
-                      if n >= 0.005) or "none"
-
-
 def per_request_table(peers: List[str], costs: Dict[str, Dict[str, K.Cost]]) -> List[str]:
     names = [w for w in K.WORKLOADS if any(w in costs.get(p, {}) for p in peers)]
     lines = ["| workload | request | " + " | ".join(peers) + " |",
@@ -158,18 +152,30 @@ def per_request_table(peers: List[str], costs: Dict[str, Dict[str, K.Cost]]) -> 
     return lines
 
 
-def mix_lines(peers: List[str], costs: Dict[str, Dict[str, K.Cost]]) -> List[str]:
-    """What the kernel sent per call, where it is not just one of the named requests."""
-    out = []
-    for p in peers:
-        for w, c in costs.get(p, {}).items():
-            kinds = set(K.WORKLOADS[w].opcode.split()[0].split("+"))
-            big = {op: n for op, n in c.per_call.items() if n >= 0.05}
-            if c.counted and (set(big) != kinds or any(abs(n - 1) > 0.05
-                                                        for n in big.values())):
-                out.append(f"- {p} / {w}: {_mix(c)} per {K.WORKLOADS[w].per}, "
-                           f"{_kir(c.user)} kIr per {K.WORKLOADS[w].per} in all")
-    return out
+def _sent(c: K.Cost) -> str:
+    """The requests per call, those of at least 0.05 per call, rounded."""
+    big = sorted(((op, n) for op, n in c.per_call.items() if n >= 0.05),
+                 key=lambda kv: (-kv[1], kv[0]))
+    return " + ".join(f"{n:.2g} {op}" for op, n in big) or "none"
+
+
+def per_call_table(peers: List[str], costs: Dict[str, Dict[str, K.Cost]]) -> List[str]:
+    """kIr per call in all, and what the kernel sent per call (peers that got something
+    else than the first peer are named)."""
+    names = [w for w in K.WORKLOADS if any(w in costs.get(p, {}) for p in peers)]
+    lines = ["| call | requests the kernel sent | " + " | ".join(peers) + " |",
+             "|---|---|" + "---:|" * len(peers)]
+    for w in names:
+        sent: Dict[str, List[str]] = {}
+        for p in peers:
+            c = costs.get(p, {}).get(w)
+            if c is not None:
+                sent.setdefault(_sent(c) if c.counted else "not counted", []).append(p)
+        mixes = list(sent)
+        what = "; ".join([mixes[0]] + [f"{', '.join(sent[m])}: {m}" for m in mixes[1:]])
+        cells = [_kir(costs[p][w].user) if w in costs.get(p, {}) else "n/a" for p in peers]
+        lines.append(f"| {w} | {what} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def render(info: dict, costs: Dict[str, Dict[str, K.Cost]], na: Dict[str, str],
@@ -191,9 +197,8 @@ def render(info: dict, costs: Dict[str, Dict[str, K.Cost]], na: Dict[str, str],
     if idle:
         lines += ["", "Idle background (subtracted, per second of window): " + ", ".join(
             f"{p} {v / 1000:.1f} kIr/s" for p, v in idle.items()) + "."]
-    mix = mix_lines([p for p in peers if p in costs], costs)
-    if mix:
-        lines += ["", "Requests per call other than the one named:", ""] + mix
+    lines += ["", "Per call, in all: kIr and the requests the kernel sent:", ""]
+    lines += per_call_table([p for p in peers if p in costs], costs)
     for p, kinds in (top or {}).items():
         n = (top_requests or {}).get(p) or 1
         lines += ["", f"{p}, GETATTR window ({n} requests): top functions, kIr per "

@@ -101,7 +101,7 @@ def test_the_report_shows_kir_per_request_and_flags_a_request_never_sent(tmp_pat
     assert "| read | READ 4 KiB | none sent |" in text
     assert "- bindfs: n/a: no bindfs" in text
     assert "xlfs 1000.0 kIr/s" in text
-    assert "- xlfs / lookup: 1.00 LOOKUP + 0.50 GETATTR per request" in text
+    assert "| lookup | 1 LOOKUP + 0.5 GETATTR | 130.0 |" in text
     assert "| 6.0 | `os_fstat [libpython3.11.so.1.0]` | 3.0 | `k_mul [libpython3.11.so.1.0]` |" \
         in text
     docs = tmp_path / "b.md"
