@@ -41,8 +41,8 @@ from typing import Dict, Iterator, List, Optional
 from . import cpu_cases as K
 from . import fuse_trace
 from .cpu import BaselinePeer
-from .cpu_instr_report import (InstrSample, Samples, costs_of, render, top_functions,
-                               totals, write_docs)
+from .cpu_instr_report import (InstrSample, Samples, costs_of, render, spread,
+                               top_functions, totals, write_docs)
 from .peers import PEERS, FusePeer, MountLeft, PeerUnavailable
 from .report import machine_info
 from .run import cleanup
@@ -356,6 +356,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         log(f"callgrind dumps: {out}")
         if args.json:
             save(args.json, info, samples, na, top)
+    info["spread"] = spread(samples)
     costs = costs_of(samples)
     requests = {p: (samples[p]["getattr"][0].counts or {}).get("GETATTR", 0)
                 for p in top if samples.get(p, {}).get("getattr")}

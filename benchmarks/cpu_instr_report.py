@@ -130,6 +130,20 @@ def costs_of(samples: Samples) -> Dict[str, Dict[str, K.Cost]]:
     return out
 
 
+def spread(samples: Samples) -> Dict[str, Tuple[float, str]]:
+    """Per peer, the largest spread of instructions per call over the rounds of one
+    workload, (max - min) / median, and that workload; peers run once are left out."""
+    out: Dict[str, Tuple[float, str]] = {}
+    for peer, by_w in samples.items():
+        for w, ss in by_w.items():
+            xs = [net_ir(s) / s.calls for s in ss if s.calls]
+            if len(xs) > 1 and statistics.median(xs) > 0:
+                r = (max(xs) - min(xs)) / statistics.median(xs)
+                if r >= out.get(peer, (-1.0, ""))[0]:
+                    out[peer] = (r, w)
+    return out
+
+
 def _kir(x: Optional[float]) -> str:
     return "-" if x is None else f"{x / 1000:.1f}"
 
@@ -197,6 +211,11 @@ def render(info: dict, costs: Dict[str, Dict[str, K.Cost]], na: Dict[str, str],
     if idle:
         lines += ["", "Idle background (subtracted, per second of window): " + ", ".join(
             f"{p} {v / 1000:.1f} kIr/s" for p, v in idle.items()) + "."]
+    if info.get("spread"):
+        lines += ["", "Largest spread over the rounds of one workload ((max - min) / median "
+                  "of kIr per call): " + ", ".join(
+                      f"{p} {100 * r:.1f}% ({w})" for p, (r, w) in info["spread"].items())
+                  + "."]
     lines += ["", "Per call, in all: kIr and the requests the kernel sent:", ""]
     lines += per_call_table([p for p in peers if p in costs], costs)
     for p, kinds in (top or {}).items():

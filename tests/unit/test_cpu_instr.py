@@ -90,6 +90,13 @@ def test_costs_are_per_request_with_idle_and_helper_requests_subtracted():
     assert costs["lookup"].derived
 
 
+def test_spread_is_the_largest_relative_range_over_rounds():
+    s = _samples()
+    s["xlfs"]["getattr"].append(R.InstrSample(1000, 66_000_000, 2.0, {"GETATTR": 1000},
+                                              idle_ir=2_000_000))      # 64 k against 60 k
+    assert R.spread(s) == {"xlfs": (pytest.approx(4 / 62), "getattr")}
+
+
 def test_the_report_shows_kir_per_request_and_flags_a_request_never_sent(tmp_path: Path):
     costs = R.costs_of(_samples())
     top = {"xlfs": {"inclusive": [(6_000_000, "os_fstat [libpython3.11.so.1.0]")],
