@@ -41,7 +41,8 @@ from typing import Dict, Iterator, List, Optional
 from . import cpu_cases as K
 from . import fuse_trace
 from .cpu import BaselinePeer
-from .cpu_instr_report import (InstrSample, Samples, costs_of, render, spread,
+from .cpu_instr_report import (COUNTED_CALLS, InstrSample, Samples, call_counts,
+                               costs_of, render, spread,
                                top_functions, totals, write_docs)
 from .peers import PEERS, FusePeer, MountLeft, PeerUnavailable
 from .report import machine_info
@@ -238,6 +239,24 @@ def annotate(dump: str, n: int) -> Dict[str, List[tuple]]:
     return out
 
 
+def counted_calls(samples: Samples, peers: List[str]) -> Dict[str, Dict[str, dict]]:
+    """Per peer and workload: the calls of ``COUNTED_CALLS`` per request of the
+    workload's own opcode, from the first round's dump."""
+    out: Dict[str, Dict[str, dict]] = {}
+    for p in peers:
+        for w, ss in samples.get(p, {}).items():
+            op = K.WORKLOADS[w].opcode.split()[0].split("+")[0]
+            n = (ss[0].counts or {}).get(op) or ss[0].calls
+            try:
+                got = call_counts(Path(ss[0].dump), list(COUNTED_CALLS.values()))
+            except OSError as exc:
+                log(f"{p}/{w}: no call counts: {exc}")
+                continue
+            out.setdefault(p, {})[w] = {label: got[fn] / n
+                                        for label, fn in COUNTED_CALLS.items()}
+    return out
+
+
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.cpu_instr",
                                 description=__doc__.splitlines()[0])
@@ -290,6 +309,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.render:
         info, samples, na, top = load(args.render)
+        if "calls" not in info:         # a run saved before the counts were taken
+            info["calls"] = counted_calls(samples, [p for p in info.get("peers", [])
+                                                    if p.startswith("xlfs")])
     else:
         names = [n.strip() for n in args.peers.split(",") if n.strip()]
         baselines = {}
@@ -351,6 +373,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     top[name] = annotate(ss[0].dump, args.top)
                 except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
                     log(f"{name}: no annotation: {exc}")
+        info["calls"] = counted_calls(samples, [n for n in names if n.startswith("xlfs")])
         info.update(versions=versions, idle=idle, dumps=str(out),
                     duration=f"{time.monotonic() - started:.0f} s")
         log(f"callgrind dumps: {out}")

@@ -104,6 +104,39 @@ def top_functions(text: str, n: int, inclusive: bool) -> List[Tuple[int, str]]:
     return sorted(((ir, name) for name, ir in acc.items()), key=lambda r: (-r[0], r[1]))[:n]
 
 
+#: Calls counted in xlfs's windows (CPython 3.11's names): Python function calls that
+#: returned (frames popped; resuming a coroutine is not one), pymalloc allocations, and
+#: the C library's system call wrappers the bridge's reader and replies go through.
+COUNTED_CALLS = {"Python calls": "_PyThreadState_PopFrame",
+                 "pymalloc allocations": "_PyObject_Malloc",
+                 "readv": "readv", "write": "write", "poll": "poll",
+                 "epoll_wait": "epoll_wait"}
+_FN_RE = re.compile(r"^(c?fn)=\((\d+)\)(?: (.*))?$")
+
+
+def call_counts(path: Path, names: List[str]) -> Dict[str, int]:
+    """How often each function of ``names`` was called in one callgrind dump (the
+    ``calls=`` lines under a ``cfn=`` of that name, its recursion levels folded in).
+    Names are compressed in dumps ("cfn=(12) name" once, "cfn=(12)" after)."""
+    wanted = set(names)
+    ids: Dict[str, str] = {}
+    got = {n: 0 for n in names}
+    callee: Optional[str] = None
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = _FN_RE.match(line.rstrip("\n"))
+            if m:
+                kind, ident, name = m.groups()
+                if name:
+                    ids[ident] = re.sub(r"'\d+$", "", name.strip())
+                if kind == "cfn":
+                    callee = ids.get(ident)
+                continue
+            if line.startswith("calls=") and callee in wanted:
+                got[callee] += int(line[6:].split()[0])
+    return got
+
+
 def net_ir(s: InstrSample) -> float:
     return s.ir - s.idle_ir
 
@@ -218,6 +251,18 @@ def render(info: dict, costs: Dict[str, Dict[str, K.Cost]], na: Dict[str, str],
                   + "."]
     lines += ["", "Per call, in all: kIr and the requests the kernel sent:", ""]
     lines += per_call_table([p for p in peers if p in costs], costs)
+    counted = info.get("calls") or {}
+    if counted:
+        labels = list(COUNTED_CALLS)
+        lines += ["", "Calls per request in xlfs's windows (GETATTR and LOOKUP; callgrind "
+                  "counts calls as exactly as instructions):", "",
+                  "| peer | request | " + " | ".join(labels) + " |",
+                  "|---|---|" + "---:|" * len(labels)]
+        for p, by_w in counted.items():
+            for w in ("getattr", "lookup"):
+                if w in by_w:
+                    lines.append(f"| {p} | {K.WORKLOADS[w].opcode} | " + " | ".join(
+                        f"{by_w[w].get(label, 0):.2f}" for label in labels) + " |")
     for p, kinds in (top or {}).items():
         n = (top_requests or {}).get(p) or 1
         lines += ["", f"{p}, GETATTR window ({n} requests): top functions, kIr per "

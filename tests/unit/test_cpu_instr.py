@@ -58,6 +58,32 @@ def test_totals_reads_the_events_of_a_dump(tmp_path: Path):
         R.totals(p)
 
 
+CALLS_DUMP = """events: Ir
+fn=(1) _PyEval_EvalFrameDefault
+cfn=(2) _PyThreadState_PopFrame
+calls=3 0x1
+5 9
+cfn=(3) readv
+calls=1 0x2
+5 4
+fn=(4) _PyEval_EvalFrameDefault'2
+cfn=(2)
+calls=2 0x1
+5 6
+cfn=(5) _PyThreadState_PopFrame'2
+calls=4 0x1
+5 6
+totals: 25
+"""
+
+
+def test_call_counts_follow_compressed_names_and_fold_recursion_levels(tmp_path: Path):
+    p = tmp_path / "cg.out.1"
+    p.write_text(CALLS_DUMP)
+    assert R.call_counts(p, ["_PyThreadState_PopFrame", "readv", "write"]) == {
+        "_PyThreadState_PopFrame": 3 + 2 + 4, "readv": 1, "write": 0}
+
+
 def test_self_cost_sums_a_functions_rows_and_inclusive_skips_nested_levels():
     own = R.top_functions(ANNOTATE, 10, inclusive=False)
     assert own[0] == (3_400_000 + 1_000_000, "_PyEval_EvalFrameDefault [libpython3.11.so.1.0]")
