@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
@@ -187,9 +187,23 @@ def make_peer(name: str, baselines: Dict[str, Path]) -> FusePeer:
     return PEERS[name]()
 
 
+def paced(w: K.Workload, seconds: float) -> K.Workload:
+    """``w`` with a pause before each call, so that every request finds the daemon idle
+    (waiting for the next request) as it mostly does at native speed; back to back, a
+    daemon slowed down by valgrind mostly finds the next request already queued."""
+    if seconds <= 0:
+        return w
+    call = w.call
+
+    def slow(ctx, i):
+        time.sleep(seconds)
+        return call(ctx, i)
+    return replace(w, call=slow)
+
+
 def run_peer(name: str, peer: FusePeer, workloads: List[K.Workload], scale: float,
              rounds: int, root: Path, out: Path, idle: float, samples: Samples,
-             na: Dict[str, str], idle_rates: Dict[str, float]) -> None:
+             na: Dict[str, str], idle_rates: Dict[str, float], pace: float = 0.0) -> None:
     for profile in K.PROFILES:
         todo = [w for w in workloads if w.profile == profile]
         if not todo:
@@ -207,7 +221,7 @@ def run_peer(name: str, peer: FusePeer, workloads: List[K.Workload], scale: floa
                 for _ in range(rounds):
                     for w in todo:
                         calls = max(10, int(CALLS[w.name] * scale))
-                        s = K.measure(w, m.directory, m.pid, m.connection, calls,
+                        s = K.measure(paced(w, pace), m.directory, m.pid, m.connection, calls,
                                       time_limit=3600.0, around=control.window)
                         got = InstrSample(s.calls, control.ir, control.seconds, s.counts,
                                           rate * control.seconds, s.note, str(control.last))
@@ -268,6 +282,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                         "(NAME = DIR's last component); may be repeated")
     p.add_argument("--scale", type=float, default=1.0, help="times the default calls")
     p.add_argument("--rounds", type=int, default=1, help="windows per workload (median)")
+    p.add_argument("--pace", type=float, default=0.0, metavar="SECONDS",
+                   help="pause before each call (e.g. 0.005): every request then wakes "
+                        "an idle daemon, as at native speed (default 0: back to back)")
     p.add_argument("--idle", type=float, default=3.0, help="seconds of the idle window")
     p.add_argument("--top", type=int, default=TOP, help=f"functions listed for xlfs's GETATTR window (default {TOP})")
     p.add_argument("--out", type=Path, help="where the callgrind dumps go (kept)")
@@ -309,8 +326,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     if args.render:
         info, samples, na, top = load(args.render)
-        if "calls" not in info:         # a run saved before the counts were taken
-            info["calls"] = counted_calls(samples, [p for p in info.get("peers", [])
+        if "call_counts" not in info:       # a run saved before the counts were taken
+            info["call_counts"] = counted_calls(samples, [p for p in info.get("peers", [])
                                                     if p.startswith("xlfs")])
     else:
         names = [n.strip() for n in args.peers.split(",") if n.strip()]
@@ -335,7 +352,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         out = args.out or Path(tempfile.mkdtemp(prefix="xlfs-cpu-instr-dumps-"))
         out.mkdir(parents=True, exist_ok=True)
         info = dict(machine_info(), valgrind=_valgrind_version(), counted=why or "",
-                    mode=f"scale {args.scale:g}, {args.rounds} round(s)",
+                    mode=f"scale {args.scale:g}, {args.rounds} round(s)"
+                    + (f", {1000 * args.pace:g} ms pause before each call" if args.pace else
+                       ", calls back to back"),
                     calls=", ".join(f"{w.name} {max(10, int(CALLS[w.name] * args.scale))}"
                                     for w in workloads), peers=names)
         for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -356,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     continue
                 versions[name] = peer.version()
                 run_peer(name, peer, workloads, args.scale, max(1, args.rounds), root,
-                         out, args.idle, samples, na, idle)
+                         out, args.idle, samples, na, idle, args.pace)
         except KeyboardInterrupt:
             log("interrupted: unmounting")
             args.write_docs = False
@@ -373,7 +392,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     top[name] = annotate(ss[0].dump, args.top)
                 except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
                     log(f"{name}: no annotation: {exc}")
-        info["calls"] = counted_calls(samples, [n for n in names if n.startswith("xlfs")])
+        info["call_counts"] = counted_calls(samples, [n for n in names if n.startswith("xlfs")])
         info.update(versions=versions, idle=idle, dumps=str(out),
                     duration=f"{time.monotonic() - started:.0f} s")
         log(f"callgrind dumps: {out}")

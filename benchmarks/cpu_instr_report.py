@@ -251,7 +251,7 @@ def render(info: dict, costs: Dict[str, Dict[str, K.Cost]], na: Dict[str, str],
                   + "."]
     lines += ["", "Per call, in all: kIr and the requests the kernel sent:", ""]
     lines += per_call_table([p for p in peers if p in costs], costs)
-    counted = info.get("calls") or {}
+    counted = info.get("call_counts") or {}
     if counted:
         labels = list(COUNTED_CALLS)
         lines += ["", "Calls per request in xlfs's windows (GETATTR and LOOKUP; callgrind "

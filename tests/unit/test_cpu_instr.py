@@ -173,3 +173,15 @@ def test_measure_enters_around_just_around_the_loop(tmp_path: Path):
     s = K.measure(w, str(tmp_path), 1, None, calls=30, settle=False, around=around)
     assert s.calls == 30
     assert seen == [30, 60]          # after the 30 warm-up calls, before clean-up
+
+
+def test_a_paced_workload_pauses_then_makes_the_same_call(monkeypatch):
+    from benchmarks import cpu_cases as K
+    events = []
+    monkeypatch.setattr(cpu_instr.time, "sleep", lambda s: events.append(("sleep", s)))
+    w = K.Workload("calls", "GETATTR", "attr0", lambda ctx, i: events.append(("call", i)))
+    assert cpu_instr.paced(w, 0) is w
+    p = cpu_instr.paced(w, 0.005)
+    p.call(None, 7)
+    assert events == [("sleep", 0.005), ("call", 7)]
+    assert (p.name, p.opcode, p.profile, p.setup) == (w.name, w.opcode, w.profile, w.setup)
