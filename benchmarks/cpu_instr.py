@@ -221,8 +221,14 @@ def run_peer(name: str, peer: FusePeer, workloads: List[K.Workload], scale: floa
                 for _ in range(rounds):
                     for w in todo:
                         calls = max(10, int(CALLS[w.name] * scale))
-                        s = K.measure(paced(w, pace), m.directory, m.pid, m.connection, calls,
-                                      time_limit=3600.0, around=control.window)
+                        try:
+                            s = K.measure(paced(w, pace), m.directory, m.pid, m.connection,
+                                          calls, time_limit=3600.0, around=control.window)
+                        except (KeyboardInterrupt, MountLeft):
+                            raise
+                        except Exception as exc:     # this workload only, as benchmarks.cpu
+                            log(f"{name}/{w.name}: error: {type(exc).__name__}: {exc}")
+                            continue
                         got = InstrSample(s.calls, control.ir, control.seconds, s.counts,
                                           rate * control.seconds, s.note, str(control.last))
                         samples.setdefault(name, {}).setdefault(w.name, []).append(got)
