@@ -3,6 +3,7 @@ instructions per request (idle background and helper requests subtracted), the r
 and how a peer's command line is wrapped in valgrind."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,35 @@ def test_a_paced_workload_pauses_then_makes_the_same_call(monkeypatch):
     p.call(None, 7)
     assert events == [("sleep", 0.005), ("call", 7)]
     assert (p.name, p.opcode, p.profile, p.setup) == (w.name, w.opcode, w.profile, w.setup)
+
+
+def _fake_vgdb(tmp_path: Path, monkeypatch, status: int = 0) -> Path:
+    log = tmp_path / "vgdb.log"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script = bindir / "vgdb"
+    script.write_text(f'#!/bin/sh\necho "ppid=$PPID $*" >> {log}\nexit {status}\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    return log
+
+
+def test_vgdb_runs_from_the_shell_started_with_the_control(tmp_path: Path, monkeypatch):
+    # A vgdb forked by the benchmark mid-workload would inherit the workload's open
+    # files on the mount and close them at exec: one FLUSH to the daemon per file.
+    log = _fake_vgdb(tmp_path, monkeypatch)
+    with cpu_instr.Control(4242, tmp_path / "cg") as control:
+        shell = control._shell.pid
+        control.command("instrumentation on", "zero")
+        control.command("dump")
+    assert log.read_text().splitlines() == [
+        f"ppid={shell} --pid=4242 -c instrumentation on -c zero",
+        f"ppid={shell} --pid=4242 -c dump"]
+    assert shell != os.getpid()
+
+
+def test_a_failed_vgdb_command_is_an_error_naming_it(tmp_path: Path, monkeypatch):
+    _fake_vgdb(tmp_path, monkeypatch, status=3)
+    with cpu_instr.Control(4242, tmp_path / "cg") as control:
+        with pytest.raises(RuntimeError, match="vgdb dump: vgdb-status: 3"):
+            control.command("dump")
