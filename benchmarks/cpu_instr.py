@@ -19,7 +19,12 @@ the daemon.  Before the workloads, an idle window of ``--idle`` seconds gives th
 daemon's background rate (timers), which is subtracted from each window pro rata.
 
 Every peer runs alone (the counts do not depend on what else runs), once per cache
-profile; the dumps stay in ``--out`` for callgrind_annotate.
+profile; the dumps stay in ``--out`` for callgrind_annotate.  Under valgrind the daemon
+is far slower than the application, so back-to-back calls mostly find the next request
+queued; ``--pace SECONDS`` pauses before each call so that every request wakes an idle
+daemon (its wait path included).  The report adds, for xlfs, the calls per request
+counted in the dumps (Python calls, allocations, system call wrappers) and the top
+functions of the GETATTR window.
 """
 from __future__ import annotations
 
