@@ -1,8 +1,14 @@
 """Benchmark peers on a GlusterFS volume: xlfs over storage/gfapi against GlusterFS's own
 FUSE client, each on a fresh replica-2 volume of two local glusterfsd bricks (no
-glusterd; tests/gluster/bricks.py), with the same kernel cache settings.
+glusterd; tests/gluster/bricks.py), with the same kernel cache settings: the run's
+attribute, entry and negative timeouts, the kernel's auto invalidation on (both
+defaults), no kernel writeback cache (both defaults), and the page cache kept across
+opens of an unchanged file (GlusterFS's FUSE client: FOPEN_KEEP_CACHE on every open
+since the kernel offers auto invalidation; xlfs: storage/gfapi's keep_cache hint).
+gfapi-dropcache is xlfs with ``--fopen-keep-cache=no`` (every open drops the pages,
+what storage/gfapi did before it gave the hint): an A/B in one run.
 
-    .venv/bin/python -m benchmarks.run --peers gfapi,glusterfs-replica --quick
+    .venv/bin/python -m benchmarks.run --peers gfapi,gfapi-dropcache,glusterfs-replica --quick
 """
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ class GfapiPeer(_VolumePeer, XlfsPeer):
     name = "gfapi"
     description = ("xlfs on tests/gluster/gfapi.vol (storage/gfapi + io-stats) over a "
                    "replica-2 GlusterFS volume")
+    cache_flags: tuple[str, ...] = ("--auto-invalidation=yes",)
 
     def unavailable(self):
         return XlfsPeer.unavailable(self) or _bricks_missing()
@@ -54,8 +61,15 @@ class GfapiPeer(_VolumePeer, XlfsPeer):
                  "-l", str(log), "-f", str(GFAPI_VOL),
                  f"--xlator-option=gv.volfile={self.client_volfile}",
                  f"--xlator-option=gv.log-file={workdir / 'gfapi.log'}",
-                 "--xlator-option=gv.log-level=warning"]
+                 "--xlator-option=gv.log-level=warning", *self.cache_flags]
                 + _timeout_flags(timeouts) + [str(mountpoint)])
+
+
+class GfapiDropCachePeer(GfapiPeer):
+    name = "gfapi-dropcache"
+    description = ("gfapi with --fopen-keep-cache=no: every open drops the kernel's "
+                   "page cache of the file")
+    cache_flags = ("--auto-invalidation=yes", "--fopen-keep-cache=no")
 
 
 class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):
@@ -75,6 +89,13 @@ class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):
         pass
 
     def argv(self, brick, mountpoint, log, timeouts, workdir):
+        # --fopen-keep-cache left at its default: keep (the kernel offers auto
+        # invalidation), what a GlusterFS mount does unless told otherwise
         return ([self.binary(), "-N", "-L", "WARNING", "-l", str(log),
                  f"--volfile={self.client_volfile}"]
                 + _timeout_flags(timeouts) + [str(mountpoint)])
+
+
+#: The peers of this module by name (benchmarks.run).
+GLUSTER_PEERS = {"gfapi": GfapiPeer, "gfapi-dropcache": GfapiDropCachePeer,
+                 "glusterfs-replica": GlusterReplicaPeer}

@@ -26,16 +26,37 @@ def max_io(flags: int, max_write: int) -> int:
 
 
 _NS = 1_000_000_000
+_U64 = 0xFFFFFFFFFFFFFFFF
 
 
 def attr_values(a: Attr) -> tuple:
     """The 16 ATTR fields in wire order."""
-    asec, ansec = divmod(a.atime_ns, 1_000_000_000)
-    msec, mnsec = divmod(a.mtime_ns, 1_000_000_000)
-    csec, cnsec = divmod(a.ctime_ns, 1_000_000_000)
-    return (a.ino, a.size, a.blocks, asec & 0xFFFFFFFFFFFFFFFF, msec & 0xFFFFFFFFFFFFFFFF,
-            csec & 0xFFFFFFFFFFFFFFFF, ansec, mnsec, cnsec, a.mode, a.nlink, a.uid, a.gid,
-            a.rdev & 0xFFFFFFFF, a.blksize, 0)
+    asec, msec, csec, ansec, mnsec, cnsec = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+    return (a.ino, a.size, a.blocks, asec, msec, csec, ansec, mnsec, cnsec, a.mode, a.nlink,
+            a.uid, a.gid, a.rdev & 0xFFFFFFFF, a.blksize, 0)
+
+
+# The wire's times of recent (atime, mtime, ctime) triples: a file's times rarely change
+# between two replies about it, and the three divisions of 64-bit nanosecond times cost
+# several times one dict lookup.  Bounded: forgotten all at once when full.
+_TIMES: dict[tuple[int, int, int], tuple[int, int, int, int, int, int]] = {}
+_TIMES_MAX = 4096
+_times_get = _TIMES.get
+
+
+def _times(at: int, mt: int, ct: int) -> tuple[int, int, int, int, int, int]:
+    """(atime, mtime, ctime seconds as u64: two's complement before 1970; then their
+    nanoseconds) for times in nanoseconds."""
+    key = (at, mt, ct)
+    wire = _times_get(key)
+    if wire is None:
+        if len(_TIMES) >= _TIMES_MAX:
+            _TIMES.clear()
+        asec, ansec = divmod(at, _NS)
+        msec, mnsec = divmod(mt, _NS)
+        csec, cnsec = divmod(ct, _NS)
+        wire = _TIMES[key] = (asec & _U64, msec & _U64, csec & _U64, ansec, mnsec, cnsec)
+    return wire
 
 
 class Timeouts:
@@ -49,14 +70,13 @@ class Timeouts:
 
 
 def entry_out(t: Timeouts, nodeid: int, a: Attr, generation: int = 0) -> bytes:
-    at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
-    if at < 0 or mt < 0 or ct < 0:          # before 1970: two's complement seconds
-        return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns,
-                           *attr_values(a))
+    wire = _times_get((a.atime_ns, a.mtime_ns, a.ctime_ns))
+    if wire is None:
+        wire = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+    asec, msec, csec, ansec, mnsec, cnsec = wire
     return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns, a.ino,
-                       a.size, a.blocks, at // _NS, mt // _NS, ct // _NS, at % _NS,
-                       mt % _NS, ct % _NS, a.mode, a.nlink, a.uid, a.gid,
-                       a.rdev & 0xFFFFFFFF, a.blksize, 0)
+                       a.size, a.blocks, asec, msec, csec, ansec, mnsec, cnsec, a.mode,
+                       a.nlink, a.uid, a.gid, a.rdev & 0xFFFFFFFF, a.blksize, 0)
 
 
 def negative_entry_out(t: Timeouts) -> bytes:
@@ -64,12 +84,13 @@ def negative_entry_out(t: Timeouts) -> bytes:
 
 
 def attr_out(t: Timeouts, a: Attr) -> bytes:
-    at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
-    if at < 0 or mt < 0 or ct < 0:          # before 1970: two's complement seconds
-        return _ATTR_OUT_PACK(t.attr, t.attr_ns, *attr_values(a))
-    return _ATTR_OUT_PACK(t.attr, t.attr_ns, a.ino, a.size, a.blocks, at // _NS, mt // _NS,
-                          ct // _NS, at % _NS, mt % _NS, ct % _NS, a.mode, a.nlink, a.uid,
-                          a.gid, a.rdev & 0xFFFFFFFF, a.blksize, 0)
+    wire = _times_get((a.atime_ns, a.mtime_ns, a.ctime_ns))
+    if wire is None:
+        wire = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+    asec, msec, csec, ansec, mnsec, cnsec = wire
+    return _ATTR_OUT_PACK(t.attr, t.attr_ns, a.ino, a.size, a.blocks, asec, msec, csec,
+                          ansec, mnsec, cnsec, a.mode, a.nlink, a.uid, a.gid,
+                          a.rdev & 0xFFFFFFFF, a.blksize, 0)
 
 
 def statfs_out(s: StatFs) -> bytes:

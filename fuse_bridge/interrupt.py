@@ -42,6 +42,8 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import trio
 
+from xlators.core.frame import Frame
+
 from .abi import opcode_name as _name
 
 log = logging.getLogger("xlfs.fuse.interrupt")
@@ -235,32 +237,50 @@ def _handler_failed(record: InterruptRecord) -> None:
         interrupt_finish_interrupt(record, SQUELCHED, sync)
 
 
-class Request:
-    """One kernel request in flight: where to answer, and its interrupt hooks."""
-    __slots__ = ("session", "fd", "unique", "opcode", "nodeid", "frame", "replied",
-                 "record", "handlers", "interrupted", "interruptible", "cancel_requested",
-                 "waited_at")
+class Request(Frame):
+    """One kernel request in flight: the frame its fops are wound with (``req.frame`` is
+    the request itself), where to answer, and its interrupt hooks.
+
+    One object per request, made by the session for every request: the constructor
+    stores only what every request has; the interrupt state (``record``, ``handlers``,
+    ``interrupted``, ...) keeps its class defaults until an interrupt, a record or a
+    handler sets it (the first such store makes the instance's ``__dict__``)."""
+    __slots__ = ("session", "fd", "opcode", "nodeid", "frame", "replied")
+    record: Optional[InterruptRecord] = None
+    handlers: Optional[list] = None
+    interrupted = False           # an interrupt came (remembered for late handlers)
+    interruptible = True          # False: translators' handlers are refused
+    cancel_requested = False
+    waited_at = 0.0               # time.monotonic() when it first waited (.meta)
 
     def __init__(self, session: Any, fd: int, unique: int, opcode: int, nodeid: int,
-                 frame: Any) -> None:
+                 uid: int = 0, gid: int = 0, pid: int = 0) -> None:
         self.session = session
         self.fd = fd
         self.unique = unique
         self.opcode = opcode
         self.nodeid = nodeid
-        self.frame = frame
+        self.uid = uid
+        self.gid = gid
+        self.pid = pid
         self.replied = False
-        self.record: Optional[InterruptRecord] = None
-        self.handlers: Optional[list] = None
-        self.interrupted = False          # an interrupt came (remembered for late handlers)
-        self.interruptible = True         # False: translators' handlers are refused
-        self.cancel_requested = False
-        self.waited_at = 0.0              # time.monotonic() when it first waited (.meta)
+        # The frame of the request's fops: the request itself.  A slot, not a property
+        # (handlers read it on every request); the session breaks the cycle when the
+        # request is done (a translator that kept the frame still has it).
+        self.frame: Optional[Request] = self
+
+    @property
+    def interrupt(self) -> "Request":          # Frame's: the request's interrupt hooks
+        return self
+
+    def on_interrupt(self, handler: Callable[[], Any]) -> bool:
+        """``frame.on_interrupt`` (xlators.core.frame.Frame)."""
+        return self.add_handler(handler)
 
     @property
     def header(self) -> InHeader:
-        f = self.frame
-        h = _RequestHeader(self.unique, self.opcode, self.nodeid, f.uid, f.gid, f.pid)
+        h = _RequestHeader(self.unique, self.opcode, self.nodeid, self.uid, self.gid,
+                           self.pid)
         h.request = self
         return h
 
@@ -284,7 +304,7 @@ class Request:
         """Cancel the request's scope: everything awaiting below unwinds, EINTR goes out.
         (A request gets its scope when it first waits; before that nothing can run.)"""
         self.cancel_requested = True
-        scope = self.frame.cancel_scope if self.frame is not None else None
+        scope = self.cancel_scope
         if scope is not None:
             scope.cancel()
 

@@ -94,9 +94,11 @@ class MountWatch:
     def _checking(self, handler: Any) -> Any:
         check = self.check
 
-        async def checked(c: Any, req: Any, body: Any) -> Any:
+        # Not a coroutine function: it checks, then hands back the handler's coroutine
+        # for the session to await (no coroutine of its own per modifying request).
+        def checked(c: Any, req: Any, body: Any) -> Any:
             check()
-            return await handler(c, req, body)
+            return handler(c, req, body)
         checked.__name__ = getattr(handler, "__name__", "handler")
         return checked
 

@@ -108,9 +108,7 @@ async def batch_forget(c: FuseClient, req: Request, body: memoryview) -> None:
     if len(body) < off + count * one.size:
         raise ValueError(f"count {count} needs {off + count * one.size} bytes of body, "
                          f"it has {len(body)}")
-    for i in range(count):
-        nodeid, n = one.unpack_from(body, off + i * one.size)
-        await c.forget(nodeid, n)
+    await c.forget_many(one.iter_unpack(body[off:off + count * one.size]))
 
 
 async def interrupt(c: FuseClient, req: Request, body: memoryview) -> None:

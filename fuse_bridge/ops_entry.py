@@ -44,11 +44,10 @@ def _acl_refused(c: FuseClient, name: bytes) -> bool:
 
 
 def _name(body: memoryview) -> bytes:
-    data = body.tobytes()
-    nul = data.find(b"\0")
-    if nul < 0:
+    name, nul, _ = body.tobytes().partition(b"\0")
+    if not nul:
         raise ValueError("name is not NUL-terminated")
-    return data[:nul]
+    return name
 
 
 def _two_names(body: memoryview) -> tuple[bytes, bytes]:
@@ -72,7 +71,11 @@ async def _entry_request(c: FuseClient, req: Request, fop: Any, parent: Inode, n
     """Wind ``fop`` (returning an Entry) and answer with it, pinned."""
     pins = LinkPins()
     try:
-        send_entry(c, req, await fop(req.frame, *args), parent, name)
+        entry = await fop(req.frame, *args)
+        inode = entry.inode
+        if req.session.reply(req, entry_out(c.timeouts, inode.nodeid, entry.attr,
+                                            inode.generation)):
+            c.count_lookup(inode, parent, name)
     finally:
         dead = c.unpin(pins)
         if dead:
@@ -86,10 +89,14 @@ _GONE = frozenset({errno.ENOENT, errno.ENOSYS, errno.EOPNOTSUPP, errno.ESTALE,
 
 
 async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    name = _name(body)
+    name, nul, _ = body.tobytes().partition(b"\0")     # _name(body), inline
+    if not nul:
+        raise ValueError("name is not NUL-terminated")
     if name == b".":
         return await _lookup_self(c, req)
-    parent = c.inode(req.nodeid)
+    parent = c.nodes.get(req.nodeid)
+    if parent is None:
+        raise FopError(errno.ESTALE)
     pins = LinkPins()
     try:
         try:
@@ -98,7 +105,10 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
             if exc.errno == errno.ENOENT and c.timeouts.negative | c.timeouts.negative_ns:
                 return negative_entry_out(c.timeouts)
             raise
-        send_entry(c, req, entry, parent, name)
+        inode = entry.inode
+        if req.session.reply(req, entry_out(c.timeouts, inode.nodeid, entry.attr,
+                                            inode.generation)):
+            c.count_lookup(inode, parent, name)
     finally:
         dead = c.unpin(pins)
         if dead:

@@ -30,7 +30,6 @@ from typing import Any, Optional
 import trio
 
 from xlators.core.events import Event
-from xlators.core.frame import Frame
 from xlators.core.graph import Graph
 from xlators.core.upcall import InvalidateEntry
 
@@ -258,17 +257,26 @@ class Session:
         if not route.reply:
             self._stepping = None
             return await self._no_reply(route, chan.fd, unique, opcode, nodeid, buf, end)
-        frame = Frame(unique, uid, gid, pid)
         if pid not in _FOREIGN:
             selfaccess.check(pid, opcode, unique, nodeid)
-        req = Request(self, chan.fd, unique, opcode, nodeid, frame)
-        frame.interrupt = req
+        req = Request(self, chan.fd, unique, opcode, nodeid, uid, gid, pid)
         pending[unique] = req
         self._stepping = req
         try:
             payload = await route.handler(self.client, req, buf[_HDR:end])
             if not req.replied:
-                self.reply(req, payload)
+                if payload.__class__ is bytes and len(payload) <= _JOIN_MAX:
+                    # The usual small reply (reply()'s first case), inline.
+                    msg = _OUT_HEADER_PACK(16 + len(payload), 0, unique) + payload
+                    if self.dump is not None:
+                        self._dump(b"W", msg)
+                    try:
+                        os.write(req.fd, msg)
+                    except OSError as exc:
+                        self._write_failed(exc, unique)
+                    req.replied = True
+                else:
+                    self.reply(req, payload)
         except trio.Cancelled:
             if req.cancel_requested:        # interrupted: the reader's scope absorbs it
                 self.reply_error(req, errno.EINTR)
@@ -285,11 +293,9 @@ class Session:
             self.reply_error(req, errno.EIO)
         finally:
             del pending[unique]
+            req.frame = None                # the cycle (req.frame is req)
             if req.record is not None:
                 req.finish()
-            # The request is done: a translator that kept the frame finds it no longer
-            # interruptible, and the two objects need no cycle collection.
-            frame.interrupt = None
 
     def _admit(self, fd: int, route: Optional[Route], length: int, opcode: int, unique: int,
                n: int, extlen: int) -> int:
@@ -342,13 +348,15 @@ class Session:
         """FORGET, BATCH_FORGET, INTERRUPT: never answered.  A malformed one (wrong
         length, body shorter than its struct, a count past the body) is one log line and
         is not acted on."""
+        req = Request(self, fd, unique, opcode, nodeid)
         try:
-            await route.handler(self.client, Request(self, fd, unique, opcode, nodeid, None),
-                                buf[_HDR:end])
+            await route.handler(self.client, req, buf[_HDR:end])
         except (ValueError, struct.error) as exc:
             log.error("malformed %s (unique %d): %s; ignored", _opname(opcode), unique, exc)
         except Exception:
             log.exception("%s (unique %d) failed", _opname(opcode), unique)
+        finally:
+            req.frame = None
 
     # -- replies ---------------------------------------------------------------------
     def reply(self, req: Request, payload: Any = None) -> bool:

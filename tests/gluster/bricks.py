@@ -121,7 +121,7 @@ end-volume
 
 volume {name}-upcall
     type features/upcall
-    option cache-invalidation on
+    option cache-invalidation {cache_invalidation}
     option cache-invalidation-timeout 600
     subvolumes {name}-locks
 end-volume
@@ -173,8 +173,9 @@ end-volume
 
 
 class Brick:
-    def __init__(self, base: Path, name: str) -> None:
+    def __init__(self, base: Path, name: str, cache_invalidation: bool = True) -> None:
         self.name = name
+        self.cache_invalidation = cache_invalidation    # upcalls to the clients
         self.directory = base / name
         self.volfile = base / f"{name}.vol"
         self.log = base / f"{name}.log"
@@ -185,8 +186,9 @@ class Brick:
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
-        self.volfile.write_text(BRICK_VOLFILE.format(name=self.name, port=self.port,
-                                                     directory=self.directory))
+        self.volfile.write_text(BRICK_VOLFILE.format(
+            name=self.name, port=self.port, directory=self.directory,
+            cache_invalidation="on" if self.cache_invalidation else "off"))
         self.proc = _spawn(["glusterfsd", "-N", "-f", str(self.volfile), "-l",
                             str(self.log), "--brick-name", self.name, "--brick-port",
                             str(self.port)])
@@ -206,10 +208,11 @@ class Bricks:
     """``count`` bricks and a replica client volfile, ``with``-able."""
 
     def __init__(self, base: Path, count: int = 2, volume: str = "gv0",
-                 ping_timeout: int = 3) -> None:
+                 ping_timeout: int = 3, cache_invalidation: bool = True) -> None:
         self.base = Path(base)
         self.volume = volume
-        self.bricks = [Brick(self.base, f"{volume}-brick{i}") for i in range(count)]
+        self.bricks = [Brick(self.base, f"{volume}-brick{i}", cache_invalidation)
+                       for i in range(count)]
         self.client_volfile = self.base / f"{volume}-client.vol"
         self.ping_timeout = ping_timeout
 

@@ -19,6 +19,17 @@ from xlators.core.types import LK_GET, LK_SET, Lock, SetAttr
 from xlators.core.upcall import InvalidateEntry, InvalidateInode
 
 
+async def keeps_cache(h, inode, flags: int = os.O_RDONLY) -> bool:
+    """Whether an open of ``inode`` (no lookup first) lets the kernel keep its pages."""
+    fd = Fd(inode, flags, 0)
+    await h.top.open(h.frame(), inode, flags, fd)
+    h.client.new_fh(fd)
+    try:
+        return "keep_cache" in fd.open_flags
+    finally:
+        await h.close(fd)
+
+
 def brick_files(bricks, rel: str) -> list:
     return [b.directory / rel for b in bricks.bricks]
 
@@ -294,6 +305,33 @@ async def test_cancelled_call_returns_at_once(h, bricks):
     await h.close(fd)
 
 
+async def test_keep_cache_while_unchanged_since_the_previous_open(h):
+    """An open lets the kernel keep the file's pages when its mtime, ctime and size in
+    the last attributes answered are those at its previous open."""
+    await h.write_file("/kc", b"some data")
+    inode = (await h.lookup("/kc")).inode     # the attributes after the write
+    assert not await keeps_cache(h, inode)    # changed since the create (this client)
+    assert await keeps_cache(h, inode)
+    await h.lookup("/kc")                     # nothing changed: still kept
+    assert await keeps_cache(h, inode, os.O_RDWR)
+    await h.setattr("/kc", mtime_ns=1_000_000_000)   # a change seen in an answer
+    assert not await keeps_cache(h, inode)
+    assert await keeps_cache(h, inode)
+    fd = await h.open("/kc", os.O_RDWR)       # a write, then its attributes
+    await h.write(fd, b"more", 9)
+    await h.close(fd)
+    await h.stat("/kc")
+    assert not await keeps_cache(h, inode)
+    assert await keeps_cache(h, inode)
+    assert not await keeps_cache(h, inode, os.O_WRONLY | os.O_TRUNC)
+    assert not await keeps_cache(h, inode)    # O_TRUNC: the next open starts afresh
+    assert h.top.dump()["opens-keeping-page-cache"] >= 4
+    fd = await h.create("/kc-new")
+    assert "keep_cache" not in fd.open_flags  # a new file: no previous open
+    await h.close(fd)
+    assert await keeps_cache(h, fd.inode)     # nothing written: unchanged since
+
+
 async def test_upcall_from_another_client(h, bricks, gluster_base):
     """A change by a second libgfapi client becomes invalidations on this graph."""
     events = []
@@ -310,6 +348,7 @@ async def test_upcall_from_another_client(h, bricks, gluster_base):
         await h.write_file("/shared", b"one")
         inode = (await h.lookup("/shared")).inode
         await h.read_file("/shared")
+        assert await keeps_cache(h, inode)            # unchanged since the last open
         from xlators.testing import Harness
         oh = Harness(other)
         fd = await oh.open("/shared")
@@ -319,7 +358,14 @@ async def test_upcall_from_another_client(h, bricks, gluster_base):
             while not any(isinstance(e, InvalidateInode) and e.inode is inode
                           for e in events):
                 await trio.sleep(0.05)
-        assert any(isinstance(e, InvalidateInode) and e.inode is inode for e in events)
+        inval = [e for e in events if isinstance(e, InvalidateInode) and e.inode is inode]
+        assert inval
+        # the kernel drops the pages too (offset 0, length 0: all of them), not only
+        # the attributes
+        assert all((e.offset, e.length) == (0, 0) for e in inval)
+        # and the next open (no lookup before it: a kernel with the dentry cached)
+        # does not let the kernel keep what it may still have
+        assert not await keeps_cache(h, inode)
         await oh.unlink("/shared")
         with trio.move_on_after(20):
             while not any(isinstance(e, InvalidateEntry) and e.name == b"shared"

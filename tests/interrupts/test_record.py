@@ -27,7 +27,6 @@ from fuse_bridge.interrupt import (HANDLED, NONE, SQUELCHED, WAITING_HANDLER, Da
                                    InHeader, InterruptTable, Request, interrupt_finish_fop,
                                    interrupt_finish_interrupt, interrupt_record_insert,
                                    interrupt_record_new)
-from xlators.core.frame import Frame
 
 EINTR = -errno.EINTR
 FLUSH = 25
@@ -55,9 +54,7 @@ class FakeSession:
         return self._send(req, -err)
 
     def request(self, unique: int = 10) -> Request:
-        frame = Frame(unique, 0, 0, 1234)
-        req = Request(self, -1, unique, FLUSH, 5, frame)
-        frame.interrupt = req
+        req = Request(self, -1, unique, FLUSH, 5, 0, 0, 1234)
         self.interrupts.pending[unique] = req
         return req
 

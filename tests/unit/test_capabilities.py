@@ -14,6 +14,7 @@ from xlators.core.registry import default_registry
 ROOT = Path(__file__).resolve().parents[2]
 #: Every capability of Translator (the attributes, then the methods).
 CAPABILITIES = ("handles_locks", "passes_data_through", "posix_acl", "kills_privileges",
+                "forget_needs_context",
                 "cancel_blocked", "passthrough_fd", "passthrough_blocker", "bricks")
 
 
@@ -81,8 +82,8 @@ def _graph(*layers: str, leaves: tuple[str, ...] = ("cap/leaf",)) -> Graph:
 
 
 def test_the_capabilities_are_declared_on_translator():
-    assert set(Translator.CAPABILITY_FLAGS) == set(CAPABILITIES[:4])
-    for name in CAPABILITIES[4:]:
+    assert set(Translator.CAPABILITY_FLAGS) == set(CAPABILITIES[:5])
+    for name in CAPABILITIES[5:]:
         assert callable(getattr(Translator, name)), name
 
 

@@ -363,6 +363,24 @@ async def test_create_loc_and_entry(env):
     assert e.inode.ctx[xl].opens == 0
 
 
+async def test_create_leaves_a_blocking_descriptor_unless_asked(env):
+    """A new file is opened without O_NONBLOCK (an exclusive create cannot meet a FIFO);
+    an existing one is opened O_NONBLOCK (a FIFO would block) and set back; O_NONBLOCK
+    asked for stays."""
+    h, xl, a, b = env
+    open(f"{a}/old", "wb").close()
+    for name, flags, nonblock in ((b"new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, False),
+                                  (b"old", os.O_WRONLY | os.O_CREAT, False),
+                                  (b"nb", os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, True),
+                                  (b"old", os.O_RDWR | os.O_CREAT | os.O_NONBLOCK, True)):
+        fd = Fd(h.root)
+        await xl.create(h.frame(), Loc(h.root, name), flags, 0o100600, 0o022, fd)
+        got = fcntl.fcntl(fd.ctx[xl].fd, fcntl.F_GETFL)
+        assert bool(got & os.O_NONBLOCK) is nonblock, (name, oct(got))
+        assert bool(fd.ctx[xl].flags & os.O_NONBLOCK) is nonblock, name
+        await xl.release(h.frame(), fd)
+
+
 async def test_noatime_for_the_owner_and_everyone_else(env):
     """An O_NOATIME open by a caller who may not have it (not the owner) is opened
     without it, then the daemon sets it: the kernel already allowed it above."""

@@ -147,3 +147,27 @@ async def test_default_acl_replaces_the_umask(h):
     assert await _mode(h, "/inherit/d") == 0o774
     assert os.getxattr(h.brick / "inherit" / "d", "system.posix_acl_default")
     assert await _mode(h, "/f") == 0o600                  # no default ACL: the umask
+
+
+async def test_default_acl_decides_without_a_umask_to_apply(h):
+    """Without DONT_MASK the kernel applied the umask itself and the storage gets 0: a
+    mode the process umask leaves alone needs no look at the parent's ACL (the result is
+    the same either way), one it would cut still gets the ACL's answer."""
+    if h.brick is None:
+        pytest.skip("storage/memory keeps no POSIX ACLs (posix_acl is not declared)")
+    if shutil.which("setfacl") is None:
+        pytest.skip("setfacl is not installed (scripts/setup.sh installs it)")
+    await h.mkdir("/inherit", 0o755)
+    r = subprocess.run(["setfacl", "-d", "-m", "u::rwx,g::rx,o::r,u:1000:rwx,m::rwx",
+                        str(h.brick / "inherit")], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"the brick's filesystem has no ACLs: {r.stderr.strip()}")
+    for name, mode, want in (("a", 0o644, 0o644), ("b", 0o666, 0o664), ("c", 0o600, 0o600)):
+        fd = await h.create(f"/inherit/{name}", mode, umask=0)
+        await h.close(fd)
+        assert await _mode(h, f"/inherit/{name}") == want, name
+    await h.mkdir("/inherit/d", 0o777, umask=0)
+    assert await _mode(h, "/inherit/d") == 0o774
+    fd = await h.create("/plain", 0o666, umask=0)       # no default ACL: the mode as asked
+    await h.close(fd)
+    assert await _mode(h, "/plain") == 0o666

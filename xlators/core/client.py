@@ -82,21 +82,39 @@ class ClientState:
         if name != b"." and name != b"..":
             lru = self.lru
             nodeid = inode.nodeid
+            lru.pop(nodeid, None)            # (re)inserted last: the newest handout
             lru[nodeid] = (parent, name)
-            lru.move_to_end(nodeid)
-            if self.lru_limit and len(lru) > self.lru_limit and self.invalidate is not None:
-                self._lru_evict(len(lru) - self.lru_limit + self.lru_limit // 16)
+            limit = self.lru_limit
+            if limit and len(lru) > limit and self.invalidate is not None:
+                self._lru_evict(len(lru) - limit + limit // 16)
 
     async def forget(self, nodeid: int, n: int) -> None:
         """FORGET: the consumer drops ``n`` lookups of ``nodeid`` (unknown: ignored)."""
+        inode = self.forgotten(nodeid, n)
+        if inode is not None:
+            await self._forget_down(inode)
+
+    async def forget_many(self, forgets: Iterable[tuple[int, int]]) -> None:
+        """BATCH_FORGET: :meth:`forget` each ``(nodeid, n)``.  The table is brought up to
+        date first; then the graph hears of the inodes that left it, in order, with one
+        system frame for all."""
+        gone = [inode for inode in (self.forgotten(nodeid, n) for nodeid, n in forgets)
+                if inode is not None]
+        if gone:
+            await self._forget_down(*gone)
+
+    def forgotten(self, nodeid: int, n: int) -> Optional[Inode]:
+        """A FORGET's bookkeeping: drop ``n`` lookups of ``nodeid``; the inode when it
+        left the table (the caller then tells the graph), else None."""
         inode = self.nodes.get(nodeid)
         if inode is None:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("FORGET of unknown nodeid %d", nodeid)
-            return
+            return None
         if self.itable.forget(inode, n):
             self.lru.pop(nodeid, None)
-            await self._forget_down(inode)
+            return inode
+        return None
 
     async def purge(self, inode: Inode) -> None:
         """Unlink ``inode`` if nothing references it, and tell the graph."""
@@ -122,14 +140,16 @@ class ClientState:
             for inode in inodes:
                 await self.purge(inode)
 
-    async def _forget_down(self, inode: Inode) -> None:
+    async def _forget_down(self, *inodes: Inode) -> None:
         if self.graph is not None:
-            await self.graph.forget(inode)
+            await self.graph.forget(*inodes)
             return
-        try:
-            await self.top.forget(system_frame(), inode)
-        except Exception:
-            log.exception("forget of %r failed", inode)
+        frame = system_frame()
+        for inode in inodes:
+            try:
+                await self.top.forget(frame, inode)
+            except Exception:
+                log.exception("forget of %r failed", inode)
 
     # -- handles -----------------------------------------------------------------------
     def new_fh(self, fd: Fd) -> int:

@@ -23,25 +23,41 @@ def _read_groups(pid: int) -> tuple[int, ...]:
 
 
 class Frame:
-    __slots__ = ("unique", "uid", "gid", "pid", "lk_owner", "cancel_scope", "_xdata",
-                 "_groups", "interrupt", "opcode", "umask")
+    """Who asked (``unique``, ``uid``, ``gid``, ``pid``), and what the request carries
+    besides: ``lk_owner``, supplementary ``groups`` (read on first use), ``xdata``,
+    ``umask``, ``opcode`` (what the caller calls the request: the FUSE opcode number
+    under the bridge, whose requests are frames: ``fuse_bridge.interrupt.Request``), the
+    request's ``cancel_scope`` and its interrupt hooks (``interrupt``).
+
+    A frame is made for every request, so only the four fields every request has are
+    stored by the constructor; the others are class defaults until a request sets them
+    (they then live in the instance's ``__dict__``, created on that first store)."""
+    __slots__ = ("unique", "uid", "gid", "pid", "__dict__")
+    lk_owner: int = 0
+    cancel_scope: Any = None
+    # The request's interrupt hooks (the bridge's request; None in the harness): see
+    # fuse_bridge.interrupt.  Translators use frame.on_interrupt().
+    interrupt: Any = None
+    opcode: Any = ""
+    umask: int = 0
+    _xdata: Optional[dict] = None
+    _groups: Optional[tuple[int, ...]] = None
 
     def __init__(self, unique: int = 0, uid: int = 0, gid: int = 0, pid: int = 0,
                  lk_owner: int = 0, groups: Optional[tuple[int, ...]] = None,
-                 cancel_scope: Any = None, opcode: str = "") -> None:
+                 cancel_scope: Any = None, opcode: Any = "") -> None:
         self.unique = unique
         self.uid = uid
         self.gid = gid
         self.pid = pid
-        self.lk_owner = lk_owner
-        self.cancel_scope = cancel_scope
-        self._xdata: Optional[dict] = None
-        self._groups = groups
-        # The request's interrupt hooks (set by the bridge; None in the harness): see
-        # fuse_bridge.interrupt.  Translators use frame.on_interrupt().
-        self.interrupt: Any = None
-        self.opcode = opcode
-        self.umask = 0
+        if lk_owner:
+            self.lk_owner = lk_owner
+        if groups is not None:
+            self._groups = groups
+        if cancel_scope is not None:
+            self.cancel_scope = cancel_scope
+        if opcode:
+            self.opcode = opcode
 
     @property
     def xdata(self) -> dict:

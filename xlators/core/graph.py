@@ -245,12 +245,17 @@ class Graph:
         for listener in list(self.listeners):
             listener(event, data, source)
 
-    async def forget(self, inode: Any) -> None:
-        """Tell every translator that ``inode`` left the table (after InodeTable.purge)."""
-        try:
-            await self.top.forget(system_frame(), inode)
-        except Exception:
-            log.exception("forget of %r failed", inode)
+    async def forget(self, *inodes: Any) -> None:
+        """Tell the translators that each of ``inodes`` left the table (after
+        InodeTable.purge), one system frame for all: forget goes down from the top, past
+        the translators that declare ``forget_needs_context`` and hold none in it."""
+        frame = system_frame()
+        top = self.top
+        for inode in inodes:
+            try:
+                await top.forget(frame, inode)
+            except Exception:
+                log.exception("forget of %r failed", inode)
 
     # -- capabilities the bridge asks (declared on Translator) --------------------------
     def handles_locks(self) -> bool:

@@ -15,7 +15,6 @@ and hands them back, so the caller can purge those the kernel never received.
 """
 from __future__ import annotations
 
-import contextvars
 import itertools
 from typing import Any, Iterator, Optional
 
@@ -76,13 +75,6 @@ class Loc:
         return f"Loc(parent={parent}, name={self.name!r}, inode={self.inode!r})"
 
 
-_pins: contextvars.ContextVar[Optional["LinkPins"]] = contextvars.ContextVar(
-    "xlfs_link_pins", default=None)
-
-
-_pins_set = _pins.set
-
-
 def _task() -> Any:
     try:
         return _current_task()
@@ -90,28 +82,47 @@ def _task() -> Any:
         return None
 
 
+#: The pins of each task that holds some (a request runs in one task from start to
+#: end: fuse_bridge.readers).  Keyed by task rather than kept in a context variable, so
+#: that a task the request starts (which would inherit a context) never pins, and so
+#: that a request that links nothing pays two dictionary operations.
+_pins_by_task: dict[Any, "LinkPins"] = {}
+
+
 class LinkPins:
     """Hold (``refs``) every inode :meth:`InodeTable.link` returns in this task until
     :meth:`release`.  Only this task's links count: tasks started meanwhile (a cache's
-    prefetch) inherit the context but not the pins.  Not reentrant: one per request."""
-    __slots__ = ("inodes", "_token", "active", "task")
+    prefetch) link unpinned.  One per request; a nested one (the same task) holds what
+    is linked until it is released, then the outer one holds again.  Cheap when nothing
+    is linked (a lookup of a known inode): no list until a pin."""
+    __slots__ = ("inodes", "task", "_outer", "active")
 
     def __init__(self) -> None:
-        self.inodes: list[Inode] = []
-        self.active = True
+        self.inodes: Optional[list[Inode]] = None
         try:                        # _task(), inline: one per entry request
-            self.task = _current_task()
+            task = _current_task()
         except RuntimeError:        # a worker thread, or no trio at all
-            self.task = None
-        self._token = _pins_set(self)
+            task = None
+        self.task = task
+        self._outer = _pins_by_task.get(task)
+        _pins_by_task[task] = self
+        self.active = True
 
     def release(self) -> list[Inode]:
         """Stop pinning and drop the holds; the inodes that were held (with repeats),
         for the caller to purge those nothing else references."""
         if self.active:
             self.active = False
-            _pins.reset(self._token)
-        inodes, self.inodes = self.inodes, []
+            if _pins_by_task.get(self.task) is self:
+                if self._outer is None:
+                    del _pins_by_task[self.task]
+                else:
+                    _pins_by_task[self.task] = self._outer
+            self._outer = None
+        inodes = self.inodes
+        if not inodes:
+            return []
+        self.inodes = None
         for inode in inodes:
             inode.refs -= 1
         return inodes
@@ -147,15 +158,18 @@ class InodeTable:
                 inode = Inode(self._counted_nodeid(), ino, COUNTED_GENERATION)
             self.by_ino[ino] = inode
             self.by_nodeid[inode.nodeid] = inode
-        pins = _pins.get()
-        if pins is not None and pins.active:
+        if _pins_by_task:
             try:
                 task = _current_task()
             except RuntimeError:        # a worker thread, or no trio at all
                 task = None
-            if pins.task is task:
+            pins = _pins_by_task.get(task)
+            if pins is not None:
                 inode.refs += 1
-                pins.inodes.append(inode)
+                if pins.inodes is None:
+                    pins.inodes = [inode]
+                else:
+                    pins.inodes.append(inode)
         return inode
 
     def share_numbering(self, other: "InodeTable") -> None:

@@ -61,9 +61,17 @@ class Translator:
     #: caller without CAP_FSETID clears set-user-ID, set-group-ID (as Linux does) and
     #: security.capability.  The bridge then negotiates HANDLE_KILLPRIV_V2.
     kills_privileges: ClassVar[bool] = False
+    #: Forget (GlusterFS calls a translator's forget only for inodes it keeps a context
+    #: in): True declares that all this translator keeps per inode is ``inode.ctx[self]``,
+    #: so ``forget`` reaches its own method only for an inode holding such a context and
+    #: otherwise passes to the first child as the default does (no coroutine of its own).
+    #: A translator that keeps nothing per inode and declares it never sees forget;
+    #: False (the default) sees every forget, as does one that keeps state elsewhere.
+    forget_needs_context: ClassVar[bool] = False
     #: The capability flags above, checked to be bools when a subclass is defined.
     CAPABILITY_FLAGS: ClassVar[tuple[str, ...]] = (
-        "handles_locks", "passes_data_through", "posix_acl", "kills_privileges")
+        "handles_locks", "passes_data_through", "posix_acl", "kills_privileges",
+        "forget_needs_context")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -71,6 +79,7 @@ class Translator:
             if not isinstance(getattr(cls, flag), bool):
                 raise TypeError(f"{cls.__qualname__}.{flag} must be True or False, "
                                 f"not {getattr(cls, flag)!r}")
+        gate_forget(cls)
 
     def __init__(self, name: str, children: Sequence["Translator"] = (),
                  options: Optional[Mapping[str, str]] = None, *,
@@ -283,3 +292,28 @@ def _same_table_only(wind: Callable[..., Awaitable[Any]]) -> Callable[..., Await
 for _fop in FOPS:
     setattr(Translator, _fop.name, _make_default(_fop))
 del _fop
+
+
+def gate_forget(cls: type[Translator]) -> None:
+    """``forget_needs_context``: make the forget of ``cls`` (its own or inherited) run only
+    for inodes in which the translator holds a context; any other inode goes to the first
+    child as with the default forget.  Called when a subclass is defined, and again by
+    whoever sets methods on a class afterwards (``xlators.debug._wrap.install_fops``)."""
+    own = cls.forget            # its own, or one it inherits from a class that did not declare
+    if not cls.forget_needs_context or own is Translator.forget \
+            or getattr(own, "gated", None) is not None:
+        return
+
+    def forget(self: Translator, frame: Any, inode: Any) -> Awaitable[None]:
+        if self in inode.ctx:
+            return own(self, frame, inode)
+        child = self.child
+        if child is None:
+            return _no_child(True)
+        return child.forget(frame, inode)
+
+    forget.__name__ = forget.__qualname__ = "forget"
+    forget.__doc__ = own.__doc__
+    forget.__signature__ = inspect.signature(own)  # type: ignore[attr-defined]
+    forget.gated = own  # type: ignore[attr-defined]
+    setattr(cls, "forget", forget)

@@ -15,6 +15,7 @@ import logging
 from typing import Any, Callable, Iterable
 
 from ..core.fops import FOP_NAMES, FOPS, Fop, resolve_fop_names
+from ..core.translator import gate_forget
 
 log = logging.getLogger("xlfs.debug")
 
@@ -48,6 +49,7 @@ def install_fops(cls: type, make: Factory, fops: Iterable[Fop] = FOPS,
         fn.__doc__ = (f"{fop.name}(frame, {', '.join(fop.params)}) -> {fop.result}. "
                       f"{doc}").strip()
         setattr(cls, fop.name, fn)
+    gate_forget(cls)            # a translator declaring forget_needs_context
     return cls
 
 

@@ -153,6 +153,7 @@ class Locks(Translator):
     type = "features/locks"
     handles_locks = True      # the bridge negotiates POSIX_LOCKS/FLOCK_LOCKS when true
     passes_data_through = True  # locks never touch READ/WRITE data (advisory only)
+    forget_needs_context = True  # its lock state of an inode is inode.ctx[self]
     children_range = (1, 1)
     options = (
         Option.bool("trace", default=False,

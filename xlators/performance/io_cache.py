@@ -60,6 +60,7 @@ _NO_CACHE = "no-cache"
 class IoCache(DataChangeInvalidation, Translator):
     """performance/io-cache: cache file data in pages, revalidated by mtime and size."""
     type = "performance/io-cache"
+    forget_needs_context = True  # its pages of a file hang off inode.ctx[self]
     children_range = (1, 1)
     options = (
         Option.size("cache-size", default="32MB", min=4 << 20, max=32 << 30,

@@ -96,6 +96,7 @@ class MdCache(MdRecords, Translator):
     type = "performance/md-cache"
     children_range = (1, 1)
     passes_data_through = True   # FUSE passthrough: see the module docstring
+    forget_needs_context = True  # what it caches of an inode is inode.ctx[self]
     options = (
         Option.int("md-cache-timeout", default=1, min=0, max=600,
                    description="Seconds a cached attribute, entry or xattr is served. "

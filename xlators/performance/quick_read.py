@@ -66,6 +66,7 @@ class _Content:
 class QuickRead(DataChangeInvalidation, Translator):
     """performance/quick-read: small whole files read at lookup and served from memory."""
     type = "performance/quick-read"
+    forget_needs_context = True  # what it caches of a file is inode.ctx[self]
     children_range = (1, 1)
     options = (
         Option.size("max-file-size", default="64KB", min=0, max=1 << 20,

@@ -63,6 +63,7 @@ _THROUGH = os.O_SYNC | os.O_DSYNC | os.O_APPEND   # written through (after the q
 class WriteBehind(DataChangeOrdering, Translator):
     """performance/write-behind: acknowledge writes at once, wind them in the background."""
     type = "performance/write-behind"
+    forget_needs_context = True  # its write queue of a file is inode.ctx[self]
     children_range = (1, 1)
     options = (
         Option.size("cache-size", default="1MB", aliases=("window-size",), min=4096,

@@ -49,7 +49,10 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 - Coherence: upcalls from the bricks (features/upcall; the client volfile's or the
   volume's ``features.cache-invalidation on``) about files changed by other clients
   become ``InvalidateInode`` / ``InvalidateEntry`` upcalls up the graph, which the FUSE
-  bridge turns into kernel invalidations (gfapi_upcall).
+  bridge turns into kernel invalidations (gfapi_upcall), attributes and pages.
+- Page cache: an open lets the kernel keep the file's pages (the ``keep_cache`` hint)
+  when its mtime, ctime and size in the last attributes answered are those of its
+  previous open and no upcall came about it since (gfapi_io; docs/gluster.md).
 - Limits: libgfapi has no renameat2: RENAME_EXCHANGE is EINVAL and RENAME_NOREPLACE is a
   lookup then a rename (not atomic against another client); flock is a whole-file POSIX
   lock of the open file's owner (as GlusterFS's own FUSE client does), so a flock and a
@@ -133,6 +136,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._upcalls: Any = None
         self._source = ""
         self._down = False            # the last call failed with ENOTCONN
+        self._kept = 0                # opens that let the kernel keep its page cache
         self._check_form(kw.get("option_where") or (lambda key: ""))
 
     def _check_form(self, where: Callable[[str], str]) -> None:
@@ -237,6 +241,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                 "threads-busy": self._workers.busy,
                 "io-thread-count": self._workers.size,
                 "calls-abandoned": self._workers.abandoned,
+                "opens-keeping-page-cache": self._kept,
                 **(self._upcalls.dump() if self._upcalls is not None else {})}
 
     # -- calling the library -----------------------------------------------------------

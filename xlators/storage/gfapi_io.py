@@ -71,6 +71,22 @@ class GfapiIo:
         node.opens.append(of)
         fd.ctx[self] = of
 
+    def _keep_cache(self, fd: Any, node: Any, flags: int) -> None:
+        """Let the kernel keep its page cache of the file across this open (the
+        ``keep_cache`` hint, FOPEN_KEEP_CACHE) when its mtime, ctime and size in the
+        last attributes this client answered are those at its previous open (md-cache's
+        rule): no change seen since.  A change by another client is seen through an
+        upcall (the pages are dropped at once and ``node.opened`` forgotten) or, without
+        upcalls, through the attributes the kernel asks for once its timeouts expire;
+        a change by this client also drops them at the next open (its own writes moved
+        the mtime).  O_TRUNC never keeps.  See docs/gluster.md, "Page cache"."""
+        version = None if flags & os.O_TRUNC else node.seen
+        hints = getattr(fd, "open_flags", None)
+        if version is not None and version == node.opened and isinstance(hints, set):
+            hints.add("keep_cache")
+            self._kept += 1
+        node.opened = version
+
     # -- opening -------------------------------------------------------------------
     async def open(self, frame, inode, flags, fd):
         node = self._node(inode)
@@ -81,6 +97,8 @@ class GfapiIo:
         glfd = await self._call(frame, lambda: b.check_ptr(
             b.lib.glfs_h_open(self._fsp(), node.obj, fl), "open"))
         self._opened(fd, node, OpenFile(glfd))
+        if node.kind == stat.S_IFREG:
+            self._keep_cache(fd, node, fl)
 
     async def create(self, frame, loc, flags, mode, umask, fd):
         pnode, name = self._node(loc.parent), _name(loc)
@@ -102,6 +120,7 @@ class GfapiIo:
         if fl & os.O_EXCL:
             self._caps_absent(node)           # a new file: no capabilities yet
         self._opened(fd, node, OpenFile(glfd))
+        self._keep_cache(fd, node, fl)
         return entry
 
     async def opendir(self, frame, inode, fd):

@@ -84,7 +84,7 @@ class GfapiNames:
                     return st
             raise OSError(err or errno.EIO, "stat")
         node = self._node(inode)
-        return self._attr(await self._call(frame, run))
+        return self._attr(await self._call(frame, run), node)
 
     async def readlink(self, frame, inode):
         node = self._node(inode)
@@ -200,4 +200,4 @@ class GfapiNames:
             st = b.Stat()
             b.check(b.lib.glfs_h_stat(fs, node.obj, ctypes.byref(st)), "stat")
             return st
-        return Entry(inode, self._attr(await self._call(frame, run)))
+        return Entry(inode, self._attr(await self._call(frame, run), node))

@@ -10,7 +10,7 @@ renames the file.  ``forget`` closes the handle.
 from __future__ import annotations
 
 import errno
-from typing import Any
+from typing import Any, Optional
 
 from ..core.errors import FopError
 from ..core.inode import Inode
@@ -22,7 +22,8 @@ MAX_NAMES = 8             # names remembered per inode for entry invalidations
 
 class Node:
     """gfapi's context of one inode: its libgfapi handle."""
-    __slots__ = ("obj", "ino", "kind", "names", "opens", "caps_absent_until")
+    __slots__ = ("obj", "ino", "kind", "names", "opens", "caps_absent_until", "seen",
+                 "opened")
 
     def __init__(self, obj: int, ino: int, mode: int) -> None:
         self.obj = obj
@@ -31,6 +32,10 @@ class Node:
         self.names: set[tuple[int, bytes]] = set()   # (parent ino, name) looked up
         self.opens: list[Any] = []    # open files (fstat of a file deleted while open)
         self.caps_absent_until = 0.0  # no security.capability until then (gfapi_attr)
+        # (mtime, ctime, size) in the last attributes answered, and at the last open
+        # (None: never opened, or changed by another client since): gfapi_io.keep_cache
+        self.seen: Optional[tuple[int, int, int]] = None
+        self.opened: Optional[tuple[int, int, int]] = None
 
     def __repr__(self) -> str:
         return f"<gfapi.Node ino={self.ino} obj={self.obj:#x}>"
@@ -45,10 +50,13 @@ class GfapiNodes:
             raise FopError(errno.ESTALE)
         return node
 
-    def _attr(self, st: Any) -> Attr:
+    def _attr(self, st: Any, node: Optional[Node] = None) -> Attr:
+        """The Attr of a stat; remembered as what ``node`` last looked like."""
         attr = Attr(*self._b.stat_tuple(st))
         if not attr.blksize:          # some replies (glfs_h_stat) leave it out
             attr.blksize = 4096
+        if node is not None:
+            node.seen = (attr.mtime_ns, attr.ctime_ns, attr.size)
         return attr
 
     def _entry(self, obj: int, st: Any) -> Entry:
@@ -67,6 +75,7 @@ class GfapiNodes:
             inode.ctx[self] = node
         if obj:
             self._b.lib.glfs_h_close(obj)
+        node.seen = (attr.mtime_ns, attr.ctime_ns, attr.size)
         return Entry(inode, attr)
 
     def _named(self, entry: Entry, pnode: Node, name: bytes) -> Entry:

@@ -111,7 +111,8 @@ class Upcalls:
             node = inode.ctx.get(xl)
             if node is not None:
                 node.caps_absent_until = 0.0       # its xattrs may have changed
-            xl.upcall(InvalidateInode(inode, 0, 0))
+                node.opened = None                 # the next open drops the pages too
+            xl.upcall(InvalidateInode(inode, 0, 0))    # attributes and all its pages
             self.sent += 1
             if flags & self._gone:
                 for parent_ino, name in list(xl.names_of(inode)):

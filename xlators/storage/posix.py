@@ -394,7 +394,14 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                   is_dir: bool) -> tuple[int, Any]:
         """Permission bits to create with in ``pnode``, and the fix-up to run on the new
         object.  A default ACL on the parent replaces the caller's umask (POSIX.1e):
-        the brick applies the ACL itself, and its result stays as it is."""
+        the brick applies the ACL itself, and its result stays as it is.  Without a umask
+        to apply and with no bit the process umask would take, both answers are the same
+        (the fix-up finds nothing to undo): then the parent is not asked (a getxattr
+        through /proc per create)."""
+        if not umask:
+            perm = self._perm(mode, 0, is_dir)
+            if not perm & self._umask & 0o777:
+                return perm, self._fix_mode
         if self._default_acl(pnode):
             return self._perm(mode, 0, is_dir), _keep_mode
         return self._perm(mode, umask, is_dir), self._fix_mode
@@ -476,7 +483,15 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                 st = os.stat(name, dir_fd=pnode.fd, follow_symlinks=False)
             else:
                 st = self._call(frame, False, stat_at, pnode.fd, name)
-            entry = self._entry(st, pfd=pnode.fd, name=name)
+            # _entry's common case inline: a known inode of the brick's own filesystem
+            ino = st.st_ino
+            inode = self.itable.by_ino.get(ino) if st.st_dev == self._dev else None
+            node = inode.ctx.get(self) if inode is not None else None
+            if node is not None:
+                node.mode = st.st_mode
+                entry = Entry(inode, Attr.from_stat(st, ino))
+            else:
+                entry = self._entry(st, pfd=pnode.fd, name=name)
         else:
             fd, st = await self._thread(self._call, frame, False, lookup_at, pnode.fd, name)
             entry = self._entry(st, fd)
@@ -562,12 +577,15 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             if node is not None:
                 inode.ctx[self] = node
             return None
-        current = self.itable.find(node.ino)
+        ino = node.ino
+        current = self.itable.by_ino.get(ino)
         if current is not None and current is not inode and current.ctx.get(self) is node:
             return None          # a newer Inode for the same file shares the descriptor
-        if self._live.get(node.ino) is node:
-            del self._live[node.ino]
-        posix_lk.drop_all(node)
+        live = self._live
+        if live.get(ino) is node:
+            del live[ino]
+        if node.locks:
+            posix_lk.drop_all(node)
         if self._watch is not None:
             self._watch.forget(node)
         os.close(node.fd)

@@ -91,7 +91,9 @@ def _reopen(node_fd: int, flags: int) -> tuple[int, int]:
 
 def _create_at(pfd: int, name: bytes, flags: int, perm: int, fix: Any):
     """Create (or, without O_EXCL, open) ``name``; returns (fd, stat, flags, created)
-    (flags as opened: without O_DIRECT or O_NOATIME where refused)."""
+    (flags as opened: without O_DIRECT or O_NOATIME where refused).  What O_CREAT|O_EXCL
+    makes is a new regular file; an existing object (it may be a FIFO, whose open would
+    block) is opened O_NONBLOCK, set back to blocking unless ``flags`` asked for it."""
     for _ in range(3):
         try:
             fd = os.open(name, flags | os.O_EXCL, perm, dir_fd=pfd)
@@ -103,8 +105,9 @@ def _create_at(pfd: int, name: bytes, flags: int, perm: int, fix: Any):
             if e.errno != errno.EEXIST or flags & os.O_EXCL:
                 raise
             try:
-                fd, opened = open_noatime(name, flags & ~os.O_CREAT, 0, dir_fd=pfd)
-                flags = opened | os.O_CREAT
+                fd, opened = open_noatime(name, flags & ~os.O_CREAT | os.O_NONBLOCK, 0,
+                                          dir_fd=pfd)
+                flags = opened & ~os.O_NONBLOCK | flags & os.O_NONBLOCK | os.O_CREAT
             except FileNotFoundError:
                 continue             # removed in between: create it after all
             created = False
@@ -114,6 +117,8 @@ def _create_at(pfd: int, name: bytes, flags: int, perm: int, fix: Any):
                 raise FopError(errno.EEXIST if stat.S_ISDIR(st.st_mode) else errno.ENXIO)
             if created:
                 st = fix(fd, st, perm)
+            elif not flags & os.O_NONBLOCK:
+                os.set_blocking(fd, True)
             return fd, st, flags, created
         except BaseException:
             os.close(fd)
@@ -272,7 +277,7 @@ class PosixIOOps:
         pnode, name = self._ploc(loc)
         self._space()
         fl = (flags & ~(os.O_NOCTTY | os.O_DIRECTORY)) | os.O_CREAT | os.O_NOFOLLOW \
-            | os.O_CLOEXEC | os.O_NONBLOCK
+            | os.O_CLOEXEC
         if self._odirect:
             fl |= os.O_DIRECT
         perm, fix = self._new_mode(pnode, mode, umask, False)
@@ -281,9 +286,6 @@ class PosixIOOps:
         fl = keep_noatime(iofd, flags, fl)
         direct = bool(fl & os.O_DIRECT)
         try:
-            if not flags & os.O_NONBLOCK:    # only there so that a FIFO cannot block us
-                fl &= ~os.O_NONBLOCK
-                os.set_blocking(iofd, True)
             entry = self._entry(st, iofd=iofd)
             if created:
                 entry = self._give(frame, pnode, entry)

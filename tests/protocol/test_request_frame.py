@@ -1,0 +1,67 @@
+"""A translator that keeps the frame of a request (a background job, a cache) after the
+reply: the frame still says who asked, it is no longer interruptible, and it holds no
+reference cycle (the request is one object with its frame: fuse_bridge.interrupt.Request)."""
+from __future__ import annotations
+
+import gc
+
+from fuse_bridge.interrupt import Request
+from xlators.core.frame import Frame
+from xlators.core.graph import Graph
+from xlators.core.registry import Registry
+from xlators.core.translator import Translator
+
+from tests.protocol.kernel import MEMORY_VOL, serve
+
+
+class Keeper(Translator):
+    """Keeps the frame of every getattr."""
+    type = "test/keeper"
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.frames: list = []
+
+    async def getattr(self, frame, inode, fd=None):
+        self.frames.append(frame)
+        return await self.child.getattr(frame, inode, fd)
+
+
+def keeper_graph() -> Graph:
+    registry = Registry(load_entrypoints=False)
+    registry.register(Keeper, "tests.protocol")
+    g = Graph.from_text(MEMORY_VOL + "\nvolume keeper\n    type test/keeper\n"
+                        "    subvolumes memory\nend-volume\n", registry=registry)
+    g.init()
+    g.activate()
+    return g
+
+
+async def test_kept_frame_after_the_reply() -> None:
+    graph = keeper_graph()
+    keeper = graph.top
+    async with serve(graph) as (k, s):
+        r = await k.call(3, bytes(16), 1, uid=1000, gid=100, pid=4242)   # GETATTR
+        assert r.error == 0
+        assert await k.silence()                     # one reply
+        assert not s.pending
+        (frame,) = keeper.frames
+        assert isinstance(frame, Frame)
+        assert (frame.unique, frame.uid, frame.gid, frame.pid) == (r.unique, 1000, 100,
+                                                                  4242)
+        assert frame.on_interrupt(lambda: None) is False      # answered: not any more
+        assert frame.lk_owner == 0 and frame.xdata == {}
+        frame.xdata["kept"] = True                   # still a frame a translator may use
+        assert frame.xdata == {"kept": True}
+
+        assert (await k.call(17, b"", 1)).error == 0    # STATFS: the session's last
+        gc.collect()                                    # request is another one now
+        gc.disable()
+        try:
+            rid = id(frame)
+            del frame
+            keeper.frames.clear()
+            # freed by its reference count alone: no cycle left for the collector
+            assert not any(type(o) is Request and id(o) == rid for o in gc.get_objects())
+        finally:
+            gc.enable()
