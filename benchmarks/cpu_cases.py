@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import mmap
 import os
+from contextlib import nullcontext
 import stat as stat_mod
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, ContextManager, Dict, List, Optional
 
 from . import fuse_trace
 
@@ -176,9 +177,12 @@ def daemon_cpu(pid: int) -> tuple[float, float]:
 
 def measure(w: Workload, directory: str, pid: int, connection: Optional[int],
             calls: int, time_limit: float = 30.0, count: bool = True,
-            settle: bool = True) -> Sample:
+            settle: bool = True,
+            around: Optional[Callable[[], ContextManager[Any]]] = None) -> Sample:
     """Run ``w`` ``calls`` times (fewer if ``time_limit`` runs out) in a fresh directory
-    under ``directory`` and return the daemon's CPU and requests in that window."""
+    under ``directory`` and return the daemon's CPU and requests in that window.
+    ``around()``, when given, is entered just before the loop and left just after it,
+    inside the request count (benchmarks.cpu_instr switches callgrind on and off there)."""
     d = _fresh(directory, w.name)
     ctx = w.setup(d, calls)
     note = ""
@@ -195,20 +199,21 @@ def measure(w: Workload, directory: str, pid: int, connection: Optional[int],
             trace = fuse_trace.FuseTrace(connection, events=8 * calls)
             trace.__enter__()
         try:
-            u0, s0 = daemon_cpu(pid)
-            deadline = time.monotonic() + time_limit
-            done = 0
-            t0 = time.perf_counter()
-            call = w.call
-            while done < calls:
-                for i in range(done, min(done + 64, calls)):
-                    call(ctx, i)
-                done = min(done + 64, calls)
-                if time.monotonic() > deadline:
-                    note = f"time limit: {done} of {calls} calls"
-                    break
-            wall = time.perf_counter() - t0
-            u1, s1 = daemon_cpu(pid)
+            with around() if around is not None else nullcontext():
+                u0, s0 = daemon_cpu(pid)
+                deadline = time.monotonic() + time_limit
+                done = 0
+                t0 = time.perf_counter()
+                call = w.call
+                while done < calls:
+                    for i in range(done, min(done + 64, calls)):
+                        call(ctx, i)
+                    done = min(done + 64, calls)
+                    if time.monotonic() > deadline:
+                        note = f"time limit: {done} of {calls} calls"
+                        break
+                wall = time.perf_counter() - t0
+                u1, s1 = daemon_cpu(pid)
         finally:
             if trace is not None:
                 trace.__exit__(None, None, None)

@@ -251,6 +251,7 @@ class RawPeer(Peer):
 
 class FusePeer(Peer):
     """A daemon mounting a fresh brick; subclasses say how to run it."""
+    ready_timeout = 30.0          # seconds the daemon has to mount and answer a stat
 
     def argv(self, brick: Path, mountpoint: Path, log: Path, timeouts: Timeouts,
              workdir: Path) -> List[str]:
@@ -276,7 +277,7 @@ class FusePeer(Peer):
         m = DaemonMount(self.name, self.argv(brick, mountpoint, log, timeouts, workdir),
                         mountpoint, log, limit, self.env())
         try:
-            m.start()
+            m.start(self.ready_timeout)
             directory = mountpoint / "bench"
             directory.mkdir(exist_ok=True)
             attr, entry, _neg = timeouts
