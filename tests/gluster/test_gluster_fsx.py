@@ -71,8 +71,11 @@ def test_fsx_brick_killed_and_healed(tmp_path, flags):
             healed = victim.directory / "file"
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                # a lookup/open from the client triggers the heal of the file
+                # a read that reaches the client graph triggers the heal of the file:
+                # drop the kernel's pages first (storage/gfapi keeps them across opens
+                # of an unchanged file, and a read they serve never reaches replicate)
                 with open(path, "rb") as f:
+                    os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
                     assert f.read() == want
                 if healed.exists() and healed.read_bytes() == want:
                     break
