@@ -21,11 +21,11 @@ from typing import Dict, List, Optional, Tuple
 
 from . import cpu_cases as K
 from .cpu_report import unsent
+from . import docs_block
 
 BEGIN = ("<!-- benchmarks:cpu-instr:begin (written by python -m benchmarks.cpu_instr "
          "--write-docs) -->")
 END = "<!-- benchmarks:cpu-instr:end -->"
-_BLOCK_RE = re.compile(re.escape(BEGIN.split(" (")[0]) + r".*?" + re.escape(END), re.S)
 _ANNOTATE_RE = re.compile(r"^\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\S.*?)\s*$")
 
 
@@ -278,13 +278,5 @@ def render(info: dict, costs: Dict[str, Dict[str, K.Cost]], na: Dict[str, str],
 
 
 def write_docs(path: Path, body: str) -> None:
-    """Put ``body`` between this report's markers in ``path`` (appending them if absent)."""
-    block = f"{BEGIN}\n{body}\n{END}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if _BLOCK_RE.search(text):
-        text = _BLOCK_RE.sub(lambda _m: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Put ``body`` between this report's markers in ``path`` (benchmarks.docs_block)."""
+    docs_block.write(path, BEGIN, END, body)

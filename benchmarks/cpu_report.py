@@ -3,17 +3,14 @@ targets, written into docs/benchmarks.md between its own markers (other sections
 file are left alone)."""
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from .cpu_cases import WORKLOADS, Cost
+from . import docs_block
 
 BEGIN = "<!-- benchmarks:cpu:begin (written by python -m benchmarks.cpu --write-docs) -->"
 END = "<!-- benchmarks:cpu:end -->"
-_BLOCK_RE = re.compile(r"<!-- benchmarks:cpu:begin[^>]*-->.*?<!-- benchmarks:cpu:end -->",
-                       re.S)
 
 # Issue 12: xlfs user CPU per request through local.vol (io-stats latency on), in µs.
 USER_TARGETS = {"getattr": 8.0, "lookup": 12.0, "create": 20.0, "read": 10.0,
@@ -197,13 +194,5 @@ def render(info: dict, costs: Costs, na: Dict[str, str]) -> str:
 
 
 def write_docs(path: Path, body: str) -> None:
-    """Put ``body`` between this report's markers in ``path`` (appending them if absent)."""
-    block = f"{BEGIN}\n{body}\n{END}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if _BLOCK_RE.search(text):
-        text = _BLOCK_RE.sub(lambda _m: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Put ``body`` between this report's markers in ``path`` (benchmarks.docs_block)."""
+    docs_block.write(path, BEGIN, END, body)

@@ -12,19 +12,17 @@ block and other sections are left alone).
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from .report import PeerResult, Run, fmt, speedup
+from . import docs_block
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- benchmarks:issue10:begin (python -m benchmarks.perf_report RUN.json --write-docs) -->"
 END = "<!-- benchmarks:issue10:end -->"
-_BLOCK_RE = re.compile(r"<!-- benchmarks:issue10:begin[^>]*-->.*?<!-- benchmarks:issue10:end -->",
-                       re.S)
 
 FAST, FAST_PT = "xlfs-fast", "xlfs-fast-pt"
 RAW_TARGET = 0.9
@@ -170,13 +168,8 @@ def markdown(run: Run) -> str:
 
 
 def write_docs(path: Path, body: str) -> None:
-    block = f"{BEGIN}\n{body}\n{END}"
-    text = path.read_text()
-    if _BLOCK_RE.search(text):
-        text = _BLOCK_RE.sub(lambda _m: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
+    """Put ``body`` between this report's markers in ``path`` (benchmarks.docs_block)."""
+    docs_block.write(path, BEGIN, END, body)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from .cases import Metric
+from . import docs_block
 
 BEGIN = "<!-- benchmarks:results:begin (written by python -m benchmarks.run --write-docs) -->"
 END = "<!-- benchmarks:results:end -->"
-_BLOCK_RE = re.compile(r"<!-- benchmarks:results:begin[^>]*-->.*?<!-- benchmarks:results:end -->",
-                       re.S)
 
 GETATTR_ROW = "GETATTR loop (fstat, caching off)"
 GETATTR_TARGET = 1.5
@@ -272,16 +270,5 @@ every such run.
 
 
 def write_docs(path: Path, body: str) -> None:
-    """Put ``body`` between the markers of ``path`` (adding them, or the file, if absent)."""
-    block = f"{BEGIN}\n{body}\n{END}"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        text = _DOC_HEAD
-    if _BLOCK_RE.search(text):
-        text = _BLOCK_RE.sub(lambda _m: block, text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    """Put ``body`` between this report's markers in ``path`` (benchmarks.docs_block)."""
+    docs_block.write(path, BEGIN, END, body, head=_DOC_HEAD)
