@@ -215,12 +215,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return 2
             names.insert(names.index("xlfs") + 1 if "xlfs" in names else 0, BASELINE)
         bad = [n for n in names if (n not in PEERS or n == "raw") and n != BASELINE]
-        wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
-        bad += [w for w in wanted if w not in K.WORKLOADS]
+        workloads, unknown = K.chosen(args.workloads)
+        bad += unknown
         if bad:
             log(f"unknown (or daemon-less) peer or workload: {', '.join(bad)}")
             return 2
-        workloads = [K.WORKLOADS[w] for w in (wanted or K.WORKLOADS)]
         why = fuse_trace.unavailable()
         if why:
             log(f"requests are not counted: {why}")

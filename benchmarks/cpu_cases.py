@@ -167,6 +167,14 @@ class Sample:
     note: str = ""
 
 
+def chosen(text: str) -> tuple[List[Workload], List[str]]:
+    """The workloads a ``--workloads`` comma list names (all when empty), and the names
+    it has that are none."""
+    wanted = [w.strip() for w in text.split(",") if w.strip()]
+    unknown = [w for w in wanted if w not in WORKLOADS]
+    return [WORKLOADS[w] for w in (wanted or WORKLOADS) if w in WORKLOADS], unknown
+
+
 def daemon_cpu(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of process ``pid`` so far, all its threads."""
     with open(f"/proc/{pid}/stat") as f:

@@ -351,12 +351,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         names += list(baselines)
         bad = [n for n in names if n not in baselines and
                (n not in PEERS or not issubclass(PEERS[n], FusePeer))]
-        wanted = [w.strip() for w in args.workloads.split(",") if w.strip()]
-        bad += [w for w in wanted if w not in K.WORKLOADS]
+        workloads, unknown = K.chosen(args.workloads)
+        bad += unknown
         if bad:
             log(f"unknown (or daemon-less) peer or workload: {', '.join(bad)}")
             return 2
-        workloads = [K.WORKLOADS[w] for w in (wanted or K.WORKLOADS)]
         why = fuse_trace.unavailable()
         if why:
             log(f"requests are not counted: {why}")
