@@ -42,7 +42,8 @@ from .core.registry import default_registry
 from .core.translator import Translator
 from .core.types import DirEntry, Entry, SetAttr
 
-__all__ = ["Harness", "RecordingLeaf", "check_passthrough", "make_translator"]
+__all__ = ["ForgetRecorder", "Harness", "RecordingLeaf", "check_passthrough",
+           "make_translator"]
 
 
 def make_translator(type_name: str, children: Sequence[Translator] = (),
@@ -304,6 +305,20 @@ class RecordingLeaf(Translator):
         super().__init__(name, *args, **kw)
         self.calls: list[tuple[str, Frame, tuple, dict]] = []
         self.result: Any = object()
+
+
+class ForgetRecorder(Translator):
+    """Passes everything through and records the inodes it is told to forget (in
+    ``forgotten``, in order): for tests of who forgets what, and when."""
+    type = "testing/forget-recorder"
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.forgotten: list = []
+
+    async def forget(self, frame: Frame, inode: Any) -> None:
+        self.forgotten.append(inode)
+        await self.child.forget(frame, inode)
 
 
 def _record(name: str):

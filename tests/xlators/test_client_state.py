@@ -4,26 +4,12 @@ import os
 
 from fuse_bridge.client import FuseClient
 from xlators.core.client import ClientState
-from xlators.core.translator import Translator
-from xlators.testing import Harness, make_translator
-
-
-class Forgets(Translator):
-    """Passes everything through and records the inodes forgotten."""
-    type = "test/forgets"
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self.forgotten = []
-
-    async def forget(self, frame, inode):
-        self.forgotten.append(inode)
-        await self.child.forget(frame, inode)
+from xlators.testing import ForgetRecorder, Harness, make_translator
 
 
 def stack():
     leaf = make_translator("storage/memory")
-    top = Forgets("forgets", [leaf], {}, itable=leaf.itable)
+    top = ForgetRecorder("forgets", [leaf], {}, itable=leaf.itable)
     h = Harness(top)
     h.init()
     return h, top

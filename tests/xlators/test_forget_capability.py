@@ -8,21 +8,12 @@ from xlators.core.graph import Graph
 from xlators.core.registry import Registry
 from xlators.core.translator import Translator
 from xlators.debug._wrap import install_fops
-from xlators.testing import Harness
+from xlators.testing import ForgetRecorder, Harness
 
 
-
-class Plain(Translator):
+class Plain(ForgetRecorder):
     """Declares nothing: sees every forget."""
     type = "test/forget-plain"
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self.forgotten = []
-
-    async def forget(self, frame, inode):
-        self.forgotten.append(inode)
-        await self.child.forget(frame, inode)
 
 
 class Keeper(Plain):
