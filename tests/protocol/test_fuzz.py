@@ -113,7 +113,6 @@ class Run:
         await self.k.send_raw(msg)
 
     async def run(self) -> None:
-        d = self.draw
         g = (graph(self.kind, self.brick, "features/locks", "debug/io-stats")
              if self.kind.startswith("posix") else graph("memory"))
         trap = LogTrap()
@@ -123,12 +122,7 @@ class Run:
                 self.k = k
                 fds0 = self.brick_fds()
                 await self.setup()
-                for _ in range(d(st.integers(1, 4))):
-                    for _ in range(d(st.integers(1, 8))):
-                        msg = self.reqs.message()
-                        self.model.sent(msg)
-                        await k.send_raw(msg)
-                    await self.sync()
+                await self.exchange()
                 await self.wind_down(s, fds0)
         finally:
             logging.getLogger().removeHandler(trap)
@@ -141,6 +135,17 @@ class Run:
             self.fail(f"outside the brick changed: {changed}")
         if self.model.violations:
             raise AssertionError(self.report())
+
+    async def exchange(self) -> None:
+        """The requests of the example: groups of drawn messages, each group answered
+        before the next."""
+        d = self.draw
+        for _ in range(d(st.integers(1, 4))):
+            for _ in range(d(st.integers(1, 8))):
+                msg = self.reqs.message()
+                self.model.sent(msg)
+                await self.k.send_raw(msg)
+            await self.sync()
 
     async def setup(self) -> None:
         """Something to work on: a directory, files with data (kept open), a symlink, a
@@ -418,31 +423,14 @@ class Sweep(Run):
         self.model.next_unique += 2
         return self.model.next_unique
 
-    async def run(self) -> None:
-        g = (graph(self.kind, self.brick, "features/locks", "debug/io-stats")
-             if self.kind.startswith("posix") else graph("memory"))
-        trap = LogTrap()
-        logging.getLogger().addHandler(trap)
-        try:
-            async with serve(g, BridgeOptions()) as (k, s):
-                self.k = k
-                fds0 = self.brick_fds()
-                await self.setup()
-                for group in self.messages():
-                    if any(abi.IN_HEADER.unpack_from(msg)[1] == O.RELEASE for msg in group):
-                        continue                    # keep the handles for the others
-                    for msg in group:
-                        self.model.sent(msg)
-                        await k.send_raw(msg)
-                    await self.sync()
-                await self.wind_down(s, fds0)
-        finally:
-            logging.getLogger().removeHandler(trap)
-            g.fini()
-        for line in trap.bad:
-            self.fail(f"log: {line}")
-        if self.model.violations:
-            raise AssertionError(self.report())
+    async def exchange(self) -> None:
+        for group in self.messages():
+            if any(abi.IN_HEADER.unpack_from(msg)[1] == O.RELEASE for msg in group):
+                continue                    # keep the handles for the others
+            for msg in group:
+                self.model.sent(msg)
+                await self.k.send_raw(msg)
+            await self.sync()
 
 
 @pytest.mark.timeout(300)
