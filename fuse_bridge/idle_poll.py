@@ -34,6 +34,7 @@ from typing import Any, Optional
 log = logging.getLogger("xlfs.fuse")
 
 _POLLIN = select.POLLIN
+_NO_DEADLINE = float("inf")
 
 
 class IdlePoll:
@@ -69,7 +70,7 @@ class IdlePoll:
             return False
         timeout = self.hold_ms
         deadline = runner.deadlines.next_deadline()
-        if deadline != float("inf"):
+        if deadline != _NO_DEADLINE:
             left = runner.clock.deadline_to_sleep_time(deadline)
             if left * 1000 < timeout:
                 if left <= 0:

@@ -127,7 +127,8 @@ async def test_capabilities_end_with_a_write(h):
     assert e.value.errno == errno.ENODATA
 
 
-async def test_default_acl_replaces_the_umask(h):
+async def _inherit_dir(h) -> None:
+    """/inherit with a default ACL (mask rwx) on the brick, or skip where that cannot be."""
     if h.brick is None:
         pytest.skip("storage/memory keeps no POSIX ACLs (posix_acl is not declared)")
     if shutil.which("setfacl") is None:
@@ -137,6 +138,10 @@ async def test_default_acl_replaces_the_umask(h):
                         str(h.brick / "inherit")], capture_output=True, text=True)
     if r.returncode:
         pytest.skip(f"the brick's filesystem has no ACLs: {r.stderr.strip()}")
+
+
+async def test_default_acl_replaces_the_umask(h):
+    await _inherit_dir(h)
     fd = await h.create("/inherit/f", 0o666, umask=0o077)
     await h.close(fd)
     await h.mkdir("/inherit/d", 0o777, umask=0o077)
@@ -153,15 +158,7 @@ async def test_default_acl_decides_without_a_umask_to_apply(h):
     """Without DONT_MASK the kernel applied the umask itself and the storage gets 0: a
     mode the process umask leaves alone needs no look at the parent's ACL (the result is
     the same either way), one it would cut still gets the ACL's answer."""
-    if h.brick is None:
-        pytest.skip("storage/memory keeps no POSIX ACLs (posix_acl is not declared)")
-    if shutil.which("setfacl") is None:
-        pytest.skip("setfacl is not installed (scripts/setup.sh installs it)")
-    await h.mkdir("/inherit", 0o755)
-    r = subprocess.run(["setfacl", "-d", "-m", "u::rwx,g::rx,o::r,u:1000:rwx,m::rwx",
-                        str(h.brick / "inherit")], capture_output=True, text=True)
-    if r.returncode:
-        pytest.skip(f"the brick's filesystem has no ACLs: {r.stderr.strip()}")
+    await _inherit_dir(h)
     for name, mode, want in (("a", 0o644, 0o644), ("b", 0o666, 0o664), ("c", 0o600, 0o600)):
         fd = await h.create(f"/inherit/{name}", mode, umask=0)
         await h.close(fd)
