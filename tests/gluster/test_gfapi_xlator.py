@@ -2,6 +2,7 @@
 driven through xlators.testing: no mount."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -28,6 +29,19 @@ async def keeps_cache(h, inode, flags: int = os.O_RDONLY) -> bool:
         return "keep_cache" in fd.open_flags
     finally:
         await h.close(fd)
+
+
+@contextlib.contextmanager
+def second_client(bricks, log):
+    """Another libgfapi client of the same volume (its own graph), as a Harness."""
+    from xlators.testing import Harness
+    other = Graph.from_text(gfapi_volfile(bricks.client_volfile, log))
+    other.init()
+    other.activate()
+    try:
+        yield Harness(other)
+    finally:
+        other.fini()
 
 
 def brick_files(bricks, rel: str) -> list:
@@ -341,41 +355,41 @@ async def test_upcall_from_another_client(h, bricks, gluster_base):
         if event is Event.UPCALL:
             events.append(data)
     graph.listeners.append(listen)
-    other = Graph.from_text(gfapi_volfile(bricks.client_volfile, gluster_base / "o.log"))
-    other.init()
-    other.activate()
     try:
         await h.write_file("/shared", b"one")
         inode = (await h.lookup("/shared")).inode
         await h.read_file("/shared")
         assert await keeps_cache(h, inode)            # unchanged since the last open
-        from xlators.testing import Harness
-        oh = Harness(other)
-        fd = await oh.open("/shared")
-        await oh.write(fd, b"two, longer", 0)
-        await oh.close(fd)
-        with trio.move_on_after(20):
-            while not any(isinstance(e, InvalidateInode) and e.inode is inode
-                          for e in events):
-                await trio.sleep(0.05)
-        inval = [e for e in events if isinstance(e, InvalidateInode) and e.inode is inode]
-        assert inval
-        # the kernel drops the pages too (offset 0, length 0: all of them), not only
-        # the attributes
-        assert all((e.offset, e.length) == (0, 0) for e in inval)
-        # and the next open (no lookup before it: a kernel with the dentry cached)
-        # does not let the kernel keep what it may still have
-        assert not await keeps_cache(h, inode)
-        await oh.unlink("/shared")
-        with trio.move_on_after(20):
-            while not any(isinstance(e, InvalidateEntry) and e.name == b"shared"
-                          for e in events):
-                await trio.sleep(0.05)
-        assert any(isinstance(e, InvalidateEntry) and e.name == b"shared"
-                   and e.parent is h.itable.root for e in events)
+        with second_client(bricks, gluster_base / "o.log") as oh:
+            await _change_then_remove(h, oh, inode, events)
     finally:
         graph.listeners.remove(listen)
-        other.fini()
+
+
+async def _change_then_remove(h, oh, inode, events) -> None:
+    """``oh`` (another client) rewrites /shared, then removes it: invalidations here."""
+    fd = await oh.open("/shared")
+    await oh.write(fd, b"two, longer", 0)
+    await oh.close(fd)
+    with trio.move_on_after(20):
+        while not any(isinstance(e, InvalidateInode) and e.inode is inode
+                      for e in events):
+            await trio.sleep(0.05)
+    inval = [e for e in events if isinstance(e, InvalidateInode) and e.inode is inode]
+    assert inval
+    # the kernel drops the pages too (offset 0, length 0: all of them), not only
+    # the attributes
+    assert all((e.offset, e.length) == (0, 0) for e in inval)
+    # and the next open (no lookup before it: a kernel with the dentry cached)
+    # does not let the kernel keep what it may still have
+    assert not await keeps_cache(h, inode)
+    await oh.unlink("/shared")
+    with trio.move_on_after(20):
+        while not any(isinstance(e, InvalidateEntry) and e.name == b"shared"
+                      for e in events):
+            await trio.sleep(0.05)
+    assert any(isinstance(e, InvalidateEntry) and e.name == b"shared"
+               and e.parent is h.itable.root for e in events)
 
 
 async def test_capability_set_by_another_client_is_seen_within_the_bound(
@@ -385,22 +399,15 @@ async def test_capability_set_by_another_client_is_seen_within_the_bound(
     once CAPS_ABSENT_TTL has run out."""
     import xlators.storage.gfapi_attr as gfapi_attr
     monkeypatch.setattr(gfapi_attr, "CAPS_ABSENT_TTL", 0.5)
-    other = Graph.from_text(gfapi_volfile(bricks.client_volfile, gluster_base / "o2.log"))
-    other.init()
-    other.activate()
-    try:
+    with second_client(bricks, gluster_base / "o2.log") as oh:
         await h.write_file("/capshared", b"x")
         inode = (await h.lookup("/capshared")).inode
         with pytest.raises(OSError):
             await h.top.getxattr(h.frame(), inode, CAPS)
-        from xlators.testing import Harness
-        oh = Harness(other)
         oinode = (await oh.lookup("/capshared")).inode
-        await other.top.setxattr(oh.frame(), oinode, CAPS, CAP_VALUE, 0)
+        await oh.top.setxattr(oh.frame(), oinode, CAPS, CAP_VALUE, 0)
         await trio.sleep(0.6)
         assert await h.top.getxattr(h.frame(), inode, CAPS) == CAP_VALUE
-    finally:
-        other.fini()
 
 
 # -- bad input: one-line errors, no graph ------------------------------------------------
