@@ -23,6 +23,8 @@ an atexit hook does the same for a run that ends without it.
 """
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -128,7 +130,15 @@ class Glusterd:
                 except Exception:  # noqa: BLE001 - every process is killed below anyway
                     pass
         self.volumes.clear()
-        self.netns.remove()          # kills glusterd, its bricks, anything left inside
+        if self.proc is not None and self.proc.poll() is None:
+            # glusterd first, and unshare left to reap it: killed together, glusterd
+            # would be orphaned unreaped (a zombie on a machine whose init never reaps)
+            try:
+                os.kill(self._glusterd_pid(), signal.SIGKILL)
+                self.proc.wait(10)
+            except (RuntimeError, ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        self.netns.remove()          # kills its bricks and anything else left inside
         if self.proc is not None:
             _kill(self.proc)
             self.proc = None
