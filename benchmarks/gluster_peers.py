@@ -72,6 +72,13 @@ class GfapiDropCachePeer(GfapiPeer):
     cache_flags = ("--auto-invalidation=yes", "--fopen-keep-cache=no")
 
 
+class GfapiNoWaitPeer(GfapiPeer):
+    name = "gfapi-nowait"
+    description = ("gfapi with inline-wait 0: the event loop never waits for a call "
+                   "itself; every answer comes back through trio")
+    cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.inline-wait=0")
+
+
 class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):
     name = "glusterfs-replica"
     description = ("GlusterFS's FUSE client (glusterfs -f CLIENT.vol) on the same kind "
@@ -98,4 +105,5 @@ class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):
 
 #: The peers of this module by name (benchmarks.run).
 GLUSTER_PEERS = {"gfapi": GfapiPeer, "gfapi-dropcache": GfapiDropCachePeer,
+                 "gfapi-nowait": GfapiNoWaitPeer,
                  "glusterfs-replica": GlusterReplicaPeer}
