@@ -24,8 +24,9 @@ context copy of ``to_thread`` are each a cost paid per call, and a GETATTR is on
   the call's own (the GIL released), for at most ``wait``.  Most calls answer within it,
   and the request then finishes inline, as on a local disk: no trio suspension, no
   wake-up of the loop through ``run_sync_soon``, no hand-over to another reader of the
-  device.  Measured on a 128 KiB READ, that suspension and wake-up cost the loop's
-  thread about 200 us of CPU per request (docs/gluster.md, "Performance").  A call
+  device.  Measured on a 128 KiB READ, the loop's thread took 117-127 us of CPU with
+  the inline wait against 205-254 us without (docs/gluster.md, "Where a cold READ's
+  time went"); a GETATTR 73-77 against 207-240.  A call
   that takes longer is then waited for the ordinary way (the worker hands the answer
   back through trio); while the loop waits, no other request is read, so a call made
   while another one runs never waits inline, and the bound keeps an interrupt or a
