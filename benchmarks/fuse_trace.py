@@ -22,6 +22,7 @@ from typing import Dict, Optional
 
 TRACEFS = "/sys/kernel/tracing"
 EVENT = "events/fuse/fuse_request_send"
+END_EVENT = "events/fuse/fuse_request_end"
 _OPCODE_RE = re.compile(r"opcode \d+ \(FUSE_(\w+)\)")
 _ENTRIES_RE = re.compile(r"entries-in-buffer/entries-written: (\d+)/(\d+)")
 _mounted_by_us = False
@@ -69,11 +70,13 @@ def unavailable() -> Optional[str]:
 class FuseTrace:
     """A private tracing instance recording fuse_request_send of one connection."""
 
-    def __init__(self, connection: int, events: int = 50000) -> None:
+    def __init__(self, connection: int, events: int = 50000, ends: bool = False) -> None:
         root = tracing_root()
         if root is None:
             raise RuntimeError(unavailable() or "no tracefs")
         self.connection = connection
+        # with ``ends``, fuse_request_end too: each request's reply (``text``)
+        self.events = (EVENT, END_EVENT) if ends else (EVENT,)
         # per CPU; an event takes about 40 bytes: room for ``events`` on any one CPU
         self.buffer_kb = max(256, events * 48 // 1024)
         self.dir = os.path.join(root, "instances", f"xlfs-bench-{os.getpid()}-{connection}")
@@ -86,9 +89,10 @@ class FuseTrace:
     def __enter__(self) -> "FuseTrace":
         os.mkdir(self.dir)
         try:
-            self._write("buffer_size_kb", str(self.buffer_kb))
-            self._write(f"{EVENT}/filter", f"connection == {self.connection}")
-            self._write(f"{EVENT}/enable", "1")
+            self._write("buffer_size_kb", str(self.buffer_kb * len(self.events)))
+            for event in self.events:
+                self._write(f"{event}/filter", f"connection == {self.connection}")
+                self._write(f"{event}/enable", "1")
         except BaseException:
             self.close()
             raise
@@ -96,7 +100,8 @@ class FuseTrace:
 
     def __exit__(self, *exc: object) -> None:
         try:
-            self._write(f"{EVENT}/enable", "0")
+            for event in self.events:
+                self._write(f"{event}/enable", "0")
             with open(os.path.join(self.dir, "trace")) as f:
                 self._text = f.read()
         finally:
@@ -107,6 +112,11 @@ class FuseTrace:
             os.rmdir(self.dir)          # removing the instance frees its buffer
         except FileNotFoundError:
             pass
+
+    @property
+    def text(self) -> str:
+        """The trace as tracefs printed it (one line per event)."""
+        return self._text
 
     def counts(self) -> Dict[str, int]:
         """Requests sent while the trace ran, by opcode name (LOOKUP, GETATTR, ...)."""

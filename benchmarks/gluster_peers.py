@@ -6,7 +6,11 @@ defaults), no kernel writeback cache (both defaults), and the page cache kept ac
 opens of an unchanged file (GlusterFS's FUSE client: FOPEN_KEEP_CACHE on every open
 since the kernel offers auto invalidation; xlfs: storage/gfapi's keep_cache hint).
 gfapi-dropcache is xlfs with ``--fopen-keep-cache=no`` (every open drops the pages,
-what storage/gfapi did before it gave the hint): an A/B in one run.
+what storage/gfapi did before it gave the hint): an A/B in one run.  gfapi-nowait is
+xlfs with storage/gfapi's ``inline-wait 0`` (every answer comes back through trio, what
+storage/gfapi did before the inline wait).  gfapi-ra stacks xlfs's performance/read-ahead
+on storage/gfapi: a cache GlusterFS's client does not run here, so not the same cache
+settings; it shows what read-ahead buys, not the like-for-like comparison.
 
     .venv/bin/python -m benchmarks.run --peers gfapi,gfapi-dropcache,glusterfs-replica --quick
 """
@@ -72,6 +76,49 @@ class GfapiDropCachePeer(GfapiPeer):
     cache_flags = ("--auto-invalidation=yes", "--fopen-keep-cache=no")
 
 
+class GfapiNoWaitPeer(GfapiPeer):
+    name = "gfapi-nowait"
+    description = ("gfapi with inline-wait 0: the event loop never waits for a call "
+                   "itself; every answer comes back through trio")
+    cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.inline-wait=0")
+
+
+RA_VOLFILE = """\
+volume gv
+    type storage/gfapi
+    option volfile {client_volfile}
+end-volume
+
+volume ra
+    type performance/read-ahead
+    option page-size 1MB
+    option page-count 2
+    subvolumes gv
+end-volume
+
+volume stats
+    type debug/io-stats
+    subvolumes ra
+end-volume
+"""
+
+
+class GfapiReadAheadPeer(GfapiPeer):
+    name = "gfapi-ra"
+    description = ("gfapi with xlfs's performance/read-ahead (2 pages of 1 MiB) on top: "
+                   "a cache GlusterFS's client here does not run (its read-ahead is off "
+                   "by default)")
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        vol = Path(workdir) / "gfapi-ra.vol"
+        vol.write_text(RA_VOLFILE.format(client_volfile=self.client_volfile))
+        return ([sys.executable, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
+                 "-l", str(log), "-f", str(vol),
+                 f"--xlator-option=gv.log-file={workdir / 'gfapi.log'}",
+                 "--xlator-option=gv.log-level=warning", *self.cache_flags]
+                + _timeout_flags(timeouts) + [str(mountpoint)])
+
+
 class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):
     name = "glusterfs-replica"
     description = ("GlusterFS's FUSE client (glusterfs -f CLIENT.vol) on the same kind "
@@ -98,4 +145,5 @@ class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):
 
 #: The peers of this module by name (benchmarks.run).
 GLUSTER_PEERS = {"gfapi": GfapiPeer, "gfapi-dropcache": GfapiDropCachePeer,
+                 "gfapi-nowait": GfapiNoWaitPeer, "gfapi-ra": GfapiReadAheadPeer,
                  "glusterfs-replica": GlusterReplicaPeer}

@@ -528,3 +528,51 @@ def test_binding_layouts_are_checked():
     finally:
         b.EXPECTED_SIZES.clear()
         b.EXPECTED_SIZES.update(sizes)
+
+
+async def test_inline_wait_answers_quick_calls_without_a_suspension(h):
+    """option inline-wait: a stat made while no other call runs is answered while the
+    event loop's thread waits for it itself (no other task runs in between); with 0,
+    through trio (another task gets to run)."""
+    gf = h.top
+    await h.write_file("/inline", b"x" * 10)
+    e = await h.lookup("/inline")
+    given = dict(gf.given_options)
+
+    async def getattr_and_see_others_run():
+        ran = []
+
+        async def mark():
+            ran.append(1)
+        async with trio.open_nursery() as n:
+            n.start_soon(mark)            # runs at the request's first suspension
+            attr = await gf.getattr(h.frame(), e.inode)
+            others_ran = bool(ran)
+        return attr, others_ran
+
+    try:
+        gf.reconfigure({**given, "inline-wait": "1s"})
+        before = gf.dump()["calls-answered-inline"]
+        attr, others_ran = await getattr_and_see_others_run()
+        assert attr.size == 10 and not others_ran
+        assert gf.dump()["calls-answered-inline"] == before + 1
+        gf.reconfigure({**given, "inline-wait": "0"})
+        attr, others_ran = await getattr_and_see_others_run()
+        assert attr.size == 10 and others_ran
+    finally:
+        gf.reconfigure(given)
+
+
+async def test_a_read_past_the_end_returns_only_the_file_bytes(h):
+    """A short read (the end of the file) answers exactly the bytes read: the read
+    buffer's unfilled rest is never returned."""
+    fd = await h.create("/short", 0o644)
+    await h.write(fd, b"0123456789", 0)
+    data = await h.read(fd, 131072, 0)
+    assert data == b"0123456789" and type(data) is bytes
+    assert await h.read(fd, 131072, 4) == b"456789"
+    assert await h.read(fd, 4096, 10) == b""
+    await h.write(fd, b"x" * 200000, 0)
+    big = await h.read(fd, 131072, 100000)
+    assert big == b"x" * 100000 and type(big) is bytes
+    await h.close(fd)

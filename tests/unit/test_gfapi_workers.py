@@ -147,3 +147,90 @@ async def test_a_sequential_load_stays_on_one_warm_thread():
         gate.set()
     idents = {await w.run(threading.get_ident) for _ in range(50)}
     assert len(idents) == 1
+
+
+async def _idle(w: Workers) -> None:
+    """Start ``w``'s threads and wait until every one of them is idle."""
+    await w.run(lambda: None)
+    with trio.fail_after(5):
+        while w.busy:
+            await trio.sleep(0.005)
+
+
+async def _call_and_see_others_run(w: Workers, fn, *args):
+    """(result of ``w.run(fn, *args)``, whether another task ran meanwhile)."""
+    ran = []
+    async with trio.open_nursery() as n:
+        n.start_soon(_append, ran)
+        result = await w.run(fn, *args)
+        others_ran = bool(ran)
+    return result, others_ran
+
+
+async def _append(ran):
+    ran.append(1)
+
+
+async def test_a_quick_call_alone_is_answered_inline():
+    """inline-wait: the loop's thread waits for the call itself, so the request goes
+    on without a suspension (no other task runs in between)."""
+    w = Workers(2, wait=5.0)
+    await _idle(w)
+    result, others_ran = await _call_and_see_others_run(w, threading.get_ident)
+    assert result != threading.get_ident()          # still ran in a worker thread
+    assert not others_ran
+    assert w.inline >= 1 and w.inline_missed == 0
+    with pytest.raises(OSError):                    # an error comes back inline too
+        await w.run(_raise, OSError(5, "io"))
+
+
+async def test_without_inline_wait_every_answer_comes_through_trio():
+    w = Workers(2, wait=0)
+    await _idle(w)
+    result, others_ran = await _call_and_see_others_run(w, lambda: "x")
+    assert result == "x" and others_ran
+    assert w.inline == 0
+
+
+async def test_a_call_longer_than_the_wait_comes_back_the_trio_way():
+    w = Workers(2, wait=0.01)
+    await _idle(w)
+    slow = threading.Event()
+    result, others_ran = await _call_and_see_others_run(
+        w, lambda: slow.wait(0.3) or "late")
+    assert result == "late" and others_ran
+    assert w.inline_missed == 1
+
+
+async def test_no_inline_wait_while_another_call_runs():
+    """The loop would stop reading requests while it waits: a call made while another
+    one runs is never waited for inline."""
+    w = Workers(2, wait=5.0)
+    await _idle(w)
+    gate = threading.Event()
+    async with trio.open_nursery() as n:
+        w.wait = 0                      # the long call itself is not waited for inline
+        n.start_soon(w.run, gate.wait, 10)
+        with trio.fail_after(5):
+            while not w.busy:
+                await trio.sleep(0.005)
+        w.wait = 5.0
+        before = w.inline
+        result, others_ran = await _call_and_see_others_run(w, lambda: 3)
+        assert result == 3 and others_ran
+        assert w.inline == before
+        gate.set()
+
+
+async def test_waits_running_out_as_calls_finish_lose_no_answer():
+    """The wait running out and the call finishing race: every answer arrives once."""
+    import random
+    import time
+    w = Workers(2, wait=0.0003)
+    await _idle(w)
+    rnd = random.Random(7)
+    with trio.fail_after(60):
+        for i in range(300):
+            d = rnd.choice((0, 0.0001, 0.0003, 0.0005, 0.001))
+            assert await w.run(lambda i=i, d=d: time.sleep(d) or i) == i
+    assert w.inline > 0 and w.inline_missed > 0

@@ -26,8 +26,10 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 - Credentials: every call runs with the caller's uid, gid and supplementary groups
   (``glfs_setfsuid``/``setfsgid``/``setfsgroups``, per thread, set before each call);
   the bricks check permissions as for GlusterFS's own FUSE client.
-- The event loop never blocks: each library call runs in one of ``io-thread-count``
-  worker threads (gfapi_workers).  A request cancelled while
+- The event loop never blocks on the bricks: each library call runs in one of
+  ``io-thread-count`` worker threads (gfapi_workers).  A call made while no other runs
+  is waited for by the loop's thread for at most ``inline-wait`` (2 ms), so a quick
+  answer finishes the request without a suspension and wake-up of the loop.  A request cancelled while
   its call runs (an interrupt, with the bridge's interrupt flags on) answers EINTR at
   once: the call is abandoned and its thread finishes it by itself;
   the operation may still complete on the bricks, as when a GlusterFS client is killed.
@@ -124,6 +126,10 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                    values=tuple(LOG_LEVELS)),
         Option.int("io-thread-count", 16, "Most libgfapi calls running at once (each "
                    "blocks a worker thread).", min=1, max=1024),
+        Option.time("inline-wait", "2ms", "How long the event loop's thread waits, "
+                    "blocked, for a library call made while no other call runs; an "
+                    "answer within it finishes the request inline, a later one comes "
+                    "back the ordinary way. 0: never wait.", min=0, max=1),
     )
 
     def __init__(self, *args: Any, **kw: Any) -> None:
@@ -132,7 +138,8 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._fs: Optional[int] = None
         self._live: dict[int, Node] = {}
         self._by_name: dict[tuple[int, bytes], Node] = {}   # names looked up -> node
-        self._workers = Workers(self.opts.io_thread_count, f"gfapi-{self.name}")
+        self._workers = Workers(self.opts.io_thread_count, f"gfapi-{self.name}",
+                                self.opts.inline_wait)
         self._upcalls: Any = None
         self._source = ""
         self._down = False            # the last call failed with ENOTCONN
@@ -225,6 +232,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
 
     def reconfigured(self, old: Any) -> None:
         self._workers.resize(self.opts.io_thread_count)
+        self._workers.wait = self.opts.inline_wait
         for key in ("volfile-server", "volume", "volfile"):
             if self.opts[key] != old[key]:
                 self.log.warning("%s: option %s cannot change at run time", self.name, key)
@@ -241,6 +249,8 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                 "threads-busy": self._workers.busy,
                 "io-thread-count": self._workers.size,
                 "calls-abandoned": self._workers.abandoned,
+                "calls-answered-inline": self._workers.inline,
+                "inline-waits-run-out": self._workers.inline_missed,
                 "opens-keeping-page-cache": self._kept,
                 **(self._upcalls.dump() if self._upcalls is not None else {})}
 

@@ -283,6 +283,24 @@ def set_credentials(uid: int, gid: int, groups: tuple[int, ...]) -> None:
     _thread_creds.value = creds
 
 
+_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+_new_bytes.restype = ctypes.py_object
+_new_bytes.argtypes = [c_void_p, c_ssize_t]
+_bytes_data = ctypes.pythonapi.PyBytes_AsString
+_bytes_data.restype = c_void_p
+_bytes_data.argtypes = [ctypes.py_object]
+
+
+def read_buffer(size: int) -> tuple[bytes, int]:
+    """A new ``bytes`` of ``size`` bytes, not yet filled, and the address of its data:
+    the buffer a read fills, so the data is copied once (by libgfapi) instead of into
+    a zeroed ctypes buffer and again into a bytes.  The object is this caller's alone
+    until it is returned (what C code building a bytes does); a short read returns a
+    slice of the filled part, so unfilled bytes are never seen."""
+    data = _new_bytes(None, size)
+    return data, _bytes_data(data)
+
+
 def extract_gfid(obj: int) -> bytes:
     buf = ctypes.create_string_buffer(HANDLE_LENGTH)
     check(lib.glfs_h_extract_handle(obj, buf, HANDLE_LENGTH), "glfs_h_extract_handle")

@@ -175,9 +175,9 @@ class GfapiIo:
         b = self._b
 
         def run() -> bytes:
-            buf = ctypes.create_string_buffer(size)
-            n = b.check(b.lib.glfs_pread(of.glfd, buf, size, offset, 0, None), "read")
-            return ctypes.string_at(buf, n)
+            data, address = b.read_buffer(size)
+            n = b.check(b.lib.glfs_pread(of.glfd, address, size, offset, 0, None), "read")
+            return data if n == size else data[:n]
         return await self._call(frame, run)
 
     async def writev(self, frame, fd, data, offset, flags=None):
