@@ -112,9 +112,12 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
                                             inode.generation)):
             c.count_lookup(inode, parent, name)
     finally:
-        dead = c.unpin(pins)
-        if dead:
-            await c.purge_all(dead)
+        if pins.inodes is None:     # linked nothing (a known inode): unpin's answer is []
+            pins.release()
+        else:
+            dead = c.unpin(pins)
+            if dead:
+                await c.purge_all(dead)
 
 
 async def _lookup_self(c: FuseClient, req: Request) -> Payload:

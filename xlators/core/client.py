@@ -92,7 +92,11 @@ class ClientState:
         """FORGET: the consumer drops ``n`` lookups of ``nodeid`` (unknown: ignored)."""
         inode = self.forgotten(nodeid, n)
         if inode is not None:
-            await self._forget_down(inode)
+            graph = self.graph
+            if graph is not None:           # _forget_down, one coroutine fewer
+                await graph.forget(inode)
+            else:
+                await self._forget_down(inode)
 
     async def forget_many(self, forgets: Iterable[tuple[int, int]]) -> None:
         """BATCH_FORGET: :meth:`forget` each ``(nodeid, n)``.  The table is brought up to
@@ -111,7 +115,9 @@ class ClientState:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("FORGET of unknown nodeid %d", nodeid)
             return None
-        if self.itable.forget(inode, n):
+        left = inode.nlookup - n            # InodeTable.forget, its first half inline
+        inode.nlookup = left if left > 0 else 0
+        if left <= 0 and not inode.refs and self.itable.purge(inode):
             self.lru.pop(nodeid, None)
             return inode
         return None

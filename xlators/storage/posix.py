@@ -358,7 +358,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                     os.close(fd)
                 raise
         ino = st.st_ino | bits
-        inode = self.itable.find(ino)
+        inode = self.itable.by_ino.get(ino)
         node = inode.ctx.get(self) if inode is not None else None
         if node is None:
             node = self._live.get(ino)
@@ -541,7 +541,10 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         pnode, name = self._ploc(loc)
         self._space()
         perm, fix = self._new_mode(pnode, mode, umask, True)
-        fd, st = await self._do(frame, True, mkdir_at, pnode.fd, name, perm, fix)
+        if self._inline_always and (not self._switch or frame.uid == 0 and frame.gid == 0):
+            fd, st = mkdir_at(pnode.fd, name, perm, fix)        # _do, inline
+        else:
+            fd, st = await self._do(frame, True, mkdir_at, pnode.fd, name, perm, fix)
         return self._give(frame, pnode, self._entry(st, fd))
 
     async def symlink(self, frame, target, loc):

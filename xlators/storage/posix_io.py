@@ -281,8 +281,11 @@ class PosixIOOps:
         if self._odirect:
             fl |= os.O_DIRECT
         perm, fix = self._new_mode(pnode, mode, umask, False)
-        iofd, st, fl, created = await self._do(frame, True, _create_at, pnode.fd, name, fl,
-                                               perm, fix)
+        if self._inline_always and (not self._switch or frame.uid == 0 and frame.gid == 0):
+            iofd, st, fl, created = _create_at(pnode.fd, name, fl, perm, fix)  # _do, inline
+        else:
+            iofd, st, fl, created = await self._do(frame, True, _create_at, pnode.fd, name,
+                                                   fl, perm, fix)
         fl = keep_noatime(iofd, flags, fl)
         direct = bool(fl & os.O_DIRECT)
         try:
