@@ -474,7 +474,10 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         name = loc.name
         if name is None:                       # nameless: revalidate a known inode
             return Entry(loc.inode, await self.getattr(frame, loc.inode))
-        pnode = self._node(loc.parent)
+        parent = loc.parent                     # self._node(loc.parent), inline
+        pnode = parent.ctx.get(self) if parent is not None else None
+        if pnode is None:
+            raise FopError(errno.ESTALE)
         if isinstance(name, str):
             name = os.fsencode(name)
         if name == b"." or (name == b".." and pnode is self._root):
@@ -545,6 +548,8 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             fd, st = mkdir_at(pnode.fd, name, perm, fix)        # _do, inline
         else:
             fd, st = await self._do(frame, True, mkdir_at, pnode.fd, name, perm, fix)
+        if self._switch:                        # _give gives nothing then
+            return self._entry(st, fd)
         return self._give(frame, pnode, self._entry(st, fd))
 
     async def symlink(self, frame, target, loc):
