@@ -82,6 +82,9 @@ O_LOOKUP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 S_IFMT = stat.S_IFMT
 S_IFDIR = stat.S_IFDIR
 S_IFLNK = stat.S_IFLNK
+# Entry(inode, attr) without the namedtuple's __new__, a Python function (half the cost):
+# once per LOOKUP and per new object
+_tuple_new = tuple.__new__
 
 
 class Node:
@@ -382,7 +385,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         if fd >= 0:
             os.close(fd)
         node.mode = st.st_mode
-        return Entry(inode, Attr.from_stat(st, ino))
+        return _tuple_new(Entry, (inode, Attr.from_stat(st, ino)))
 
     def _perm(self, mode: int, umask: Optional[int], is_dir: bool) -> int:
         perm = mode & 0o7777 & ~(umask or 0)
@@ -502,7 +505,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             node = inode.ctx.get(self) if inode is not None else None
             if node is not None:
                 node.mode = st.st_mode
-                entry = Entry(inode, Attr.from_stat(st, ino))
+                entry = _tuple_new(Entry, (inode, Attr.from_stat(st, ino)))
             else:
                 entry = self._entry(st, pfd=pnode.fd, name=name)
         else:
