@@ -226,8 +226,9 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
 
 def _bridge_state(session: Session) -> dict:
     state = session.opts.dump()
-    if session.mount_watch is not None and session.mount_watch.flags is not None:
-        state["mount-flags"] = session.mount_watch.flags.words()
+    flags = session.mount_watch.current() if session.mount_watch is not None else None
+    if flags is not None:
+        state["mount-flags"] = flags.words()
     state.update(session.dump_state())
     return state
 

@@ -5,9 +5,11 @@ mount in the kernel (fuse_bridge.mount.remount, run by mount.xlfs or by ``xlfs``
 mount.fuse3; or mount(8) alone): nobody tells the daemon.  It reads them from
 /proc/self/mountinfo, whose poll() reports POLLPRI once the mount table has changed
 since the last poll.  A zero-timeout poll before each request that depends on the flags
-(opens, and every request that modifies something) costs one system call, and the first
-such request after a remount always sees the new flags: the remount had finished before
-the request was made.
+costs one system call, and the first such request after a remount always sees the new
+flags: the remount had finished before the request was made.  Opens always depend on
+them (``noatime``); the other modifying requests only while --read-only's translator is
+in the graph (without it nothing else reads the flags), so a plain mount spends no
+system call on its unlinks, renames, mkdirs...
 
 What the flags change in the daemon:
 
@@ -38,10 +40,15 @@ log = logging.getLogger("xlfs.mount")
 READ_ONLY_VOLUME = "xlfs-read-only"      # the translator --read-only puts on top
 
 _O = abi.Opcode
-WATCHED_OPCODES = frozenset(int(op) for op in (
-    _O.OPEN, _O.CREATE, _O.OPENDIR, _O.TMPFILE, _O.SETATTR, _O.MKNOD, _O.MKDIR,
-    _O.SYMLINK, _O.LINK, _O.UNLINK, _O.RMDIR, _O.RENAME, _O.RENAME2, _O.SETXATTR,
-    _O.REMOVEXATTR, _O.FALLOCATE, _O.COPY_FILE_RANGE, _O.COPY_FILE_RANGE_64))
+#: Requests whose handling depends on the flags whatever the graph (O_NOATIME).
+OPEN_OPCODES = frozenset(int(op) for op in (_O.OPEN, _O.CREATE, _O.OPENDIR, _O.TMPFILE))
+#: Requests that modify something: they depend on the flags only through the
+#: read-only translator (its ``read-only`` option follows ``ro``/``rw``).
+MODIFYING_OPCODES = frozenset(int(op) for op in (
+    _O.SETATTR, _O.MKNOD, _O.MKDIR, _O.SYMLINK, _O.LINK, _O.UNLINK, _O.RMDIR, _O.RENAME,
+    _O.RENAME2, _O.SETXATTR, _O.REMOVEXATTR, _O.FALLOCATE, _O.COPY_FILE_RANGE,
+    _O.COPY_FILE_RANGE_64))
+WATCHED_OPCODES = OPEN_OPCODES | MODIFYING_OPCODES
 
 
 class MountWatch:
@@ -84,12 +91,20 @@ class MountWatch:
             old, self.flags = self.flags, new
             self.on_change(old, new)
 
+    def current(self) -> Optional[VfsFlags]:
+        """The flags as they are now (checked first: a statedump)."""
+        self.check()
+        return self.flags
+
     def install(self, session: Any) -> None:
-        """Check before every handler of WATCHED_OPCODES runs."""
+        """Check before every handler of OPEN_OPCODES runs, and before those of
+        MODIFYING_OPCODES while the session's graph has the read-only translator (looked
+        up per request: a graph switch keeps it, but costs nothing to follow)."""
         for op in WATCHED_OPCODES:
             handler = session.handler(op)
             if handler is not None:
-                session.set_handler(op, self._checking(handler))
+                session.set_handler(op, self._checking(handler) if op in OPEN_OPCODES
+                                    else self._checking_read_only(handler))
 
     def _checking(self, handler: Any) -> Any:
         check = self.check
@@ -98,6 +113,16 @@ class MountWatch:
         # for the session to await (no coroutine of its own per modifying request).
         def checked(c: Any, req: Any, body: Any) -> Any:
             check()
+            return handler(c, req, body)
+        checked.__name__ = getattr(handler, "__name__", "handler")
+        return checked
+
+    def _checking_read_only(self, handler: Any) -> Any:
+        check = self.check
+
+        def checked(c: Any, req: Any, body: Any) -> Any:
+            if READ_ONLY_VOLUME in c.graph.xlators:       # c: the session's client
+                check()
             return handler(c, req, body)
         checked.__name__ = getattr(handler, "__name__", "handler")
         return checked

@@ -32,6 +32,8 @@ from .encode import Payload, attr_out, entry_out, names_blob, negative_entry_out
 _V = abi.int_flags(abi.SetattrValid)
 _GETATTR_FH = int(abi.GetattrFlag.FH)
 _GETATTR_IN = abi.GETATTR_IN.unpack_from
+_RENAME_IN = abi.RENAME_IN.unpack_from
+_RENAME_IN_SIZE = abi.RENAME_IN.size
 _SETXATTR_EXT = int(abi.InitFlag.SETXATTR_EXT)
 _POSIX_ACL = int(abi.InitFlag.POSIX_ACL)
 _ACL_XATTR = b"system.posix_acl_"
@@ -110,9 +112,12 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
                                             inode.generation)):
             c.count_lookup(inode, parent, name)
     finally:
-        dead = c.unpin(pins)
-        if dead:
-            await c.purge_all(dead)
+        if pins.inodes is None:     # linked nothing (a known inode): unpin's answer is []
+            pins.release()
+        else:
+            dead = c.unpin(pins)
+            if dead:
+                await c.purge_all(dead)
 
 
 async def _lookup_self(c: FuseClient, req: Request) -> Payload:
@@ -191,8 +196,18 @@ async def mkdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
     mode, umask = abi.MKDIR_IN.unpack_from(body)
     name = _name(body[abi.MKDIR_IN.size:])
     parent = c.inode(req.nodeid)
-    await _entry_request(c, req, c.top.mkdir, parent, name, Loc(parent, name),
-                         stat.S_IFDIR | (mode & 0o7777), c.umask(umask))
+    pins = LinkPins()                   # _entry_request, inline (no argument packing)
+    try:
+        entry = await c.top.mkdir(req.frame, Loc(parent, name),
+                                  stat.S_IFDIR | (mode & 0o7777), c.umask(umask))
+        inode = entry.inode
+        if req.session.reply(req, entry_out(c.timeouts, inode.nodeid, entry.attr,
+                                            inode.generation)):
+            c.count_lookup(inode, parent, name)
+    finally:
+        dead = c.unpin(pins)
+        if dead:
+            await c.purge_all(dead)
 
 
 async def symlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
@@ -209,18 +224,40 @@ async def link(c: FuseClient, req: Request, body: memoryview) -> Payload:
                          Loc(parent, name))
 
 
+# UNLINK, RMDIR and RENAME spell out c.inode() and _name(): they are the commonest
+# modifying requests after CREATE.
 async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    await c.top.unlink(req.frame, Loc(c.inode(req.nodeid), _name(body)))
+    name, nul, _ = body.tobytes().partition(b"\0")
+    if not nul:
+        raise ValueError("name is not NUL-terminated")
+    parent = c.nodes.get(req.nodeid)
+    if parent is None:
+        raise FopError(errno.ESTALE)
+    await c.top.unlink(req.frame, Loc(parent, name))
 
 
 async def rmdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    await c.top.rmdir(req.frame, Loc(c.inode(req.nodeid), _name(body)))
+    name, nul, _ = body.tobytes().partition(b"\0")
+    if not nul:
+        raise ValueError("name is not NUL-terminated")
+    parent = c.nodes.get(req.nodeid)
+    if parent is None:
+        raise FopError(errno.ESTALE)
+    await c.top.rmdir(req.frame, Loc(parent, name))
 
 
 async def rename(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    (newdir,) = abi.RENAME_IN.unpack_from(body)
-    old, new = _two_names(body[abi.RENAME_IN.size:])
-    await c.top.rename(req.frame, Loc(c.inode(req.nodeid), old), Loc(c.inode(newdir), new), 0)
+    (newdir,) = _RENAME_IN(body)
+    names = body[_RENAME_IN_SIZE:].tobytes().split(b"\0", 2)    # _two_names, inline
+    if len(names) < 3:
+        raise ValueError("name is not NUL-terminated")
+    old, new = names[0], names[1]
+    nodes = c.nodes
+    parent = nodes.get(req.nodeid)
+    newparent = nodes.get(newdir)
+    if parent is None or newparent is None:
+        raise FopError(errno.ESTALE)
+    await c.top.rename(req.frame, Loc(parent, old), Loc(newparent, new), 0)
 
 
 async def rename2(c: FuseClient, req: Request, body: memoryview) -> Payload:

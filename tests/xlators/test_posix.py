@@ -539,6 +539,12 @@ async def test_illegal_names_are_refused(br):
         await fails(errno.EINVAL, xl.rename(fr, Loc(h.root, b"d"), loc))
         await fails(errno.EINVAL, xl.rename(fr, loc, Loc(h.root, b"z")))
         await fails(errno.EINVAL, xl.link(fr, d, loc))
+    for name in ("a/b", "x\0y", ".."):            # str names are checked as their bytes
+        await fails(errno.EINVAL, xl.unlink(fr, Loc(d, name)))
+        await fails(errno.EINVAL, xl.rename(fr, Loc(d, name), Loc(h.root, b"z")))
+    for xname in (b"user.x\0y", b""):
+        await fails(errno.EINVAL, xl.getxattr(fr, d, xname))
+        await fails(errno.EINVAL, xl.setxattr(fr, d, xname, b"v", 0))
     assert os.listdir(br.a) == ["d"] and os.listdir(br.a + "/d") == []
     assert sorted(os.listdir(os.path.dirname(br.a))) == ["a", "b"]   # nothing outside
 

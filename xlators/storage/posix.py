@@ -82,6 +82,9 @@ O_LOOKUP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 S_IFMT = stat.S_IFMT
 S_IFDIR = stat.S_IFDIR
 S_IFLNK = stat.S_IFLNK
+# Entry(inode, attr) without the namedtuple's __new__, a Python function (half the cost):
+# once per LOOKUP and per new object
+_tuple_new = tuple.__new__
 
 
 class Node:
@@ -358,7 +361,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                     os.close(fd)
                 raise
         ino = st.st_ino | bits
-        inode = self.itable.find(ino)
+        inode = self.itable.by_ino.get(ino)
         node = inode.ctx.get(self) if inode is not None else None
         if node is None:
             node = self._live.get(ino)
@@ -382,7 +385,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         if fd >= 0:
             os.close(fd)
         node.mode = st.st_mode
-        return Entry(inode, Attr.from_stat(st, ino))
+        return _tuple_new(Entry, (inode, Attr.from_stat(st, ino)))
 
     def _perm(self, mode: int, umask: Optional[int], is_dir: bool) -> int:
         perm = mode & 0o7777 & ~(umask or 0)
@@ -457,14 +460,27 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         return Entry(entry.inode, Attr.from_stat(os.fstat(node.fd), node.ino))
 
     def _ploc(self, loc: Any) -> tuple[Node, bytes]:
-        return self._node(loc.parent), check_name(loc.name)
+        """(the parent's Node, the checked name) of a location a fop modifies."""
+        parent = loc.parent
+        pnode = parent.ctx.get(self) if parent is not None else None
+        if pnode is None:
+            raise FopError(errno.ESTALE)
+        name = loc.name
+        # check_name's test spelled out for the common case (bytes, valid)
+        if (type(name) is not bytes or not name or 47 in name or 0 in name
+                or name == b"." or name == b".."):
+            name = check_name(name)
+        return pnode, name
 
     # -- namespace fops ----------------------------------------------------------------
     async def lookup(self, frame, loc):
         name = loc.name
         if name is None:                       # nameless: revalidate a known inode
             return Entry(loc.inode, await self.getattr(frame, loc.inode))
-        pnode = self._node(loc.parent)
+        parent = loc.parent                     # self._node(loc.parent), inline
+        pnode = parent.ctx.get(self) if parent is not None else None
+        if pnode is None:
+            raise FopError(errno.ESTALE)
         if isinstance(name, str):
             name = os.fsencode(name)
         if name == b"." or (name == b".." and pnode is self._root):
@@ -475,7 +491,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             return self._entry(st)
         if not name:
             raise FopError(errno.ENOENT)
-        if b"/" in name or b"\0" in name:
+        if 47 in name or 0 in name:            # "/" or NUL (see posix_sys.check_name)
             raise FopError(errno.EINVAL, f"invalid name {name!r}")
         if self._inline_always:
             # A plain stat: a known inode needs no new descriptor (opened when it does).
@@ -489,7 +505,7 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
             node = inode.ctx.get(self) if inode is not None else None
             if node is not None:
                 node.mode = st.st_mode
-                entry = Entry(inode, Attr.from_stat(st, ino))
+                entry = _tuple_new(Entry, (inode, Attr.from_stat(st, ino)))
             else:
                 entry = self._entry(st, pfd=pnode.fd, name=name)
         else:
@@ -531,7 +547,12 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         pnode, name = self._ploc(loc)
         self._space()
         perm, fix = self._new_mode(pnode, mode, umask, True)
-        fd, st = await self._do(frame, True, mkdir_at, pnode.fd, name, perm, fix)
+        if self._inline_always and (not self._switch or frame.uid == 0 and frame.gid == 0):
+            fd, st = mkdir_at(pnode.fd, name, perm, fix)        # _do, inline
+        else:
+            fd, st = await self._do(frame, True, mkdir_at, pnode.fd, name, perm, fix)
+        if self._switch:                        # _give gives nothing then
+            return self._entry(st, fd)
         return self._give(frame, pnode, self._entry(st, fd))
 
     async def symlink(self, frame, target, loc):
@@ -544,18 +565,30 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         fd, st = await self._do(frame, True, symlink_at, pnode.fd, name, target)
         return self._give(frame, pnode, self._entry(st, fd))
 
+    # unlink, rmdir and rename spell out _do's commonest case: inline (no io-threads), as
+    # the daemon (a root caller, or no credential switching): two calls fewer each.
     async def unlink(self, frame, loc):
         pnode, name = self._ploc(loc)
-        await self._do(frame, False, unlink_at, pnode.fd, name)
+        if self._inline_always and (frame.uid == 0 or not self._switch):
+            os.unlink(name, dir_fd=pnode.fd)
+        else:
+            await self._do(frame, False, unlink_at, pnode.fd, name)
 
     async def rmdir(self, frame, loc):
         pnode, name = self._ploc(loc)
-        await self._do(frame, False, rmdir_at, pnode.fd, name)
+        if self._inline_always and (frame.uid == 0 or not self._switch):
+            os.rmdir(name, dir_fd=pnode.fd)
+        else:
+            await self._do(frame, False, rmdir_at, pnode.fd, name)
 
     async def rename(self, frame, oldloc, newloc, flags=None):
         opnode, old = self._ploc(oldloc)
         npnode, new = self._ploc(newloc)
-        await self._do(frame, False, rename_at, opnode.fd, old, npnode.fd, new, flags or 0)
+        if not flags and self._inline_always and (frame.uid == 0 or not self._switch):
+            os.rename(old, new, src_dir_fd=opnode.fd, dst_dir_fd=npnode.fd)
+        else:
+            await self._do(frame, False, rename_at, opnode.fd, old, npnode.fd, new,
+                           flags or 0)
 
     async def link(self, frame, inode, newloc):
         node = self._node(inode)

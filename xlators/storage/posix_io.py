@@ -15,7 +15,8 @@ import os
 import stat
 from typing import Any, Optional
 
-from xlators.core.bounds import copy_range, falloc_range, loff, open_flags, rw_range
+from xlators.core.bounds import (VALID_OPEN_FLAGS, copy_range, falloc_range, loff,
+                                  open_flags, rw_range)
 from xlators.core.errors import FopError
 from xlators.core.types import KILL_SUIDGID, O_EXEC_OPEN
 
@@ -30,6 +31,9 @@ _PRIVS = stat.S_ISUID | stat.S_ISGID
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _ACCMODE = os.O_ACCMODE
 _BIG_READ = 16 << 20
+_OPEN_FLAGS = VALID_OPEN_FLAGS | O_EXEC_OPEN      # bounds.open_flags, for create inline
+_CREATE_DROP = os.O_NOCTTY | os.O_DIRECTORY
+_CREATE_ADD = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class OpenFile:
@@ -273,21 +277,24 @@ class PosixIOOps:
         node.mode = st.st_mode
 
     async def create(self, frame, loc, flags, mode, umask, fd):
-        flags = open_flags(flags)
+        flags &= _OPEN_FLAGS                    # open_flags(flags)
         pnode, name = self._ploc(loc)
         self._space()
-        fl = (flags & ~(os.O_NOCTTY | os.O_DIRECTORY)) | os.O_CREAT | os.O_NOFOLLOW \
-            | os.O_CLOEXEC
+        fl = (flags & ~_CREATE_DROP) | _CREATE_ADD
         if self._odirect:
             fl |= os.O_DIRECT
         perm, fix = self._new_mode(pnode, mode, umask, False)
-        iofd, st, fl, created = await self._do(frame, True, _create_at, pnode.fd, name, fl,
-                                               perm, fix)
-        fl = keep_noatime(iofd, flags, fl)
+        if self._inline_always and (not self._switch or frame.uid == 0 and frame.gid == 0):
+            iofd, st, fl, created = _create_at(pnode.fd, name, fl, perm, fix)  # _do, inline
+        else:
+            iofd, st, fl, created = await self._do(frame, True, _create_at, pnode.fd, name,
+                                                   fl, perm, fix)
+        if flags & os.O_NOATIME and not fl & os.O_NOATIME:
+            fl = keep_noatime(iofd, flags, fl)
         direct = bool(fl & os.O_DIRECT)
         try:
             entry = self._entry(st, iofd=iofd)
-            if created:
+            if created and not self._switch:    # (_give gives nothing with the switch)
                 entry = self._give(frame, pnode, entry)
         except BaseException:
             os.close(iofd)

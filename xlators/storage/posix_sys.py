@@ -131,13 +131,16 @@ def utimens_empty(fd: int, atime: object, mtime: object) -> None:
 
 
 _O_LOOKUP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+_SLASH = ord("/")
 
 
 def check_name(name: Any) -> bytes:
     """A name a modifying fop may use: not empty, no '/', no NUL, not '.' or '..'."""
     if isinstance(name, str):
         name = os.fsencode(name)
-    if not name or b"/" in name or b"\0" in name or name == b"." or name == b"..":
+    # ``47 in name``, not ``b"/" in name``: bytes.__contains__ tries its argument as an
+    # integer first, and a bytes argument costs a TypeError raised and cleared each time
+    if not name or _SLASH in name or 0 in name or name == b"." or name == b"..":
         raise _FopError(errno.EINVAL, f"invalid name {name!r}")
     return name
 
