@@ -82,7 +82,8 @@ class BridgeHost:
         located = self._locate()
         now = time.monotonic()
         out = []
-        for unique, req in list(s.interrupts.pending.items()):
+        for req in s.in_flight():
+            unique = req.unique
             frame = req.frame
             where, waiting_on = located.get(unique, ((), ""))
             since = getattr(req, "waited_at", 0.0) or 0.0

@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
 import types
 from typing import Any, Optional
 
@@ -204,10 +203,9 @@ async def read_loop(session: Any, chan: Channel) -> None:
                         large = bufs[1] = None
                     ensure_listener(session, chan)
                     streak = 0
-                    req, session._stepping = session._stepping, None
+                    req = session.wait_begins()     # now in pending: interruptible
                     if req is not None:
-                        req.waited_at = time.monotonic()   # its age in .meta/frames
-                        req.frame.cancel_scope = scope
+                        req.cancel_scope = scope
                         if req.cancel_requested:
                             scope.cancel()
                     await _resume(coro, trap)

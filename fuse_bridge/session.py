@@ -25,6 +25,7 @@ import fcntl
 import logging
 import os
 import struct
+import time
 from typing import Any, Optional
 
 import trio
@@ -47,7 +48,9 @@ _OUT_HEADER_PACK = abi.OUT_HEADER.pack
 _HDR = abi.IN_HEADER.size
 _FOREIGN = selfaccess.FOREIGN
 _opname = abi.opcode_name
+_new_object = object.__new__
 _JOIN_MAX = 16384       # replies up to this size are joined to their header, not writev'd
+_NEVER = 1 << 62        # a request length no read returns
 # What a request's body may raise when it is malformed (not a handler bug).
 # OverflowError: a number the kernel never sends (an offset past 2**63 - 1, flags past an
 # int) that a system call cannot take.
@@ -61,13 +64,16 @@ class SessionEnded(Exception):
 class Route:
     """A session's view of one opcode table row: its handler (which the session may wrap:
     fuse_bridge.mount_watch), the shortest valid request, and whether it is answered."""
-    __slots__ = ("row", "handler", "min_len", "reply")
+    __slots__ = ("row", "handler", "min_len", "reply", "fast_len")
 
     def __init__(self, row: OpcodeRow) -> None:
         self.row = row
         self.handler: Optional[Handler] = row.handler
         self.min_len = _HDR + (row.input.size if row.input is not None else 0)
         self.reply = row.reply
+        # The shortest request dispatch serves without a closer look (Session._admit):
+        # never, for the requests that are not answered.
+        self.fast_len = self.min_len if row.reply else _NEVER
 
 
 class Session:
@@ -247,20 +253,35 @@ class Session:
             self._dump(b"R", buf[:n])
         self.requests += 1
         route = self.routes.get(opcode)
-        pending = self.pending
-        if route is None or length != n or extlen or n < route.min_len or unique in pending:
+        if (route is None or length != n or extlen or n < route.fast_len
+                or unique in self.pending):
             end = self._admit(chan.fd, route, length, opcode, unique, n, extlen)
             if end < 0:
                 return
+            assert route is not None
+            if not route.reply:
+                self._stepping = None
+                return await self._no_reply(route, chan.fd, unique, opcode, nodeid, buf, end)
         else:
             end = n
-        if not route.reply:
-            self._stepping = None
-            return await self._no_reply(route, chan.fd, unique, opcode, nodeid, buf, end)
         if pid not in _FOREIGN:
             selfaccess.check(pid, opcode, unique, nodeid)
-        req = Request(self, chan.fd, unique, opcode, nodeid, uid, gid, pid)
-        pending[unique] = req
+        # The request enters ``pending`` (where INTERRUPT finds it) only if it waits: the
+        # reader that steps it puts it there (fuse_bridge.readers); until it waits no
+        # other request can run.
+        # Request(self, chan.fd, unique, opcode, nodeid, uid, gid, pid), without the
+        # call of its __init__ (a third of the cost of making it: once per request).
+        req = _new_object(Request)
+        req.session = self
+        req.fd = chan.fd
+        req.unique = unique
+        req.opcode = opcode
+        req.nodeid = nodeid
+        req.uid = uid
+        req.gid = gid
+        req.pid = pid
+        req.replied = False
+        req.frame = req
         self._stepping = req
         try:
             payload = await route.handler(self.client, req, buf[_HDR:end])
@@ -292,10 +313,32 @@ class Session:
                           _opname(opcode), unique, nodeid)
             self.reply_error(req, errno.EIO)
         finally:
-            del pending[unique]
-            req.frame = None                # the cycle (req.frame is req)
+            req.frame = None                # the cycle (req.frame is req); also: done
+            if req.waited:
+                del self.pending[unique]
             if req.record is not None:
                 req.finish()
+
+    def wait_begins(self) -> Optional[Request]:
+        """The request being stepped suspends (its reader calls this, right after the
+        step that suspended): it enters ``pending``, where INTERRUPT and the statedump
+        find it.  None when the suspended step was not a request that is answered."""
+        req, self._stepping = self._stepping, None
+        if req is None or req.frame is None:     # none, or one that is done already
+            return None
+        req.waited = True
+        req.waited_at = time.monotonic()         # its age in .meta/frames
+        self.pending[req.unique] = req
+        return req
+
+    def in_flight(self) -> list[Request]:
+        """The requests not answered yet: those that wait, and the one being stepped
+        (the request that asks, when a request asks)."""
+        reqs = list(self.pending.values())
+        req = self._stepping
+        if req is not None and req.frame is not None and not req.waited:
+            reqs.append(req)
+        return reqs
 
     def _admit(self, fd: int, route: Optional[Route], length: int, opcode: int, unique: int,
                n: int, extlen: int) -> int:
