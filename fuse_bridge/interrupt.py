@@ -354,7 +354,7 @@ class InterruptTable:
             # it waits (Session.wait_begins).
             req = record.request
             if req is None or req.unique != unique:
-                req = self.session._stepping
+                req = getattr(self.session, "_stepping", None)
             if req is None or req.unique != unique or req.frame is None:
                 raise LookupError(f"no request {unique} in flight")
         if req.record is not None and not req.record.reaped:

@@ -38,21 +38,22 @@ _SMALL = abi.FUSE_MIN_READ_BUFFER   # the first read buffer; most requests fit i
 
 
 @types.coroutine
-def _resume(coro: Any, trap: Any):
-    """Continue awaiting ``coro`` after we stepped it by hand once (it yielded ``trap``)."""
+def resume(coro: Any, trap: Any) -> Any:
+    """Continue awaiting ``coro`` after it was stepped by hand once (it yielded ``trap``);
+    what it returns."""
     while True:
         try:
             sent = yield trap
         except BaseException as exc:
             try:
                 trap = coro.throw(exc)
-            except StopIteration:
-                return
+            except StopIteration as done:
+                return done.value
         else:
             try:
                 trap = coro.send(sent)
-            except StopIteration:
-                return
+            except StopIteration as done:
+                return done.value
 
 
 class Channel:
@@ -105,7 +106,7 @@ class Channel:
 
 
 async def read_loop(session: Any, chan: Channel) -> None:
-    """One reader of ``chan``: read a request, step ``session.dispatch`` on it inline;
+    """One reader of ``chan``: read a request, serve it inline (``session.serve``);
     if it waits, become that request's task (another reader takes the device)."""
     small = bytearray(_SMALL)
     small_view = memoryview(small)        # requests are handed on as views: no copy
@@ -113,7 +114,7 @@ async def read_loop(session: Any, chan: Channel) -> None:
     large_view: Optional[memoryview] = memoryview(large)
     bufs = [small, large_view[_SMALL:]]
     fd = chan.fd
-    dispatch = session.dispatch
+    serve = session.serve
     streak = 0
     polled = False      # this reader just waited in the idle poll: do not wait there again
     try:
@@ -179,10 +180,8 @@ async def read_loop(session: Any, chan: Channel) -> None:
                     else:
                         large[:_SMALL] = small      # the request, contiguous in large
                         buf = large_view
-                    coro = dispatch(chan, buf, n)
-                    try:
-                        trap = coro.send(None)
-                    except StopIteration:
+                    rest = serve(chan, buf, n)
+                    if rest is None:            # done without waiting
                         streak += 1
                         if streak >= _YIELD_EVERY:
                             streak = 0
@@ -208,7 +207,7 @@ async def read_loop(session: Any, chan: Channel) -> None:
                         req.cancel_scope = scope
                         if req.cancel_requested:
                             scope.cancel()
-                    await _resume(coro, trap)
+                    await rest
                     break           # that request's scope: take a fresh one
             if large is None:
                 large = chan.take_large()

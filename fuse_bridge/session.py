@@ -26,7 +26,7 @@ import logging
 import os
 import struct
 import time
-from typing import Any, Optional
+from typing import Any, Awaitable, Optional
 
 import trio
 
@@ -39,7 +39,7 @@ from .client import FuseClient
 from .interrupt import InterruptTable, Request
 from .opcodes import TABLE, Handler, OpcodeRow
 from .options import BridgeOptions
-from .readers import Channel, read_loop
+from .readers import Channel, read_loop, resume
 
 log = logging.getLogger("xlfs.fuse")
 
@@ -242,12 +242,14 @@ class Session:
         return state
 
     # -- the request loop --------------------------------------------------------------
-    async def dispatch(self, chan: Channel, buf: memoryview, n: int) -> None:
+    def serve(self, chan: Channel, buf: memoryview, n: int) -> Optional[Awaitable[None]]:
         """Serve the request in ``buf[:n]`` (a view of the reader's buffer): check it,
-        run its handler, answer once."""
+        step its handler, answer once.  None when it is done (the usual case: the handler
+        did not wait); else it waits, and the reader awaits what this returns to finish
+        it, after :meth:`wait_begins`."""
         if n < _HDR:
             log.error("malformed request: %d bytes, shorter than the %d-byte header", n, _HDR)
-            return
+            return None
         length, opcode, unique, nodeid, uid, gid, pid, extlen = _IN_HEADER_UNPACK(buf)
         if self.dump is not None:
             self._dump(b"R", buf[:n])
@@ -257,18 +259,20 @@ class Session:
                 or unique in self.pending):
             end = self._admit(chan.fd, route, length, opcode, unique, n, extlen)
             if end < 0:
-                return
+                return None
             assert route is not None
             if not route.reply:
                 self._stepping = None
-                return await self._no_reply(route, chan.fd, unique, opcode, nodeid, buf, end)
+                step = self._no_reply(route, chan.fd, unique, opcode, nodeid, buf, end)
+                try:
+                    first = step.send(None)
+                except StopIteration:
+                    return None
+                return resume(step, first)
         else:
             end = n
         if pid not in _FOREIGN:
             selfaccess.check(pid, opcode, unique, nodeid)
-        # The request enters ``pending`` (where INTERRUPT finds it) only if it waits: the
-        # reader that steps it puts it there (fuse_bridge.readers); until it waits no
-        # other request can run.
         # Request(self, chan.fd, unique, opcode, nodeid, uid, gid, pid), without the
         # call of its __init__ (a third of the cost of making it: once per request).
         req = _new_object(Request)
@@ -282,10 +286,15 @@ class Session:
         req.pid = pid
         req.replied = False
         req.frame = req
+        # The request enters ``pending`` (where INTERRUPT finds it) only if it waits
+        # (wait_begins); until then no other request can run.
         self._stepping = req
+        handler: Any = route.handler(self.client, req, buf[_HDR:end])
         try:
-            payload = await route.handler(self.client, req, buf[_HDR:end])
+            trap = handler.send(None)
+        except StopIteration as done:
             if not req.replied:
+                payload = done.value
                 if payload.__class__ is bytes and len(payload) <= _JOIN_MAX:
                     # The usual small reply (reply()'s first case), inline.
                     msg = _OUT_HEADER_PACK(16 + len(payload), 0, unique) + payload
@@ -297,25 +306,66 @@ class Session:
                         self._write_failed(exc, unique)
                     req.replied = True
                 else:
-                    self.reply(req, payload)
-        except trio.Cancelled:
-            if req.cancel_requested:        # interrupted: the reader's scope absorbs it
-                self.reply_error(req, errno.EINTR)
-            raise
-        except OSError as exc:              # FopError included
-            self.reply_error(req, exc.errno or errno.EIO)
-        except _MALFORMED as exc:
-            log.error("%s (unique %d): malformed request: %s", _opname(opcode), unique, exc)
-            self.reply_error(req, errno.EIO)
-        except Exception:
-            self.exceptions += 1
-            log.exception("%s (unique %d, nodeid %d) raised; answering EIO",
-                          _opname(opcode), unique, nodeid)
-            self.reply_error(req, errno.EIO)
+                    try:
+                        self.reply(req, payload)
+                    except BaseException as exc:
+                        self._done(req, exc)
+                        return None
+            req.frame = None                # the cycle (req.frame is req); also: done
+            if req.record is not None:
+                req.finish()
+            return None
+        except BaseException as exc:
+            self._done(req, exc)
+            return None
+        return self._finish(req, handler, trap)
+
+    async def dispatch(self, chan: Channel, buf: memoryview, n: int) -> None:
+        """:meth:`serve` as one coroutine (tests, tools): the request, served whole."""
+        rest = self.serve(chan, buf, n)
+        if rest is not None:
+            self.wait_begins()
+            await rest
+
+    async def _finish(self, req: Request, handler: Any, trap: Any) -> None:
+        """The rest of a request whose handler waits (serve stepped it once)."""
+        try:
+            payload = await resume(handler, trap)
+            if not req.replied:
+                self.reply(req, payload)
+        except BaseException as exc:
+            self._done(req, exc)
+        else:
+            self._done(req, None)
+
+    def _done(self, req: Request, exc: Optional[BaseException]) -> None:
+        """The request is over: answer what its handler raised (``exc``: its errno, EIO,
+        or EINTR when it was interrupted), then forget the request.  Re-raises what is
+        not the request's to absorb (trio.Cancelled: the reader's scope takes it)."""
+        try:
+            if exc is None:
+                pass
+            elif isinstance(exc, trio.Cancelled):
+                if req.cancel_requested:     # interrupted: the reader's scope absorbs it
+                    self.reply_error(req, errno.EINTR)
+                raise exc
+            elif isinstance(exc, OSError):   # FopError included
+                self.reply_error(req, exc.errno or errno.EIO)
+            elif isinstance(exc, _MALFORMED):
+                log.error("%s (unique %d): malformed request: %s", _opname(req.opcode),
+                          req.unique, exc)
+                self.reply_error(req, errno.EIO)
+            elif isinstance(exc, Exception):
+                self.exceptions += 1
+                log.error("%s (unique %d, nodeid %d) raised; answering EIO",
+                          _opname(req.opcode), req.unique, req.nodeid, exc_info=exc)
+                self.reply_error(req, errno.EIO)
+            else:
+                raise exc
         finally:
             req.frame = None                # the cycle (req.frame is req); also: done
             if req.waited:
-                del self.pending[unique]
+                del self.pending[req.unique]
             if req.record is not None:
                 req.finish()
 
