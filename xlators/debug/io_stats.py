@@ -251,10 +251,22 @@ class IoStats(Translator):
         self._stats = [FopStats() for _ in FOPS]
         self.bytes_read = 0
         self.bytes_written = 0
-        self.read_sizes: dict[int, int] = {}
-        self.write_sizes: dict[int, int] = {}
+        # Reads and writes by size.bit_length() (65: any 64-bit size); read_sizes and
+        # write_sizes give them as {bucket: count}.
+        self._read_hist: list[int] = [0] * 65
+        self._write_hist: list[int] = [0] * 65
         self.passthrough_opens = 0      # opens whose READ/WRITE the kernel does itself
         self._since = time.time()
+
+    @property
+    def read_sizes(self) -> dict[int, int]:
+        """Reads by size: bucket b holds sizes with size.bit_length() == b."""
+        return {b: n for b, n in enumerate(self._read_hist) if n}
+
+    @property
+    def write_sizes(self) -> dict[int, int]:
+        """Writes by size: bucket b holds sizes with size.bit_length() == b."""
+        return {b: n for b, n in enumerate(self._write_hist) if n}
 
     def stats(self, fop: str) -> FopStats:
         return self._stats[_FOP_INDEX[fop]]
@@ -374,17 +386,13 @@ async def {name}(self, frame, {params}):
 _DATA_IN = """\
     if result.__class__ is int:
         self.bytes_written += result
-        sizes = self.write_sizes
-        b = result.bit_length()
-        sizes[b] = sizes.get(b, 0) + 1
+        self._write_hist[result.bit_length()] += 1
 """
 _DATA_OUT = """\
-    if isinstance(result, BUFFERS):
+    if result.__class__ is bytes or isinstance(result, BUFFERS):
         n = len(result)
         self.bytes_read += n
-        sizes = self.read_sizes
-        b = n.bit_length()
-        sizes[b] = sizes.get(b, 0) + 1
+        self._read_hist[n.bit_length()] += 1
 """
 
 
