@@ -289,8 +289,9 @@ class Session:
         # The request enters ``pending`` (where INTERRUPT finds it) only if it waits
         # (wait_begins); until then no other request can run.
         self._stepping = req
-        handler: Any = route.handler(self.client, req, buf[_HDR:end])
         try:
+            # Handlers are coroutine functions (fuse_bridge.opcodes): stepped by hand.
+            handler: Any = route.handler(self.client, req, buf[_HDR:end])
             trap = handler.send(None)
         except StopIteration as done:
             if not req.replied:
