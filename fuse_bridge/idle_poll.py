@@ -69,7 +69,8 @@ class IdlePoll:
             self.streak = 0
             return False
         timeout = self.hold_ms
-        deadline = runner.deadlines.next_deadline()
+        # No deadline at all (a serving daemon's usual state): no call to find the next.
+        deadline = runner.deadlines.next_deadline() if runner.deadlines._heap else _NO_DEADLINE
         if deadline != _NO_DEADLINE:
             left = runner.clock.deadline_to_sleep_time(deadline)
             if left * 1000 < timeout:
@@ -112,6 +113,8 @@ def for_current_run(fd: int, hold: float) -> Optional[IdlePoll]:
         epoll_fd = epoll.fileno()
         runner.runq.__len__
         runner.deadlines.next_deadline
+        if not isinstance(runner.deadlines._heap, list):
+            raise AttributeError("trio's deadlines are not a heap list")
         runner.clock.deadline_to_sleep_time
     except (ImportError, AttributeError, RuntimeError, ValueError) as exc:
         log.debug("idle poll off: trio's internals differ (%s)", exc)

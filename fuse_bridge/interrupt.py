@@ -251,10 +251,13 @@ class Request(Frame):
     interrupted = False           # an interrupt came (remembered for late handlers)
     interruptible = True          # False: translators' handlers are refused
     cancel_requested = False
+    waited = False                # it suspended once: it is in the session's pending
     waited_at = 0.0               # time.monotonic() when it first waited (.meta)
 
     def __init__(self, session: Any, fd: int, unique: int, opcode: int, nodeid: int,
                  uid: int = 0, gid: int = 0, pid: int = 0) -> None:
+        # Session.dispatch makes requests without calling this: a field added here must
+        # be set there too.
         self.session = session
         self.fd = fd
         self.unique = unique
@@ -347,7 +350,13 @@ class InterruptTable:
         unique = record.header.unique
         req = self.pending.get(unique)
         if req is None:
-            raise LookupError(f"no request {unique} in flight")
+            # Not waiting (yet): the request being stepped, which enters pending when
+            # it waits (Session.wait_begins).
+            req = record.request
+            if req is None or req.unique != unique:
+                req = getattr(self.session, "_stepping", None)
+            if req is None or req.unique != unique or req.frame is None:
+                raise LookupError(f"no request {unique} in flight")
         if req.record is not None and not req.record.reaped:
             raise ValueError(f"request {unique} has an interrupt record already")
         record.request = req

@@ -82,7 +82,8 @@ class BridgeHost:
         located = self._locate()
         now = time.monotonic()
         out = []
-        for unique, req in list(s.interrupts.pending.items()):
+        for req in s.in_flight():
+            unique = req.unique
             frame = req.frame
             where, waiting_on = located.get(unique, ((), ""))
             since = getattr(req, "waited_at", 0.0) or 0.0
@@ -102,12 +103,13 @@ class BridgeHost:
         if nursery is None:
             return found
         from .session import Session
-        dispatch_code = Session.dispatch.__code__
+        # A request's frame: serve's while it is stepped, _finish's once it waits.
+        request_codes = (Session.serve.__code__, Session._finish.__code__)
         stacks = [(_running_stack(), None)]          # the request reading .meta/frames
         stacks += [(_chain(task.coro), task) for task in list(nursery.child_tasks)]
         for frames, task in stacks:
             for i, fr in enumerate(frames):
-                if fr.f_code is dispatch_code:
+                if fr.f_code in request_codes:
                     req = fr.f_locals.get("req")
                     if req is not None and req.unique not in found:
                         found[req.unique] = _where(frames[i + 1:], task)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import time
 import types
 from typing import Any, Optional
 
@@ -39,21 +38,22 @@ _SMALL = abi.FUSE_MIN_READ_BUFFER   # the first read buffer; most requests fit i
 
 
 @types.coroutine
-def _resume(coro: Any, trap: Any):
-    """Continue awaiting ``coro`` after we stepped it by hand once (it yielded ``trap``)."""
+def resume(coro: Any, trap: Any) -> Any:
+    """Continue awaiting ``coro`` after it was stepped by hand once (it yielded ``trap``);
+    what it returns."""
     while True:
         try:
             sent = yield trap
         except BaseException as exc:
             try:
                 trap = coro.throw(exc)
-            except StopIteration:
-                return
+            except StopIteration as done:
+                return done.value
         else:
             try:
                 trap = coro.send(sent)
-            except StopIteration:
-                return
+            except StopIteration as done:
+                return done.value
 
 
 class Channel:
@@ -106,7 +106,7 @@ class Channel:
 
 
 async def read_loop(session: Any, chan: Channel) -> None:
-    """One reader of ``chan``: read a request, step ``session.dispatch`` on it inline;
+    """One reader of ``chan``: read a request, serve it inline (``session.serve``);
     if it waits, become that request's task (another reader takes the device)."""
     small = bytearray(_SMALL)
     small_view = memoryview(small)        # requests are handed on as views: no copy
@@ -114,7 +114,7 @@ async def read_loop(session: Any, chan: Channel) -> None:
     large_view: Optional[memoryview] = memoryview(large)
     bufs = [small, large_view[_SMALL:]]
     fd = chan.fd
-    dispatch = session.dispatch
+    serve = session.serve
     streak = 0
     polled = False      # this reader just waited in the idle poll: do not wait there again
     try:
@@ -180,10 +180,8 @@ async def read_loop(session: Any, chan: Channel) -> None:
                     else:
                         large[:_SMALL] = small      # the request, contiguous in large
                         buf = large_view
-                    coro = dispatch(chan, buf, n)
-                    try:
-                        trap = coro.send(None)
-                    except StopIteration:
+                    rest = serve(chan, buf, n)
+                    if rest is None:            # done without waiting
                         streak += 1
                         if streak >= _YIELD_EVERY:
                             streak = 0
@@ -204,13 +202,12 @@ async def read_loop(session: Any, chan: Channel) -> None:
                         large = bufs[1] = None
                     ensure_listener(session, chan)
                     streak = 0
-                    req, session._stepping = session._stepping, None
+                    req = session.wait_begins()     # now in pending: interruptible
                     if req is not None:
-                        req.waited_at = time.monotonic()   # its age in .meta/frames
-                        req.frame.cancel_scope = scope
+                        req.cancel_scope = scope
                         if req.cancel_requested:
                             scope.cancel()
-                    await _resume(coro, trap)
+                    await rest
                     break           # that request's scope: take a fresh one
             if large is None:
                 large = chan.take_large()

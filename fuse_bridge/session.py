@@ -25,7 +25,8 @@ import fcntl
 import logging
 import os
 import struct
-from typing import Any, Optional
+import time
+from typing import Any, Awaitable, Optional
 
 import trio
 
@@ -38,7 +39,7 @@ from .client import FuseClient
 from .interrupt import InterruptTable, Request
 from .opcodes import TABLE, Handler, OpcodeRow
 from .options import BridgeOptions
-from .readers import Channel, read_loop
+from .readers import Channel, read_loop, resume
 
 log = logging.getLogger("xlfs.fuse")
 
@@ -47,7 +48,9 @@ _OUT_HEADER_PACK = abi.OUT_HEADER.pack
 _HDR = abi.IN_HEADER.size
 _FOREIGN = selfaccess.FOREIGN
 _opname = abi.opcode_name
+_new_object = object.__new__
 _JOIN_MAX = 16384       # replies up to this size are joined to their header, not writev'd
+_NEVER = 1 << 62        # a request length no read returns
 # What a request's body may raise when it is malformed (not a handler bug).
 # OverflowError: a number the kernel never sends (an offset past 2**63 - 1, flags past an
 # int) that a system call cannot take.
@@ -61,13 +64,16 @@ class SessionEnded(Exception):
 class Route:
     """A session's view of one opcode table row: its handler (which the session may wrap:
     fuse_bridge.mount_watch), the shortest valid request, and whether it is answered."""
-    __slots__ = ("row", "handler", "min_len", "reply")
+    __slots__ = ("row", "handler", "min_len", "reply", "fast_len")
 
     def __init__(self, row: OpcodeRow) -> None:
         self.row = row
         self.handler: Optional[Handler] = row.handler
         self.min_len = _HDR + (row.input.size if row.input is not None else 0)
         self.reply = row.reply
+        # The shortest request dispatch serves without a closer look (Session._admit):
+        # never, for the requests that are not answered.
+        self.fast_len = self.min_len if row.reply else _NEVER
 
 
 class Session:
@@ -236,35 +242,60 @@ class Session:
         return state
 
     # -- the request loop --------------------------------------------------------------
-    async def dispatch(self, chan: Channel, buf: memoryview, n: int) -> None:
+    def serve(self, chan: Channel, buf: memoryview, n: int) -> Optional[Awaitable[None]]:
         """Serve the request in ``buf[:n]`` (a view of the reader's buffer): check it,
-        run its handler, answer once."""
+        step its handler, answer once.  None when it is done (the usual case: the handler
+        did not wait); else it waits, and the reader awaits what this returns to finish
+        it, after :meth:`wait_begins`."""
         if n < _HDR:
             log.error("malformed request: %d bytes, shorter than the %d-byte header", n, _HDR)
-            return
+            return None
         length, opcode, unique, nodeid, uid, gid, pid, extlen = _IN_HEADER_UNPACK(buf)
         if self.dump is not None:
             self._dump(b"R", buf[:n])
         self.requests += 1
         route = self.routes.get(opcode)
-        pending = self.pending
-        if route is None or length != n or extlen or n < route.min_len or unique in pending:
+        if (route is None or length != n or extlen or n < route.fast_len
+                or unique in self.pending):
             end = self._admit(chan.fd, route, length, opcode, unique, n, extlen)
             if end < 0:
-                return
+                return None
+            assert route is not None
+            if not route.reply:
+                self._stepping = None
+                step = self._no_reply(route, chan.fd, unique, opcode, nodeid, buf, end)
+                try:
+                    first = step.send(None)
+                except StopIteration:
+                    return None
+                return resume(step, first)
         else:
             end = n
-        if not route.reply:
-            self._stepping = None
-            return await self._no_reply(route, chan.fd, unique, opcode, nodeid, buf, end)
         if pid not in _FOREIGN:
             selfaccess.check(pid, opcode, unique, nodeid)
-        req = Request(self, chan.fd, unique, opcode, nodeid, uid, gid, pid)
-        pending[unique] = req
+        # Request(self, chan.fd, unique, opcode, nodeid, uid, gid, pid), without the
+        # call of its __init__ (a third of the cost of making it: once per request).
+        req = _new_object(Request)
+        req.session = self
+        req.fd = chan.fd
+        req.unique = unique
+        req.opcode = opcode
+        req.nodeid = nodeid
+        req.uid = uid
+        req.gid = gid
+        req.pid = pid
+        req.replied = False
+        req.frame = req
+        # The request enters ``pending`` (where INTERRUPT finds it) only if it waits
+        # (wait_begins); until then no other request can run.
         self._stepping = req
         try:
-            payload = await route.handler(self.client, req, buf[_HDR:end])
+            # Handlers are coroutine functions (fuse_bridge.opcodes): stepped by hand.
+            handler: Any = route.handler(self.client, req, buf[_HDR:end])
+            trap = handler.send(None)
+        except StopIteration as done:
             if not req.replied:
+                payload = done.value
                 if payload.__class__ is bytes and len(payload) <= _JOIN_MAX:
                     # The usual small reply (reply()'s first case), inline.
                     msg = _OUT_HEADER_PACK(16 + len(payload), 0, unique) + payload
@@ -276,26 +307,89 @@ class Session:
                         self._write_failed(exc, unique)
                     req.replied = True
                 else:
-                    self.reply(req, payload)
-        except trio.Cancelled:
-            if req.cancel_requested:        # interrupted: the reader's scope absorbs it
-                self.reply_error(req, errno.EINTR)
-            raise
-        except OSError as exc:              # FopError included
-            self.reply_error(req, exc.errno or errno.EIO)
-        except _MALFORMED as exc:
-            log.error("%s (unique %d): malformed request: %s", _opname(opcode), unique, exc)
-            self.reply_error(req, errno.EIO)
-        except Exception:
-            self.exceptions += 1
-            log.exception("%s (unique %d, nodeid %d) raised; answering EIO",
-                          _opname(opcode), unique, nodeid)
-            self.reply_error(req, errno.EIO)
-        finally:
-            del pending[unique]
-            req.frame = None                # the cycle (req.frame is req)
+                    try:
+                        self.reply(req, payload)
+                    except BaseException as exc:
+                        self._done(req, exc)
+                        return None
+            req.frame = None                # the cycle (req.frame is req); also: done
             if req.record is not None:
                 req.finish()
+            return None
+        except BaseException as exc:
+            self._done(req, exc)
+            return None
+        return self._finish(req, handler, trap)
+
+    async def dispatch(self, chan: Channel, buf: memoryview, n: int) -> None:
+        """:meth:`serve` as one coroutine (tests, tools): the request, served whole."""
+        rest = self.serve(chan, buf, n)
+        if rest is not None:
+            self.wait_begins()
+            await rest
+
+    async def _finish(self, req: Request, handler: Any, trap: Any) -> None:
+        """The rest of a request whose handler waits (serve stepped it once)."""
+        try:
+            payload = await resume(handler, trap)
+            if not req.replied:
+                self.reply(req, payload)
+        except BaseException as exc:
+            self._done(req, exc)
+        else:
+            self._done(req, None)
+
+    def _done(self, req: Request, exc: Optional[BaseException]) -> None:
+        """The request is over: answer what its handler raised (``exc``: its errno, EIO,
+        or EINTR when it was interrupted), then forget the request.  Re-raises what is
+        not the request's to absorb (trio.Cancelled: the reader's scope takes it)."""
+        try:
+            if exc is None:
+                pass
+            elif isinstance(exc, trio.Cancelled):
+                if req.cancel_requested:     # interrupted: the reader's scope absorbs it
+                    self.reply_error(req, errno.EINTR)
+                raise exc
+            elif isinstance(exc, OSError):   # FopError included
+                self.reply_error(req, exc.errno or errno.EIO)
+            elif isinstance(exc, _MALFORMED):
+                log.error("%s (unique %d): malformed request: %s", _opname(req.opcode),
+                          req.unique, exc)
+                self.reply_error(req, errno.EIO)
+            elif isinstance(exc, Exception):
+                self.exceptions += 1
+                log.error("%s (unique %d, nodeid %d) raised; answering EIO",
+                          _opname(req.opcode), req.unique, req.nodeid, exc_info=exc)
+                self.reply_error(req, errno.EIO)
+            else:
+                raise exc
+        finally:
+            req.frame = None                # the cycle (req.frame is req); also: done
+            if req.waited:
+                del self.pending[req.unique]
+            if req.record is not None:
+                req.finish()
+
+    def wait_begins(self) -> Optional[Request]:
+        """The request being stepped suspends (its reader calls this, right after the
+        step that suspended): it enters ``pending``, where INTERRUPT and the statedump
+        find it.  None when the suspended step was not a request that is answered."""
+        req, self._stepping = self._stepping, None
+        if req is None or req.frame is None:     # none, or one that is done already
+            return None
+        req.waited = True
+        req.waited_at = time.monotonic()         # its age in .meta/frames
+        self.pending[req.unique] = req
+        return req
+
+    def in_flight(self) -> list[Request]:
+        """The requests not answered yet: those that wait, and the one being stepped
+        (the request that asks, when a request asks)."""
+        reqs = list(self.pending.values())
+        req = self._stepping
+        if req is not None and req.frame is not None and not req.waited:
+            reqs.append(req)
+        return reqs
 
     def _admit(self, fd: int, route: Optional[Route], length: int, opcode: int, unique: int,
                n: int, extlen: int) -> int:

@@ -65,3 +65,45 @@ async def test_kept_frame_after_the_reply() -> None:
             assert not any(type(o) is Request and id(o) == rid for o in gc.get_objects())
         finally:
             gc.enable()
+
+
+class Inspector(Translator):
+    """Looks at the session while its getattr runs: inline (``wait`` False) or after a
+    checkpoint; inserts an interrupt record for the request either way."""
+    type = "test/inspector"
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.wait = False
+        self.seen: list[tuple[bool, bool]] = []
+
+    async def getattr(self, frame, inode, fd=None):
+        import trio
+        from fuse_bridge.interrupt import (interrupt_record_insert,
+                                           interrupt_record_new)
+        if self.wait:
+            await trio.lowlevel.checkpoint()
+        s = frame.session
+        self.seen.append((frame.unique in s.pending, frame in s.in_flight()))
+        interrupt_record_insert(interrupt_record_new(frame.header, lambda rec: None))
+        return await self.child.getattr(frame, inode, fd)
+
+
+async def test_a_request_enters_pending_only_when_it_waits() -> None:
+    """pending (where INTERRUPT looks) holds the requests that wait; one that answers
+    without waiting is never in it, yet it is in flight (.meta/frames lists it) and may
+    insert an interrupt record, reaped when it is answered."""
+    registry = Registry(load_entrypoints=False)
+    registry.register(Inspector, "tests.protocol")
+    graph = Graph.from_text(MEMORY_VOL + "\nvolume inspector\n    type test/inspector\n"
+                            "    subvolumes memory\nend-volume\n", registry=registry)
+    graph.init()
+    graph.activate()
+    inspector = graph.top
+    async with serve(graph) as (k, s):
+        assert (await k.call(3, bytes(16), 1)).error == 0          # GETATTR, inline
+        inspector.wait = True
+        assert (await k.call(3, bytes(16), 1)).error == 0          # GETATTR that waits
+        assert inspector.seen == [(False, True), (True, True)]
+        assert not s.pending and not s.in_flight()
+        assert s.interrupts.records == 0                          # both reaped

@@ -259,6 +259,21 @@ async def test_a_reply_that_cannot_be_sent_is_still_answered_once():
         (await k.getattr(1)).attr()
 
 
+async def test_a_handler_wrapper_that_raises_before_the_coroutine_is_answered():
+    """A handler may be a plain function handing back the handler's coroutine
+    (mount_watch's check): what it raises before that is the request's answer."""
+    from xlators.core.errors import FopError
+
+    def read_only_statfs(c, req, body):
+        raise FopError(errno.EROFS)
+    async with serve() as (k, s):
+        s.set_handler(int(O.STATFS), read_only_statfs)
+        u = await k.send(O.STATFS, b"", 1)
+        assert (await k.recv()).raw == error_reply(u, errno.EROFS)
+        assert await k.silence(0.1)
+        (await k.getattr(1)).attr()                   # the reader serves on
+
+
 async def test_a_dump_that_cannot_be_written_stops_and_serving_goes_on(caplog):
     """--dump-fuse on a full disk (/dev/full: ENOSPC once the buffer is flushed)."""
     async with serve(options=BridgeOptions(dump_fuse="/dev/full")) as (k, s):

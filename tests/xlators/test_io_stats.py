@@ -91,6 +91,25 @@ async def test_latency_min_avg_max_and_histogram(fake_ns):
     assert "5.00 us" in text
 
 
+async def test_latencies_past_the_last_bucket_are_shown_in_it(monkeypatch):
+    """The request path files a latency in its own log2 bucket (up to 54 for any 64-bit
+    nanosecond count); the dumps show 48 buckets, the last one holding everything
+    above, with min and max exact."""
+    steps = iter([0, 2 ** 50 * 1000, 0, 2 ** 47 * 1000, 0, 3000])
+    monkeypatch.setattr(io_stats_mod, "perf_counter_ns", lambda: next(steps))
+    h = stack(latency_measurement="on")
+    h.top.reset()
+    xl: IoStats = h.top
+    for _ in range(3):
+        await xl.getattr(Frame(), h.itable.root)
+    s = xl.stats("getattr")
+    assert s.lat_n == 3 and s.lat_min == 3000 and s.lat_max == 2 ** 50 * 1000
+    top = f"{1 << 46}-{1 << 47}"
+    assert xl.dump()["getattr.histogram_us"] == f"2-4:1,{top}:2"
+    assert json.loads(xl.dump_json())["fops"]["getattr"]["histogram_us"] == {"2-4": 1,
+                                                                            top: 2}
+
+
 async def test_count_fop_hits_off_and_reset():
     h = stack(count_fop_hits="off")
     await h.write_file("/f", b"12345")

@@ -57,6 +57,8 @@ def loff(value: int, what: str = "offset") -> int:
 def rw_range(offset: int, count: int) -> tuple[int, int]:
     """(offset, count) of a read or write: EINVAL for a negative offset or count or an
     end past LOFF_MAX; the count clamped to MAX_RW_COUNT (a short transfer)."""
+    if 0 <= offset and 0 <= count <= MAX_RW_COUNT and offset + count <= LOFF_MAX:
+        return offset, count        # every read and write the kernel sends
     offset = loff(offset)
     if offset < 0 or count < 0:
         raise FopError(errno.EINVAL, f"negative {'offset' if offset < 0 else 'count'}")

@@ -64,29 +64,42 @@ def _bucket_label(b: int, unit: str = "") -> str:
     return f"{lo}-{hi}{unit}"
 
 
+_HIST_SHOWN = 48         # buckets reported; the last one holds everything above
+_NO_MIN = 1 << 64        # lat_min before the first latency: above any
+
+
 class FopStats:
-    """Numbers of one fop."""
-    __slots__ = ("count", "errors", "errnos", "lat_n", "lat_total", "lat_min", "lat_max",
-                 "hist")
+    """Numbers of one fop.  The latencies measured are as many as the histogram holds
+    (``lat_n``); ``lat_min`` means something once there is one."""
+    __slots__ = ("count", "errors", "errnos", "lat_total", "lat_min", "lat_max", "hist")
 
     def __init__(self) -> None:
         self.count = 0
         self.errors = 0
         self.errnos: dict[int, int] = {}
-        self.lat_n = 0
         self.lat_total = 0       # ns
-        self.lat_min = 0
+        self.lat_min = _NO_MIN
         self.lat_max = 0
-        self.hist: list[int] = [0] * 48   # by (latency in us).bit_length()
+        # By (latency in us).bit_length(): up to 54 for any 64-bit nanosecond latency,
+        # so no clamp on the request path; buckets past _HIST_SHOWN - 1 are shown there.
+        self.hist: list[int] = [0] * 64
+
+    @property
+    def lat_n(self) -> int:
+        return sum(self.hist)
 
     def latency(self, ns: int) -> None:
-        if self.lat_n == 0 or ns < self.lat_min:
+        if ns < self.lat_min:
             self.lat_min = ns
         if ns > self.lat_max:
             self.lat_max = ns
-        self.lat_n += 1
         self.lat_total += ns
-        self.hist[min((ns // 1000).bit_length(), 47)] += 1
+        self.hist[min((ns // 1000).bit_length(), 63)] += 1
+
+    def shown_hist(self) -> list[int]:
+        """The histogram as reported: _HIST_SHOWN buckets, the last one open-ended."""
+        h = self.hist
+        return h[:_HIST_SHOWN - 1] + [sum(h[_HIST_SHOWN - 1:])]
 
     def failed(self, exc: BaseException) -> None:
         self.errors += 1
@@ -102,12 +115,14 @@ class FopStats:
         if self.errnos:
             out["errnos"] = {errno.errorcode.get(e, str(e)): n
                              for e, n in sorted(self.errnos.items())}
-        if self.lat_n:
-            out["latency_us"] = {"n": self.lat_n, "min": self.lat_min / 1000,
-                                 "avg": self.lat_total / self.lat_n / 1000,
+        lat_n = self.lat_n
+        if lat_n:
+            out["latency_us"] = {"n": lat_n, "min": self.lat_min / 1000,
+                                 "avg": self.lat_total / lat_n / 1000,
                                  "max": self.lat_max / 1000,
                                  "total": self.lat_total / 1000}
-            out["histogram_us"] = {_bucket_label(b): n for b, n in enumerate(self.hist) if n}
+            out["histogram_us"] = {_bucket_label(b): n
+                                   for b, n in enumerate(self.shown_hist()) if n}
         return out
 
 
@@ -236,10 +251,22 @@ class IoStats(Translator):
         self._stats = [FopStats() for _ in FOPS]
         self.bytes_read = 0
         self.bytes_written = 0
-        self.read_sizes: dict[int, int] = {}
-        self.write_sizes: dict[int, int] = {}
+        # Reads and writes by size.bit_length() (65: any 64-bit size); read_sizes and
+        # write_sizes give them as {bucket: count}.
+        self._read_hist: list[int] = [0] * 65
+        self._write_hist: list[int] = [0] * 65
         self.passthrough_opens = 0      # opens whose READ/WRITE the kernel does itself
         self._since = time.time()
+
+    @property
+    def read_sizes(self) -> dict[int, int]:
+        """Reads by size: bucket b holds sizes with size.bit_length() == b."""
+        return {b: n for b, n in enumerate(self._read_hist) if n}
+
+    @property
+    def write_sizes(self) -> dict[int, int]:
+        """Writes by size: bucket b holds sizes with size.bit_length() == b."""
+        return {b: n for b, n in enumerate(self._write_hist) if n}
 
     def stats(self, fop: str) -> FopStats:
         return self._stats[_FOP_INDEX[fop]]
@@ -341,14 +368,12 @@ async def {name}(self, frame, {params}):
                 st.failed(exc)
             raise
         ns = clock() - t0
+        st.lat_total += ns
         if ns > st.lat_max:
             st.lat_max = ns
-        if ns < st.lat_min or not st.lat_n:
+        if ns < st.lat_min:
             st.lat_min = ns
-        st.lat_n += 1
-        st.lat_total += ns
-        b = (ns // 1000).bit_length()
-        st.hist[b if b < 47 else 47] += 1
+        st.hist[(ns // 1000).bit_length()] += 1     # lat_n is the histogram's sum
     else:
         try:
             result = await {wind:child}
@@ -361,17 +386,13 @@ async def {name}(self, frame, {params}):
 _DATA_IN = """\
     if result.__class__ is int:
         self.bytes_written += result
-        sizes = self.write_sizes
-        b = result.bit_length()
-        sizes[b] = sizes.get(b, 0) + 1
+        self._write_hist[result.bit_length()] += 1
 """
 _DATA_OUT = """\
-    if isinstance(result, BUFFERS):
+    if result.__class__ is bytes or isinstance(result, BUFFERS):
         n = len(result)
         self.bytes_read += n
-        sizes = self.read_sizes
-        b = n.bit_length()
-        sizes[b] = sizes.get(b, 0) + 1
+        self._read_hist[n.bit_length()] += 1
 """
 
 
