@@ -47,6 +47,12 @@ What invalidates (drops) an inode's record:
   Upcalls always continue up to the bridge, which tells the kernel;
 - CHILD_DOWN drops everything; ``forget`` drops the inode's record.
 
+unlink, rmdir and rename also drop the inode the removed or replaced name held: md-cache
+knows it from the entry it cached, or knows the name holds none of its inodes when a
+lookup found the name missing less than ``md-cache-timeout`` ago (the kernel's LOOKUP
+before a rename or mkdir); for any other name it looks the name up first (see
+:mod:`xlators.performance.md_cache_entries`).
+
 A reply to a fop wound before an invalidation of its inode is not cached (it may carry
 the old state).  The bound on staleness is therefore: changes made through this graph,
 none; changes made below it (in the brick, by another client), the upcall's delay with
