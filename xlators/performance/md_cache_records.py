@@ -168,18 +168,22 @@ class MdRecords:
             st.attr_time = self.clock()
 
     def _store_entry(self, parent: Inode, name: bytes, entry: Entry, since: int) -> None:
-        if not self._on or not isinstance(entry, Entry):
+        """Cache the entry ``name`` of ``parent`` and its attributes from a reply to a fop
+        wound at generation ``since`` (what was invalidated after that is not)."""
+        if not self._on or entry.__class__ is not Entry:
             return
         inode = entry.inode
-        attr = entry.attr
         now = self.clock()
         st = inode.ctx.get(self)
         if st is None:
+            attr = entry.attr
             if isinstance(attr, Attr):
                 inode.ctx[self] = MdState(attr, now)
-        elif st.inval_gen <= since and isinstance(attr, Attr):
-            st.attr = attr
-            st.attr_time = now
+        elif st.inval_gen <= since:
+            attr = entry.attr
+            if isinstance(attr, Attr):
+                st.attr = attr
+                st.attr_time = now
         pst = parent.ctx.get(self)
         if pst is None:
             pst = parent.ctx[self] = MdState()
