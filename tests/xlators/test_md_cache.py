@@ -463,3 +463,64 @@ async def test_exclusive_create_answers_the_capability_question():
     with pytest.raises(FopError):
         await h.top.getxattr(h.frame(), e2.inode, b"security.capability")
     assert counter.counts.get("getxattr", 0) == 1
+
+
+# -- names a lookup found missing (MdState.absent) -----------------------------------------
+
+async def test_rename_to_a_name_a_lookup_just_found_missing_looks_up_nothing_more():
+    """The kernel looks the new name up (ENOENT) before RENAME: md-cache then knows the
+    name holds no inode of its own and winds the rename without a lookup of its own."""
+    h, c, _, _ = build(md_cache_timeout="5")
+    await h.write_file("/a", b"x")
+    await h.top.lookup(h.frame(), Loc(h.root, b"a"))
+    with pytest.raises(FopError):
+        await h.top.lookup(h.frame(), Loc(h.root, b"new"))
+    c.counts.clear()
+    await h.top.rename(h.frame(), Loc(h.root, b"a"), Loc(h.root, b"new"), 0)
+    assert c.counts.get("lookup", 0) == 0
+    got = await h.top.lookup(h.frame(), Loc(h.root, b"new"))
+    assert got.attr.size == 1
+    with pytest.raises(FopError):
+        await h.top.lookup(h.frame(), Loc(h.root, b"a"))
+
+
+async def test_a_missing_name_is_trusted_only_for_the_timeout():
+    """A name made below md-cache after a lookup found it missing (a hard link to a file
+    whose attributes are cached): once md-cache-timeout has passed, unlinking it looks
+    the name up, and the file's link count is asked again."""
+    h, c, leaf, clock = build(md_cache_timeout="5")
+    await h.write_file("/a", b"x")
+    a = await h.lookup("/a")
+    with pytest.raises(FopError):
+        await h.top.lookup(h.frame(), Loc(h.root, b"b"))
+    await leaf.link(h.frame(), a.inode, Loc(h.root, b"b"))       # below md-cache
+    clock.now += 6
+    assert (await h.top.getattr(h.frame(), a.inode)).nlink == 2
+    await h.top.unlink(h.frame(), Loc(h.root, b"b"))
+    assert (await h.top.getattr(h.frame(), a.inode)).nlink == 1
+
+
+async def test_a_missing_name_is_forgotten_when_the_directory_is_invalidated():
+    h, c, leaf, clock = build(md_cache_timeout="600", cache_invalidation="on")
+    await h.write_file("/a", b"x")
+    a = await h.lookup("/a")
+    with pytest.raises(FopError):
+        await h.top.lookup(h.frame(), Loc(h.root, b"b"))
+    await leaf.link(h.frame(), a.inode, Loc(h.root, b"b"))
+    leaf.upcall(InvalidateEntry(h.root, b"b"))                  # the storage tells
+    leaf.upcall(InvalidateInode(a.inode, -1, 0))
+    assert (await h.top.getattr(h.frame(), a.inode)).nlink == 2
+    await h.top.unlink(h.frame(), Loc(h.root, b"b"))
+    assert (await h.top.getattr(h.frame(), a.inode)).nlink == 1
+
+
+async def test_a_missing_name_made_through_md_cache_is_known_again():
+    h, c, leaf, clock = build(md_cache_timeout="600", cache_invalidation="on")
+    await h.write_file("/a", b"x")
+    a = await h.lookup("/a")
+    with pytest.raises(FopError):
+        await h.top.lookup(h.frame(), Loc(h.root, b"b"))
+    await h.top.link(h.frame(), a.inode, Loc(h.root, b"b"))
+    assert (await h.top.getattr(h.frame(), a.inode)).nlink == 2
+    await h.top.unlink(h.frame(), Loc(h.root, b"b"))
+    assert (await h.top.getattr(h.frame(), a.inode)).nlink == 1

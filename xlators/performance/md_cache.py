@@ -47,6 +47,12 @@ What invalidates (drops) an inode's record:
   Upcalls always continue up to the bridge, which tells the kernel;
 - CHILD_DOWN drops everything; ``forget`` drops the inode's record.
 
+unlink, rmdir and rename also drop the inode the removed or replaced name held: md-cache
+knows it from the entry it cached, or knows the name holds none of its inodes when a
+lookup found the name missing less than ``md-cache-timeout`` ago (the kernel's LOOKUP
+before a rename or mkdir); for any other name it looks the name up first (see
+:mod:`xlators.performance.md_cache_entries`).
+
 A reply to a fop wound before an invalidation of its inode is not cached (it may carry
 the old state).  The bound on staleness is therefore: changes made through this graph,
 none; changes made below it (in the brick, by another client), the upcall's delay with
@@ -77,21 +83,22 @@ from typing import Any, Callable, Optional
 
 from ..core.errors import FopError
 from ..core.events import Event
-from ..core.frame import system_frame
+from ..core.fops import Fop, compile_fop
 from ..core.inode import Inode, Loc
 from ..core.options import Option
 from ..core.translator import Translator
 from ..core.types import Attr, DirEntry, Entry, StatFs
-from .fop_targets import MODIFYING_FOPS, NAME_REMOVING_FOPS, Changes, changes_of
-from .md_cache_records import MdRecords
+from .fop_targets import (MODIFYING_FOPS, NAME_REMOVING_FOPS, changes_of)
+from .md_cache_entries import MdEntryFops
 from .md_cache_state import ABSENT, XattrSelection
 
 GLUSTER_MAX_TIMEOUT_WITHOUT_INVALIDATION = 60
 _PASSTHROUGH_WRITER = object()   # fd.ctx mark: counted in passthrough_writers
-_CAPABILITY = b"security.capability"
+_O_TRUNC = os.O_TRUNC
+_ENOENT = errno.ENOENT
 
 
-class MdCache(MdRecords, Translator):
+class MdCache(MdEntryFops, Translator):
     """performance/md-cache: cache attributes, entries and chosen xattrs of inodes."""
     type = "performance/md-cache"
     children_range = (1, 1)
@@ -140,7 +147,7 @@ class MdCache(MdRecords, Translator):
         self._statfs: Optional[tuple[float, StatFs]] = None
         self._apply_options()
         self.stats = dict(stat_hit=0, stat_miss=0, lookup_hit=0, xattr_hit=0,
-                          xattr_miss=0, invalidations=0, upcalls=0, keep_cache=0)
+                          xattr_miss=0, upcalls=0, keep_cache=0)
 
     def _apply_options(self) -> None:
         timeout = self.opts.md_cache_timeout
@@ -150,7 +157,9 @@ class MdCache(MdRecords, Translator):
                              timeout, GLUSTER_MAX_TIMEOUT_WITHOUT_INVALIDATION)
             timeout = GLUSTER_MAX_TIMEOUT_WITHOUT_INVALIDATION
         self.timeout = float(timeout)
+        self._on = self.timeout > 0 and not self.opts.pass_through
         self.xattr_names = XattrSelection(self.opts)
+        self._capability_cached = b"security.capability" in self.xattr_names
 
     def reconfigured(self, old: Any) -> None:
         self._apply_options()
@@ -168,7 +177,14 @@ class MdCache(MdRecords, Translator):
             self._invalidate(fd.inode)
         return brick_fd
 
-    async def release(self, frame: Any, fd: Any) -> None:
+    def release(self, frame: Any, fd: Any) -> Any:
+        """Winds (the child's coroutine, none of md-cache's) unless ``fd`` is a
+        passthrough writer, whose end md-cache must see."""
+        if self in fd.ctx:
+            return self._release_writer(frame, fd)
+        return self.child.release(frame, fd)
+
+    async def _release_writer(self, frame: Any, fd: Any) -> None:
         try:
             return await self.child.release(frame, fd)
         finally:
@@ -189,34 +205,50 @@ class MdCache(MdRecords, Translator):
 
     # -- fops that read the cache -----------------------------------------------------------
     async def lookup(self, frame: Any, loc: Loc) -> Entry:
+        if not self._on:
+            return await self.child.lookup(frame, loc)
         since = self._gen
         name = loc.name
         if name is None:                               # nameless: revalidate an inode
-            attr = self._cached_attr(loc.inode) if self._caching() else None
+            attr = self._cached_attr(loc.inode)
             if attr is not None:
                 self.stats["lookup_hit"] += 1
-                return Entry(loc.inode, attr.copy())
+                return Entry(loc.inode, attr)
             entry = await self.child.lookup(frame, loc)
             self._store_attr(entry.inode, entry.attr, since)
             return entry
-        if isinstance(name, str):
-            name = name.encode()
-        if self._caching():
-            hit = self._cached_entry(loc.parent, name)
-            if hit is not None:
-                self.stats["lookup_hit"] += 1
-                return hit
-        entry = await self.child.lookup(frame, loc)
-        self._store_entry(loc.parent, name, entry, since)
+        if name.__class__ is not bytes:
+            name = os.fsencode(name)
+        parent = loc.parent
+        pst = parent.ctx.get(self)
+        if pst is not None:
+            held = pst.names.get(name)
+            if held is not None:
+                hit = self._entry_hit(held)
+                if hit is not None:
+                    self.stats["lookup_hit"] += 1
+                    return hit
+        try:
+            entry = await self.child.lookup(frame, loc)
+        except OSError as exc:
+            # what unlink, rmdir and rename then need not look up (MdState.absent)
+            if exc.errno == _ENOENT and pst is not None and pst.inval_gen <= since:
+                pst.absent = (name, self.clock())
+            raise
+        self._store_entry(parent, name, entry, since)
         return entry
 
     async def getattr(self, frame: Any, inode: Inode, fd: Any = None) -> Attr:
-        if self._caching():
-            attr = self._cached_attr(inode)
-            if attr is not None:
+        if not self._on:
+            return await self.child.getattr(frame, inode, fd)
+        st = inode.ctx.get(self)
+        if st is not None:
+            attr = st.attr
+            if attr is not None and not st.passthrough_writers \
+                    and self.clock() - st.attr_time < self.timeout:
                 self.stats["stat_hit"] += 1
-                return attr.copy()
-            self.stats["stat_miss"] += 1
+                return attr
+        self.stats["stat_miss"] += 1
         since = self._gen
         attr = await self.child.getattr(frame, inode, fd)
         self._store_attr(inode, attr, since)
@@ -225,14 +257,12 @@ class MdCache(MdRecords, Translator):
     async def readdirp(self, frame: Any, fd: Any, offset: int, size: int) -> list[DirEntry]:
         since = self._gen
         entries = await self.child.readdirp(frame, fd, offset, size)
-        if self._caching():
-            for e in entries:
-                if e.entry is not None and e.name not in (b".", b".."):
-                    self._store_entry(fd.inode, e.name, e.entry, since)
+        if self._on and entries:
+            self._store_entries(fd.inode, entries, since)
         return entries
 
     async def getxattr(self, frame: Any, inode: Inode, name: bytes) -> bytes:
-        cacheable = self._caching() and name in self.xattr_names
+        cacheable = self._on and name in self.xattr_names
         if cacheable:
             st = inode.ctx.get(self)
             if st is not None and name in st.xattrs and self._fresh(st.xattr_time) \
@@ -255,7 +285,7 @@ class MdCache(MdRecords, Translator):
         return value
 
     async def statfs(self, frame: Any, inode: Inode) -> StatFs:
-        if self.opts.md_cache_statfs and self._caching():
+        if self.opts.md_cache_statfs and self._on:
             cached = self._statfs
             if cached is not None and self._fresh(cached[0]):
                 return cached[1]
@@ -266,17 +296,20 @@ class MdCache(MdRecords, Translator):
 
     # -- fops that change what is cached ------------------------------------------------------
     async def open(self, frame: Any, inode: Inode, flags: int, fd: Any) -> None:
-        try:
+        if flags & _O_TRUNC:
+            try:
+                await self.child.open(frame, inode, flags, fd)
+            finally:
+                self._invalidate(inode)
+        else:
             await self.child.open(frame, inode, flags, fd)
-        finally:
-            self._apply_changes(changes_of("open", (inode, flags, fd)))
-        if self._caching():
+        if self._on:
             await self._keep_cache_hint(frame, inode, fd)
         return None
 
     async def opendir(self, frame: Any, inode: Inode, fd: Any) -> None:
         await self.child.opendir(frame, inode, fd)
-        if self._caching() and isinstance(getattr(fd, "open_flags", None), set):
+        if self._on and isinstance(getattr(fd, "open_flags", None), set):
             fd.open_flags.add("cache_dir")
             await self._keep_cache_hint(frame, inode, fd)
         return None
@@ -311,77 +344,59 @@ class MdCache(MdRecords, Translator):
         self._store_attr(inode, attr, self._gen)
         return attr
 
-    async def _new_entry(self, fop: str, frame: Any, loc: Loc, *args: Any) -> Entry:
-        try:
-            entry = await getattr(self.child, fop)(frame, *args)
-        finally:
-            self._apply_changes(changes_of(fop, args))
-        if isinstance(entry, Entry) and isinstance(loc.parent, Inode) and loc.name:
-            name = loc.name.encode() if isinstance(loc.name, str) else loc.name
-            self._store_entry(loc.parent, name, entry, self._gen)
-        return entry
-
-    async def create(self, frame: Any, loc: Loc, flags: int, mode: int, umask: int,
-                     fd: Any) -> Entry:
-        entry = await self._new_entry("create", frame, loc, loc, flags, mode, umask, fd)
-        if flags & os.O_EXCL and isinstance(entry, Entry) \
-                and _CAPABILITY in self.xattr_names and self._caching():
-            # A file an exclusive create made has no file capability (nothing sets one
-            # at creation): the kernel's question before the first write is answered
-            # here.  (Without O_EXCL the storage may have opened an existing file.)
-            # Stored as of now, as _new_entry stores the entry's attributes.
-            self._store_xattr(entry.inode, _CAPABILITY, ABSENT, self._gen)
-        return entry
-
-    async def mknod(self, frame: Any, loc: Loc, mode: int, rdev: int, umask: int) -> Entry:
-        return await self._new_entry("mknod", frame, loc, loc, mode, rdev, umask)
-
-    async def mkdir(self, frame: Any, loc: Loc, mode: int, umask: int) -> Entry:
-        return await self._new_entry("mkdir", frame, loc, loc, mode, umask)
-
-    async def symlink(self, frame: Any, target: bytes, loc: Loc) -> Entry:
-        return await self._new_entry("symlink", frame, loc, target, loc)
-
-    async def link(self, frame: Any, inode: Inode, newloc: Loc) -> Entry:
-        return await self._new_entry("link", frame, newloc, inode, newloc)
-
-    async def _unknown_victims(self, frame: Any, ch: Changes) -> list[Inode]:
-        """The inodes held by names that unlink/rmdir/rename will remove, for the names
-        md-cache has no entry of (their cached attributes, e.g. the link count of a
-        hard-linked file, would go stale): one lookup each.  An inode that this lookup
-        brought into the table (no one else holds it) is forgotten again below."""
-        out = []
-        for parent, name in ch.names:
-            pst = parent.ctx.get(self)
-            if pst is not None and name in pst.names or not self._caching():
-                continue
-            try:
-                entry = await self.child.lookup(frame, Loc(parent, name))
-            except OSError:
-                continue
-            if not isinstance(entry, Entry):
-                continue
-            if entry.inode.ctx.get(self) is not None:
-                out.append(entry.inode)
-            elif self.itable.purge(entry.inode):
-                await self.child.forget(system_frame(), entry.inode)
-        return out
-
-    async def forget(self, frame: Any, inode: Inode) -> None:
+    def forget(self, frame: Any, inode: Inode) -> Any:
+        """Drop the record; the child's forget is the coroutine awaited."""
         inode.ctx.pop(self, None)
-        return await self.child.forget(frame, inode)
+        return self.child.forget(frame, inode)
 
     def dump(self) -> dict[str, Any]:
+        """The counters; ``invalidations`` counts the invalidation events (the
+        generation counter: one per fop, upcall or drop that invalidated anything)."""
         cached = sum(1 for i in self.itable if i.ctx.get(self) is not None)
-        return dict(self.stats, timeout=self.timeout, inodes=cached)
+        return dict(self.stats, invalidations=self._gen, timeout=self.timeout,
+                    inodes=cached)
 
 
-def _invalidating(fop_name: str) -> Callable[..., Any]:
+# Every other fop marked ``modifies`` in the fop table: wind, then drop the records of
+# the inodes it names (an ``inode`` parameter, the inode of ``fd``/``fd_out``), with the
+# table's exact parameters (writev is on the data path).  A fop with locations that is
+# not written out above takes the general rule of xlators.performance.fop_targets.
+_INVALIDATING_SOURCE = """
+async def {name}(self, frame, {params}):
+    child = self.child
+    try:
+        return await {wind:child}
+    finally:
+%s
+"""
+_DROP_BY_PARAM = {"inode": "self._invalidate(inode)", "fd": "self._invalidate(fd.inode)",
+                  "fd_out": "self._invalidate(fd_out.inode)"}
+_LOC_PARAMS = ("loc", "oldloc", "newloc")
+
+
+def _invalidating(fop: Fop) -> Callable[..., Any]:
+    drops = [_DROP_BY_PARAM[p] for p in fop.param_names if p in _DROP_BY_PARAM]
+    if any(p in _LOC_PARAMS for p in fop.param_names) or not drops:
+        return _invalidating_by_rule(fop.name)
+    body = "\n".join("        " + d for d in drops)
+    fn = compile_fop(fop, _INVALIDATING_SOURCE % body, {"__name__": __name__})
+    fn.__qualname__ = f"MdCache.{fop.name}"
+    fn.__doc__ = f"{fop.name}: wind, then drop the records of the inodes it changes."
+    return fn
+
+
+def _invalidating_by_rule(fop_name: str) -> Callable[..., Any]:
     removes = fop_name in NAME_REMOVING_FOPS
 
     async def fop(self: MdCache, frame: Any, *args: Any, **kwargs: Any) -> Any:
         ch = changes_of(fop_name, args, kwargs)
-        victims = await self._unknown_victims(frame, ch) if removes else ()
+        victims = []
+        if removes and self._on:
+            for parent, name in ch.names:
+                loc = Loc(parent, name)
+                victim = None if self._name_known(loc) else await self._victim(frame, loc)
+                if victim is not None:
+                    victims.append(victim)
         try:
             return await getattr(self.child, fop_name)(frame, *args, **kwargs)
         finally:
@@ -394,6 +409,6 @@ def _invalidating(fop_name: str) -> Callable[..., Any]:
 
 
 for _fop in MODIFYING_FOPS:
-    if _fop.name not in vars(MdCache):
-        setattr(MdCache, _fop.name, _invalidating(_fop.name))
+    if getattr(MdCache, _fop.name) is getattr(Translator, _fop.name):   # not written out
+        setattr(MdCache, _fop.name, _invalidating(_fop))
 del _fop

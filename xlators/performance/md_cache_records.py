@@ -3,18 +3,22 @@
 :class:`MdRecords` is mixed into the translator (``xlators.performance.md_cache``): the
 fops there decide *when* to cache or invalidate, the methods here *how*, on the
 per-inode :class:`~.md_cache_state.MdState` records.  They use the translator's
-``clock``, ``timeout``, ``xattr_names``, generation counter ``_gen``, ``stats``,
-``opts`` and ``itable``.
+``clock``, ``timeout``, ``_on`` (caching at all), ``xattr_names``, generation counter
+``_gen``, ``stats``, ``opts`` and ``itable``.
 
 A reply is stored only if its inode was not invalidated since the fop was wound (the
 generation ``since`` the fop read before winding): it may carry the old state.
+
+These run on every request md-cache sees, so they are written for the common case:
+one context lookup, no copies, one clock reading per reply (per readdirp batch).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import os
+from typing import Any, Callable, Iterable, Optional
 
 from ..core.inode import Inode
-from ..core.types import Attr, Entry, StatFs
+from ..core.types import Attr, DirEntry, Entry, StatFs
 from ..core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
 from .fop_targets import Changes
 from .md_cache_state import MdState, XattrSelection
@@ -24,6 +28,7 @@ class MdRecords:
     """md-cache's record keeping (a mixin before Translator in the bases)."""
     clock: Callable[[], float]
     timeout: float
+    _on: bool
     xattr_names: XattrSelection
     _gen: int
     _statfs: Optional[tuple[float, StatFs]]
@@ -40,7 +45,7 @@ class MdRecords:
         return self.clock() - stamp < self.timeout
 
     def _caching(self) -> bool:
-        return self.timeout > 0 and not self.opts.pass_through
+        return self._on
 
     def _invalidate(self, inode: Any, names: bool = False) -> None:
         """Drop ``inode``'s attributes and xattrs; with ``names`` (an upcall about a
@@ -50,26 +55,91 @@ class MdRecords:
         st = inode.ctx.get(self) if isinstance(inode, Inode) else None
         if st is None:
             return
-        self._gen += 1
-        if names and st.names:
-            for ino, _ in list(st.names.values()):
-                child = self.itable.find(ino)
-                cst = child.ctx.get(self) if child is not None else None
-                if cst is not None:
-                    cst.drop(self._gen, names=False)
-        st.drop(self._gen, names)
-        self.stats["invalidations"] += 1
+        self._gen = gen = self._gen + 1
+        if names:
+            if st.names:
+                for ino, _ in list(st.names.values()):
+                    child = self.itable.find(ino)
+                    cst = child.ctx.get(self) if child is not None else None
+                    if cst is not None:
+                        cst.drop(gen, names=False)
+            st.drop(gen, True)
+            return
+        st.attr = None                          # MdState.drop, inline: the common case
+        if st.xattrs:
+            st.xattrs.clear()
+        st.inval_gen = gen
 
     def _invalidate_name(self, parent: Any, name: bytes) -> None:
         """The entry ``name`` of ``parent`` changed: drop it and the inode it held."""
         st = parent.ctx.get(self) if isinstance(parent, Inode) else None
         if st is None:
             return
+        absent = st.absent
+        if absent is not None and absent[0] == name:
+            st.absent = None
         held = st.names.pop(name, None)
         if held is not None:
             child = self.itable.find(held[0])
             if child is not None:
                 self._invalidate(child)
+
+    def _entry_changed(self, loc: Any) -> Optional[MdState]:
+        """A fop made, removed or replaced the entry of ``loc``: drop the entry, the inode
+        it held (``loc.inode`` too, when the caller knew it) and the directory's
+        attributes (its mtime, and its link count for a directory entry).  Returns the
+        directory's record (None when it has none)."""
+        if loc.inode is not None:
+            self._invalidate(loc.inode)
+        pst = loc.parent.ctx.get(self)
+        if pst is None:
+            return None
+        self._gen = gen = self._gen + 1
+        name = loc.name
+        if name is not None:
+            if name.__class__ is not bytes:
+                name = os.fsencode(name)
+            pst.absent = None
+            held = pst.names.pop(name, None)
+            if held is not None:
+                child = self.itable.by_ino.get(held[0])
+                cst = child.ctx.get(self) if child is not None else None
+                if cst is not None:             # MdState.drop, inline
+                    cst.attr = None
+                    if cst.xattrs:
+                        cst.xattrs.clear()
+                    cst.inval_gen = gen
+        pst.attr = None
+        if pst.xattrs:
+            pst.xattrs.clear()
+        pst.inval_gen = gen
+        return pst
+
+    def _made_entry(self, loc: Any, entry: Any) -> Optional[MdState]:
+        """A fop made the entry of ``loc`` (create, mkdir, ...): drop what it changed
+        (:meth:`_entry_changed`), then cache the reply's entry and attributes (as of
+        now: a reply to a change is fresher than any invalidation before it).  Returns
+        the new inode's record (None when nothing is cached)."""
+        pst = self._entry_changed(loc)
+        name = loc.name
+        if not self._on or not name or entry.__class__ is not Entry:
+            return None
+        if name.__class__ is not bytes:
+            name = os.fsencode(name)
+        inode = entry.inode
+        attr = entry.attr
+        now = self.clock()
+        st = inode.ctx.get(self)
+        if isinstance(attr, Attr):
+            if st is None:
+                st = inode.ctx[self] = MdState(attr, now)
+            else:
+                st.attr = attr
+                st.attr_time = now
+        if pst is None:
+            pst = loc.parent.ctx[self] = MdState()
+        pst.names[name] = (inode.ino, now)
+        return st
 
     def _drop_all(self) -> None:
         self._gen += 1
@@ -88,44 +158,110 @@ class MdRecords:
     def _store_attr(self, inode: Inode, attr: Attr, since: int) -> None:
         """Cache ``attr`` for ``inode`` from a reply to a fop wound at generation
         ``since`` (unless the inode was invalidated after that)."""
-        if not self._caching() or not isinstance(attr, Attr):
+        if not self._on or not isinstance(attr, Attr):
             return
-        st = self._state(inode)
-        if st.inval_gen > since:
-            return
-        st.attr = attr.copy()
-        st.attr_time = self.clock()
+        st = inode.ctx.get(self)
+        if st is None:
+            inode.ctx[self] = MdState(attr, self.clock())
+        elif st.inval_gen <= since:
+            st.attr = attr
+            st.attr_time = self.clock()
 
     def _store_entry(self, parent: Inode, name: bytes, entry: Entry, since: int) -> None:
-        if not self._caching():
+        """Cache the entry ``name`` of ``parent`` and its attributes from a reply to a fop
+        wound at generation ``since`` (what was invalidated after that is not)."""
+        if not self._on or entry.__class__ is not Entry:
             return
-        self._store_attr(entry.inode, entry.attr, since)
-        pst = self._state(parent)
-        if pst.inval_gen > since:
+        inode = entry.inode
+        now = self.clock()
+        st = inode.ctx.get(self)
+        if st is None:
+            attr = entry.attr
+            if isinstance(attr, Attr):
+                inode.ctx[self] = MdState(attr, now)
+        elif st.inval_gen <= since:
+            attr = entry.attr
+            if isinstance(attr, Attr):
+                st.attr = attr
+                st.attr_time = now
+        pst = parent.ctx.get(self)
+        if pst is None:
+            pst = parent.ctx[self] = MdState()
+        elif pst.inval_gen > since:
             return
-        pst.names[name] = (entry.inode.ino, self.clock())
+        pst.names[name] = (inode.ino, now)
+
+    def _store_entries(self, parent: Inode, entries: Iterable[DirEntry], since: int) -> None:
+        """A readdirp batch: each entry's attributes and name, with one clock reading."""
+        now = self.clock()
+        pst = parent.ctx.get(self)
+        if pst is None:
+            pst = parent.ctx[self] = MdState()
+        names = pst.names if pst.inval_gen <= since else None
+        for e in entries:
+            entry = e.entry
+            if entry is None:
+                continue
+            name = e.name
+            if name == b"." or name == b"..":
+                continue
+            inode = entry.inode
+            st = inode.ctx.get(self)
+            if st is None:
+                inode.ctx[self] = MdState(entry.attr, now)
+            elif st.inval_gen <= since:
+                st.attr = entry.attr
+                st.attr_time = now
+            if names is not None:
+                names[name] = (inode.ino, now)
 
     def _cached_attr(self, inode: Inode) -> Optional[Attr]:
         st = inode.ctx.get(self)
-        if st is None or st.attr is None or st.passthrough_writers \
-                or not self._fresh(st.attr_time):
+        if st is None:
             return None
-        return st.attr
+        attr = st.attr
+        if attr is None or st.passthrough_writers \
+                or self.clock() - st.attr_time >= self.timeout:
+            return None
+        return attr
 
     def _cached_entry(self, parent: Inode, name: bytes) -> Optional[Entry]:
         pst = parent.ctx.get(self)
         if pst is None:
             return None
         held = pst.names.get(name)
-        if held is None or not self._fresh(held[1]):
+        return None if held is None else self._entry_hit(held)
+
+    def _entry_hit(self, held: tuple[int, float]) -> Optional[Entry]:
+        """The entry a directory's ``names`` record ``held`` gives, if it and the
+        attributes of its inode are fresh."""
+        now = self.clock()
+        if now - held[1] >= self.timeout:
             return None
         inode = self.itable.find(held[0])
         if inode is None:
             return None
-        attr = self._cached_attr(inode)
-        if attr is None:
+        st = inode.ctx.get(self)
+        if st is None:
             return None
-        return Entry(inode, attr.copy())
+        attr = st.attr
+        if attr is None or st.passthrough_writers or now - st.attr_time >= self.timeout:
+            return None
+        return Entry(inode, attr)
+
+    def _name_known(self, loc: Any) -> bool:
+        """md-cache knows what the name of ``loc`` holds: an entry it saw (the inode
+        whose record a change of the name must drop), or a fresh lookup that found the
+        name missing."""
+        pst = loc.parent.ctx.get(self)
+        if pst is None:
+            return False
+        name = loc.name
+        if name in pst.names:
+            return True
+        absent = pst.absent
+        return absent is not None and absent[0] == name \
+            and self.clock() - absent[1] < self.timeout
 
     def _store_xattr(self, inode: Inode, name: bytes, value: Optional[bytes],
                      since: int) -> None:

@@ -4,6 +4,10 @@ An :class:`MdState` lives in an inode's context slot of md-cache.  ``inval_gen``
 value of md-cache's generation counter when the inode was last invalidated: a reply to a
 fop that was wound before that moment may carry the old state and is not cached (the
 race GlusterFS guards against with its generation numbers).
+
+The cached :class:`~xlators.core.types.Attr` is the reply's own object, served as it is:
+attributes travel through the graph as values nobody changes in place (a translator that
+adjusts one, as write-behind does with a size, copies it first).
 """
 from __future__ import annotations
 
@@ -27,16 +31,20 @@ ABSENT = None
 class MdState:
     """What md-cache knows about one inode."""
     __slots__ = ("attr", "attr_time", "xattrs", "xattr_time", "inval_gen", "names",
-                 "data_version", "passthrough_writers")
+                 "absent", "data_version", "passthrough_writers")
 
-    def __init__(self) -> None:
-        self.attr: Optional[Attr] = None
-        self.attr_time = 0.0
+    def __init__(self, attr: Optional[Attr] = None, attr_time: float = 0.0) -> None:
+        self.attr = attr
+        self.attr_time = attr_time
         self.xattrs: dict[bytes, Optional[bytes]] = {}
         self.xattr_time = 0.0
         self.inval_gen = 0
         # for a directory: name -> (ino, time cached) of entries seen in replies
         self.names: dict[bytes, tuple[int, float]] = {}
+        # for a directory: (name, time) of the last name a lookup found missing.  Only
+        # said to unlink/rmdir/rename (no inode of md-cache's can be displaced by it),
+        # never served: negative lookups are nl-cache's.
+        self.absent: Optional[tuple[bytes, float]] = None
         # (mtime, ctime, size) at the last open: what the kernel's page cache was filled
         # from.  Kept across invalidations (it describes the kernel, not this cache).
         self.data_version: Optional[tuple[int, int, int]] = None
@@ -48,9 +56,11 @@ class MdState:
         """Forget attributes and xattrs (and, with ``names``, a directory's entries) as
         of generation ``gen``."""
         self.attr = None
-        self.xattrs.clear()
+        if self.xattrs:
+            self.xattrs.clear()
         if names:
             self.names.clear()
+            self.absent = None
         self.inval_gen = gen
 
     def dump(self) -> dict[str, Any]:
@@ -77,7 +87,10 @@ class XattrSelection:
         self.patterns = tuple(patterns)
 
     def __contains__(self, name: bytes) -> bool:
-        return name in self.exact or any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+        if name in self.exact:
+            return True
+        return bool(self.patterns) and any(fnmatch.fnmatchcase(name, p)
+                                           for p in self.patterns)
 
     def __bool__(self) -> bool:
         return bool(self.exact or self.patterns)
