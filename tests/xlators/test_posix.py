@@ -489,6 +489,33 @@ async def test_readdirp_skips_names_removed_since_the_snapshot(br):
     await xl.releasedir(h.frame(), fd)
 
 
+async def test_a_listing_batch_ends_once_its_budget_is_spent(br):
+    h, xl = br.h, br.xl
+    names = [b"a" * k for k in range(1, 20)]
+    for name in names:
+        open(os.fsencode(br.a) + b"/" + name, "w").close()
+    fd = Fd(h.root, os.O_RDONLY, is_dir=True)
+    await xl.opendir(h.frame(), h.root, fd)
+    for plus, head in ((False, 24), (True, 152)):
+        fop = xl.readdirp if plus else xl.readdir
+        one = [await fop(h.frame(), fd, off, 1) for off in range(len(names) + 3)]
+        assert [len(b) for b in one] == [1] * (len(names) + 2) + [0]
+        assert [b[0].off for b in one[:-1]] == list(range(1, len(names) + 3))
+        listed = [b[0] for b in one[:-1]]
+        assert [e.name for e in listed[:2]] == [b".", b".."]
+        assert sorted(e.name for e in listed[2:]) == names
+        record = [(head + len(e.name) + 7) & ~7 for e in listed]
+        for start in range(len(listed)):
+            for k in range(1, len(listed) - start + 1):
+                budget = sum(record[start:start + k])
+                for size, want in ((budget, k), (budget + 1, min(k + 1, len(listed) - start))):
+                    got = await fop(h.frame(), fd, start, size)
+                    assert [e.off for e in got] == list(range(start + 1, start + want + 1)), \
+                        (plus, start, size)
+                    assert all((e.entry is not None) == (plus and e.off > 2) for e in got)
+    await xl.releasedir(h.frame(), fd)
+
+
 async def test_opendir_of_a_file_is_enotdir(br):
     await br.h.write_file("/f", b"")
     e = await br.h.lookup("/f")

@@ -178,33 +178,27 @@ class PosixDirOps:
         out: list = []
         i = offset
         while not out and i < n:     # an empty reply means the end: skip vanished names
-            batch = []
+            start = i
             budget = size
             while i < n and budget > 0:
-                batch.append((entries[i], i + 1))
-                budget -= (152 + len(entries[i][0]) + 7) & ~7   # fuse_direntplus, padded
+                budget -= (159 + len(entries[i][0])) & ~7   # fuse_direntplus, padded
                 i += 1
-            names = [e[0] for e, _ in batch if e[0] != b"." and e[0] != b".."]
+            out += entries[start:min(i, 2)]          # "." and "..": entries 0 and 1
+            named = entries[max(start, 2):i]
+            names = [e[0] for e in named]
             if self._inline:
                 found = _lookup_many(of.node.fd, names)
             else:
                 found = await self._thread(_lookup_many, of.node.fd, names)
-            k = 0
-            for de, off in batch:
-                name = de[0]
-                if name == b"." or name == b"..":
-                    out.append(de)
-                    continue
-                r = found[k]
-                k += 1
+            for de, r in zip(named, found):
                 if r is None:
                     continue                     # gone since the snapshot
                 try:
                     entry = self._entry(r[1], r[0])
                 except OSError:
                     continue                     # another device, with submounts off
-                out.append(DirEntry(name, entry.attr.ino, entry.attr.mode >> 12 & 0o17,
-                                    off, entry))
+                a = entry.attr
+                out.append(_dirent((de[0], a.ino, a.mode >> 12 & 0o17, de[3], entry)))
         return out
 
     async def fsyncdir(self, frame, fd, datasync):
