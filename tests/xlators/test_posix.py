@@ -516,6 +516,28 @@ async def test_a_listing_batch_ends_once_its_budget_is_spent(br):
     await xl.releasedir(h.frame(), fd)
 
 
+async def test_readdirp_opens_a_descriptor_only_for_inodes_it_does_not_hold(br, monkeypatch):
+    h, xl = br.h, br.xl
+    for name in ("f1", "f2", "f3"):
+        open(f"{br.a}/{name}", "w").close()
+    fd = Fd(h.root, os.O_RDONLY, is_dir=True)
+    await xl.opendir(h.frame(), h.root, fd)
+    first = {e.name: e.entry for e in await xl.readdirp(h.frame(), fd, 0, 1 << 16)}
+    open(f"{br.a}/g", "w").close()
+    os.rename(f"{br.a}/g", f"{br.a}/f2")                # f2 is another file now
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    again = {e.name: e.entry for e in await xl.readdirp(h.frame(), fd, 0, 1 << 16)}
+    monkeypatch.undo()
+    assert opened == [b"f2"]
+    assert again[b"f1"].inode is first[b"f1"].inode and again[b"f3"].inode is first[b"f3"].inode
+    assert again[b"f2"].inode is not first[b"f2"].inode
+    for name in (b"f1", b"f2", b"f3"):
+        same_stat(again[name].attr, os.lstat(os.fsencode(br.a) + b"/" + name))
+    await xl.releasedir(h.frame(), fd)
+
+
 async def test_opendir_of_a_file_is_enotdir(br):
     await br.h.write_file("/f", b"")
     e = await br.h.lookup("/f")

@@ -8,7 +8,8 @@ context; the cookie of entry i is i + 1, "." and ".." are entries 0 and 1, so se
 to any cookie the caller was given works and a rewind takes a new snapshot.  readdirp
 looks each returned entry up like lookup does (as the daemon: the kernel checks search
 permission on the directory before it uses a dentry), skipping names that vanished since
-the snapshot.  A batch stops once the kernel's byte budget is spent (and holds at least
+the snapshot: a plain stat for a name whose inode posix already holds, an O_PATH open
+and fstat for the others.  A batch stops once the kernel's byte budget is spent (and holds at least
 one entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
 for one entry: the kernel never asks for less than a page).  Listing a big
 directory (its size above 256 KiB, some thousands of entries) runs in a worker thread.
@@ -102,20 +103,30 @@ def _list(dfd: int, node: Any, parent_ino: int) -> Listing:
     return Listing(entries, list(accumulate(sizes, initial=0)))
 
 
-def _lookup_many(pfd: int, names: list[bytes]) -> list[Any]:
-    """(fd, stat) or None per name, looked up like lookup does."""
+def _lookup_many(pfd: int, names: list[bytes], known: list[bool]) -> list[Any]:
+    """Per name, looked up like lookup does: ``(fd, stat)`` (a new O_PATH descriptor and
+    its stat) for a name whose inode posix does not hold yet, ``(-1, stat)`` (a plain
+    stat: no descriptor to open and close again) for one it does (``known``), None when
+    the name is gone."""
     out: list[Any] = []
-    for name in names:
+    append = out.append
+    for name, have in zip(names, known):
+        if have:
+            try:
+                append((-1, os.stat(name, dir_fd=pfd, follow_symlinks=False)))
+            except OSError:
+                append(None)
+            continue
         try:
             fd = os.open(name, _O_LOOKUP, 0, dir_fd=pfd)
         except OSError:
-            out.append(None)
+            append(None)
             continue
         try:
-            out.append((fd, os.fstat(fd)))
+            append((fd, os.fstat(fd)))
         except OSError:
             os.close(fd)
-            out.append(None)
+            append(None)
     return out
 
 
@@ -175,6 +186,7 @@ class PosixDirOps:
             return []                # (a batch must take one entry, or this never ends)
         entries = (await self._snapshot(of, offset)).entries
         n = len(entries)
+        by_ino = self.itable.by_ino
         out: list = []
         i = offset
         while not out and i < n:     # an empty reply means the end: skip vanished names
@@ -186,15 +198,21 @@ class PosixDirOps:
             out += entries[start:min(i, 2)]          # "." and "..": entries 0 and 1
             named = entries[max(start, 2):i]
             names = [e[0] for e in named]
+            pfd = of.node.fd
+            known = [inode is not None and self in inode.ctx
+                     for inode in map(by_ino.get, [e[1] for e in named])]
             if self._inline:
-                found = _lookup_many(of.node.fd, names)
+                found = _lookup_many(pfd, names, known)
             else:
-                found = await self._thread(_lookup_many, of.node.fd, names)
+                found = await self._thread(_lookup_many, pfd, names, known)
             for de, r in zip(named, found):
                 if r is None:
                     continue                     # gone since the snapshot
                 try:
-                    entry = self._entry(r[1], r[0])
+                    if r[0] >= 0:
+                        entry = self._entry(r[1], r[0])
+                    else:                        # (opens one if the name changed since)
+                        entry = self._entry(r[1], pfd=pfd, name=de[0])
                 except OSError:
                     continue                     # another device, with submounts off
                 a = entry.attr
