@@ -538,6 +538,26 @@ async def test_readdirp_opens_a_descriptor_only_for_inodes_it_does_not_hold(br, 
     await xl.releasedir(h.frame(), fd)
 
 
+@pytest.mark.parametrize("with_link", [False, True])
+async def test_readdir_gives_each_kind_its_type_and_inode(br, with_link):
+    h, xl = br.h, br.xl
+    os.mkdir(f"{br.a}/d")
+    open(f"{br.a}/d/f", "w").close()
+    os.mkdir(f"{br.a}/d/sub")
+    os.mkfifo(f"{br.a}/d/fifo")
+    if with_link:
+        os.symlink("f", f"{br.a}/d/ln")                # a link to a file: DT_LNK, not REG
+    listed = await h.listdir("/d")
+    assert [e.name for e in listed[:2]] == [b".", b".."]
+    assert [e.off for e in listed] == list(range(1, len(listed) + 1))
+    got = {e.name: (e.type, e.ino) for e in listed[2:]}
+    want = {}
+    for name in os.listdir(f"{br.a}/d"):
+        st = os.lstat(f"{br.a}/d/{name}")
+        want[os.fsencode(name)] = (stat.S_IFMT(st.st_mode) >> 12, st.st_ino)
+    assert got == want and (b"ln" in got) == with_link
+
+
 async def test_opendir_of_a_file_is_enotdir(br):
     await br.h.write_file("/f", b"")
     e = await br.h.lookup("/f")
