@@ -18,6 +18,8 @@ from .ops_file import checked_open_flags, take_back_open
 
 _pack_dirents = abi.pack_dirents
 _direntplus = abi.direntplus_packer
+_NAME_PACKED = 256          # names shorter than this: their packer from _PLUS_PACKS
+_PLUS_PACKS = [_direntplus(n) for n in range(_NAME_PACKED)]
 _NS = 1_000_000_000
 _KEEP_CACHE = int(abi.FopenFlag.KEEP_CACHE)
 _CACHE_DIR = int(abi.FopenFlag.CACHE_DIR)
@@ -67,25 +69,27 @@ def pack_plus(entries: list, t: Timeouts, size: int) -> tuple[bytes, list]:
     append = records.append
     total = 0
     ev, av, evn, avn = t.entry, t.attr, t.entry_ns, t.attr_ns
+    packs = _PLUS_PACKS
     for e in entries:
         name, ino, type_, off, entry = e
         n = len(name)
+        pack = packs[n] if n < _NAME_PACKED else _direntplus(n)
         if entry is None:
-            rec = _direntplus(n)(0, 0, 0, 0, 0, 0, ino, 0, 0, 0, 0, 0, 0, 0, 0, type_ << 12,
-                                 0, 0, 0, 0, 0, 0, ino, off, n, type_, name)
+            rec = pack(0, 0, 0, 0, 0, 0, ino, 0, 0, 0, 0, 0, 0, 0, 0, type_ << 12,
+                       0, 0, 0, 0, 0, 0, ino, off, n, type_, name)
         else:
             a = entry.attr
             inode = entry.inode
             at, mt, ct = a.atime_ns, a.mtime_ns, a.ctime_ns
             if at < 0 or mt < 0 or ct < 0:      # before 1970: two's complement seconds
-                rec = _direntplus(n)(inode.nodeid, inode.generation, ev, av, evn, avn,
-                                     *attr_values(a), a.ino, off, n, type_, name)
+                rec = pack(inode.nodeid, inode.generation, ev, av, evn, avn,
+                           *attr_values(a), a.ino, off, n, type_, name)
             else:
-                rec = _direntplus(n)(inode.nodeid, inode.generation, ev, av, evn, avn,
-                                     a.ino, a.size, a.blocks, at // _NS, mt // _NS,
-                                     ct // _NS, at % _NS, mt % _NS, ct % _NS, a.mode,
-                                     a.nlink, a.uid, a.gid, a.rdev & 0xFFFFFFFF, a.blksize,
-                                     0, a.ino, off, n, type_, name)
+                rec = pack(inode.nodeid, inode.generation, ev, av, evn, avn,
+                           a.ino, a.size, a.blocks, at // _NS, mt // _NS,
+                           ct // _NS, at % _NS, mt % _NS, ct % _NS, a.mode,
+                           a.nlink, a.uid, a.gid, a.rdev & 0xFFFFFFFF, a.blksize,
+                           0, a.ino, off, n, type_, name)
         total += len(rec)
         if total > size:
             break

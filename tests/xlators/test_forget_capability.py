@@ -6,7 +6,7 @@ import pytest
 
 from xlators.core.graph import Graph
 from xlators.core.registry import Registry
-from xlators.core.translator import Translator
+from xlators.core.translator import Translator, forget_path
 from xlators.debug._wrap import install_fops
 from xlators.testing import ForgetRecorder, Harness
 
@@ -120,6 +120,32 @@ async def test_forget_many_forgets_in_order_and_skips_the_unknown():
                                 (b.nodeid, b.nlookup), (a.nodeid, a.nlookup)])
     assert plain.forgotten == [c, b, a]
     assert not {a.nodeid, b.nodeid, c.nodeid} & set(h.itable.by_nodeid)
+
+
+async def test_a_batch_goes_past_the_gates_only_where_no_context_is_held():
+    h, (plain, stateless, keeper, top) = _harness(
+        "test/forget-plain", "test/forget-stateless", "test/forget-keeper",
+        "test/forget-generated")
+    gated, below = forget_path(top)
+    assert gated == {top, keeper, stateless} and below is plain
+    keeper.keep = False
+    inodes = []
+    for name in ("a", "b", "c"):
+        await h.write_file(name, b"")
+        inodes.append((await h.lookup("/" + name)).inode)
+    a, b, c = inodes
+    b.ctx[keeper] = "mine"                  # b reaches keeper; a and c go straight below
+    await h.client.forget_many([(i.nodeid, i.nlookup) for i in inodes])
+    assert keeper.forgotten == [b] and stateless.forgotten == []
+    assert plain.forgotten == [a, b, c] and "forget" not in top.calls
+
+
+def test_the_forget_path_ends_where_the_first_children_do():
+    h, (stateless,) = _harness("test/forget-stateless")
+    gated, below = forget_path(stateless)
+    assert gated == {stateless} and below is not None and below.type == "storage/memory"
+    alone = Stateless("alone")
+    assert forget_path(alone) == (frozenset({alone}), None)
 
 
 def test_the_flag_must_be_a_bool():

@@ -489,6 +489,75 @@ async def test_readdirp_skips_names_removed_since_the_snapshot(br):
     await xl.releasedir(h.frame(), fd)
 
 
+async def test_a_listing_batch_ends_once_its_budget_is_spent(br):
+    h, xl = br.h, br.xl
+    names = [b"a" * k for k in range(1, 20)]
+    for name in names:
+        open(os.fsencode(br.a) + b"/" + name, "w").close()
+    fd = Fd(h.root, os.O_RDONLY, is_dir=True)
+    await xl.opendir(h.frame(), h.root, fd)
+    for plus, head in ((False, 24), (True, 152)):
+        fop = xl.readdirp if plus else xl.readdir
+        one = [await fop(h.frame(), fd, off, 1) for off in range(len(names) + 3)]
+        assert [len(b) for b in one] == [1] * (len(names) + 2) + [0]
+        assert [b[0].off for b in one[:-1]] == list(range(1, len(names) + 3))
+        listed = [b[0] for b in one[:-1]]
+        assert [e.name for e in listed[:2]] == [b".", b".."]
+        assert sorted(e.name for e in listed[2:]) == names
+        record = [(head + len(e.name) + 7) & ~7 for e in listed]
+        for start in range(len(listed)):
+            for k in range(1, len(listed) - start + 1):
+                budget = sum(record[start:start + k])
+                for size, want in ((budget, k), (budget + 1, min(k + 1, len(listed) - start))):
+                    got = await fop(h.frame(), fd, start, size)
+                    assert [e.off for e in got] == list(range(start + 1, start + want + 1)), \
+                        (plus, start, size)
+                    assert all((e.entry is not None) == (plus and e.off > 2) for e in got)
+    await xl.releasedir(h.frame(), fd)
+
+
+async def test_readdirp_opens_a_descriptor_only_for_inodes_it_does_not_hold(br, monkeypatch):
+    h, xl = br.h, br.xl
+    for name in ("f1", "f2", "f3"):
+        open(f"{br.a}/{name}", "w").close()
+    fd = Fd(h.root, os.O_RDONLY, is_dir=True)
+    await xl.opendir(h.frame(), h.root, fd)
+    first = {e.name: e.entry for e in await xl.readdirp(h.frame(), fd, 0, 1 << 16)}
+    open(f"{br.a}/g", "w").close()
+    os.rename(f"{br.a}/g", f"{br.a}/f2")                # f2 is another file now
+    opened = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    again = {e.name: e.entry for e in await xl.readdirp(h.frame(), fd, 0, 1 << 16)}
+    monkeypatch.undo()
+    assert opened == [b"f2"]
+    assert again[b"f1"].inode is first[b"f1"].inode and again[b"f3"].inode is first[b"f3"].inode
+    assert again[b"f2"].inode is not first[b"f2"].inode
+    for name in (b"f1", b"f2", b"f3"):
+        same_stat(again[name].attr, os.lstat(os.fsencode(br.a) + b"/" + name))
+    await xl.releasedir(h.frame(), fd)
+
+
+@pytest.mark.parametrize("with_link", [False, True])
+async def test_readdir_gives_each_kind_its_type_and_inode(br, with_link):
+    h, xl = br.h, br.xl
+    os.mkdir(f"{br.a}/d")
+    open(f"{br.a}/d/f", "w").close()
+    os.mkdir(f"{br.a}/d/sub")
+    os.mkfifo(f"{br.a}/d/fifo")
+    if with_link:
+        os.symlink("f", f"{br.a}/d/ln")                # a link to a file: DT_LNK, not REG
+    listed = await h.listdir("/d")
+    assert [e.name for e in listed[:2]] == [b".", b".."]
+    assert [e.off for e in listed] == list(range(1, len(listed) + 1))
+    got = {e.name: (e.type, e.ino) for e in listed[2:]}
+    want = {}
+    for name in os.listdir(f"{br.a}/d"):
+        st = os.lstat(f"{br.a}/d/{name}")
+        want[os.fsencode(name)] = (stat.S_IFMT(st.st_mode) >> 12, st.st_ino)
+    assert got == want and (b"ln" in got) == with_link
+
+
 async def test_opendir_of_a_file_is_enotdir(br):
     await br.h.write_file("/f", b"")
     e = await br.h.lookup("/f")

@@ -104,8 +104,17 @@ class ClientState:
         """BATCH_FORGET: :meth:`forget` each ``(nodeid, n)``.  The table is brought up to
         date first; then the graph hears of the inodes that left it, in order, with one
         system frame for all."""
-        gone = [inode for inode in (self.forgotten(nodeid, n) for nodeid, n in forgets)
-                if inode is not None]
+        nodes = self.nodes
+        table_forget = self.itable.forget
+        lru_pop = self.lru.pop
+        gone = []
+        for nodeid, n in forgets:        # forgotten(), inline: one per inode of the batch
+            inode = nodes.get(nodeid)
+            if inode is None:
+                self.forgotten(nodeid, n)    # (logs it)
+            elif table_forget(inode, n):
+                lru_pop(nodeid, None)
+                gone.append(inode)
         if gone:
             await self._forget_down(*gone)
 

@@ -16,7 +16,7 @@ from .events import Event
 from .frame import system_frame
 from .inode import InodeTable
 from .registry import Registry, UnknownTypeError, default_registry
-from .translator import Translator
+from .translator import Translator, forget_path
 from .volfile import VolfileError, VolumeSpec, load_volfile, parse_volfile
 
 log = logging.getLogger("xlfs.graph")
@@ -251,9 +251,13 @@ class Graph:
         the translators that declare ``forget_needs_context`` and hold none in it."""
         frame = system_frame()
         top = self.top
+        passed, below = forget_path(top)
         for inode in inodes:
             try:
-                await top.forget(frame, inode)
+                if below is not None and passed.isdisjoint(inode.ctx):
+                    await below.forget(frame, inode)     # what the passed-by would do
+                else:
+                    await top.forget(frame, inode)
             except Exception:
                 log.exception("forget of %r failed", inode)
 

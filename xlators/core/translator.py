@@ -317,3 +317,26 @@ def gate_forget(cls: type[Translator]) -> None:
     forget.__signature__ = inspect.signature(own)  # type: ignore[attr-defined]
     forget.gated = own  # type: ignore[attr-defined]
     setattr(cls, "forget", forget)
+
+
+def forget_path(top: Translator) -> tuple[frozenset[Translator], Optional[Translator]]:
+    """Where a forget from ``top`` goes for an inode in which none of the translators
+    that gate it holds a context: ``(gated, below)``, where ``gated`` are the translators
+    from ``top`` down that pass a forget by unless ``inode.ctx`` has them (those declaring
+    ``forget_needs_context``; those keeping the default forget pass it by always) and
+    ``below`` the first one under them that acts on every forget (None when the first
+    children run out first).  A batch of forgets (``Graph.forget``) calls ``below``
+    directly for such inodes: the same calls the chain of pass-bys would make."""
+    gated: list[Translator] = []
+    xl: Optional[Translator] = top
+    default = Translator.forget
+    while xl is not None:
+        own = getattr(xl.forget, "__func__", None)
+        if own is default:
+            pass                                  # winds to the first child
+        elif own is not None and getattr(own, "gated", None) is not None:
+            gated.append(xl)
+        else:
+            return frozenset(gated), xl
+        xl = xl.child
+    return frozenset(gated), None

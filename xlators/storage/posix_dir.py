@@ -8,7 +8,8 @@ context; the cookie of entry i is i + 1, "." and ".." are entries 0 and 1, so se
 to any cookie the caller was given works and a rewind takes a new snapshot.  readdirp
 looks each returned entry up like lookup does (as the daemon: the kernel checks search
 permission on the directory before it uses a dentry), skipping names that vanished since
-the snapshot.  A batch stops once the kernel's byte budget is spent (and holds at least
+the snapshot: a plain stat for a name whose inode posix already holds, an O_PATH open
+and fstat for the others.  A batch stops once the kernel's byte budget is spent (and holds at least
 one entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
 for one entry: the kernel never asks for less than a page).  Listing a big
 directory (its size above 256 KiB, some thousands of entries) runs in a worker thread.
@@ -18,6 +19,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
+from bisect import bisect_left
+from functools import partial
+from itertools import accumulate, repeat
 from typing import Any
 
 from xlators.core.errors import FopError
@@ -31,6 +36,10 @@ _DT_LNK = stat.S_IFLNK >> 12
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _O_LOOKUP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _BIG_DIR = 256 << 10     # directory file size above which the listing runs in a thread
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
+_NUL_JOINS = "a\0b".encode(_FS_ENCODING, _FS_ERRORS) == b"a\0b"
+_dirent = partial(tuple.__new__, DirEntry)     # DirEntry(*t) without a Python-level call
+_inode_of = os.DirEntry.inode
 
 
 def _opendir_at(node_fd: int, noatime: int) -> int:
@@ -38,49 +47,86 @@ def _opendir_at(node_fd: int, noatime: int) -> int:
     return open_noatime(f"/proc/self/fd/{node_fd}", _O_DIR | noatime)[0]
 
 
-def _list(dfd: int, node: Any, parent_ino: int) -> list[DirEntry]:
-    """Every entry as the DirEntry readdir returns (cookie i + 1 for entry i), "." and ".."
-    first: made once per snapshot, so a batch is a slice of it."""
-    new = tuple.__new__
-    out = [new(DirEntry, (b".", node.ino, _DT_DIR, 1, None)),
-           new(DirEntry, (b"..", parent_ino, _DT_DIR, 2, None))]
-    append = out.append
-    bits = node.devbits
+class Listing:
+    """A snapshot of a directory: ``entries``, the DirEntry of each entry (cookie i + 1
+    for entry i, "." and ".." first), and ``ends``, where ``ends[i]`` is the size of the
+    READDIR records of entries 0..i-1 (``ends[0]`` is 0), so a batch's end is a bisection."""
+    __slots__ = ("entries", "ends")
+
+    def __init__(self, entries: list[DirEntry], ends: list[int]) -> None:
+        self.entries = entries
+        self.ends = ends
+
+
+def _type_of(e: "os.DirEntry[str]") -> int:
+    """DT_* of a scandir entry that is not a regular file."""
+    if e.is_dir(follow_symlinks=False):
+        return _DT_DIR
+    if e.is_symlink():
+        return _DT_LNK
+    try:
+        return stat.S_IFMT(e.stat(follow_symlinks=False).st_mode) >> 12
+    except OSError:
+        return 0
+
+
+def _names(entries: "list[os.DirEntry[str]]") -> list[bytes]:
+    """The names of ``entries`` as os.fsencode gives them, encoded in one call (a name
+    never holds a NUL)."""
+    if not entries:
+        return []
+    if not _NUL_JOINS:
+        return [os.fsencode(e.name) for e in entries]
+    return "\0".join([e.name for e in entries]).encode(_FS_ENCODING, _FS_ERRORS).split(b"\0")
+
+
+def _list(dfd: int, node: Any, parent_ino: int) -> Listing:
+    """Every entry as the DirEntry readdir returns: made once per snapshot, so a batch is
+    a slice of it.  Per entry, what is done is done over the whole list at once (one
+    scandir pass, then one call per column), not entry by entry."""
     os.lseek(dfd, 0, os.SEEK_SET)
-    fsencode = os.fsencode
-    off = 2
     with os.scandir(dfd) as it:
-        for e in it:
-            if e.is_file(follow_symlinks=False):
-                t = _DT_REG
-            elif e.is_dir(follow_symlinks=False):
-                t = _DT_DIR
-            elif e.is_symlink():
-                t = _DT_LNK
-            else:
-                try:
-                    t = stat.S_IFMT(e.stat(follow_symlinks=False).st_mode) >> 12
-                except OSError:
-                    t = 0
-            off += 1
-            append(new(DirEntry, (fsencode(e.name), e.inode() | bits, t, off, None)))
-    return out
+        found = list(it)
+    names = _names(found)
+    inos: Any = map(_inode_of, found)
+    bits = node.devbits
+    if bits:
+        inos = [i | bits for i in inos]
+    regular = [e.is_file(follow_symlinks=False) for e in found]
+    types: Any = repeat(_DT_REG) if all(regular) else [
+        _DT_REG if f else _type_of(e) for f, e in zip(regular, found)]
+    entries = [_dirent((b".", node.ino, _DT_DIR, 1, None)),
+               _dirent((b"..", parent_ino, _DT_DIR, 2, None))]
+    entries += map(_dirent, zip(names, inos, types, range(3, len(found) + 3), repeat(None)))
+    sizes = [32, 32]                        # struct fuse_dirent + name, padded to 8
+    sizes += [(31 + n) & ~7 for n in map(len, names)]
+    return Listing(entries, list(accumulate(sizes, initial=0)))
 
 
-def _lookup_many(pfd: int, names: list[bytes]) -> list[Any]:
-    """(fd, stat) or None per name, looked up like lookup does."""
+def _lookup_many(pfd: int, names: list[bytes], known: list[bool]) -> list[Any]:
+    """Per name, looked up like lookup does: ``(fd, stat)`` (a new O_PATH descriptor and
+    its stat) for a name whose inode posix does not hold yet, ``(-1, stat)`` (a plain
+    stat: no descriptor to open and close again) for one it does (``known``), None when
+    the name is gone."""
     out: list[Any] = []
-    for name in names:
+    append = out.append
+    for name, have in zip(names, known):
+        if have:
+            try:
+                append((-1, os.stat(name, dir_fd=pfd, follow_symlinks=False)))
+            except OSError:
+                append(None)
+            continue
         try:
             fd = os.open(name, _O_LOOKUP, 0, dir_fd=pfd)
         except OSError:
-            out.append(None)
+            append(None)
             continue
         try:
-            out.append((fd, os.fstat(fd)))
+            append((fd, os.fstat(fd)))
         except OSError:
             os.close(fd)
-            out.append(None)
+            append(None)
     return out
 
 
@@ -109,66 +155,68 @@ class PosixDirOps:
         except OSError:
             return node.ino
 
-    async def _snapshot(self, of: OpenFile, offset: int) -> list:
-        entries = of.entries
-        if offset == 0 or entries is None:
+    async def _snapshot(self, of: OpenFile, offset: int) -> Listing:
+        listing = of.entries
+        if offset == 0 or listing is None:
             node = of.node
             if self._inline and os.fstat(of.fd).st_size <= _BIG_DIR:
-                entries = _list(of.fd, node, self._parent_ino(node))
+                listing = _list(of.fd, node, self._parent_ino(node))
             else:
-                entries = await self._thread(_list, of.fd, node, self._parent_ino(node))
-            of.entries = entries
-        return entries
+                listing = await self._thread(_list, of.fd, node, self._parent_ino(node))
+            of.entries = listing
+        return listing
 
     async def readdir(self, frame, fd, offset, size):
         of = self._of(fd)
         if size <= 0:
             return []
-        entries = await self._snapshot(of, offset)
-        budget = size
-        end = offset
+        listing = await self._snapshot(of, offset)
+        entries = listing.entries
         n = len(entries)
-        while end < n and budget > 0:
-            budget -= (24 + len(entries[end][0]) + 7) & ~7      # struct fuse_dirent, padded
-            end += 1
-        return entries[offset:end]
+        if offset >= n:
+            return []
+        # the entries from offset on until their records take ``size`` bytes or more
+        ends = listing.ends
+        end = bisect_left(ends, ends[offset] + size, offset + 1)
+        return entries[offset:end if end < n else n]
 
     async def readdirp(self, frame, fd, offset, size):
         of = self._of(fd)
         if size <= 0:
             return []                # (a batch must take one entry, or this never ends)
-        entries = await self._snapshot(of, offset)
+        entries = (await self._snapshot(of, offset)).entries
         n = len(entries)
+        by_ino = self.itable.by_ino
         out: list = []
         i = offset
         while not out and i < n:     # an empty reply means the end: skip vanished names
-            batch = []
+            start = i
             budget = size
             while i < n and budget > 0:
-                batch.append((entries[i], i + 1))
-                budget -= (152 + len(entries[i][0]) + 7) & ~7   # fuse_direntplus, padded
+                budget -= (159 + len(entries[i][0])) & ~7   # fuse_direntplus, padded
                 i += 1
-            names = [e[0] for e, _ in batch if e[0] != b"." and e[0] != b".."]
+            out += entries[start:min(i, 2)]          # "." and "..": entries 0 and 1
+            named = entries[max(start, 2):i]
+            names = [e[0] for e in named]
+            pfd = of.node.fd
+            known = [inode is not None and self in inode.ctx
+                     for inode in map(by_ino.get, [e[1] for e in named])]
             if self._inline:
-                found = _lookup_many(of.node.fd, names)
+                found = _lookup_many(pfd, names, known)
             else:
-                found = await self._thread(_lookup_many, of.node.fd, names)
-            k = 0
-            for de, off in batch:
-                name = de[0]
-                if name == b"." or name == b"..":
-                    out.append(de)
-                    continue
-                r = found[k]
-                k += 1
+                found = await self._thread(_lookup_many, pfd, names, known)
+            for de, r in zip(named, found):
                 if r is None:
                     continue                     # gone since the snapshot
                 try:
-                    entry = self._entry(r[1], r[0])
+                    if r[0] >= 0:
+                        entry = self._entry(r[1], r[0])
+                    else:                        # (opens one if the name changed since)
+                        entry = self._entry(r[1], pfd=pfd, name=de[0])
                 except OSError:
                     continue                     # another device, with submounts off
-                out.append(DirEntry(name, entry.attr.ino, entry.attr.mode >> 12 & 0o17,
-                                    off, entry))
+                a = entry.attr
+                out.append(_dirent((de[0], a.ino, a.mode >> 12 & 0o17, de[3], entry)))
         return out
 
     async def fsyncdir(self, frame, fd, datasync):
