@@ -130,6 +130,10 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                     "blocked, for a library call made while no other call runs; an "
                     "answer within it finishes the request inline, a later one comes "
                     "back the ordinary way. 0: never wait.", min=0, max=1),
+        Option.bool("readdir-names-only", False, "Answer a plain READDIR with the "
+                    "bricks' READDIR (names only) instead of their READDIRP (a stat of "
+                    "every entry). Faster, but the inode numbers listed are then the "
+                    "bricks' own, not the files' (st_ino, from the gfid): off."),
     )
 
     def __init__(self, *args: Any, **kw: Any) -> None:
