@@ -134,6 +134,9 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                     "bricks' READDIR (names only) instead of their READDIRP (a stat of "
                     "every entry). Faster, but the inode numbers listed are then the "
                     "bricks' own, not the files' (st_ino, from the gfid): off."),
+        Option.int("readdir-batch", 0, "Most entries one listing step reads in one "
+                   "worker call (0: as many as the kernel's buffer holds; storage/gfapi "
+                   "read at most 256 before, kept to measure against).", min=0),
     )
 
     def __init__(self, *args: Any, **kw: Any) -> None:

@@ -304,7 +304,8 @@ class GfapiIo:
         names_only = not plus and self.opts.readdir_names_only
         st = b.Stat()
         flags = b.XREADDIRP_STAT | b.XREADDIRP_HANDLE
-        while True:
+        most = self.opts.readdir_batch or size
+        while len(rows) < most:
             xstat.value = None
             if plus:
                 rc = lib.glfs_xreaddirplus_r(of.glfd, flags, ctypes.byref(xstat),
