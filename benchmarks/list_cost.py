@@ -2,7 +2,8 @@
 and READDIRPLUS the kernel sends for one ``os.listdir``, the size of each reply, the
 entries per reply and the time of each from the kernel's send to the reply (the
 ``fuse:fuse_request_send`` and ``fuse_request_end`` tracepoints, so any daemon is
-measured alike), and the daemon's CPU per listing by thread (``/proc/PID/task``).  The
+measured alike), and the daemon's CPU per listing by thread (``/proc/PID/task``) and its read/write
+system calls (``/proc/PID/io``: the network's round trips show there).  The
 peers take turns on one directory each; the machine's caches are dropped before each
 listing (``echo 3 > /proc/sys/vm/drop_caches``), as the ``readdir ... cold`` case does.
 
@@ -31,6 +32,18 @@ OPCODES = {28: "READDIR", 44: "READDIRPLUS"}
 # bytes of one entry of a reply: the names listed are f00000..f99999 (6 characters,
 # padded to 8), "." and ".." pad to 8 too; fuse_dirent is 24 bytes, fuse_direntplus 152
 ENTRY_BYTES = {"READDIR": 24 + 8, "READDIRPLUS": 152 + 8}
+
+
+def io_counts(pid: int) -> Dict[str, int]:
+    """The daemon's read/write syscalls and bytes so far (``/proc/PID/io``: sockets
+    and /dev/fuse included), to see the network round trips a listing makes."""
+    out = {}
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            key, value = line.split(":")
+            if key in ("syscr", "syscw", "rchar", "wchar"):
+                out[key] = int(value)
+    return out
 
 
 def listing_requests(text: str) -> Dict[str, dict]:
@@ -94,7 +107,7 @@ def main(argv: List[str] = None) -> int:
                 if not drop_caches():
                     print("list_cost: cannot drop caches (not root?)", file=sys.stderr)
                     return 1
-                before = thread_cpu(m.pid)
+                before, io0 = thread_cpu(m.pid), io_counts(m.pid)
                 with FuseTrace(m.connection, events=200000, ends=True) as trace:
                     t0 = time.perf_counter()
                     n = len(os.listdir(d))
@@ -103,8 +116,10 @@ def main(argv: List[str] = None) -> int:
                     print(f"list_cost: {name} listed {n} of {args.entries}",
                           file=sys.stderr)
                 cpu = per_name(before, thread_cpu(m.pid), 1)
+                io1 = io_counts(m.pid)
+                io = {k: io1[k] - io0[k] for k in io0}
                 print(f"{name:18s} {seconds * 1e3:7.1f} ms  {n / seconds:7.0f} entries/s  "
-                      f"{listing_requests(trace.text)}  cpu us/listing {cpu}",
+                      f"{listing_requests(trace.text)}  cpu us/listing {cpu}  io {io}",
                       flush=True)
         print(f"load average {os.getloadavg()[0]:.1f}")
     return 0
