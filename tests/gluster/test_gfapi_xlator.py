@@ -203,6 +203,13 @@ async def test_plain_readdir_fills_the_buffer_with_the_files_numbers(h):
     assert calls["glfs_readdirplus_r"] == calls["glfs_xreaddirplus_r"] == 0
     assert calls["glfs_readdir_r"] >= 602 and steps == 1
     assert sorted(r[0] for r in quick) == sorted(r[0] for r in rows)
+    # readdir-batch bounds the entries of one step (256: what storage/gfapi did before)
+    gf.opts.readdir_batch = 256
+    try:
+        bounded, steps = await _listing(h, "/names", 1 << 20, plus=False)
+    finally:
+        gf.opts.readdir_batch = 0
+    assert steps == 3 and bounded == rows
 
 
 @pytest.mark.parametrize("names_only", [False, True])
