@@ -8,7 +8,10 @@ since the kernel offers auto invalidation; xlfs: storage/gfapi's keep_cache hint
 gfapi-dropcache is xlfs with ``--fopen-keep-cache=no`` (every open drops the pages,
 what storage/gfapi did before it gave the hint): an A/B in one run.  gfapi-nowait is
 xlfs with storage/gfapi's ``inline-wait 0`` (every answer comes back through trio, what
-storage/gfapi did before the inline wait).  gfapi-ra stacks xlfs's performance/read-ahead
+storage/gfapi did before the inline wait).  gfapi-batch256 reads at most 256 entries
+per listing step (storage/gfapi's ``readdir-batch 256``, what it did before);
+gfapi-names answers a plain READDIR with the bricks' READDIR (``readdir-names-only``).
+gfapi-ra stacks xlfs's performance/read-ahead
 on storage/gfapi: a cache GlusterFS's client does not run here, so not the same cache
 settings; it shows what read-ahead buys, not the like-for-like comparison.
 
@@ -83,6 +86,20 @@ class GfapiNoWaitPeer(GfapiPeer):
     cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.inline-wait=0")
 
 
+class GfapiBatch256Peer(GfapiPeer):
+    name = "gfapi-batch256"
+    description = ("gfapi with readdir-batch 256: a listing step reads at most 256 "
+                   "entries, what storage/gfapi did before")
+    cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.readdir-batch=256")
+
+
+class GfapiNamesOnlyPeer(GfapiPeer):
+    name = "gfapi-names"
+    description = ("gfapi with readdir-names-only: a plain READDIR asks the bricks for "
+                   "names only (the listed inode numbers are the bricks' own)")
+    cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.readdir-names-only=on")
+
+
 RA_VOLFILE = """\
 volume gv
     type storage/gfapi
@@ -146,4 +163,5 @@ class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):
 #: The peers of this module by name (benchmarks.run).
 GLUSTER_PEERS = {"gfapi": GfapiPeer, "gfapi-dropcache": GfapiDropCachePeer,
                  "gfapi-nowait": GfapiNoWaitPeer, "gfapi-ra": GfapiReadAheadPeer,
+                 "gfapi-batch256": GfapiBatch256Peer, "gfapi-names": GfapiNamesOnlyPeer,
                  "glusterfs-replica": GlusterReplicaPeer}

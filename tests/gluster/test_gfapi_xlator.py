@@ -135,6 +135,129 @@ async def test_readdirp_links_inodes_and_resumes(h):
     assert sorted(de.name for de in again if de.name not in (b".", b"..")) == names
 
 
+@contextlib.contextmanager
+def counted_calls(gf, *names):
+    """Count the calls storage/gfapi makes to these libgfapi functions."""
+    lib = gf._b.lib
+    counts = dict.fromkeys(names, 0)
+    real = {n: getattr(lib, n) for n in names}
+
+    def counting(n):
+        def call(*args):
+            counts[n] += 1
+            return real[n](*args)
+        return call
+    for n in names:
+        setattr(lib, n, counting(n))
+    try:
+        yield counts
+    finally:
+        for n in names:
+            setattr(lib, n, real[n])
+
+
+async def _listing(h, path, size, plus, start=0):
+    """Every (name, ino, off) from cookie ``start``, ``size`` bytes per step, and the
+    number of steps."""
+    d = (await h.lookup(path)).inode
+    fd = Fd(d, is_dir=True)
+    await h.top.opendir(h.frame(), d, fd)
+    out, off, steps = [], start, 0
+    try:
+        while True:
+            fop = h.top.readdirp if plus else h.top.readdir
+            batch = await fop(h.frame(), fd, off, size)
+            if not batch:
+                return out, steps
+            steps += 1
+            out.extend((de.name, de.ino, de.off) for de in batch)
+            off = batch[-1].off
+    finally:
+        await h.top.releasedir(h.frame(), fd)
+
+
+async def test_plain_readdir_fills_the_buffer_with_the_files_numbers(h):
+    await h.mkdir("/names")
+    for i in range(600):
+        await h.write_file(f"/names/n{i:03}", b"")
+    gf = h.top
+    calls_of = ("glfs_readdirplus_r", "glfs_xreaddirplus_r", "glfs_readdir_r")
+    with counted_calls(gf, *calls_of) as calls:
+        rows, steps = await _listing(h, "/names", 1 << 20, plus=False)
+    names = sorted(r[0] for r in rows if r[0] not in (b".", b".."))
+    assert names == [f"n{i:03}".encode() for i in range(600)]
+    # one step answers as much as the buffer holds, not a fixed number of entries
+    assert steps == 1
+    # d_ino is the file's st_ino (the gfid's), so the bricks are asked for READDIRP
+    assert calls["glfs_readdirplus_r"] >= 602 and calls["glfs_readdir_r"] == 0
+    for name, ino, _ in rows[:20]:
+        if name not in (b".", b".."):
+            assert (await h.lookup(f"/names/{name.decode()}")).attr.ino == ino
+    # readdir-names-only: the bricks' READDIR, no stat of every entry
+    gf.opts.readdir_names_only = True
+    try:
+        with counted_calls(gf, *calls_of) as calls:
+            quick, steps = await _listing(h, "/names", 1 << 20, plus=False)
+    finally:
+        gf.opts.readdir_names_only = False
+    assert calls["glfs_readdirplus_r"] == calls["glfs_xreaddirplus_r"] == 0
+    assert calls["glfs_readdir_r"] >= 602 and steps == 1
+    assert sorted(r[0] for r in quick) == sorted(r[0] for r in rows)
+    # readdir-batch bounds the entries of one step (256: what storage/gfapi did before)
+    gf.opts.readdir_batch = 256
+    try:
+        bounded, steps = await _listing(h, "/names", 1 << 20, plus=False)
+    finally:
+        gf.opts.readdir_batch = 0
+    assert steps == 3 and bounded == rows
+
+
+@pytest.mark.parametrize("names_only", [False, True])
+async def test_listing_cookies_resume_exactly(h, names_only):
+    """Small buffers, plain and plus steps mixed on one open directory, and resuming
+    at any cookie: every entry once, in the library's order."""
+    if not names_only:
+        await h.mkdir("/cookies")
+        for i in range(150):
+            await h.write_file(f"/cookies/c{i:03}", b"")
+    h.top.opts.readdir_names_only = names_only
+    try:
+        await _cookies_resume(h)
+    finally:
+        h.top.opts.readdir_names_only = False
+
+
+async def _cookies_resume(h):
+    whole, _ = await _listing(h, "/cookies", 1 << 20, plus=False)
+    assert len(whole) == 152
+    small, steps = await _listing(h, "/cookies", 256, plus=False)
+    assert small == whole and steps > 10
+    plus, _ = await _listing(h, "/cookies", 512, plus=True)
+    assert [(n, o) for n, _, o in plus] == [(n, o) for n, _, o in whole]
+    for k in (1, 37, 100, 151):
+        rest, _ = await _listing(h, "/cookies", 300, plus=bool(k % 2), start=whole[k - 1][2])
+        assert [(n, o) for n, _, o in rest] == [(n, o) for n, _, o in whole[k:]]
+    # plain then plus steps on the same open directory (READDIRPLUS_AUTO's pattern)
+    d = (await h.lookup("/cookies")).inode
+    fd = Fd(d, is_dir=True)
+    await h.top.opendir(h.frame(), d, fd)
+    got, off, step = [], 0, 0
+    try:
+        while True:
+            fop = h.top.readdirp if step % 2 else h.top.readdir
+            batch = await fop(h.frame(), fd, off, 700)
+            if not batch:
+                break
+            for de in batch:
+                if de.entry is not None:        # attributes given are right ones
+                    assert de.entry.attr.ino == de.ino and de.entry.attr.ctime_ns
+            got.extend((de.name, de.off) for de in batch)
+            off, step = batch[-1].off, step + 1
+    finally:
+        await h.top.releasedir(h.frame(), fd)
+    assert got == [(n, o) for n, _, o in whole]
+
+
 async def test_setattr_and_xattrs(h, bricks):
     await h.write_file("/attrs", b"0123456789")
     inode = (await h.lookup("/attrs")).inode

@@ -55,6 +55,11 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 - Page cache: an open lets the kernel keep the file's pages (the ``keep_cache`` hint)
   when its mtime, ctime and size in the last attributes answered are those of its
   previous open and no upcall came about it since (gfapi_io; docs/gluster.md).
+- Listings: a listing step reads as many entries as the kernel's buffer holds, in one
+  worker call (libgfapi fetches 128 KiB of them per network request).  A plain READDIR
+  asks the bricks for READDIRP too: their READDIR's inode numbers are the bricks' own,
+  not ``st_ino``; option readdir-names-only trades that for speed (docs/gluster.md,
+  "The cold listing").
 - Limits: libgfapi has no renameat2: RENAME_EXCHANGE is EINVAL and RENAME_NOREPLACE is a
   lookup then a rename (not atomic against another client); flock is a whole-file POSIX
   lock of the open file's owner (as GlusterFS's own FUSE client does), so a flock and a
@@ -130,6 +135,13 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                     "blocked, for a library call made while no other call runs; an "
                     "answer within it finishes the request inline, a later one comes "
                     "back the ordinary way. 0: never wait.", min=0, max=1),
+        Option.bool("readdir-names-only", False, "Answer a plain READDIR with the "
+                    "bricks' READDIR (names only) instead of their READDIRP (a stat of "
+                    "every entry). Faster, but the inode numbers listed are then the "
+                    "bricks' own, not the files' (st_ino, from the gfid): off."),
+        Option.int("readdir-batch", 0, "Most entries one listing step reads in one "
+                   "worker call (0: as many as the kernel's buffer holds; storage/gfapi "
+                   "read at most 256 before, kept to measure against).", min=0),
     )
 
     def __init__(self, *args: Any, **kw: Any) -> None:

@@ -162,7 +162,9 @@ PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "glfs_fsetxattr": (c_int, [VOIDP, c_char_p, VOIDP, c_size_t, c_int]),
     "glfs_flistxattr": (c_ssize_t, [VOIDP, VOIDP, c_size_t]),
     "glfs_fremovexattr": (c_int, [VOIDP, c_char_p]),
-    # directories
+    # directories (glfs_readdir_r: names only, the bricks' READDIR; the readdirplus
+    # forms ask the bricks for READDIRP, a stat and a gfid of every entry)
+    "glfs_readdir_r": (c_int, [VOIDP, POINTER(Dirent), POINTER(POINTER(Dirent))]),
     "glfs_readdirplus_r": (c_int, [VOIDP, P_STAT, POINTER(Dirent),
                                    POINTER(POINTER(Dirent))]),
     "glfs_xreaddirplus_r": (c_int, [VOIDP, c_uint32, POINTER(VOIDP), POINTER(Dirent),

@@ -31,7 +31,6 @@ FALLOC_FL_ZERO_RANGE = 0x10
 DIRENT_HEAD = 24          # fuse_dirent without the name
 DIRENTPLUS_HEAD = 24 + 128
 COPY_CHUNK = 1 << 20      # copy_file_range's step
-READDIR_BATCH = 256       # entries read per worker-thread call at most
 
 
 class OpenFile:
@@ -283,8 +282,14 @@ class GfapiIo:
         return out
 
     def _read_dir(self, of: OpenFile, offset: int, size: int, plus: bool) -> list[tuple]:
-        """Entries from cookie ``offset`` that fit ``size`` bytes of the kernel's buffer;
-        readdirp's carry a handle copy and a stat (None for . and ..)."""
+        """Entries from cookie ``offset`` that fit ``size`` bytes of the kernel's buffer,
+        as many as fit in one worker-thread call (libgfapi fetches 128 KiB of entries
+        per network request and hands them out one by one).  readdirp's carry a handle
+        copy and a stat (None for . and ..).  A plain readdir also asks the bricks for
+        READDIRP: their READDIR's inode numbers are the bricks' own, and ``d_ino`` must
+        be the file's ``st_ino`` (the gfid's); option readdir-names-only asks for
+        names only.  A readdirp reading entries libgfapi fetched by a names-only
+        readdir gets them with no handle (the kernel then does not instantiate them)."""
         b = self._b
         lib = b.lib
         if offset != of.pos:
@@ -296,13 +301,17 @@ class GfapiIo:
         dent = b.Dirent()
         res = ctypes.POINTER(b.Dirent)()
         xstat = ctypes.c_void_p()
+        names_only = not plus and self.opts.readdir_names_only
         st = b.Stat()
-        while len(rows) < READDIR_BATCH:
+        flags = b.XREADDIRP_STAT | b.XREADDIRP_HANDLE
+        most = self.opts.readdir_batch or size
+        while len(rows) < most:
             xstat.value = None
             if plus:
-                rc = lib.glfs_xreaddirplus_r(of.glfd, b.XREADDIRP_STAT | b.XREADDIRP_HANDLE,
-                                             ctypes.byref(xstat), ctypes.byref(dent),
-                                             ctypes.byref(res))
+                rc = lib.glfs_xreaddirplus_r(of.glfd, flags, ctypes.byref(xstat),
+                                             ctypes.byref(dent), ctypes.byref(res))
+            elif names_only:
+                rc = lib.glfs_readdir_r(of.glfd, ctypes.byref(dent), ctypes.byref(res))
             else:
                 rc = lib.glfs_readdirplus_r(of.glfd, ctypes.byref(st), ctypes.byref(dent),
                                             ctypes.byref(res))
