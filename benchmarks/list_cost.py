@@ -20,13 +20,11 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Dict, List
 
 from .case_base import drop_caches
-from .fuse_trace import FuseTrace, unavailable
-from .read_cost import _EVENT_RE, per_name, thread_cpu
-from .run import PEERS
+from .fuse_trace import FuseTrace
+from .read_cost import _EVENT_RE, PeerProblem, mount_peers, per_name, thread_cpu
 
 OPCODES = {28: "READDIR", 44: "READDIRPLUS"}
 # bytes of one entry of a reply: the names listed are f00000..f99999 (6 characters,
@@ -76,24 +74,14 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--entries", type=int, default=10000)
     args = ap.parse_args(argv)
-    why = unavailable()
-    if why:
-        print(f"list_cost: {why}", file=sys.stderr)
-        return 1
-    names = args.peers.split(",")
-    unknown = [n for n in names if n not in PEERS]
-    if unknown:
-        print(f"list_cost: unknown peer {unknown[0]!r} (known: {', '.join(PEERS)})",
-              file=sys.stderr)
-        return 2
     with tempfile.TemporaryDirectory(prefix="xlfs-list-cost-") as work, \
             contextlib.ExitStack() as stack:
-        mounts = {}
-        for name in names:
-            wd = Path(work) / name
-            wd.mkdir()
-            mounts[name] = m = stack.enter_context(
-                PEERS[name]().session(wd, (1.0, 1.0, 0.0), 1200))
+        try:
+            mounts = mount_peers(args.peers, work, stack, 1200)
+        except PeerProblem as exc:
+            print(f"list_cost: {exc}", file=sys.stderr)
+            return exc.code
+        for m in mounts.values():
             d = os.path.join(m.directory, "many")
             os.mkdir(d)
             for i in range(args.entries):

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List
 
 from .fuse_trace import FuseTrace, unavailable
 from .run import PEERS
@@ -91,6 +91,35 @@ def reads_of(text: str) -> dict:
             "us_p10": q(0.1), "us_p50": q(0.5), "us_p90": q(0.9)}
 
 
+class PeerProblem(Exception):
+    """Why a tool of this kind cannot run: the trace or a peer is missing (exit code 1) or
+    a peer's name is unknown (exit code 2)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def mount_peers(peers: str, work: str, stack: contextlib.ExitStack,
+                limit: float) -> Dict[str, Any]:
+    """Mount each peer of benchmarks.run named in the comma list ``peers``, in its own
+    directory under ``work``, with a 1 s attribute and entry timeout; ``stack`` unmounts
+    them.  Raises PeerProblem before mounting anything when one cannot run."""
+    why = unavailable()
+    if why:
+        raise PeerProblem(why, 1)
+    names = peers.split(",")
+    unknown = [n for n in names if n not in PEERS]
+    if unknown:
+        raise PeerProblem(f"unknown peer {unknown[0]!r} (known: {', '.join(PEERS)})", 2)
+    mounts = {}
+    for name in names:
+        wd = Path(work) / name
+        wd.mkdir()
+        mounts[name] = stack.enter_context(PEERS[name]().session(wd, (1.0, 1.0, 0.0), limit))
+    return mounts
+
+
 def cold_read(path: str, block: int) -> int:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -112,26 +141,16 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--mib", type=int, default=128, help="size of the file read")
     ap.add_argument("--block", type=int, default=1024, help="KiB per read(2)")
     args = ap.parse_args(argv)
-    why = unavailable()
-    if why:
-        print(f"read_cost: {why}", file=sys.stderr)
-        return 1
-    names = args.peers.split(",")
-    unknown = [n for n in names if n not in PEERS]
-    if unknown:
-        print(f"read_cost: unknown peer {unknown[0]!r} (known: {', '.join(PEERS)})",
-              file=sys.stderr)
-        return 2
     chunk = os.urandom(MiB)
     with tempfile.TemporaryDirectory(prefix="xlfs-read-cost-") as work, \
             contextlib.ExitStack() as stack:
-        mounts = {}
-        for name in names:
-            wd = Path(work) / name
-            wd.mkdir()
-            mounts[name] = stack.enter_context(PEERS[name]().session(wd, (1.0, 1.0, 0.0),
-                                                                     600))
-            with open(os.path.join(mounts[name].directory, "big"), "wb") as f:
+        try:
+            mounts = mount_peers(args.peers, work, stack, 600)
+        except PeerProblem as exc:
+            print(f"read_cost: {exc}", file=sys.stderr)
+            return exc.code
+        for m in mounts.values():
+            with open(os.path.join(m.directory, "big"), "wb") as f:
                 for _ in range(args.mib):
                     f.write(chunk)
         print(f"load average {os.getloadavg()[0]:.1f}; {args.mib} MiB in "
