@@ -196,18 +196,8 @@ async def mkdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
     mode, umask = abi.MKDIR_IN.unpack_from(body)
     name = _name(body[abi.MKDIR_IN.size:])
     parent = c.inode(req.nodeid)
-    pins = LinkPins()                   # _entry_request, inline (no argument packing)
-    try:
-        entry = await c.top.mkdir(req.frame, Loc(parent, name),
-                                  stat.S_IFDIR | (mode & 0o7777), c.umask(umask))
-        inode = entry.inode
-        if req.session.reply(req, entry_out(c.timeouts, inode.nodeid, entry.attr,
-                                            inode.generation)):
-            c.count_lookup(inode, parent, name)
-    finally:
-        dead = c.unpin(pins)
-        if dead:
-            await c.purge_all(dead)
+    await _entry_request(c, req, c.top.mkdir, parent, name, Loc(parent, name),
+                         stat.S_IFDIR | (mode & 0o7777), c.umask(umask))
 
 
 async def symlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
