@@ -54,32 +54,25 @@ class MdEntryFops(MdRecords):
             xattrs[_CAPABILITY] = ABSENT
         return entry
 
-    async def mknod(self, frame: Any, loc: Loc, mode: int, rdev: int, umask: int) -> Entry:
+    async def _making(self, loc: Loc, fop: Any, *args: Any) -> Entry:
+        """Wind the child's ``fop`` that makes the entry ``loc`` and cache what it
+        made; the name is dropped whatever the outcome."""
         try:
-            entry = await self.child.mknod(frame, loc, mode, rdev, umask)
+            entry = await fop(*args)
         except BaseException:
             self._entry_changed(loc)
             raise
         self._made_entry(loc, entry)
         return entry
 
-    async def mkdir(self, frame: Any, loc: Loc, mode: int, umask: int) -> Entry:
-        try:
-            entry = await self.child.mkdir(frame, loc, mode, umask)
-        except BaseException:
-            self._entry_changed(loc)
-            raise
-        self._made_entry(loc, entry)
-        return entry
+    def mknod(self, frame: Any, loc: Loc, mode: int, rdev: int, umask: int) -> Any:
+        return self._making(loc, self.child.mknod, frame, loc, mode, rdev, umask)
 
-    async def symlink(self, frame: Any, target: bytes, loc: Loc) -> Entry:
-        try:
-            entry = await self.child.symlink(frame, target, loc)
-        except BaseException:
-            self._entry_changed(loc)
-            raise
-        self._made_entry(loc, entry)
-        return entry
+    def mkdir(self, frame: Any, loc: Loc, mode: int, umask: int) -> Any:
+        return self._making(loc, self.child.mkdir, frame, loc, mode, umask)
+
+    def symlink(self, frame: Any, target: bytes, loc: Loc) -> Any:
+        return self._making(loc, self.child.symlink, frame, target, loc)
 
     async def link(self, frame: Any, inode: Inode, newloc: Loc) -> Entry:
         try:
