@@ -21,7 +21,9 @@ import stat
 from typing import Any
 
 from xlators.core.errors import FopError
-from xlators.core.inode import Inode, LinkPins, Loc
+from trio.lowlevel import current_task as _current_task
+
+from xlators.core.inode import Inode, LinkPins, Loc, pins_by_task
 from xlators.core.types import NOW, Entry, SetAttr
 
 from . import abi
@@ -37,6 +39,7 @@ _RENAME_IN_SIZE = abi.RENAME_IN.size
 _SETXATTR_EXT = int(abi.InitFlag.SETXATTR_EXT)
 _POSIX_ACL = int(abi.InitFlag.POSIX_ACL)
 _ACL_XATTR = b"system.posix_acl_"
+_pins_get = pins_by_task.get
 
 
 def _acl_refused(c: FuseClient, name: bytes) -> bool:
@@ -71,7 +74,9 @@ def send_entry(c: FuseClient, req: Request, entry: Entry, parent: Inode, name: b
 async def _entry_request(c: FuseClient, req: Request, fop: Any, parent: Inode, name: bytes,
                          *args: Any) -> None:
     """Wind ``fop`` (returning an Entry) and answer with it, pinned."""
-    pins = LinkPins()
+    task = _current_task()              # LinkPins(), spelled out (see lookup)
+    outer = _pins_get(task)
+    held = pins_by_task[task] = []
     try:
         entry = await fop(req.frame, *args)
         inode = entry.inode
@@ -79,9 +84,15 @@ async def _entry_request(c: FuseClient, req: Request, fop: Any, parent: Inode, n
                                             inode.generation)):
             c.count_lookup(inode, parent, name)
     finally:
-        dead = c.unpin(pins)
-        if dead:
-            await c.purge_all(dead)
+        if _pins_get(task) is held:
+            if outer is None:
+                del pins_by_task[task]
+            else:
+                pins_by_task[task] = outer
+        if held:
+            dead = c.unhold(held)
+            if dead:
+                await c.purge_all(dead)
 
 
 # Errors of ``resolve`` that mean "no such object": the kernel would pass them on to
@@ -99,7 +110,11 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
     parent = c.nodes.get(req.nodeid)
     if parent is None:
         raise FopError(errno.ESTALE)
-    pins = LinkPins()
+    # LinkPins() and c.unpin(pins), spelled out (xlators.core.inode): a LinkPins object
+    # and its two method calls cost as much again as these steps, on every LOOKUP
+    task = _current_task()
+    outer = _pins_get(task)
+    held = pins_by_task[task] = []
     try:
         try:
             entry = await c.top.lookup(req.frame, Loc(parent, name))
@@ -112,10 +127,13 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
                                             inode.generation)):
             c.count_lookup(inode, parent, name)
     finally:
-        if pins.inodes is None:     # linked nothing (a known inode): unpin's answer is []
-            pins.release()
-        else:
-            dead = c.unpin(pins)
+        if _pins_get(task) is held:
+            if outer is None:
+                del pins_by_task[task]
+            else:
+                pins_by_task[task] = outer
+        if held:                    # linked something (a known inode links nothing)
+            dead = c.unhold(held)
             if dead:
                 await c.purge_all(dead)
 

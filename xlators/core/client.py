@@ -150,6 +150,15 @@ class ClientState:
             dead += [i for i in also if not (i.nlookup or i.refs)]
         return dead
 
+    @staticmethod
+    def unhold(held: list[Inode]) -> list[Inode]:
+        """:meth:`unpin` for pins held without a LinkPins object (the list a task's
+        entry in the pins registry held, already taken out of it: fuse_bridge.ops_entry):
+        drop the holds; the inodes nothing references now."""
+        for inode in held:
+            inode.refs -= 1
+        return [i for i in held if not (i.nlookup or i.refs)]
+
     async def purge_all(self, inodes: Iterable[Inode]) -> None:
         """:meth:`purge` each of ``inodes``.  Shielded: it runs on the way out of an
         interrupted request too."""

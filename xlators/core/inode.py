@@ -75,54 +75,50 @@ class Loc:
         return f"Loc(parent={parent}, name={self.name!r}, inode={self.inode!r})"
 
 
-def _task() -> Any:
-    try:
-        return _current_task()
-    except RuntimeError:        # a worker thread, or no trio at all
-        return None
-
-
 #: The pins of each task that holds some (a request runs in one task from start to
-#: end: fuse_bridge.readers).  Keyed by task rather than kept in a context variable, so
-#: that a task the request starts (which would inherit a context) never pins, and so
-#: that a request that links nothing pays two dictionary operations.
-_pins_by_task: dict[Any, "LinkPins"] = {}
+#: end: fuse_bridge.readers): the list of inodes they hold.  Keyed by task rather than
+#: kept in a context variable, so that a task the request starts (which would inherit a
+#: context) never pins, and so that a request that links nothing pays three dictionary
+#: operations and an empty list.  :class:`LinkPins` is the interface; the bridge's
+#: entry handlers (fuse_bridge.ops_entry) spell the same steps out (a LinkPins object
+#: and its two method calls cost as much again as the steps themselves).
+pins_by_task: dict[Any, list[Inode]] = {}
 
 
 class LinkPins:
     """Hold (``refs``) every inode :meth:`InodeTable.link` returns in this task until
     :meth:`release`.  Only this task's links count: tasks started meanwhile (a cache's
     prefetch) link unpinned.  One per request; a nested one (the same task) holds what
-    is linked until it is released, then the outer one holds again.  Cheap when nothing
-    is linked (a lookup of a known inode): no list until a pin."""
+    is linked until it is released, then the outer one holds again.  ``inodes``: what
+    it holds (with repeats), in link order."""
     __slots__ = ("inodes", "task", "_outer", "active")
 
     def __init__(self) -> None:
-        self.inodes: Optional[list[Inode]] = None
-        try:                        # _task(), inline: one per entry request
+        try:
             task = _current_task()
         except RuntimeError:        # a worker thread, or no trio at all
             task = None
         self.task = task
-        self._outer = _pins_by_task.get(task)
-        _pins_by_task[task] = self
+        self._outer = pins_by_task.get(task)
+        self.inodes: list[Inode] = []
+        pins_by_task[task] = self.inodes
         self.active = True
 
     def release(self) -> list[Inode]:
         """Stop pinning and drop the holds; the inodes that were held (with repeats),
         for the caller to purge those nothing else references."""
+        inodes = self.inodes
         if self.active:
             self.active = False
-            if _pins_by_task.get(self.task) is self:
+            if pins_by_task.get(self.task) is inodes:
                 if self._outer is None:
-                    del _pins_by_task[self.task]
+                    del pins_by_task[self.task]
                 else:
-                    _pins_by_task[self.task] = self._outer
+                    pins_by_task[self.task] = self._outer
             self._outer = None
-        inodes = self.inodes
         if not inodes:
             return []
-        self.inodes = None
+        self.inodes = []
         for inode in inodes:
             inode.refs -= 1
         return inodes
@@ -158,18 +154,15 @@ class InodeTable:
                 inode = Inode(self._counted_nodeid(), ino, COUNTED_GENERATION)
             self.by_ino[ino] = inode
             self.by_nodeid[inode.nodeid] = inode
-        if _pins_by_task:
+        if pins_by_task:
             try:
                 task = _current_task()
             except RuntimeError:        # a worker thread, or no trio at all
                 task = None
-            pins = _pins_by_task.get(task)
-            if pins is not None:
+            held = pins_by_task.get(task)
+            if held is not None:
                 inode.refs += 1
-                if pins.inodes is None:
-                    pins.inodes = [inode]
-                else:
-                    pins.inodes.append(inode)
+                held.append(inode)
         return inode
 
     def share_numbering(self, other: "InodeTable") -> None:
