@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, Optional
+from typing import Any, Awaitable, Optional
 
 from ..core.errors import FopError
 from ..core.inode import Fd, Inode, Loc
@@ -36,8 +36,11 @@ class Refusals:
     def _touches_meta(self, loc: Optional[Loc]) -> bool:
         if loc is None:
             return False
-        return (self._is_meta_name(loc) or self._meta(loc.parent) is not None
-                or self._meta(loc.inode) is not None)
+        parent, inode = loc.parent, loc.inode       # _is_meta_name and _meta, inline
+        if parent is not None and (parent.ctx.get(self) is not None or (
+                parent is self.itable.root and loc.name == self._dir_bytes)):
+            return True
+        return inode is not None and inode.ctx.get(self) is not None
 
     def _refuse_new(self, loc: Loc) -> None:
         if self._is_meta_name(loc):
@@ -45,47 +48,66 @@ class Refusals:
         if self._meta(loc.parent) is not None:
             raise FopError(errno.EPERM)
 
-    async def mknod(self, frame: Any, loc: Loc, mode: int, rdev: int, umask: int) -> Entry:
+    # The namespace fops every modifying request takes are plain functions that check,
+    # then hand back the child's coroutine (as pass-through defaults do): no coroutine
+    # of this layer's own per unlink, rename, mkdir...  The common case is spelled out:
+    # a name outside the root, or any name but ``.meta`` in it, of a parent outside
+    # ``.meta`` (``_refuse_new``, ``_touches_meta``).
+    def mknod(self, frame: Any, loc: Loc, mode: int, rdev: int, umask: int
+              ) -> Awaitable[Entry]:
         self._refuse_new(loc)
-        return await self.child.mknod(frame, loc, mode, rdev, umask)
+        return self.child.mknod(frame, loc, mode, rdev, umask)
 
-    async def mkdir(self, frame: Any, loc: Loc, mode: int, umask: int) -> Entry:
-        self._refuse_new(loc)
-        return await self.child.mkdir(frame, loc, mode, umask)
+    def mkdir(self, frame: Any, loc: Loc, mode: int, umask: int) -> Awaitable[Entry]:
+        parent = loc.parent
+        if parent is not None and (parent.ctx.get(self) is not None
+                                   or parent is self.itable.root):
+            self._refuse_new(loc)
+        return self.child.mkdir(frame, loc, mode, umask)
 
-    async def symlink(self, frame: Any, target: bytes, loc: Loc) -> Entry:
+    def symlink(self, frame: Any, target: bytes, loc: Loc) -> Awaitable[Entry]:
         self._refuse_new(loc)
-        return await self.child.symlink(frame, target, loc)
+        return self.child.symlink(frame, target, loc)
 
-    async def create(self, frame: Any, loc: Loc, flags: int, mode: int, umask: int,
-                     fd: Fd) -> Entry:
-        self._refuse_new(loc)
+    def create(self, frame: Any, loc: Loc, flags: int, mode: int, umask: int,
+               fd: Fd) -> Awaitable[Entry]:
+        parent = loc.parent
+        if parent is not None and (parent.ctx.get(self) is not None
+                                   or parent is self.itable.root):
+            self._refuse_new(loc)
+        if self.profiler.on:
+            return self._create_profiled(frame, loc, flags, mode, umask, fd)
+        return self.child.create(frame, loc, flags, mode, umask, fd)
+
+    async def _create_profiled(self, frame: Any, loc: Loc, flags: int, mode: int,
+                               umask: int, fd: Fd) -> Entry:
         entry = await self.child.create(frame, loc, flags, mode, umask, fd)
         if self.profiler.on:
             self.profiler.named(entry.inode.nodeid, loc.parent.nodeid, loc.name)
             self.profiler.file(entry.inode.nodeid).opens += 1
         return entry
 
-    async def link(self, frame: Any, inode: Inode, newloc: Loc) -> Entry:
+    def link(self, frame: Any, inode: Inode, newloc: Loc) -> Awaitable[Entry]:
         if self._meta(inode) is not None:
             raise FopError(errno.EPERM)
         self._refuse_new(newloc)
-        return await self.child.link(frame, inode, newloc)
+        return self.child.link(frame, inode, newloc)
 
-    async def unlink(self, frame: Any, loc: Loc) -> None:
+    def unlink(self, frame: Any, loc: Loc) -> Awaitable[None]:
         if self._touches_meta(loc):
             raise FopError(errno.EPERM)
-        return await self.child.unlink(frame, loc)
+        return self.child.unlink(frame, loc)
 
-    async def rmdir(self, frame: Any, loc: Loc) -> None:
+    def rmdir(self, frame: Any, loc: Loc) -> Awaitable[None]:
         if self._touches_meta(loc):
             raise FopError(errno.EPERM)
-        return await self.child.rmdir(frame, loc)
+        return self.child.rmdir(frame, loc)
 
-    async def rename(self, frame: Any, oldloc: Loc, newloc: Loc, flags: int = 0) -> None:
+    def rename(self, frame: Any, oldloc: Loc, newloc: Loc, flags: int = 0
+               ) -> Awaitable[None]:
         if self._touches_meta(oldloc) or self._touches_meta(newloc):
             raise FopError(errno.EPERM)
-        return await self.child.rename(frame, oldloc, newloc, flags)
+        return self.child.rename(frame, oldloc, newloc, flags)
 
     async def setxattr(self, frame: Any, inode: Inode, name: bytes, value: bytes,
                        flags: int) -> None:
