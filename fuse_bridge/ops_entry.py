@@ -119,9 +119,14 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
         try:
             entry = await c.top.lookup(req.frame, Loc(parent, name))
         except OSError as exc:      # FopError, or an OSError escaping a translator
-            if exc.errno == errno.ENOENT and c.timeouts.negative | c.timeouts.negative_ns:
+            if exc.errno != errno.ENOENT:
+                raise
+            if c.timeouts.negative | c.timeouts.negative_ns:
                 return negative_entry_out(c.timeouts)
-            raise
+            # answered here, as the session would: the exception (and the frames its
+            # traceback holds) goes no further on the commonest failing request
+            req.session.reply_error(req, errno.ENOENT)
+            return None
         inode = entry.inode
         if req.session.reply(req, entry_out(c.timeouts, inode.nodeid, entry.attr,
                                             inode.generation)):
