@@ -315,6 +315,26 @@ async def test_lookup_whose_reply_is_lost_counts_no_lookup(make):
         assert open_fds() == fds_before - _dir_fd(s)
 
 
+async def test_entries_made_whose_reply_is_lost_count_no_lookup(make):
+    """MKDIR, MKNOD and SYMLINK (ops_entry's pinned entry requests) whose reply write
+    fails: the new objects are not counted and leave the table again."""
+    async with serve(make()) as (k, s):
+        d = await make_dir(k)
+        fds_before = open_fds()
+        k.dsock.shutdown(socket.SHUT_WR)
+        done = s.stats["requests"]
+        await k.send(O.MKDIR, abi.MKDIR_IN.pack(0o755, 0) + cstr(b"m"), d)
+        await k.send(O.MKNOD, abi.MKNOD_IN.pack(stat.S_IFREG | 0o644, 0, 0) + cstr(b"n"),
+                     d)
+        await k.send(O.SYMLINK, cstr(b"s") + cstr(b"target"), d)
+        await k.forget(d, 1)
+        with trio.fail_after(5):
+            while s.stats["requests"] < done + 4 or s.interrupts.pending:
+                await trio.sleep(0.001)
+        assert [i.nodeid for i in s.itable] == [1], list(s.itable)
+        assert open_fds() == fds_before - _dir_fd(s)
+
+
 async def test_link_pins_hold_only_the_requests_own_links():
     """A request's pins hold what its own task links; a task it starts (a cache's
     prefetch) links unpinned, so the request's end does not purge the cache's inodes."""
