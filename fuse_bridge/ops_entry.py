@@ -40,6 +40,9 @@ _SETXATTR_EXT = int(abi.InitFlag.SETXATTR_EXT)
 _POSIX_ACL = int(abi.InitFlag.POSIX_ACL)
 _ACL_XATTR = b"system.posix_acl_"
 _pins_get = pins_by_task.get
+# Loc(parent, name) without the call of its __init__ (more than half of the cost of
+# making one): spelled out in LOOKUP, UNLINK, RMDIR and RENAME
+_new_object = object.__new__
 
 
 def _acl_refused(c: FuseClient, name: bytes) -> bool:
@@ -117,7 +120,9 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
     held = pins_by_task[task] = []
     try:
         try:
-            entry = await c.top.lookup(req.frame, Loc(parent, name))
+            loc = _new_object(Loc)
+            loc.parent, loc.name, loc.inode = parent, name, None
+            entry = await c.top.lookup(req.frame, loc)
         except OSError as exc:      # FopError, or an OSError escaping a translator
             if exc.errno != errno.ENOENT:
                 raise
@@ -246,7 +251,9 @@ async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
     parent = c.nodes.get(req.nodeid)
     if parent is None:
         raise FopError(errno.ESTALE)
-    await c.top.unlink(req.frame, Loc(parent, name))
+    loc = _new_object(Loc)
+    loc.parent, loc.name, loc.inode = parent, name, None
+    await c.top.unlink(req.frame, loc)
 
 
 async def rmdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
@@ -256,7 +263,9 @@ async def rmdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
     parent = c.nodes.get(req.nodeid)
     if parent is None:
         raise FopError(errno.ESTALE)
-    await c.top.rmdir(req.frame, Loc(parent, name))
+    loc = _new_object(Loc)
+    loc.parent, loc.name, loc.inode = parent, name, None
+    await c.top.rmdir(req.frame, loc)
 
 
 async def rename(c: FuseClient, req: Request, body: memoryview) -> Payload:
@@ -270,7 +279,11 @@ async def rename(c: FuseClient, req: Request, body: memoryview) -> Payload:
     newparent = nodes.get(newdir)
     if parent is None or newparent is None:
         raise FopError(errno.ESTALE)
-    await c.top.rename(req.frame, Loc(parent, old), Loc(newparent, new), 0)
+    oldloc = _new_object(Loc)
+    oldloc.parent, oldloc.name, oldloc.inode = parent, old, None
+    newloc = _new_object(Loc)
+    newloc.parent, newloc.name, newloc.inode = newparent, new, None
+    await c.top.rename(req.frame, oldloc, newloc, 0)
 
 
 async def rename2(c: FuseClient, req: Request, body: memoryview) -> Payload:
