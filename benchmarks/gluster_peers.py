@@ -100,6 +100,35 @@ class GfapiNamesOnlyPeer(GfapiPeer):
     cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.readdir-names-only=on")
 
 
+class GfapiBaselinePeer(GfapiPeer):
+    """``gfapi`` run from another checkout (``XLFS_BASELINE``, default /work/wt/base):
+    before/after of storage/gfapi's code on the same kind of volume, in one run."""
+    name = "gfapi-base"
+
+    @property
+    def root(self) -> Path:
+        return Path(os.environ.get("XLFS_BASELINE", "/work/wt/base")).resolve()
+
+    @property
+    def description(self) -> str:
+        return f"gfapi from the checkout {self.root}"
+
+    def unavailable(self):
+        if not (self.root / "fuse_bridge" / "cli.py").exists():
+            return f"{self.root}: not an xlfs checkout (set XLFS_BASELINE)"
+        return super().unavailable()
+
+    def env(self):
+        return dict(os.environ, PYTHONPATH=str(self.root))
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        argv = super().argv(brick, mountpoint, log, timeouts, workdir)
+        # -c, not -m: -m would put the current directory (this checkout) first
+        boot = (f"import runpy, sys; sys.path.insert(0, {str(self.root)!r}); "
+                "runpy.run_module('fuse_bridge.cli', run_name='__main__', alter_sys=True)")
+        return [argv[0], "-c", boot] + argv[3:]
+
+
 RA_VOLFILE = """\
 volume gv
     type storage/gfapi
@@ -164,4 +193,4 @@ class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):
 GLUSTER_PEERS = {"gfapi": GfapiPeer, "gfapi-dropcache": GfapiDropCachePeer,
                  "gfapi-nowait": GfapiNoWaitPeer, "gfapi-ra": GfapiReadAheadPeer,
                  "gfapi-batch256": GfapiBatch256Peer, "gfapi-names": GfapiNamesOnlyPeer,
-                 "glusterfs-replica": GlusterReplicaPeer}
+                 "gfapi-base": GfapiBaselinePeer, "glusterfs-replica": GlusterReplicaPeer}

@@ -212,6 +212,38 @@ async def test_plain_readdir_fills_the_buffer_with_the_files_numbers(h):
     assert steps == 3 and bounded == rows
 
 
+def _writes_of_this_process() -> int:
+    """write(2)-family system calls of this process so far: libgfapi's requests to the
+    bricks (every thread's, /proc/self/io's syscw)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("syscw:"))
+
+
+async def test_listing_files_another_client_made_needs_no_lookup_of_each(
+        h, bricks, gluster_base):
+    """Listing entries this client never looked up: replicate passes the bricks'
+    attributes on, so libgfapi does not look up every entry (its glfd_entry_refresh
+    does, for entries replicate leaves without an inode).  Replicate strips them only
+    while it believes a heal is pending, which it reads from the bricks' features/index
+    ("link-count" in every lookup reply): a brick graph without index (what the test
+    bricks had) looks always in need of heal, and the cold listing cost two network
+    requests per entry (docs/gluster.md, "The cold listing")."""
+    with second_client(bricks, gluster_base / "lister.log") as oh:
+        await oh.mkdir("/strangers")
+        for i in range(300):
+            await oh.write_file(f"/strangers/s{i:03}", b"")
+    await h.lookup("/")                       # a fresh lookup reply sets replicate's view
+    before = _writes_of_this_process()
+    rows, _ = await _listing(h, "/strangers", 1 << 20, plus=True)
+    writes = _writes_of_this_process() - before
+    names = sorted(r[0] for r in rows if r[0] not in (b".", b".."))
+    assert names == [f"s{i:03}".encode() for i in range(300)]
+    assert writes < 60, f"{writes} network writes to list 300 entries"
+    for name, ino, _ in rows:
+        if name not in (b".", b".."):
+            assert (await h.lookup(f"/strangers/{name.decode()}")).attr.ino == ino
+
+
 @pytest.mark.parametrize("names_only", [False, True])
 async def test_listing_cookies_resume_exactly(h, names_only):
     """Small buffers, plain and plus steps mixed on one open directory, and resuming
