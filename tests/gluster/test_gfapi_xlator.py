@@ -521,6 +521,48 @@ async def test_upcall_from_another_client(h, bricks, gluster_base):
         graph.listeners.remove(listen)
 
 
+async def test_own_removal_wakes_nothing_but_another_clients_does(
+        h, bricks, gluster_base):
+    """The bricks send UP_FORGET to the client that removed a file too (one per
+    brick): storage/gfapi drops it in libgfapi's thread instead of waking the loop
+    and invalidating what the kernel dropped already; another client's removal of a
+    file this client knows is still invalidated here."""
+    events = []
+    graph = h.graph
+    gf = h.top
+
+    def listen(event, data, source):
+        if event is Event.UPCALL:
+            events.append(data)
+    graph.listeners.append(listen)
+    try:
+        await h.mkdir("/gone")
+        await h.write_file("/gone/mine", b"x")
+        await h.write_file("/gone/theirs", b"x")
+        mine = (await h.lookup("/gone/mine")).inode
+        theirs = (await h.lookup("/gone/theirs")).inode
+        dropped = gf._upcalls.dump().get("upcalls-of-own-removals-dropped", 0)
+        await h.unlink("/gone/mine")
+        with trio.move_on_after(10):
+            while gf._upcalls.dump().get("upcalls-of-own-removals-dropped", 0) < \
+                    dropped + len(bricks.bricks):
+                if any(getattr(e, "inode", None) is mine for e in events):
+                    break
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)                     # a late notice would show by now
+        assert not [e for e in events if getattr(e, "inode", None) is mine]
+        with second_client(bricks, gluster_base / "remover.log") as oh:
+            await oh.unlink("/gone/theirs")
+        with trio.move_on_after(20):
+            while not any(getattr(e, "inode", None) is theirs for e in events):
+                await trio.sleep(0.05)
+        assert any(isinstance(e, InvalidateInode) and e.inode is theirs for e in events)
+        assert any(isinstance(e, InvalidateEntry) and e.name == b"theirs"
+                   for e in events)
+    finally:
+        graph.listeners.remove(listen)
+
+
 async def _change_then_remove(h, oh, inode, events) -> None:
     """``oh`` (another client) rewrites /shared, then removes it: invalidations here."""
     fd = await oh.open("/shared")
