@@ -70,15 +70,16 @@ class Upcalls:
             if not ev:
                 return
             flags = lib.glfs_upcall_inode_get_flags(ev)
-            inos = []
-            for getter in (lib.glfs_upcall_inode_get_object,
-                           lib.glfs_upcall_inode_get_pobject,
+            obj = lib.glfs_upcall_inode_get_object(ev)
+            ino = gfid_ino(b.extract_gfid(obj)) if obj else 0
+            if flags == self._forget and ino in self.removed_here:
+                self.own_forgets += 1          # news of our own removal: nothing new
+                return
+            inos = [ino]
+            for getter in (lib.glfs_upcall_inode_get_pobject,
                            lib.glfs_upcall_inode_get_oldpobject):
                 obj = getter(ev)
                 inos.append(gfid_ino(b.extract_gfid(obj)) if obj else 0)
-                if flags == self._forget and inos[0] in self.removed_here:
-                    self.own_forgets += 1      # news of our own removal: nothing new
-                    return
             self._queue.append((flags, *inos))
             with self._lock:
                 if not self._closed:
