@@ -14,6 +14,11 @@ gfapi-names answers a plain READDIR with the bricks' READDIR (``readdir-names-on
 gfapi-ra stacks xlfs's performance/read-ahead
 on storage/gfapi: a cache GlusterFS's client does not run here, so not the same cache
 settings; it shows what read-ahead buys, not the like-for-like comparison.
+gfapi-base is gfapi from another checkout (``XLFS_BASELINE``, default /work/wt/base):
+storage/gfapi's code before and after, on the same kind of volume, in one run.
+gfapi-noindex and glusterfs-replica-noindex run on bricks without features/index, what
+the bricks were before glusterd's index translator was added to them (without it
+replicate believes every file needs a heal and libgfapi looks up every listed entry).
 
     .venv/bin/python -m benchmarks.run --peers gfapi,gfapi-dropcache,glusterfs-replica --quick
 """
@@ -40,6 +45,7 @@ def _bricks_missing() -> Optional[str]:
 class _VolumePeer(FusePeer):
     """A FUSE peer whose session first stands up a replica-2 volume."""
     client_volfile: Path = Path()
+    index = True        # the bricks run features/index (as glusterd's do)
 
     @contextmanager
     def session(self, workdir, timeouts, limit):
@@ -48,7 +54,7 @@ class _VolumePeer(FusePeer):
             from .peers import PeerUnavailable
             raise PeerUnavailable(why)
         from tests.gluster.bricks import Bricks
-        with Bricks(Path(workdir) / "volume", 2, "bench") as bricks:
+        with Bricks(Path(workdir) / "volume", 2, "bench", index=self.index) as bricks:
             self.client_volfile = bricks.client_volfile
             with super().session(workdir, timeouts, limit) as m:
                 yield m
@@ -98,6 +104,35 @@ class GfapiNamesOnlyPeer(GfapiPeer):
     description = ("gfapi with readdir-names-only: a plain READDIR asks the bricks for "
                    "names only (the listed inode numbers are the bricks' own)")
     cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.readdir-names-only=on")
+
+
+class GfapiBaselinePeer(GfapiPeer):
+    """``gfapi`` run from another checkout (``XLFS_BASELINE``, default /work/wt/base):
+    before/after of storage/gfapi's code on the same kind of volume, in one run."""
+    name = "gfapi-base"
+
+    @property
+    def root(self) -> Path:
+        return Path(os.environ.get("XLFS_BASELINE", "/work/wt/base")).resolve()
+
+    @property
+    def description(self) -> str:
+        return f"gfapi from the checkout {self.root}"
+
+    def unavailable(self):
+        if not (self.root / "fuse_bridge" / "cli.py").exists():
+            return f"{self.root}: not an xlfs checkout (set XLFS_BASELINE)"
+        return super().unavailable()
+
+    def env(self):
+        return dict(os.environ, PYTHONPATH=str(self.root))
+
+    def argv(self, brick, mountpoint, log, timeouts, workdir):
+        argv = super().argv(brick, mountpoint, log, timeouts, workdir)
+        # -c, not -m: -m would put the current directory (this checkout) first
+        boot = (f"import runpy, sys; sys.path.insert(0, {str(self.root)!r}); "
+                "runpy.run_module('fuse_bridge.cli', run_name='__main__', alter_sys=True)")
+        return [argv[0], "-c", boot] + argv[3:]
 
 
 RA_VOLFILE = """\
@@ -160,8 +195,24 @@ class GlusterReplicaPeer(_VolumePeer, GlusterfsPeer):
                 + _timeout_flags(timeouts) + [str(mountpoint)])
 
 
+class GfapiNoIndexPeer(GfapiPeer):
+    name = "gfapi-noindex"
+    description = ("gfapi on bricks without features/index (what the test bricks were): "
+                   "replicate then strips the attributes of listed entries and "
+                   "libgfapi looks each one up")
+    index = False
+
+
+class GlusterReplicaNoIndexPeer(GlusterReplicaPeer):
+    name = "glusterfs-replica-noindex"
+    description = "glusterfs-replica on bricks without features/index"
+    index = False
+
+
 #: The peers of this module by name (benchmarks.run).
 GLUSTER_PEERS = {"gfapi": GfapiPeer, "gfapi-dropcache": GfapiDropCachePeer,
                  "gfapi-nowait": GfapiNoWaitPeer, "gfapi-ra": GfapiReadAheadPeer,
                  "gfapi-batch256": GfapiBatch256Peer, "gfapi-names": GfapiNamesOnlyPeer,
-                 "glusterfs-replica": GlusterReplicaPeer}
+                 "gfapi-base": GfapiBaselinePeer, "gfapi-noindex": GfapiNoIndexPeer,
+                 "glusterfs-replica": GlusterReplicaPeer,
+                 "glusterfs-replica-noindex": GlusterReplicaNoIndexPeer}

@@ -2,7 +2,11 @@
 
 :class:`Bricks` stands up ``glusterfsd`` bricks on 127.0.0.1 and free ports, each with
 the graph storage/posix -> features/access-control -> features/locks -> features/upcall
--> performance/io-threads -> protocol/server, and
+-> performance/io-threads -> features/index -> protocol/server (the translators of
+glusterd's brick graph that matter here, in its order; features/index answers the
+"link-count" replicate asks every lookup for: without it replicate believes a heal is
+always pending and strips the attributes of listed entries, so libgfapi then looks up
+every entry of a listing, which glusterd's volumes never do), and
 writes a replica client volfile (low ping-timeout, client-side self-heal on, since there
 is no self-heal daemon without glusterd) that ``glfs_set_volfile`` and ``glusterfs -f``
 both take.  glusterd-managed volumes are in :mod:`tests.gluster.glusterd`.
@@ -126,11 +130,11 @@ volume {name}-upcall
     subvolumes {name}-locks
 end-volume
 
-volume {name}
+volume {io_threads}
     type performance/io-threads
     subvolumes {name}-upcall
 end-volume
-
+{index}
 volume {name}-server
     type protocol/server
     option transport-type tcp
@@ -140,6 +144,16 @@ volume {name}-server
     option auth.addr.{name}.allow 127.0.0.1
     option auth-path {name}
     subvolumes {name}
+end-volume
+"""
+
+BRICK_INDEX = """
+volume {name}
+    type features/index
+    option index-base {directory}/.glusterfs/indices
+    option xattrop-dirty-watchlist trusted.afr.dirty
+    option xattrop-pending-watchlist trusted.afr.{volume}-
+    subvolumes {name}-io-threads
 end-volume
 """
 
@@ -173,8 +187,11 @@ end-volume
 
 
 class Brick:
-    def __init__(self, base: Path, name: str, cache_invalidation: bool = True) -> None:
+    def __init__(self, base: Path, name: str, cache_invalidation: bool = True,
+                 volume: str = "gv0", index: bool = True) -> None:
         self.name = name
+        self.volume = volume        # the client volume: AFR's pending xattrs' prefix
+        self.index = index          # False: no features/index (what the bricks had)
         self.cache_invalidation = cache_invalidation    # upcalls to the clients
         self.directory = base / name
         self.volfile = base / f"{name}.vol"
@@ -183,11 +200,16 @@ class Brick:
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        # features/index keeps its files under .glusterfs (storage/posix makes that
+        # directory too, but index is initialised first)
+        (self.directory / ".glusterfs").mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
+        fields = dict(name=self.name, port=self.port, directory=self.directory,
+                      volume=self.volume)
         self.volfile.write_text(BRICK_VOLFILE.format(
-            name=self.name, port=self.port, directory=self.directory,
+            **fields, io_threads=f"{self.name}-io-threads" if self.index else self.name,
+            index=BRICK_INDEX.format(**fields) if self.index else "",
             cache_invalidation="on" if self.cache_invalidation else "off"))
         self.proc = _spawn(["glusterfsd", "-N", "-f", str(self.volfile), "-l",
                             str(self.log), "--brick-name", self.name, "--brick-port",
@@ -208,10 +230,12 @@ class Bricks:
     """``count`` bricks and a replica client volfile, ``with``-able."""
 
     def __init__(self, base: Path, count: int = 2, volume: str = "gv0",
-                 ping_timeout: int = 3, cache_invalidation: bool = True) -> None:
+                 ping_timeout: int = 3, cache_invalidation: bool = True,
+                 index: bool = True) -> None:
         self.base = Path(base)
         self.volume = volume
-        self.bricks = [Brick(self.base, f"{volume}-brick{i}", cache_invalidation)
+        self.bricks = [Brick(self.base, f"{volume}-brick{i}", cache_invalidation, volume,
+                             index)
                        for i in range(count)]
         self.client_volfile = self.base / f"{volume}-client.vol"
         self.ping_timeout = ping_timeout

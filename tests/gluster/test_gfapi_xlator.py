@@ -212,6 +212,38 @@ async def test_plain_readdir_fills_the_buffer_with_the_files_numbers(h):
     assert steps == 3 and bounded == rows
 
 
+def _writes_of_this_process() -> int:
+    """write(2)-family system calls of this process so far: libgfapi's requests to the
+    bricks (every thread's, /proc/self/io's syscw)."""
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("syscw:"))
+
+
+async def test_listing_files_another_client_made_needs_no_lookup_of_each(
+        h, bricks, gluster_base):
+    """Listing entries this client never looked up: replicate passes the bricks'
+    attributes on, so libgfapi does not look up every entry (its glfd_entry_refresh
+    does, for entries replicate leaves without an inode).  Replicate strips them only
+    while it believes a heal is pending, which it reads from the bricks' features/index
+    ("link-count" in every lookup reply): a brick graph without index (what the test
+    bricks had) looks always in need of heal, and the cold listing cost two network
+    requests per entry (docs/gluster.md, "The cold listing")."""
+    with second_client(bricks, gluster_base / "lister.log") as oh:
+        await oh.mkdir("/strangers")
+        for i in range(300):
+            await oh.write_file(f"/strangers/s{i:03}", b"")
+    await h.lookup("/")                       # a fresh lookup reply sets replicate's view
+    before = _writes_of_this_process()
+    rows, _ = await _listing(h, "/strangers", 1 << 20, plus=True)
+    writes = _writes_of_this_process() - before
+    names = sorted(r[0] for r in rows if r[0] not in (b".", b".."))
+    assert names == [f"s{i:03}".encode() for i in range(300)]
+    assert writes < 60, f"{writes} network writes to list 300 entries"
+    for name, ino, _ in rows:
+        if name not in (b".", b".."):
+            assert (await h.lookup(f"/strangers/{name.decode()}")).attr.ino == ino
+
+
 @pytest.mark.parametrize("names_only", [False, True])
 async def test_listing_cookies_resume_exactly(h, names_only):
     """Small buffers, plain and plus steps mixed on one open directory, and resuming
@@ -485,6 +517,48 @@ async def test_upcall_from_another_client(h, bricks, gluster_base):
         assert await keeps_cache(h, inode)            # unchanged since the last open
         with second_client(bricks, gluster_base / "o.log") as oh:
             await _change_then_remove(h, oh, inode, events)
+    finally:
+        graph.listeners.remove(listen)
+
+
+async def test_own_removal_wakes_nothing_but_another_clients_does(
+        h, bricks, gluster_base):
+    """The bricks send UP_FORGET to the client that removed a file too (one per
+    brick): storage/gfapi drops it in libgfapi's thread instead of waking the loop
+    and invalidating what the kernel dropped already; another client's removal of a
+    file this client knows is still invalidated here."""
+    events = []
+    graph = h.graph
+    gf = h.top
+
+    def listen(event, data, source):
+        if event is Event.UPCALL:
+            events.append(data)
+    graph.listeners.append(listen)
+    try:
+        await h.mkdir("/gone")
+        await h.write_file("/gone/mine", b"x")
+        await h.write_file("/gone/theirs", b"x")
+        mine = (await h.lookup("/gone/mine")).inode
+        theirs = (await h.lookup("/gone/theirs")).inode
+        dropped = gf._upcalls.dump().get("upcalls-of-own-removals-dropped", 0)
+        await h.unlink("/gone/mine")
+        with trio.move_on_after(10):
+            while gf._upcalls.dump().get("upcalls-of-own-removals-dropped", 0) < \
+                    dropped + len(bricks.bricks):
+                if any(getattr(e, "inode", None) is mine for e in events):
+                    break
+                await trio.sleep(0.05)
+        await trio.sleep(0.3)                     # a late notice would show by now
+        assert not [e for e in events if getattr(e, "inode", None) is mine]
+        with second_client(bricks, gluster_base / "remover.log") as oh:
+            await oh.unlink("/gone/theirs")
+        with trio.move_on_after(20):
+            while not any(getattr(e, "inode", None) is theirs for e in events):
+                await trio.sleep(0.05)
+        assert any(isinstance(e, InvalidateInode) and e.inode is theirs for e in events)
+        assert any(isinstance(e, InvalidateEntry) and e.name == b"theirs"
+                   for e in events)
     finally:
         graph.listeners.remove(listen)
 

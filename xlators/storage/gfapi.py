@@ -51,7 +51,8 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 - Coherence: upcalls from the bricks (features/upcall; the client volfile's or the
   volume's ``features.cache-invalidation on``) about files changed by other clients
   become ``InvalidateInode`` / ``InvalidateEntry`` upcalls up the graph, which the FUSE
-  bridge turns into kernel invalidations (gfapi_upcall), attributes and pages.
+  bridge turns into kernel invalidations (gfapi_upcall), attributes and pages. The
+  bricks' notice that they forgot an object this client removed itself is dropped.
 - Page cache: an open lets the kernel keep the file's pages (the ``keep_cache`` hint)
   when its mtime, ctime and size in the last attributes answered are those of its
   previous open and no upcall came about it since (gfapi_io; docs/gluster.md).

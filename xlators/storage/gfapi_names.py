@@ -140,8 +140,13 @@ class GfapiNames:
         if known is not None and self._live.get(known.ino) is known:
             if is_dir != (known.kind == S_IFDIR):
                 raise FopError(errno.ENOTDIR if is_dir else errno.EISDIR)
-            await self._call(frame, lambda: b.check(
-                b.lib.glfs_h_unlink(fs, pnode.obj, name), "unlink"))
+            self._removing(known.ino)
+            try:
+                await self._call(frame, lambda: b.check(
+                    b.lib.glfs_h_unlink(fs, pnode.obj, name), "unlink"))
+            except BaseException:
+                self._removing(known.ino, False)
+                raise
             self._unnamed(pnode, name)
             return
 
@@ -155,9 +160,18 @@ class GfapiNames:
                 raise FopError(errno.ENOTDIR)
             if not is_dir and st.st_mode & S_IFMT == S_IFDIR:
                 raise FopError(errno.EISDIR)
-            b.check(b.lib.glfs_h_unlink(fs, pnode.obj, name), "unlink")
+            self._removing(st.st_ino)         # before: the bricks' notice may come first
+            if b.lib.glfs_h_unlink(fs, pnode.obj, name) < 0:
+                self._removing(st.st_ino, False)
+                b.check(-1, "unlink")
         await self._call(frame, run)
         self._unnamed(pnode, name)
+
+    def _removing(self, ino: int, removing: bool = True) -> None:
+        """This client is removing a name of object ``ino`` (False: it failed): when
+        the bricks then forget the object, gfapi_upcall drops their notice of it."""
+        if self._upcalls is not None:
+            self._upcalls.removed(ino, removing)
 
     async def rename(self, frame, oldloc, newloc, flags=None):
         if flags and flags != RENAME_NOREPLACE:

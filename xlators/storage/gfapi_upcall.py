@@ -23,6 +23,7 @@ import trio
 from ..core.upcall import InvalidateEntry, InvalidateInode
 
 GONE_FLAGS_NAMES = ("UP_NLINK", "UP_RENAME", "UP_FORGET")
+REMOVED_REMEMBERED = 4096      # own removals whose UP_FORGET is dropped (the newest)
 
 
 def gfid_ino(gfid: bytes) -> int:
@@ -45,6 +46,12 @@ class Upcalls:
         self._gone = 0
         for name in GONE_FLAGS_NAMES:
             self._gone |= getattr(b, name)
+        self._forget = b.UP_FORGET
+        # inode numbers of the objects this client removed a name of lately, oldest
+        # first: read in libgfapi's threads, written in the loop's and the workers'
+        # (each operation one step under the GIL; see removed())
+        self.removed_here: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self.own_forgets = 0
         self._cbk = b.UPCALL_CBK(self._on_upcall)    # kept referenced while registered
         rc = b.lib.glfs_upcall_register(fs, b.EVENT_INODE_INVALIDATE, self._cbk, None)
         self.registered = rc > 0
@@ -63,9 +70,13 @@ class Upcalls:
             if not ev:
                 return
             flags = lib.glfs_upcall_inode_get_flags(ev)
-            inos = []
-            for getter in (lib.glfs_upcall_inode_get_object,
-                           lib.glfs_upcall_inode_get_pobject,
+            obj = lib.glfs_upcall_inode_get_object(ev)
+            ino = gfid_ino(b.extract_gfid(obj)) if obj else 0
+            if flags == self._forget and ino in self.removed_here:
+                self.own_forgets += 1          # news of our own removal: nothing new
+                return
+            inos = [ino]
+            for getter in (lib.glfs_upcall_inode_get_pobject,
                            lib.glfs_upcall_inode_get_oldpobject):
                 obj = getter(ev)
                 inos.append(gfid_ino(b.extract_gfid(obj)) if obj else 0)
@@ -126,6 +137,22 @@ class Upcalls:
                 xl.upcall(InvalidateInode(parent, 0, 0))
                 self.sent += 1
 
+    def removed(self, ino: int, removing: bool = True) -> None:
+        """This client removes a name of object ``ino`` (unlink, rmdir; False: that
+        failed).  When the bricks then drop the inode they send UP_FORGET to every
+        client that used it, the remover too (one per brick: two per removal on a
+        replica-2 volume).  For the remover it tells nothing new, so it is dropped in
+        libgfapi's thread, before it wakes the event loop.  Another client's removal
+        still comes with its own UP_NLINK notice."""
+        if not ino:
+            return
+        if not removing:
+            self.removed_here.pop(ino, None)
+            return
+        self.removed_here[ino] = None
+        if len(self.removed_here) > REMOVED_REMEMBERED:
+            self.removed_here.popitem(last=False)
+
     def stop(self) -> None:
         if self.registered:
             self.b.lib.glfs_upcall_unregister(self.fs, self.b.EVENT_INODE_INVALIDATE)
@@ -140,4 +167,5 @@ class Upcalls:
 
     def dump(self) -> dict[str, Any]:
         return {"upcalls-registered": self.registered, "upcalls-received": self.received,
+                "upcalls-of-own-removals-dropped": self.own_forgets,
                 "invalidations-sent": self.sent}
