@@ -58,15 +58,26 @@ def read(path) -> bytes:
 
 
 def cached_twice(m, name: str, data: bytes) -> None:
-    """Write ``name`` through ``m``, read it until an open keeps the pages, and check
-    that a further open and read reaches the daemon with no READ."""
+    """Write ``name`` through ``m``, then read it until an open keeps the pages: a
+    further open and read reaches the daemon with no READ."""
     with open(m.path(name), "wb") as f:
         f.write(data)
     assert read(m.path(name)) == data
-    assert read(m.path(name)) == data
-    before = reads(m)
-    assert read(m.path(name)) == data
-    assert reads(m) == before, "a re-read of an unchanged file reached the daemon"
+    kept_on_reread(m, name, data, "a re-read of an unchanged file reached the daemon")
+
+
+def kept_on_reread(m, name: str, data: bytes, what: str) -> None:
+    """Wait until a re-read of ``name`` (which must hold ``data``) reaches the daemon
+    with no READ.  Not always at once: just after a write the brick changes the file's
+    ctime once more (an xattr it sets; measured: ctime 0.6 ms past mtime, after the
+    writer's reply), and storage/gfapi drops the pages at the first open whose
+    attributes show that ctime, which under load can be one of these re-reads."""
+    def rereads_from_cache() -> bool:
+        assert read(m.path(name)) == data
+        before = reads(m)
+        assert read(m.path(name)) == data
+        return reads(m) == before
+    wait_until(rereads_from_cache, SEEN_WITHIN, what, detail=m.read_log, interval=0.2)
 
 
 def overwrite(path, data: bytes) -> None:
@@ -159,9 +170,6 @@ def test_without_upcalls_a_change_is_seen_after_the_timeouts(
                    detail=xm.read_log)
         assert "upcalls-received=0" in open(
             xm.path(".meta", "graphs", "active", "gv", "private")).read()
-        # and kept again once unchanged (the first open after the change decides)
-        assert read(xm.path(name)) == new
-        before = reads(xm)
-        assert read(xm.path(name)) == new
-        assert reads(xm) == before
+        # and kept again once unchanged
+        kept_on_reread(xm, name, new, "the pages kept again once the file is unchanged")
         os.unlink(xm.path(name))
