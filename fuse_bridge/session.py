@@ -39,7 +39,7 @@ from .client import FuseClient
 from .interrupt import InterruptTable, Request
 from .opcodes import TABLE, Handler, OpcodeRow
 from .options import BridgeOptions
-from .readers import Channel, read_loop, resume
+from .readers import DONE, FAILED, Channel, new_stepper, read_loop, resume, resume_stepper
 
 log = logging.getLogger("xlfs.fuse")
 
@@ -109,6 +109,8 @@ class Session:
         self.mount_watch: Any = None          # fuse_bridge.mount_watch, when mounted
         self.nursery: Optional[trio.Nursery] = None
         self._stepping: Optional[Request] = None   # the request a reader is stepping
+        # Steps the handlers (readers.stepper); a handler that waits takes it along.
+        self._step, self._box = new_stepper()
         self.ended = trio.Event()
         self.init_done = trio.Event()
         self.requests = 0
@@ -297,12 +299,17 @@ class Session:
         # (wait_begins); until then no other request can run.
         self._stepping = req
         try:
-            # Handlers are coroutine functions (fuse_bridge.opcodes): stepped by hand.
-            handler: Any = route.handler(self.client, req, buf[_HDR:end])
-            trap = handler.send(None)
-        except StopIteration as done:
+            # Handlers are coroutine functions (fuse_bridge.opcodes), stepped by the
+            # session's stepper: DONE or FAILED unless the handler waits.
+            trap = self._step.send(route.handler(self.client, req, buf[_HDR:end]))
+        except BaseException as exc:        # before the handler's coroutine (a wrapper)
+            self._done(req, exc)
+            return None
+        if trap is DONE:
+            box = self._box
+            payload = box[0]
+            box[0] = None
             if not req.replied:
-                payload = done.value
                 if route.whole and payload.__class__ is bytes:
                     msg = payload               # the whole message (encode.whole_reply)
                 elif payload.__class__ is bytes and len(payload) <= _JOIN_MAX:
@@ -328,10 +335,16 @@ class Session:
             if req.record is not None:
                 req.finish()
             return None
-        except BaseException as exc:
+        if trap is FAILED:
+            box = self._box
+            exc = box[0]
+            box[0] = None
             self._done(req, exc)
             return None
-        return self._finish(req, handler, trap, route.whole)
+        # The handler waits, and keeps this stepper until it is done.
+        step, box = self._step, self._box
+        self._step, self._box = new_stepper()
+        return self._finish(req, step, box, trap, route.whole)
 
     async def dispatch(self, chan: Channel, buf: memoryview, n: int) -> None:
         """:meth:`serve` as one coroutine (tests, tools): the request, served whole."""
@@ -340,10 +353,11 @@ class Session:
             self.wait_begins()
             await rest
 
-    async def _finish(self, req: Request, handler: Any, trap: Any, whole: bool) -> None:
+    async def _finish(self, req: Request, step: Any, box: list, trap: Any, whole: bool
+                      ) -> None:
         """The rest of a request whose handler waits (serve stepped it once)."""
         try:
-            payload = await resume(handler, trap)
+            payload = await resume_stepper(step, box, trap)
             if not req.replied:
                 self._reply(req, payload, whole)
         except BaseException as exc:
