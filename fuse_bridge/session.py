@@ -294,6 +294,7 @@ class Session:
         req.gid = gid
         req.pid = pid
         req.replied = False
+        req.record = None
         req.frame = req
         # The request enters ``pending`` (where INTERRUPT finds it) only if it waits
         # (wait_begins); until then no other request can run.
@@ -301,7 +302,8 @@ class Session:
         try:
             # Handlers are coroutine functions (fuse_bridge.opcodes), stepped by the
             # session's stepper: DONE or FAILED unless the handler waits.
-            trap = self._step.send(route.handler(self.client, req, buf[_HDR:end]))
+            handler = route.handler         # an attribute, not a method: LOAD_ATTR
+            trap = self._step.send(handler(self.client, req, buf[_HDR:end]))
         except BaseException as exc:        # before the handler's coroutine (a wrapper)
             self._done(req, exc)
             return None
