@@ -1,7 +1,16 @@
-"""Translator values -> kernel reply bytes (through the layouts in abi.py)."""
+"""Translator values -> kernel reply bytes (through the layouts in abi.py).
+
+Most encoders give a reply's body, which the session puts behind an out-header.  The
+``*_reply`` ones give the whole reply message, out-header included, packed with one
+``struct`` call from one layout (``abi.OUT_HEADER`` and the reply struct joined): the
+session writes it as it is, with no second pack, join or check.  A handler returns them
+only when it is marked :func:`whole_reply`; one that answers by itself sends them with
+``Session.reply_message``.
+"""
 from __future__ import annotations
 
-from typing import Sequence, Union
+import struct
+from typing import Any, Callable, Sequence, TypeVar, Union
 
 from xlators.core.types import Attr, StatFs
 
@@ -15,6 +24,33 @@ _MAX_PAGES = int(abi.InitFlag.MAX_PAGES)
 _DEFAULT_IO = abi.MAX_PAGES_DEFAULT * abi.PAGE_SIZE
 _ATTR_OUT_PACK = abi.ATTR_OUT.pack
 _STATFS_PACK = abi.KSTATFS.pack
+
+
+def _whole(body: struct.Struct) -> struct.Struct:
+    """The layout of a whole reply: ``abi.OUT_HEADER`` then ``body``."""
+    return struct.Struct(abi.OUT_HEADER.format + body.format.lstrip("<"))
+
+
+ATTR_REPLY = _whole(abi.ATTR_OUT)
+ENTRY_REPLY = _whole(abi.ENTRY_OUT)
+WRITE_REPLY = _whole(abi.WRITE_OUT)
+_ATTR_REPLY_PACK = ATTR_REPLY.pack
+_ENTRY_REPLY_PACK = ENTRY_REPLY.pack
+_WRITE_REPLY_PACK = WRITE_REPLY.pack
+_ATTR_REPLY_LEN = ATTR_REPLY.size
+_ENTRY_REPLY_LEN = ENTRY_REPLY.size
+_WRITE_REPLY_LEN = WRITE_REPLY.size
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+def whole_reply(handler: H) -> H:
+    """Mark ``handler`` as returning whole reply messages (out-header included: the
+    ``*_reply`` encoders here) instead of bodies.  The session reads the mark when the
+    handler is installed (``Session.set_handler``); a wrapper must carry it over
+    (``functools.wraps`` does)."""
+    handler.whole_reply = True      # type: ignore[attr-defined]
+    return handler
 
 
 def max_io(flags: int, max_write: int) -> int:
@@ -91,6 +127,36 @@ def attr_out(t: Timeouts, a: Attr) -> bytes:
     return _ATTR_OUT_PACK(t.attr, t.attr_ns, a.ino, a.size, a.blocks, asec, msec, csec,
                           ansec, mnsec, cnsec, a.mode, a.nlink, a.uid, a.gid,
                           a.rdev & 0xFFFFFFFF, a.blksize, 0)
+
+
+def attr_reply(t: Timeouts, unique: int, a: Attr) -> bytes:
+    """The whole ATTR_OUT reply to request ``unique``: :func:`attr_out` with its header."""
+    wire = _times_get((a.atime_ns, a.mtime_ns, a.ctime_ns))
+    if wire is None:
+        wire = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+    asec, msec, csec, ansec, mnsec, cnsec = wire
+    return _ATTR_REPLY_PACK(_ATTR_REPLY_LEN, 0, unique, t.attr, t.attr_ns, a.ino, a.size,
+                            a.blocks, asec, msec, csec, ansec, mnsec, cnsec, a.mode,
+                            a.nlink, a.uid, a.gid, a.rdev & 0xFFFFFFFF, a.blksize, 0)
+
+
+def entry_reply(t: Timeouts, unique: int, nodeid: int, a: Attr, generation: int = 0
+                ) -> bytes:
+    """The whole ENTRY_OUT reply to request ``unique``: :func:`entry_out` with its
+    header."""
+    wire = _times_get((a.atime_ns, a.mtime_ns, a.ctime_ns))
+    if wire is None:
+        wire = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+    asec, msec, csec, ansec, mnsec, cnsec = wire
+    return _ENTRY_REPLY_PACK(_ENTRY_REPLY_LEN, 0, unique, nodeid, generation, t.entry,
+                             t.attr, t.entry_ns, t.attr_ns, a.ino, a.size, a.blocks, asec,
+                             msec, csec, ansec, mnsec, cnsec, a.mode, a.nlink, a.uid, a.gid,
+                             a.rdev & 0xFFFFFFFF, a.blksize, 0)
+
+
+def write_reply(unique: int, size: int) -> bytes:
+    """The whole WRITE_OUT reply to request ``unique``: ``size`` bytes written."""
+    return _WRITE_REPLY_PACK(_WRITE_REPLY_LEN, 0, unique, size)
 
 
 def statfs_out(s: StatFs) -> bytes:

@@ -244,9 +244,11 @@ class Request(Frame):
     One object per request, made by the session for every request: the constructor
     stores only what every request has; the interrupt state (``record``, ``handlers``,
     ``interrupted``, ...) keeps its class defaults until an interrupt, a record or a
-    handler sets it (the first such store makes the instance's ``__dict__``)."""
-    __slots__ = ("session", "fd", "opcode", "nodeid", "frame", "replied")
-    record: Optional[InterruptRecord] = None
+    handler sets it (the first such store makes the instance's ``__dict__``).  ``record``
+    is a slot (None until a record is inserted): the session reads it for every request,
+    and a class default read through an instance is a slow attribute lookup in CPython
+    3.11 (not specialized)."""
+    __slots__ = ("session", "fd", "opcode", "nodeid", "frame", "replied", "record")
     handlers: Optional[list] = None
     interrupted = False           # an interrupt came (remembered for late handlers)
     interruptible = True          # False: translators' handlers are refused
@@ -267,6 +269,7 @@ class Request(Frame):
         self.gid = gid
         self.pid = pid
         self.replied = False
+        self.record: Optional[InterruptRecord] = None
         # The frame of the request's fops: the request itself.  A slot, not a property
         # (handlers read it on every request); the session breaks the cycle when the
         # request is done (a translator that kept the frame still has it).

@@ -114,8 +114,7 @@ class MountWatch:
         def checked(c: Any, req: Any, body: Any) -> Any:
             check()
             return handler(c, req, body)
-        checked.__name__ = getattr(handler, "__name__", "handler")
-        return checked
+        return _wraps(checked, handler)
 
     def _checking_read_only(self, handler: Any) -> Any:
         check = self.check
@@ -124,11 +123,17 @@ class MountWatch:
             if READ_ONLY_VOLUME in c.graph.xlators:       # c: the session's client
                 check()
             return handler(c, req, body)
-        checked.__name__ = getattr(handler, "__name__", "handler")
-        return checked
+        return _wraps(checked, handler)
 
     def close(self) -> None:
         self._file.close()
+
+
+def _wraps(wrapper: Any, handler: Any) -> Any:
+    """``wrapper`` with ``handler``'s name and marks (encode.whole_reply)."""
+    wrapper.__name__ = getattr(handler, "__name__", "handler")
+    wrapper.__dict__.update(getattr(handler, "__dict__", {}))
+    return wrapper
 
 
 def apply_flags(session: Any, old: Optional[VfsFlags], new: VfsFlags) -> None:

@@ -17,6 +17,8 @@ decodes ``body`` (the bytes after the in-header, extensions excluded) with ``abi
 one fop on ``client.top`` and returns the reply payload (bytes, a list of parts, or None
 for an empty reply), or raises ``FopError``.  A handler that hands out entries or handles
 answers itself (``req.session.reply``) so that it can count only what the kernel took.
+A handler marked ``encode.whole_reply`` returns the whole reply message instead, its
+out-header included (``encode.attr_reply``, ``write_reply``...: one pack, one write).
 """
 from __future__ import annotations
 

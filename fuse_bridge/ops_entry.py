@@ -29,7 +29,8 @@ from xlators.core.types import NOW, Entry, SetAttr
 from . import abi
 from .client import FuseClient
 from .interrupt import Request
-from .encode import Payload, attr_out, entry_out, names_blob, negative_entry_out, statfs_out
+from .encode import (Payload, attr_reply, entry_out, names_blob, negative_entry_out,
+                     statfs_out, whole_reply)
 
 _V = abi.int_flags(abi.SetattrValid)
 _GETATTR_FH = int(abi.GetattrFlag.FH)
@@ -174,15 +175,17 @@ async def _lookup_self(c: FuseClient, req: Request) -> Payload:
     return None
 
 
+@whole_reply
 async def getattr_(c: FuseClient, req: Request, body: memoryview) -> Payload:
     flags, fh = _GETATTR_IN(body)
     inode = c.nodes.get(req.nodeid)
     if inode is None:
         raise FopError(errno.ESTALE)
     fd = c.fds.get(fh) if flags & _GETATTR_FH else None
-    return attr_out(c.timeouts, await c.top.getattr(req.frame, inode, fd))
+    return attr_reply(c.timeouts, req.unique, await c.top.getattr(req.frame, inode, fd))
 
 
+@whole_reply
 async def setattr_(c: FuseClient, req: Request, body: memoryview) -> Payload:
     (valid, fh, size, lock_owner, atime, mtime, ctime, atimensec, mtimensec, ctimensec,
      mode, uid, gid) = abi.SETATTR_IN.unpack_from(body)
@@ -205,7 +208,8 @@ async def setattr_(c: FuseClient, req: Request, body: memoryview) -> Payload:
         if valid & _V.MTIME else None,
         ctime_ns=ctime * 1_000_000_000 + ctimensec if valid & _V.CTIME else None,
         kill_suidgid=bool(valid & _V.KILL_SUIDGID))
-    return attr_out(c.timeouts, await c.top.setattr(req.frame, inode, changes, fd))
+    return attr_reply(c.timeouts, req.unique,
+                      await c.top.setattr(req.frame, inode, changes, fd))
 
 
 async def readlink(c: FuseClient, req: Request, body: memoryview) -> Payload:

@@ -19,7 +19,7 @@ from xlators.core.types import KILL_SUIDGID, LK_GET, LK_SET, LK_SETW, OFFSET_MAX
 
 from . import abi
 from .client import FuseClient
-from .encode import Payload, entry_out
+from .encode import Payload, entry_out, whole_reply, write_reply
 from .interrupt import (HANDLED, SQUELCHED, DataRef, Request, interrupt_finish_fop,
                         interrupt_finish_interrupt, interrupt_record_insert,
                         interrupt_record_new)
@@ -167,6 +167,7 @@ async def read(c: FuseClient, req: Request, body: memoryview) -> Payload:
     return await c.top.readv(req.frame, fd, size, offset, flags)
 
 
+@whole_reply
 async def write(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, offset, size, write_flags, lock_owner, flags = _WRITE_IN(body)
     if len(body) < _WRITE_HDR + size:
@@ -181,7 +182,7 @@ async def write(c: FuseClient, req: Request, body: memoryview) -> Payload:
         req.frame.xdata[KILL_SUIDGID] = True
     data = body[_WRITE_HDR:_WRITE_HDR + size].tobytes()
     n = await c.top.writev(req.frame, fd, data, offset, flags)
-    return _WRITE_OUT_PACK(n)
+    return write_reply(req.unique, n)
 
 
 def _flush_interrupted(record) -> None:

@@ -56,6 +56,60 @@ def resume(coro: Any, trap: Any) -> Any:
                 return done.value
 
 
+# What a stepper yields when its handler is done: the value (DONE) or the exception
+# (FAILED) is in its box.  Anything else it yields is the handler's trap: it waits.
+DONE = object()
+FAILED = object()
+
+
+@types.coroutine
+def stepper(box: list) -> Any:
+    """Steps one handler coroutine after another, each sent in, and yields DONE or
+    FAILED when it is over, its outcome in ``box[0]``; a handler that waits yields its
+    trap through this (``yield from``).  Why: ``coro.send`` raises StopIteration when the
+    coroutine returns, and catching it costs an exception, a traceback and a frame object
+    per request (~4% of a GETATTR's instructions); awaiting it from here costs none."""
+    coro = yield DONE
+    while True:
+        try:
+            box[0] = yield from coro
+            done = DONE
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            box[0] = exc
+            done = FAILED
+        coro = yield done
+
+
+def new_stepper() -> tuple[Any, list]:
+    """A :func:`stepper`, ready to take a handler coroutine, and its box."""
+    box: list = [None]
+    step = stepper(box)
+    step.send(None)
+    return step, box
+
+
+@types.coroutine
+def resume_stepper(step: Any, box: list, trap: Any) -> Any:
+    """Continue a :func:`stepper` whose handler waits (it yielded ``trap``) until the
+    handler is done: what it returns, or raises."""
+    coro = step.gi_yieldfrom     # noqa: F841 (the handler: .meta/frames follows ``coro``)
+    while True:
+        try:
+            sent = yield trap
+        except BaseException as exc:
+            trap = step.throw(exc)
+        else:
+            trap = step.send(sent)
+        if trap is DONE:
+            value, box[0] = box[0], None
+            return value
+        if trap is FAILED:
+            exc, box[0] = box[0], None
+            raise exc
+
+
 class Channel:
     """One /dev/fuse descriptor (the original or a clone), its reader pool and spare
     large buffers."""

@@ -39,7 +39,7 @@ from .client import FuseClient
 from .interrupt import InterruptTable, Request
 from .opcodes import TABLE, Handler, OpcodeRow
 from .options import BridgeOptions
-from .readers import Channel, read_loop, resume
+from .readers import DONE, FAILED, Channel, new_stepper, read_loop, resume, resume_stepper
 
 log = logging.getLogger("xlfs.fuse")
 
@@ -63,17 +63,24 @@ class SessionEnded(Exception):
 
 class Route:
     """A session's view of one opcode table row: its handler (which the session may wrap:
-    fuse_bridge.mount_watch), the shortest valid request, and whether it is answered."""
-    __slots__ = ("row", "handler", "min_len", "reply", "fast_len")
+    fuse_bridge.mount_watch), the shortest valid request, whether it is answered, and
+    whether its handler returns whole reply messages (``encode.whole_reply``)."""
+    __slots__ = ("row", "handler", "min_len", "reply", "fast_len", "whole")
 
     def __init__(self, row: OpcodeRow) -> None:
         self.row = row
-        self.handler: Optional[Handler] = row.handler
+        self.handler: Optional[Handler] = None
+        self.whole = False
+        self.set_handler(row.handler)
         self.min_len = _HDR + (row.input.size if row.input is not None else 0)
         self.reply = row.reply
         # The shortest request dispatch serves without a closer look (Session._admit):
         # never, for the requests that are not answered.
         self.fast_len = self.min_len if row.reply else _NEVER
+
+    def set_handler(self, handler: Optional[Handler]) -> None:
+        self.handler = handler
+        self.whole = bool(getattr(handler, "whole_reply", False))
 
 
 class Session:
@@ -102,6 +109,8 @@ class Session:
         self.mount_watch: Any = None          # fuse_bridge.mount_watch, when mounted
         self.nursery: Optional[trio.Nursery] = None
         self._stepping: Optional[Request] = None   # the request a reader is stepping
+        # Steps the handlers (readers.stepper); a handler that waits takes it along.
+        self._step, self._box = new_stepper()
         self.ended = trio.Event()
         self.init_done = trio.Event()
         self.requests = 0
@@ -161,7 +170,7 @@ class Session:
             route = self._routes[opcode] = Route(TABLE[opcode])
             if self.client.initialized:
                 self.routes[opcode] = route
-        route.handler = handler
+        route.set_handler(handler)
 
     def init_complete(self) -> None:
         """INIT answered: serve every opcode from now on (a second INIT is refused)."""
@@ -285,20 +294,32 @@ class Session:
         req.gid = gid
         req.pid = pid
         req.replied = False
+        req.record = None
         req.frame = req
         # The request enters ``pending`` (where INTERRUPT finds it) only if it waits
         # (wait_begins); until then no other request can run.
         self._stepping = req
         try:
-            # Handlers are coroutine functions (fuse_bridge.opcodes): stepped by hand.
-            handler: Any = route.handler(self.client, req, buf[_HDR:end])
-            trap = handler.send(None)
-        except StopIteration as done:
+            # Handlers are coroutine functions (fuse_bridge.opcodes), stepped by the
+            # session's stepper: DONE or FAILED unless the handler waits.
+            handler = route.handler         # an attribute, not a method: LOAD_ATTR
+            trap = self._step.send(handler(self.client, req, buf[_HDR:end]))
+        except BaseException as exc:        # before the handler's coroutine (a wrapper)
+            self._done(req, exc)
+            return None
+        if trap is DONE:
+            box = self._box
+            payload = box[0]
+            box[0] = None
             if not req.replied:
-                payload = done.value
-                if payload.__class__ is bytes and len(payload) <= _JOIN_MAX:
+                if route.whole and payload.__class__ is bytes:
+                    msg = payload               # the whole message (encode.whole_reply)
+                elif payload.__class__ is bytes and len(payload) <= _JOIN_MAX:
                     # The usual small reply (reply()'s first case), inline.
                     msg = _OUT_HEADER_PACK(16 + len(payload), 0, unique) + payload
+                else:
+                    msg = None
+                if msg is not None:
                     if self.dump is not None:
                         self._dump(b"W", msg)
                     try:
@@ -308,7 +329,7 @@ class Session:
                     req.replied = True
                 else:
                     try:
-                        self.reply(req, payload)
+                        self._reply(req, payload, route.whole)
                     except BaseException as exc:
                         self._done(req, exc)
                         return None
@@ -316,10 +337,16 @@ class Session:
             if req.record is not None:
                 req.finish()
             return None
-        except BaseException as exc:
+        if trap is FAILED:
+            box = self._box
+            exc = box[0]
+            box[0] = None
             self._done(req, exc)
             return None
-        return self._finish(req, handler, trap)
+        # The handler waits, and keeps this stepper until it is done.
+        step, box = self._step, self._box
+        self._step, self._box = new_stepper()
+        return self._finish(req, step, box, trap, route.whole)
 
     async def dispatch(self, chan: Channel, buf: memoryview, n: int) -> None:
         """:meth:`serve` as one coroutine (tests, tools): the request, served whole."""
@@ -328,12 +355,13 @@ class Session:
             self.wait_begins()
             await rest
 
-    async def _finish(self, req: Request, handler: Any, trap: Any) -> None:
+    async def _finish(self, req: Request, step: Any, box: list, trap: Any, whole: bool
+                      ) -> None:
         """The rest of a request whose handler waits (serve stepped it once)."""
         try:
-            payload = await resume(handler, trap)
+            payload = await resume_stepper(step, box, trap)
             if not req.replied:
-                self.reply(req, payload)
+                self._reply(req, payload, whole)
         except BaseException as exc:
             self._done(req, exc)
         else:
@@ -478,6 +506,24 @@ class Session:
                                        payload], unique)
         req.replied = True
         return ok
+
+    def reply_message(self, req: Request, msg: bytes) -> bool:
+        """Send the one reply of ``req`` as the whole message ``msg``, out-header included
+        (``encode``'s ``*_reply``).  True and False as :meth:`reply`."""
+        if req.replied:
+            return False
+        if msg.__class__ is not bytes:
+            raise TypeError(f"a whole reply is bytes, not {type(msg).__name__}")
+        ok = self._write(req.fd, msg, req.unique)
+        req.replied = True
+        return ok
+
+    def _reply(self, req: Request, payload: Any, whole: bool) -> bool:
+        """What a handler returned, as its reply: a whole message when the handler is
+        marked so (encode.whole_reply), else a body."""
+        if whole:
+            return self.reply_message(req, payload)
+        return self.reply(req, payload)
 
     def reply_error(self, req: Request, err: int) -> bool:
         if req.replied:
