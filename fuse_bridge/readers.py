@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import trio
 
-from . import abi, idle_poll
+from . import abi, forget_backlog, idle_poll
 
 log = logging.getLogger("xlfs.fuse")
 
@@ -156,9 +156,18 @@ async def read_loop(session: Any, chan: Channel) -> None:
                             continue
                         chan.listening = True
                         try:
-                            await trio.lowlevel.wait_readable(fd)
+                            if session.client.forgets_pending:
+                                idle = await forget_backlog.quiet(fd)
+                            else:
+                                await trio.lowlevel.wait_readable(fd)
+                                idle = False
                         finally:
                             chan.listening = False
+                        if idle:        # forgets wait for a quiet device: apply some
+                            rest = forget_backlog.apply_chunk(session.client)
+                            if rest is not None:
+                                ensure_listener(session, chan)
+                                await rest
                         continue
                     except InterruptedError:
                         continue

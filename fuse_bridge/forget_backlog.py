@@ -1,0 +1,59 @@
+"""When the kernel's FORGETs are applied: when the daemon has nothing else to do.
+
+The kernel hands queued forgets to the daemon ahead of waiting requests (fs/fuse/dev.c:
+while both wait, 16 reads of forgets for 8 of requests), and one BATCH_FORGET carries as
+many as the read buffer holds: after ``echo 3 > /proc/sys/vm/drop_caches`` one read brings
+thousands.  Applied on arrival (a few microseconds each: the table, then the graph's
+forget, posix closing its descriptor) they held up the requests behind them: a cold
+``os.listdir`` of 10,000 files right after dropping caches waited up to ~100 ms for the
+forgets of those files (docs/benchmarks.md, "Issue 10").
+
+So FORGET and BATCH_FORGET only record what they forget (``ClientState.defer_forgets``:
+the batch's bytes, copied once), and a reader applies them in chunks of :data:`CHUNK`
+when the device stayed empty for :data:`QUIET` seconds (``fuse_bridge.readers``), so a
+request that comes meanwhile waits at most for one chunk.  Reference counting commutes:
+a LOOKUP that hands out an inode whose forget waits adds one lookup, which the forget
+takes back later; the inode, its nodeid and generation and its translators' state stay
+meanwhile, as if the kernel had sent the forget a little later.  What needs exact counts
+applies every waiting forget first: a graph switch, a statedump, DESTROY, the LRU before
+it evicts (``ClientState._lru_evict``).  At most :func:`held_max` wait: past it a
+BATCH_FORGET applies the oldest at once (posix holds a descriptor per inode).
+"""
+from __future__ import annotations
+
+from typing import Any, Awaitable, Optional
+
+import trio
+
+QUIET = 0.001       # seconds the device stays empty before a chunk is applied
+CHUNK = 256         # forgets per chunk: ~1 ms, what a request arriving meanwhile waits
+HELD_MAX = 16384    # forgets waiting at most (see held_max)
+
+
+def held_max(client: Any) -> int:
+    """The most forgets that may wait: :data:`HELD_MAX`, and at most a quarter of the
+    LRU limit (itself below the descriptors the process may hold)."""
+    limit = client.lru_limit
+    return min(HELD_MAX, max(CHUNK, limit // 4)) if limit else HELD_MAX
+
+
+async def quiet(fd: int) -> bool:
+    """Wait until ``fd`` is readable, :data:`QUIET` seconds at most: True when it
+    stayed empty (apply a chunk of forgets), False when a request came."""
+    with trio.move_on_after(QUIET):
+        await trio.lowlevel.wait_readable(fd)
+        return False
+    return True
+
+
+def apply_chunk(client: Any) -> Optional[Awaitable[None]]:
+    """Apply up to :data:`CHUNK` waiting forgets.  None when done without waiting (the
+    usual case); else what is left to await (the reader makes sure another one listens
+    on the device meanwhile)."""
+    from .readers import resume      # (readers imports this module)
+    coro = client.apply_forgets(CHUNK)
+    try:
+        trap = coro.send(None)
+    except StopIteration:
+        return None
+    return resume(coro, trap)
