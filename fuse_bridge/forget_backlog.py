@@ -9,11 +9,11 @@ forget, posix closing its descriptor) they held up the requests behind them: a c
 forgets of those files (docs/benchmarks.md, "Issue 10").
 
 So FORGET and BATCH_FORGET only record what they forget (``ClientState.defer_forgets``:
-the batch's bytes, copied once), and a reader applies them in chunks of :data:`CHUNK`
-when the device stayed empty for :data:`QUIET` seconds (``fuse_bridge.readers``), so a
-request that comes meanwhile waits at most for one chunk.  Reference counting commutes:
-a LOOKUP that hands out an inode whose forget waits adds one lookup, which the forget
-takes back later; the inode, its nodeid and generation and its translators' state stay
+the batch's bytes, copied once), and once the device stayed empty for :data:`QUIET`
+seconds a reader applies them in chunks of :data:`CHUNK`, looking at the device between
+chunks (``fuse_bridge.readers``): a request that comes meanwhile waits for one chunk at
+most.  Reference counting commutes: a LOOKUP that hands out an inode whose forget waits
+adds one lookup, which the forget takes back later; the inode, its nodeid and generation and its translators' state stay
 meanwhile, as if the kernel had sent the forget a little later.  What needs exact counts
 applies every waiting forget first: a graph switch, a statedump, DESTROY, the LRU before
 it evicts (``ClientState._lru_evict``).  At most :func:`held_max` wait: past it a
@@ -21,12 +21,14 @@ BATCH_FORGET applies the oldest at once (posix holds a descriptor per inode).
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Optional
+import select
+from typing import Any, Coroutine, Optional
 
 import trio
 
 QUIET = 0.001       # seconds the device stays empty before a chunk is applied
-CHUNK = 256         # forgets per chunk: ~1 ms, what a request arriving meanwhile waits
+CHUNK = 128         # forgets per chunk: ~0.5 ms, what a request arriving meanwhile waits
+ROUNDS = 8          # chunks at most before the loop's other tasks get a turn
 HELD_MAX = 16384    # forgets waiting at most (see held_max)
 
 
@@ -46,14 +48,24 @@ async def quiet(fd: int) -> bool:
     return True
 
 
-def apply_chunk(client: Any) -> Optional[Awaitable[None]]:
-    """Apply up to :data:`CHUNK` waiting forgets.  None when done without waiting (the
-    usual case); else what is left to await (the reader makes sure another one listens
-    on the device meanwhile)."""
-    from .readers import resume      # (readers imports this module)
-    coro = client.apply_forgets(CHUNK)
-    try:
-        trap = coro.send(None)
-    except StopIteration:
-        return None
-    return resume(coro, trap)
+def apply_while_idle(client: Any, fd: int) -> Optional[tuple[Coroutine[Any, Any, None], Any]]:
+    """Apply waiting forgets, :data:`CHUNK` at a time, until none wait, ``fd`` has a
+    request to read (looked at between chunks) or :data:`ROUNDS` chunks are done.  None
+    when done without waiting (the usual case); else the chunk that waits, stepped once,
+    and what it yielded (for ``readers.resume``; the reader makes sure another one
+    listens on the device meanwhile)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    for _ in range(ROUNDS):
+        before = client.forgets_pending
+        coro = client.apply_forgets(CHUNK)
+        try:
+            trap = coro.send(None)
+        except StopIteration:
+            left = client.forgets_pending
+            # (none applied: those left are a waiting chunk's, another reader's)
+            if not left or left == before or poller.poll(0):
+                return None
+            continue
+        return coro, trap
+    return None

@@ -164,10 +164,10 @@ async def read_loop(session: Any, chan: Channel) -> None:
                         finally:
                             chan.listening = False
                         if idle:        # forgets wait for a quiet device: apply some
-                            rest = forget_backlog.apply_chunk(session.client)
-                            if rest is not None:
+                            waits = forget_backlog.apply_while_idle(session.client, fd)
+                            if waits is not None:
                                 ensure_listener(session, chan)
-                                await rest
+                                await resume(*waits)
                         continue
                     except InterruptedError:
                         continue

@@ -190,8 +190,10 @@ class ClientState:
         gone = self._forgets_gone
         if gone:
             self._forgets_gone = []
-            self.forgets_pending -= len(gone)
-            await self._forget_down(*gone)
+            try:
+                await self._forget_down(*gone)
+            finally:
+                self.forgets_pending -= len(gone)      # (counted until the graph knows)
 
     async def purge(self, inode: Inode) -> None:
         """Unlink ``inode`` if nothing references it, and tell the graph."""
