@@ -16,8 +16,9 @@ most.  Reference counting commutes: a LOOKUP that hands out an inode whose forge
 adds one lookup, which the forget takes back later; the inode, its nodeid and generation and its translators' state stay
 meanwhile, as if the kernel had sent the forget a little later.  What needs exact counts
 applies every waiting forget first: a graph switch, a statedump, DESTROY, the LRU before
-it evicts (``ClientState._lru_evict``).  At most :func:`held_max` wait: past it a
-BATCH_FORGET applies the oldest at once (posix holds a descriptor per inode).
+it evicts (``ClientState._lru_evict``): so the table never holds more than the LRU
+limit allows because forgets wait (posix holds a descriptor per inode).  At most
+:data:`HELD_MAX` wait: past it a FORGET or BATCH_FORGET applies the oldest at once.
 """
 from __future__ import annotations
 
@@ -29,14 +30,7 @@ import trio
 QUIET = 0.001       # seconds the device stays empty before a chunk is applied
 CHUNK = 128         # forgets per chunk: ~0.5 ms, what a request arriving meanwhile waits
 ROUNDS = 8          # chunks at most before the loop's other tasks get a turn
-HELD_MAX = 16384    # forgets waiting at most (see held_max)
-
-
-def held_max(client: Any) -> int:
-    """The most forgets that may wait: :data:`HELD_MAX`, and at most a quarter of the
-    LRU limit (itself below the descriptors the process may hold)."""
-    limit = client.lru_limit
-    return min(HELD_MAX, max(CHUNK, limit // 4)) if limit else HELD_MAX
+HELD_MAX = 65536    # forgets waiting at most (16 bytes each)
 
 
 async def quiet(fd: int) -> bool:

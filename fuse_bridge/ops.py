@@ -118,7 +118,7 @@ async def batch_forget(c: FuseClient, req: Request, body: memoryview) -> None:
 
 
 async def _bound_backlog(c: FuseClient) -> None:
-    over = c.forgets_pending - forget_backlog.held_max(c)
+    over = c.forgets_pending - forget_backlog.HELD_MAX
     if over > 0:
         await c.apply_forgets(over)
 

@@ -88,19 +88,17 @@ async def test_destroy_applies_the_waiting_forgets_first():
         assert s.client.forgets_pending == 0
 
 
-async def test_past_the_bound_a_batch_forget_applies_the_oldest_at_once():
+async def test_past_the_bound_a_batch_forget_applies_the_oldest_at_once(monkeypatch):
+    from fuse_bridge import forget_backlog
+    monkeypatch.setattr(forget_backlog, "HELD_MAX", 8)
     async with serve(memory_graph("test/gate")) as (k, s):
         nodeids = await make_files(k, 10)
-        s.client.lru_limit = 16       # held_max: max(CHUNK, 16 // 4) = CHUNK
-        from fuse_bridge import forget_backlog
-        assert forget_backlog.held_max(s.client) == forget_backlog.CHUNK
-        unknown = [((1 << 40) + i, 1) for i in range(forget_backlog.CHUNK)]
-        send_now(k, batch_forget(k, [(n, 1) for n in nodeids] + unknown),
+        send_now(k, batch_forget(k, [(n, 1) for n in nodeids]),
                  k.message(O.GETATTR, abi.GETATTR_IN.pack(0, 0), 1))
         (await k.recv()).ok()
-        # the 10 oldest were applied on arrival, the rest wait
-        assert not any(n in s.itable.by_nodeid for n in nodeids)
-        assert s.client.forgets_pending == forget_backlog.CHUNK
+        # the 2 oldest were applied on arrival, 8 wait
+        assert [n in s.itable.by_nodeid for n in nodeids] == [False] * 2 + [True] * 8
+        assert s.client.forgets_pending == 8
 
 
 async def test_a_forget_that_waits_does_not_hold_up_the_device():
