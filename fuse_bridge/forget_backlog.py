@@ -9,10 +9,10 @@ forget, posix closing its descriptor) they held up the requests behind them: a c
 forgets of those files (docs/benchmarks.md, "Issue 10").
 
 So FORGET and BATCH_FORGET only record what they forget (``ClientState.defer_forgets``:
-the batch's bytes, copied once), and once the device stayed empty for :data:`QUIET`
-seconds a reader applies them in chunks of :data:`CHUNK`, looking at the device between
-chunks (``fuse_bridge.readers``): a request that comes meanwhile waits for one chunk at
-most.  Reference counting commutes: a LOOKUP that hands out an inode whose forget waits
+the batch's bytes, copied once), and a task of the session's applies them once no request
+came for :data:`QUIET` seconds, in chunks of :data:`CHUNK`, looking at the device between
+chunks: a request that comes meanwhile waits for one chunk at most (and for none when a
+translator's forget waits: the task waits, not a reader).  Reference counting commutes: a LOOKUP that hands out an inode whose forget waits
 adds one lookup, which the forget takes back later; the inode, its nodeid and generation and its translators' state stay
 meanwhile, as if the kernel had sent the forget a little later.  What needs exact counts
 applies every waiting forget first: a graph switch, a statedump, DESTROY, the LRU before
@@ -22,44 +22,56 @@ limit allows because forgets wait (posix holds a descriptor per inode).  At most
 """
 from __future__ import annotations
 
+import logging
 import select
-from typing import Any, Coroutine, Optional
+import weakref
+from typing import Any
 
 import trio
 
-QUIET = 0.001       # seconds the device stays empty before a chunk is applied
+log = logging.getLogger("xlfs.fuse")
+
+QUIET = 0.001       # seconds without a request before forgets are applied
 CHUNK = 128         # forgets per chunk: ~0.5 ms, what a request arriving meanwhile waits
 ROUNDS = 8          # chunks at most before the loop's other tasks get a turn
 HELD_MAX = 65536    # forgets waiting at most (16 bytes each)
 
-
-async def quiet(fd: int) -> bool:
-    """Wait until ``fd`` is readable, :data:`QUIET` seconds at most: True when it
-    stayed empty (apply a chunk of forgets), False when a request came."""
-    with trio.move_on_after(QUIET):
-        await trio.lowlevel.wait_readable(fd)
-        return False
-    return True
+_applying: "weakref.WeakSet[Any]" = weakref.WeakSet()   # sessions whose task runs
 
 
-def apply_while_idle(client: Any, fd: int) -> Optional[tuple[Coroutine[Any, Any, None], Any]]:
-    """Apply waiting forgets, :data:`CHUNK` at a time, until none wait, ``fd`` has a
-    request to read (looked at between chunks) or :data:`ROUNDS` chunks are done.  None
-    when done without waiting (the usual case); else the chunk that waits, stepped once,
-    and what it yielded (for ``readers.resume``; the reader makes sure another one
-    listens on the device meanwhile)."""
+def deferred(session: Any) -> None:
+    """Forgets were deferred: make sure ``session`` has its task applying them."""
+    if session not in _applying and session.nursery is not None:
+        _applying.add(session)
+        session.nursery.start_soon(apply_when_quiet, session)
+
+
+async def apply_when_quiet(session: Any) -> None:
+    """Apply ``session``'s deferred forgets whenever no request came for :data:`QUIET`
+    seconds, :data:`CHUNK` at a time, until none wait."""
+    client = session.client
     poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    for _ in range(ROUNDS):
-        before = client.forgets_pending
-        coro = client.apply_forgets(CHUNK)
-        try:
-            trap = coro.send(None)
-        except StopIteration:
-            left = client.forgets_pending
-            # (none applied: those left are a waiting chunk's, another reader's)
-            if not left or left == before or poller.poll(0):
-                return None
-            continue
-        return coro, trap
-    return None
+    polled: list[int] = []
+    try:
+        while client.forgets_pending:
+            seen = session.requests
+            await trio.sleep(QUIET)
+            fds = [chan.fd for chan in session.channels]
+            if fds != polled:                       # (a clone channel was added)
+                for fd in polled:
+                    poller.unregister(fd)
+                for fd in fds:
+                    poller.register(fd, select.POLLIN)
+                polled = fds
+            for _ in range(ROUNDS):
+                if (session.requests != seen or poller.poll(0)
+                        or session.switching is not None):
+                    break                           # not quiet: requests go first
+                try:
+                    await client.apply_forgets(CHUNK)
+                except Exception:               # (the graph's forgets log their own)
+                    log.exception("applying deferred forgets failed")
+                if not client.forgets_pending:
+                    break
+    finally:
+        _applying.discard(session)

@@ -101,7 +101,7 @@ async def forget(c: FuseClient, req: Request, body: memoryview) -> None:
     """Recorded, applied when the device is idle (fuse_bridge.forget_backlog)."""
     (n,) = abi.FORGET_IN.unpack_from(body)
     c.defer_forgets(iter(((req.nodeid, n),)), 1)
-    await _bound_backlog(c)
+    await _bound_backlog(c, req)
 
 
 async def batch_forget(c: FuseClient, req: Request, body: memoryview) -> None:
@@ -114,13 +114,14 @@ async def batch_forget(c: FuseClient, req: Request, body: memoryview) -> None:
         raise ValueError(f"count {count} needs {off + count * one.size} bytes of body, "
                          f"it has {len(body)}")
     c.defer_forgets(one.iter_unpack(bytes(body[off:off + count * one.size])), count)
-    await _bound_backlog(c)
+    await _bound_backlog(c, req)
 
 
-async def _bound_backlog(c: FuseClient) -> None:
+async def _bound_backlog(c: FuseClient, req: Request) -> None:
     over = c.forgets_pending - forget_backlog.HELD_MAX
     if over > 0:
         await c.apply_forgets(over)
+    forget_backlog.deferred(req.session)
 
 
 async def interrupt(c: FuseClient, req: Request, body: memoryview) -> None:

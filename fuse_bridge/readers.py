@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import trio
 
-from . import abi, forget_backlog, idle_poll
+from . import abi, idle_poll
 
 log = logging.getLogger("xlfs.fuse")
 
@@ -156,18 +156,9 @@ async def read_loop(session: Any, chan: Channel) -> None:
                             continue
                         chan.listening = True
                         try:
-                            if session.client.forgets_pending:
-                                idle = await forget_backlog.quiet(fd)
-                            else:
-                                await trio.lowlevel.wait_readable(fd)
-                                idle = False
+                            await trio.lowlevel.wait_readable(fd)
                         finally:
                             chan.listening = False
-                        if idle:        # forgets wait for a quiet device: apply some
-                            waits = forget_backlog.apply_while_idle(session.client, fd)
-                            if waits is not None:
-                                ensure_listener(session, chan)
-                                await resume(*waits)
                         continue
                     except InterruptedError:
                         continue
