@@ -36,26 +36,46 @@ CHUNK = 128         # forgets per chunk: ~0.5 ms, what a request arriving meanwh
 ROUNDS = 8          # chunks at most before the loop's other tasks get a turn
 HELD_MAX = 65536    # forgets waiting at most (16 bytes each)
 
-_applying: "weakref.WeakSet[Any]" = weakref.WeakSet()   # sessions whose task runs
+class _Applier:
+    """Per session: whether its task runs, and the FORGET/BATCH_FORGET messages read
+    (they do not make the device busy: the kernel sends them while it is idle too,
+    dropping caches sends one every few hundred microseconds)."""
+    __slots__ = ("running", "forget_messages", "__weakref__")
+
+    def __init__(self) -> None:
+        self.running = False
+        self.forget_messages = 0
+
+
+_appliers: "weakref.WeakKeyDictionary[Any, _Applier]" = weakref.WeakKeyDictionary()
 
 
 def deferred(session: Any) -> None:
-    """Forgets were deferred: make sure ``session`` has its task applying them."""
-    if session not in _applying and session.nursery is not None:
-        _applying.add(session)
-        session.nursery.start_soon(apply_when_quiet, session)
+    """A FORGET or BATCH_FORGET was deferred: make sure ``session`` has its task
+    applying them."""
+    state = _appliers.get(session)
+    if state is None:
+        state = _appliers[session] = _Applier()
+    state.forget_messages += 1
+    if not state.running and session.nursery is not None:
+        state.running = True
+        session.nursery.start_soon(apply_when_quiet, session, state)
 
 
-async def apply_when_quiet(session: Any) -> None:
-    """Apply ``session``'s deferred forgets whenever no request came for :data:`QUIET`
-    seconds, :data:`CHUNK` at a time, until none wait."""
+async def apply_when_quiet(session: Any, state: _Applier) -> None:
+    """Apply ``session``'s deferred forgets whenever no other request came for
+    :data:`QUIET` seconds, :data:`CHUNK` at a time (the first chunk at once, the next
+    ones while the device has nothing to read), until none wait."""
     client = session.client
     poller = select.poll()
     polled: list[int] = []
     try:
         while client.forgets_pending:
-            seen = session.requests
+            seen = session.requests - state.forget_messages
             await trio.sleep(QUIET)
+            if (session.requests - state.forget_messages != seen
+                    or session.switching is not None):
+                continue                            # not quiet: requests go first
             fds = [chan.fd for chan in session.channels]
             if fds != polled:                       # (a clone channel was added)
                 for fd in polled:
@@ -63,15 +83,14 @@ async def apply_when_quiet(session: Any) -> None:
                 for fd in fds:
                     poller.register(fd, select.POLLIN)
                 polled = fds
-            for _ in range(ROUNDS):
-                if (session.requests != seen or poller.poll(0)
-                        or session.switching is not None):
-                    break                           # not quiet: requests go first
+            for i in range(ROUNDS):
+                if i and poller.poll(0):
+                    break                           # something to read: it goes first
                 try:
                     await client.apply_forgets(CHUNK)
                 except Exception:               # (the graph's forgets log their own)
                     log.exception("applying deferred forgets failed")
-                if not client.forgets_pending:
+                if not client.forgets_pending or session.switching is not None:
                     break
     finally:
-        _applying.discard(session)
+        state.running = False
