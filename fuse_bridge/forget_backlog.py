@@ -16,9 +16,10 @@ translator's forget waits: the task waits, not a reader).  Reference counting co
 adds one lookup, which the forget takes back later; the inode, its nodeid and generation and its translators' state stay
 meanwhile, as if the kernel had sent the forget a little later.  What needs exact counts
 applies every waiting forget first: a graph switch, a statedump, DESTROY, the LRU before
-it evicts (``ClientState._lru_evict``): so the table never holds more than the LRU
-limit allows because forgets wait (posix holds a descriptor per inode).  At most
-:data:`HELD_MAX` wait: past it a FORGET or BATCH_FORGET applies the oldest at once.
+it evicts (``ClientState._lru_evict``).  At most :data:`HELD_MAX` wait (past it a FORGET
+or BATCH_FORGET applies the oldest at once), and none while the table holds more inodes
+than the LRU limit (posix holds a descriptor per inode: the forgets of the names the LRU
+invalidated are what frees them).
 """
 from __future__ import annotations
 

@@ -121,3 +121,16 @@ async def test_a_forget_that_waits_does_not_hold_up_the_device():
         release.set()
         await k.sync()
         assert sorted(i.nodeid for i in gate.forgotten) == sorted(nodeids)
+
+
+async def test_no_forget_waits_while_the_table_is_past_the_lru_limit():
+    """The LRU evicting means the daemon wants its descriptors back: the forgets of the
+    names it invalidated are applied on arrival."""
+    async with serve(memory_graph("test/gate")) as (k, s):
+        nodeids = await make_files(k, 6)
+        s.client.lru_limit = 4            # the table holds the root and 6 files
+        send_now(k, batch_forget(k, [(n, 1) for n in nodeids[:2]]),
+                 k.message(O.GETATTR, abi.GETATTR_IN.pack(0, 0), 1))
+        (await k.recv()).ok()
+        assert s.client.forgets_pending == 0
+        assert not any(n in s.itable.by_nodeid for n in nodeids[:2])
