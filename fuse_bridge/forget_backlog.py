@@ -9,15 +9,17 @@ forget, posix closing its descriptor) they held up the requests behind them: a c
 forgets of those files (docs/benchmarks.md, "Issue 10").
 
 So FORGET and BATCH_FORGET only record what they forget (``ClientState.defer_forgets``:
-the batch's bytes, copied once), and a task of the session's applies them once no request
-came for :data:`QUIET` seconds, in chunks of :data:`CHUNK`, looking at the device between
-chunks: a request that comes meanwhile waits for one chunk at most (and for none when a
-translator's forget waits: the task waits, not a reader).  Reference counting commutes: a LOOKUP that hands out an inode whose forget waits
-adds one lookup, which the forget takes back later; the inode, its nodeid and generation and its translators' state stay
-meanwhile, as if the kernel had sent the forget a little later.  What needs exact counts
-applies every waiting forget first: a graph switch, a statedump, DESTROY, the LRU before
-it evicts (``ClientState._lru_evict``).  At most :data:`HELD_MAX` wait (past it a FORGET
-or BATCH_FORGET applies the oldest at once), and none while the table holds more inodes
+the batch's bytes, copied once), and a task of the session applies them once no other
+request came for :data:`QUIET` seconds (forget messages do not count), in chunks of
+:data:`CHUNK`, looking at the device between chunks: a request that comes meanwhile
+waits for one chunk at most (and for none when a translator's forget waits: the task
+waits, not a reader).  Reference counting commutes: a LOOKUP that hands out an inode
+whose forget waits adds one lookup, which the forget takes back later; the inode, its
+nodeid and generation and its translators' state stay meanwhile, as if the kernel had
+sent the forget a little later.  What needs exact counts applies every waiting forget
+first: a graph switch, a statedump, DESTROY, the LRU before it evicts
+(``ClientState._lru_evict``).  At most :data:`HELD_MAX` wait (past it a FORGET or
+BATCH_FORGET applies the oldest at once), and none while the table holds more inodes
 than the LRU limit (posix holds a descriptor per inode: the forgets of the names the LRU
 invalidated are what frees them).
 """
@@ -36,6 +38,7 @@ QUIET = 0.001       # seconds without a request before forgets are applied
 CHUNK = 128         # forgets per chunk: ~0.5 ms, what a request arriving meanwhile waits
 ROUNDS = 8          # chunks at most before the loop's other tasks get a turn
 HELD_MAX = 65536    # forgets waiting at most (16 bytes each)
+
 
 class _Applier:
     """Per session: whether its task runs, and the FORGET/BATCH_FORGET messages read
