@@ -89,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                         print(f"round {r + 1} {label:12s} {metric.case:32s} "
                               f"{metric.value:12,.0f} {metric.unit}", flush=True)
     print()
-    print(f"| case | volfile | baseline | this checkout | ratio | rounds (this / baseline) |")
+    print("| case | volfile | baseline | this checkout | ratio | rounds (this / baseline) |")
     print("|---|---|---:|---:|---:|---|")
     for vol in args.vols.split(","):
         new, base = results[f"{vol}@new"], results[f"{vol}@base"]
