@@ -217,6 +217,7 @@ async def _signals(signals: Any, session: Session, graph: Graph, volfile: str,
         elif signum == signal.SIGUSR1:
             from xlators.core.statedump import format_statedump, write_statedump_text
             try:    # formatted on the loop (it reads the graph), written off it
+                await session.client.apply_forgets()    # exact inode counts
                 text = format_statedump(session.graph, extra={"fuse": _bridge_state(session)})
                 path = await trio.to_thread.run_sync(write_statedump_text, text)
                 log.info("statedump written to %s", path)

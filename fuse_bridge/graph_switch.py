@@ -282,6 +282,7 @@ async def _move(session: Any, old: Graph, new: Graph, drain_timeout: float,
     start = trio.current_time()
     try:
         await _drain_requests(session, drain_timeout)
+        await session.client.apply_forgets()    # the kernel's exact references
         held = locks_held(old)
         if held:
             raise SwitchRefused(_locks_text(held))

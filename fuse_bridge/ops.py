@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 
-from . import abi
+from . import abi, forget_backlog
 from .client import FuseClient
 from .interrupt import Request
 from .passthrough import Passthrough
@@ -92,23 +92,41 @@ def _flag_names(flags: int) -> str:
 
 
 async def destroy(c: FuseClient, req: Request, body: memoryview) -> None:
+    await c.apply_forgets()
     req.session.reply(req, None)
     req.session.end("DESTROY from the kernel")
 
 
 async def forget(c: FuseClient, req: Request, body: memoryview) -> None:
+    """Recorded, applied when the device is idle (fuse_bridge.forget_backlog)."""
     (n,) = abi.FORGET_IN.unpack_from(body)
-    await c.forget(req.nodeid, n)
+    c.defer_forgets(iter(((req.nodeid, n),)), 1)
+    await _bound_backlog(c, req)
 
 
 async def batch_forget(c: FuseClient, req: Request, body: memoryview) -> None:
+    """Recorded (the entries' bytes, copied: the read buffer is reused), applied when
+    the device is idle (fuse_bridge.forget_backlog)."""
     (count,) = abi.BATCH_FORGET_IN.unpack_from(body)
     off = abi.BATCH_FORGET_IN.size
     one = abi.FORGET_ONE
     if len(body) < off + count * one.size:
         raise ValueError(f"count {count} needs {off + count * one.size} bytes of body, "
                          f"it has {len(body)}")
-    await c.forget_many(one.iter_unpack(body[off:off + count * one.size]))
+    c.defer_forgets(one.iter_unpack(bytes(body[off:off + count * one.size])), count)
+    await _bound_backlog(c, req)
+
+
+async def _bound_backlog(c: FuseClient, req: Request) -> None:
+    """At most HELD_MAX forgets wait, and none while the table is past the LRU limit
+    (the LRU is evicting: the forgets it asked for free the descriptors it wants)."""
+    if c.lru_limit and len(c.nodes) > c.lru_limit:
+        await c.apply_forgets()
+    else:
+        over = c.forgets_pending - forget_backlog.HELD_MAX
+        if over > 0:
+            await c.apply_forgets(over)
+    forget_backlog.deferred(req.session)
 
 
 async def interrupt(c: FuseClient, req: Request, body: memoryview) -> None:

@@ -263,6 +263,7 @@ class FakeKernel:
         self.received: list[bytes] = []
         self.log: list[tuple[str, bytes]] = []    # ("R", request) / ("W", reply), in order
         self.init_reply: Optional[abi.InitOut] = None
+        self.session: Any = None       # the Session served (serve()): sync() waits for it
 
     @property
     def device_fd(self) -> int:
@@ -479,8 +480,14 @@ class FakeKernel:
 
     async def sync(self) -> None:
         """A round trip (GETATTR of the root): every request sent before it is done
-        (the session reads in order and the ones sent before did not wait)."""
+        (the session reads in order and the ones sent before did not wait); then, with
+        a session (``serve``), until the forgets it deferred are applied (it does so
+        when the device stays empty: fuse_bridge.forget_backlog)."""
         (await self.getattr(1)).ok()
+        if self.session is not None:
+            with trio.fail_after(5):
+                while self.session.client.forgets_pending:
+                    await trio.sleep(0.001)
 
     async def listdir(self, nodeid: int, size: int = 4096, plus: bool = False
                       ) -> tuple[list[Dirent], int]:
@@ -509,6 +516,7 @@ async def serve(graph: Optional[Graph] = None, options: Optional[BridgeOptions] 
     kernel = FakeKernel()
     session = Session(graph if graph is not None else memory_graph(), kernel.device_fd,
                       options or BridgeOptions(), mountpoint="/fake")
+    kernel.session = session
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(session.run)

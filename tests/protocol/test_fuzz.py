@@ -206,6 +206,9 @@ class Run:
         for unique, q in m.awaiting.items():
             names = [O(o).name if o in _OPCODES else o for o in q]
             self.fail(f"no reply to unique {unique} ({names})")
+        with trio.move_on_after(REPLY_TIMEOUT):
+            while s.client.forgets_pending:     # applied once the device is idle
+                await trio.sleep(0.001)
 
     def check_tables(self, s, fds0: int) -> None:
         if s.pending:

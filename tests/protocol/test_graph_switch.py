@@ -444,3 +444,27 @@ async def test_forget_after_a_switch_empties_the_new_table(brick: Path) -> None:
         await k.forget(nodeid, 1)
         await k.sync()
         assert s.itable.get(nodeid) is None and len(s.itable) == 1
+
+
+async def test_forgets_waiting_at_a_switch_are_applied_on_the_old_graph_first(
+        brick: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bridge defers forgets (fuse_bridge.forget_backlog); a switch applies them
+    before it looks for the inodes the kernel holds: none moves to the new graph."""
+    from fuse_bridge import forget_backlog
+    monkeypatch.setattr(forget_backlog, "QUIET", 600.0)     # never idle long enough
+    async with serve(running(stack(brick))) as (k, s):
+        nodeids = []
+        for name in (b"a", b"b"):
+            e, o = (await k.create(1, name)).create()
+            (await k.release(e.nodeid, o.fh)).ok()
+            nodeids.append(e.nodeid)
+        body = abi.BATCH_FORGET_IN.pack(2) + b"".join(abi.FORGET_ONE.pack(n, 1)
+                                                      for n in nodeids)
+        getattr_ = k.message(O.GETATTR, abi.GETATTR_IN.pack(0, 0), 1)
+        for msg in (k.message(O.BATCH_FORGET, body), getattr_):   # back to back
+            assert k.ksock.send(msg) == len(msg)
+        (await k.recv()).ok()
+        assert s.client.forgets_pending == 2          # still waiting
+        assert await switch_graph(s, volumes(stack(brick, "performance/write-behind")))
+        assert s.client.forgets_pending == 0
+        assert all(s.itable.get(n) is None for n in nodeids) and len(s.itable) == 1

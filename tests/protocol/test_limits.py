@@ -293,7 +293,8 @@ async def test_readdirplus_whose_reply_is_lost_counts_no_lookup(make):
         await k.send(O.RELEASEDIR, abi.RELEASE_IN.pack(fh, 0, 0, 0), d)
         await k.forget(d, 1)
         with trio.fail_after(5):
-            while s.stats["requests"] < done + 5 or s.interrupts.pending:
+            while (s.stats["requests"] < done + 5 or s.interrupts.pending
+                   or s.client.forgets_pending):
                 await trio.sleep(0.001)
         assert [i.nodeid for i in s.itable] == [1], list(s.itable)
         assert open_fds() == fds_before - _dir_fd(s)
@@ -309,7 +310,8 @@ async def test_lookup_whose_reply_is_lost_counts_no_lookup(make):
             await k.send(O.LOOKUP, cstr(b"e%02d" % i), d)
         await k.forget(d, 1)
         with trio.fail_after(5):
-            while s.stats["requests"] < done + 4 or s.interrupts.pending:
+            while (s.stats["requests"] < done + 4 or s.interrupts.pending
+                   or s.client.forgets_pending):
                 await trio.sleep(0.001)
         assert [i.nodeid for i in s.itable] == [1], list(s.itable)
         assert open_fds() == fds_before - _dir_fd(s)

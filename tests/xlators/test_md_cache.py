@@ -9,6 +9,7 @@ import pytest
 from xlators import FopError, Translator, default_registry
 from xlators.core.events import Event
 from xlators.core.inode import Loc
+from xlators.core.translator import forget_path
 from xlators.core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
 from xlators.performance.fop_targets import MODIFYING_FOPS
 from xlators.performance.md_cache import MdCache
@@ -291,13 +292,21 @@ async def test_timeout_zero_and_pass_through_cache_nothing():
         assert c.counts["getattr"] >= 2, opts
 
 
-async def test_forget_drops_the_record():
-    h, _, _, _ = build(md_cache_timeout="5")
+async def test_forget_passes_md_cache_by_and_the_record_goes_with_the_inode():
+    """md-cache has no forget (no cost per forget): its record is found only through the
+    table, so an inode the kernel forgot leaves it with the inode."""
+    h, c, leaf, _ = build(md_cache_timeout="5")
+    assert MdCache.forget is Translator.forget
+    assert forget_path(h.top) == (frozenset(), leaf)    # forgets go straight below it
     await h.write_file("/f", b"abc")
     e = await h.lookup("/f")
     assert e.inode.ctx.get(h.top) is not None
-    await h.top.forget(h.frame(), e.inode)
-    assert e.inode.ctx.get(h.top) is None
+    await h.forget(e.inode, e.inode.nlookup)
+    assert h.itable.find(e.inode.ino) is None
+    looked = c.counts.get("lookup", 0)
+    again = await h.lookup("/f")
+    assert again.inode is not e.inode
+    assert c.counts["lookup"] == looked + 1             # not answered from the old record
 
 
 def test_options_follow_glusterfs():
@@ -318,9 +327,10 @@ def test_options_follow_glusterfs():
 async def test_passthrough():
     checked = await check_passthrough(MdCache)
     for fop in ("lookup", "getattr", "getxattr", "readdirp", "writev", "setattr",
-                "unlink", "rename", "open", "forget"):
+                "unlink", "rename", "open"):
         assert fop not in checked
     assert "readv" in checked and "readdir" in checked and "lk" in checked
+    assert "forget" in checked
 
 
 async def test_over_posix_watch_brick(tmp_path):

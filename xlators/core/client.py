@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import errno
 import logging
+from collections import deque
 from itertools import islice
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import trio
 
@@ -59,6 +60,12 @@ class ClientState:
         self.lru_limit = lru_limit          # 0: no limit
         self.invalidate: Optional[Invalidate] = None
         self.lru_invalidations = 0
+        # Forgets taken but not applied yet (defer_forgets): [pairs, how many left] in
+        # arrival order, and the inodes that left the table (settle_forgets) whose
+        # forget the graph has yet to hear (apply_forgets); forgets_pending counts both.
+        self._deferred: deque[list[Any]] = deque()
+        self.forgets_pending = 0
+        self._forgets_gone: list[Inode] = []
 
     def set_graph(self, graph: Any, top: Any = None, itable: Optional[InodeTable] = None
                   ) -> None:
@@ -133,6 +140,61 @@ class ClientState:
             return inode
         return None
 
+    # -- deferred forgets (the FUSE bridge's: fuse_bridge.forget_backlog) ----------------
+    def defer_forgets(self, pairs: Iterator[tuple[int, int]], count: int) -> None:
+        """Take ``count`` forgets ``(nodeid, n)`` now and apply them later, in order
+        (:meth:`apply_forgets`).  Meanwhile the inodes stay in the table with the lookups
+        being forgotten still counted: a lookup that hands one out again adds one, which
+        the forget then takes back (counting commutes), and its translators' state
+        (descriptors, cached attributes) serves it rather than being dropped and rebuilt."""
+        if count > 0:
+            self._deferred.append([pairs, count])
+            self.forgets_pending += count
+
+    def settle_forgets(self, limit: int = -1) -> None:
+        """Apply up to ``limit`` deferred forgets (all: -1), oldest first, to the table
+        and the LRU: exact counts again.  The inodes that left the table wait for the
+        graph's forget in the next :meth:`apply_forgets` (``forgets_pending`` counts
+        them until then)."""
+        deferred = self._deferred
+        nodes = self.nodes
+        table_forget = self.itable.forget
+        lru_pop = self.lru.pop
+        gone = self._forgets_gone
+        settled = len(gone)
+        while deferred and limit:
+            slot = deferred[0]
+            take = slot[1] if limit < 0 or limit >= slot[1] else limit
+            done = 0
+            for nodeid, n in islice(slot[0], take):   # forgotten(), inline
+                done += 1
+                inode = nodes.get(nodeid)
+                if inode is None:
+                    self.forgotten(nodeid, n)         # (logs it)
+                elif table_forget(inode, n):
+                    lru_pop(nodeid, None)
+                    gone.append(inode)
+            slot[1] -= take
+            self.forgets_pending -= take
+            if done < take or not slot[1]:           # (a short iterator: count was high)
+                self.forgets_pending -= slot[1]
+                deferred.popleft()
+            if limit > 0:
+                limit -= take
+        self.forgets_pending += len(gone) - settled
+
+    async def apply_forgets(self, limit: int = -1) -> None:
+        """:meth:`settle_forgets` (``limit``), then tell the graph of every inode that
+        left the table, with one system frame for all."""
+        self.settle_forgets(limit)
+        gone = self._forgets_gone
+        if gone:
+            self._forgets_gone = []
+            try:
+                await self._forget_down(*gone)
+            finally:
+                self.forgets_pending -= len(gone)      # (counted until the graph knows)
+
     async def purge(self, inode: Inode) -> None:
         """Unlink ``inode`` if nothing references it, and tell the graph."""
         if self.itable.purge(inode):
@@ -204,6 +266,12 @@ class ClientState:
     # -- the LRU -----------------------------------------------------------------------
     def _lru_evict(self, count: int) -> None:
         lru = self.lru
+        if self.forgets_pending:        # names the kernel dropped already go first
+            before = len(lru)
+            self.settle_forgets()
+            count -= before - len(lru)
+            if count <= 0:
+                return
         nodes = self.nodes
         for nodeid in list(islice(lru, count)):          # the oldest ``count``
             parent, name = lru.pop(nodeid)
@@ -212,7 +280,8 @@ class ClientState:
                 self.lru_invalidations += 1
 
     def dump(self) -> dict[str, Any]:
-        """Statedump lines."""
+        """Statedump lines (deferred forgets are settled first: exact counts)."""
+        self.settle_forgets()
         return {"lru-limit-effective": self.lru_limit, "lru-entries": len(self.lru),
                 "lru-invalidations": self.lru_invalidations, "open-fds": len(self.fds),
-                "inodes": len(self.itable)}
+                "inodes": len(self.itable), "forgets-pending": self.forgets_pending}

@@ -45,7 +45,8 @@ What invalidates (drops) an inode's record:
   made in the brick): ``InvalidateInode`` drops the inode, ``InvalidateEntry`` and
   ``DeleteEntry`` drop the entry, the inode it held and the directory's attributes.
   Upcalls always continue up to the bridge, which tells the kernel;
-- CHILD_DOWN drops everything; ``forget`` drops the inode's record.
+- CHILD_DOWN drops everything; an inode's record goes with the inode when it leaves
+  the table (md-cache has no ``forget``: a forget passes it by, at no cost).
 
 unlink, rmdir and rename also drop the inode the removed or replaced name held: md-cache
 knows it from the entry it cached, or knows the name holds none of its inodes when a
@@ -103,7 +104,10 @@ class MdCache(MdEntryFops, Translator):
     type = "performance/md-cache"
     children_range = (1, 1)
     passes_data_through = True   # FUSE passthrough: see the module docstring
-    forget_needs_context = True  # what it caches of an inode is inode.ctx[self]
+    # What it caches of an inode is inode.ctx[self], found only through the table (names
+    # hold inode numbers): it goes with the Inode once that leaves the table, so md-cache
+    # has no forget of its own, and Graph.forget goes straight below it.
+    forget_needs_context = True
     options = (
         Option.int("md-cache-timeout", default=1, min=0, max=600,
                    description="Seconds a cached attribute, entry or xattr is served. "
@@ -343,11 +347,6 @@ class MdCache(MdEntryFops, Translator):
             self._invalidate(inode)
         self._store_attr(inode, attr, self._gen)
         return attr
-
-    def forget(self, frame: Any, inode: Inode) -> Any:
-        """Drop the record; the child's forget is the coroutine awaited."""
-        inode.ctx.pop(self, None)
-        return self.child.forget(frame, inode)
 
     def dump(self) -> dict[str, Any]:
         """The counters; ``invalidations`` counts the invalidation events (the
