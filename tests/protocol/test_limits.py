@@ -331,7 +331,8 @@ async def test_entries_made_whose_reply_is_lost_count_no_lookup(make):
         await k.send(O.SYMLINK, cstr(b"s") + cstr(b"target"), d)
         await k.forget(d, 1)
         with trio.fail_after(5):
-            while s.stats["requests"] < done + 4 or s.interrupts.pending:
+            while (s.stats["requests"] < done + 4 or s.interrupts.pending
+                   or s.client.forgets_pending):
                 await trio.sleep(0.001)
         assert [i.nodeid for i in s.itable] == [1], list(s.itable)
         assert open_fds() == fds_before - _dir_fd(s)
