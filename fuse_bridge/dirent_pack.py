@@ -20,7 +20,7 @@ from array import array
 from bisect import bisect_right
 from itertools import accumulate, repeat
 from operator import call
-from typing import Sequence
+from typing import Optional, Sequence
 
 from xlators.core.dir_batch import DirBatch
 
@@ -42,7 +42,7 @@ def _run_of(namelen: int) -> "re.Pattern[bytes]":
         return _RUN_OF[namelen]
     except KeyError:
         return _RUN_OF.setdefault(namelen, re.compile(re.escape(bytes((namelen,))) + b"+"))
-_RECORD_SIZE = [(_HEAD + n + 7) & ~7 for n in range(_NAME_MAX + 1)]
+_RECORD_EIGHTHS = bytes((_HEAD + n + 7) >> 3 for n in range(_NAME_MAX + 1))
 _ZERO = array("Q", [0])
 
 
@@ -93,36 +93,37 @@ def _one_by_one(names: list[bytes], inos: list[int], types: bytes, cookie: int,
 
 
 def pack_columns(names: list[bytes], inos: list[int], types: bytes, cookie: int,
-                 size: int) -> bytes:
+                 size: int, shape: Optional[bytes] = None) -> bytes:
     """The READDIR records of entries given as columns (entry i's cookie is ``cookie +
-    i``), as many as fit in ``size`` bytes."""
-    lens = list(map(len, names))
-    if not lens:
+    i``; ``shape``: the names' lengths, one byte each, if known), as many as fit in
+    ``size`` bytes."""
+    if not names:
         return b""
-    try:
-        shape = bytes(lens)             # (a name longer than 255 bytes: ValueError)
-    except ValueError:
-        shape = b""
+    if shape is None:
+        try:
+            shape = bytes(map(len, names))
+        except ValueError:              # a name longer than 255 bytes
+            shape = b""
     if not shape or not _WORDS_OK:
         return abi.pack_dirents(list(zip(names, inos, types,
                                          range(cookie, cookie + len(names)),
                                          repeat(None))), size)
-    total = sum(map(_RECORD_SIZE.__getitem__, lens))
-    if total > size:                    # the leading records that fit
-        k = bisect_right(list(accumulate(map(_RECORD_SIZE.__getitem__, lens))), size)
+    eighths = shape.translate(_RECORD_EIGHTHS)     # each record's size / 8
+    if sum(eighths) * 8 > size:         # the leading records that fit
+        k = bisect_right(list(accumulate(eighths)), size >> 3)
         if not k:
             return b""
-        names, inos, types, lens, shape = names[:k], inos[:k], types[:k], lens[:k], shape[:k]
+        names, inos, types, shape = names[:k], inos[:k], types[:k], shape[:k]
     out = []
     a = 0
     n = len(shape)
     while a < n:
-        b = _run_of(shape[a]).match(shape, a).end()    # the run of names of lens[a]
+        b = _run_of(shape[a]).match(shape, a).end()    # the run of names of one length
         if b - a < _SHORT_RUN:
             out.append(_one_by_one(names[a:b], inos[a:b], types[a:b], cookie + a,
-                                   lens[a:b]))
+                                   list(shape[a:b])))
         else:
-            out.append(_run(names[a:b], inos[a:b], types[a:b], cookie + a, lens[a]))
+            out.append(_run(names[a:b], inos[a:b], types[a:b], cookie + a, shape[a]))
         a = b
     return b"".join(out)
 
@@ -131,6 +132,6 @@ def pack_readdir(entries: Sequence, size: int) -> bytes:
     """A READDIR reply of ``entries`` (a DirBatch, or any sequence of DirEntry), as
     many as fit in ``size`` bytes."""
     if type(entries) is DirBatch:
-        names, inos, types, cookie = entries.columns()
-        return pack_columns(names, inos, types, cookie, size)
+        names, inos, types, shape, cookie = entries.columns()
+        return pack_columns(names, inos, types, cookie, size, shape)
     return abi.pack_dirents(entries, size)

@@ -92,6 +92,10 @@ def test_names_longer_than_255_bytes_go_record_by_record():
     got = dirent_pack.pack_columns(names, [1, 2, 3], bytes([8, 8, 4]), 5, 4096)
     assert got == one_by_one_plain([DirEntry(x, i + 1, t, 5 + i) for i, (x, t)
                                     in enumerate(zip(names, [8, 8, 4]))], 4096)
+    cols = DirColumns([b"c"] + names, [9, 1, 2, 3], bytes([4, 8, 8, 4]))
+    assert cols.shape is None
+    assert dirent_pack.pack_readdir(DirBatch(cols, 1, 4), 4096) == \
+        dirent_pack.pack_columns(names, [1, 2, 3], bytes([8, 8, 4]), 2, 4096)
 
 
 @settings(max_examples=200, deadline=None)
@@ -118,13 +122,16 @@ def test_a_batch_reads_as_its_list_of_direntries(cols, data):
     assert all(e.entry is None for e in batch)
     with pytest.raises(IndexError):
         batch[len(want)]
-    assert batch.columns() == (cols.names[a:b], cols.inos[a:b], cols.types[a:b], a + 1)
+    assert batch.columns() == (cols.names[a:b], cols.inos[a:b], cols.types[a:b],
+                               cols.shape[a:b] if cols.shape is not None else None, a + 1)
 
 
 def test_bad_columns_and_bounds_are_refused():
     with pytest.raises(ValueError, match="2 names, 1 inode numbers, 2 types"):
         DirColumns([b"a", b"b"], [1], b"\x08\x08")
     cols = DirColumns([b"a"], [1], b"\x08")
+    with pytest.raises(ValueError, match="2 names, 1 lengths"):
+        DirColumns([b"a", b"b"], [1, 2], b"\x08\x08", b"\x01")
     with pytest.raises(ValueError, match="entries 0..2 of 1"):
         DirBatch(cols, 0, 2)
     assert abi.pack_dirents([], 4096) == dirent_pack.pack_readdir(DirBatch(cols, 1, 1), 4096)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from functools import partial
 from itertools import repeat
-from typing import Any, Iterator, Sequence, Union, overload
+from typing import Any, Iterator, Optional, Sequence, Union, overload
 
 from .types import DirEntry
 
@@ -25,17 +25,29 @@ _dirent = partial(tuple.__new__, DirEntry)     # DirEntry(*t) without a Python-l
 
 
 class DirColumns:
-    """Entry ``i`` of a listing is ``DirEntry(names[i], inos[i], types[i], i + 1)``."""
+    """Entry ``i`` of a listing is ``DirEntry(names[i], inos[i], types[i], i + 1)``.
+    ``shape``, when given, holds the length of each name as one byte (None when a name
+    is longer than 255 bytes): what a packer needs to know of the names, at no cost per
+    entry."""
 
-    __slots__ = ("names", "inos", "types")
+    __slots__ = ("names", "inos", "types", "shape")
 
-    def __init__(self, names: list[bytes], inos: list[int], types: bytes) -> None:
+    def __init__(self, names: list[bytes], inos: list[int], types: bytes,
+                 shape: Optional[bytes] = None) -> None:
         if not (len(names) == len(inos) == len(types)):
             raise ValueError(f"DirColumns: {len(names)} names, {len(inos)} inode "
                              f"numbers, {len(types)} types")
+        if shape is None:
+            try:
+                shape = bytes(map(len, names))
+            except ValueError:          # a name longer than 255 bytes
+                pass
+        elif len(shape) != len(names):
+            raise ValueError(f"DirColumns: {len(names)} names, {len(shape)} lengths")
         self.names = names
         self.inos = inos
         self.types = types
+        self.shape = shape
 
     def __len__(self) -> int:
         return len(self.names)
@@ -57,11 +69,13 @@ class DirBatch(Sequence[DirEntry]):
         self.start = start
         self.stop = stop
 
-    def columns(self) -> tuple[list[bytes], list[int], bytes, int]:
-        """The batch's names, inode numbers and types, and the cookie of its first
-        entry (each next entry's cookie is one more)."""
+    def columns(self) -> tuple[list[bytes], list[int], bytes, Optional[bytes], int]:
+        """The batch's names, inode numbers, types and name lengths (DirColumns.shape),
+        and the cookie of its first entry (each next entry's cookie is one more)."""
         c, a, b = self.cols, self.start, self.stop
-        return c.names[a:b], c.inos[a:b], c.types[a:b], a + 1
+        shape = c.shape
+        return (c.names[a:b], c.inos[a:b], c.types[a:b],
+                shape[a:b] if shape is not None else None, a + 1)
 
     def __len__(self) -> int:
         return self.stop - self.start

@@ -26,7 +26,7 @@ from bisect import bisect_left
 from functools import partial
 from itertools import accumulate, islice
 from operator import attrgetter
-from typing import Any
+from typing import Any, Optional
 
 from xlators.core.errors import FopError
 from xlators.core.dir_batch import DirBatch, DirColumns
@@ -50,7 +50,8 @@ _name_of = attrgetter("name")
 _CHUNK = 512                            # scandir entries held at once
 _ALL_REGULAR = bytes([_DT_REG]) * _CHUNK
 _DOTS_TYPES = bytes([_DT_DIR, _DT_DIR])
-_RECORD_SIZE = [(31 + n) & ~7 for n in range(256)]   # a READDIR record, by name length
+# a READDIR record's size / 8 by name length: struct fuse_dirent + name, padded to 8
+_RECORD_EIGHTHS = bytes((31 + n) >> 3 for n in range(256))
 
 
 def _opendir_at(node_fd: int, noatime: int) -> int:
@@ -61,8 +62,8 @@ def _opendir_at(node_fd: int, noatime: int) -> int:
 class Listing:
     """A snapshot of a directory: ``cols``, its entries as columns (cookie i + 1 for
     entry i, "." and ".." first, then the names shortest first), and ``ends``, where
-    ``ends[i]`` is the size of the READDIR records of entries 0..i-1 (``ends[0]`` is 0),
-    so a batch's end is a bisection."""
+    ``ends[i]`` is the size of the READDIR records of entries 0..i-1 in units of 8 bytes
+    (``ends[0]`` is 0), so a batch's end is a bisection."""
     __slots__ = ("cols", "ends")
 
     def __init__(self, cols: DirColumns, ends: list[int]) -> None:
@@ -125,23 +126,27 @@ def _list(dfd: int, node: Any, parent_ino: int) -> Listing:
     bits = node.devbits
     if bits:
         inos = [i | bits for i in inos]
-    lens = list(map(len, names))
     try:
-        shape = bytes(lens)             # (a name longer than 255 bytes: ValueError)
-    except ValueError:
+        shape: Optional[bytes] = bytes(map(len, names))    # the names' lengths
+    except ValueError:                  # a name longer than 255 bytes
         shape = None
     if shape is None or shape.count(shape[:1]) != len(shape):
-        order = sorted(range(len(lens)), key=lens.__getitem__)
+        lens = shape if shape is not None else list(map(len, names))
+        order = sorted(range(len(names)), key=lens.__getitem__)
         names = list(map(names.__getitem__, order))
         inos = list(map(inos.__getitem__, order))
         types = bytearray(map(types.__getitem__, order))
-        lens = list(map(lens.__getitem__, order))
+        if shape is not None:
+            shape = bytes(map(shape.__getitem__, order))
+    if shape is not None:
+        shape = b"\x01\x02" + shape
+        eighths: Any = shape.translate(_RECORD_EIGHTHS)
+    else:
+        eighths = [(31 + len(x)) >> 3 for x in names]
+        eighths[:0] = [4, 4]
     cols = DirColumns([b".", b".."] + names, [node.ino, parent_ino] + inos,
-                      _DOTS_TYPES + types)
-    sizes = [32, 32]                        # struct fuse_dirent + name, padded to 8
-    sizes += map(_RECORD_SIZE.__getitem__, lens) if shape is not None else \
-        [(31 + n) & ~7 for n in lens]
-    return Listing(cols, list(accumulate(sizes, initial=0)))
+                      _DOTS_TYPES + types, shape)
+    return Listing(cols, list(accumulate(eighths, initial=0)))
 
 
 def _lookup_many(pfd: int, names: list[bytes], known: list[bool]) -> list[Any]:
@@ -218,7 +223,7 @@ class PosixDirOps:
             return []
         # the entries from offset on until their records take ``size`` bytes or more
         ends = listing.ends
-        end = bisect_left(ends, ends[offset] + size, offset + 1)
+        end = bisect_left(ends, ends[offset] + ((size + 7) >> 3), offset + 1)
         return DirBatch(cols, offset, end if end < n else n)
 
     async def readdirp(self, frame, fd, offset, size):
