@@ -168,6 +168,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--big", type=int, default=5000, help="entries of the big run")
     ap.add_argument("--listings", type=int, default=2)
     ap.add_argument("--size", type=int, default=32768, help="bytes each request asks")
+    ap.add_argument("--no-this", action="store_true", help="measure the baselines only")
     if argv is None:
         argv = sys.argv[1:]
     if argv and argv[0] == "--run":
@@ -189,7 +190,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"unknown mode(s): {', '.join(bad)} (known: {', '.join(MODES)})",
               file=sys.stderr)
         return 2
-    trees = {"this": ROOT}
+    trees = {} if args.no_this else {"this": ROOT}
     for d in args.baseline:
         trees[d.resolve().name] = d.resolve()
     measure(trees, modes, args.small, args.big, args.listings, args.size)
