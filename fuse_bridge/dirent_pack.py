@@ -34,7 +34,11 @@ _RECORDS = [struct.Struct(f"{abi.DIRENT.format}{(n + 7) & ~7}s").pack
 _WORDS_OK = (sys.byteorder == "little" and abi.DIRENT.format in ("<QQII", b"<QQII")
              and array("Q").itemsize == 8)
 _SHORT_RUN = 8                      # runs shorter than this go record by record
+_RECORD_EIGHTHS = bytes((_HEAD + n + 7) >> 3 for n in range(_NAME_MAX + 1))
+_ZERO = array("Q", [0])
 _RUN_OF: dict = {}                  # name length -> a pattern matching a run of it
+_COOKIES = array("Q", range(1 << 16))
+_COOKIES_MAX = 1 << 18              # the cached cookies grow to this many (2 MiB) at most
 
 
 def _run_of(namelen: int) -> "re.Pattern[bytes]":
@@ -42,12 +46,6 @@ def _run_of(namelen: int) -> "re.Pattern[bytes]":
         return _RUN_OF[namelen]
     except KeyError:
         return _RUN_OF.setdefault(namelen, re.compile(re.escape(bytes((namelen,))) + b"+"))
-_RECORD_EIGHTHS = bytes((_HEAD + n + 7) >> 3 for n in range(_NAME_MAX + 1))
-_ZERO = array("Q", [0])
-
-
-_COOKIES = array("Q", range(1 << 16))
-_COOKIES_MAX = 1 << 22              # the cached cookies grow to this many at most
 
 
 def _cookies(first: int, k: int) -> array:

@@ -80,7 +80,7 @@ def test_every_name_length_in_long_runs(namelen, count):
 def test_cookies_past_the_cached_ones():
     names = [b"x" * 6] * 20
     cols = DirColumns(names, list(range(20)), bytes([8]) * 20)
-    for first in (0, (1 << 16) - 5, (1 << 22) - 3, 1 << 40):
+    for first in (0, (1 << 16) - 5, (1 << 18) - 3, (1 << 18) + 7, 1 << 40):
         got = dirent_pack.pack_columns(names, cols.inos, cols.types, first + 1, 4096)
         want = one_by_one_plain([DirEntry(x, i, 8, first + 1 + i)
                                  for i, x in enumerate(names)], 4096)
