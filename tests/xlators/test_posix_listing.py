@@ -110,3 +110,24 @@ async def test_seekdir_into_the_middle_of_a_run(br):
         assert list(rest) == whole[off:]
         assert pack_readdir(rest, 1 << 20) == abi.pack_dirents(whole[off:], 1 << 20)
     await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def test_a_big_directory_gets_a_short_first_readdirp_batch(br, monkeypatch):
+    """READDIRPLUS only where it pays: the kernel asks it at offset 0 only, so in a big
+    directory the first batch holds at most _BIG_FIRST_BATCH bytes of entries (each a
+    lookup, as ever); later batches, plain listings and small directories are full."""
+    monkeypatch.setattr(posix_dir, "_BIG_LISTING", 40)
+    for i in range(60):
+        open(f"{br.a}/f{i:03}", "w").close()
+    fd = await opened(br)
+    record = (152 + 4 + 7) & ~7                          # a direntplus of "fNNN"
+    first = await br.xl.readdirp(br.h.frame(), fd, 0, 1 << 16)
+    assert [e.off for e in first] == list(range(1, len(first) + 1))
+    assert len(first) == (posix_dir._BIG_FIRST_BATCH + record - 1) // record
+    assert all(e.entry is not None for e in first[2:])
+    rest = await br.xl.readdirp(br.h.frame(), fd, first[-1].off, 1 << 16)
+    assert [e.off for e in rest] == list(range(len(first) + 1, 63))
+    assert len(await br.xl.readdir(br.h.frame(), fd, 0, 1 << 16)) == 62
+    monkeypatch.setattr(posix_dir, "_BIG_LISTING", 62)  # 62 entries: not big
+    assert len(await br.xl.readdirp(br.h.frame(), fd, 0, 1 << 16)) == 62
+    await br.xl.releasedir(br.h.frame(), fd)

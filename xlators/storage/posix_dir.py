@@ -11,8 +11,10 @@ given works and a rewind takes a new snapshot.  readdirp
 looks each returned entry up like lookup does (as the daemon: the kernel checks search
 permission on the directory before it uses a dentry), skipping names that vanished since
 the snapshot: a plain stat for a name whose inode posix already holds, an O_PATH open
-and fstat for the others.  A batch stops once the kernel's byte budget is spent (and holds at least
-one entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
+and fstat for the others.  The first readdirp batch of a big directory (more than 1,024
+entries) holds at most 4 KiB of entries: READDIRPLUS only where it pays (_BIG_LISTING
+says why).  A batch stops once the kernel's byte budget is spent (and holds at least one
+entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
 for one entry: the kernel never asks for less than a page).  Listing a big
 directory (its size above 256 KiB, some thousands of entries) runs in a worker thread.
 """
@@ -48,6 +50,12 @@ _is_file = os.DirEntry.is_file          # (follows a link: only asked when there
 _is_symlink = os.DirEntry.is_symlink
 _name_of = attrgetter("name")
 _CHUNK = 512                            # scandir entries held at once
+# A readdirp at offset 0 of a directory of more than _BIG_LISTING entries fills at most
+# _BIG_FIRST_BATCH bytes: the kernel asks READDIRPLUS at offset 0 only (READDIRPLUS_AUTO,
+# until a lookup in the directory), so there the attributes would serve an `ls -l` for
+# a few percent of the names and cost every names-only listing a stat per entry.
+_BIG_LISTING = 1024
+_BIG_FIRST_BATCH = 4096
 _ALL_REGULAR = bytes([_DT_REG]) * _CHUNK
 _DOTS_TYPES = bytes([_DT_DIR, _DT_DIR])
 # a READDIR record's size / 8 by name length: struct fuse_dirent + name, padded to 8
@@ -232,6 +240,8 @@ class PosixDirOps:
             return []                # (a batch must take one entry, or this never ends)
         cols = (await self._snapshot(of, offset)).cols
         n = len(cols)
+        if offset == 0 and n > _BIG_LISTING:
+            size = min(size, _BIG_FIRST_BATCH)
         all_names, all_inos = cols.names, cols.inos
         by_ino = self.itable.by_ino
         out: list = []
