@@ -102,6 +102,22 @@ def _with_files(prefix: str) -> Callable[[str, int], _Dir]:
     return setup
 
 
+LISTED = 1000                 # names in the directory the listdir workload lists
+
+
+def _with_listed(d: str, n: int) -> _Dir:
+    ctx = _Dir(d)
+    os.mkdir("many", dir_fd=ctx.dfd)
+    for i in range(LISTED):
+        os.mknod(f"many/f{i:05}", stat_mod.S_IFREG | 0o644, dir_fd=ctx.dfd)
+    return ctx
+
+
+def _listdir(ctx: _Dir, i: int) -> None:
+    if len(os.listdir(os.path.join(ctx.path, "many"))) != LISTED:
+        raise AssertionError("listed a wrong number of names")
+
+
 def _missing(ctx: _Dir, i: int) -> None:
     try:
         os.stat("missing", dir_fd=ctx.dfd)
@@ -153,6 +169,9 @@ WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
     Workload("rename", "RENAME", "entry0",
              lambda c, i: os.rename(f"f{i}", f"r{i}", src_dir_fd=c.dfd, dst_dir_fd=c.dfd),
              _with_files("f"), negative_lookups=1),
+    # OPENDIR, a READDIRPLUS (the kernel asks it at offset 0), READDIRs, RELEASEDIR
+    Workload("listdir", "READDIR", "entry0", _listdir, _with_listed, per="listing",
+             repeatable=True),
 )}
 
 
@@ -290,7 +309,7 @@ def attribute(costs: Dict[str, Cost]) -> None:
     neg = single("lookup-missing", "LOOKUP", lookup_minus)
     for name, c in costs.items():
         w = WORKLOADS[name]
-        if not c.per_call:                # requests not counted: per call it is
+        if not c.per_call or w.per == "listing":   # (uncounted, or per call anyway)
             c.main_user, c.main_system = c.user, c.system
             continue
         if name == "getattr":

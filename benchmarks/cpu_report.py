@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from .cpu_cases import WORKLOADS, Cost
+from .cpu_cases import LISTED, WORKLOADS, Cost
 from . import docs_block
 
 BEGIN = "<!-- benchmarks:cpu:begin (written by python -m benchmarks.cpu --write-docs) -->"
@@ -59,7 +59,8 @@ def per_request_table(info: dict, costs: Costs) -> str:
         if not any(name in costs[p] for p in peers):
             continue
         derived = any(costs[p][name].derived for p in peers if name in costs[p])
-        label = w.opcode + (" (a pair)" if w.per == "pair" else "") + (" *" if derived else "")
+        label = w.opcode + {"pair": " (a pair)", "listing": f" (a listing of {LISTED:,} names)"
+                            }.get(w.per, "") + (" *" if derived else "")
         cells = [label]
         for p in peers:
             c = costs[p].get(name)

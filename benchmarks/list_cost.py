@@ -8,6 +8,7 @@ peers take turns on one directory each; the machine's caches are dropped before 
 listing (``echo 3 > /proc/sys/vm/drop_caches``), as the ``readdir ... cold`` case does.
 
     .venv/bin/python -m benchmarks.list_cost --peers gfapi,glusterfs-replica --rounds 2
+    .venv/bin/python -m benchmarks.list_cost --peers xlfs --baseline /work/wt/base
 
 docs/gluster.md (the cold listing) has what it found.  Needs root (tracefs,
 drop_caches) and the peers' own requirements.
@@ -20,9 +21,11 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Dict, List
 
 from .case_base import drop_caches
+from .cpu_instr import NamedBaseline
 from .fuse_trace import FuseTrace
 from .read_cost import _EVENT_RE, PeerProblem, mount_peers, per_name, thread_cpu
 
@@ -73,6 +76,8 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--peers", default="gfapi,glusterfs-replica")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--entries", type=int, default=10000)
+    ap.add_argument("--baseline", type=Path, action="append", default=[], metavar="DIR",
+                    help="also list through xlfs from the checkout DIR (peer xlfs@NAME)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="xlfs-list-cost-") as work, \
             contextlib.ExitStack() as stack:
@@ -81,6 +86,11 @@ def main(argv: List[str] = None) -> int:
         except PeerProblem as exc:
             print(f"list_cost: {exc}", file=sys.stderr)
             return exc.code
+        for d in args.baseline:
+            peer = NamedBaseline(f"xlfs@{d.resolve().name}", d.resolve())
+            wd = Path(work) / peer.name
+            wd.mkdir()
+            mounts[peer.name] = stack.enter_context(peer.session(wd, (1.0, 1.0, 0.0), 1200))
         for m in mounts.values():
             d = os.path.join(m.directory, "many")
             os.mkdir(d)

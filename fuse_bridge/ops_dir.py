@@ -12,11 +12,11 @@ from xlators.core.inode import Fd, LinkPins
 
 from . import abi
 from .client import FuseClient
+from .dirent_pack import pack_readdir
 from .encode import Payload, Timeouts, attr_values
 from .interrupt import Request
 from .ops_file import checked_open_flags, take_back_open
 
-_pack_dirents = abi.pack_dirents
 _direntplus = abi.direntplus_packer
 _NAME_PACKED = 256          # names shorter than this: their packer from _PLUS_PACKS
 _PLUS_PACKS = [_direntplus(n) for n in range(_NAME_PACKED)]
@@ -57,7 +57,7 @@ async def opendir(c: FuseClient, req: Request, body: memoryview) -> Payload:
 async def readdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, offset, size, *_ = _READ_IN(body)
     size = min(size, c.max_io)
-    return _pack_dirents(await c.top.readdir(req.frame, c.fd(fh), offset, size), size)
+    return pack_readdir(await c.top.readdir(req.frame, c.fd(fh), offset, size), size)
 
 
 def pack_plus(entries: list, t: Timeouts, size: int) -> tuple[bytes, list]:

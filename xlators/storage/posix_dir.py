@@ -4,13 +4,17 @@ opendir opens the directory for reading with the caller's credentials (through
 /proc/self/fd/N: a listing needs read permission only, not search), with O_NOATIME when
 the fd asks for it (a noatime or nodiratime mount) and the caller may have it.  A readdir at
 offset 0 (or with no snapshot yet) lists the whole directory into the open file's
-context; the cookie of entry i is i + 1, "." and ".." are entries 0 and 1, so seeking back
-to any cookie the caller was given works and a rewind takes a new snapshot.  readdirp
+context, as columns (xlators.core.dir_batch: readdir answers with a view of them, no
+DirEntry per entry); the cookie of entry i is i + 1, "." and ".." are entries 0 and 1
+(the other names follow shortest first), so seeking back to any cookie the caller was
+given works and a rewind takes a new snapshot.  readdirp
 looks each returned entry up like lookup does (as the daemon: the kernel checks search
 permission on the directory before it uses a dentry), skipping names that vanished since
 the snapshot: a plain stat for a name whose inode posix already holds, an O_PATH open
-and fstat for the others.  A batch stops once the kernel's byte budget is spent (and holds at least
-one entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
+and fstat for the others.  The first readdirp batch of a big directory (more than 1,024
+entries) holds at most 4 KiB of entries: READDIRPLUS only where it pays (_BIG_LISTING
+says why).  A batch stops once the kernel's byte budget is spent (and holds at least one
+entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
 for one entry: the kernel never asks for less than a page).  Listing a big
 directory (its size above 256 KiB, some thousands of entries) runs in a worker thread.
 """
@@ -22,10 +26,12 @@ import stat
 import sys
 from bisect import bisect_left
 from functools import partial
-from itertools import accumulate, repeat
-from typing import Any
+from itertools import accumulate, islice
+from operator import attrgetter
+from typing import Any, Optional
 
 from xlators.core.errors import FopError
+from xlators.core.dir_batch import DirBatch, DirColumns
 from xlators.core.types import DirEntry
 
 from .posix_io import OpenFile, keep_noatime, open_noatime
@@ -40,6 +46,20 @@ _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodee
 _NUL_JOINS = "a\0b".encode(_FS_ENCODING, _FS_ERRORS) == b"a\0b"
 _dirent = partial(tuple.__new__, DirEntry)     # DirEntry(*t) without a Python-level call
 _inode_of = os.DirEntry.inode
+_is_file = os.DirEntry.is_file          # (follows a link: only asked when there is none)
+_is_symlink = os.DirEntry.is_symlink
+_name_of = attrgetter("name")
+_CHUNK = 512                            # scandir entries held at once
+# A readdirp at offset 0 of a directory of more than _BIG_LISTING entries fills at most
+# _BIG_FIRST_BATCH bytes: the kernel asks READDIRPLUS at offset 0 only (READDIRPLUS_AUTO,
+# until a lookup in the directory), so there the attributes would serve an `ls -l` for
+# a few percent of the names and cost every names-only listing a stat per entry.
+_BIG_LISTING = 1024
+_BIG_FIRST_BATCH = 4096
+_ALL_REGULAR = bytes([_DT_REG]) * _CHUNK
+_DOTS_TYPES = bytes([_DT_DIR, _DT_DIR])
+# a READDIR record's size / 8 by name length: struct fuse_dirent + name, padded to 8
+_RECORD_EIGHTHS = bytes((31 + n) >> 3 for n in range(256))
 
 
 def _opendir_at(node_fd: int, noatime: int) -> int:
@@ -48,13 +68,14 @@ def _opendir_at(node_fd: int, noatime: int) -> int:
 
 
 class Listing:
-    """A snapshot of a directory: ``entries``, the DirEntry of each entry (cookie i + 1
-    for entry i, "." and ".." first), and ``ends``, where ``ends[i]`` is the size of the
-    READDIR records of entries 0..i-1 (``ends[0]`` is 0), so a batch's end is a bisection."""
-    __slots__ = ("entries", "ends")
+    """A snapshot of a directory: ``cols``, its entries as columns (cookie i + 1 for
+    entry i, "." and ".." first, then the names shortest first), and ``ends``, where
+    ``ends[i]`` is the size of the READDIR records of entries 0..i-1 in units of 8 bytes
+    (``ends[0]`` is 0), so a batch's end is a bisection."""
+    __slots__ = ("cols", "ends")
 
-    def __init__(self, entries: list[DirEntry], ends: list[int]) -> None:
-        self.entries = entries
+    def __init__(self, cols: DirColumns, ends: list[int]) -> None:
+        self.cols = cols
         self.ends = ends
 
 
@@ -77,30 +98,63 @@ def _names(entries: "list[os.DirEntry[str]]") -> list[bytes]:
         return []
     if not _NUL_JOINS:
         return [os.fsencode(e.name) for e in entries]
-    return "\0".join([e.name for e in entries]).encode(_FS_ENCODING, _FS_ERRORS).split(b"\0")
+    return "\0".join(map(_name_of, entries)).encode(_FS_ENCODING, _FS_ERRORS).split(b"\0")
+
+
+def _types(entries: "list[os.DirEntry[str]]") -> bytes:
+    """The DT_* type of each entry, one byte each (from the directory's d_type, or an
+    lstat where the file system gives none)."""
+    if not any(map(_is_symlink, entries)) and all(map(_is_file, entries)):
+        return _ALL_REGULAR[:len(entries)] if len(entries) <= _CHUNK else \
+            bytes([_DT_REG]) * len(entries)
+    return bytes([_DT_REG if e.is_file(follow_symlinks=False) else _type_of(e)
+                  for e in entries])
 
 
 def _list(dfd: int, node: Any, parent_ino: int) -> Listing:
-    """Every entry as the DirEntry readdir returns: made once per snapshot, so a batch is
-    a slice of it.  Per entry, what is done is done over the whole list at once (one
-    scandir pass, then one call per column), not entry by entry."""
+    """Every entry as columns: made once per snapshot, so a batch is a view of it.  Per
+    entry, what is done is done over a chunk of entries at once (one call per column),
+    not entry by entry; scandir's entries of a chunk are freed before the next chunk, so
+    they never live long enough for the garbage collector to move them to an older
+    generation.  The names go shortest first (in the directory's order among names of
+    one length): a READDIR reply then packs a run of equal records at a time."""
     os.lseek(dfd, 0, os.SEEK_SET)
+    names: list[bytes] = []
+    inos: list[int] = []
+    types = bytearray()
     with os.scandir(dfd) as it:
-        found = list(it)
-    names = _names(found)
-    inos: Any = map(_inode_of, found)
+        while True:
+            chunk = list(islice(it, _CHUNK))
+            if not chunk:
+                break
+            names += _names(chunk)
+            inos += map(_inode_of, chunk)
+            types += _types(chunk)
+            del chunk
     bits = node.devbits
     if bits:
         inos = [i | bits for i in inos]
-    regular = [e.is_file(follow_symlinks=False) for e in found]
-    types: Any = repeat(_DT_REG) if all(regular) else [
-        _DT_REG if f else _type_of(e) for f, e in zip(regular, found)]
-    entries = [_dirent((b".", node.ino, _DT_DIR, 1, None)),
-               _dirent((b"..", parent_ino, _DT_DIR, 2, None))]
-    entries += map(_dirent, zip(names, inos, types, range(3, len(found) + 3), repeat(None)))
-    sizes = [32, 32]                        # struct fuse_dirent + name, padded to 8
-    sizes += [(31 + n) & ~7 for n in map(len, names)]
-    return Listing(entries, list(accumulate(sizes, initial=0)))
+    try:
+        shape: Optional[bytes] = bytes(map(len, names))    # the names' lengths
+    except ValueError:                  # a name longer than 255 bytes
+        shape = None
+    if shape is None or shape.count(shape[:1]) != len(shape):
+        lens = shape if shape is not None else list(map(len, names))
+        order = sorted(range(len(names)), key=lens.__getitem__)
+        names = list(map(names.__getitem__, order))
+        inos = list(map(inos.__getitem__, order))
+        types = bytearray(map(types.__getitem__, order))
+        if shape is not None:
+            shape = bytes(map(shape.__getitem__, order))
+    if shape is not None:
+        shape = b"\x01\x02" + shape
+        eighths: Any = shape.translate(_RECORD_EIGHTHS)
+    else:
+        eighths = [(31 + len(x)) >> 3 for x in names]
+        eighths[:0] = [4, 4]
+    cols = DirColumns([b".", b".."] + names, [node.ino, parent_ino] + inos,
+                      _DOTS_TYPES + types, shape)
+    return Listing(cols, list(accumulate(eighths, initial=0)))
 
 
 def _lookup_many(pfd: int, names: list[bytes], known: list[bool]) -> list[Any]:
@@ -171,21 +225,24 @@ class PosixDirOps:
         if size <= 0:
             return []
         listing = await self._snapshot(of, offset)
-        entries = listing.entries
-        n = len(entries)
+        cols = listing.cols
+        n = len(cols)
         if offset >= n:
             return []
         # the entries from offset on until their records take ``size`` bytes or more
         ends = listing.ends
-        end = bisect_left(ends, ends[offset] + size, offset + 1)
-        return entries[offset:end if end < n else n]
+        end = bisect_left(ends, ends[offset] + ((size + 7) >> 3), offset + 1)
+        return DirBatch(cols, offset, end if end < n else n)
 
     async def readdirp(self, frame, fd, offset, size):
         of = self._of(fd)
         if size <= 0:
             return []                # (a batch must take one entry, or this never ends)
-        entries = (await self._snapshot(of, offset)).entries
-        n = len(entries)
+        cols = (await self._snapshot(of, offset)).cols
+        n = len(cols)
+        if offset == 0 and n > _BIG_LISTING:
+            size = min(size, _BIG_FIRST_BATCH)
+        all_names, all_inos = cols.names, cols.inos
         by_ino = self.itable.by_ino
         out: list = []
         i = offset
@@ -193,30 +250,30 @@ class PosixDirOps:
             start = i
             budget = size
             while i < n and budget > 0:
-                budget -= (159 + len(entries[i][0])) & ~7   # fuse_direntplus, padded
+                budget -= (159 + len(all_names[i])) & ~7   # fuse_direntplus, padded
                 i += 1
-            out += entries[start:min(i, 2)]          # "." and "..": entries 0 and 1
-            named = entries[max(start, 2):i]
-            names = [e[0] for e in named]
+            out += map(cols.entry, range(start, min(i, 2)))   # "." and "..": 0 and 1
+            first = max(start, 2)
+            names = all_names[first:i]
             pfd = of.node.fd
             known = [inode is not None and self in inode.ctx
-                     for inode in map(by_ino.get, [e[1] for e in named])]
+                     for inode in map(by_ino.get, all_inos[first:i])]
             if self._inline:
                 found = _lookup_many(pfd, names, known)
             else:
                 found = await self._thread(_lookup_many, pfd, names, known)
-            for de, r in zip(named, found):
+            for off, name, r in zip(range(first + 1, i + 1), names, found):
                 if r is None:
                     continue                     # gone since the snapshot
                 try:
                     if r[0] >= 0:
                         entry = self._entry(r[1], r[0])
                     else:                        # (opens one if the name changed since)
-                        entry = self._entry(r[1], pfd=pfd, name=de[0])
+                        entry = self._entry(r[1], pfd=pfd, name=name)
                 except OSError:
                     continue                     # another device, with submounts off
                 a = entry.attr
-                out.append(_dirent((de[0], a.ino, a.mode >> 12 & 0o17, de[3], entry)))
+                out.append(_dirent((name, a.ino, a.mode >> 12 & 0o17, off, entry)))
         return out
 
     async def fsyncdir(self, frame, fd, datasync):

@@ -1,0 +1,133 @@
+"""storage/posix's listing kept as columns: readdir answers with a DirBatch that reads as
+the DirEntry list, every name (lengths 1..255) is listed once with its inode number and
+type, across scandir's chunks and every batch boundary, the names go shortest first
+after "." and "..", and the FUSE bridge packs such a batch as it packs the list."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from fuse_bridge import abi
+from fuse_bridge.dirent_pack import pack_readdir
+from xlators import Fd
+from xlators.core.dir_batch import DirBatch
+from xlators.storage import posix_dir
+
+from tests.xlators.test_posix import make_brick
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="storage/posix tests run as root")
+
+
+@pytest.fixture(params=["inline", "threads"])
+def br(tmp_path, request):
+    brick = make_brick(tmp_path, request.param)
+    yield brick
+    brick.h.fini()
+
+
+async def opened(br):
+    fd = Fd(br.h.root, os.O_RDONLY, is_dir=True)
+    await br.xl.opendir(br.h.frame(), br.h.root, fd)
+    return fd
+
+
+def brick_view(path: bytes) -> dict:
+    """name -> (DT_* type, st_ino) of every entry of ``path``, from lstat."""
+    out = {}
+    for name in os.listdir(path):
+        st = os.lstat(path + b"/" + name)
+        out[name] = (stat.S_IFMT(st.st_mode) >> 12, st.st_ino)
+    return out
+
+
+async def test_names_of_every_length_listed_in_batches_of_every_size(br):
+    root = os.fsencode(br.a)
+    for n in range(1, 256):
+        open(root + b"/" + bytes([97 + n % 26]) * n, "w").close()
+    os.mkdir(root + b"/" + b"D" * 9)
+    os.symlink("x", root + b"/" + b"L" * 9)
+    want = brick_view(root)
+    fd = await opened(br)
+    for size in (280, 700, 4096, 32768):         # (280: the longest record)
+        off, listed = 0, []
+        while True:
+            batch = await br.xl.readdir(br.h.frame(), fd, off, size)
+            if not batch:
+                break
+            assert isinstance(batch, DirBatch)
+            data = pack_readdir(batch, size)
+            assert data == abi.pack_dirents(list(batch), size) and 0 < len(data) <= size
+            # the kernel resumes after the last record it got
+            got = []
+            pos = 0
+            while pos < len(data):
+                ino, cookie, namelen, type_ = abi.DIRENT.unpack_from(data, pos)
+                got.append((data[pos + 24:pos + 24 + namelen], ino, type_, cookie))
+                pos += (24 + namelen + 7) & ~7
+            listed += got
+            off = got[-1][3]
+        assert [x[3] for x in listed] == list(range(1, len(listed) + 1))
+        assert [x[0] for x in listed[:2]] == [b".", b".."]
+        assert {x[0]: (x[2], x[1]) for x in listed[2:]} == want
+        lens = [len(x[0]) for x in listed[2:]]
+        assert lens == sorted(lens)                    # shortest first
+    await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def test_types_across_scandir_chunks(br, monkeypatch):
+    monkeypatch.setattr(posix_dir, "_CHUNK", 7)
+    root = br.a
+    for i in range(40):
+        if i % 13 == 5:
+            os.mkdir(f"{root}/d{i:03}")
+        elif i % 17 == 3:
+            os.symlink("nowhere", f"{root}/l{i:03}")
+        elif i == 22:
+            os.mkfifo(f"{root}/p{i:03}")
+        else:
+            open(f"{root}/f{i:03}", "w").close()
+    fd = await opened(br)
+    listed = list(await br.xl.readdir(br.h.frame(), fd, 0, 1 << 20))
+    assert {e.name: (e.type, e.ino) for e in listed[2:]} == brick_view(os.fsencode(root))
+    assert [e.off for e in listed] == list(range(1, 43))
+    # readdirp gives each name its lookup, and the same cookies
+    plus = await br.xl.readdirp(br.h.frame(), fd, 0, 1 << 20)
+    assert [(e.name, e.off) for e in plus] == [(e.name, e.off) for e in listed]
+    for e in plus[2:]:
+        assert e.entry.attr.ino == e.ino == os.lstat(f"{root}/{e.name.decode()}").st_ino
+    await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def test_seekdir_into_the_middle_of_a_run(br):
+    for i in range(100):
+        open(f"{br.a}/n{i:03}", "w").close()
+    fd = await opened(br)
+    whole = list(await br.xl.readdir(br.h.frame(), fd, 0, 1 << 20))
+    for off in (1, 2, 3, 50, 101, 102):
+        rest = await br.xl.readdir(br.h.frame(), fd, off, 1 << 20)
+        assert list(rest) == whole[off:]
+        assert pack_readdir(rest, 1 << 20) == abi.pack_dirents(whole[off:], 1 << 20)
+    await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def test_a_big_directory_gets_a_short_first_readdirp_batch(br, monkeypatch):
+    """READDIRPLUS only where it pays: the kernel asks it at offset 0 only, so in a big
+    directory the first batch holds at most _BIG_FIRST_BATCH bytes of entries (each a
+    lookup, as ever); later batches, plain listings and small directories are full."""
+    monkeypatch.setattr(posix_dir, "_BIG_LISTING", 40)
+    for i in range(60):
+        open(f"{br.a}/f{i:03}", "w").close()
+    fd = await opened(br)
+    record = (152 + 4 + 7) & ~7                          # a direntplus of "fNNN"
+    first = await br.xl.readdirp(br.h.frame(), fd, 0, 1 << 16)
+    assert [e.off for e in first] == list(range(1, len(first) + 1))
+    assert len(first) == (posix_dir._BIG_FIRST_BATCH + record - 1) // record
+    assert all(e.entry is not None for e in first[2:])
+    rest = await br.xl.readdirp(br.h.frame(), fd, first[-1].off, 1 << 16)
+    assert [e.off for e in rest] == list(range(len(first) + 1, 63))
+    assert len(await br.xl.readdir(br.h.frame(), fd, 0, 1 << 16)) == 62
+    monkeypatch.setattr(posix_dir, "_BIG_LISTING", 62)  # 62 entries: not big
+    assert len(await br.xl.readdirp(br.h.frame(), fd, 0, 1 << 16)) == 62
+    await br.xl.releasedir(br.h.frame(), fd)

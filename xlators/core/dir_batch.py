@@ -1,0 +1,120 @@
+"""A listing kept as columns, and a batch of it that reads as a list of DirEntry.
+
+A plain readdir of a big directory hands out thousands of entries; as one DirEntry
+tuple each they cost an allocation, a garbage-collector traversal and a free per entry,
+and a tuple unpacking per entry where the reply is packed.  storage/posix keeps its
+listing as three columns instead (:class:`DirColumns`: the names, the inode numbers, the
+DT_* types as one byte each; entry ``i``'s cookie is ``i + 1``) and answers readdir
+with a :class:`DirBatch`, a read-only view of entries ``start``..``stop - 1`` of it.
+
+A DirBatch is a sequence of DirEntry: iterating it, indexing it, comparing it with a
+list, adding it to one make the DirEntry values on demand, so a translator that looks
+at the entries sees what it always saw (``entry`` is None: a plain readdir).  Whatever
+packs a batch without looking at each entry (the FUSE bridge's READDIR reply) reads the
+columns: ``batch.columns()``.
+"""
+from __future__ import annotations
+
+from functools import partial
+from itertools import repeat
+from typing import Any, Iterator, Optional, Sequence, Union, overload
+
+from .types import DirEntry
+
+_dirent = partial(tuple.__new__, DirEntry)     # DirEntry(*t) without a Python-level call
+
+
+class DirColumns:
+    """Entry ``i`` of a listing is ``DirEntry(names[i], inos[i], types[i], i + 1)``.
+    ``shape``, when given, holds the length of each name as one byte (None when a name
+    is longer than 255 bytes): what a packer needs to know of the names, at no cost per
+    entry."""
+
+    __slots__ = ("names", "inos", "types", "shape")
+
+    def __init__(self, names: list[bytes], inos: list[int], types: bytes,
+                 shape: Optional[bytes] = None) -> None:
+        if not (len(names) == len(inos) == len(types)):
+            raise ValueError(f"DirColumns: {len(names)} names, {len(inos)} inode "
+                             f"numbers, {len(types)} types")
+        if shape is None:
+            try:
+                shape = bytes(map(len, names))
+            except ValueError:          # a name longer than 255 bytes
+                pass
+        elif len(shape) != len(names):
+            raise ValueError(f"DirColumns: {len(names)} names, {len(shape)} lengths")
+        self.names = names
+        self.inos = inos
+        self.types = types
+        self.shape = shape
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def entry(self, i: int) -> DirEntry:
+        return _dirent((self.names[i], self.inos[i], self.types[i], i + 1, None))
+
+
+class DirBatch(Sequence[DirEntry]):
+    """Entries ``start``..``stop - 1`` of ``cols``, as a read-only list of DirEntry."""
+
+    __slots__ = ("cols", "start", "stop")
+
+    def __init__(self, cols: DirColumns, start: int, stop: int) -> None:
+        n = len(cols)
+        if not 0 <= start <= stop <= n:
+            raise ValueError(f"DirBatch: entries {start}..{stop} of {n}")
+        self.cols = cols
+        self.start = start
+        self.stop = stop
+
+    def columns(self) -> tuple[list[bytes], list[int], bytes, Optional[bytes], int]:
+        """The batch's names, inode numbers, types and name lengths (DirColumns.shape),
+        and the cookie of its first entry (each next entry's cookie is one more)."""
+        c, a, b = self.cols, self.start, self.stop
+        shape = c.shape
+        return (c.names[a:b], c.inos[a:b], c.types[a:b],
+                shape[a:b] if shape is not None else None, a + 1)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[DirEntry]:
+        c, a, b = self.cols, self.start, self.stop
+        return map(_dirent, zip(c.names[a:b], c.inos[a:b], c.types[a:b],
+                                range(a + 1, b + 1), repeat(None)))
+
+    @overload
+    def __getitem__(self, i: int) -> DirEntry: ...
+    @overload
+    def __getitem__(self, i: slice) -> Union["DirBatch", list[DirEntry]]: ...
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            a, b, step = i.indices(len(self))
+            if step != 1:
+                return list(self)[i]
+            return DirBatch(self.cols, self.start + a, self.start + max(a, b))
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("DirBatch index out of range")
+        return self.cols.entry(self.start + i)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple, DirBatch)):
+            return len(self) == len(other) and list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None     # type: ignore[assignment]   # (a list is not hashable either)
+
+    def __add__(self, other: Sequence[DirEntry]) -> list[DirEntry]:
+        return list(self) + list(other)
+
+    def __radd__(self, other: Sequence[DirEntry]) -> list[DirEntry]:
+        return list(other) + list(self)
+
+    def __repr__(self) -> str:
+        return f"DirBatch({list(self)!r})"
