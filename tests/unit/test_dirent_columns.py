@@ -9,21 +9,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from fuse_bridge import abi, dirent_pack
+from tests.unit.test_dirent_batch import one_by_one_plain
 from xlators.core.dir_batch import DirBatch, DirColumns
 from xlators.core.types import DirEntry
 
-
-
-def one_by_one_plain(entries, size):
-    """The READDIR reply of ``entries`` packed record by record (abi.pack_dirent)."""
-    buf = bytearray(size)
-    pos = 0
-    for e in entries:
-        end = abi.pack_dirent(buf, pos, e.ino, e.off, e.type, e.name)
-        if end < 0:
-            break
-        pos = end
-    return bytes(buf[:pos])
 
 
 U64 = st.integers(0, (1 << 64) - 1)

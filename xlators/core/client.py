@@ -108,22 +108,12 @@ class ClientState:
                 await self._forget_down(inode)
 
     async def forget_many(self, forgets: Iterable[tuple[int, int]]) -> None:
-        """BATCH_FORGET: :meth:`forget` each ``(nodeid, n)``.  The table is brought up to
-        date first; then the graph hears of the inodes that left it, in order, with one
-        system frame for all."""
-        nodes = self.nodes
-        table_forget = self.itable.forget
-        lru_pop = self.lru.pop
-        gone = []
-        for nodeid, n in forgets:        # forgotten(), inline: one per inode of the batch
-            inode = nodes.get(nodeid)
-            if inode is None:
-                self.forgotten(nodeid, n)    # (logs it)
-            elif table_forget(inode, n):
-                lru_pop(nodeid, None)
-                gone.append(inode)
-        if gone:
-            await self._forget_down(*gone)
+        """BATCH_FORGET applied at once: :meth:`forget` each ``(nodeid, n)``, after any
+        forgets still deferred, the graph told of the inodes that left with one system
+        frame for all (:meth:`defer_forgets` then :meth:`apply_forgets`)."""
+        pairs = list(forgets)
+        self.defer_forgets(iter(pairs), len(pairs))
+        await self.apply_forgets()
 
     def forgotten(self, nodeid: int, n: int) -> Optional[Inode]:
         """A FORGET's bookkeeping: drop ``n`` lookups of ``nodeid``; the inode when it
