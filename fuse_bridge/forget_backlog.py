@@ -12,8 +12,12 @@ So FORGET and BATCH_FORGET only record what they forget (``ClientState.defer_for
 the batch's bytes, copied once), and a task of the session applies them once no other
 request came for :data:`QUIET` seconds (forget messages do not count), in chunks of
 :data:`CHUNK`, looking at the device between chunks: a request that comes meanwhile
-waits for one chunk at most (and for none when a translator's forget waits: the task
-waits, not a reader).  Reference counting commutes: a LOOKUP that hands out an inode
+usually waits for one chunk at most (and for none when a translator's forget waits: the
+task waits, not a reader; the exceptions, which apply every waiting forget at once, are
+below).  Traffic never holds them for long: once the task has waited
+:data:`MAX_WAIT` seconds it applies a chunk every :data:`QUIET` seconds however busy the
+device is, until none wait (an unlinked file's blocks are freed only when posix closes
+its descriptor, at the forget).  Reference counting commutes: a LOOKUP that hands out an inode
 whose forget waits adds one lookup, which the forget takes back later; the inode, its
 nodeid and generation and its translators' state stay meanwhile, as if the kernel had
 sent the forget a little later.  What needs exact counts applies every waiting forget
@@ -38,6 +42,7 @@ QUIET = 0.001       # seconds without a request before forgets are applied
 CHUNK = 128         # forgets per chunk: ~0.5 ms, what a request arriving meanwhile waits
 ROUNDS = 8          # chunks at most before the loop's other tasks get a turn
 HELD_MAX = 65536    # forgets waiting at most (16 bytes each)
+MAX_WAIT = 0.1      # seconds after which forgets are applied whatever the traffic
 
 
 class _Applier:
@@ -69,16 +74,21 @@ def deferred(session: Any) -> None:
 async def apply_when_quiet(session: Any, state: _Applier) -> None:
     """Apply ``session``'s deferred forgets whenever no other request came for
     :data:`QUIET` seconds, :data:`CHUNK` at a time (the first chunk at once, the next
-    ones while the device has nothing to read), until none wait."""
+    ones while the device has nothing to read), until none wait; past :data:`MAX_WAIT`
+    a chunk every :data:`QUIET` seconds even while requests keep coming."""
     client = session.client
     poller = select.poll()
     polled: list[int] = []
+    overdue = trio.current_time() + MAX_WAIT
     try:
         while client.forgets_pending:
             seen = session.requests - state.forget_messages
             await trio.sleep(QUIET)
-            if (session.requests - state.forget_messages != seen
-                    or session.switching is not None):
+            if session.switching is not None:
+                continue
+            if session.requests - state.forget_messages != seen:
+                if trio.current_time() >= overdue:  # busy for long: one chunk anyway
+                    await _apply(client, CHUNK)
                 continue                            # not quiet: requests go first
             fds = [chan.fd for chan in session.channels]
             if fds != polled:                       # (a clone channel was added)
@@ -90,11 +100,15 @@ async def apply_when_quiet(session: Any, state: _Applier) -> None:
             for i in range(ROUNDS):
                 if i and poller.poll(0):
                     break                           # something to read: it goes first
-                try:
-                    await client.apply_forgets(CHUNK)
-                except Exception:               # (the graph's forgets log their own)
-                    log.exception("applying deferred forgets failed")
+                await _apply(client, CHUNK)
                 if not client.forgets_pending or session.switching is not None:
                     break
     finally:
         state.running = False
+
+
+async def _apply(client: Any, limit: int) -> None:
+    try:
+        await client.apply_forgets(limit)
+    except Exception:                           # (the graph's forgets log their own)
+        log.exception("applying deferred forgets failed")

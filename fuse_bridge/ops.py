@@ -120,7 +120,7 @@ async def batch_forget(c: FuseClient, req: Request, body: memoryview) -> None:
 async def _bound_backlog(c: FuseClient, req: Request) -> None:
     """At most HELD_MAX forgets wait, and none while the table is past the LRU limit
     (the LRU is evicting: the forgets it asked for free the descriptors it wants)."""
-    if c.lru_limit and len(c.nodes) > c.lru_limit:
+    if c.lru_limit and c.inodes_held > c.lru_limit:
         await c.apply_forgets()
     else:
         over = c.forgets_pending - forget_backlog.HELD_MAX

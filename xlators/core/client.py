@@ -269,8 +269,15 @@ class ClientState:
                 self.invalidate(parent, name)
                 self.lru_invalidations += 1
 
+    @property
+    def inodes_held(self) -> int:
+        """Inodes the table holds, and those that left it with a deferred forget whose
+        graph has not heard yet (posix still holds their descriptors)."""
+        return len(self.nodes) + len(self._forgets_gone)
+
     def dump(self) -> dict[str, Any]:
-        """Statedump lines (deferred forgets are settled first: exact counts)."""
+        """Statedump lines.  Reading them settles the deferred forgets first (so the
+        counts are exact): the table changes, as if they had been applied then."""
         self.settle_forgets()
         return {"lru-limit-effective": self.lru_limit, "lru-entries": len(self.lru),
                 "lru-invalidations": self.lru_invalidations, "open-fds": len(self.fds),
