@@ -304,7 +304,9 @@ class Session:
             # session's stepper: DONE or FAILED unless the handler waits.
             handler = route.handler         # an attribute, not a method: LOAD_ATTR
             trap = self._step.send(handler(self.client, req, buf[_HDR:end]))
-        except BaseException as exc:        # before the handler's coroutine (a wrapper)
+        except BaseException as exc:        # before the handler's coroutine (a wrapper),
+            if self._step.gi_frame is None:  # or a GeneratorExit out of it: the stepper
+                self._step, self._box = new_stepper()   # is over, the next needs one
             self._done(req, exc)
             return None
         if trap is DONE:
@@ -384,8 +386,8 @@ class Session:
                 log.error("%s (unique %d): malformed request: %s", _opname(req.opcode),
                           req.unique, exc)
                 self.reply_error(req, errno.EIO)
-            elif isinstance(exc, Exception):
-                self.exceptions += 1
+            elif isinstance(exc, (Exception, GeneratorExit)):   # (the latter: a bug
+                self.exceptions += 1                            # below, not a close)
                 log.error("%s (unique %d, nodeid %d) raised; answering EIO",
                           _opname(req.opcode), req.unique, req.nodeid, exc_info=exc)
                 self.reply_error(req, errno.EIO)

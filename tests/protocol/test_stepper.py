@@ -95,3 +95,22 @@ async def test_a_waiting_request_is_found_where_it_waits_and_others_go_on():
         r = await k.recv()
         assert r.unique == u and r.errno == errno.ENOENT
         assert await k.silence(0.1)
+
+
+async def test_a_generator_exit_out_of_a_handler_leaves_the_session_serving(monkeypatch):
+    """A translator bug lets GeneratorExit out of a fop: that request fails, and the
+    stepper it ended is replaced (else every later request would answer EIO)."""
+    async with serve(memory_graph()) as (k, s):
+        top = s.client.top
+        real = top.getattr
+        calls = []
+
+        async def broken(frame, inode, fd=None):
+            calls.append(inode)
+            if len(calls) == 1:
+                raise GeneratorExit
+            return await real(frame, inode, fd)
+        monkeypatch.setattr(top, "getattr", broken)
+        assert (await k.getattr(1)).errno == errno.EIO
+        (await k.getattr(1)).attr()                   # the next one is served
+        assert len(calls) == 2
