@@ -149,3 +149,11 @@ async def test_cancellation_is_traced(info):
     with trio.move_on_after(0.01):
         await xl.flush(Frame(unique=6), object())
     assert lines(info)[-1] == "6: flush => Cancelled"
+
+
+def test_a_listing_from_posix_is_summed_up_not_printed_entry_by_entry():
+    """posix answers readdir with a DirBatch (a view of its snapshot), not a list: trace
+    sums it up all the same."""
+    from xlators.core.dir_batch import DirBatch, DirColumns
+    cols = DirColumns([b"n%d" % i for i in range(40)], list(range(100, 140)), bytes([8]) * 40)
+    assert trace_mod.fmt(DirBatch(cols, 0, 40)) == "<40 entries, last off=40>"

@@ -104,7 +104,7 @@ class DirBatch(Sequence[DirEntry]):
         return self.cols.entry(self.start + i)
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, (list, tuple, DirBatch)):
+        if isinstance(other, (list, DirBatch)):         # (a list is never == a tuple)
             return len(self) == len(other) and list(self) == list(other)
         return NotImplemented
 

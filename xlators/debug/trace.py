@@ -28,6 +28,7 @@ import logging
 import time
 from typing import Any, Mapping, Optional, TextIO
 
+from ..core.dir_batch import DirBatch
 from ..core.errors import errno_of
 from ..core.fops import FOP_NAMES, FOPS, Fop
 from ..core.inode import Fd, Inode, Loc
@@ -68,7 +69,7 @@ def fmt(value: Any) -> str:
                 f"uid={value.uid} gid={value.gid} size={value.size}}}")
     if isinstance(value, Entry):
         return f"<Entry nodeid={value.inode.nodeid} {fmt(value.attr)}>"
-    if isinstance(value, list):
+    if isinstance(value, (list, DirBatch)):
         if value and isinstance(value[0], DirEntry):
             return f"<{len(value)} entries, last off={value[-1].off}>"
         if len(value) > 16:
