@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import time
 from typing import Any
 
 import trio
@@ -24,6 +25,7 @@ from ..core.upcall import InvalidateEntry, InvalidateInode
 
 GONE_FLAGS_NAMES = ("UP_NLINK", "UP_RENAME", "UP_FORGET")
 REMOVED_REMEMBERED = 4096      # own removals whose UP_FORGET is dropped (the newest)
+OWN_FORGET_WINDOW = 5.0        # seconds after an own removal its UP_FORGETs are dropped
 
 
 def gfid_ino(gfid: bytes) -> int:
@@ -50,7 +52,8 @@ class Upcalls:
         # inode numbers of the objects this client removed a name of lately, oldest
         # first: read in libgfapi's threads, written in the loop's and the workers'
         # (each operation one step under the GIL; see removed())
-        self.removed_here: collections.OrderedDict[int, None] = collections.OrderedDict()
+        # object -> when this client removed a name of it (time.monotonic)
+        self.removed_here: collections.OrderedDict[int, float] = collections.OrderedDict()
         self.own_forgets = 0
         self._cbk = b.UPCALL_CBK(self._on_upcall)    # kept referenced while registered
         rc = b.lib.glfs_upcall_register(fs, b.EVENT_INODE_INVALIDATE, self._cbk, None)
@@ -72,7 +75,7 @@ class Upcalls:
             flags = lib.glfs_upcall_inode_get_flags(ev)
             obj = lib.glfs_upcall_inode_get_object(ev)
             ino = gfid_ino(b.extract_gfid(obj)) if obj else 0
-            if flags == self._forget and ino in self.removed_here:
+            if flags == self._forget and self.own_forget(ino):
                 self.own_forgets += 1          # news of our own removal: nothing new
                 return
             inos = [ino]
@@ -149,9 +152,24 @@ class Upcalls:
         if not removing:
             self.removed_here.pop(ino, None)
             return
-        self.removed_here[ino] = None
+        self.removed_here[ino] = time.monotonic()
+        self.removed_here.move_to_end(ino)
         if len(self.removed_here) > REMOVED_REMEMBERED:
             self.removed_here.popitem(last=False)
+
+    def own_forget(self, ino: int) -> bool:
+        """Whether an UP_FORGET of ``ino`` is news of this client's own removal: one came
+        within :data:`OWN_FORGET_WINDOW` seconds.  Not for longer: a name removed here
+        may not have been the object's last (``ln f g; rm f``), and a much later
+        UP_FORGET of ``g``'s object (a brick dropping it from its own cache) must go
+        through, or this client would stop hearing of other clients' changes to it."""
+        when = self.removed_here.get(ino)
+        if when is None:
+            return False
+        if time.monotonic() - when <= OWN_FORGET_WINDOW:
+            return True
+        self.removed_here.pop(ino, None)
+        return False
 
     def stop(self) -> None:
         if self.registered:
