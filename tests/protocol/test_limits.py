@@ -354,3 +354,12 @@ async def test_link_pins_hold_only_the_requests_own_links():
     assert mine.refs == 1 and other[0].refs == 0
     assert pins.release() == [mine] and mine.refs == 0
     assert table.link(300).refs == 0              # released: no longer pinning
+
+
+def test_the_locs_entry_handlers_build_by_hand_have_the_slots_they_set():
+    """fuse_bridge.ops_entry builds its Locs without Loc.__init__ (object.__new__ and
+    three attribute stores: cheaper per LOOKUP); a slot added to Loc would be left unset
+    there, so adding one must fail here first."""
+    from xlators.core.inode import Loc
+    assert Loc.__slots__ == ("parent", "name", "inode"), (
+        "Loc has new slots: set them where fuse_bridge/ops_entry.py builds Locs by hand")

@@ -108,8 +108,9 @@ class ClientState:
                 await self._forget_down(inode)
 
     async def forget_many(self, forgets: Iterable[tuple[int, int]]) -> None:
-        """BATCH_FORGET applied at once: :meth:`forget` each ``(nodeid, n)``, after any
-        forgets still deferred, the graph told of the inodes that left with one system
+        """Forgets applied at once (the test harness's; the FUSE bridge defers
+        BATCH_FORGET): :meth:`forget` each ``(nodeid, n)``, after any forgets still
+        deferred, the graph told of the inodes that left with one system
         frame for all (:meth:`defer_forgets` then :meth:`apply_forgets`)."""
         pairs = list(forgets)
         self.defer_forgets(iter(pairs), len(pairs))
