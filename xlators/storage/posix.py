@@ -566,41 +566,24 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         return self._give(frame, pnode, self._entry(st, fd))
 
     # unlink, rmdir and rename spell out _do's commonest case: inline (no io-threads), as
-    # the daemon (a root caller, or no credential switching): two calls fewer each; and
-    # _ploc's, a known parent and a plain name (anything else goes through _ploc).
+    # the daemon (a root caller, or no credential switching): two calls fewer each.
     async def unlink(self, frame, loc):
-        parent, name = loc.parent, loc.name
-        pnode = parent.ctx.get(self) if parent is not None else None
-        if (pnode is None or type(name) is not bytes or not name or 47 in name
-                or 0 in name or name == b"." or name == b".."):
-            pnode, name = self._ploc(loc)
+        pnode, name = self._ploc(loc)
         if self._inline_always and (frame.uid == 0 or not self._switch):
             os.unlink(name, dir_fd=pnode.fd)
         else:
             await self._do(frame, False, unlink_at, pnode.fd, name)
 
     async def rmdir(self, frame, loc):
-        parent, name = loc.parent, loc.name
-        pnode = parent.ctx.get(self) if parent is not None else None
-        if (pnode is None or type(name) is not bytes or not name or 47 in name
-                or 0 in name or name == b"." or name == b".."):
-            pnode, name = self._ploc(loc)
+        pnode, name = self._ploc(loc)
         if self._inline_always and (frame.uid == 0 or not self._switch):
             os.rmdir(name, dir_fd=pnode.fd)
         else:
             await self._do(frame, False, rmdir_at, pnode.fd, name)
 
     async def rename(self, frame, oldloc, newloc, flags=None):
-        parent, old = oldloc.parent, oldloc.name
-        opnode = parent.ctx.get(self) if parent is not None else None
-        if (opnode is None or type(old) is not bytes or not old or 47 in old
-                or 0 in old or old == b"." or old == b".."):
-            opnode, old = self._ploc(oldloc)
-        parent, new = newloc.parent, newloc.name
-        npnode = parent.ctx.get(self) if parent is not None else None
-        if (npnode is None or type(new) is not bytes or not new or 47 in new
-                or 0 in new or new == b"." or new == b".."):
-            npnode, new = self._ploc(newloc)
+        opnode, old = self._ploc(oldloc)
+        npnode, new = self._ploc(newloc)
         if not flags and self._inline_always and (frame.uid == 0 or not self._switch):
             os.rename(old, new, src_dir_fd=opnode.fd, dst_dir_fd=npnode.fd)
         else:
