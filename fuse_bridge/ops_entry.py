@@ -29,7 +29,7 @@ from xlators.core.types import NOW, Entry, SetAttr
 from . import abi
 from .client import FuseClient
 from .interrupt import Request
-from .encode import (Payload, attr_reply, entry_out, names_blob, negative_entry_out,
+from .encode import (Payload, attr_reply, entry_reply, names_blob, negative_entry_out,
                      statfs_out, whole_reply)
 
 _V = abi.int_flags(abi.SetattrValid)
@@ -68,8 +68,8 @@ def send_entry(c: FuseClient, req: Request, entry: Entry, parent: Inode, name: b
                ) -> bool:
     """ENTRY_OUT for ``entry``; counted only when the kernel took it."""
     inode = entry.inode
-    if req.session.reply(req, entry_out(c.timeouts, inode.nodeid, entry.attr,
-                                        inode.generation)):
+    if req.session.reply_message(req, entry_reply(c.timeouts, req.unique, inode.nodeid,
+                                                  entry.attr, inode.generation)):
         c.count_lookup(inode, parent, name)
         return True
     return False
@@ -82,11 +82,7 @@ async def _entry_request(c: FuseClient, req: Request, fop: Any, parent: Inode, n
     outer = _pins_get(task)
     held = pins_by_task[task] = []
     try:
-        entry = await fop(req.frame, *args)
-        inode = entry.inode
-        if req.session.reply(req, entry_out(c.timeouts, inode.nodeid, entry.attr,
-                                            inode.generation)):
-            c.count_lookup(inode, parent, name)
+        send_entry(c, req, await fop(req.frame, *args), parent, name)
     finally:
         if _pins_get(task) is held:
             if outer is None:
@@ -134,9 +130,9 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
             req.session.reply_error(req, errno.ENOENT)
             return None
         inode = entry.inode
-        if req.session.reply(req, entry_out(c.timeouts, inode.nodeid, entry.attr,
-                                            inode.generation)):
-            c.count_lookup(inode, parent, name)
+        if req.session.reply_message(req, entry_reply(c.timeouts, req.unique, inode.nodeid,
+                                                      entry.attr, inode.generation)):
+            c.count_lookup(inode, parent, name)     # send_entry, inline
     finally:
         if _pins_get(task) is held:
             if outer is None:
