@@ -242,9 +242,9 @@ async def link(c: FuseClient, req: Request, body: memoryview) -> Payload:
                          Loc(parent, name))
 
 
-# UNLINK, RMDIR and RENAME spell out c.inode() and _name(): they are the commonest
-# modifying requests after CREATE.
-async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
+def _child_loc(c: FuseClient, req: Request, body: memoryview) -> Loc:
+    """The Loc of the name in ``body`` under the request's node: c.inode() and _name()
+    spelled out, for UNLINK and RMDIR, the commonest modifying requests after CREATE."""
     name, nul, _ = body.tobytes().partition(b"\0")
     if not nul:
         raise ValueError("name is not NUL-terminated")
@@ -253,19 +253,15 @@ async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
         raise FopError(errno.ESTALE)
     loc = _new_object(Loc)
     loc.parent, loc.name, loc.inode = parent, name, None
-    await c.top.unlink(req.frame, loc)
+    return loc
+
+
+async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
+    await c.top.unlink(req.frame, _child_loc(c, req, body))
 
 
 async def rmdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    name, nul, _ = body.tobytes().partition(b"\0")
-    if not nul:
-        raise ValueError("name is not NUL-terminated")
-    parent = c.nodes.get(req.nodeid)
-    if parent is None:
-        raise FopError(errno.ESTALE)
-    loc = _new_object(Loc)
-    loc.parent, loc.name, loc.inode = parent, name, None
-    await c.top.rmdir(req.frame, loc)
+    await c.top.rmdir(req.frame, _child_loc(c, req, body))
 
 
 async def rename(c: FuseClient, req: Request, body: memoryview) -> Payload:
