@@ -86,22 +86,19 @@ class MdEntryFops(MdRecords):
         return entry
 
     async def unlink(self, frame: Any, loc: Loc) -> None:
-        victim = None
-        if self._on and not self._name_known(loc):
-            victim = await self._victim(frame, loc)
-        try:
-            return await self.child.unlink(frame, loc)
-        finally:
-            self._entry_changed(loc)
-            if victim is not None:
-                self._invalidate(victim)
+        return await self._removing(frame, loc, self.child.unlink)
 
     async def rmdir(self, frame: Any, loc: Loc) -> None:
+        return await self._removing(frame, loc, self.child.rmdir)
+
+    async def _removing(self, frame: Any, loc: Loc, fop: Any) -> None:
+        """Wind an unlink or rmdir (``fop``), then drop the name and the victim's
+        cached attributes (its link count changed)."""
         victim = None
         if self._on and not self._name_known(loc):
             victim = await self._victim(frame, loc)
         try:
-            return await self.child.rmdir(frame, loc)
+            return await fop(frame, loc)
         finally:
             self._entry_changed(loc)
             if victim is not None:
