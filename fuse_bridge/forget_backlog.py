@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import select
-import weakref
 from typing import Any
 
 import trio
@@ -49,22 +48,19 @@ class _Applier:
     """Per session: whether its task runs, and the FORGET/BATCH_FORGET messages read
     (they do not make the device busy: the kernel sends them while it is idle too,
     dropping caches sends one every few hundred microseconds)."""
-    __slots__ = ("running", "forget_messages", "__weakref__")
+    __slots__ = ("running", "forget_messages")
 
     def __init__(self) -> None:
         self.running = False
         self.forget_messages = 0
 
 
-_appliers: "weakref.WeakKeyDictionary[Any, _Applier]" = weakref.WeakKeyDictionary()
-
-
 def deferred(session: Any) -> None:
     """A FORGET or BATCH_FORGET was deferred: make sure ``session`` has its task
     applying them."""
-    state = _appliers.get(session)
+    state = session.forget_applier
     if state is None:
-        state = _appliers[session] = _Applier()
+        state = session.forget_applier = _Applier()
     state.forget_messages += 1
     if not state.running and session.nursery is not None:
         state.running = True

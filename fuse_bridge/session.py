@@ -119,6 +119,7 @@ class Session:
         self.end_reason = ""
         # Set while a graph switch commits: readers take no request (fuse_bridge.graph_switch).
         self.switching: Optional[trio.Event] = None
+        self.forget_applier: Any = None     # fuse_bridge.forget_backlog's, once needed
         graph.listeners.append(self._graph_event)
 
     # -- the client's graph (one place: client.set_graph) --------------------------------
