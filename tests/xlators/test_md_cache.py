@@ -494,15 +494,22 @@ async def test_rename_to_a_name_a_lookup_just_found_missing_looks_up_nothing_mor
         await h.top.lookup(h.frame(), Loc(h.root, b"a"))
 
 
+async def file_a_and_missing_b(h):
+    """/a written and looked up, and a lookup of /b that found nothing (md-cache now
+    remembers it missing): /a's Entry."""
+    await h.write_file("/a", b"x")
+    a = await h.lookup("/a")
+    with pytest.raises(FopError):
+        await h.top.lookup(h.frame(), Loc(h.root, b"b"))
+    return a
+
+
 async def test_a_missing_name_is_trusted_only_for_the_timeout():
     """A name made below md-cache after a lookup found it missing (a hard link to a file
     whose attributes are cached): once md-cache-timeout has passed, unlinking it looks
     the name up, and the file's link count is asked again."""
     h, c, leaf, clock = build(md_cache_timeout="5")
-    await h.write_file("/a", b"x")
-    a = await h.lookup("/a")
-    with pytest.raises(FopError):
-        await h.top.lookup(h.frame(), Loc(h.root, b"b"))
+    a = await file_a_and_missing_b(h)
     await leaf.link(h.frame(), a.inode, Loc(h.root, b"b"))       # below md-cache
     clock.now += 6
     assert (await h.top.getattr(h.frame(), a.inode)).nlink == 2
@@ -512,10 +519,7 @@ async def test_a_missing_name_is_trusted_only_for_the_timeout():
 
 async def test_a_missing_name_is_forgotten_when_the_directory_is_invalidated():
     h, c, leaf, clock = build(md_cache_timeout="600", cache_invalidation="on")
-    await h.write_file("/a", b"x")
-    a = await h.lookup("/a")
-    with pytest.raises(FopError):
-        await h.top.lookup(h.frame(), Loc(h.root, b"b"))
+    a = await file_a_and_missing_b(h)
     await leaf.link(h.frame(), a.inode, Loc(h.root, b"b"))
     leaf.upcall(InvalidateEntry(h.root, b"b"))                  # the storage tells
     leaf.upcall(InvalidateInode(a.inode, -1, 0))
@@ -526,10 +530,7 @@ async def test_a_missing_name_is_forgotten_when_the_directory_is_invalidated():
 
 async def test_a_missing_name_made_through_md_cache_is_known_again():
     h, c, leaf, clock = build(md_cache_timeout="600", cache_invalidation="on")
-    await h.write_file("/a", b"x")
-    a = await h.lookup("/a")
-    with pytest.raises(FopError):
-        await h.top.lookup(h.frame(), Loc(h.root, b"b"))
+    a = await file_a_and_missing_b(h)
     await h.top.link(h.frame(), a.inode, Loc(h.root, b"b"))
     assert (await h.top.getattr(h.frame(), a.inode)).nlink == 2
     await h.top.unlink(h.frame(), Loc(h.root, b"b"))
