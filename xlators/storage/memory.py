@@ -12,7 +12,7 @@ with CAP_DAC_OVERRIDE).  Locks are features/locks' job: ``lk`` fails with ENOSYS
 
 Nothing survives the process.  The data model and the permission rules are in
 memory_node.py, the fops on open files (open, read, write, readdir, fallocate, lseek,
-copy_file_range, ...) in memory_io.py.
+copy_file_range, ...) in memory_io.py, setattr and the xattr fops in memory_attrs.py.
 
     volume brick
         type storage/memory
@@ -29,22 +29,19 @@ import stat
 import time
 from typing import Any, Optional
 
-from ..core.bounds import new_size, open_flags, xattr_flags
+from ..core.bounds import open_flags
 from ..core.errors import FopError
 from ..core.inode import Fd, Inode, Loc
 from ..core.options import Option
 from ..core.translator import Translator
-from ..core.types import NOW, Attr, Entry, SetAttr, StatFs
+from ..core.types import Attr, Entry, StatFs
+from .memory_attrs import MemoryAttrs
 from .memory_io import MemoryIo
-from .memory_node import (BLOCK, CAPS, MAX_FILE_SIZE, NAME_MAX, PATH_MAX, W_OK, X_OK,
-                          XATTR_SIZE_MAX, FileData, Node, check, check_name,
-                          check_sticky, in_group, is_owner, kill_suid, may, visible_xattr,
-                          xattr_check)
+from .memory_node import (BLOCK, NAME_MAX, PATH_MAX, W_OK, X_OK, FileData, Node, check,
+                          check_name, check_sticky, in_group, may)
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
-XATTR_CREATE = 1
-XATTR_REPLACE = 2
 LINK_MAX = 65000
 
 
@@ -55,7 +52,7 @@ def _phys_mem() -> int:
         return 1 << 32
 
 
-class Memory(MemoryIo, Translator):
+class Memory(MemoryIo, MemoryAttrs, Translator):
     """storage/memory: a complete POSIX filesystem in memory (tmpfs-like)."""
     type = "storage/memory"
     children_range = (0, 0)
@@ -273,83 +270,6 @@ class Memory(MemoryIo, Translator):
         ffree = max(0, files - len(self.nodes))
         return StatFs(blocks, bfree, bfree, files, ffree, BLOCK, NAME_MAX, BLOCK)
 
-    # -- changing attributes -----------------------------------------------------------
-    async def setattr(self, frame: Any, inode: Inode, changes: SetAttr,
-                      fd: Optional[Fd] = None) -> Attr:
-        node = (fd.ctx.get(self) if fd is not None else None) or self._node(inode)
-        c = changes
-        if c.size is not None:
-            c = c._replace(size=new_size(c.size, MAX_FILE_SIZE))
-        root = frame.uid == 0
-        mode = node.mode
-        # -- validate everything first: a refused setattr changes nothing --
-        if c.mode is not None and not is_owner(frame, node):
-            # The kernel (without handle_killpriv) clears set-id bits after a write or
-            # truncate by a non-owner with a SETATTR of the mode from that caller: allow
-            # a mode that only drops those bits of a regular file the caller may write.
-            new, cur = c.mode & 0o7777, mode & 0o7777
-            privs = stat.S_ISUID | stat.S_ISGID
-            if not (node.is_reg and new != cur and (new | privs) == (cur | privs)
-                    and not new & ~cur and may(frame, node, W_OK)):
-                raise FopError(errno.EPERM)
-            # the kernel decided which bits go (set-group-ID by group membership too)
-        if c.uid is not None and not root and not (c.uid == node.uid == frame.uid):
-            raise FopError(errno.EPERM)
-        if c.gid is not None and not root and not (
-                frame.uid == node.uid and (c.gid == node.gid or in_group(frame, c.gid))):
-            raise FopError(errno.EPERM)
-        if c.size is not None:
-            if node.is_dir:
-                raise FopError(errno.EISDIR)
-            if not node.is_reg:
-                raise FopError(errno.EINVAL)
-            if fd is None:
-                check(frame, node, W_OK)
-        times = (c.atime_ns, c.mtime_ns)
-        if any(t is not None and t != NOW for t in times):
-            # ctime comes only from a writeback-cache kernel flushing its own times
-            # after a write, truncate or touch by any writer: allowed to writers.
-            if not is_owner(frame, node) and not (c.ctime_ns is not None and (
-                    (fd is not None and fd.flags & os.O_ACCMODE != os.O_RDONLY)
-                    or may(frame, node, W_OK))):
-                raise FopError(errno.EPERM)
-        elif any(t == NOW for t in times):
-            if not is_owner(frame, node) and not may(frame, node, W_OK):
-                raise FopError(errno.EACCES)
-        # -- apply --
-        now = time.time_ns()
-        if c.mode is not None:
-            mode = stat.S_IFMT(mode) | (c.mode & 0o7777)
-            gid = node.gid if c.gid is None else c.gid
-            if not root and not in_group(frame, gid):
-                mode &= ~stat.S_ISGID
-        if c.uid is not None or c.gid is not None:
-            if not node.is_dir:
-                mode = kill_suid(mode)
-            if c.uid is not None:
-                node.uid = c.uid
-            if c.gid is not None:
-                node.gid = c.gid
-        if c.size is not None:
-            data = node.data
-            before = data.alloc
-            data.truncate(c.size)
-            self.used += data.alloc - before
-            node.touch(now)
-            if not root:
-                mode = kill_suid(mode, frame, node.gid)
-            if node.xattrs:
-                node.xattrs.pop(CAPS, None)     # truncating ends file capabilities
-        if c.kill_suidgid:
-            mode = kill_suid(mode, frame, node.gid)
-        node.mode = mode
-        if c.atime_ns is not None:
-            node.atime_ns = now if c.atime_ns == NOW else c.atime_ns
-        if c.mtime_ns is not None:
-            node.mtime_ns = now if c.mtime_ns == NOW else c.mtime_ns
-        node.ctime_ns = now if c.ctime_ns is None else c.ctime_ns
-        return node.attr()
-
     # -- removing and renaming ---------------------------------------------------------
     def _victim(self, frame: Any, loc: Loc) -> tuple[Node, bytes, Node]:
         parent, name = self._lookup_parent(frame, loc)
@@ -456,48 +376,6 @@ class Memory(MemoryIo, Translator):
         node.ctime_ns = now
         op.touch(now)
         np.touch(now)
-
-    # -- xattrs --------------------------------------------------------------------------
-    async def setxattr(self, frame: Any, inode: Inode, name: bytes, value: bytes,
-                       flags: int) -> None:
-        flags = xattr_flags(flags or 0)
-        node = self._node(inode)
-        xattr_check(frame, node, name, True)
-        if len(value) > XATTR_SIZE_MAX:
-            raise FopError(errno.E2BIG)
-        xattrs = node.xattrs
-        exists = xattrs is not None and name in xattrs
-        if flags & XATTR_CREATE and exists:
-            raise FopError(errno.EEXIST)
-        if flags & XATTR_REPLACE and not exists:
-            raise FopError(errno.ENODATA)
-        if xattrs is None:
-            xattrs = node.xattrs = {}
-        xattrs[bytes(name)] = bytes(value)
-        node.ctime_ns = time.time_ns()
-
-    async def getxattr(self, frame: Any, inode: Inode, name: bytes) -> bytes:
-        node = self._node(inode)
-        xattr_check(frame, node, name, False)
-        value = node.xattrs.get(name) if node.xattrs else None
-        if value is None:
-            raise FopError(errno.ENODATA)
-        return value
-
-    async def listxattr(self, frame: Any, inode: Inode) -> list[bytes]:
-        node = self._node(inode)
-        return [n for n in (node.xattrs or ()) if visible_xattr(frame, n)]
-
-    async def removexattr(self, frame: Any, inode: Inode, name: bytes) -> None:
-        node = self._node(inode)
-        if not (name == CAPS and may(frame, node, W_OK)):
-            # The kernel removes file capabilities after a write or truncate, as the
-            # writer; nobody else gets that far without CAP_SETFCAP.
-            xattr_check(frame, node, name, True)
-        if not node.xattrs or name not in node.xattrs:
-            raise FopError(errno.ENODATA)
-        del node.xattrs[name]
-        node.ctime_ns = time.time_ns()
 
     # -- the rest ------------------------------------------------------------------------
     async def lk(self, frame: Any, fd: Fd, cmd: Any, lock: Any) -> Any:
