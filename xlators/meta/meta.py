@@ -5,7 +5,8 @@ may place it itself, and then no second one is added.  Looking up ``.meta`` in t
 finds it, but the root's listing does not show it (readdir passes through untouched, so a
 program walking the tree never wanders in).  Everything below ``.meta`` is answered here
 and never reaches the children; every other request passes through with one dictionary
-lookup.  The layout and each file's text: :mod:`xlators.meta.tree`.
+lookup.  The layout and each file's text: :mod:`xlators.meta.tree`; opens and listings:
+:mod:`xlators.meta.open_files`.
 
 What only the serving process knows (requests in flight, its inode and fd tables, its
 options, the log level) comes from ``graph.host`` (:class:`xlators.core.host.Host`), read
@@ -45,12 +46,12 @@ from typing import Any, Awaitable, Optional
 
 from ..core.errors import FopError
 from ..core.events import Event
-from ..core.host import host_of
 from ..core.inode import Fd, Inode, Loc
 from ..core.options import Option
 from ..core.translator import Translator
-from ..core.types import Attr, DirEntry, Entry, dirent_type
+from ..core.types import Attr, Entry
 from .profile import Profiler
+from .open_files import OpenFiles
 from .refusals import Refusals
 from .tree import Dir, File, Link, MetaTree, Node
 
@@ -72,15 +73,6 @@ class _Snapshot:
         self.at = time.monotonic()
 
 
-class MetaFd:
-    """What one open of a ``.meta`` file or directory holds."""
-    __slots__ = ("content", "entries")
-
-    def __init__(self) -> None:
-        self.content = b""
-        self.entries: list[tuple[str, Node]] = []
-
-
 class MetaInode:
     """What a ``.meta`` inode holds: its node and the text last shown."""
     __slots__ = ("node", "snapshot")
@@ -90,7 +82,7 @@ class MetaInode:
         self.snapshot: Optional[_Snapshot] = None
 
 
-class Meta(Refusals, Translator):
+class Meta(OpenFiles, Refusals, Translator):
     """meta/meta: the .meta directory (graph, options, private state, profiles,
     pending requests, log level) at the mount's root."""
     type = "meta/meta"
@@ -343,162 +335,6 @@ class Meta(Refusals, Translator):
         if inode.ctx.pop(self, None) is None:
             return await self.child.forget(frame, inode)
         return None
-
-    # -- files -----------------------------------------------------------------------------
-    async def open(self, frame: Any, inode: Inode, flags: int, fd: Fd) -> None:
-        mi = inode.ctx.get(self)
-        if mi is None:
-            if self.profiler.on:
-                self.profiler.file(inode.nodeid).opens += 1
-            return await self.child.open(frame, inode, flags, fd)
-        node = mi.node
-        if isinstance(node, Dir):
-            raise FopError(errno.EISDIR)
-        if not isinstance(node, File):
-            raise FopError(errno.ELOOP)
-        if flags & os.O_ACCMODE != os.O_RDONLY and node.write is None:
-            raise FopError(errno.EPERM)
-        mfd = MetaFd()
-        snap = mi.snapshot
-        if snap is not None and not self._direct_io():
-            mfd.content = snap.data       # the size the kernel was last told
-        else:
-            mfd.content = self._text(mi)
-        fd.ctx[self] = mfd
-        fd.open_flags.add("direct_io")
-        return None
-
-    def _direct_io(self) -> bool:
-        host = host_of(self.graph)
-        try:
-            return bool(host.direct_io()) if host is not None else True
-        except Exception:
-            return True
-
-    def readv(self, frame: Any, fd: Fd, size: int, offset: int,
-              flags: Optional[int] = None) -> Awaitable[bytes]:
-        if fd.ctx.get(self) is None and not self.profiler.on:
-            return self.child.readv(frame, fd, size, offset, flags)
-        return self._readv(frame, fd, size, offset, flags)
-
-    async def _readv(self, frame: Any, fd: Fd, size: int, offset: int,
-                     flags: Optional[int]) -> bytes:
-        mfd = fd.ctx.get(self)
-        if mfd is None:
-            data = await self.child.readv(frame, fd, size, offset, flags)
-            if self.profiler.on:
-                f = self.profiler.file(fd.inode.nodeid)
-                f.reads += 1
-                f.read_bytes += len(data)
-            return data
-        return mfd.content[offset:offset + size]
-
-    def writev(self, frame: Any, fd: Fd, data: Any, offset: int,
-               flags: Optional[int] = None) -> Awaitable[int]:
-        if fd.ctx.get(self) is None and not self.profiler.on:
-            return self.child.writev(frame, fd, data, offset, flags)
-        return self._writev(frame, fd, data, offset, flags)
-
-    async def _writev(self, frame: Any, fd: Fd, data: Any, offset: int,
-                      flags: Optional[int]) -> int:
-        mfd = fd.ctx.get(self)
-        if mfd is None:
-            n = await self.child.writev(frame, fd, data, offset, flags)
-            if self.profiler.on:
-                f = self.profiler.file(fd.inode.nodeid)
-                f.writes += 1
-                f.write_bytes += n
-            return n
-        mi = fd.inode.ctx.get(self)
-        node = mi.node if mi is not None else None
-        if not isinstance(node, File) or node.write is None:
-            raise FopError(errno.EPERM)
-        try:
-            await node.write(bytes(data), mfd)
-        except (ValueError, TypeError) as exc:
-            self.log.warning("%s/%s: refused %r: %s", self.dir_name, "/".join(node.path),
-                             bytes(data)[:64], exc)
-            raise FopError(errno.EINVAL) from None
-        mi.snapshot = None                # the next open shows the change
-        return len(data)
-
-    async def flush(self, frame: Any, fd: Fd) -> None:
-        if fd.ctx.get(self) is None:
-            return await self.child.flush(frame, fd)
-        return None
-
-    async def fsync(self, frame: Any, fd: Fd, datasync: Any) -> None:
-        if fd.ctx.get(self) is None:
-            return await self.child.fsync(frame, fd, datasync)
-        return None
-
-    async def release(self, frame: Any, fd: Fd) -> None:
-        if fd.ctx.pop(self, None) is None:
-            return await self.child.release(frame, fd)
-        return None
-
-    # -- directories -------------------------------------------------------------------------
-    async def opendir(self, frame: Any, inode: Inode, fd: Fd) -> None:
-        mi = inode.ctx.get(self)
-        if mi is None:
-            return await self.child.opendir(frame, inode, fd)
-        if not isinstance(mi.node, Dir):
-            raise FopError(errno.ENOTDIR)
-        mfd = MetaFd()
-        mfd.entries = list(mi.node.entries().items())
-        fd.ctx[self] = mfd
-        return None
-
-    def _dir_entries(self, fd: Fd, mfd: MetaFd, offset: int, plus: bool) -> list[DirEntry]:
-        mi = fd.inode.ctx[self]
-        out: list[DirEntry] = []
-        names: list[tuple[bytes, Optional[Node]]] = [(b".", None), (b"..", None)]
-        names += [(os.fsencode(n), node) for n, node in mfd.entries]
-        for i in range(max(0, offset), len(names)):
-            name, node = names[i]
-            if node is None:
-                ino = fd.inode.ino if name == b"." else (
-                    self._ino(mi.node.path[:-1]) if mi.node.path else self.itable.root.ino)
-                out.append(DirEntry(name, ino, dirent_type(stat.S_IFDIR), i + 1))
-                continue
-            entry = self._entry(node) if plus else None
-            ino = entry.inode.ino if entry is not None else self._ino(self._key(node))
-            mode = {"dir": stat.S_IFDIR, "link": stat.S_IFLNK}.get(node.kind, stat.S_IFREG)
-            out.append(DirEntry(name, ino, dirent_type(mode), i + 1, entry))
-        return out
-
-    async def readdir(self, frame: Any, fd: Fd, offset: int, size: int) -> list[DirEntry]:
-        mfd = fd.ctx.get(self)
-        if mfd is None:
-            return await self.child.readdir(frame, fd, offset, size)
-        return self._dir_entries(fd, mfd, offset, False)
-
-    async def readdirp(self, frame: Any, fd: Fd, offset: int, size: int) -> list[DirEntry]:
-        mfd = fd.ctx.get(self)
-        if mfd is None:
-            entries = await self.child.readdirp(frame, fd, offset, size)
-            if self.profiler.on:
-                parent = fd.inode.nodeid
-                for e in entries:
-                    if e.entry is not None:
-                        self.profiler.named(e.entry.inode.nodeid, parent, e.name)
-            return entries
-        return self._dir_entries(fd, mfd, offset, True)
-
-    async def fsyncdir(self, frame: Any, fd: Fd, datasync: Any) -> None:
-        if fd.ctx.get(self) is None:
-            return await self.child.fsyncdir(frame, fd, datasync)
-        return None
-
-    async def releasedir(self, frame: Any, fd: Fd) -> None:
-        if fd.ctx.pop(self, None) is None:
-            return await self.child.releasedir(frame, fd)
-        return None
-
-    def passthrough_fd(self, fd: Fd) -> Optional[int]:
-        if fd.ctx.get(self) is not None:
-            return None                   # a text made here: no brick file behind it
-        return super().passthrough_fd(fd)
 
     def dump(self) -> dict[str, Any]:
         return {"meta-dir-name": self.dir_name, "graph-id": self.graph_id,
