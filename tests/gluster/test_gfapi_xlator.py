@@ -563,6 +563,44 @@ async def test_own_removal_wakes_nothing_but_another_clients_does(
         graph.listeners.remove(listen)
 
 
+def _syncenv_switches() -> int:
+    """Voluntary context switches so far of libgfapi's syncenv threads (glfs_sproc*),
+    which run its synctasks."""
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if not f.read().startswith("glfs_sproc"):
+                    continue
+            with open(f"/proc/self/task/{tid}/status") as f:
+                status = f.read()
+        except OSError:
+            continue
+        total += int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+    return total
+
+
+async def test_upcalls_run_no_synctask_per_notice(h, bricks):
+    """Upcalls are taken from libgfapi's queue by polling: with a callback registered,
+    libgfapi runs every notice (two UP_FORGETs per own removal on a replica-2 volume)
+    as a synctask, waking its syncenv threads each time."""
+    gf = h.top
+    await h.mkdir("/sync")
+    for i in range(20):
+        await h.write_file(f"/sync/f{i}", b"x")
+    await trio.sleep(0.5)
+    before = _syncenv_switches()
+    dropped = gf._upcalls.dump()["upcalls-of-own-removals-dropped"]
+    for i in range(20):
+        await h.unlink(f"/sync/f{i}")
+    with trio.move_on_after(10):
+        while gf._upcalls.dump()["upcalls-of-own-removals-dropped"] < dropped + 40:
+            await trio.sleep(0.05)
+    assert gf._upcalls.dump()["upcalls-of-own-removals-dropped"] >= dropped + 40
+    # with a callback: 2-4 wake-ups of each syncenv thread per unlink
+    assert _syncenv_switches() - before < 20
+
+
 async def _change_then_remove(h, oh, inode, events) -> None:
     """``oh`` (another client) rewrites /shared, then removes it: invalidations here."""
     fd = await oh.open("/shared")

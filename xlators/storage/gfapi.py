@@ -136,6 +136,9 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                     "blocked, for a library call made while no other call runs; an "
                     "answer within it finishes the request inline, a later one comes "
                     "back the ordinary way. 0: never wait.", min=0, max=1),
+        Option.time("upcall-poll-interval", "20ms", "How often libgfapi's queue of "
+                    "upcalls (other clients' changes) is looked at: the most a kernel "
+                    "invalidation comes later than the bricks' notice.", min=0.001, max=10),
         Option.bool("readdir-names-only", False, "Answer a plain READDIR with the "
                     "bricks' READDIR (names only) instead of their READDIRP (a stat of "
                     "every entry). Faster, but the inode numbers listed are then the "
@@ -228,7 +231,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._live[ino] = node
         self.itable.root.ctx[self] = node
         from .gfapi_upcall import Upcalls
-        self._upcalls = Upcalls(self, b, fs)
+        self._upcalls = Upcalls(self, b, fs, o.upcall_poll_interval)
         self.log.info("%s: GlusterFS volume %s is up", self.name, self._source)
 
     def fini(self) -> None:
@@ -246,6 +249,8 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
     def reconfigured(self, old: Any) -> None:
         self._workers.resize(self.opts.io_thread_count)
         self._workers.wait = self.opts.inline_wait
+        if self._upcalls is not None:
+            self._upcalls.interval = self.opts.upcall_poll_interval
         for key in ("volfile-server", "volume", "volfile"):
             if self.opts[key] != old[key]:
                 self.log.warning("%s: option %s cannot change at run time", self.name, key)

@@ -24,7 +24,7 @@ import ctypes.util
 import os
 import struct as _struct
 import threading
-from ctypes import (CFUNCTYPE, POINTER, Structure, c_char, c_char_p, c_int, c_int64,
+from ctypes import (POINTER, Structure, c_char, c_char_p, c_int, c_int64,
                     c_long, c_short, c_size_t, c_ssize_t, c_ubyte, c_uint, c_uint16,
                     c_uint32, c_uint64, c_ulong, c_void_p)
 from typing import Any
@@ -98,7 +98,6 @@ XREADDIRP_STAT, XREADDIRP_HANDLE = 0x1, 0x2
 
 VOIDP = c_void_p
 P_STAT = POINTER(Stat)
-UPCALL_CBK = CFUNCTYPE(None, c_void_p, c_void_p)
 
 # name: (restype, argtypes); the GFAPI_6.0 forms where the prototype changed.
 PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
@@ -175,7 +174,7 @@ PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     "glfs_seekdir": (None, [VOIDP, c_long]),
     "glfs_closedir": (c_int, [VOIDP]),
     # upcalls
-    "glfs_upcall_register": (c_int, [VOIDP, c_uint32, UPCALL_CBK, VOIDP]),
+    "glfs_h_poll_upcall": (c_int, [VOIDP, POINTER(VOIDP)]),
     "glfs_upcall_unregister": (c_int, [VOIDP, c_uint32]),
     "glfs_upcall_get_reason": (c_int, [VOIDP]),
     "glfs_upcall_get_event": (VOIDP, [VOIDP]),
