@@ -765,6 +765,30 @@ def test_binding_layouts_are_checked():
         b.EXPECTED_SIZES.update(sizes)
 
 
+def test_attributes_unpacked_from_a_stat_are_the_files():
+    """storage/gfapi reads a ``struct stat`` with one unpack: every field lands where
+    os.stat puts it (times in ns, a missing blksize as 4096)."""
+    import ctypes
+    from xlators.storage import gfapi_binding as b
+    from xlators.storage.gfapi_nodes import GfapiNodes, Node
+
+    class Reader(GfapiNodes):
+        _b = b
+    st = b.Stat()
+    assert ctypes.CDLL(None, use_errno=True).stat(b"/etc/passwd", ctypes.byref(st)) == 0
+    ref = os.stat("/etc/passwd")
+    node = Node(0, ref.st_ino, ref.st_mode)
+    a = Reader()._attr(st, node)
+    assert (a.ino, a.size, a.blocks, a.atime_ns, a.mtime_ns, a.ctime_ns, a.mode, a.nlink,
+            a.uid, a.gid, a.rdev, a.blksize) == (
+        ref.st_ino, ref.st_size, ref.st_blocks, ref.st_atime_ns, ref.st_mtime_ns,
+        ref.st_ctime_ns, ref.st_mode, ref.st_nlink, ref.st_uid, ref.st_gid,
+        ref.st_rdev, ref.st_blksize)
+    assert node.seen == (ref.st_mtime_ns, ref.st_ctime_ns, ref.st_size)
+    st.st_blksize = 0
+    assert Reader()._attr(st).blksize == 4096
+
+
 async def test_inline_wait_answers_quick_calls_without_a_suspension(h):
     """option inline-wait: a stat made while no other call runs is answered while the
     event loop's thread waits for it itself (no other task runs in between); with 0,

@@ -284,7 +284,8 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
             creds = (0, 0, ())
         else:
             creds = (frame.uid, frame.gid, tuple(frame.groups) if frame.uid else ())
-        self._start_upcalls()
+        if self._upcalls is not None and not self._upcalls.started:
+            self._upcalls.start()
         if frame is not None and frame.interrupt is not None:
             # an interrupt cancels the request's scope: the thread is abandoned below
             frame.on_interrupt(_abandon)

@@ -47,11 +47,13 @@ class _Job:
     __slots__ = ("fn", "args", "token", "task", "ok", "value", "abandoned", "waiter",
                  "finished")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, token: Any, task: Any) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
         self.fn = fn
         self.args = args
-        self.token = token
-        self.task = task
+        # the trio run and task to wake when the answer comes back the trio way (set
+        # only then: a call answered during the inline wait needs neither)
+        self.token: Any = None
+        self.task: Any = None
         self.ok = False
         self.value: Any = None
         self.abandoned = False
@@ -114,24 +116,35 @@ class Workers:
 
     async def run(self, fn: Callable[..., Any], *args: Any, abandon: bool = True) -> Any:
         """``fn(*args)`` in a worker thread; its result or its exception."""
-        job = _Job(fn, args, trio.lowlevel.current_trio_token(),
-                   trio.lowlevel.current_task())
+        job = _Job(fn, args)
+        w = None
         with self._lock:
             if not self._threads:
                 self._start(self.size)
+            if self._idle and self.wait > 0 and len(self._idle) == self._threads:
+                job.waiter = threading.Lock()         # no other call running
+                job.waiter.acquire()
+            else:
+                job.token = trio.lowlevel.current_trio_token()
+                job.task = trio.lowlevel.current_task()
             if self._idle:
-                if self.wait > 0 and len(self._idle) == self._threads:
-                    job.waiter = threading.Lock()     # no other call running
-                    job.waiter.acquire()
                 w = self._idle.pop()
                 w.job = job
-                w.wake.release()
             else:
                 self._pending.append(job)
-        if job.waiter is not None and self._wait_inline(job):
-            if job.ok:
-                return job.value
-            raise job.value
+        if w is not None:
+            waiter = job.waiter
+            if waiter is not None:
+                # wake the thread as the last thing before blocking (the GIL released):
+                # woken earlier, it would find the GIL held and sleep again on it
+                w.wake.release()
+                if waiter.acquire(True, self.wait) or self._ran_out(job):
+                    self.inline += 1
+                    if job.ok:
+                        return job.value
+                    raise job.value
+            else:
+                w.wake.release()
 
         def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
             if not abandon:
@@ -172,16 +185,14 @@ class Workers:
                 except trio.RunFinishedError:
                     pass
 
-    def _wait_inline(self, job: _Job) -> bool:
-        """Wait (blocked, the GIL released) for ``job`` at most ``wait`` seconds; True
-        when it finished, else it is left to be delivered the trio way."""
-        if job.waiter.acquire(timeout=self.wait):
-            self.inline += 1
-            return True
+    def _ran_out(self, job: _Job) -> bool:
+        """The inline wait for ``job`` ran out: True when it finished meanwhile, else
+        it is left to be delivered the trio way."""
         with self._lock:
             if job.finished:                      # finished as the wait ran out
-                self.inline += 1
                 return True
+            job.token = trio.lowlevel.current_trio_token()
+            job.task = trio.lowlevel.current_task()
             job.waiter = None
         self.inline_missed += 1
         return False
