@@ -822,6 +822,32 @@ async def test_inline_wait_answers_quick_calls_without_a_suspension(h):
         gf.reconfigure(given)
 
 
+async def test_sequential_reads_are_read_ahead_and_writes_drop_it(h):
+    """A read continuing the previous one starts the next read of its size: the
+    kernel's next READ is answered by it.  A write in between drops it: the next read
+    sees the new bytes."""
+    gf = h.top
+    chunk = 64 << 10
+    data = bytes(range(256)) * (8 * chunk // 256)
+    await h.write_file("/ahead", data)
+    await h.lookup("/ahead")
+    fd = await h.open("/ahead", os.O_RDONLY)
+    wfd = await h.open("/ahead", os.O_RDWR)
+    used = gf.dump()["reads-answered-ahead"]
+    got = [await h.read(fd, chunk, i * chunk) for i in range(4)]
+    assert got == [data[i * chunk:(i + 1) * chunk] for i in range(4)]
+    assert gf.dump()["reads-answered-ahead"] == used + 2     # the 3rd and 4th
+    await h.write(wfd, b"N" * chunk, 4 * chunk)              # after the 4th read ahead
+    assert await h.read(fd, chunk, 4 * chunk) == b"N" * chunk
+    assert gf.dump()["reads-answered-ahead"] == used + 2
+    assert await h.read(fd, chunk, 5 * chunk) == data[5 * chunk:6 * chunk]
+    assert gf.dump()["reads-answered-ahead"] == used + 3
+    assert await h.read(fd, chunk, 6 * chunk) == data[6 * chunk:7 * chunk]
+    assert gf.dump()["reads-answered-ahead"] == used + 4     # the 6th and 7th
+    await h.close(wfd)
+    await h.close(fd)                                        # waits for the last one
+
+
 async def test_a_read_past_the_end_returns_only_the_file_bytes(h):
     """A short read (the end of the file) answers exactly the bytes read: the read
     buffer's unfilled rest is never returned."""

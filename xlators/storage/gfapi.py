@@ -160,6 +160,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._source = ""
         self._down = False            # the last call failed with ENOTCONN
         self._kept = 0                # opens that let the kernel keep its page cache
+        self._read_ahead_used = 0     # reads answered by a read started ahead
         self._check_form(kw.get("option_where") or (lambda key: ""))
 
     def _check_form(self, where: Callable[[str], str]) -> None:
@@ -270,6 +271,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                 "calls-answered-inline": self._workers.inline,
                 "inline-waits-run-out": self._workers.inline_missed,
                 "opens-keeping-page-cache": self._kept,
+                "reads-answered-ahead": self._read_ahead_used,
                 **(self._upcalls.dump() if self._upcalls is not None else {})}
 
     # -- calling the library -----------------------------------------------------------
@@ -280,10 +282,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
 
     async def _call(self, frame: Any, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in a worker thread, as the caller (uid, gid, groups)."""
-        if frame is None:
-            creds = (0, 0, ())
-        else:
-            creds = (frame.uid, frame.gid, tuple(frame.groups) if frame.uid else ())
+        creds = self._creds(frame)
         if self._upcalls is not None and not self._upcalls.started:
             self._upcalls.start()
         if frame is not None and frame.interrupt is not None:
@@ -305,6 +304,13 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                              self._source)
             self.notify_parents(Event.CHILD_UP, None)
         return result
+
+    @staticmethod
+    def _creds(frame: Any) -> tuple:
+        """(uid, gid, groups) a library call runs as."""
+        if frame is None:
+            return (0, 0, ())
+        return (frame.uid, frame.gid, tuple(frame.groups) if frame.uid else ())
 
     def _as_caller(self, creds: tuple, fn: Callable[..., Any], args: tuple) -> Any:
         self._b.set_credentials(*creds)

@@ -61,6 +61,8 @@ class GfapiAttr:
                 valid |= bit
         if c.size is not None and c.size < 0:
             raise FopError(errno.EINVAL)
+        if c.size is not None:
+            self._drop_ahead(node)
 
         drop_privs = (c.mode is not None and frame is not None and frame.uid != 0
                       and valid == b.SET_ATTR_MODE)

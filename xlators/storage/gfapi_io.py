@@ -31,11 +31,12 @@ FALLOC_FL_ZERO_RANGE = 0x10
 DIRENT_HEAD = 24          # fuse_dirent without the name
 DIRENTPLUS_HEAD = 24 + 128
 COPY_CHUNK = 1 << 20      # copy_file_range's step
+READ_AHEAD_MIN = 32 << 10  # reads at least this large, one after another, read ahead
 
 
 class OpenFile:
     """gfapi's context of one open file or directory."""
-    __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node")
+    __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node", "ahead", "next")
 
     def __init__(self, glfd: int, is_dir: bool = False) -> None:
         self.glfd = glfd
@@ -44,6 +45,8 @@ class OpenFile:
         self.lock = trio.Lock()               # directory: one listing step at a time
         self.is_dir = is_dir
         self.node: Any = None                 # file: the inode's context (its opens)
+        self.ahead: Any = None                # file: (offset, size, job) read ahead
+        self.next = -1                        # file: where the last read ended
 
 
 class GfapiIo:
@@ -93,6 +96,8 @@ class GfapiIo:
             raise FopError(errno.EISDIR)
         b = self._b
         fl = self._open_flags(flags)
+        if fl & os.O_TRUNC:
+            self._drop_ahead(node)
         glfd = await self._call(frame, lambda: b.check_ptr(
             b.lib.glfs_h_open(self._fsp(), node.obj, fl), "open"))
         self._opened(fd, node, OpenFile(glfd))
@@ -118,6 +123,8 @@ class GfapiIo:
         node = entry.inode.ctx[self]
         if fl & os.O_EXCL:
             self._caps_absent(node)           # a new file: no capabilities yet
+        elif fl & os.O_TRUNC:
+            self._drop_ahead(node)
         self._opened(fd, node, OpenFile(glfd))
         self._keep_cache(fd, node, fl)
         return entry
@@ -137,6 +144,12 @@ class GfapiIo:
             return
         if of.node is not None and of in of.node.opens:
             of.node.opens.remove(of)
+        ahead, of.ahead = of.ahead, None
+        if ahead is not None:                 # it reads through the glfd closed below
+            try:
+                await self._workers.result(ahead[2], abandon=False)
+            except OSError:
+                pass
         b = self._b
         close = b.lib.glfs_closedir if of.is_dir else b.lib.glfs_close
 
@@ -170,19 +183,51 @@ class GfapiIo:
 
     # -- data ----------------------------------------------------------------------
     async def readv(self, frame, fd, size, offset, flags=None):
+        """A read; a read that continues the previous one also starts the read of the
+        same size after it (the kernel's read-ahead sends the next READ while this
+        one runs: answered in parallel, as GlusterFS's own client does, instead of
+        one after the other).  A write or truncate through this client, an upcall
+        and a release drop what was read ahead."""
         of = self._of(fd)
         b = self._b
+        ahead, of.ahead = of.ahead, None
+        job = None
+        if ahead is not None and ahead[0] == offset and ahead[1] == size:
+            job = ahead[2]
+        node = of.node
+        if (offset == of.next and size >= READ_AHEAD_MIN and node is not None
+                and node.seen is not None and offset + 2 * size <= node.seen[2]):
+            of.ahead = (offset + size, size, self._workers.start(
+                self._as_caller, self._creds(frame), self._pread,
+                (of.glfd, size, offset + size)))
+        of.next = offset + size
+        if job is not None:
+            try:
+                data = await self._workers.result(job)
+            except OSError:
+                pass                          # asked again below, errors handled there
+            else:
+                self._read_ahead_used += 1
+                return data
+        return await self._call(frame, self._pread, of.glfd, size, offset)
 
-        def run() -> bytes:
-            data, address = b.read_buffer(size)
-            n = b.check(b.lib.glfs_pread(of.glfd, address, size, offset, 0, None), "read")
-            return data if n == size else data[:n]
-        return await self._call(frame, run)
+    def _pread(self, glfd: int, size: int, offset: int) -> bytes:
+        b = self._b
+        data, address = b.read_buffer(size)
+        n = b.check(b.lib.glfs_pread(glfd, address, size, offset, 0, None), "read")
+        return data if n == size else data[:n]
+
+    def _drop_ahead(self, node: Any) -> None:
+        """Forget what was read ahead of ``node``'s open files (it changed)."""
+        if node is not None:
+            for of in node.opens:
+                of.ahead = None
 
     async def writev(self, frame, fd, data, offset, flags=None):
         of = self._of(fd)
         b = self._b
         data = bytes(data)
+        self._drop_ahead(of.node)
         return await self._call(frame, lambda: b.check(
             b.lib.glfs_pwrite(of.glfd, data, len(data), offset, 0, None, None), "write"))
 
@@ -193,6 +238,7 @@ class GfapiIo:
             raise FopError(errno.EINVAL)
         keep = bool(mode & FALLOC_FL_KEEP_SIZE)
         kind = mode & ~FALLOC_FL_KEEP_SIZE
+        self._drop_ahead(of.node)
         if kind == 0:
             call = lambda: b.lib.glfs_fallocate(of.glfd, int(keep), offset, length)  # noqa
         elif kind == FALLOC_FL_PUNCH_HOLE and keep:
@@ -230,6 +276,7 @@ class GfapiIo:
         libgfapi's own glfs_copy_file_range reached only one brick of a replica-2
         volume in GlusterFS 10.3 (measured), leaving the replicas different."""
         src, dst = self._of(fd_in), self._of(fd_out)
+        self._drop_ahead(dst.node)
         if flags:
             raise FopError(errno.EINVAL)
         if off_in < 0 or off_out < 0 or length < 0:

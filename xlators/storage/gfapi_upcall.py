@@ -171,6 +171,7 @@ class Upcalls:
             if node is not None:
                 node.caps_absent_until = 0.0       # its xattrs may have changed
                 node.opened = None                 # the next open drops the pages too
+                xl._drop_ahead(node)               # nor keeps what was read ahead
             xl.upcall(InvalidateInode(inode, 0, 0))    # attributes and all its pages
             self.sent += 1
             if flags & self._gone:

@@ -45,7 +45,7 @@ _STOP = object()
 
 class _Job:
     __slots__ = ("fn", "args", "token", "task", "ok", "value", "abandoned", "waiter",
-                 "finished")
+                 "finished", "background")
 
     def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
         self.fn = fn
@@ -61,6 +61,7 @@ class _Job:
         # it instead of waking the loop through trio (None: the trio way)
         self.waiter: Any = None
         self.finished = False             # set under the pool's lock by the worker
+        self.background = False           # started by start(): nobody waits for it yet
 
 
 class _Worker:
@@ -84,6 +85,7 @@ class Workers:
         self._pending: collections.deque = collections.deque()
         self._threads = 0
         self._excess = 0                  # threads to stop after their current call
+        self._background = 0              # jobs of start() not finished yet
         self.abandoned = 0                # calls given up by their caller so far
         self.inline = 0                   # calls answered while the loop waited inline
         self.inline_missed = 0            # inline waits that ran out
@@ -121,7 +123,8 @@ class Workers:
         with self._lock:
             if not self._threads:
                 self._start(self.size)
-            if self._idle and self.wait > 0 and len(self._idle) == self._threads:
+            if self._idle and self.wait > 0 and \
+                    self._threads - len(self._idle) <= self._background:
                 job.waiter = threading.Lock()         # no other call running
                 job.waiter.acquire()
             else:
@@ -157,6 +160,56 @@ class Workers:
             return job.value
         raise job.value
 
+    def start(self, fn: Callable[..., Any], *args: Any) -> _Job:
+        """Start ``fn(*args)`` in a worker thread without waiting for it (a read
+        ahead); :meth:`result` collects it.  Not counted as a call running for the
+        inline wait of other calls: nobody waits for it yet."""
+        job = _Job(fn, args)
+        job.background = True
+        job.waiter = threading.Lock()
+        job.waiter.acquire()
+        w = None
+        with self._lock:
+            if not self._threads:
+                self._start(self.size)
+            self._background += 1
+            if self._idle:
+                w = self._idle.pop()
+                w.job = job
+            else:
+                self._pending.append(job)
+        if w is not None:
+            w.wake.release()
+        return job
+
+    async def result(self, job: _Job, abandon: bool = True) -> Any:
+        """The result of a job of :meth:`start`: waited for inline (as :meth:`run`'s
+        calls are) when no other call runs, else the trio way."""
+        with self._lock:
+            inline = (not job.finished and self.wait > 0 and job.waiter is not None
+                      and self._threads - len(self._idle) <= self._background)
+        if inline:
+            # False from _ran_out: decided under the lock, the worker delivers
+            wait = not (job.waiter.acquire(True, self.wait) or self._ran_out(job))
+        else:
+            with self._lock:            # decided under the lock the worker finishes in
+                wait = not job.finished
+                if wait:
+                    job.token = trio.lowlevel.current_trio_token()
+                    job.task = trio.lowlevel.current_task()
+                    job.waiter = None
+        if wait:
+            def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+                if not abandon:
+                    return trio.lowlevel.Abort.FAILED
+                job.abandoned = True
+                self.abandoned += 1
+                return trio.lowlevel.Abort.SUCCEEDED
+            await trio.lowlevel.wait_task_rescheduled(abort)
+        if job.ok:
+            return job.value
+        raise job.value
+
     def _work(self) -> None:
         me = _Worker()
         job = self._next(me, None)
@@ -165,18 +218,18 @@ class Workers:
                 me.wake.acquire()
                 job, me.job = me.job, None
                 continue
-            done = None
-            if not job.abandoned:                 # else given up before a thread took it
+            ran = not job.abandoned               # else given up before a thread took it
+            if ran:
                 try:
                     job.value = job.fn(*job.args)
                     job.ok = True
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
                     job.value = exc
-                done = job
+            done = job
             # back on the idle stack before the caller hears of the result, so the
             # caller's next call finds this (warm) thread on top
             job = self._next(me, done)
-            if done is not None:
+            if ran:
                 if done.waiter is not None:       # the loop waits inline (fixed once
                     done.waiter.release()         # finished is set)
                     continue
@@ -203,6 +256,8 @@ class Workers:
         with self._lock:
             if done is not None:
                 done.finished = True
+                if done.background:
+                    self._background -= 1
             if self._excess:
                 self._excess -= 1
                 self._threads -= 1
