@@ -846,6 +846,11 @@ async def test_sequential_reads_are_read_ahead_and_writes_drop_it(h):
     assert gf.dump()["reads-answered-ahead"] == used + 4     # the 6th and 7th
     await h.close(wfd)
     await h.close(fd)                                        # waits for the last one
+    direct = await h.open("/ahead", os.O_RDONLY | os.O_DIRECT)    # read when asked
+    for i in range(4):
+        assert await h.read(direct, chunk, i * chunk) == data[i * chunk:(i + 1) * chunk]
+    assert gf.dump()["reads-answered-ahead"] == used + 4
+    await h.close(direct)
 
 
 async def test_a_read_past_the_end_returns_only_the_file_bytes(h):

@@ -285,9 +285,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         creds = self._creds(frame)
         if self._upcalls is not None and not self._upcalls.started:
             self._upcalls.start()
-        if frame is not None and frame.interrupt is not None:
-            # an interrupt cancels the request's scope: the thread is abandoned below
-            frame.on_interrupt(_abandon)
+        self._interruptible(frame)
         try:
             result = await self._workers.run(self._as_caller, creds, fn, args)
         except OSError as exc:
@@ -304,6 +302,13 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                              self._source)
             self.notify_parents(Event.CHILD_UP, None)
         return result
+
+    @staticmethod
+    def _interruptible(frame: Any) -> None:
+        """An interrupt of the request cancels its scope: a call waited for the trio
+        way is abandoned (its thread finishes it by itself)."""
+        if frame is not None and frame.interrupt is not None:
+            frame.on_interrupt(_abandon)
 
     @staticmethod
     def _creds(frame: Any) -> tuple:

@@ -84,7 +84,11 @@ class GfapiAttr:
             out = b.Stat()
             b.check(b.lib.glfs_h_stat(fs, node.obj, ctypes.byref(out)), "stat")
             return out
-        return self._attr(await self._call(frame, run), node)
+        try:
+            return self._attr(await self._call(frame, run), node)
+        finally:
+            if c.size is not None:
+                self._drop_ahead(node)
 
     def _only_drops_privs(self, node: Any, new: int) -> bool:
         b = self._b

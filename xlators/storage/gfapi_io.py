@@ -46,7 +46,7 @@ class OpenFile:
         self.is_dir = is_dir
         self.node: Any = None                 # file: the inode's context (its opens)
         self.ahead: Any = None                # file: (offset, size, job) read ahead
-        self.next = -1                        # file: where the last read ended
+        self.next: Any = -1                   # file: where the last read ended
 
 
 class GfapiIo:
@@ -100,7 +100,10 @@ class GfapiIo:
             self._drop_ahead(node)
         glfd = await self._call(frame, lambda: b.check_ptr(
             b.lib.glfs_h_open(self._fsp(), node.obj, fl), "open"))
-        self._opened(fd, node, OpenFile(glfd))
+        of = OpenFile(glfd)
+        if fl & os.O_DIRECT:
+            of.next = None                    # what it reads is read when asked
+        self._opened(fd, node, of)
         if node.kind == stat.S_IFREG:
             self._keep_cache(fd, node, fl)
 
@@ -125,7 +128,10 @@ class GfapiIo:
             self._caps_absent(node)           # a new file: no capabilities yet
         elif fl & os.O_TRUNC:
             self._drop_ahead(node)
-        self._opened(fd, node, OpenFile(glfd))
+        of = OpenFile(glfd)
+        if fl & os.O_DIRECT:
+            of.next = None
+        self._opened(fd, node, of)
         self._keep_cache(fd, node, fl)
         return entry
 
@@ -200,8 +206,10 @@ class GfapiIo:
             of.ahead = (offset + size, size, self._workers.start(
                 self._as_caller, self._creds(frame), self._pread,
                 (of.glfd, size, offset + size)))
-        of.next = offset + size
+        if of.next is not None:               # None: O_DIRECT, never read ahead
+            of.next = offset + size
         if job is not None:
+            self._interruptible(frame)
             try:
                 data = await self._workers.result(job)
             except OSError:
@@ -218,7 +226,8 @@ class GfapiIo:
         return data if n == size else data[:n]
 
     def _drop_ahead(self, node: Any) -> None:
-        """Forget what was read ahead of ``node``'s open files (it changed)."""
+        """Forget what was read ahead of ``node``'s open files (it changes: called
+        before a change, and after it for what was read ahead meanwhile)."""
         if node is not None:
             for of in node.opens:
                 of.ahead = None
@@ -228,8 +237,12 @@ class GfapiIo:
         b = self._b
         data = bytes(data)
         self._drop_ahead(of.node)
-        return await self._call(frame, lambda: b.check(
-            b.lib.glfs_pwrite(of.glfd, data, len(data), offset, 0, None, None), "write"))
+        try:
+            return await self._call(frame, lambda: b.check(
+                b.lib.glfs_pwrite(of.glfd, data, len(data), offset, 0, None, None),
+                "write"))
+        finally:
+            self._drop_ahead(of.node)       # read ahead while it ran: maybe older
 
     async def fallocate(self, frame, fd, mode, offset, length):
         of = self._of(fd)
@@ -263,7 +276,10 @@ class GfapiIo:
                 return b.lib.glfs_fallocate(of.glfd, 1, offset, length)
         else:
             raise FopError(errno.EOPNOTSUPP)
-        await self._call(frame, lambda: b.check(call(), "fallocate"))
+        try:
+            await self._call(frame, lambda: b.check(call(), "fallocate"))
+        finally:
+            self._drop_ahead(of.node)
 
     async def lseek(self, frame, fd, offset, whence):
         of = self._of(fd)
@@ -298,7 +314,10 @@ class GfapiIo:
                 if w < n:
                     break
             return done
-        return await self._call(frame, run)
+        try:
+            return await self._call(frame, run)
+        finally:
+            self._drop_ahead(dst.node)
 
     # -- listings ------------------------------------------------------------------
     async def readdir(self, frame, fd, offset, size):
