@@ -51,8 +51,13 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 - Coherence: upcalls from the bricks (features/upcall; the client volfile's or the
   volume's ``features.cache-invalidation on``) about files changed by other clients
   become ``InvalidateInode`` / ``InvalidateEntry`` upcalls up the graph, which the FUSE
-  bridge turns into kernel invalidations (gfapi_upcall), attributes and pages. The
-  bricks' notice that they forgot an object this client removed itself is dropped.
+  bridge turns into kernel invalidations (gfapi_upcall), attributes and pages.  They
+  are taken from libgfapi's queue every ``upcall-poll-interval`` (a registered callback
+  costs a libgfapi synctask per notice).  The bricks' notice that they forgot an object
+  this client removed itself is dropped.
+- Reads: a read continuing the previous one (at least 32 KiB, not O_DIRECT) starts the
+  read of the same size after it, so the kernel's read-ahead READs run in parallel, as
+  with GlusterFS's own client; a write, truncate or upcall drops it (gfapi_io).
 - Page cache: an open lets the kernel keep the file's pages (the ``keep_cache`` hint)
   when its mtime, ctime and size in the last attributes answered are those of its
   previous open and no upcall came about it since (gfapi_io; docs/gluster.md).
