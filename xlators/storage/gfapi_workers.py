@@ -31,6 +31,10 @@ context copy of ``to_thread`` are each a cost paid per call, and a GETATTR is on
   back through trio); while the loop waits, no other request is read, so a call made
   while another one runs never waits inline, and the bound keeps an interrupt or a
   request of another process waiting at most ``wait`` longer.
+- :meth:`Workers.start` runs a call nobody waits for yet (storage/gfapi's read-ahead
+  of sequential reads); :meth:`Workers.result` collects it later, inline or the trio
+  way.  Such calls do not count as running for the inline wait of other calls: no
+  request waits for their answer.
 """
 from __future__ import annotations
 
@@ -149,6 +153,11 @@ class Workers:
             else:
                 w.wake.release()
 
+        return await self._delivered(job, abandon)
+
+    async def _delivered(self, job: _Job, abandon: bool) -> Any:
+        """Wait (the trio way) for the worker to deliver ``job``'s result; a
+        cancellation abandons the call when ``abandon``, else waits for it."""
         def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
             if not abandon:
                 return trio.lowlevel.Abort.FAILED
@@ -199,13 +208,7 @@ class Workers:
                     job.task = trio.lowlevel.current_task()
                     job.waiter = None
         if wait:
-            def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
-                if not abandon:
-                    return trio.lowlevel.Abort.FAILED
-                job.abandoned = True
-                self.abandoned += 1
-                return trio.lowlevel.Abort.SUCCEEDED
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            return await self._delivered(job, abandon)
         if job.ok:
             return job.value
         raise job.value
