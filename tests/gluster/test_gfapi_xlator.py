@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 
 import pytest
 import trio
@@ -845,7 +846,25 @@ async def test_sequential_reads_are_read_ahead_and_writes_drop_it(h):
     assert await h.read(fd, chunk, 6 * chunk) == data[6 * chunk:7 * chunk]
     assert gf.dump()["reads-answered-ahead"] == used + 4     # the 6th and 7th
     await h.close(wfd)
-    await h.close(fd)                                        # waits for the last one
+    of = fd.ctx[gf]
+    await h.read(fd, chunk, 0)
+    real = gf._pread
+
+    def slow(glfd, size, offset):
+        if offset == 2 * chunk:                              # the one read ahead
+            time.sleep(0.5)
+        return real(glfd, size, offset)
+    gf._pread = slow
+    try:
+        await h.read(fd, chunk, chunk)                       # starts a slow one ahead
+    finally:
+        del gf._pread
+    other = await h.open("/ahead", os.O_RDWR)
+    await h.write(other, data[:10], 0)              # drops it, maybe still running
+    assert of.ahead is None and of.started
+    await h.close(other)
+    await h.close(fd)              # waits for every read ahead, even a dropped one
+    assert all(job.finished for job in of.started)
     direct = await h.open("/ahead", os.O_RDONLY | os.O_DIRECT)    # read when asked
     for i in range(4):
         assert await h.read(direct, chunk, i * chunk) == data[i * chunk:(i + 1) * chunk]

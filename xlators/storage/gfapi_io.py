@@ -36,7 +36,8 @@ READ_AHEAD_MIN = 32 << 10  # reads at least this large, one after another, read 
 
 class OpenFile:
     """gfapi's context of one open file or directory."""
-    __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node", "ahead", "next")
+    __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node", "ahead", "next",
+                 "started")
 
     def __init__(self, glfd: int, is_dir: bool = False) -> None:
         self.glfd = glfd
@@ -47,6 +48,7 @@ class OpenFile:
         self.node: Any = None                 # file: the inode's context (its opens)
         self.ahead: Any = None                # file: (offset, size, job) read ahead
         self.next: Any = -1                   # file: where the last read ended
+        self.started: list = []               # file: reads ahead maybe still running
 
 
 class GfapiIo:
@@ -150,12 +152,13 @@ class GfapiIo:
             return
         if of.node is not None and of in of.node.opens:
             of.node.opens.remove(of)
-        ahead, of.ahead = of.ahead, None
-        if ahead is not None:                 # it reads through the glfd closed below
-            try:
-                await self._workers.result(ahead[2], abandon=False)
-            except OSError:
-                pass
+        of.ahead = None
+        for job in of.started:                # they read through the glfd closed below,
+            if not job.finished:              # used or dropped
+                try:
+                    await self._workers.result(job, abandon=False)
+                except OSError:
+                    pass
         b = self._b
         close = b.lib.glfs_closedir if of.is_dir else b.lib.glfs_close
 
@@ -203,9 +206,11 @@ class GfapiIo:
         node = of.node
         if (offset == of.next and size >= READ_AHEAD_MIN and node is not None
                 and node.seen is not None and offset + 2 * size <= node.seen[2]):
-            of.ahead = (offset + size, size, self._workers.start(
-                self._as_caller, self._creds(frame), self._pread,
-                (of.glfd, size, offset + size)))
+            started = self._workers.start(self._as_caller, self._creds(frame),
+                                          self._pread, (of.glfd, size, offset + size))
+            of.ahead = (offset + size, size, started)
+            of.started = [j for j in of.started if not j.finished]
+            of.started.append(started)
         if of.next is not None:               # None: O_DIRECT, never read ahead
             of.next = offset + size
         if job is not None:
