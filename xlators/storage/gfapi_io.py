@@ -198,7 +198,6 @@ class GfapiIo:
         one after the other).  A write or truncate through this client, an upcall
         and a release drop what was read ahead."""
         of = self._of(fd)
-        b = self._b
         ahead, of.ahead = of.ahead, None
         job = None
         if ahead is not None and ahead[0] == offset and ahead[1] == size:
