@@ -7,6 +7,11 @@ turns on one directory each, round by round.
 
     .venv/bin/python -m benchmarks.op_cost --peers gfapi,glusterfs-replica --op fstat
 
+With ``--syscalls`` an ``strace -f -c`` of the daemon during the timed loop gives the
+system calls per operation by name (futex wake-ups and waits included); with ``--perf
+DIR`` a ``perf record -g`` of all its threads is written to DIR/PEER-ROUND.data and its
+top symbols by thread are printed (``perf report --sort comm,dso,sym``).
+
 Operations: ``fstat`` (GETATTR, timeouts 0), ``stat`` (LOOKUP, timeouts 0), ``rename``,
 ``unlink``, ``mkdir`` (mkdir then rmdir), ``listdir`` (a warm listing; per entry).
 docs/gluster.md ("Where a metadata request's time goes now") has what it found.
@@ -109,6 +114,27 @@ def brick_requests(trace: str, n: int) -> Dict[str, float]:
     return {k: round(v / n, 2) for k, v in sorted(counts.items())}
 
 
+def syscall_counts(text: str, n: int) -> Dict[str, float]:
+    """System calls per operation by name, from ``strace -c``'s table."""
+    out = {}
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+            calls = int(f[3])
+            if calls / n >= 0.05:
+                out[f[-1]] = round(calls / n, 2)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def perf_top(data: str, limit: int = 25) -> str:
+    """The top symbols of a ``perf record`` file, by thread and library."""
+    r = subprocess.run(["perf", "report", "-i", data, "--no-children", "--stdio",
+                        "--sort", "comm,dso,sym", "-g", "none", "--percent-limit", "0.8"],
+                       capture_output=True, text=True)
+    rows = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    return "\n".join(rows[:limit])
+
+
 def _timed(loop: Callable[[], None], mark: Callable[[], None]) -> float:
     mark()
     t = time.perf_counter()
@@ -163,6 +189,10 @@ def main(argv: List[str] = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--fops", action="store_true", help="strace the daemons and count "
                     "the requests to the bricks (slows them)")
+    ap.add_argument("--syscalls", action="store_true", help="strace -f -c the daemons: "
+                    "system calls per operation (slows them)")
+    ap.add_argument("--perf", metavar="DIR", help="perf record -g every thread of the "
+                    "daemons into DIR and print the top symbols")
     args = ap.parse_args(argv)
     n = args.n or {"fstat": 3000, "stat": 3000, "listdir": 5000}.get(args.op, 500)
     names = args.peers.split(",")
@@ -187,15 +217,31 @@ def main(argv: List[str] = None) -> int:
                 tracer: list = []
                 trace = os.path.join(work, f"{name}-{r}.strace")
 
+                counts = os.path.join(work, f"{name}-{r}.counts")
+                data = os.path.join(args.perf, f"{name}-{r}.data") if args.perf else ""
+
                 def mark() -> None:
-                    if args.fops and not tracer:
-                        tracer.append(subprocess.Popen(
-                            ["strace", "-f", "-qq", "-o", trace, "-e", "trace=writev",
-                             "-p", str(m.pid)], stderr=subprocess.DEVNULL))
-                        time.sleep(1.0)
-                    elif tracer:
-                        tracer[0].send_signal(signal.SIGINT)
-                        tracer[0].wait()
+                    if not marks:
+                        if args.fops:
+                            tracer.append(subprocess.Popen(
+                                ["strace", "-f", "-qq", "-o", trace, "-e",
+                                 "trace=writev", "-p", str(m.pid)],
+                                stderr=subprocess.DEVNULL))
+                        if args.syscalls:
+                            tracer.append(subprocess.Popen(
+                                ["strace", "-f", "-c", "-qq", "-o", counts,
+                                 "-p", str(m.pid)], stderr=subprocess.DEVNULL))
+                        if args.perf:
+                            tracer.append(subprocess.Popen(
+                                ["perf", "record", "-q", "-g", "-F", "2000", "-o", data,
+                                 "-p", str(m.pid)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL))
+                        if tracer:
+                            time.sleep(1.0)
+                    else:
+                        for t in tracer:
+                            t.send_signal(signal.SIGINT)
+                            t.wait()
                     marks.append(threads(m.pid))
                 seconds, ops = run_op(args.op, d, n, mark)
                 cpu, vcs = per_op(marks[0], marks[1], ops)
@@ -204,7 +250,12 @@ def main(argv: List[str] = None) -> int:
                         f"voluntary switches/op {vcs}")
                 if args.fops:
                     line += f"  brick requests/op {brick_requests(trace, ops)}"
+                if args.syscalls:
+                    with open(counts) as f:
+                        line += f"  syscalls/op {syscall_counts(f.read(), ops)}"
                 print(line, flush=True)
+                if args.perf:
+                    print(perf_top(data), flush=True)
     print(f"load average {os.getloadavg()[0]:.1f}")
     for name in names:
         print(f"median {name:26} {statistics.median(walls[name]):8.0f} us/op")

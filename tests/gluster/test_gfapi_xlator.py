@@ -7,6 +7,7 @@ import errno
 import fcntl
 import os
 import stat
+import time
 
 import pytest
 import trio
@@ -563,6 +564,44 @@ async def test_own_removal_wakes_nothing_but_another_clients_does(
         graph.listeners.remove(listen)
 
 
+def _syncenv_switches() -> int:
+    """Voluntary context switches so far of libgfapi's syncenv threads (glfs_sproc*),
+    which run its synctasks."""
+    total = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if not f.read().startswith("glfs_sproc"):
+                    continue
+            with open(f"/proc/self/task/{tid}/status") as f:
+                status = f.read()
+        except OSError:
+            continue
+        total += int(status.split("voluntary_ctxt_switches:")[1].split()[0])
+    return total
+
+
+async def test_upcalls_run_no_synctask_per_notice(h, bricks):
+    """Upcalls are taken from libgfapi's queue by polling: with a callback registered,
+    libgfapi runs every notice (two UP_FORGETs per own removal on a replica-2 volume)
+    as a synctask, waking its syncenv threads each time."""
+    gf = h.top
+    await h.mkdir("/sync")
+    for i in range(20):
+        await h.write_file(f"/sync/f{i}", b"x")
+    await trio.sleep(0.5)
+    before = _syncenv_switches()
+    dropped = gf._upcalls.dump()["upcalls-of-own-removals-dropped"]
+    for i in range(20):
+        await h.unlink(f"/sync/f{i}")
+    with trio.move_on_after(10):
+        while gf._upcalls.dump()["upcalls-of-own-removals-dropped"] < dropped + 40:
+            await trio.sleep(0.05)
+    assert gf._upcalls.dump()["upcalls-of-own-removals-dropped"] >= dropped + 40
+    # with a callback: 2-4 wake-ups of each syncenv thread per unlink
+    assert _syncenv_switches() - before < 20
+
+
 async def _change_then_remove(h, oh, inode, events) -> None:
     """``oh`` (another client) rewrites /shared, then removes it: invalidations here."""
     fd = await oh.open("/shared")
@@ -727,6 +766,30 @@ def test_binding_layouts_are_checked():
         b.EXPECTED_SIZES.update(sizes)
 
 
+def test_attributes_unpacked_from_a_stat_are_the_files():
+    """storage/gfapi reads a ``struct stat`` with one unpack: every field lands where
+    os.stat puts it (times in ns, a missing blksize as 4096)."""
+    import ctypes
+    from xlators.storage import gfapi_binding as b
+    from xlators.storage.gfapi_nodes import GfapiNodes, Node
+
+    class Reader(GfapiNodes):
+        _b = b
+    st = b.Stat()
+    assert ctypes.CDLL(None, use_errno=True).stat(b"/etc/passwd", ctypes.byref(st)) == 0
+    ref = os.stat("/etc/passwd")
+    node = Node(0, ref.st_ino, ref.st_mode)
+    a = Reader()._attr(st, node)
+    assert (a.ino, a.size, a.blocks, a.atime_ns, a.mtime_ns, a.ctime_ns, a.mode, a.nlink,
+            a.uid, a.gid, a.rdev, a.blksize) == (
+        ref.st_ino, ref.st_size, ref.st_blocks, ref.st_atime_ns, ref.st_mtime_ns,
+        ref.st_ctime_ns, ref.st_mode, ref.st_nlink, ref.st_uid, ref.st_gid,
+        ref.st_rdev, ref.st_blksize)
+    assert node.seen == (ref.st_mtime_ns, ref.st_ctime_ns, ref.st_size)
+    st.st_blksize = 0
+    assert Reader()._attr(st).blksize == 4096
+
+
 async def test_inline_wait_answers_quick_calls_without_a_suspension(h):
     """option inline-wait: a stat made while no other call runs is answered while the
     event loop's thread waits for it itself (no other task runs in between); with 0,
@@ -758,6 +821,55 @@ async def test_inline_wait_answers_quick_calls_without_a_suspension(h):
         assert attr.size == 10 and others_ran
     finally:
         gf.reconfigure(given)
+
+
+async def test_sequential_reads_are_read_ahead_and_writes_drop_it(h):
+    """A read continuing the previous one starts the next read of its size: the
+    kernel's next READ is answered by it.  A write in between drops it: the next read
+    sees the new bytes."""
+    gf = h.top
+    chunk = 64 << 10
+    data = bytes(range(256)) * (8 * chunk // 256)
+    await h.write_file("/ahead", data)
+    await h.lookup("/ahead")
+    fd = await h.open("/ahead", os.O_RDONLY)
+    wfd = await h.open("/ahead", os.O_RDWR)
+    used = gf.dump()["reads-answered-ahead"]
+    got = [await h.read(fd, chunk, i * chunk) for i in range(4)]
+    assert got == [data[i * chunk:(i + 1) * chunk] for i in range(4)]
+    assert gf.dump()["reads-answered-ahead"] == used + 2     # the 3rd and 4th
+    await h.write(wfd, b"N" * chunk, 4 * chunk)              # after the 4th read ahead
+    assert await h.read(fd, chunk, 4 * chunk) == b"N" * chunk
+    assert gf.dump()["reads-answered-ahead"] == used + 2
+    assert await h.read(fd, chunk, 5 * chunk) == data[5 * chunk:6 * chunk]
+    assert gf.dump()["reads-answered-ahead"] == used + 3
+    assert await h.read(fd, chunk, 6 * chunk) == data[6 * chunk:7 * chunk]
+    assert gf.dump()["reads-answered-ahead"] == used + 4     # the 6th and 7th
+    await h.close(wfd)
+    of = fd.ctx[gf]
+    await h.read(fd, chunk, 0)
+    real = gf._pread
+
+    def slow(glfd, size, offset):
+        if offset == 2 * chunk:                              # the one read ahead
+            time.sleep(0.5)
+        return real(glfd, size, offset)
+    gf._pread = slow
+    try:
+        await h.read(fd, chunk, chunk)                       # starts a slow one ahead
+    finally:
+        del gf._pread
+    other = await h.open("/ahead", os.O_RDWR)
+    await h.write(other, data[:10], 0)              # drops it, maybe still running
+    assert of.ahead is None and of.started
+    await h.close(other)
+    await h.close(fd)              # waits for every read ahead, even a dropped one
+    assert all(job.finished for job in of.started)
+    direct = await h.open("/ahead", os.O_RDONLY | os.O_DIRECT)    # read when asked
+    for i in range(4):
+        assert await h.read(direct, chunk, i * chunk) == data[i * chunk:(i + 1) * chunk]
+    assert gf.dump()["reads-answered-ahead"] == used + 4
+    await h.close(direct)
 
 
 async def test_a_read_past_the_end_returns_only_the_file_bytes(h):

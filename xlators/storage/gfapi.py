@@ -51,8 +51,13 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 - Coherence: upcalls from the bricks (features/upcall; the client volfile's or the
   volume's ``features.cache-invalidation on``) about files changed by other clients
   become ``InvalidateInode`` / ``InvalidateEntry`` upcalls up the graph, which the FUSE
-  bridge turns into kernel invalidations (gfapi_upcall), attributes and pages. The
-  bricks' notice that they forgot an object this client removed itself is dropped.
+  bridge turns into kernel invalidations (gfapi_upcall), attributes and pages.  They
+  are taken from libgfapi's queue every ``upcall-poll-interval`` (a registered callback
+  costs a libgfapi synctask per notice).  The bricks' notice that they forgot an object
+  this client removed itself is dropped.
+- Reads: a read continuing the previous one (at least 32 KiB, not O_DIRECT) starts the
+  read of the same size after it, so the kernel's read-ahead READs run in parallel, as
+  with GlusterFS's own client; a write, truncate or upcall drops it (gfapi_io).
 - Page cache: an open lets the kernel keep the file's pages (the ``keep_cache`` hint)
   when its mtime, ctime and size in the last attributes answered are those of its
   previous open and no upcall came about it since (gfapi_io; docs/gluster.md).
@@ -136,6 +141,9 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                     "blocked, for a library call made while no other call runs; an "
                     "answer within it finishes the request inline, a later one comes "
                     "back the ordinary way. 0: never wait.", min=0, max=1),
+        Option.time("upcall-poll-interval", "20ms", "How often libgfapi's queue of "
+                    "upcalls (other clients' changes) is looked at: the most a kernel "
+                    "invalidation comes later than the bricks' notice.", min=0.001, max=10),
         Option.bool("readdir-names-only", False, "Answer a plain READDIR with the "
                     "bricks' READDIR (names only) instead of their READDIRP (a stat of "
                     "every entry). Faster, but the inode numbers listed are then the "
@@ -157,6 +165,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._source = ""
         self._down = False            # the last call failed with ENOTCONN
         self._kept = 0                # opens that let the kernel keep its page cache
+        self._read_ahead_used = 0     # reads answered by a read started ahead
         self._check_form(kw.get("option_where") or (lambda key: ""))
 
     def _check_form(self, where: Callable[[str], str]) -> None:
@@ -228,7 +237,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._live[ino] = node
         self.itable.root.ctx[self] = node
         from .gfapi_upcall import Upcalls
-        self._upcalls = Upcalls(self, b, fs)
+        self._upcalls = Upcalls(self, b, fs, o.upcall_poll_interval)
         self.log.info("%s: GlusterFS volume %s is up", self.name, self._source)
 
     def fini(self) -> None:
@@ -246,6 +255,8 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
     def reconfigured(self, old: Any) -> None:
         self._workers.resize(self.opts.io_thread_count)
         self._workers.wait = self.opts.inline_wait
+        if self._upcalls is not None:
+            self._upcalls.interval = self.opts.upcall_poll_interval
         for key in ("volfile-server", "volume", "volfile"):
             if self.opts[key] != old[key]:
                 self.log.warning("%s: option %s cannot change at run time", self.name, key)
@@ -265,6 +276,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                 "calls-answered-inline": self._workers.inline,
                 "inline-waits-run-out": self._workers.inline_missed,
                 "opens-keeping-page-cache": self._kept,
+                "reads-answered-ahead": self._read_ahead_used,
                 **(self._upcalls.dump() if self._upcalls is not None else {})}
 
     # -- calling the library -----------------------------------------------------------
@@ -275,14 +287,10 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
 
     async def _call(self, frame: Any, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` in a worker thread, as the caller (uid, gid, groups)."""
-        if frame is None:
-            creds = (0, 0, ())
-        else:
-            creds = (frame.uid, frame.gid, tuple(frame.groups) if frame.uid else ())
-        self._start_upcalls()
-        if frame is not None and frame.interrupt is not None:
-            # an interrupt cancels the request's scope: the thread is abandoned below
-            frame.on_interrupt(_abandon)
+        creds = self._creds(frame)
+        if self._upcalls is not None and not self._upcalls.started:
+            self._upcalls.start()
+        self._interruptible(frame)
         try:
             result = await self._workers.run(self._as_caller, creds, fn, args)
         except OSError as exc:
@@ -299,6 +307,20 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                              self._source)
             self.notify_parents(Event.CHILD_UP, None)
         return result
+
+    @staticmethod
+    def _interruptible(frame: Any) -> None:
+        """An interrupt of the request cancels its scope: a call waited for the trio
+        way is abandoned (its thread finishes it by itself)."""
+        if frame is not None and frame.interrupt is not None:
+            frame.on_interrupt(_abandon)
+
+    @staticmethod
+    def _creds(frame: Any) -> tuple:
+        """(uid, gid, groups) a library call runs as."""
+        if frame is None:
+            return (0, 0, ())
+        return (frame.uid, frame.gid, tuple(frame.groups) if frame.uid else ())
 
     def _as_caller(self, creds: tuple, fn: Callable[..., Any], args: tuple) -> Any:
         self._b.set_credentials(*creds)

@@ -61,6 +61,8 @@ class GfapiAttr:
                 valid |= bit
         if c.size is not None and c.size < 0:
             raise FopError(errno.EINVAL)
+        if c.size is not None:
+            self._drop_ahead(node)
 
         drop_privs = (c.mode is not None and frame is not None and frame.uid != 0
                       and valid == b.SET_ATTR_MODE)
@@ -82,7 +84,11 @@ class GfapiAttr:
             out = b.Stat()
             b.check(b.lib.glfs_h_stat(fs, node.obj, ctypes.byref(out)), "stat")
             return out
-        return self._attr(await self._call(frame, run), node)
+        try:
+            return self._attr(await self._call(frame, run), node)
+        finally:
+            if c.size is not None:
+                self._drop_ahead(node)
 
     def _only_drops_privs(self, node: Any, new: int) -> bool:
         b = self._b

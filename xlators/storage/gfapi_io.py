@@ -31,11 +31,13 @@ FALLOC_FL_ZERO_RANGE = 0x10
 DIRENT_HEAD = 24          # fuse_dirent without the name
 DIRENTPLUS_HEAD = 24 + 128
 COPY_CHUNK = 1 << 20      # copy_file_range's step
+READ_AHEAD_MIN = 32 << 10  # reads at least this large, one after another, read ahead
 
 
 class OpenFile:
     """gfapi's context of one open file or directory."""
-    __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node")
+    __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node", "ahead", "next",
+                 "started")
 
     def __init__(self, glfd: int, is_dir: bool = False) -> None:
         self.glfd = glfd
@@ -44,6 +46,9 @@ class OpenFile:
         self.lock = trio.Lock()               # directory: one listing step at a time
         self.is_dir = is_dir
         self.node: Any = None                 # file: the inode's context (its opens)
+        self.ahead: Any = None                # file: (offset, size, job) read ahead
+        self.next: Any = -1                   # file: where the last read ended
+        self.started: list = []               # file: reads ahead maybe still running
 
 
 class GfapiIo:
@@ -93,9 +98,14 @@ class GfapiIo:
             raise FopError(errno.EISDIR)
         b = self._b
         fl = self._open_flags(flags)
+        if fl & os.O_TRUNC:
+            self._drop_ahead(node)
         glfd = await self._call(frame, lambda: b.check_ptr(
             b.lib.glfs_h_open(self._fsp(), node.obj, fl), "open"))
-        self._opened(fd, node, OpenFile(glfd))
+        of = OpenFile(glfd)
+        if fl & os.O_DIRECT:
+            of.next = None                    # what it reads is read when asked
+        self._opened(fd, node, of)
         if node.kind == stat.S_IFREG:
             self._keep_cache(fd, node, fl)
 
@@ -118,7 +128,12 @@ class GfapiIo:
         node = entry.inode.ctx[self]
         if fl & os.O_EXCL:
             self._caps_absent(node)           # a new file: no capabilities yet
-        self._opened(fd, node, OpenFile(glfd))
+        elif fl & os.O_TRUNC:
+            self._drop_ahead(node)
+        of = OpenFile(glfd)
+        if fl & os.O_DIRECT:
+            of.next = None
+        self._opened(fd, node, of)
         self._keep_cache(fd, node, fl)
         return entry
 
@@ -137,6 +152,13 @@ class GfapiIo:
             return
         if of.node is not None and of in of.node.opens:
             of.node.opens.remove(of)
+        of.ahead = None
+        for job in of.started:                # they read through the glfd closed below,
+            if not job.finished:              # used or dropped
+                try:
+                    await self._workers.result(job, abandon=False)
+                except OSError:
+                    pass
         b = self._b
         close = b.lib.glfs_closedir if of.is_dir else b.lib.glfs_close
 
@@ -170,21 +192,61 @@ class GfapiIo:
 
     # -- data ----------------------------------------------------------------------
     async def readv(self, frame, fd, size, offset, flags=None):
+        """A read; a read that continues the previous one also starts the read of the
+        same size after it (the kernel's read-ahead sends the next READ while this
+        one runs: answered in parallel, as GlusterFS's own client does, instead of
+        one after the other).  A write or truncate through this client, an upcall
+        and a release drop what was read ahead."""
         of = self._of(fd)
-        b = self._b
+        ahead, of.ahead = of.ahead, None
+        job = None
+        if ahead is not None and ahead[0] == offset and ahead[1] == size:
+            job = ahead[2]
+        node = of.node
+        if (offset == of.next and size >= READ_AHEAD_MIN and node is not None
+                and node.seen is not None and offset + 2 * size <= node.seen[2]):
+            started = self._workers.start(self._as_caller, self._creds(frame),
+                                          self._pread, (of.glfd, size, offset + size))
+            of.ahead = (offset + size, size, started)
+            of.started = [j for j in of.started if not j.finished]
+            of.started.append(started)
+        if of.next is not None:               # None: O_DIRECT, never read ahead
+            of.next = offset + size
+        if job is not None:
+            self._interruptible(frame)
+            try:
+                data = await self._workers.result(job)
+            except OSError:
+                pass                          # asked again below, errors handled there
+            else:
+                self._read_ahead_used += 1
+                return data
+        return await self._call(frame, self._pread, of.glfd, size, offset)
 
-        def run() -> bytes:
-            data, address = b.read_buffer(size)
-            n = b.check(b.lib.glfs_pread(of.glfd, address, size, offset, 0, None), "read")
-            return data if n == size else data[:n]
-        return await self._call(frame, run)
+    def _pread(self, glfd: int, size: int, offset: int) -> bytes:
+        b = self._b
+        data, address = b.read_buffer(size)
+        n = b.check(b.lib.glfs_pread(glfd, address, size, offset, 0, None), "read")
+        return data if n == size else data[:n]
+
+    def _drop_ahead(self, node: Any) -> None:
+        """Forget what was read ahead of ``node``'s open files (it changes: called
+        before a change, and after it for what was read ahead meanwhile)."""
+        if node is not None:
+            for of in node.opens:
+                of.ahead = None
 
     async def writev(self, frame, fd, data, offset, flags=None):
         of = self._of(fd)
         b = self._b
         data = bytes(data)
-        return await self._call(frame, lambda: b.check(
-            b.lib.glfs_pwrite(of.glfd, data, len(data), offset, 0, None, None), "write"))
+        self._drop_ahead(of.node)
+        try:
+            return await self._call(frame, lambda: b.check(
+                b.lib.glfs_pwrite(of.glfd, data, len(data), offset, 0, None, None),
+                "write"))
+        finally:
+            self._drop_ahead(of.node)       # read ahead while it ran: maybe older
 
     async def fallocate(self, frame, fd, mode, offset, length):
         of = self._of(fd)
@@ -193,6 +255,7 @@ class GfapiIo:
             raise FopError(errno.EINVAL)
         keep = bool(mode & FALLOC_FL_KEEP_SIZE)
         kind = mode & ~FALLOC_FL_KEEP_SIZE
+        self._drop_ahead(of.node)
         if kind == 0:
             call = lambda: b.lib.glfs_fallocate(of.glfd, int(keep), offset, length)  # noqa
         elif kind == FALLOC_FL_PUNCH_HOLE and keep:
@@ -217,7 +280,10 @@ class GfapiIo:
                 return b.lib.glfs_fallocate(of.glfd, 1, offset, length)
         else:
             raise FopError(errno.EOPNOTSUPP)
-        await self._call(frame, lambda: b.check(call(), "fallocate"))
+        try:
+            await self._call(frame, lambda: b.check(call(), "fallocate"))
+        finally:
+            self._drop_ahead(of.node)
 
     async def lseek(self, frame, fd, offset, whence):
         of = self._of(fd)
@@ -230,6 +296,7 @@ class GfapiIo:
         libgfapi's own glfs_copy_file_range reached only one brick of a replica-2
         volume in GlusterFS 10.3 (measured), leaving the replicas different."""
         src, dst = self._of(fd_in), self._of(fd_out)
+        self._drop_ahead(dst.node)
         if flags:
             raise FopError(errno.EINVAL)
         if off_in < 0 or off_out < 0 or length < 0:
@@ -251,7 +318,10 @@ class GfapiIo:
                 if w < n:
                     break
             return done
-        return await self._call(frame, run)
+        try:
+            return await self._call(frame, run)
+        finally:
+            self._drop_ahead(dst.node)
 
     # -- listings ------------------------------------------------------------------
     async def readdir(self, frame, fd, offset, size):

@@ -31,6 +31,10 @@ context copy of ``to_thread`` are each a cost paid per call, and a GETATTR is on
   back through trio); while the loop waits, no other request is read, so a call made
   while another one runs never waits inline, and the bound keeps an interrupt or a
   request of another process waiting at most ``wait`` longer.
+- :meth:`Workers.start` runs a call nobody waits for yet (storage/gfapi's read-ahead
+  of sequential reads); :meth:`Workers.result` collects it later, inline or the trio
+  way.  Such calls do not count as running for the inline wait of other calls: no
+  request waits for their answer.
 """
 from __future__ import annotations
 
@@ -45,13 +49,15 @@ _STOP = object()
 
 class _Job:
     __slots__ = ("fn", "args", "token", "task", "ok", "value", "abandoned", "waiter",
-                 "finished")
+                 "finished", "background")
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, token: Any, task: Any) -> None:
+    def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
         self.fn = fn
         self.args = args
-        self.token = token
-        self.task = task
+        # the trio run and task to wake when the answer comes back the trio way (set
+        # only then: a call answered during the inline wait needs neither)
+        self.token: Any = None
+        self.task: Any = None
         self.ok = False
         self.value: Any = None
         self.abandoned = False
@@ -59,6 +65,7 @@ class _Job:
         # it instead of waking the loop through trio (None: the trio way)
         self.waiter: Any = None
         self.finished = False             # set under the pool's lock by the worker
+        self.background = False           # started by start(): nobody waits for it yet
 
 
 class _Worker:
@@ -82,6 +89,7 @@ class Workers:
         self._pending: collections.deque = collections.deque()
         self._threads = 0
         self._excess = 0                  # threads to stop after their current call
+        self._background = 0              # jobs of start() not finished yet
         self.abandoned = 0                # calls given up by their caller so far
         self.inline = 0                   # calls answered while the loop waited inline
         self.inline_missed = 0            # inline waits that ran out
@@ -114,25 +122,42 @@ class Workers:
 
     async def run(self, fn: Callable[..., Any], *args: Any, abandon: bool = True) -> Any:
         """``fn(*args)`` in a worker thread; its result or its exception."""
-        job = _Job(fn, args, trio.lowlevel.current_trio_token(),
-                   trio.lowlevel.current_task())
+        job = _Job(fn, args)
+        w = None
         with self._lock:
             if not self._threads:
                 self._start(self.size)
+            if self._idle and self.wait > 0 and \
+                    self._threads - len(self._idle) <= self._background:
+                job.waiter = threading.Lock()         # no other call running
+                job.waiter.acquire()
+            else:
+                job.token = trio.lowlevel.current_trio_token()
+                job.task = trio.lowlevel.current_task()
             if self._idle:
-                if self.wait > 0 and len(self._idle) == self._threads:
-                    job.waiter = threading.Lock()     # no other call running
-                    job.waiter.acquire()
                 w = self._idle.pop()
                 w.job = job
-                w.wake.release()
             else:
                 self._pending.append(job)
-        if job.waiter is not None and self._wait_inline(job):
-            if job.ok:
-                return job.value
-            raise job.value
+        if w is not None:
+            waiter = job.waiter
+            if waiter is not None:
+                # wake the thread as the last thing before blocking (the GIL released):
+                # woken earlier, it would find the GIL held and sleep again on it
+                w.wake.release()
+                if waiter.acquire(True, self.wait) or self._ran_out(job):
+                    self.inline += 1
+                    if job.ok:
+                        return job.value
+                    raise job.value
+            else:
+                w.wake.release()
 
+        return await self._delivered(job, abandon)
+
+    async def _delivered(self, job: _Job, abandon: bool) -> Any:
+        """Wait (the trio way) for the worker to deliver ``job``'s result; a
+        cancellation abandons the call when ``abandon``, else waits for it."""
         def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
             if not abandon:
                 return trio.lowlevel.Abort.FAILED
@@ -140,6 +165,50 @@ class Workers:
             self.abandoned += 1
             return trio.lowlevel.Abort.SUCCEEDED
         await trio.lowlevel.wait_task_rescheduled(abort)
+        if job.ok:
+            return job.value
+        raise job.value
+
+    def start(self, fn: Callable[..., Any], *args: Any) -> _Job:
+        """Start ``fn(*args)`` in a worker thread without waiting for it (a read
+        ahead); :meth:`result` collects it.  Not counted as a call running for the
+        inline wait of other calls: nobody waits for it yet."""
+        job = _Job(fn, args)
+        job.background = True
+        job.waiter = threading.Lock()
+        job.waiter.acquire()
+        w = None
+        with self._lock:
+            if not self._threads:
+                self._start(self.size)
+            self._background += 1
+            if self._idle:
+                w = self._idle.pop()
+                w.job = job
+            else:
+                self._pending.append(job)
+        if w is not None:
+            w.wake.release()
+        return job
+
+    async def result(self, job: _Job, abandon: bool = True) -> Any:
+        """The result of a job of :meth:`start`: waited for inline (as :meth:`run`'s
+        calls are) when no other call runs, else the trio way."""
+        with self._lock:
+            inline = (not job.finished and self.wait > 0 and job.waiter is not None
+                      and self._threads - len(self._idle) <= self._background)
+        if inline:
+            # False from _ran_out: decided under the lock, the worker delivers
+            wait = not (job.waiter.acquire(True, self.wait) or self._ran_out(job))
+        else:
+            with self._lock:            # decided under the lock the worker finishes in
+                wait = not job.finished
+                if wait:
+                    job.token = trio.lowlevel.current_trio_token()
+                    job.task = trio.lowlevel.current_task()
+                    job.waiter = None
+        if wait:
+            return await self._delivered(job, abandon)
         if job.ok:
             return job.value
         raise job.value
@@ -152,18 +221,18 @@ class Workers:
                 me.wake.acquire()
                 job, me.job = me.job, None
                 continue
-            done = None
-            if not job.abandoned:                 # else given up before a thread took it
+            ran = not job.abandoned               # else given up before a thread took it
+            if ran:
                 try:
                     job.value = job.fn(*job.args)
                     job.ok = True
                 except BaseException as exc:  # noqa: BLE001 - handed to the caller
                     job.value = exc
-                done = job
+            done = job
             # back on the idle stack before the caller hears of the result, so the
             # caller's next call finds this (warm) thread on top
             job = self._next(me, done)
-            if done is not None:
+            if ran:
                 if done.waiter is not None:       # the loop waits inline (fixed once
                     done.waiter.release()         # finished is set)
                     continue
@@ -172,16 +241,14 @@ class Workers:
                 except trio.RunFinishedError:
                     pass
 
-    def _wait_inline(self, job: _Job) -> bool:
-        """Wait (blocked, the GIL released) for ``job`` at most ``wait`` seconds; True
-        when it finished, else it is left to be delivered the trio way."""
-        if job.waiter.acquire(timeout=self.wait):
-            self.inline += 1
-            return True
+    def _ran_out(self, job: _Job) -> bool:
+        """The inline wait for ``job`` ran out: True when it finished meanwhile, else
+        it is left to be delivered the trio way."""
         with self._lock:
             if job.finished:                      # finished as the wait ran out
-                self.inline += 1
                 return True
+            job.token = trio.lowlevel.current_trio_token()
+            job.task = trio.lowlevel.current_task()
             job.waiter = None
         self.inline_missed += 1
         return False
@@ -192,6 +259,8 @@ class Workers:
         with self._lock:
             if done is not None:
                 done.finished = True
+                if done.background:
+                    self._background -= 1
             if self._excess:
                 self._excess -= 1
                 self._threads -= 1
