@@ -1,6 +1,6 @@
 """storage/posix: attribute fops (a mixin of the Posix translator).
 
-setattr (chown, chmod, truncate, utimens: in that order, so that a mode set together with
+getattr (an fstat of the inode's descriptor), setattr (chown, chmod, truncate, utimens: in that order, so that a mode set together with
 an owner is not undone by chown's clearing of set-id bits), access, statfs and the
 extended attributes.  Everything runs with the caller's credentials except clearing
 set-uid/set-gid bits after a write or truncate, which the kernel asks of the filesystem
@@ -39,7 +39,19 @@ def killed_mode(st: os.stat_result, frame: Any) -> int:
 
 
 class PosixAttrOps:
-    """setattr/access/statfs/xattrs for Posix."""
+    """getattr/setattr/access/statfs/xattrs for Posix."""
+
+    async def getattr(self, frame, inode, fd=None):
+        node = inode.ctx.get(self)
+        if node is None:
+            raise FopError(errno.ESTALE)
+        # the _inline property, spelled out: this is the hottest fop
+        if self._inline_always:
+            st = os.fstat(node.fd)
+        else:
+            st = await self._thread(os.fstat, node.fd)
+        node.mode = st.st_mode
+        return Attr.from_stat(st, node.ino)
 
     async def setattr(self, frame, inode, changes, fd=None):
         node = self._node(inode)
