@@ -36,6 +36,8 @@ _V = abi.int_flags(abi.SetattrValid)
 _GETATTR_FH = int(abi.GetattrFlag.FH)
 _GETATTR_IN = abi.GETATTR_IN.unpack_from
 _RENAME_IN = abi.RENAME_IN.unpack_from
+_GETXATTR_IN = abi.GETXATTR_IN.unpack_from
+_GETXATTR_IN_SIZE = abi.GETXATTR_IN.size
 _RENAME_IN_SIZE = abi.RENAME_IN.size
 _SETXATTR_EXT = int(abi.InitFlag.SETXATTR_EXT)
 _POSIX_ACL = int(abi.InitFlag.POSIX_ACL)
@@ -328,11 +330,24 @@ def _xattr_name(body: memoryview) -> bytes:
 
 
 async def getxattr(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    size, = abi.GETXATTR_IN.unpack_from(body)
-    name = _xattr_name(body[abi.GETXATTR_IN.size:])
-    if _acl_refused(c, name):
+    size, = _GETXATTR_IN(body)
+    name, nul, _ = body[_GETXATTR_IN_SIZE:].tobytes().partition(b"\0")  # _xattr_name
+    if not nul:
+        raise ValueError("name is not NUL-terminated")
+    if not 0 < len(name) <= abi.XATTR_NAME_MAX:
+        raise FopError(errno.ERANGE)
+    if name.startswith(_ACL_XATTR) and not c.flags & _POSIX_ACL:     # _acl_refused
         raise FopError(errno.EOPNOTSUPP)
-    value = await c.top.getxattr(req.frame, c.inode(req.nodeid), name)
+    inode = c.nodes.get(req.nodeid)
+    if inode is None:
+        raise FopError(errno.ESTALE)
+    try:
+        value = await c.top.getxattr(req.frame, inode, name)
+    except OSError as exc:
+        # Answered here, as LOOKUP's ENOENT is: the kernel asks for security.capability
+        # before a file's first write, and most files have none (ENODATA).
+        req.session.reply_error(req, exc.errno or errno.EIO)
+        return None
     return _sized(value, size, abi.XATTR_SIZE_MAX)
 
 

@@ -179,11 +179,17 @@ class PosixAttrOps:
             node.mode = os.fstat(node.fd).st_mode     # an access ACL sets the mode too
 
     async def getxattr(self, frame, inode, name):
-        node = self._node(inode)
-        name = self._xname(frame, name, False)
-        if name.startswith(_ACL_PREFIX) and self._inline:
-            # Anyone may read an ACL, and the kernel asks for the root's on every path
-            # walk by a non-owner (it never caches it): no credential switch.
+        node = inode.ctx.get(self)              # self._node(inode), inline
+        if node is None:
+            raise FopError(errno.ESTALE)
+        if name.__class__ is not bytes or not name or 0 in name or (
+                frame.uid != 0 and self._switch):
+            name = self._xname(frame, name, False)
+        if self._inline_always and (frame.uid == 0 or not self._switch
+                                    or name.startswith(_ACL_PREFIX)):
+            # As the daemon (_do's commonest case, inline); also for ACLs: anyone may read
+            # one, and the kernel asks for the root's on every path walk by a non-owner
+            # (it never caches it).
             return os.getxattr(f"/proc/self/fd/{node.fd}", name)
         return await self._do(frame, False, os.getxattr, f"/proc/self/fd/{node.fd}", name)
 
