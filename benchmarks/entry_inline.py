@@ -33,7 +33,9 @@ from fuse_bridge.options import BridgeOptions
 from fuse_bridge.session import Session
 from xlators.core.graph import Graph
 
-O = abi.Opcode
+class O:
+    """The opcodes as plain ints (an IntEnum member costs a __getattr__ per use)."""
+    locals().update({op.name: int(op) for op in abi.Opcode})
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -25,10 +25,6 @@ S_IFDIR = stat.S_IFDIR
 S_IFLNK = stat.S_IFLNK
 
 
-def _keep_mode(fd: int, st: os.stat_result, perm: int) -> os.stat_result:
-    return st
-
-
 class PosixEntryOps:
     """The namespace fops for Posix (needs its _node/_do/_call/_thread/_entry/_space)."""
 
@@ -41,17 +37,22 @@ class PosixEntryOps:
     def _new_mode(self, pnode: Node, mode: int, umask: Optional[int],
                   is_dir: bool) -> tuple[int, Any]:
         """Permission bits to create with in ``pnode``, and the fix-up to run on the new
-        object.  A default ACL on the parent replaces the caller's umask (POSIX.1e):
-        the brick applies the ACL itself, and its result stays as it is.  Without a umask
-        to apply and with no bit the process umask would take, both answers are the same
-        (the fix-up finds nothing to undo): then the parent is not asked (a getxattr
-        through /proc per create)."""
+        object (None: nothing to fix).  A default ACL on the parent replaces the
+        caller's umask (POSIX.1e): the brick applies the ACL itself, and its result
+        stays as it is.  Without a umask to apply and with no bit the process umask
+        would take there is nothing to fix either, and the parent is not asked (a
+        getxattr through /proc per create): the common case, since the kernel applies
+        the umask itself unless DONT_MASK was negotiated."""
         if not umask:
-            perm = self._perm(mode, 0, is_dir)
+            perm = mode & 0o7777                # self._perm(mode, 0, is_dir), inline
+            if is_dir:
+                perm = (perm & 0o7000) | (perm & self._dmask) | self._dforce
+            else:
+                perm = (perm & 0o7000) | (perm & self._fmask) | self._fforce
             if not perm & self._umask & 0o777:
-                return perm, self._fix_mode
+                return perm, None
         if self._default_acl(pnode):
-            return self._perm(mode, 0, is_dir), _keep_mode
+            return self._perm(mode, 0, is_dir), None
         return self._perm(mode, umask, is_dir), self._fix_mode
 
     def _default_acl(self, pnode: Node) -> bool:
