@@ -3,8 +3,8 @@ in-process and without a kernel: ``python -m benchmarks.entry_inline CALLS N [VO
 
 CALLS (comma list): create (LOOKUP of the new name, CREATE, GETXATTR
 security.capability, FLUSH, RELEASE: open(O_CREAT|O_EXCL), write, close as issue 10's
-create row does it, the write itself left out), unlink (LOOKUP, UNLINK, FORGET),
-mkdir-rmdir (LOOKUP, MKDIR, RMDIR, FORGET), rename (LOOKUP, LOOKUP of the new name,
+create row does it, the write itself left out), unlink (LOOKUP, UNLINK, FORGET, and the
+forget applied), mkdir-rmdir (LOOKUP, MKDIR, RMDIR, FORGET, the forget applied), rename (LOOKUP, LOOKUP of the new name,
 RENAME), lookup (LOOKUP of an existing name).  The files that unlink and rename act on
 are made through the bridge first (MKNOD), as the benchmarks make them through the
 mount.  Each call also sends the GETATTR of the
@@ -70,6 +70,16 @@ class Driver:
         if self.s.serve(self.chan, memoryview(buf), len(buf)) is not None:
             raise RuntimeError(f"opcode {opcode} waited")
 
+    def apply_forgets(self) -> None:
+        """What the session's forget applier does once the device is quiet (the
+        deferred forgets: the table, then the graph's forget), stepped inline."""
+        coro = self.s.client.apply_forgets()
+        try:
+            coro.send(None)
+        except StopIteration:
+            return
+        raise RuntimeError("apply_forgets waited")
+
     def capture(self, opcode: int, nodeid: int, body: bytes) -> bytes:
         r, w = os.pipe()
         null, self.chan.fd = self.chan.fd, w
@@ -120,6 +130,7 @@ def calls(d: Driver, dirid: int) -> dict:
         nodeid = int.from_bytes(rep[16:24], "little")
         d.step(O.UNLINK, dirid, name + b"\0")
         d.step(O.FORGET, nodeid, abi.FORGET_IN.pack(2))     # MKNOD's and LOOKUP's
+        d.apply_forgets()
 
     def mkdir_rmdir() -> None:
         name = fresh(b"m")
@@ -130,6 +141,7 @@ def calls(d: Driver, dirid: int) -> dict:
         d.step(O.GETATTR, dirid, getattr_dir)
         d.step(O.RMDIR, dirid, name + b"\0")
         d.step(O.FORGET, nodeid, abi.FORGET_IN.pack(1))
+        d.apply_forgets()
 
     def rename() -> None:
         name = renamable.pop()

@@ -24,7 +24,6 @@ from .encode import Payload, create_reply, whole_reply, write_reply
 from .interrupt import (HANDLED, SQUELCHED, DataRef, Request, interrupt_finish_fop,
                         interrupt_finish_interrupt, interrupt_record_insert,
                         interrupt_record_new)
-from .ops_entry import _name
 
 log = logging.getLogger("xlfs.fuse")
 _F = abi.FopenFlag
