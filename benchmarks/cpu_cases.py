@@ -132,6 +132,16 @@ def _create(ctx: _Dir, i: int) -> None:
                            dir_fd=ctx.dfd))
 
 
+def _create_close(ctx: _Dir, i: int) -> None:
+    """Issue 10's small-file create: open(O_CREAT|O_EXCL), write 4 KiB, close (the
+    kernel asks for security.capability before the first write, then FLUSH, RELEASE)."""
+    fd = os.open(f"c{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=ctx.dfd)
+    try:
+        os.write(fd, ctx.buf)
+    finally:
+        os.close(fd)
+
+
 def _reader(d: str, n: int) -> _Dir:
     ctx = _with_file(os.O_RDONLY, 16 * BLOCK)(d, n)
     os.posix_fadvise(ctx.fd, 0, 0, os.POSIX_FADV_RANDOM)     # no readahead
@@ -162,6 +172,8 @@ WORKLOADS: Dict[str, Workload] = {w.name: w for w in (
              lambda c, i: os.pwritev(c.fd, [c.buf], (i & 15) * BLOCK),
              _with_file(os.O_WRONLY, 16 * BLOCK), repeatable=True),
     Workload("create", "CREATE", "entry0", _create, _plain, negative_lookups=1),
+    Workload("create-close", "CREATE+GETXATTR+WRITE+FLUSH+RELEASE", "entry0", _create_close,
+             _plain, negative_lookups=1),
     Workload("unlink", "UNLINK", "entry0", lambda c, i: os.unlink(f"u{i}", dir_fd=c.dfd),
              _with_files("u")),
     Workload("mkdir-rmdir", "MKDIR+RMDIR", "entry0", _mkdir_rmdir, _plain,

@@ -58,7 +58,8 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 DEFAULT_PEERS = "xlfs,bindfs,glusterfs"
 #: Calls per window: ~1-10 ms a request for Python under callgrind.
 CALLS = {"getattr": 2000, "lookup": 2000, "lookup-missing": 2000, "read": 1000,
-         "write": 1000, "create": 500, "unlink": 500, "mkdir-rmdir": 300, "rename": 500,
+         "write": 1000, "create": 500, "create-close": 500, "unlink": 500, "mkdir-rmdir": 300,
+         "rename": 500,
          "listdir": 20}
 TOP = 20
 

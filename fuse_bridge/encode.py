@@ -34,12 +34,15 @@ def _whole(body: struct.Struct) -> struct.Struct:
 ATTR_REPLY = _whole(abi.ATTR_OUT)
 ENTRY_REPLY = _whole(abi.ENTRY_OUT)
 WRITE_REPLY = _whole(abi.WRITE_OUT)
+CREATE_REPLY = struct.Struct(ENTRY_REPLY.format + abi.OPEN_OUT.format.lstrip("<"))
 _ATTR_REPLY_PACK = ATTR_REPLY.pack
 _ENTRY_REPLY_PACK = ENTRY_REPLY.pack
 _WRITE_REPLY_PACK = WRITE_REPLY.pack
 _ATTR_REPLY_LEN = ATTR_REPLY.size
 _ENTRY_REPLY_LEN = ENTRY_REPLY.size
 _WRITE_REPLY_LEN = WRITE_REPLY.size
+_CREATE_REPLY_PACK = CREATE_REPLY.pack
+_CREATE_REPLY_LEN = CREATE_REPLY.size
 
 H = TypeVar("H", bound=Callable[..., Any])
 
@@ -152,6 +155,21 @@ def entry_reply(t: Timeouts, unique: int, nodeid: int, a: Attr, generation: int 
                              t.attr, t.entry_ns, t.attr_ns, a.ino, a.size, a.blocks, asec,
                              msec, csec, ansec, mnsec, cnsec, a.mode, a.nlink, a.uid, a.gid,
                              a.rdev & 0xFFFFFFFF, a.blksize, 0)
+
+
+def create_reply(t: Timeouts, unique: int, nodeid: int, a: Attr, generation: int, fh: int,
+                 open_flags: int, backing_id: int) -> bytes:
+    """The whole CREATE reply to request ``unique``: ENTRY_OUT then OPEN_OUT, with its
+    header."""
+    wire = _times_get((a.atime_ns, a.mtime_ns, a.ctime_ns))
+    if wire is None:
+        wire = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+    asec, msec, csec, ansec, mnsec, cnsec = wire
+    return _CREATE_REPLY_PACK(_CREATE_REPLY_LEN, 0, unique, nodeid, generation, t.entry,
+                              t.attr, t.entry_ns, t.attr_ns, a.ino, a.size, a.blocks, asec,
+                              msec, csec, ansec, mnsec, cnsec, a.mode, a.nlink, a.uid,
+                              a.gid, a.rdev & 0xFFFFFFFF, a.blksize, 0, fh, open_flags,
+                              backing_id)
 
 
 def write_reply(unique: int, size: int) -> bytes:

@@ -12,6 +12,7 @@ from .passthrough import Passthrough
 
 log = logging.getLogger("xlfs.fuse")
 _I = abi.InitFlag
+_FORGET_IN = abi.FORGET_IN.unpack_from
 
 # What we ask for when the kernel offers it (more is added from options in init()).
 _WANTED = (_I.ASYNC_READ | _I.ATOMIC_O_TRUNC | _I.BIG_WRITES | _I.HAS_IOCTL_DIR
@@ -99,9 +100,12 @@ async def destroy(c: FuseClient, req: Request, body: memoryview) -> None:
 
 async def forget(c: FuseClient, req: Request, body: memoryview) -> None:
     """Recorded, applied when the device is idle (fuse_bridge.forget_backlog)."""
-    (n,) = abi.FORGET_IN.unpack_from(body)
+    (n,) = _FORGET_IN(body)
     c.defer_forgets(iter(((req.nodeid, n),)), 1)
-    await _bound_backlog(c, req)
+    if c.lru_limit and c.inodes_held > c.lru_limit \
+            or c.forgets_pending > forget_backlog.HELD_MAX:     # (_bound_backlog's tests)
+        await _bound_backlog(c)
+    forget_backlog.deferred(req.session)
 
 
 async def batch_forget(c: FuseClient, req: Request, body: memoryview) -> None:
@@ -114,10 +118,11 @@ async def batch_forget(c: FuseClient, req: Request, body: memoryview) -> None:
         raise ValueError(f"count {count} needs {off + count * one.size} bytes of body, "
                          f"it has {len(body)}")
     c.defer_forgets(one.iter_unpack(bytes(body[off:off + count * one.size])), count)
-    await _bound_backlog(c, req)
+    await _bound_backlog(c)
+    forget_backlog.deferred(req.session)
 
 
-async def _bound_backlog(c: FuseClient, req: Request) -> None:
+async def _bound_backlog(c: FuseClient) -> None:
     """At most HELD_MAX forgets wait, and none while the table is past the LRU limit
     (the LRU is evicting: the forgets it asked for free the descriptors it wants)."""
     if c.lru_limit and c.inodes_held > c.lru_limit:
@@ -126,7 +131,6 @@ async def _bound_backlog(c: FuseClient, req: Request) -> None:
         over = c.forgets_pending - forget_backlog.HELD_MAX
         if over > 0:
             await c.apply_forgets(over)
-    forget_backlog.deferred(req.session)
 
 
 async def interrupt(c: FuseClient, req: Request, body: memoryview) -> None:

@@ -36,6 +36,12 @@ _V = abi.int_flags(abi.SetattrValid)
 _GETATTR_FH = int(abi.GetattrFlag.FH)
 _GETATTR_IN = abi.GETATTR_IN.unpack_from
 _RENAME_IN = abi.RENAME_IN.unpack_from
+_GETXATTR_IN = abi.GETXATTR_IN.unpack_from
+_MKDIR_IN = abi.MKDIR_IN.unpack_from
+_MKDIR_IN_SIZE = abi.MKDIR_IN.size
+_S_IFDIR = stat.S_IFDIR
+_DONT_MASK = int(abi.InitFlag.DONT_MASK)
+_GETXATTR_IN_SIZE = abi.GETXATTR_IN.size
 _RENAME_IN_SIZE = abi.RENAME_IN.size
 _SETXATTR_EXT = int(abi.InitFlag.SETXATTR_EXT)
 _POSIX_ACL = int(abi.InitFlag.POSIX_ACL)
@@ -221,11 +227,36 @@ async def mknod(c: FuseClient, req: Request, body: memoryview) -> Payload:
 
 
 async def mkdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    mode, umask = abi.MKDIR_IN.unpack_from(body)
-    name = _name(body[abi.MKDIR_IN.size:])
-    parent = c.inode(req.nodeid)
-    await _entry_request(c, req, c.top.mkdir, parent, name, Loc(parent, name),
-                         stat.S_IFDIR | (mode & 0o7777), c.umask(umask))
+    # _entry_request, c.inode(), _name() and Loc(), spelled out as in lookup
+    mode, umask = _MKDIR_IN(body)
+    name, nul, _ = body[_MKDIR_IN_SIZE:].tobytes().partition(b"\0")
+    if not nul:
+        raise ValueError("name is not NUL-terminated")
+    parent = c.nodes.get(req.nodeid)
+    if parent is None:
+        raise FopError(errno.ESTALE)
+    loc = _new_object(Loc)
+    loc.parent, loc.name, loc.inode = parent, name, None
+    task = _current_task()
+    outer = _pins_get(task)
+    held = pins_by_task[task] = []
+    try:
+        entry = await c.top.mkdir(req.frame, loc, _S_IFDIR | (mode & 0o7777),
+                                  umask if c.flags & _DONT_MASK else 0)   # c.umask()
+        inode = entry.inode
+        if req.session.reply_message(req, entry_reply(c.timeouts, req.unique, inode.nodeid,
+                                                      entry.attr, inode.generation)):
+            c.count_lookup(inode, parent, name)
+    finally:
+        if _pins_get(task) is held:
+            if outer is None:
+                del pins_by_task[task]
+            else:
+                pins_by_task[task] = outer
+        if held:
+            dead = c.unhold(held)
+            if dead:
+                await c.purge_all(dead)
 
 
 async def symlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
@@ -328,11 +359,24 @@ def _xattr_name(body: memoryview) -> bytes:
 
 
 async def getxattr(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    size, = abi.GETXATTR_IN.unpack_from(body)
-    name = _xattr_name(body[abi.GETXATTR_IN.size:])
-    if _acl_refused(c, name):
+    size, = _GETXATTR_IN(body)
+    name, nul, _ = body[_GETXATTR_IN_SIZE:].tobytes().partition(b"\0")  # _xattr_name
+    if not nul:
+        raise ValueError("name is not NUL-terminated")
+    if not 0 < len(name) <= abi.XATTR_NAME_MAX:
+        raise FopError(errno.ERANGE)
+    if name.startswith(_ACL_XATTR) and not c.flags & _POSIX_ACL:     # _acl_refused
         raise FopError(errno.EOPNOTSUPP)
-    value = await c.top.getxattr(req.frame, c.inode(req.nodeid), name)
+    inode = c.nodes.get(req.nodeid)
+    if inode is None:
+        raise FopError(errno.ESTALE)
+    try:
+        value = await c.top.getxattr(req.frame, inode, name)
+    except OSError as exc:
+        # Answered here, as LOOKUP's ENOENT is: the kernel asks for security.capability
+        # before a file's first write, and most files have none (ENODATA).
+        req.session.reply_error(req, exc.errno or errno.EIO)
+        return None
     return _sized(value, size, abi.XATTR_SIZE_MAX)
 
 

@@ -14,20 +14,24 @@ import os
 import trio
 
 from xlators.core.errors import FopError
-from xlators.core.inode import Fd, LinkPins, Loc
+from trio.lowlevel import current_task as _current_task
+from xlators.core.inode import Fd, Loc, pins_by_task
 from xlators.core.types import KILL_SUIDGID, LK_GET, LK_SET, LK_SETW, OFFSET_MAX, Lock
 
 from . import abi
 from .client import FuseClient
-from .encode import Payload, entry_out, whole_reply, write_reply
+from .encode import Payload, create_reply, whole_reply, write_reply
 from .interrupt import (HANDLED, SQUELCHED, DataRef, Request, interrupt_finish_fop,
                         interrupt_finish_interrupt, interrupt_record_insert,
                         interrupt_record_new)
-from .ops_entry import _name
 
 log = logging.getLogger("xlfs.fuse")
 _F = abi.FopenFlag
 _OPEN_OUT_PACK = abi.OPEN_OUT.pack
+_CREATE_IN = abi.CREATE_IN.unpack_from
+_CREATE_IN_SIZE = abi.CREATE_IN.size
+_pins_get = pins_by_task.get
+_new_object = object.__new__
 _READ_IN = abi.READ_IN.unpack_from
 _WRITE_IN = abi.WRITE_IN.unpack_from
 _WRITE_OUT_PACK = abi.WRITE_OUT.pack
@@ -118,31 +122,46 @@ async def take_back_open(c: FuseClient, req: Request, fd: Fd) -> None:
 
 
 async def create(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    flags, mode, umask, open_in_flags = abi.CREATE_IN.unpack_from(body)
+    flags, mode, umask, open_in_flags = _CREATE_IN(body)
     flags = backend_flags(c, flags)
     if open_in_flags & _OPEN_KILL_SUIDGID:
         req.frame.xdata[KILL_SUIDGID] = True
-    parent = c.inode(req.nodeid)
-    name = _name(body[abi.CREATE_IN.size:])
+    parent = c.nodes.get(req.nodeid)            # c.inode(), _name(), inline
+    if parent is None:
+        raise FopError(errno.ESTALE)
+    name, nul, _ = body[_CREATE_IN_SIZE:].tobytes().partition(b"\0")
+    if not nul:
+        raise ValueError("name is not NUL-terminated")
     fd = Fd(parent, flags, req.frame.pid)
-    pins = LinkPins()
+    loc = _new_object(Loc)                      # Loc(parent, name), without its __init__
+    loc.parent, loc.name, loc.inode = parent, name, None
+    task = _current_task()                      # LinkPins(), spelled out (ops_entry.lookup)
+    outer = _pins_get(task)
+    held = pins_by_task[task] = []
     try:
-        entry = await c.top.create(req.frame, Loc(parent, name), flags, mode,
-                                   c.umask(umask), fd)
-        fd.inode = entry.inode
-        reply = entry_out(c.timeouts, entry.inode.nodeid, entry.attr, entry.inode.generation)
+        entry = await c.top.create(req.frame, loc, flags, mode, c.umask(umask), fd)
+        inode = fd.inode = entry.inode
         fh = c.new_fh(fd)
-        if req.session.reply(req, [reply, _OPEN_OUT_PACK(fh, *_kernel_io(c, fd, fh))]):
-            c.count_lookup(entry.inode, parent, name)
+        io_flags, backing_id = _kernel_io(c, fd, fh)
+        if req.session.reply_message(req, create_reply(
+                c.timeouts, req.unique, inode.nodeid, entry.attr, inode.generation, fh,
+                io_flags, backing_id)):
+            c.count_lookup(inode, parent, name)
         else:
             await take_back_open(c, req, fd)
     except BaseException:
         await take_back_open(c, req, fd)
         raise
     finally:
-        dead = c.unpin(pins)
-        if dead:
-            await c.purge_all(dead)
+        if _pins_get(task) is held:
+            if outer is None:
+                del pins_by_task[task]
+            else:
+                pins_by_task[task] = outer
+        if held:
+            dead = c.unhold(held)
+            if dead:
+                await c.purge_all(dead)
 
 
 def _kernel_io(c: FuseClient, fd: Fd, fh: int) -> tuple[int, int]:

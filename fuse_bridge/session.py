@@ -320,6 +320,8 @@ class Session:
                 elif payload.__class__ is bytes and len(payload) <= _JOIN_MAX:
                     # The usual small reply (reply()'s first case), inline.
                     msg = _OUT_HEADER_PACK(16 + len(payload), 0, unique) + payload
+                elif payload is None and not route.whole:   # no body: UNLINK, FLUSH, ...
+                    msg = _OUT_HEADER_PACK(16, 0, unique)
                 else:
                     msg = None
                 if msg is not None:

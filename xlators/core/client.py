@@ -251,8 +251,10 @@ class ClientState:
         """Forget handle ``fh`` (released); its inode may leave the table."""
         fd = self.fds.pop(fh, None)
         if fd is not None:
-            fd.inode.refs -= 1
-            await self.purge(fd.inode)
+            inode = fd.inode
+            inode.refs -= 1
+            if not (inode.nlookup or inode.refs):   # else purge() would keep it
+                await self.purge(inode)
 
     # -- the LRU -----------------------------------------------------------------------
     def _lru_evict(self, count: int) -> None:

@@ -10,11 +10,23 @@ import errno as _errno
 import os
 
 
+#: os.strerror's text by errno: decoding it through the locale is most of what making a
+#: FopError costs (a cache's negative answers raise one per request)
+_MESSAGES: dict[int, str] = {}
+
+
+def _strerror(err: int) -> str:
+    text = os.strerror(err)
+    if 0 < err < 4096:                  # errnos: a handful of values
+        _MESSAGES[err] = text
+    return text
+
+
 class FopError(OSError):
     """A fop failed with ``errno``; ``FopError(errno.ENOENT)``."""
 
     def __init__(self, err: int, message: str | None = None) -> None:
-        super().__init__(err, message or os.strerror(err))
+        super().__init__(err, message or _MESSAGES.get(err) or _strerror(err))
 
     def __reduce__(self):  # pragma: no cover - pickling support for worker processes
         return (FopError, (self.errno, self.strerror))

@@ -374,7 +374,9 @@ class Locks(Translator):
         return False
 
     # -- release rules ----------------------------------------------------------------
-    async def flush(self, frame, fd):
+    # flush and release hand back the child's coroutine (no coroutine of their own) when
+    # the inode has no lock here: the usual close
+    def flush(self, frame, fd):
         st = fd.inode.ctx.get(self)
         if st is not None and st.posix:
             owner = frame.lk_owner
@@ -386,9 +388,9 @@ class Locks(Translator):
                                   owner)
                 self._grant(st)
                 self._tidy(st)
-        return await self.child.flush(frame, fd)
+        return self.child.flush(frame, fd)
 
-    async def release(self, frame, fd):
+    def release(self, frame, fd):
         st = fd.inode.ctx.get(self)
         if st is not None and (st.flocks or st.posix):
             n = len(st.flocks) + len(st.posix)
@@ -399,7 +401,7 @@ class Locks(Translator):
                     self.log.info("[RELEASED] ino=%s fd=%r (release)", fd.inode.ino, fd)
                 self._grant(st)
                 self._tidy(st)
-        return await self.child.release(frame, fd)
+        return self.child.release(frame, fd)
 
     async def forget(self, frame, inode):
         st = inode.ctx.pop(self, None)

@@ -49,16 +49,17 @@ Design (details in docs and in each helper):
 - Descriptors: one per live inode plus one per open file; RLIMIT_NOFILE's soft limit is
   raised to the hard limit at init, and the bridge's lru-limit should stay below it.
 
-The code is split by concern: posix (namespace fops, lifecycle, helpers), posix_attr
-(setattr, access, statfs, xattrs), posix_io (open files and data), posix_dir (listings),
-posix_lk (locks) and posix_sys (raw system calls and credentials).
+The code is split by concern: posix (the translator: options, lifecycle, how a system
+call runs), posix_node (each inode's descriptor and the inode table), posix_entry
+(namespace fops), posix_attr (getattr, setattr, access, statfs, xattrs), posix_io (open
+files and data), posix_dir (listings), posix_lk (locks), posix_handle (export keys),
+posix_watch (watch-brick) and posix_sys (raw system calls and credentials).
 """
 from __future__ import annotations
 
 import errno
 import os
 import resource
-import stat
 import time
 from typing import Any, Optional
 
@@ -68,50 +69,18 @@ from xlators.core.errors import FopError
 from xlators.core.offload import offload_limiter
 from xlators.core.options import Option
 from xlators.core.translator import Translator
-from xlators.core.types import Attr, Entry
 
 from . import posix_handle, posix_lk, posix_watch
 from .posix_attr import PosixAttrOps
 from .posix_dir import PosixDirOps
+from .posix_entry import PosixEntryOps
 from .posix_io import PosixIOOps
-from .posix_sys import (Creds, check_name, fchown_empty, link_at, lookup_at, mkdir_at,
-                        mknod_at, parse_octal, parse_reserve, process_umask, readlink_fd,
-                        rename_at, rmdir_at, stat_at, symlink_at, unlink_at)
-
-O_LOOKUP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-S_IFMT = stat.S_IFMT
-S_IFDIR = stat.S_IFDIR
-S_IFLNK = stat.S_IFLNK
-# Entry(inode, attr) without the namedtuple's __new__, a Python function (half the cost):
-# once per LOOKUP and per new object
-_tuple_new = tuple.__new__
+from .posix_node import Node, PosixNodes
+from .posix_sys import Creds, fchown_empty, parse_octal, parse_reserve, process_umask
 
 
-class Node:
-    """posix's context of one inode: its O_PATH descriptor and small per-inode state."""
-    __slots__ = ("fd", "kind", "ino", "devbits", "mode", "opens", "locks", "lock_pids",
-                 "noacl_ctime")
-
-    def __init__(self, fd: int, mode: int, ino: int, devbits: int) -> None:
-        self.fd = fd
-        self.kind = S_IFMT(mode)
-        self.ino = ino
-        self.devbits = devbits        # folded into d_ino of entries listed in this dir
-        self.mode = mode              # last mode seen (writev's kill-suid decision)
-        self.opens = 0                # open Fds (lock descriptors go with the last one)
-        self.locks: Optional[dict] = None       # (owner, flock) -> descriptor
-        self.lock_pids: Optional[dict] = None   # owner -> pid
-        self.noacl_ctime = -1         # ctime at which "no access ACL" was verified
-
-    def __repr__(self) -> str:
-        return f"<posix.Node fd={self.fd} ino={self.ino} mode={self.mode:o}>"
-
-
-def _keep_mode(fd: int, st: os.stat_result, perm: int) -> os.stat_result:
-    return st
-
-
-class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
+class Posix(PosixEntryOps, PosixAttrOps, PosixIOOps, PosixDirOps, PosixNodes,
+            Translator):
     """storage/posix: a local directory as the storage of the graph."""
     type = "storage/posix"
     children_range = (0, 0)
@@ -282,12 +251,6 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
                 **(self._watch.dump() if self._watch is not None else {})}
 
     # -- helpers ---------------------------------------------------------------------
-    def _node(self, inode: Any) -> Node:
-        node = inode.ctx.get(self) if inode is not None else None
-        if node is None:
-            raise FopError(errno.ESTALE)
-        return node
-
     def _call(self, frame: Any, create: bool, fn: Any, *args: Any) -> Any:
         """fn(*args) with the caller's filesystem credentials (on this thread)."""
         uid = frame.uid
@@ -334,318 +297,6 @@ class Posix(PosixAttrOps, PosixIOOps, PosixDirOps, Translator):
         if self._space_full:
             raise FopError(errno.ENOSPC)
 
-    def _devbits(self, dev: int, ino: int) -> int:
-        idx = self._devs.get(dev)
-        if idx is None:
-            if not self.opts.submounts or len(self._devs) >= 255:
-                raise FopError(errno.EXDEV)
-            idx = self._devs[dev] = len(self._devs) + 1
-        if ino >> 56:
-            raise FopError(errno.EOVERFLOW)
-        return idx << 56
-
-    def _entry(self, st: os.stat_result, fd: int = -1, iofd: int = -1, pfd: int = -1,
-               name: bytes = b"") -> Entry:
-        """Entry for what ``st`` describes: the table's inode, with posix's context.
-
-        When the inode has no descriptor yet, it gets ``fd`` (a fresh O_PATH descriptor,
-        closed otherwise), else a reopening of ``iofd`` (an open descriptor of it), else
-        an O_PATH open of ``name`` in directory ``pfd`` (``st`` came from a plain stat:
-        if the name changed in between, the new file is the answer)."""
-        bits = 0
-        if st.st_dev != self._dev:
-            try:
-                bits = self._devbits(st.st_dev, st.st_ino)
-            except BaseException:
-                if fd >= 0:
-                    os.close(fd)
-                raise
-        ino = st.st_ino | bits
-        inode = self.itable.by_ino.get(ino)
-        node = inode.ctx.get(self) if inode is not None else None
-        if node is None:
-            node = self._live.get(ino)
-            if node is None:
-                if fd < 0:
-                    if iofd >= 0:
-                        fd = os.open(f"/proc/self/fd/{iofd}", os.O_PATH | os.O_CLOEXEC)
-                    else:
-                        fd, st2 = lookup_at(pfd, name)
-                        if st2.st_ino != st.st_ino or st2.st_dev != st.st_dev:
-                            return self._entry(st2, fd)
-                node = self._live[ino] = Node(fd, st.st_mode, ino, bits)
-                fd = -1
-                if self._watch is not None:
-                    self._watch.new_node(node)
-            if inode is None:
-                handles = self._handles
-                key = handles.key(node.fd) if handles is not None and not bits else 0
-                inode = self.itable.link(ino, key)
-            inode.ctx[self] = node
-        if fd >= 0:
-            os.close(fd)
-        node.mode = st.st_mode
-        return _tuple_new(Entry, (inode, Attr.from_stat(st, ino)))
-
-    def _perm(self, mode: int, umask: Optional[int], is_dir: bool) -> int:
-        perm = mode & 0o7777 & ~(umask or 0)
-        if is_dir:
-            return (perm & 0o7000) | (perm & self._dmask) | self._dforce
-        return (perm & 0o7000) | (perm & self._fmask) | self._fforce
-
-    def _new_mode(self, pnode: Node, mode: int, umask: Optional[int],
-                  is_dir: bool) -> tuple[int, Any]:
-        """Permission bits to create with in ``pnode``, and the fix-up to run on the new
-        object.  A default ACL on the parent replaces the caller's umask (POSIX.1e):
-        the brick applies the ACL itself, and its result stays as it is.  Without a umask
-        to apply and with no bit the process umask would take, both answers are the same
-        (the fix-up finds nothing to undo): then the parent is not asked (a getxattr
-        through /proc per create)."""
-        if not umask:
-            perm = self._perm(mode, 0, is_dir)
-            if not perm & self._umask & 0o777:
-                return perm, self._fix_mode
-        if self._default_acl(pnode):
-            return self._perm(mode, 0, is_dir), _keep_mode
-        return self._perm(mode, umask, is_dir), self._fix_mode
-
-    def _default_acl(self, pnode: Node) -> bool:
-        if not self._acls:
-            return False
-        try:
-            os.getxattr(f"/proc/self/fd/{pnode.fd}", "system.posix_acl_default")
-            return True
-        except OSError as e:
-            if e.errno == errno.EOPNOTSUPP:
-                self._acls = False           # the brick's filesystem has no ACLs
-            return False
-
-    def _fix_mode(self, fd: int, st: os.stat_result, perm: int) -> os.stat_result:
-        """Undo the process umask on a new object (the caller's umask is already in
-        ``perm``); bits taken for other reasons (a default ACL, setgid rules) stay."""
-        got, want = st.st_mode & 0o777, perm & 0o777
-        if got != want and got == want & ~self._umask and S_IFMT(st.st_mode) != S_IFLNK:
-            os.chmod(f"/proc/self/fd/{fd}", (st.st_mode & 0o7000) | want)
-            return os.fstat(fd)
-        return st
-
-    def _may_search(self, frame: Any, pnode: Node) -> bool:
-        """True when the caller plainly may search ``pnode`` (False: ask the kernel)."""
-        st = os.fstat(pnode.fd)
-        mode = st.st_mode
-        if frame.uid == st.st_uid:
-            return bool(mode & 0o100)
-        if pnode.noacl_ctime != st.st_ctime_ns:
-            try:
-                os.getxattr(f"/proc/self/fd/{pnode.fd}", "system.posix_acl_access")
-                return False
-            except OSError as e:
-                if e.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
-                    return False
-            pnode.noacl_ctime = st.st_ctime_ns
-        if mode & 0o011 == 0o011:        # group and others may: membership does not matter
-            return True
-        if frame.gid == st.st_gid or st.st_gid in frame.groups:
-            return bool(mode & 0o010)
-        return bool(mode & 0o001)
-
-    def _give(self, frame: Any, pnode: Node, entry: Entry) -> Entry:
-        """With caller-credentials off, a root daemon still gives new objects to the
-        caller (the group of a set-group-ID parent stays)."""
-        if self._switch or not self._root_daemon or (frame.uid == 0 and frame.gid == 0):
-            return entry
-        node = entry.inode.ctx[self]
-        gid = None if os.fstat(pnode.fd).st_mode & stat.S_ISGID else frame.gid
-        fchown_empty(node.fd, frame.uid, gid)
-        return Entry(entry.inode, Attr.from_stat(os.fstat(node.fd), node.ino))
-
-    def _ploc(self, loc: Any) -> tuple[Node, bytes]:
-        """(the parent's Node, the checked name) of a location a fop modifies."""
-        parent = loc.parent
-        pnode = parent.ctx.get(self) if parent is not None else None
-        if pnode is None:
-            raise FopError(errno.ESTALE)
-        name = loc.name
-        # check_name's test spelled out for the common case (bytes, valid)
-        if (type(name) is not bytes or not name or 47 in name or 0 in name
-                or name == b"." or name == b".."):
-            name = check_name(name)
-        return pnode, name
-
-    # -- namespace fops ----------------------------------------------------------------
-    async def lookup(self, frame, loc):
-        name = loc.name
-        if name is None:                       # nameless: revalidate a known inode
-            return Entry(loc.inode, await self.getattr(frame, loc.inode))
-        parent = loc.parent                     # self._node(loc.parent), inline
-        pnode = parent.ctx.get(self) if parent is not None else None
-        if pnode is None:
-            raise FopError(errno.ESTALE)
-        if isinstance(name, str):
-            name = os.fsencode(name)
-        if name == b"." or (name == b".." and pnode is self._root):
-            if self._inline:
-                st = os.fstat(pnode.fd)
-            else:
-                st = await self._thread(os.fstat, pnode.fd)
-            return self._entry(st)
-        if not name:
-            raise FopError(errno.ENOENT)
-        if 47 in name or 0 in name:            # "/" or NUL (see posix_sys.check_name)
-            raise FopError(errno.EINVAL, f"invalid name {name!r}")
-        if self._inline_always:
-            # A plain stat: a known inode needs no new descriptor (opened when it does).
-            if frame.uid == 0 or not self._switch or self._may_search(frame, pnode):
-                st = os.stat(name, dir_fd=pnode.fd, follow_symlinks=False)
-            else:
-                st = self._call(frame, False, stat_at, pnode.fd, name)
-            # _entry's common case inline: a known inode of the brick's own filesystem
-            ino = st.st_ino
-            inode = self.itable.by_ino.get(ino) if st.st_dev == self._dev else None
-            node = inode.ctx.get(self) if inode is not None else None
-            if node is not None:
-                node.mode = st.st_mode
-                entry = _tuple_new(Entry, (inode, Attr.from_stat(st, ino)))
-            else:
-                entry = self._entry(st, pfd=pnode.fd, name=name)
-        else:
-            fd, st = await self._thread(self._call, frame, False, lookup_at, pnode.fd, name)
-            entry = self._entry(st, fd)
-        if self._watch is not None:
-            self._watch.looked_up(pnode, name, entry)
-        return entry
-
-    async def getattr(self, frame, inode, fd=None):
-        node = inode.ctx.get(self)
-        if node is None:
-            raise FopError(errno.ESTALE)
-        # the _inline property, spelled out: this is the hottest fop
-        if self._inline_always:
-            st = os.fstat(node.fd)
-        else:
-            st = await self._thread(os.fstat, node.fd)
-        node.mode = st.st_mode
-        return Attr.from_stat(st, node.ino)
-
-    async def readlink(self, frame, inode):
-        node = self._node(inode)
-        if node.kind != S_IFLNK:
-            raise FopError(errno.EINVAL)
-        if self._inline:
-            return os.readlink(b"", dir_fd=node.fd)
-        return await self._thread(readlink_fd, node.fd)
-
-    async def mknod(self, frame, loc, mode, rdev, umask):
-        pnode, name = self._ploc(loc)
-        self._space()
-        perm, fix = self._new_mode(pnode, mode, umask, False)
-        fd, st = await self._do(frame, True, mknod_at, pnode.fd, name, S_IFMT(mode) | perm,
-                                rdev or 0, fix)
-        return self._give(frame, pnode, self._entry(st, fd))
-
-    async def mkdir(self, frame, loc, mode, umask):
-        pnode, name = self._ploc(loc)
-        self._space()
-        perm, fix = self._new_mode(pnode, mode, umask, True)
-        if self._inline_always and (not self._switch or frame.uid == 0 and frame.gid == 0):
-            fd, st = mkdir_at(pnode.fd, name, perm, fix)        # _do, inline
-        else:
-            fd, st = await self._do(frame, True, mkdir_at, pnode.fd, name, perm, fix)
-        if self._switch:                        # _give gives nothing then
-            return self._entry(st, fd)
-        return self._give(frame, pnode, self._entry(st, fd))
-
-    async def symlink(self, frame, target, loc):
-        pnode, name = self._ploc(loc)
-        if isinstance(target, str):
-            target = os.fsencode(target)
-        if b"\0" in target:
-            raise FopError(errno.EINVAL)
-        self._space()
-        fd, st = await self._do(frame, True, symlink_at, pnode.fd, name, target)
-        return self._give(frame, pnode, self._entry(st, fd))
-
-    # unlink, rmdir and rename spell out _do's commonest case: inline (no io-threads), as
-    # the daemon (a root caller, or no credential switching): two calls fewer each.
-    async def unlink(self, frame, loc):
-        pnode, name = self._ploc(loc)
-        if self._inline_always and (frame.uid == 0 or not self._switch):
-            os.unlink(name, dir_fd=pnode.fd)
-        else:
-            await self._do(frame, False, unlink_at, pnode.fd, name)
-
-    async def rmdir(self, frame, loc):
-        pnode, name = self._ploc(loc)
-        if self._inline_always and (frame.uid == 0 or not self._switch):
-            os.rmdir(name, dir_fd=pnode.fd)
-        else:
-            await self._do(frame, False, rmdir_at, pnode.fd, name)
-
-    async def rename(self, frame, oldloc, newloc, flags=None):
-        opnode, old = self._ploc(oldloc)
-        npnode, new = self._ploc(newloc)
-        if not flags and self._inline_always and (frame.uid == 0 or not self._switch):
-            os.rename(old, new, src_dir_fd=opnode.fd, dst_dir_fd=npnode.fd)
-        else:
-            await self._do(frame, False, rename_at, opnode.fd, old, npnode.fd, new,
-                           flags or 0)
-
-    async def link(self, frame, inode, newloc):
-        node = self._node(inode)
-        npnode, name = self._ploc(newloc)
-        if node.kind == S_IFDIR:
-            raise FopError(errno.EPERM)
-        self._space()
-        if self._max_links and os.fstat(node.fd).st_nlink >= self._max_links:
-            raise FopError(errno.EMLINK)
-        await self._do(frame, True, link_at, node.fd, npnode.fd, name)
-        st = os.fstat(node.fd)
-        node.mode = st.st_mode
-        return Entry(inode, Attr.from_stat(st, node.ino))
-
     # -- the rest ---------------------------------------------------------------------
-    async def forget(self, frame, inode):
-        node = inode.ctx.pop(self, None)
-        if node is None or node is self._root:
-            if node is not None:
-                inode.ctx[self] = node
-            return None
-        ino = node.ino
-        current = self.itable.by_ino.get(ino)
-        if current is not None and current is not inode and current.ctx.get(self) is node:
-            return None          # a newer Inode for the same file shares the descriptor
-        live = self._live
-        if live.get(ino) is node:
-            del live[ino]
-        if node.locks:
-            posix_lk.drop_all(node)
-        if self._watch is not None:
-            self._watch.forget(node)
-        os.close(node.fd)
-        return None
-
-    async def resolve(self, frame, nodeid):
-        """The object whose brick file handle is ``nodeid`` (see posix_handle): ESTALE
-        when it is gone, has no name left, or is a directory outside the brick."""
-        handles = self._handles
-        if handles is None:
-            raise FopError(errno.ESTALE)
-        try:
-            fd = handles.open(nodeid)
-        except OSError:
-            raise FopError(errno.ESTALE) from None
-        try:
-            st = os.fstat(fd)
-            # ext4 skips the generation check for generation 0: the handle read back
-            # must be the key asked for
-            if (st.st_dev != self._dev or st.st_nlink == 0 or handles.key(fd) != nodeid
-                    or (S_IFMT(st.st_mode) == S_IFDIR
-                        and not posix_handle.inside(fd, self._root_stat))):
-                raise FopError(errno.ESTALE)
-        except BaseException:
-            os.close(fd)
-            raise
-        return self._entry(st, fd)
-
     async def ipc(self, frame, op, xdata=None):
         raise FopError(errno.EOPNOTSUPP)

@@ -1,6 +1,6 @@
 """storage/posix: attribute fops (a mixin of the Posix translator).
 
-setattr (chown, chmod, truncate, utimens: in that order, so that a mode set together with
+getattr (an fstat of the inode's descriptor), setattr (chown, chmod, truncate, utimens: in that order, so that a mode set together with
 an owner is not undone by chown's clearing of set-id bits), access, statfs and the
 extended attributes.  Everything runs with the caller's credentials except clearing
 set-uid/set-gid bits after a write or truncate, which the kernel asks of the filesystem
@@ -39,7 +39,19 @@ def killed_mode(st: os.stat_result, frame: Any) -> int:
 
 
 class PosixAttrOps:
-    """setattr/access/statfs/xattrs for Posix."""
+    """getattr/setattr/access/statfs/xattrs for Posix."""
+
+    async def getattr(self, frame, inode, fd=None):
+        node = inode.ctx.get(self)
+        if node is None:
+            raise FopError(errno.ESTALE)
+        # the _inline property, spelled out: this is the hottest fop
+        if self._inline_always:
+            st = os.fstat(node.fd)
+        else:
+            st = await self._thread(os.fstat, node.fd)
+        node.mode = st.st_mode
+        return Attr.from_stat(st, node.ino)
 
     async def setattr(self, frame, inode, changes, fd=None):
         node = self._node(inode)
@@ -167,11 +179,17 @@ class PosixAttrOps:
             node.mode = os.fstat(node.fd).st_mode     # an access ACL sets the mode too
 
     async def getxattr(self, frame, inode, name):
-        node = self._node(inode)
-        name = self._xname(frame, name, False)
-        if name.startswith(_ACL_PREFIX) and self._inline:
-            # Anyone may read an ACL, and the kernel asks for the root's on every path
-            # walk by a non-owner (it never caches it): no credential switch.
+        node = inode.ctx.get(self)              # self._node(inode), inline
+        if node is None:
+            raise FopError(errno.ESTALE)
+        if name.__class__ is not bytes or not name or 0 in name or (
+                frame.uid != 0 and self._switch):
+            name = self._xname(frame, name, False)
+        if self._inline_always and (frame.uid == 0 or not self._switch
+                                    or name.startswith(_ACL_PREFIX)):
+            # As the daemon (_do's commonest case, inline); also for ACLs: anyone may read
+            # one, and the kernel asks for the root's on every path walk by a non-owner
+            # (it never caches it).
             return os.getxattr(f"/proc/self/fd/{node.fd}", name)
         return await self._do(frame, False, os.getxattr, f"/proc/self/fd/{node.fd}", name)
 

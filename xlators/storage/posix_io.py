@@ -94,7 +94,8 @@ def _reopen(node_fd: int, flags: int) -> tuple[int, int]:
 
 
 def _create_at(pfd: int, name: bytes, flags: int, perm: int, fix: Any):
-    """Create (or, without O_EXCL, open) ``name``; returns (fd, stat, flags, created)
+    """Create (or, without O_EXCL, open) ``name`` (then ``fix`` its mode unless None);
+    returns (fd, stat, flags, created)
     (flags as opened: without O_DIRECT or O_NOATIME where refused).  What O_CREAT|O_EXCL
     makes is a new regular file; an existing object (it may be a FIFO, whose open would
     block) is opened O_NONBLOCK, set back to blocking unless ``flags`` asked for it."""
@@ -119,7 +120,7 @@ def _create_at(pfd: int, name: bytes, flags: int, perm: int, fix: Any):
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise FopError(errno.EEXIST if stat.S_ISDIR(st.st_mode) else errno.ENXIO)
-            if created:
+            if created and fix is not None:
                 st = fix(fd, st, perm)
             elif not flags & os.O_NONBLOCK:
                 os.set_blocking(fd, True)

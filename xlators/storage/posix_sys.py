@@ -160,15 +160,17 @@ def lookup_at(pfd: int, name: bytes) -> tuple[int, os.stat_result]:
 
 
 def mkdir_at(pfd: int, name: bytes, perm: int, fix: Any) -> tuple[int, os.stat_result]:
+    """mkdir, then an O_PATH descriptor and stat of the new directory, its mode fixed
+    by ``fix`` (posix_entry's _new_mode; None: nothing to fix)."""
     os.mkdir(name, perm, dir_fd=pfd)
     fd, st = lookup_at(pfd, name)
-    return fd, fix(fd, st, perm)
+    return fd, st if fix is None else fix(fd, st, perm)
 
 
 def mknod_at(pfd: int, name: bytes, mode: int, rdev: int, fix: Any):
     os.mknod(name, mode, rdev, dir_fd=pfd)
     fd, st = lookup_at(pfd, name)
-    return fd, fix(fd, st, mode & 0o7777)
+    return fd, st if fix is None else fix(fd, st, mode & 0o7777)
 
 
 def symlink_at(pfd: int, name: bytes, target: bytes):
