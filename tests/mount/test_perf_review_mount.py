@@ -1,0 +1,70 @@
+"""Correctness of the performance translators on real mounts, one bug each (found in a
+review of xlators/performance/): each test failed before its fix.
+
+Waits are liveness limits (a hung request fails the test instead of the run), never
+timing assertions."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.mountlib import VOLFILES, Mounted, needs_mount, wait_until
+
+pytestmark = [pytest.mark.mount, needs_mount]
+
+_WAIT_FOR_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+print("waiting", flush=True)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("got", flush=True)
+"""
+
+
+def _blocked(pid: int) -> bool:
+    """``pid`` sleeps in the kernel (its SETLKW is with the daemon)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "S"
+    except OSError:
+        return False
+
+
+def test_more_blocked_lock_waiters_than_io_threads_slots(tmp_path):
+    # Each waiting SETLKW held one of io-threads' thread-count slots: with as many
+    # waiters as slots, the holder's unlock (and every other request) waited for good.
+    # (perf.vol: features/locks answers the locks, so the kernel sends them down.)
+    with Mounted(VOLFILES / "perf.vol", tmp_path, "--attribute-timeout=0",
+                 overrides=["io-threads.thread-count=2"], limit=60) as m:
+        path = m.path("f")
+        with open(path, "wb") as f:
+            f.write(b"x")
+        holder = os.open(path, os.O_RDWR)
+        import fcntl
+        fcntl.lockf(holder, fcntl.LOCK_EX)
+        waiters = [subprocess.Popen([sys.executable, "-c", _WAIT_FOR_LOCK, path],
+                                    stdout=subprocess.PIPE, text=True) for _ in range(3)]
+        try:
+            for w in waiters:
+                assert w.stdout.readline() == "waiting\n"
+            wait_until(lambda: all(_blocked(w.pid) for w in waiters), 10,
+                       "the lock waiters to block", detail=m.read_log)
+            time.sleep(0.2)                    # their SETLKW requests are in the daemon
+            out = subprocess.run([sys.executable, "-c",
+                                  f"import os; print(os.stat({path!r}).st_size)"],
+                                 capture_output=True, text=True, timeout=20)
+            assert out.stdout == "1\n"         # another request is still served
+            fcntl.lockf(holder, fcntl.LOCK_UN)
+            for w in waiters:
+                assert w.wait(20) == 0
+        finally:
+            os.close(holder)
+            for w in waiters:
+                if w.poll() is None:
+                    w.kill()
+                w.wait()
+                w.stdout.close()
