@@ -68,3 +68,56 @@ def test_more_blocked_lock_waiters_than_io_threads_slots(tmp_path):
                     w.kill()
                 w.wait()
                 w.stdout.close()
+
+
+SLOW_WRITES_VOL = """
+volume posix
+    type storage/posix
+    option directory /var/lib/xlfs/brick
+end-volume
+
+volume slow
+    type debug/delay-gen
+    option delay-percentage 100
+    option delay-duration 200000
+    option enable writev
+    subvolumes posix
+end-volume
+
+volume write-behind
+    type performance/write-behind
+    subvolumes slow
+end-volume
+
+volume md-cache
+    type performance/md-cache
+    option cache-invalidation on
+    option md-cache-timeout 600
+    subvolumes write-behind
+end-volume
+"""
+
+
+def test_a_stat_while_writes_are_queued_does_not_keep_the_old_mtime(tmp_path):
+    # write-behind's lookup answered before the queued writes landed, with the old
+    # mtime, and md-cache (600 s, as in perf.vol) kept it: the file's mtime never moved
+    # on.  (Writes are slowed down below write-behind so that the LOOKUP surely comes
+    # while one is queued.)
+    vol = tmp_path / "slow-writes.vol"
+    vol.write_text(SLOW_WRITES_VOL)
+    with Mounted(vol, tmp_path, "--entry-timeout=0", "--attribute-timeout=0",
+                 limit=60) as m:
+        path = m.path("f")
+        with open(path, "wb") as f:
+            f.write(b"x")
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"y" * 4096, 0)
+            os.stat(path)                      # a LOOKUP while the write is queued
+            os.fsync(fd)                       # it has landed
+        finally:
+            os.close(fd)
+        brick = os.stat(m.brick / "f")
+        mine = os.stat(path)
+        assert (mine.st_size, mine.st_mtime_ns, mine.st_ctime_ns) == \
+            (brick.st_size, brick.st_mtime_ns, brick.st_ctime_ns)
