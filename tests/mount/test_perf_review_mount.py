@@ -121,3 +121,35 @@ def test_a_stat_while_writes_are_queued_does_not_keep_the_old_mtime(tmp_path):
         mine = os.stat(path)
         assert (mine.st_size, mine.st_mtime_ns, mine.st_ctime_ns) == \
             (brick.st_size, brick.st_mtime_ns, brick.st_ctime_ns)
+
+
+def _open_chmod_read(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.chmod(path, 0)
+        return os.pread(fd, 100, 0)
+    finally:
+        os.close(fd)
+
+
+def test_open_behind_fd_stays_readable_after_a_chmod_000():
+    # POSIX checks permissions at open: the descriptor stays readable.  open-behind
+    # made the deferred open at the first read, as the opener, and got EACCES.
+    import shutil
+    import tempfile
+    from pathlib import Path
+    from tests.posix.posixlib import as_user
+    base = Path(tempfile.mkdtemp(prefix="xlfs-ob-", dir="/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        with Mounted(VOLFILES / "open-behind.vol", base, "--direct-io-mode=yes",
+                     limit=60) as m:
+            os.chmod(m.brick, 0o755)
+            os.chmod(m.mountpoint, 0o755)
+            path = m.path("f")
+            with open(path, "wb") as f:
+                f.write(b"readable")
+            os.chown(path, 1000, 1000)
+            assert as_user(1000, _open_chmod_read, path) == b"readable"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
