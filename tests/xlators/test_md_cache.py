@@ -585,3 +585,43 @@ async def test_a_reply_that_left_before_an_upcall_is_not_cached_in_a_new_record(
     e = await h.top.lookup(h.frame(), Loc(h.root, b"f"))
     assert e.attr.size == (7 if what == "inode" else 10)
     assert (await h.top.getattr(h.frame(), e.inode)).size == e.attr.size
+
+
+class HoldSetattr(Translator):
+    """Holds the answer of every setattr until let go."""
+    type = "test/hold-setattr"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.answered = trio.Event()
+        self.go = trio.Event()
+
+    async def setattr(self, frame, inode, changes, fd=None):
+        try:
+            return await self.child.setattr(frame, inode, changes, fd)
+        finally:
+            self.answered.set()
+            await self.go.wait()
+
+
+async def test_a_setattr_reply_older_than_a_write_that_crossed_it_is_not_cached():
+    # The kernel does not serialise a chmod with the WRITEs of mmap writeback: a write
+    # that lands after the setattr's reply was made, and returns first, must not be
+    # hidden by that reply (cached as fresh for md-cache-timeout).
+    from xlators import SetAttr
+    leaf = make_translator("storage/memory")
+    hold = HoldSetattr("hold", [leaf], {}, itable=leaf.itable)
+    mdc = make_translator(MDC, (hold,), {"md-cache-timeout": "600",
+                                          "cache-invalidation": "on"}, itable=leaf.itable)
+    h = Harness(mdc)
+    h.init()
+    hold.go.set()
+    fd = await h.create("/f")
+    await h.write(fd, b"abc", 0)
+    hold.go, hold.answered = trio.Event(), trio.Event()
+    async with trio.open_nursery() as n:
+        n.start_soon(mdc.setattr, h.frame(), fd.inode, SetAttr(mode=0o600))
+        await hold.answered.wait()                   # size 3, on its way up
+        await h.write(fd, b"defg", 3)                # lands and returns first
+        hold.go.set()
+    assert (await mdc.getattr(h.frame(), fd.inode)).size == 7
