@@ -588,7 +588,7 @@ async def test_a_reply_that_left_before_an_upcall_is_not_cached_in_a_new_record(
 
 
 class HoldSetattr(Translator):
-    """Holds the answer of every setattr until let go."""
+    """Holds the answer of every setattr and link until let go."""
     type = "test/hold-setattr"
 
     def __init__(self, *a, **kw):
@@ -603,11 +603,19 @@ class HoldSetattr(Translator):
             self.answered.set()
             await self.go.wait()
 
+    async def link(self, frame, inode, newloc):
+        try:
+            return await self.child.link(frame, inode, newloc)
+        finally:
+            self.answered.set()
+            await self.go.wait()
 
-async def test_a_setattr_reply_older_than_a_write_that_crossed_it_is_not_cached():
-    # The kernel does not serialise a chmod with the WRITEs of mmap writeback: a write
-    # that lands after the setattr's reply was made, and returns first, must not be
-    # hidden by that reply (cached as fresh for md-cache-timeout).
+
+@pytest.mark.parametrize("fop", ["setattr", "link"])
+async def test_a_reply_older_than_a_write_that_crossed_it_is_not_cached(fop):
+    # The kernel does not serialise a chmod or a link with the WRITEs of mmap
+    # writeback: a write that lands after the reply was made, and returns first, must
+    # not be hidden by that reply (cached as fresh for md-cache-timeout).
     from xlators import SetAttr
     leaf = make_translator("storage/memory")
     hold = HoldSetattr("hold", [leaf], {}, itable=leaf.itable)
@@ -620,7 +628,10 @@ async def test_a_setattr_reply_older_than_a_write_that_crossed_it_is_not_cached(
     await h.write(fd, b"abc", 0)
     hold.go, hold.answered = trio.Event(), trio.Event()
     async with trio.open_nursery() as n:
-        n.start_soon(mdc.setattr, h.frame(), fd.inode, SetAttr(mode=0o600))
+        if fop == "setattr":
+            n.start_soon(mdc.setattr, h.frame(), fd.inode, SetAttr(mode=0o600))
+        else:
+            n.start_soon(mdc.link, h.frame(), fd.inode, Loc(h.root, b"g"))
         await hold.answered.wait()                   # size 3, on its way up
         await h.write(fd, b"defg", 3)                # lands and returns first
         hold.go.set()
