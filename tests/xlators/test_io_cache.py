@@ -305,3 +305,17 @@ async def test_passthrough_conformance():
                 "lookup", "forget"):
         assert fop not in checked
     assert "unlink" in checked and "readdir" in checked
+
+
+@pytest.mark.parametrize("changes", [SetAttr(mode=0o600), SetAttr(uid=0, gid=0),
+                                     SetAttr(atime_ns=5, mtime_ns=7)])
+async def test_a_setattr_does_not_vouch_for_pages_older_than_a_change_below(changes):
+    # The reply to a chmod, chown or utimes carries the file's mtime as it is now,
+    # after a change made below without an upcall: it says nothing about the pages.
+    h, count, _ = build(IOC, {"cache-timeout": "0"})
+    await h.write_file("/f", b"old!" * 10)
+    fd = await h.open("/f", os.O_RDONLY)
+    assert await h.read(fd, 40) == b"old!" * 10
+    await write_below(h, fd, b"new!", 0)               # same size, another mtime
+    await h.top.setattr(h.frame(), fd.inode, changes)
+    assert await h.read(fd, 8) == b"new!old!"

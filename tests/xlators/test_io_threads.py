@@ -202,3 +202,35 @@ async def test_every_fop_reaches_the_child_unchanged():
         assert all(a is b for a, b in zip(got_args, args)) and len(got_args) == len(args)
     checked = await check_passthrough(IoThreads)
     assert set(checked) == {"forget", "release", "releasedir"}
+
+
+async def test_blocked_lock_waits_hold_no_slot_the_unlock_needs(autojump_clock):
+    # A SETLKW waiting in features/locks below must not keep an admission slot: with
+    # thread-count waiters blocked, the holder's unlock (and every other fop) would
+    # never be admitted, and the waiters would wait for good.
+    import fcntl
+    from xlators.core.types import LK_SET, LK_SETW, Lock
+    itable = InodeTable()
+    leaf = make_translator("storage/memory", (), {}, itable=itable)
+    locks = make_translator("features/locks", (leaf,), {}, itable=itable)
+    iot = IoThreads("iot", [locks], {"thread-count": "2"}, itable=itable)
+    h = Harness(iot)
+    h.init()
+    await h.write_file("/f", b"x")
+    fd = await h.open("/f", os.O_RDWR)
+    wr = Lock(fcntl.F_WRLCK, 0, 0)
+    await iot.lk(h.frame(), fd, LK_SET, wr._replace(owner=1))
+    got = []
+    with trio.fail_after(60):
+        async with trio.open_nursery() as n:
+            for owner in (2, 3, 4):
+                async def wait(owner=owner):
+                    await iot.lk(h.frame(), fd, LK_SETW, wr._replace(owner=owner))
+                    got.append(owner)
+                    await iot.lk(h.frame(), fd, LK_SET,
+                                 Lock(fcntl.F_UNLCK, 0, 0, owner=owner))
+                n.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await h.stat("/f")).size == 1      # other fops still get in
+            await iot.lk(h.frame(), fd, LK_SET, Lock(fcntl.F_UNLCK, 0, 0, owner=1))
+    assert sorted(got) == [2, 3, 4]

@@ -5,10 +5,11 @@ import errno
 import os
 
 import pytest
+import trio
 
 from xlators import FopError, Translator, default_registry
 from xlators.core.events import Event
-from xlators.core.inode import Loc
+from xlators.core.inode import Fd, Loc
 from xlators.core.translator import forget_path
 from xlators.core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
 from xlators.performance.fop_targets import MODIFYING_FOPS
@@ -535,3 +536,103 @@ async def test_a_missing_name_made_through_md_cache_is_known_again():
     assert (await h.top.getattr(h.frame(), a.inode)).nlink == 2
     await h.top.unlink(h.frame(), Loc(h.root, b"b"))
     assert (await h.top.getattr(h.frame(), a.inode)).nlink == 1
+
+
+class HoldLookups(Translator):
+    """Holds the answer of every lookup until let go."""
+    type = "test/hold-lookups"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.answered = trio.Event()
+        self.go = trio.Event()
+
+    async def lookup(self, frame, loc):
+        try:
+            return await self.child.lookup(frame, loc)
+        finally:
+            self.answered.set()
+            await self.go.wait()
+
+
+@pytest.mark.parametrize("what", ["inode", "entry"])
+async def test_a_reply_that_left_before_an_upcall_is_not_cached_in_a_new_record(what):
+    # Neither the file nor its directory has a record of md-cache's yet when the
+    # upcall comes: the lookup reply on its way up still carries the old state.
+    leaf = make_translator("storage/memory")
+    hold = HoldLookups("hold", [leaf], {}, itable=leaf.itable)
+    mdc = make_translator(MDC, (hold,), {"md-cache-timeout": "600",
+                                          "cache-invalidation": "on"}, itable=leaf.itable)
+    h = Harness(mdc)
+    h.init()
+    f = Fd(h.root, os.O_RDWR)
+    old = await leaf.create(h.frame(), Loc(h.root, b"f"), os.O_RDWR, 0o100644, 0, f)
+    await leaf.writev(h.frame(), f, b"abc", 0)
+    async with trio.open_nursery() as n:
+        n.start_soon(h.top.lookup, h.frame(), Loc(h.root, b"f"))
+        await hold.answered.wait()                   # size 3, on its way up
+        if what == "inode":
+            await leaf.writev(h.frame(), f, b"defg", 3)
+            leaf.upcall(InvalidateInode(old.inode, 0, 0))
+        else:                                        # another file takes the name
+            g = Fd(h.root, os.O_RDWR)
+            await leaf.create(h.frame(), Loc(h.root, b"g"), os.O_RDWR, 0o100644, 0, g)
+            await leaf.writev(h.frame(), g, b"other file", 0)
+            await leaf.rename(h.frame(), Loc(h.root, b"g"), Loc(h.root, b"f"))
+            leaf.upcall(InvalidateEntry(h.root, b"f"))
+            leaf.upcall(InvalidateEntry(h.root, b"g"))
+        hold.go.set()
+    e = await h.top.lookup(h.frame(), Loc(h.root, b"f"))
+    assert e.attr.size == (7 if what == "inode" else 10)
+    assert (await h.top.getattr(h.frame(), e.inode)).size == e.attr.size
+
+
+class HoldSetattr(Translator):
+    """Holds the answer of every setattr and link until let go."""
+    type = "test/hold-setattr"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.answered = trio.Event()
+        self.go = trio.Event()
+
+    async def setattr(self, frame, inode, changes, fd=None):
+        try:
+            return await self.child.setattr(frame, inode, changes, fd)
+        finally:
+            self.answered.set()
+            await self.go.wait()
+
+    async def link(self, frame, inode, newloc):
+        try:
+            return await self.child.link(frame, inode, newloc)
+        finally:
+            self.answered.set()
+            await self.go.wait()
+
+
+@pytest.mark.parametrize("fop", ["setattr", "link"])
+async def test_a_reply_older_than_a_write_that_crossed_it_is_not_cached(fop):
+    # The kernel does not serialise a chmod or a link with the WRITEs of mmap
+    # writeback: a write that lands after the reply was made, and returns first, must
+    # not be hidden by that reply (cached as fresh for md-cache-timeout).
+    from xlators import SetAttr
+    leaf = make_translator("storage/memory")
+    hold = HoldSetattr("hold", [leaf], {}, itable=leaf.itable)
+    mdc = make_translator(MDC, (hold,), {"md-cache-timeout": "600",
+                                          "cache-invalidation": "on"}, itable=leaf.itable)
+    h = Harness(mdc)
+    h.init()
+    hold.go.set()
+    fd = await h.create("/f")
+    await h.write(fd, b"abc", 0)
+    hold.go, hold.answered = trio.Event(), trio.Event()
+    async with trio.open_nursery() as n:
+        if fop == "setattr":
+            n.start_soon(mdc.setattr, h.frame(), fd.inode, SetAttr(mode=0o600))
+        else:
+            n.start_soon(mdc.link, h.frame(), fd.inode, Loc(h.root, b"g"))
+        await hold.answered.wait()                   # size 3, on its way up
+        await h.write(fd, b"defg", 3)                # lands and returns first
+        hold.go.set()
+    assert (await mdc.getattr(h.frame(), fd.inode)).size == 7

@@ -5,9 +5,10 @@ import errno
 import os
 
 import pytest
+import trio
 
 from xlators import FopError, Translator, default_registry
-from xlators.core.inode import Loc
+from xlators.core.inode import Fd, Loc
 from xlators.core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
 from xlators.performance.nl_cache import NlCache
 from xlators.testing import Harness, check_passthrough, make_translator
@@ -208,3 +209,77 @@ async def test_complete_directory_leaves_too_long_names_to_the_child():
     with pytest.raises(FopError) as ei:
         await h.top.lookup(h.frame(), Loc(d.inode, b"L" * 256))
     assert ei.value.errno == errno.ENAMETOOLONG
+
+
+class HoldLookups(Translator):
+    """Holds the answer of every lookup (ENOENT included) until let go."""
+    type = "test/hold-lookups"
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.answered = trio.Event()
+        self.go = trio.Event()
+
+    async def lookup(self, frame, loc):
+        try:
+            return await self.child.lookup(frame, loc)
+        finally:
+            self.answered.set()
+            await self.go.wait()
+
+
+def build_held(**options):
+    leaf = make_translator("storage/memory")
+    hold = HoldLookups("hold", [leaf], {}, itable=leaf.itable)
+    opts = {k.replace("_", "-"): v for k, v in options.items()}
+    nlc = make_translator(NLC, (hold,), opts, itable=leaf.itable)
+    h = Harness(nlc)
+    h.init()
+    return h, hold, leaf
+
+
+@pytest.mark.parametrize("msg", ["entry", "delete", "inode"])
+async def test_a_miss_answered_before_an_upcall_is_not_kept_in_a_new_record(msg):
+    # The directory has no record yet when the upcall comes: the ENOENT that left
+    # before it must still not be cached.
+    h, hold, leaf = build_held()
+    async with trio.open_nursery() as n:
+        n.start_soon(missing, h, h.root, b"f")
+        await hold.answered.wait()                  # ENOENT, on its way up
+        await leaf.create(h.frame(), Loc(h.root, b"f"), os.O_RDWR, 0o100644, 0, Fd(h.root))
+        leaf.upcall({"entry": InvalidateEntry(h.root, b"f"),
+                     "delete": DeleteEntry(h.root, None, b"f"),
+                     "inode": InvalidateInode(h.root, -1, 0)}[msg])
+        hold.go.set()
+    await h.top.lookup(h.frame(), Loc(h.root, b"f"))
+
+
+@pytest.mark.parametrize("fop", ["create", "mkdir", "symlink", "link", "rename"])
+async def test_a_miss_answered_before_a_name_made_here_is_not_kept(fop):
+    # A lookup that found the name missing, answered while a fop through nl-cache made
+    # the name, must not cache a negative entry for it.
+    h, hold, leaf = build_held()
+    hold.go.set()
+    await h.write_file("/other", b"o")
+    await missing(h, h.root, b"g")                      # the directory has a record now
+    hold.go = trio.Event()
+    hold.answered = trio.Event()
+    async with trio.open_nursery() as n:
+        n.start_soon(missing, h, h.root, b"f")
+        await hold.answered.wait()
+        hold.go.set()
+        hold.go = trio.Event()                          # the fop's own lookups pass
+        if fop == "create":
+            await h.top.create(h.frame(), Loc(h.root, b"f"), os.O_RDWR, 0o644, 0,
+                               Fd(h.root))
+        elif fop == "mkdir":
+            await h.top.mkdir(h.frame(), Loc(h.root, b"f"), 0o755, 0)
+        elif fop == "symlink":
+            await h.top.symlink(h.frame(), b"other", Loc(h.root, b"f"))
+        elif fop == "link":
+            other = await leaf.lookup(h.frame(), Loc(h.root, b"other"))
+            await h.top.link(h.frame(), other.inode, Loc(h.root, b"f"))
+        else:
+            await h.top.rename(h.frame(), Loc(h.root, b"other"), Loc(h.root, b"f"))
+    hold.go.set()
+    await h.top.lookup(h.frame(), Loc(h.root, b"f"))

@@ -273,3 +273,20 @@ async def test_change_in_a_watched_brick_drops_prefetched_pages(tmp_path):
             n.cancel_scope.cancel()
     finally:
         h.fini()
+
+
+async def test_the_end_of_file_is_never_answered_from_a_prefetched_page():
+    # The file grew below (another client, no upcall) after the page holding its end
+    # was prefetched: a read across that old end must not come back short.  (A short
+    # READ makes the kernel cut the file's size: GlusterFS's read caches return such
+    # stale short reads after appends through another client.)
+    h, count, _ = build(RA, OPTS)
+    await h.write_file("/f", b"a" * (PS + 100))
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.open("/f", os.O_RDONLY)
+        assert await h.read(fd, PS, 0) == b"a" * PS
+        await settle()                                   # page 1 (100 bytes) fetched
+        await write_below(h, fd, b"b" * 1000, PS + 100)  # appended below
+        assert await h.read(fd, PS, PS) == b"a" * 100 + b"b" * 1000
+        await h.close(fd)

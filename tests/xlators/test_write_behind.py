@@ -183,22 +183,27 @@ async def test_attributes_include_pending_writes():
         fd = await h.create("/f")
         await h.write(fd, b"x" * 10, 100)
         frame = h.frame()
-        assert (await h.lookup("/f")).attr.size == 110
-        plus = {d.name: d for d in await h.listdir("/", plus=True)}
-        assert plus[b"f"].entry.attr.size == 110
-        # getattr waits for the queued writes (mtime, ctime and set-id bits change
-        # where they land)
+        # getattr, lookup and readdirp wait for the queued writes (mtime, ctime and
+        # set-id bits change where they land)
         got = []
 
         async def stat():
             got.append(await h.top.getattr(frame, fd.inode))
 
-        n.start_soon(stat)
+        async def lookup():
+            got.append((await h.lookup("/f")).attr)
+
+        async def listing():
+            plus = {d.name: d for d in await h.listdir("/", plus=True)}
+            got.append(plus[b"f"].entry.attr)
+
+        for ask in (stat, lookup, listing):
+            n.start_soon(ask)
         await settle()
         assert got == []
         gate.open_gate()
         await settle()
-        assert got[0].size == 110
+        assert [a.size for a in got] == [110] * 3
         await h.top.fsync(frame, fd, 0)
         assert (await h.top.getattr(frame, fd.inode)).size == 110
         assert (await h.stat("/f")).size == 110                    # lookup + getattr
@@ -353,8 +358,8 @@ async def test_sync_append_and_direct_fds(flag, strict, through):
     async with trio.open_nursery() as n:
         h.attach_nursery(n)
         f0 = await h.create("/f")
-        await h.write(f0, b"0" * 10, 0)                   # queued behind the gate
         fd = await h.open("/f", os.O_RDWR | flag)
+        await h.write(f0, b"0" * 10, 0)                   # queued behind the gate
         done = []
 
         async def writer():
@@ -436,9 +441,17 @@ async def test_link_reports_pending_size():
         h.attach_nursery(n)
         fd = await h.create("/f")
         await h.write(fd, b"x" * 10, 0)
-        entry = await h.top.link(h.frame(), fd.inode, await h.parent_loc("/l"))
-        assert entry.attr.size == 10
+        loc = await h.parent_loc("/l")
+        got = []
+
+        async def link():
+            got.append(await h.top.link(h.frame(), fd.inode, loc))
+        n.start_soon(link)
+        await settle()
+        assert got == []                    # it waits for the write (its mtime)
         gate.open_gate()
+        await settle()
+        assert got[0].attr.size == 10
         await h.close(fd)
 
 
@@ -900,3 +913,61 @@ async def test_passthrough():
                 "lookup", "readdirp"):
         assert fop not in checked
     assert "unlink" in checked and "lk" not in checked and "readdir" in checked
+
+
+# -- attributes handed out while writes are pending ------------------------------------
+
+async def _attr_while_pending(h, fd, how):
+    from xlators.core.inode import Loc
+    if how == "lookup":
+        return (await h.lookup("/f")).attr
+    if how == "readdirp":
+        return {d.name: d for d in await h.listdir("/", plus=True)}[b"f"].entry.attr
+    return (await h.top.link(h.frame(), fd.inode, Loc(h.root, b"g"))).attr
+
+
+@pytest.mark.parametrize("how", ["lookup", "readdirp", "link"])
+async def test_attributes_handed_out_are_those_the_pending_writes_leave(how):
+    # A lookup, readdirp or link reply made before the queued writes land carries the
+    # old mtime and ctime: a cache above (md-cache, the kernel) would keep them.
+    h, (gate,) = build(Gate)
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.create("/f")
+        await h.write(fd, b"x" * 10, 100)
+        got = []
+
+        async def ask():
+            got.append(await _attr_while_pending(h, fd, how))
+        n.start_soon(ask)
+        await settle()
+        gate.open_gate()
+        await settle()
+        landed = await h.top.child.getattr(h.frame(), fd.inode)
+        assert got[0].size == 110
+        assert (got[0].mtime_ns, got[0].ctime_ns) == (landed.mtime_ns, landed.ctime_ns)
+        await h.close(fd)
+
+
+@pytest.mark.parametrize("how", ["lookup", "readdirp", "link"])
+async def test_md_cache_over_it_does_not_keep_the_mtime_before_a_write(how):
+    from xlators.performance.md_cache import MdCache
+    itable = InodeTable()
+    leaf = make_translator("storage/memory", (), {}, itable=itable)
+    gate = Gate("gate", [leaf], {}, itable=itable)
+    wb = WriteBehind("wb", [gate], {}, itable=itable)
+    mdc = MdCache("mdc", [wb], {"md-cache-timeout": "600", "cache-invalidation": "on"},
+                  itable=itable)
+    h = Harness(mdc)
+    h.init()
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.create("/f")
+        await h.write(fd, b"x" * 10, 100)
+        n.start_soon(_attr_while_pending, h, fd, how)
+        await settle()
+        gate.open_gate()
+        await settle()
+        landed = await leaf.getattr(h.frame(), fd.inode)
+        assert (await mdc.getattr(h.frame(), fd.inode)).mtime_ns == landed.mtime_ns
+        await h.close(fd)

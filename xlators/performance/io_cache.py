@@ -26,8 +26,9 @@ Coherence (what makes a cached page go away):
 - an upcall from below (``InvalidateInode`` from storage/posix ``watch-brick``, or any
   translator): data invalidations drop the pages at once, attribute-only ones force a
   revalidation; the message then goes on up to the bridge;
-- revalidation: the pages belong to the mtime and size they were read under.  A lookup
-  reply that disagrees drops them; an open forces the next read to check; and a read
+- revalidation: the pages belong to the mtime and size they were read under.  A lookup,
+  getattr, chmod or chown reply that disagrees drops them, and so does a utimes (it
+  replaces the mtime a change below would show); an open forces the next read to check; and a read
   more than ``cache-timeout`` seconds after the last check asks the child (getattr) and
   drops the pages if the file changed.  So a change made behind xlfs's back without an
   upcall is seen within ``cache-timeout`` seconds (0: every read checks); with
@@ -223,12 +224,16 @@ class IoCache(DataChangeInvalidation, Translator):
         self._revalidate_with(inode, attr)
         return attr
 
-    # -- own changes: every page goes (DataChangeInvalidation), a utimes keeps them ----
+    # -- own changes: every page goes (DataChangeInvalidation) ---------------------------
     async def setattr(self, frame, inode, changes, fd=None):
         attr = await super().setattr(frame, inode, changes, fd)
-        f = inode.ctx.get(self)
-        if changes.size is None and f is not None and f.mtime_ns is not None:
-            f.mtime_ns = attr.mtime_ns          # a utimes changes no data
+        if changes.size is None:
+            if changes.mtime_ns is not None:
+                # A utimes changes no data, but it replaces the mtime the pages are
+                # checked by: a change made below before it could no longer be seen.
+                self._invalidate(inode)
+            else:                               # chmod, chown, atime: the mtime stays
+                self._revalidate_with(inode, attr)
         return attr
 
     async def forget(self, frame, inode):

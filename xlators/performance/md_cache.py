@@ -341,11 +341,18 @@ class MdCache(MdEntryFops, Translator):
         st.data_version = version
 
     async def setattr(self, frame: Any, inode: Inode, changes: Any, fd: Any = None) -> Attr:
+        since = self._gen
         try:
             attr = await self.child.setattr(frame, inode, changes, fd)
         finally:
+            st = inode.ctx.get(self)
+            # another change of the inode (a write of mmap writeback, which the kernel
+            # does not serialise with a chmod) returned while this one was under way:
+            # the reply may predate it
+            crossed = st is None or st.inval_gen > since
             self._invalidate(inode)
-        self._store_attr(inode, attr, self._gen)
+        if not crossed:
+            self._store_attr(inode, attr, self._gen)
         return attr
 
     def dump(self) -> dict[str, Any]:

@@ -75,14 +75,19 @@ class MdEntryFops(MdRecords):
         return self._making(loc, self.child.symlink, frame, target, loc)
 
     async def link(self, frame: Any, inode: Inode, newloc: Loc) -> Entry:
+        since = self._gen
         try:
             entry = await self.child.link(frame, inode, newloc)
         except BaseException:
             self._entry_changed(newloc)
             self._invalidate(inode)
             raise
+        st = inode.ctx.get(self)
+        crossed = st is not None and st.inval_gen > since   # a write returned meanwhile
         self._invalidate(inode)                 # its link count
         self._made_entry(newloc, entry)
+        if crossed:                             # the reply's attributes may predate it
+            self._invalidate(inode)
         return entry
 
     async def unlink(self, frame: Any, loc: Loc) -> None:

@@ -7,7 +7,9 @@ per-inode :class:`~.md_cache_state.MdState` records.  They use the translator's
 ``_gen``, ``stats``, ``opts`` and ``itable``.
 
 A reply is stored only if its inode was not invalidated since the fop was wound (the
-generation ``since`` the fop read before winding): it may carry the old state.
+generation ``since`` the fop read before winding): it may carry the old state.  An
+inode without a record cannot be marked; its first record is only filled from a reply
+if nothing at all was invalidated while that fop was under way.
 
 These run on every request md-cache sees, so they are written for the common case:
 one context lookup, no copies, one clock reading per reply (per readdirp batch).
@@ -41,6 +43,19 @@ class MdRecords:
             st = inode.ctx[self] = MdState()
         return st
 
+    def _new_record(self, inode: Inode, attr: Optional[Attr], now: float,
+                    since: int) -> MdState:
+        """A first record for ``inode`` from a reply to a fop wound at generation
+        ``since``.  An invalidation meanwhile found no record to mark (it may have been
+        about this inode): then the reply is not cached, and the record starts as
+        invalidated now."""
+        if since == self._gen:
+            st = inode.ctx[self] = MdState(attr, now)
+        else:
+            st = inode.ctx[self] = MdState()
+            st.inval_gen = self._gen
+        return st
+
     def _fresh(self, stamp: float) -> bool:
         return self.clock() - stamp < self.timeout
 
@@ -54,6 +69,7 @@ class MdRecords:
         entry upcall that follows would no longer find them)."""
         st = inode.ctx.get(self) if isinstance(inode, Inode) else None
         if st is None:
+            self._gen += 1          # a reply under way must not start its record
             return
         self._gen = gen = self._gen + 1
         if names:
@@ -74,6 +90,7 @@ class MdRecords:
         """The entry ``name`` of ``parent`` changed: drop it and the inode it held."""
         st = parent.ctx.get(self) if isinstance(parent, Inode) else None
         if st is None:
+            self._gen += 1          # a reply under way must not start its record
             return
         absent = st.absent
         if absent is not None and absent[0] == name:
@@ -93,6 +110,7 @@ class MdRecords:
             self._invalidate(loc.inode)
         pst = loc.parent.ctx.get(self)
         if pst is None:
+            self._gen += 1          # a reply under way must not start its record
             return None
         self._gen = gen = self._gen + 1
         name = loc.name
@@ -162,7 +180,7 @@ class MdRecords:
             return
         st = inode.ctx.get(self)
         if st is None:
-            inode.ctx[self] = MdState(attr, self.clock())
+            self._new_record(inode, attr, self.clock(), since)
         elif st.inval_gen <= since:
             st.attr = attr
             st.attr_time = self.clock()
@@ -178,7 +196,7 @@ class MdRecords:
         if st is None:
             attr = entry.attr
             if isinstance(attr, Attr):
-                inode.ctx[self] = MdState(attr, now)
+                self._new_record(inode, attr, now, since)
         elif st.inval_gen <= since:
             attr = entry.attr
             if isinstance(attr, Attr):
@@ -186,8 +204,8 @@ class MdRecords:
                 st.attr_time = now
         pst = parent.ctx.get(self)
         if pst is None:
-            pst = parent.ctx[self] = MdState()
-        elif pst.inval_gen > since:
+            pst = self._new_record(parent, None, now, since)
+        if pst.inval_gen > since:
             return
         pst.names[name] = (inode.ino, now)
 
@@ -196,7 +214,7 @@ class MdRecords:
         now = self.clock()
         pst = parent.ctx.get(self)
         if pst is None:
-            pst = parent.ctx[self] = MdState()
+            pst = self._new_record(parent, None, now, since)
         names = pst.names if pst.inval_gen <= since else None
         for e in entries:
             entry = e.entry
@@ -208,7 +226,7 @@ class MdRecords:
             inode = entry.inode
             st = inode.ctx.get(self)
             if st is None:
-                inode.ctx[self] = MdState(entry.attr, now)
+                self._new_record(inode, entry.attr, now, since)
             elif st.inval_gen <= since:
                 st.attr = entry.attr
                 st.attr_time = now
@@ -265,7 +283,9 @@ class MdRecords:
 
     def _store_xattr(self, inode: Inode, name: bytes, value: Optional[bytes],
                      since: int) -> None:
-        st = self._state(inode)
+        st = inode.ctx.get(self)
+        if st is None:
+            st = self._new_record(inode, None, self.clock(), since)
         if st.inval_gen > since:
             return
         if not st.xattrs or not self._fresh(st.xattr_time):

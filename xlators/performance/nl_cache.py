@@ -32,7 +32,8 @@ What changes it:
 - past ``nl-cache-limit`` bytes (names plus a fixed cost per name), the least recently
   used directories are dropped until the cache fits.
 
-A lookup reply that left before an invalidation of its directory is not cached.  Bound on
+A lookup reply that left before an invalidation of its directory, or before a name was
+made in it through this graph, is not cached.  Bound on
 staleness for a name created behind the mount: the upcall's delay with an upcall source
 (posix ``watch-brick``), else ``nl-cache-timeout``; the kernel's ``--negative-timeout``
 comes on top.
@@ -120,6 +121,9 @@ class NlCache(Translator):
         d = inode.ctx.get(self)
         if d is None and create:
             d = inode.ctx[self] = NlDir(self.clock())
+            # An invalidation of this directory before now found no record to mark: a
+            # reply to a fop wound before it must not be cached in the new one.
+            d.gen = self._gen
         if d is not None:
             self._dirs[id(inode)] = inode
             self._dirs.move_to_end(id(inode))
@@ -159,6 +163,15 @@ class NlCache(Translator):
         for inode in list(self._dirs.values()):
             self._release(inode)
         self._gen += 1
+
+    def _names_made(self, parents: list[Inode]) -> None:
+        """Names were made in ``parents``: a lookup answered ENOENT before that (and
+        still on its way up) must not be cached."""
+        self._gen += 1
+        for parent in parents:
+            d = parent.ctx.get(self)
+            if d is not None:
+                d.gen = self._gen
 
     def _add_negative(self, parent: Inode, name: bytes, since: int) -> None:
         d = self._dir(parent)
@@ -260,9 +273,12 @@ class NlCache(Translator):
         try:
             result = await getattr(self.child, fop_name)(frame, *args, **kwargs)
         except BaseException:
+            self._names_made([parent for parent, _ in made_names])
             for parent, n in made_names + gone_names:
                 self._forget_name(parent, n)
             raise
+        if made_names:
+            self._names_made([parent for parent, _ in made_names])
         if not self._caching():
             return result
         for parent, n in made_names:

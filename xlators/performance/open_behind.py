@@ -23,6 +23,10 @@ What keeps POSIX semantics:
   deferred;
 - the open is made with the frame of the caller who opened (same credentials), and
   its error is given to the fop that needed it (and every later one tries again);
+- before a ``setattr`` that changes the mode, owner or group, and a ``setxattr`` or
+  ``removexattr`` of the access ACL, the deferred opens of that inode are made: an
+  open that was allowed stays usable after a ``chmod 000`` (POSIX checks permissions at
+  open), which a deferred open made later, with the opener's credentials, would not be;
 - opens that write or truncate, and every open when ``lazy-open`` is off, are not
   deferred: with ``lazy-open off`` the open is made in the background at once (the caller
   is answered without waiting) and fops on the fd wait for it;
@@ -58,7 +62,13 @@ from .fop_targets import NAME_REMOVING_FOPS, bind, changes_of
 
 _FD_PARAMS = ("fd", "fd_in", "fd_out")
 #: Fops handled by hand (not "open the fd, then wind").
-_OWN = frozenset({"open", "flush", "release", "getattr", "forget"})
+_OWN = frozenset({"open", "flush", "release", "getattr", "forget", "setattr"})
+_ACL_XATTRS = (b"system.posix_acl_access", "system.posix_acl_access")
+
+
+def _is_acl(name: Any) -> bool:
+    """An xattr that changes who may open the file (its access ACL)."""
+    return name in _ACL_XATTRS
 
 
 class Deferred:
@@ -106,7 +116,8 @@ class OpenBehind(Translator):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.pending = 0               # deferred fds not opened below yet
-        self.stats = dict(deferred=0, opened_later=0, never_opened=0, forced_by_unlink=0)
+        self.stats = dict(deferred=0, opened_later=0, never_opened=0, forced_by_unlink=0,
+                          forced_by_permission_change=0)
 
     # -- deferral -----------------------------------------------------------------------
     def _deferrable(self, flags: int) -> bool:
@@ -177,11 +188,11 @@ class OpenBehind(Translator):
         if d is not None and not d.opened:
             await self._ensure_open(d)
 
-    async def _open_all(self, inode: Any) -> None:
+    async def _open_all(self, inode: Any, why: str = "forced_by_unlink") -> None:
         rec = inode.ctx.get(self) if isinstance(inode, Inode) else None
         for d in list(rec.deferred) if rec is not None else ():
             await self._ensure_open(d)
-            self.stats["forced_by_unlink"] += 1
+            self.stats[why] += 1
 
     # -- fops handled by hand -----------------------------------------------------------
     async def getattr(self, frame: Any, inode: Inode, fd: Any = None) -> Any:
@@ -200,6 +211,26 @@ class OpenBehind(Translator):
             # another fd that is open below: the flush must reach the locks
             await self._ensure_open(d)
         return await self.child.flush(frame, fd)
+
+    # -- permission changes: the deferred opens were allowed when they were answered --
+    async def setattr(self, frame: Any, inode: Inode, changes: Any, fd: Any = None) -> Any:
+        if self.pending:
+            await self._need(fd)
+            if changes.mode is not None or changes.uid is not None \
+                    or changes.gid is not None:
+                await self._open_all(inode, "forced_by_permission_change")
+        return await self.child.setattr(frame, inode, changes, fd)
+
+    async def setxattr(self, frame: Any, inode: Inode, name: bytes, value: bytes,
+                       flags: int) -> None:
+        if self.pending and _is_acl(name):
+            await self._open_all(inode, "forced_by_permission_change")
+        return await self.child.setxattr(frame, inode, name, value, flags)
+
+    async def removexattr(self, frame: Any, inode: Inode, name: bytes) -> None:
+        if self.pending and _is_acl(name):
+            await self._open_all(inode, "forced_by_permission_change")
+        return await self.child.removexattr(frame, inode, name)
 
     async def release(self, frame: Any, fd: Any) -> None:
         d = fd.ctx.pop(self, None) if isinstance(fd, Fd) else None

@@ -23,6 +23,10 @@ drop the pages of every fd of that inode and cancel their fetches in flight; a f
 completes after such a change is discarded (a generation number per fd).  ``release``
 cancels the fd's fetches and waits for them before winding.
 
+A read that reaches the end of the file as a prefetched page saw it is answered by the
+child, never short from the page: the file may have grown since without any upcall (a
+short READ also makes the kernel cut its idea of the file's size).
+
 O_DIRECT fds, ``pass-through on`` and a harness without a nursery read straight through.
 ``force-atime-update on`` sends a setattr(atime=now) for every read answered from
 prefetched pages (the child did not see that read).
@@ -156,9 +160,12 @@ class ReadAhead(DataChangeInvalidation, Translator):
                 p = st.pages.get(i)
             if p is None or isinstance(p, _Fetch):
                 return None
+            if len(p) < ps and i * ps + len(p) < offset + size:
+                # The end of the file as it was when the page was fetched: the file
+                # may have grown since (another client, no upcall), and a short answer
+                # would say it ends here.  The child answers reads across an end.
+                return None
             out += p[offset - i * ps if i == first else 0:]
-            if len(p) < ps:                     # end of file
-                break
         return bytes(out[:size])
 
     def _prefetch(self, st: _FdPages, start: int) -> None:

@@ -24,9 +24,12 @@ What the rest of the stack sees:
   writes that could change its answer; ``lseek`` and the source of ``copy_file_range``
   wait for all of the inode's queued writes.
 - ``getattr`` waits for the inode's queued writes (their landing sets mtime and ctime,
-  and clears set-id bits for callers other than root); ``lookup``, ``link`` and
-  ``readdirp`` do not wait: they report the size the file will have once the queued writes
-  land (queued writes only ever grow a file: truncates wait).
+  and clears set-id bits for callers other than root); so do ``lookup``, ``link`` and
+  ``readdirp`` for the inodes they answer about that have queued writes (then they ask
+  for the attributes again): a reply made below before the writes land carries the old
+  times, which md-cache and the kernel would keep (GlusterFS's lookup waits too).  Writes
+  queued while such a fop is under way add their size to its reply (queued writes only
+  ever grow a file: truncates wait).
 - ``fsync`` waits for the queued writes, then winds; ``flush`` does the same in the
   background when ``flush-behind`` is on (answering at once), in the foreground otherwise.
   ``release`` finishes in the background after the fd's writes and flushes.  ``lk``
@@ -325,7 +328,7 @@ class WriteBehind(DataChangeOrdering, Translator):
         return await super().copy_file_range(frame, fd_in, off_in, fd_out, off_out,
                                              length, flags)
 
-    # -- attributes: report the size the queued writes will give -------------------------
+    # -- attributes: those the queued writes leave -------------------------------------
     def _grown(self, inode: Any, attr: Any, end: int) -> Any:
         st = inode.ctx.get(self)
         if st is not None and st.pending:
@@ -334,6 +337,18 @@ class WriteBehind(DataChangeOrdering, Translator):
             attr = attr.copy()
             attr.size = end
         return attr
+
+    async def _settled(self, frame: Any, inode: Any, attr: Any) -> Any:
+        """``attr`` of ``inode`` from a reply made below while writes of it were queued
+        here: its mtime and ctime are from before they land, and a cache above (md-cache,
+        the kernel) would keep them.  Wait for them, then ask again.  Writes queued
+        meanwhile (by another request) add their size."""
+        st = inode.ctx.get(self)
+        if st is None or not st.pending:
+            return attr
+        await self._drain(st)
+        attr = await self.child.getattr(frame, inode, None)
+        return self._grown(inode, attr, 0)
 
     async def getattr(self, frame, inode, fd=None):
         st = inode.ctx.get(self)
@@ -344,11 +359,9 @@ class WriteBehind(DataChangeOrdering, Translator):
         return await self.child.getattr(frame, inode, fd)
 
     async def lookup(self, frame, loc):
-        st = loc.inode.ctx.get(self) if loc.inode is not None else None
-        end = st.max_end() if st is not None and st.pending else 0
         entry = await self.child.lookup(frame, loc)
         if self._active:
-            attr = self._grown(entry.inode, entry.attr, end)
+            attr = await self._settled(frame, entry.inode, entry.attr)
             if attr is not entry.attr:
                 return Entry(entry.inode, attr)
         return entry
@@ -356,7 +369,7 @@ class WriteBehind(DataChangeOrdering, Translator):
     async def link(self, frame, inode, newloc):
         entry = await self.child.link(frame, inode, newloc)
         if self._active:
-            attr = self._grown(entry.inode, entry.attr, 0)
+            attr = await self._settled(frame, entry.inode, entry.attr)
             if attr is not entry.attr:
                 return Entry(entry.inode, attr)
         return entry
@@ -369,7 +382,7 @@ class WriteBehind(DataChangeOrdering, Translator):
         for d in entries:
             e = d.entry
             if e is not None and self in e.inode.ctx:
-                attr = self._grown(e.inode, e.attr, 0)
+                attr = await self._settled(frame, e.inode, e.attr)
                 if attr is not e.attr:
                     d = DirEntry(d.name, d.ino, d.type, d.off, Entry(e.inode, attr))
             out.append(d)
