@@ -73,6 +73,17 @@ async def fails(err: int, coro) -> None:
     assert info.value.errno == err, errno.errorcode.get(info.value.errno)
 
 
+async def test_link_into_a_parent_that_is_no_directory_is_enotdir_first():
+    # found by test_distribute_stateful: a directory linked into a symlink's name
+    one = Harness(make_translator("storage/memory"))
+    one.init()
+    for h in (dist(3), one):
+        await h.symlink("f1", "/b")
+        await h.mkdir("/f1")
+        e = await h.lookup("/f1")
+        await fails(errno.ENOTDIR, h.top.link(h.frame(), e.inode, await h.parent_loc("/b/f1")))
+
+
 # -- placement -----------------------------------------------------------------------
 async def test_names_spread_evenly_over_the_children():
     h = dist(3)

@@ -173,9 +173,9 @@ class DhtNamespace(DhtBase):
 
     async def link(self, frame, inode, newloc):
         dn = self._dn(inode)
+        pdn = self._pdn(newloc.parent)        # ENOTDIR first, as on one brick
         if dn.is_dir:
             raise FopError(errno.EPERM)
-        pdn = self._pdn(newloc.parent)
         h, _ = await self._target(frame, pdn, newloc.name)
         s = dn.index
         return await self._made(frame, pdn, newloc.name, h, s, lambda c, p: c.link(
