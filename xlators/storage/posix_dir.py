@@ -25,13 +25,12 @@ import os
 import stat
 import sys
 from bisect import bisect_left
-from functools import partial
 from itertools import accumulate, islice
 from operator import attrgetter
 from typing import Any, Optional
 
 from xlators.core.errors import FopError
-from xlators.core.dir_batch import DirBatch, DirColumns
+from xlators.core.dir_batch import DirBatch, DirColumns, PlusBatch
 from xlators.core.types import DirEntry
 
 from .posix_io import OpenFile, keep_noatime, open_noatime
@@ -44,7 +43,6 @@ _O_LOOKUP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _BIG_DIR = 256 << 10     # directory file size above which the listing runs in a thread
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _NUL_JOINS = "a\0b".encode(_FS_ENCODING, _FS_ERRORS) == b"a\0b"
-_dirent = partial(tuple.__new__, DirEntry)     # DirEntry(*t) without a Python-level call
 _inode_of = os.DirEntry.inode
 _is_file = os.DirEntry.is_file          # (follows a link: only asked when there is none)
 _is_symlink = os.DirEntry.is_symlink
@@ -157,17 +155,17 @@ def _list(dfd: int, node: Any, parent_ino: int) -> Listing:
     return Listing(cols, list(accumulate(eighths, initial=0)))
 
 
-def _lookup_many(pfd: int, names: list[bytes], known: list[bool]) -> list[Any]:
-    """Per name, looked up like lookup does: ``(fd, stat)`` (a new O_PATH descriptor and
-    its stat) for a name whose inode posix does not hold yet, ``(-1, stat)`` (a plain
-    stat: no descriptor to open and close again) for one it does (``known``), None when
+def _lookup_many(pfd: int, names: list[bytes], known: list[Any]) -> list[Any]:
+    """Per name, looked up like lookup does: its stat (a plain stat: no descriptor to
+    open and close again) for a name whose inode posix already holds (``known``: true),
+    ``(fd, stat)`` (a new O_PATH descriptor and its stat) for one it does not, None when
     the name is gone."""
     out: list[Any] = []
     append = out.append
     for name, have in zip(names, known):
         if have:
             try:
-                append((-1, os.stat(name, dir_fd=pfd, follow_symlinks=False)))
+                append(os.stat(name, dir_fd=pfd, follow_symlinks=False))
             except OSError:
                 append(None)
             continue
@@ -244,37 +242,60 @@ class PosixDirOps:
             size = min(size, _BIG_FIRST_BATCH)
         all_names, all_inos = cols.names, cols.inos
         by_ino = self.itable.by_ino
-        out: list = []
+        dev = self._dev
+        # the batch's columns (xlators.core.dir_batch.PlusBatch)
+        out_names: list[bytes] = []
+        offs: list[int] = []
+        out_inodes: list[Any] = []
+        out_inos: list[int] = []
+        stats: list[Any] = []
+        head: list[DirEntry] = []
         i = offset
-        while not out and i < n:     # an empty reply means the end: skip vanished names
-            start = i
+        while not (head or out_names) and i < n:   # an empty reply means the end: skip
+            start = i                               # vanished names
             budget = size
             while i < n and budget > 0:
                 budget -= (159 + len(all_names[i])) & ~7   # fuse_direntplus, padded
                 i += 1
-            out += map(cols.entry, range(start, min(i, 2)))   # "." and "..": 0 and 1
+            head += map(cols.entry, range(start, min(i, 2)))   # "." and "..": 0 and 1
             first = max(start, 2)
             names = all_names[first:i]
             pfd = of.node.fd
-            known = [inode is not None and self in inode.ctx
-                     for inode in map(by_ino.get, all_inos[first:i])]
+            inodes = list(map(by_ino.get, all_inos[first:i]))
+            known = [inode is not None and self in inode.ctx for inode in inodes]
             if self._inline:
                 found = _lookup_many(pfd, names, known)
             else:
                 found = await self._thread(_lookup_many, pfd, names, known)
-            for off, name, r in zip(range(first + 1, i + 1), names, found):
+            for off, name, inode, r in zip(range(first + 1, i + 1), names, inodes, found):
                 if r is None:
                     continue                     # gone since the snapshot
+                if type(r) is not tuple:         # a stat: _entry's known case inline
+                    ino = r.st_ino
+                    node = inode.ctx.get(self) if ino == inode.ino and \
+                        r.st_dev == dev else None
+                    if node is not None:
+                        node.mode = r.st_mode
+                        out_names.append(name)
+                        offs.append(off)
+                        out_inodes.append(inode)
+                        out_inos.append(ino)
+                        stats.append(r)
+                        continue
                 try:
-                    if r[0] >= 0:
+                    if type(r) is tuple:
                         entry = self._entry(r[1], r[0])
                     else:                        # (opens one if the name changed since)
-                        entry = self._entry(r[1], pfd=pfd, name=name)
+                        entry = self._entry(r, pfd=pfd, name=name)
                 except OSError:
                     continue                     # another device, with submounts off
                 a = entry.attr
-                out.append(_dirent((name, a.ino, a.mode >> 12 & 0o17, off, entry)))
-        return out
+                out_names.append(name)
+                offs.append(off)
+                out_inodes.append(entry.inode)
+                out_inos.append(a.ino)
+                stats.append(a)
+        return PlusBatch(head, out_names, offs, out_inodes, out_inos, stats)
 
     async def fsyncdir(self, frame, fd, datasync):
         of = self._of(fd)
