@@ -25,13 +25,12 @@ import os
 import stat
 import sys
 from bisect import bisect_left
-from itertools import accumulate, islice
+from itertools import accumulate, compress, islice
 from operator import attrgetter
 from typing import Any, Optional
 
 from xlators.core.errors import FopError
 from xlators.core.dir_batch import DirBatch, DirColumns, PlusBatch
-from xlators.core.types import DirEntry
 
 from .posix_io import OpenFile, keep_noatime, open_noatime
 
@@ -155,29 +154,33 @@ def _list(dfd: int, node: Any, parent_ino: int) -> Listing:
     return Listing(cols, list(accumulate(eighths, initial=0)))
 
 
-def _lookup_many(pfd: int, names: list[bytes], known: list[Any]) -> list[Any]:
+def _lookup_new(pfd: int, name: bytes) -> Optional[tuple[int, os.stat_result]]:
+    """``name`` in ``pfd`` looked up as lookup does for an inode posix does not hold:
+    ``(fd, stat)`` (a new O_PATH descriptor and its stat), None when it is gone."""
+    try:
+        fd = os.open(name, _O_LOOKUP, 0, dir_fd=pfd)
+    except OSError:
+        return None
+    try:
+        return fd, os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def _lookup_many(pfd: int, names: list[bytes], known: list[bool]) -> list[Any]:
     """Per name, looked up like lookup does: its stat (a plain stat: no descriptor to
-    open and close again) for a name whose inode posix already holds (``known``: true),
-    ``(fd, stat)`` (a new O_PATH descriptor and its stat) for one it does not, None when
-    the name is gone."""
+    open and close again) for a name whose inode posix already holds (``known``),
+    :func:`_lookup_new`'s answer for the others, None when the name is gone."""
     out: list[Any] = []
     append = out.append
     for name, have in zip(names, known):
-        if have:
-            try:
-                append(os.stat(name, dir_fd=pfd, follow_symlinks=False))
-            except OSError:
-                append(None)
+        if not have:
+            append(_lookup_new(pfd, name))
             continue
         try:
-            fd = os.open(name, _O_LOOKUP, 0, dir_fd=pfd)
+            append(os.stat(name, dir_fd=pfd, follow_symlinks=False))
         except OSError:
-            append(None)
-            continue
-        try:
-            append((fd, os.fstat(fd)))
-        except OSError:
-            os.close(fd)
             append(None)
     return out
 
@@ -243,59 +246,81 @@ class PosixDirOps:
         all_names, all_inos = cols.names, cols.inos
         by_ino = self.itable.by_ino
         dev = self._dev
-        # the batch's columns (xlators.core.dir_batch.PlusBatch)
-        out_names: list[bytes] = []
-        offs: list[int] = []
-        out_inodes: list[Any] = []
-        out_inos: list[int] = []
-        stats: list[Any] = []
-        head: list[DirEntry] = []
         i = offset
-        while not (head or out_names) and i < n:   # an empty reply means the end: skip
-            start = i                               # vanished names
+        while True:              # an empty reply means the end: skip vanished names
+            start = i
             budget = size
             while i < n and budget > 0:
                 budget -= (159 + len(all_names[i])) & ~7   # fuse_direntplus, padded
                 i += 1
-            head += map(cols.entry, range(start, min(i, 2)))   # "." and "..": 0 and 1
+            head = list(map(cols.entry, range(start, min(i, 2))))  # "." and ".."
             first = max(start, 2)
-            names = all_names[first:i]
             pfd = of.node.fd
-            inodes = list(map(by_ino.get, all_inos[first:i]))
-            known = [inode is not None and self in inode.ctx for inode in inodes]
+            # The batch's columns (xlators.core.dir_batch.PlusBatch): a known inode's
+            # entry is its stat (lookup's inline case: the inode number the snapshot
+            # has, on the brick's device) and takes a slot of each column as it is.
+            names = all_names[first:i]
+            inos = all_inos[first:i]
+            inodes = list(map(by_ino.get, inos))
+            stats: list[Any] = []
+            append = stats.append
             if self._inline:
-                found = _lookup_many(pfd, names, known)
+                for name, inode in zip(names, inodes):
+                    node = inode.ctx.get(self) if inode is not None else None
+                    if node is None:
+                        r = _lookup_new(pfd, name)
+                    else:
+                        try:
+                            r = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                        except OSError:
+                            append(None)             # gone since the snapshot
+                            continue
+                        if r.st_ino == inode.ino and r.st_dev == dev:
+                            node.mode = r.st_mode
+                            append(r)
+                            continue
+                    append(self._plus_entry(r, pfd, name, inodes, inos, len(stats)))
             else:
+                known = [inode is not None and self in inode.ctx for inode in inodes]
                 found = await self._thread(_lookup_many, pfd, names, known)
-            for off, name, inode, r in zip(range(first + 1, i + 1), names, inodes, found):
-                if r is None:
-                    continue                     # gone since the snapshot
-                if type(r) is not tuple:         # a stat: _entry's known case inline
-                    ino = r.st_ino
-                    node = inode.ctx.get(self) if ino == inode.ino and \
-                        r.st_dev == dev else None
-                    if node is not None:
-                        node.mode = r.st_mode
-                        out_names.append(name)
-                        offs.append(off)
-                        out_inodes.append(inode)
-                        out_inos.append(ino)
-                        stats.append(r)
-                        continue
-                try:
-                    if type(r) is tuple:
-                        entry = self._entry(r[1], r[0])
-                    else:                        # (opens one if the name changed since)
-                        entry = self._entry(r, pfd=pfd, name=name)
-                except OSError:
-                    continue                     # another device, with submounts off
-                a = entry.attr
-                out_names.append(name)
-                offs.append(off)
-                out_inodes.append(entry.inode)
-                out_inos.append(a.ino)
-                stats.append(a)
-        return PlusBatch(head, out_names, offs, out_inodes, out_inos, stats)
+                for name, inode, r in zip(names, inodes, found):
+                    if type(r) is os.stat_result:
+                        node = inode.ctx.get(self)   # (a forget may have come since)
+                        if node is not None and r.st_ino == inode.ino and \
+                                r.st_dev == dev:
+                            node.mode = r.st_mode
+                            append(r)
+                            continue
+                    append(self._plus_entry(r, pfd, name, inodes, inos, len(stats)))
+            offs: Any = range(first + 1, i + 1)
+            if None in stats:
+                kept = [r is not None for r in stats]
+                names, offs, inodes, inos = (list(compress(c, kept))
+                                             for c in (names, offs, inodes, inos))
+                stats = [r for r in stats if r is not None]
+            if head or stats or i >= n:
+                return PlusBatch(head, names, list(offs), inodes, inos, stats)
+
+    def _plus_entry(self, r: Any, pfd: int, name: bytes, inodes: list[Any],
+                    inos: list[int], k: int) -> Any:
+        """Entry ``k`` of a readdirp batch that is not a known inode's plain stat:
+        ``r`` is a stat (of an inode posix holds, or held: the name may have changed
+        since the snapshot), ``(fd, stat)`` (a new O_PATH descriptor) or None (the
+        name is gone).  Its Attr (its inode and inode number go to ``inodes[k]`` and
+        ``inos[k]``), or None to leave it out."""
+        if r is None:
+            return None
+        try:
+            if type(r) is tuple:
+                entry = self._entry(r[1], r[0])
+            else:                                # (opens one if the name changed since)
+                entry = self._entry(r, pfd=pfd, name=name)
+        except OSError:
+            return None                          # another device, with submounts off
+        a = entry.attr
+        inodes[k] = entry.inode
+        inos[k] = a.ino
+        return a
 
     async def fsyncdir(self, frame, fd, datasync):
         of = self._of(fd)
