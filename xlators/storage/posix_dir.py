@@ -11,7 +11,10 @@ given works and a rewind takes a new snapshot.  readdirp
 looks each returned entry up like lookup does (as the daemon: the kernel checks search
 permission on the directory before it uses a dentry), skipping names that vanished since
 the snapshot: a plain stat for a name whose inode posix already holds, an O_PATH open
-and fstat for the others.  The first readdirp batch of a big directory (more than 1,024
+and fstat for the others.  It answers with a PlusBatch (xlators.core.dir_batch): the
+entries' names, cookies, inodes and stat results as columns, from which the FUSE bridge
+packs the reply when no translator above read the batch (a known inode's entry then
+costs no Attr, Entry or DirEntry).  The first readdirp batch of a big directory (more than 1,024
 entries) holds at most 4 KiB of entries: READDIRPLUS only where it pays (_BIG_LISTING
 says why).  A batch stops once the kernel's byte budget is spent (and holds at least one
 entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
