@@ -8,7 +8,12 @@ not fit, or whose reply failed or never went out, leave the table again.
 """
 from __future__ import annotations
 
+import os
+from typing import Any
+
+from xlators.core.dir_batch import PlusBatch
 from xlators.core.inode import Fd, LinkPins
+from xlators.core.types import Attr
 
 from . import abi
 from .client import FuseClient
@@ -21,6 +26,7 @@ _direntplus = abi.direntplus_packer
 _NAME_PACKED = 256          # names shorter than this: their packer from _PLUS_PACKS
 _PLUS_PACKS = [_direntplus(n) for n in range(_NAME_PACKED)]
 _NS = 1_000_000_000
+_STAT_RESULT = os.stat_result
 _KEEP_CACHE = int(abi.FopenFlag.KEEP_CACHE)
 _CACHE_DIR = int(abi.FopenFlag.CACHE_DIR)
 
@@ -99,23 +105,80 @@ def pack_plus(entries: list, t: Timeouts, size: int) -> tuple[bytes, list]:
     return b"".join(records), packed
 
 
+def pack_plus_batch(batch: PlusBatch, t: Timeouts, size: int) -> tuple[bytes, int]:
+    """:func:`pack_plus` of a PlusBatch nobody read (``batch.unread()``), from its
+    columns: the reply, and how many of the looked-up entries (those after
+    ``batch.head``) are in it."""
+    head = batch.head
+    data, _ = pack_plus(head, t, size)
+    if len(data) < sum([(159 + len(e.name)) & ~7 for e in head]):
+        return data, 0                          # ("." or ".." did not fit)
+    records = [data]
+    append = records.append
+    total = len(data)
+    ev, av, evn, avn = t.entry, t.attr, t.entry_ns, t.attr_ns
+    packs = _PLUS_PACKS
+    k = 0
+    for name, off, inode, ino, st in zip(batch.names, batch.offs, batch.inodes,
+                                         batch.inos, batch.stats):
+        n = len(name)
+        pack = packs[n] if n < _NAME_PACKED else _direntplus(n)
+        if type(st) is _STAT_RESULT:
+            # its 10 items (the times' whole seconds among them): one unpacking instead
+            # of an attribute look-up each
+            mode, _, _, nlink, uid, gid, fsize, asec, msec, csec = st
+            if asec >= 0 and msec >= 0 and csec >= 0:
+                rec = pack(inode.nodeid, inode.generation, ev, av, evn, avn,
+                           ino, fsize, st.st_blocks, asec, msec, csec,
+                           st.st_atime_ns % _NS, st.st_mtime_ns % _NS,
+                           st.st_ctime_ns % _NS, mode, nlink, uid, gid,
+                           st.st_rdev & 0xFFFFFFFF, st.st_blksize, 0, ino, off, n,
+                           mode >> 12 & 0o17, name)
+            else:                               # before 1970: two's complement seconds
+                rec = pack(inode.nodeid, inode.generation, ev, av, evn, avn,
+                           *attr_values(Attr.from_stat(st, ino)), ino, off, n,
+                           mode >> 12 & 0o17, name)
+        else:                                   # an Attr
+            rec = pack(inode.nodeid, inode.generation, ev, av, evn, avn,
+                       *attr_values(st), ino, off, n, st.mode >> 12 & 0o17, name)
+        total += len(rec)
+        if total > size:
+            break
+        append(rec)
+        k += 1
+    return b"".join(records), k
+
+
 async def readdirplus(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, offset, size, *_ = _READ_IN(body)
     fd = c.fd(fh)
     size = min(size, c.max_io)
     pins = LinkPins()
-    entries = ()
+    entries: Any = ()
+    left: Any = None        # the inodes of the entries the kernel did not receive
     try:
         entries = await c.top.readdirp(req.frame, fd, offset, size)
-        data, packed = pack_plus(entries, c.timeouts, size)
-        if req.session.reply(req, data):
-            parent = fd.inode
-            count = c.count_lookup
-            for e in packed:
-                count(e.entry.inode, parent, e.name)
+        if type(entries) is PlusBatch and entries.unread():
+            data, k = pack_plus_batch(entries, c.timeouts, size)
+            if req.session.reply(req, data):
+                inodes = entries.inodes
+                c.count_listed(fd.inode, inodes[:k], entries.names[:k])
+                left = inodes[k:]
+        else:
+            data, packed = pack_plus(entries, c.timeouts, size)
+            if req.session.reply(req, data):
+                parent = fd.inode
+                count = c.count_lookup
+                for e in packed:
+                    count(e.entry.inode, parent, e.name)
+                if packed and packed[-1] is entries[-1]:
+                    left = ()           # (packed in order: the last one went out)
     finally:
         # Entries the kernel did not receive, linked here or (by a cache) earlier.
-        dead = c.unpin(pins, [e.entry.inode for e in entries if e.entry is not None])
+        if left is None:
+            left = entries.inodes if type(entries) is PlusBatch else [
+                e.entry.inode for e in entries if e.entry is not None]
+        dead = c.unpin(pins, left)
         if dead:
             await c.purge_all(dead)
 

@@ -97,6 +97,24 @@ class ClientState:
             if limit and len(lru) > limit and self.invalidate is not None:
                 self._lru_evict(len(lru) - limit + limit // 16)
 
+    def count_listed(self, parent: Inode, inodes: list[Inode], names: list[bytes]
+                     ) -> None:
+        """:meth:`count_lookup` of each of ``inodes`` as the name of ``names`` at the
+        same index in ``parent`` (the entries of a READDIRPLUS reply), in one loop:
+        the same counts and LRU order."""
+        if self.lru_limit and self.invalidate is not None:
+            for inode, name in zip(inodes, names):   # (evictions as each name comes)
+                self.count_lookup(inode, parent, name)
+            return
+        lru = self.lru
+        lru_pop = lru.pop
+        for inode, name in zip(inodes, names):
+            inode.nlookup += 1
+            if name != b"." and name != b"..":
+                nodeid = inode.nodeid
+                lru_pop(nodeid, None)        # (re)inserted last: the newest handout
+                lru[nodeid] = (parent, name)
+
     async def forget(self, nodeid: int, n: int) -> None:
         """FORGET: the consumer drops ``n`` lookups of ``nodeid`` (unknown: ignored)."""
         inode = self.forgotten(nodeid, n)

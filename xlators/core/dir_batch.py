@@ -12,6 +12,13 @@ list, adding it to one make the DirEntry values on demand, so a translator that 
 at the entries sees what it always saw (``entry`` is None: a plain readdir).  Whatever
 packs a batch without looking at each entry (the FUSE bridge's READDIR reply) reads the
 columns: ``batch.columns()``.
+
+A readdirp batch is kept as columns too (:class:`PlusBatch`): per looked-up entry its
+name, cookie, inode and the ``os.stat_result`` it was looked up with (or its Attr), no
+DirEntry, Entry or Attr made.  The first translator that reads it as a sequence makes
+those (once: it may keep them, or change an Attr in place, and whoever reads the batch
+later sees the same objects); until then the FUSE bridge packs the READDIRPLUS reply
+straight from the columns (``batch.unread()``).
 """
 from __future__ import annotations
 
@@ -19,9 +26,10 @@ from functools import partial
 from itertools import repeat
 from typing import Any, Iterator, Optional, Sequence, Union, overload
 
-from .types import DirEntry
+from .types import Attr, DirEntry, Entry
 
 _dirent = partial(tuple.__new__, DirEntry)     # DirEntry(*t) without a Python-level call
+_tuple_new = tuple.__new__
 
 
 class DirColumns:
@@ -118,3 +126,71 @@ class DirBatch(Sequence[DirEntry]):
 
     def __repr__(self) -> str:
         return f"DirBatch({list(self)!r})"
+
+
+class PlusBatch(Sequence[DirEntry]):
+    """A readdirp batch: ``head`` (DirEntry values without an Entry: "." and "..")
+    then, per looked-up entry ``k``, ``names[k]``, its cookie ``offs[k]``, its table
+    ``inodes[k]``, ``inos[k]`` (the inode number its Attr holds) and ``stats[k]``: the
+    ``os.stat_result`` its Attr is made of (``Attr.from_stat(stats[k], inos[k])``), or
+    the Attr itself.  Reads as the list of those DirEntry values, made on first read
+    and kept."""
+
+    __slots__ = ("head", "names", "offs", "inodes", "inos", "stats", "_listed")
+
+    def __init__(self, head: list[DirEntry], names: list[bytes], offs: list[int],
+                 inodes: list[Any], inos: list[int], stats: list[Any]) -> None:
+        if not (len(names) == len(offs) == len(inodes) == len(inos) == len(stats)):
+            raise ValueError(f"PlusBatch: {len(names)} names, {len(offs)} cookies, "
+                             f"{len(inodes)} inodes, {len(inos)} inode numbers, "
+                             f"{len(stats)} stats")
+        self.head = head
+        self.names = names
+        self.offs = offs
+        self.inodes = inodes
+        self.inos = inos
+        self.stats = stats
+        self._listed: Optional[list[DirEntry]] = None
+
+    def unread(self) -> bool:
+        """True while no DirEntry was made: the columns are the whole truth."""
+        return self._listed is None
+
+    def listed(self) -> list[DirEntry]:
+        """The batch's DirEntry values (made on the first call, the same ones after)."""
+        out = self._listed
+        if out is None:
+            from_stat = Attr.from_stat
+            out = list(self.head)
+            for name, off, inode, ino, st in zip(self.names, self.offs, self.inodes,
+                                                 self.inos, self.stats):
+                a = st if type(st) is Attr else from_stat(st, ino)
+                out.append(_dirent((name, ino, a.mode >> 12 & 0o17, off,
+                                    _tuple_new(Entry, (inode, a)))))
+            self._listed = out
+        return out
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.names)
+
+    def __iter__(self) -> Iterator[DirEntry]:
+        return iter(self.listed())
+
+    def __getitem__(self, i: Any) -> Any:
+        return self.listed()[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, DirBatch, PlusBatch)):
+            return len(self) == len(other) and self.listed() == list(other)
+        return NotImplemented
+
+    __hash__ = None     # type: ignore[assignment]
+
+    def __add__(self, other: Sequence[DirEntry]) -> list[DirEntry]:
+        return self.listed() + list(other)
+
+    def __radd__(self, other: Sequence[DirEntry]) -> list[DirEntry]:
+        return list(other) + self.listed()
+
+    def __repr__(self) -> str:
+        return f"PlusBatch({self.listed()!r})"

@@ -11,7 +11,10 @@ given works and a rewind takes a new snapshot.  readdirp
 looks each returned entry up like lookup does (as the daemon: the kernel checks search
 permission on the directory before it uses a dentry), skipping names that vanished since
 the snapshot: a plain stat for a name whose inode posix already holds, an O_PATH open
-and fstat for the others.  The first readdirp batch of a big directory (more than 1,024
+and fstat for the others.  It answers with a PlusBatch (xlators.core.dir_batch): the
+entries' names, cookies, inodes and stat results as columns, from which the FUSE bridge
+packs the reply when no translator above read the batch (a known inode's entry then
+costs no Attr, Entry or DirEntry).  The first readdirp batch of a big directory (more than 1,024
 entries) holds at most 4 KiB of entries: READDIRPLUS only where it pays (_BIG_LISTING
 says why).  A batch stops once the kernel's byte budget is spent (and holds at least one
 entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
@@ -25,14 +28,12 @@ import os
 import stat
 import sys
 from bisect import bisect_left
-from functools import partial
-from itertools import accumulate, islice
+from itertools import accumulate, compress, islice
 from operator import attrgetter
 from typing import Any, Optional
 
 from xlators.core.errors import FopError
-from xlators.core.dir_batch import DirBatch, DirColumns
-from xlators.core.types import DirEntry
+from xlators.core.dir_batch import DirBatch, DirColumns, PlusBatch
 
 from .posix_io import OpenFile, keep_noatime, open_noatime
 
@@ -44,7 +45,6 @@ _O_LOOKUP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
 _BIG_DIR = 256 << 10     # directory file size above which the listing runs in a thread
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _NUL_JOINS = "a\0b".encode(_FS_ENCODING, _FS_ERRORS) == b"a\0b"
-_dirent = partial(tuple.__new__, DirEntry)     # DirEntry(*t) without a Python-level call
 _inode_of = os.DirEntry.inode
 _is_file = os.DirEntry.is_file          # (follows a link: only asked when there is none)
 _is_symlink = os.DirEntry.is_symlink
@@ -157,29 +157,33 @@ def _list(dfd: int, node: Any, parent_ino: int) -> Listing:
     return Listing(cols, list(accumulate(eighths, initial=0)))
 
 
+def _lookup_new(pfd: int, name: bytes) -> Optional[tuple[int, os.stat_result]]:
+    """``name`` in ``pfd`` looked up as lookup does for an inode posix does not hold:
+    ``(fd, stat)`` (a new O_PATH descriptor and its stat), None when it is gone."""
+    try:
+        fd = os.open(name, _O_LOOKUP, 0, dir_fd=pfd)
+    except OSError:
+        return None
+    try:
+        return fd, os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+
+
 def _lookup_many(pfd: int, names: list[bytes], known: list[bool]) -> list[Any]:
-    """Per name, looked up like lookup does: ``(fd, stat)`` (a new O_PATH descriptor and
-    its stat) for a name whose inode posix does not hold yet, ``(-1, stat)`` (a plain
-    stat: no descriptor to open and close again) for one it does (``known``), None when
-    the name is gone."""
+    """Per name, looked up like lookup does: its stat (a plain stat: no descriptor to
+    open and close again) for a name whose inode posix already holds (``known``),
+    :func:`_lookup_new`'s answer for the others, None when the name is gone."""
     out: list[Any] = []
     append = out.append
     for name, have in zip(names, known):
-        if have:
-            try:
-                append((-1, os.stat(name, dir_fd=pfd, follow_symlinks=False)))
-            except OSError:
-                append(None)
+        if not have:
+            append(_lookup_new(pfd, name))
             continue
         try:
-            fd = os.open(name, _O_LOOKUP, 0, dir_fd=pfd)
+            append(os.stat(name, dir_fd=pfd, follow_symlinks=False))
         except OSError:
-            append(None)
-            continue
-        try:
-            append((fd, os.fstat(fd)))
-        except OSError:
-            os.close(fd)
             append(None)
     return out
 
@@ -244,37 +248,82 @@ class PosixDirOps:
             size = min(size, _BIG_FIRST_BATCH)
         all_names, all_inos = cols.names, cols.inos
         by_ino = self.itable.by_ino
-        out: list = []
+        dev = self._dev
         i = offset
-        while not out and i < n:     # an empty reply means the end: skip vanished names
+        while True:              # an empty reply means the end: skip vanished names
             start = i
             budget = size
             while i < n and budget > 0:
                 budget -= (159 + len(all_names[i])) & ~7   # fuse_direntplus, padded
                 i += 1
-            out += map(cols.entry, range(start, min(i, 2)))   # "." and "..": 0 and 1
+            head = list(map(cols.entry, range(start, min(i, 2))))  # "." and ".."
             first = max(start, 2)
-            names = all_names[first:i]
             pfd = of.node.fd
-            known = [inode is not None and self in inode.ctx
-                     for inode in map(by_ino.get, all_inos[first:i])]
+            # The batch's columns (xlators.core.dir_batch.PlusBatch): a known inode's
+            # entry is its stat (lookup's inline case: the inode number the snapshot
+            # has, on the brick's device) and takes a slot of each column as it is.
+            names = all_names[first:i]
+            inos = all_inos[first:i]
+            inodes = list(map(by_ino.get, inos))
+            stats: list[Any] = []
+            append = stats.append
             if self._inline:
-                found = _lookup_many(pfd, names, known)
+                for name, inode in zip(names, inodes):
+                    node = inode.ctx.get(self) if inode is not None else None
+                    if node is None:
+                        r = _lookup_new(pfd, name)
+                    else:
+                        try:
+                            r = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                        except OSError:
+                            append(None)             # gone since the snapshot
+                            continue
+                        if r.st_ino == inode.ino and r.st_dev == dev:
+                            node.mode = r.st_mode
+                            append(r)
+                            continue
+                    append(self._plus_entry(r, pfd, name, inodes, inos, len(stats)))
             else:
+                known = [inode is not None and self in inode.ctx for inode in inodes]
                 found = await self._thread(_lookup_many, pfd, names, known)
-            for off, name, r in zip(range(first + 1, i + 1), names, found):
-                if r is None:
-                    continue                     # gone since the snapshot
-                try:
-                    if r[0] >= 0:
-                        entry = self._entry(r[1], r[0])
-                    else:                        # (opens one if the name changed since)
-                        entry = self._entry(r[1], pfd=pfd, name=name)
-                except OSError:
-                    continue                     # another device, with submounts off
-                a = entry.attr
-                out.append(_dirent((name, a.ino, a.mode >> 12 & 0o17, off, entry)))
-        return out
+                for name, inode, r in zip(names, inodes, found):
+                    if type(r) is os.stat_result:
+                        node = inode.ctx.get(self)   # (a forget may have come since)
+                        if node is not None and r.st_ino == inode.ino and \
+                                r.st_dev == dev:
+                            node.mode = r.st_mode
+                            append(r)
+                            continue
+                    append(self._plus_entry(r, pfd, name, inodes, inos, len(stats)))
+            offs: Any = range(first + 1, i + 1)
+            if None in stats:
+                kept = [r is not None for r in stats]
+                names, offs, inodes, inos = (list(compress(c, kept))
+                                             for c in (names, offs, inodes, inos))
+                stats = [r for r in stats if r is not None]
+            if head or stats or i >= n:
+                return PlusBatch(head, names, list(offs), inodes, inos, stats)
+
+    def _plus_entry(self, r: Any, pfd: int, name: bytes, inodes: list[Any],
+                    inos: list[int], k: int) -> Any:
+        """Entry ``k`` of a readdirp batch that is not a known inode's plain stat:
+        ``r`` is a stat (of an inode posix holds, or held: the name may have changed
+        since the snapshot), ``(fd, stat)`` (a new O_PATH descriptor) or None (the
+        name is gone).  Its Attr (its inode and inode number go to ``inodes[k]`` and
+        ``inos[k]``), or None to leave it out."""
+        if r is None:
+            return None
+        try:
+            if type(r) is tuple:
+                entry = self._entry(r[1], r[0])
+            else:                                # (opens one if the name changed since)
+                entry = self._entry(r, pfd=pfd, name=name)
+        except OSError:
+            return None                          # another device, with submounts off
+        a = entry.attr
+        inodes[k] = entry.inode
+        inos[k] = a.ino
+        return a
 
     async def fsyncdir(self, frame, fd, datasync):
         of = self._of(fd)
