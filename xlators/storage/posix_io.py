@@ -135,9 +135,15 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
 
 
 def _pwrite(fd: int, data: Any, offset: int) -> int:
+    """Write all of ``data`` at ``offset`` unless the disk refuses: what was written
+    (an error after a short write returns what got there; one before anything raises)."""
+    total = len(data)
+    if not total:
+        return 0
+    done = os.pwrite(fd, data, offset)       # all of it, nearly always: no view, no loop
+    if done >= total or done <= 0:
+        return done
     view = memoryview(data)
-    total = len(view)
-    done = 0
     while done < total:
         try:
             n = os.pwrite(fd, view[done:], offset + done)
@@ -359,7 +365,10 @@ class PosixIOOps:
             else:
                 n = await self._thread(call, *args, _direct_write, of.fd, data, offset)
         elif self._inline and len(data) <= self._threshold:
-            n = call(*args, _pwrite, of.fd, data, offset)
+            if call is _plain_call:
+                n = _pwrite(of.fd, data, offset)
+            else:
+                n = call(*args, _pwrite, of.fd, data, offset)
         else:
             n = await self._thread(call, *args, _pwrite, of.fd, data, offset)
         if privs:
