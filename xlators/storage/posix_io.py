@@ -31,6 +31,8 @@ _PRIVS = stat.S_ISUID | stat.S_ISGID
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _ACCMODE = os.O_ACCMODE
 _BIG_READ = 16 << 20
+# Reads up to this size go through one buffer kept by the translator (see readv).
+_READ_BUF_MAX = 1 << 20
 _OPEN_FLAGS = VALID_OPEN_FLAGS | O_EXEC_OPEN      # bounds.open_flags, for create inline
 _CREATE_DROP = os.O_NOCTTY | os.O_DIRECTORY
 _CREATE_ADD = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -183,6 +185,11 @@ def _direct_write(fd: int, data: Any, offset: int) -> int:
 class PosixIOOps:
     """open/create/read/write/... for Posix (needs its _node/_do/_thread/_entry)."""
 
+    # The buffer of inline reads (readv): made on first use, as large as the largest
+    # read up to _READ_BUF_MAX.  One per translator: an inline read copies what it read
+    # out of it before it can be suspended, so no two reads ever share it.
+    _read_buf: Optional[bytearray] = None
+
     def passthrough_fd(self, fd: Any) -> Optional[int]:
         """The brick descriptor of an open regular file, for FUSE passthrough (the kernel
         then reads, writes and maps the brick file itself).  None with ``o-direct`` (the
@@ -331,7 +338,14 @@ class PosixIOOps:
         if not self._inline:
             return await self._thread(_pread, of.fd, size, offset)
         if self._nowait:
-            buf = bytearray(size)
+            # Into the translator's buffer (no buffer of ``size`` zeroed and freed per
+            # read), then copied out once.
+            buf = self._read_buf
+            if buf is None or len(buf) < size:
+                buf = bytearray(size)
+                if size <= _READ_BUF_MAX:
+                    self._read_buf = buf
+            buf = memoryview(buf)[:size]
             try:
                 n = os.preadv(of.fd, (buf,), offset, os.RWF_NOWAIT)
             except BlockingIOError:
@@ -344,9 +358,10 @@ class PosixIOOps:
                 if n == size:
                     return bytes(buf)
                 if n == 0 or offset + n >= os.fstat(of.fd).st_size:
-                    return bytes(memoryview(buf)[:n])
+                    return bytes(buf[:n])
+                got = bytes(buf[:n])    # out of the shared buffer before waiting
                 rest = await self._thread(_pread, of.fd, size - n, offset + n)
-                return bytes(memoryview(buf)[:n]) + rest
+                return got + rest
         if size > self._threshold:
             return await self._thread(_pread, of.fd, size, offset)
         return os.pread(of.fd, size, offset)
