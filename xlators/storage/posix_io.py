@@ -373,6 +373,8 @@ class PosixIOOps:
         offset = rw_range(offset, len(data))[0]
         self._space()
         privs = of.node.mode & _PRIVS
+        if not privs and not of.direct and self._inline and len(data) <= self._threshold:
+            return _pwrite(of.fd, data, offset)     # the usual write: plain, inline
         call, args = self._writer_call(frame, of.node)
         if of.direct:
             if offset % _ALIGN or len(data) % _ALIGN:
@@ -380,10 +382,7 @@ class PosixIOOps:
             else:
                 n = await self._thread(call, *args, _direct_write, of.fd, data, offset)
         elif self._inline and len(data) <= self._threshold:
-            if call is _plain_call:
-                n = _pwrite(of.fd, data, offset)
-            else:
-                n = call(*args, _pwrite, of.fd, data, offset)
+            n = call(*args, _pwrite, of.fd, data, offset)
         else:
             n = await self._thread(call, *args, _pwrite, of.fd, data, offset)
         if privs:
