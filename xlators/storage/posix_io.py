@@ -15,8 +15,8 @@ import os
 import stat
 from typing import Any, Optional
 
-from xlators.core.bounds import (VALID_OPEN_FLAGS, copy_range, falloc_range, loff,
-                                  open_flags, rw_range)
+from xlators.core.bounds import (LOFF_MAX, MAX_RW_COUNT, VALID_OPEN_FLAGS, copy_range,
+                                  falloc_range, loff, open_flags, rw_range)
 from xlators.core.errors import FopError
 from xlators.core.types import KILL_SUIDGID, O_EXEC_OPEN
 
@@ -321,7 +321,8 @@ class PosixIOOps:
         of = fd.ctx.get(self)
         if of is None:
             raise FopError(errno.EBADF)
-        offset, size = rw_range(offset, size)
+        if not (0 <= offset and 0 <= size <= MAX_RW_COUNT and offset + size <= LOFF_MAX):
+            offset, size = rw_range(offset, size)   # (every read the kernel sends passes)
         if size > _BIG_READ:
             # Far above any kernel's max_read: read no more than the file holds, in a
             # thread (a buffer of the requested size would be zeroed on the loop).
@@ -370,7 +371,9 @@ class PosixIOOps:
         of = fd.ctx.get(self)
         if of is None:
             raise FopError(errno.EBADF)
-        offset = rw_range(offset, len(data))[0]
+        if not (0 <= offset and len(data) <= MAX_RW_COUNT
+                and offset + len(data) <= LOFF_MAX):
+            offset = rw_range(offset, len(data))[0]   # (every write the kernel sends passes)
         self._space()
         privs = of.node.mode & _PRIVS
         if not privs and not of.direct and self._inline and len(data) <= self._threshold:
