@@ -34,14 +34,13 @@ from typing import Any, Optional
 log = logging.getLogger("xlfs.fuse")
 
 _POLLIN = select.POLLIN
-_NO_DEADLINE = float("inf")
 
 
 class IdlePoll:
     """Blocks a reader in ``poll()`` on ``fd`` while trio has nothing to run."""
 
     __slots__ = ("runner", "poller", "fd", "hold_ms", "streak_max", "streak",
-                 "blocked", "served", "loop_woke", "held_out")
+                 "blocked", "loop_woke", "held_out")
 
     def __init__(self, runner: Any, epoll_fd: int, fd: int, hold: float,
                  streak_max: int = 16) -> None:
@@ -53,12 +52,17 @@ class IdlePoll:
         self.hold_ms = max(1, int(hold * 1000))
         self.streak_max = streak_max
         self.streak = 0          # requests served from poll() since trio last ran
-        # Polls that blocked (statedump, tests), and what ended them: the device, trio's
-        # epoll (the loop has something to do), the hold or trio's next deadline.
+        # Polls that blocked (statedump, tests), and what ended them: trio's epoll (the
+        # loop has something to do), the hold or trio's next deadline, else the device
+        # (``served``).
         self.blocked = 0
-        self.served = 0
         self.loop_woke = 0
         self.held_out = 0
+
+    @property
+    def served(self) -> int:
+        """Polls that the device ended: it was readable."""
+        return self.blocked - self.loop_woke - self.held_out
 
     def wait(self) -> bool:
         """The device had nothing.  True: it is readable now (read it again).  False: wait
@@ -70,10 +74,9 @@ class IdlePoll:
             return False
         timeout = self.hold_ms
         # No deadline at all (a serving daemon's usual state): no call to find the next.
-        deadline = runner.deadlines.next_deadline() if runner.deadlines._heap else _NO_DEADLINE
-        if deadline != _NO_DEADLINE:
-            left = runner.clock.deadline_to_sleep_time(deadline)
-            if left * 1000 < timeout:
+        if runner.deadlines._heap:
+            left = runner.clock.deadline_to_sleep_time(runner.deadlines.next_deadline())
+            if left * 1000 < timeout:       # (no deadline left: inf, never less)
                 if left <= 0:
                     self.streak = 0
                     return False
@@ -84,13 +87,11 @@ class IdlePoll:
             self.held_out += 1
             self.streak = 0
             return False
-        for ready, _ in events:
-            if ready != self.fd:      # trio's epoll: I/O, a thread, a signal
-                self.loop_woke += 1
-                self.streak = 0
-                return False
+        if len(events) > 1 or events[0][0] != self.fd:
+            self.loop_woke += 1       # trio's epoll: I/O, a thread, a signal
+            self.streak = 0
+            return False
         self.streak += 1
-        self.served += 1
         return True
 
 

@@ -5,8 +5,9 @@ names after it), what we answer (the reply's fixed layouts; no reply at all for 
 BATCH_FORGET, INTERRUPT and NOTIFY_REPLY), the protocol minor that brought the opcode, and
 the handler that serves it.  Everything per-opcode is derived from here:
 
-- dispatch (``fuse_bridge.session``): the handler, the shortest valid body, whether a
-  reply is due; an opcode without a handler is answered ENOSYS (no-reply ones: ignored);
+- dispatch (``fuse_bridge.serving``, ``routes``): the handler, the shortest valid body,
+  whether a reply is due; an opcode without a handler is answered ENOSYS (no-reply ones:
+  ignored);
 - ``xlfsctl dump-decode`` and the TRACE log (``fuse_bridge.wire_text``): the layouts and
   the names of a request, the layouts of its reply;
 - the opcode table in docs/architecture.md (:func:`markdown`, checked by

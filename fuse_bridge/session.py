@@ -1,32 +1,29 @@
-"""One FUSE session, the transport: INIT, the request loop, dispatch and exactly one reply
-per request.  What the requests act on (the graph, the node and handle tables, what INIT
-negotiated) is the client's (``fuse_bridge.client.FuseClient``, ``Session.client``); what
-each opcode means is the opcode table's (``fuse_bridge.opcodes``).
+"""One FUSE session, the transport of one mount: channels and their readers, the routes
+(how the session sees the opcode table), INIT's switch from serving INIT only to serving
+everything else, the graph's UPCALLs, the statedump.  What the requests act on (the
+graph, the node and handle tables, what INIT negotiated) is the client's
+(``fuse_bridge.client.FuseClient``, ``Session.client``); what each opcode means is the
+opcode table's (``fuse_bridge.opcodes``).
 
-The loop follows the kernel's rules (and seed 004, libfuse's loop):
+The session is put together from one module per concern:
 
-- read errors: ENOENT (the request was aborted before we read it), EINTR and EAGAIN are
-  retried; ENODEV ends the session (unmounted); anything else is logged and retried;
-- nothing but INIT is served before INIT, and a second INIT is refused (EIO);
-- an unknown opcode is answered ENOSYS; a malformed request (short body, wrong length,
-  extensions past the body, a unique already in flight, a number no system call takes) EIO
-  and one log line;
-- FORGET, BATCH_FORGET and INTERRUPT are never answered, malformed or not (a malformed one
-  is one log line); every other request exactly once;
-- a handler exception becomes EIO and a logged traceback: the loop never dies.
-
-Concurrency and buffers: ``fuse_bridge.readers`` (the reader pool steps each handler
-inline; a request that waits keeps its reader's task and only the buffer it is in).
+- ``fuse_bridge.readers``: reading /dev/fuse (read errors: ENOENT, the request was
+  aborted before we read it, EINTR and EAGAIN are retried; ENODEV ends the session;
+  anything else is logged and retried), the reader pool and its buffers;
+- ``fuse_bridge.serving`` (``RequestServing``): one request checked, its handler stepped,
+  one reply; a handler exception becomes EIO and a logged traceback, the loop never dies;
+- ``fuse_bridge.request_checks`` (``RequestChecks``): the rules a request that fails the
+  common test is checked against (before INIT, a second INIT, ENOSYS, malformed, a unique
+  in flight) and the requests never answered (FORGET, BATCH_FORGET, INTERRUPT);
+- ``fuse_bridge.replies`` (``Replies``): exactly one reply per request, written;
+- ``fuse_bridge.routes`` (``Route``): a session's view of one opcode table row.
 """
 from __future__ import annotations
 
-import errno
 import fcntl
 import logging
 import os
-import struct
-import time
-from typing import Any, Awaitable, Optional
+from typing import Any, Optional
 
 import trio
 
@@ -34,58 +31,26 @@ from xlators.core.events import Event
 from xlators.core.graph import Graph
 from xlators.core.upcall import InvalidateEntry
 
-from . import abi, selfaccess
+from . import abi
 from .client import FuseClient
 from .interrupt import InterruptTable, Request
-from .opcodes import TABLE, Handler, OpcodeRow
+from .opcodes import TABLE, Handler
 from .options import BridgeOptions
-from .readers import DONE, FAILED, Channel, new_stepper, read_loop, resume, resume_stepper
+from .readers import Channel, new_stepper, read_loop
+from .routes import Route
+from .serving import RequestServing
 
 log = logging.getLogger("xlfs.fuse")
-
-_IN_HEADER_UNPACK = abi.IN_HEADER.unpack_from
-_OUT_HEADER_PACK = abi.OUT_HEADER.pack
-_HDR = abi.IN_HEADER.size
-_FOREIGN = selfaccess.FOREIGN
-_opname = abi.opcode_name
-_new_object = object.__new__
-_JOIN_MAX = 16384       # replies up to this size are joined to their header, not writev'd
-_NEVER = 1 << 62        # a request length no read returns
-# What a request's body may raise when it is malformed (not a handler bug).
-# OverflowError: a number the kernel never sends (an offset past 2**63 - 1, flags past an
-# int) that a system call cannot take.
-_MALFORMED = (ValueError, IndexError, UnicodeError, struct.error, OverflowError)
 
 
 class SessionEnded(Exception):
     """The kernel ended the connection (ENODEV): unmounted or aborted."""
 
 
-class Route:
-    """A session's view of one opcode table row: its handler (which the session may wrap:
-    fuse_bridge.mount_watch), the shortest valid request, whether it is answered, and
-    whether its handler returns whole reply messages (``encode.whole_reply``)."""
-    __slots__ = ("row", "handler", "min_len", "reply", "fast_len", "whole")
-
-    def __init__(self, row: OpcodeRow) -> None:
-        self.row = row
-        self.handler: Optional[Handler] = None
-        self.whole = False
-        self.set_handler(row.handler)
-        self.min_len = _HDR + (row.input.size if row.input is not None else 0)
-        self.reply = row.reply
-        # The shortest request dispatch serves without a closer look (Session._admit):
-        # never, for the requests that are not answered.
-        self.fast_len = self.min_len if row.reply else _NEVER
-
-    def set_handler(self, handler: Optional[Handler]) -> None:
-        self.handler = handler
-        self.whole = bool(getattr(handler, "whole_reply", False))
-
-
-class Session:
+class Session(RequestServing):
     """The transport of one mount: reads requests, dispatches them to the opcode table's
-    handlers with the client, writes one reply each."""
+    handlers with the client, writes one reply each (``RequestServing``: serving, checks
+    and replies)."""
 
     def __init__(self, graph: Graph, fd: int, options: Optional[BridgeOptions] = None,
                  mountpoint: str = "") -> None:
@@ -250,339 +215,3 @@ class Session:
         if pt is not None:
             state.update({f"passthrough.{k}": v for k, v in pt.dump().items()})
         return state
-
-    # -- the request loop --------------------------------------------------------------
-    def serve(self, chan: Channel, buf: memoryview, n: int) -> Optional[Awaitable[None]]:
-        """Serve the request in ``buf[:n]`` (a view of the reader's buffer): check it,
-        step its handler, answer once.  None when it is done (the usual case: the handler
-        did not wait); else it waits, and the reader awaits what this returns to finish
-        it, after :meth:`wait_begins`."""
-        if n < _HDR:
-            log.error("malformed request: %d bytes, shorter than the %d-byte header", n, _HDR)
-            return None
-        length, opcode, unique, nodeid, uid, gid, pid, extlen = _IN_HEADER_UNPACK(buf)
-        if self.dump is not None:
-            self._dump(b"R", buf[:n])
-        self.requests += 1
-        route = self.routes.get(opcode)
-        if (route is None or length != n or extlen or n < route.fast_len
-                or unique in self.pending):
-            end = self._admit(chan.fd, route, length, opcode, unique, n, extlen)
-            if end < 0:
-                return None
-            assert route is not None
-            if not route.reply:
-                self._stepping = None
-                step = self._no_reply(route, chan.fd, unique, opcode, nodeid, buf, end)
-                try:
-                    first = step.send(None)
-                except StopIteration:
-                    return None
-                return resume(step, first)
-        else:
-            end = n
-        if pid not in _FOREIGN:
-            selfaccess.check(pid, opcode, unique, nodeid)
-        # Request(self, chan.fd, unique, opcode, nodeid, uid, gid, pid), without the
-        # call of its __init__ (a third of the cost of making it: once per request).
-        req = _new_object(Request)
-        req.session = self
-        req.fd = chan.fd
-        req.unique = unique
-        req.opcode = opcode
-        req.nodeid = nodeid
-        req.uid = uid
-        req.gid = gid
-        req.pid = pid
-        req.replied = False
-        req.record = None
-        req.frame = req
-        # The request enters ``pending`` (where INTERRUPT finds it) only if it waits
-        # (wait_begins); until then no other request can run.
-        self._stepping = req
-        try:
-            # Handlers are coroutine functions (fuse_bridge.opcodes), stepped by the
-            # session's stepper: DONE or FAILED unless the handler waits.
-            handler = route.handler         # an attribute, not a method: LOAD_ATTR
-            trap = self._step.send(handler(self.client, req, buf[_HDR:end]))
-        except BaseException as exc:        # before the handler's coroutine (a wrapper),
-            if self._step.gi_frame is None:  # or a GeneratorExit out of it: the stepper
-                self._step, self._box = new_stepper()   # is over, the next needs one
-            self._done(req, exc)
-            return None
-        if trap is DONE:
-            box = self._box
-            payload = box[0]
-            box[0] = None
-            if not req.replied:
-                if route.whole and payload.__class__ is bytes:
-                    msg = payload               # the whole message (encode.whole_reply)
-                elif payload.__class__ is bytes and len(payload) <= _JOIN_MAX:
-                    # The usual small reply (reply()'s first case), inline.
-                    msg = _OUT_HEADER_PACK(16 + len(payload), 0, unique) + payload
-                elif payload is None and not route.whole:   # no body: UNLINK, FLUSH, ...
-                    msg = _OUT_HEADER_PACK(16, 0, unique)
-                else:
-                    msg = None
-                if msg is not None:
-                    if self.dump is not None:
-                        self._dump(b"W", msg)
-                    try:
-                        os.write(req.fd, msg)
-                    except OSError as exc:
-                        self._write_failed(exc, unique)
-                    req.replied = True
-                else:
-                    try:
-                        self._reply(req, payload, route.whole)
-                    except BaseException as exc:
-                        self._done(req, exc)
-                        return None
-            req.frame = None                # the cycle (req.frame is req); also: done
-            if req.record is not None:
-                req.finish()
-            return None
-        if trap is FAILED:
-            box = self._box
-            exc = box[0]
-            box[0] = None
-            self._done(req, exc)
-            return None
-        # The handler waits, and keeps this stepper until it is done.
-        step, box = self._step, self._box
-        self._step, self._box = new_stepper()
-        return self._finish(req, step, box, trap, route.whole)
-
-    async def dispatch(self, chan: Channel, buf: memoryview, n: int) -> None:
-        """:meth:`serve` as one coroutine (tests, tools): the request, served whole."""
-        rest = self.serve(chan, buf, n)
-        if rest is not None:
-            self.wait_begins()
-            await rest
-
-    async def _finish(self, req: Request, step: Any, box: list, trap: Any, whole: bool
-                      ) -> None:
-        """The rest of a request whose handler waits (serve stepped it once)."""
-        try:
-            payload = await resume_stepper(step, box, trap)
-            if not req.replied:
-                self._reply(req, payload, whole)
-        except BaseException as exc:
-            self._done(req, exc)
-        else:
-            self._done(req, None)
-
-    def _done(self, req: Request, exc: Optional[BaseException]) -> None:
-        """The request is over: answer what its handler raised (``exc``: its errno, EIO,
-        or EINTR when it was interrupted), then forget the request.  Re-raises what is
-        not the request's to absorb (trio.Cancelled: the reader's scope takes it)."""
-        try:
-            if exc is None:
-                pass
-            elif isinstance(exc, trio.Cancelled):
-                if req.cancel_requested:     # interrupted: the reader's scope absorbs it
-                    self.reply_error(req, errno.EINTR)
-                raise exc
-            elif isinstance(exc, OSError):   # FopError included
-                self.reply_error(req, exc.errno or errno.EIO)
-            elif isinstance(exc, _MALFORMED):
-                log.error("%s (unique %d): malformed request: %s", _opname(req.opcode),
-                          req.unique, exc)
-                self.reply_error(req, errno.EIO)
-            elif isinstance(exc, (Exception, GeneratorExit)):   # (the latter: a bug
-                self.exceptions += 1                            # below, not a close)
-                log.error("%s (unique %d, nodeid %d) raised; answering EIO",
-                          _opname(req.opcode), req.unique, req.nodeid, exc_info=exc)
-                self.reply_error(req, errno.EIO)
-            else:
-                raise exc
-        finally:
-            req.frame = None                # the cycle (req.frame is req); also: done
-            if req.waited:
-                del self.pending[req.unique]
-            if req.record is not None:
-                req.finish()
-
-    def wait_begins(self) -> Optional[Request]:
-        """The request being stepped suspends (its reader calls this, right after the
-        step that suspended): it enters ``pending``, where INTERRUPT and the statedump
-        find it.  None when the suspended step was not a request that is answered."""
-        req, self._stepping = self._stepping, None
-        if req is None or req.frame is None:     # none, or one that is done already
-            return None
-        req.waited = True
-        req.waited_at = time.monotonic()         # its age in .meta/frames
-        self.pending[req.unique] = req
-        return req
-
-    def in_flight(self) -> list[Request]:
-        """The requests not answered yet: those that wait, and the one being stepped
-        (the request that asks, when a request asks)."""
-        reqs = list(self.pending.values())
-        req = self._stepping
-        if req is not None and req.frame is not None and not req.waited:
-            reqs.append(req)
-        return reqs
-
-    def _admit(self, fd: int, route: Optional[Route], length: int, opcode: int, unique: int,
-               n: int, extlen: int) -> int:
-        """The checks the common request passes at a glance, one by one: the end of the
-        body (extensions excluded) when the request may be served, else -1 (answered or,
-        never answered, logged)."""
-        row = route.row if route is not None else TABLE.get(opcode)
-        if row is not None and not row.reply:
-            if length != n:
-                why = f"header says {length} bytes, read {n}"
-            elif row.input is not None and n - _HDR < row.input.size:
-                why = (f"body of {n - _HDR} bytes, shorter than its {row.input.size}-byte "
-                       f"struct")
-            elif not self.client.initialized:
-                why = "before INIT"
-            else:
-                return n if route is not None else -1    # no handler: ignored
-            log.error("malformed %s (unique %d): %s; ignored", _opname(opcode), unique, why)
-            return -1
-        if length != n:
-            self.answer_error(fd, unique, errno.EIO, f"malformed {_opname(opcode)}: header "
-                                                     f"says {length} bytes, read {n}")
-            return -1
-        if route is None:
-            if not self.client.initialized:
-                self.answer_error(fd, unique, errno.EIO, f"{_opname(opcode)} before INIT")
-            elif opcode == abi.Opcode.INIT:
-                self.answer_error(fd, unique, errno.EIO, "a second INIT")
-            else:
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s (unique %d): not implemented, ENOSYS", _opname(opcode),
-                              unique)
-                self.answer_error(fd, unique, errno.ENOSYS)
-            return -1
-        end = n - extlen * 8
-        if end < route.min_len:
-            self.answer_error(fd, unique, errno.EIO, f"malformed {_opname(opcode)}: body "
-                                                     f"of {end - _HDR} bytes")
-            return -1
-        other = self.pending.get(unique)
-        if other is not None:
-            self.answer_error(fd, unique, errno.EIO,
-                              f"malformed {_opname(opcode)}: unique {unique} is in flight "
-                              f"already ({_opname(other.opcode)}, which goes on)")
-            return -1
-        return end
-
-    async def _no_reply(self, route: Route, fd: int, unique: int, opcode: int, nodeid: int,
-                        buf: memoryview, end: int) -> None:
-        """FORGET, BATCH_FORGET, INTERRUPT: never answered.  A malformed one (wrong
-        length, body shorter than its struct, a count past the body) is one log line and
-        is not acted on."""
-        req = Request(self, fd, unique, opcode, nodeid)
-        try:
-            await route.handler(self.client, req, buf[_HDR:end])
-        except (ValueError, struct.error) as exc:
-            log.error("malformed %s (unique %d): %s; ignored", _opname(opcode), unique, exc)
-        except Exception:
-            log.exception("%s (unique %d) failed", _opname(opcode), unique)
-        finally:
-            req.frame = None
-
-    # -- replies ---------------------------------------------------------------------
-    def reply(self, req: Request, payload: Any = None) -> bool:
-        """Send the one reply of ``req``: bytes, a list of parts, or None (no body).
-        True when the kernel took it; False when ``req`` was answered already (an
-        interrupt handler's EINTR) or the write failed (the request is gone): whatever
-        the reply handed out must then be taken back by the caller."""
-        if req.replied:
-            return False
-        # ``replied`` is set once the reply is written: a payload that cannot be encoded
-        # or written (a handler bug) raises here and the request is still answered EIO.
-        unique = req.unique
-        cls = payload.__class__
-        if cls is bytes and len(payload) <= _JOIN_MAX:
-            # One buffer: cheaper than writev's iovecs for the usual small reply.
-            ok = self._write(req.fd, _OUT_HEADER_PACK(16 + len(payload), 0, unique)
-                             + payload, unique)
-        elif payload is None:
-            ok = self._write(req.fd, _OUT_HEADER_PACK(16, 0, unique), unique)
-        elif cls is list or cls is tuple:
-            ok = self._writev(req.fd, [_OUT_HEADER_PACK(16 + sum(map(len, payload)), 0,
-                                                        unique), *payload], unique)
-        else:
-            ok = self._writev(req.fd, [_OUT_HEADER_PACK(16 + len(payload), 0, unique),
-                                       payload], unique)
-        req.replied = True
-        return ok
-
-    def reply_message(self, req: Request, msg: bytes) -> bool:
-        """Send the one reply of ``req`` as the whole message ``msg``, out-header included
-        (``encode``'s ``*_reply``).  True and False as :meth:`reply`."""
-        if req.replied:
-            return False
-        if msg.__class__ is not bytes:
-            raise TypeError(f"a whole reply is bytes, not {type(msg).__name__}")
-        ok = self._write(req.fd, msg, req.unique)
-        req.replied = True
-        return ok
-
-    def _reply(self, req: Request, payload: Any, whole: bool) -> bool:
-        """What a handler returned, as its reply: a whole message when the handler is
-        marked so (encode.whole_reply), else a body."""
-        if whole:
-            return self.reply_message(req, payload)
-        return self.reply(req, payload)
-
-    def reply_error(self, req: Request, err: int) -> bool:
-        if req.replied:
-            return False
-        req.replied = True
-        if not 0 < err < 1000:
-            err = errno.EIO
-        self.errors += 1
-        self._write(req.fd, _OUT_HEADER_PACK(16, -err, req.unique), req.unique)
-        return True
-
-    def answer_error(self, fd: int, unique: int, err: int, why: str = "") -> None:
-        """Answer a request that never became a Request (refused by the checks)."""
-        if why:
-            log.error("%s (unique %d): answering %s", why, unique, errno.errorcode[err])
-        self._write(fd, _OUT_HEADER_PACK(16, -err, unique), unique)
-
-    def _write(self, fd: int, data: bytes, unique: int) -> bool:
-        if self.dump is not None:
-            self._dump(b"W", data)
-        try:
-            os.write(fd, data)
-        except OSError as exc:
-            self._write_failed(exc, unique)
-            return False
-        return True
-
-    def _writev(self, fd: int, bufs: list, unique: int) -> bool:
-        if self.dump is not None:
-            self._dump(b"W", b"".join(bytes(b) for b in bufs))
-        try:
-            os.writev(fd, bufs)
-        except OSError as exc:
-            self._write_failed(exc, unique)
-            return False
-        return True
-
-    def _dump(self, direction: bytes, message: Any) -> None:
-        """--dump-fuse: a dump that cannot be written (disk full) stops; serving goes on."""
-        try:
-            self.dump.record(direction, message)
-        except OSError as exc:
-            log.error("--dump-fuse=%s: %s; no more messages are dumped",
-                      self.opts.dump_fuse, exc)
-            dump, self.dump = self.dump, None
-            dump.close()
-
-    def _write_failed(self, exc: OSError, unique: int) -> None:
-        if exc.errno == errno.ENOENT:
-            # The request is gone (interrupted and answered, or aborted): normal.
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("reply to unique %d: the request is no longer pending", unique)
-        elif exc.errno == errno.ENODEV:
-            self.end("the kernel ended the connection (unmounted)")
-        else:
-            log.error("reply to unique %d failed: %s", unique, exc)
-

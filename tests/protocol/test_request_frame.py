@@ -62,7 +62,7 @@ async def test_kept_frame_after_the_reply() -> None:
             del frame
             keeper.frames.clear()
             # freed by its reference count alone: no cycle left for the collector
-            assert not any(type(o) is Request and id(o) == rid for o in gc.get_objects())
+            assert not any(isinstance(o, Request) and id(o) == rid for o in gc.get_objects())
         finally:
             gc.enable()
 

@@ -15,8 +15,8 @@ import os
 import stat
 from typing import Any, Optional
 
-from xlators.core.bounds import (VALID_OPEN_FLAGS, copy_range, falloc_range, loff,
-                                  open_flags, rw_range)
+from xlators.core.bounds import (LOFF_MAX, MAX_RW_COUNT, VALID_OPEN_FLAGS, copy_range,
+                                  falloc_range, loff, open_flags, rw_range)
 from xlators.core.errors import FopError
 from xlators.core.types import KILL_SUIDGID, O_EXEC_OPEN
 
@@ -31,6 +31,8 @@ _PRIVS = stat.S_ISUID | stat.S_ISGID
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _ACCMODE = os.O_ACCMODE
 _BIG_READ = 16 << 20
+# Reads up to this size go through one buffer kept by the translator (see readv).
+_READ_BUF_MAX = 1 << 20
 _OPEN_FLAGS = VALID_OPEN_FLAGS | O_EXEC_OPEN      # bounds.open_flags, for create inline
 _CREATE_DROP = os.O_NOCTTY | os.O_DIRECTORY
 _CREATE_ADD = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -136,9 +138,15 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
 
 
 def _pwrite(fd: int, data: Any, offset: int) -> int:
+    """Write all of ``data`` at ``offset`` unless the disk refuses: what was written
+    (an error after a short write returns what got there; one before anything raises)."""
+    total = len(data)
+    if not total:
+        return 0
+    done = os.pwrite(fd, data, offset)       # all of it, nearly always: no view, no loop
+    if done >= total or done <= 0:
+        return done
     view = memoryview(data)
-    total = len(view)
-    done = 0
     while done < total:
         try:
             n = os.pwrite(fd, view[done:], offset + done)
@@ -177,6 +185,11 @@ def _direct_write(fd: int, data: Any, offset: int) -> int:
 
 class PosixIOOps:
     """open/create/read/write/... for Posix (needs its _node/_do/_thread/_entry)."""
+
+    # The buffer of inline reads (readv): made on first use, as large as the largest
+    # read up to _READ_BUF_MAX.  One per translator: an inline read copies what it read
+    # out of it before it can be suspended, so no two reads ever share it.
+    _read_buf: Optional[bytearray] = None
 
     def passthrough_fd(self, fd: Any) -> Optional[int]:
         """The brick descriptor of an open regular file, for FUSE passthrough (the kernel
@@ -309,7 +322,8 @@ class PosixIOOps:
         of = fd.ctx.get(self)
         if of is None:
             raise FopError(errno.EBADF)
-        offset, size = rw_range(offset, size)
+        if not (0 <= offset and 0 <= size <= MAX_RW_COUNT and offset + size <= LOFF_MAX):
+            offset, size = rw_range(offset, size)   # (every read the kernel sends passes)
         if size > _BIG_READ:
             # Far above any kernel's max_read: read no more than the file holds, in a
             # thread (a buffer of the requested size would be zeroed on the loop).
@@ -326,7 +340,14 @@ class PosixIOOps:
         if not self._inline:
             return await self._thread(_pread, of.fd, size, offset)
         if self._nowait:
-            buf = bytearray(size)
+            # Into the translator's buffer (no buffer of ``size`` zeroed and freed per
+            # read), then copied out once.
+            buf = self._read_buf
+            if buf is None or len(buf) < size:
+                buf = bytearray(size)
+                if size <= _READ_BUF_MAX:
+                    self._read_buf = buf
+            buf = memoryview(buf)[:size]
             try:
                 n = os.preadv(of.fd, (buf,), offset, os.RWF_NOWAIT)
             except BlockingIOError:
@@ -339,9 +360,10 @@ class PosixIOOps:
                 if n == size:
                     return bytes(buf)
                 if n == 0 or offset + n >= os.fstat(of.fd).st_size:
-                    return bytes(memoryview(buf)[:n])
+                    return bytes(buf[:n])
+                got = bytes(buf[:n])    # out of the shared buffer before waiting
                 rest = await self._thread(_pread, of.fd, size - n, offset + n)
-                return bytes(memoryview(buf)[:n]) + rest
+                return got + rest
         if size > self._threshold:
             return await self._thread(_pread, of.fd, size, offset)
         return os.pread(of.fd, size, offset)
@@ -350,9 +372,13 @@ class PosixIOOps:
         of = fd.ctx.get(self)
         if of is None:
             raise FopError(errno.EBADF)
-        offset = rw_range(offset, len(data))[0]
+        if not (0 <= offset and len(data) <= MAX_RW_COUNT
+                and offset + len(data) <= LOFF_MAX):
+            offset = rw_range(offset, len(data))[0]   # (every write the kernel sends passes)
         self._space()
         privs = of.node.mode & _PRIVS
+        if not privs and not of.direct and self._inline and len(data) <= self._threshold:
+            return _pwrite(of.fd, data, offset)     # the usual write: plain, inline
         call, args = self._writer_call(frame, of.node)
         if of.direct:
             if offset % _ALIGN or len(data) % _ALIGN:
