@@ -69,7 +69,6 @@ def test_packed_from_the_columns_as_from_the_entries(args, size):
     data, k = pack_plus_batch(batch, T, size)
     assert data == want
     assert batch.unread()
-    head = args[0]
     if want_sent:
         assert k == len(want_sent)
     else:               # nothing looked up went out: the dots may not have fit either
