@@ -636,3 +636,30 @@ async def test_a_reply_older_than_a_write_that_crossed_it_is_not_cached(fop):
         await h.write(fd, b"defg", 3)                # lands and returns first
         hold.go.set()
     assert (await mdc.getattr(h.frame(), fd.inode)).size == 7
+
+
+@pytest.mark.parametrize("fop", ["setattr", "link"])
+async def test_a_crossed_reply_is_not_cached_for_an_inode_without_a_record(fop):
+    # The same race for an inode md-cache holds no record of (a new graph's md-cache
+    # after a switch): the crossing write's invalidation has no record to mark.
+    from xlators import SetAttr
+    leaf = make_translator("storage/memory")
+    hold = HoldSetattr("hold", [leaf], {}, itable=leaf.itable)
+    mdc = make_translator(MDC, (hold,), {"md-cache-timeout": "600",
+                                          "cache-invalidation": "on"}, itable=leaf.itable)
+    h = Harness(mdc)
+    h.init()
+    hold.go.set()
+    fd = await h.create("/f")
+    await h.write(fd, b"abc", 0)
+    fd.inode.ctx.pop(mdc, None)
+    hold.go, hold.answered = trio.Event(), trio.Event()
+    async with trio.open_nursery() as n:
+        if fop == "setattr":
+            n.start_soon(mdc.setattr, h.frame(), fd.inode, SetAttr(mode=0o600))
+        else:
+            n.start_soon(mdc.link, h.frame(), fd.inode, Loc(h.root, b"g"))
+        await hold.answered.wait()
+        await h.write(fd, b"defg", 3)
+        hold.go.set()
+    assert (await mdc.getattr(h.frame(), fd.inode)).size == 7

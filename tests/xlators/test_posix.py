@@ -213,6 +213,21 @@ async def test_create_on_existing_fifo_does_not_block(br):
     await fails(errno.ENXIO, br.xl.open(br.h.frame(), e.inode, os.O_RDONLY, Fd(e.inode)))
 
 
+async def test_a_new_file_is_not_set_blocking_again(br, monkeypatch):
+    # O_CREAT|O_EXCL never opens O_NONBLOCK: only an existing file (maybe a FIFO) opened
+    # by a create needs its blocking mode set back (two fcntl calls)
+    import xlators.storage.posix_io as posix_io
+    calls = []
+    real = os.set_blocking
+    monkeypatch.setattr(posix_io.os, "set_blocking",
+                        lambda fd, flag: (calls.append(flag), real(fd, flag))[1])
+    for i in range(3):      # umask 0: the kernel applied it (no mode fix-up either)
+        await br.h.create(f"/new{i}", umask=0)
+    assert calls == []
+    await br.h.create("/new0", flags=os.O_RDWR | os.O_CREAT, umask=0)   # exists: opened
+    assert calls == [True]
+
+
 async def test_rename_plain_noreplace_exchange(br):
     h = br.h
     for d in (br.a, br.b):

@@ -83,7 +83,8 @@ class MdEntryFops(MdRecords):
             self._invalidate(inode)
             raise
         st = inode.ctx.get(self)
-        crossed = st is not None and st.inval_gen > since   # a write returned meanwhile
+        # a write returned meanwhile (with no record to mark, it only moved the counter)
+        crossed = self._gen > since if st is None else st.inval_gen > since
         self._invalidate(inode)                 # its link count
         self._made_entry(newloc, entry)
         if crossed:                             # the reply's attributes may predate it

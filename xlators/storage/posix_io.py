@@ -122,8 +122,9 @@ def _create_at(pfd: int, name: bytes, flags: int, perm: int, fix: Any):
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise FopError(errno.EEXIST if stat.S_ISDIR(st.st_mode) else errno.ENXIO)
-            if created and fix is not None:
-                st = fix(fd, st, perm)
+            if created:
+                if fix is not None:
+                    st = fix(fd, st, perm)
             elif not flags & os.O_NONBLOCK:
                 os.set_blocking(fd, True)
             return fd, st, flags, created
