@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from xlators import FopError, Translator, default_registry
+from xlators import FopError, SetAttr, Translator, default_registry
 from xlators.core.inode import Fd, Loc
 from xlators.performance.open_behind import OpenBehind
 from xlators.testing import Harness, check_passthrough, make_translator
@@ -245,3 +245,26 @@ def _acl_denying_owner() -> bytes:
     # version 2; ACL_USER_OBJ ---, ACL_GROUP_OBJ ---, ACL_OTHER ---
     return struct.pack("<I", 2) + b"".join(
         struct.pack("<HHI", tag, 0, 0xFFFFFFFF) for tag in (0x01, 0x04, 0x20))
+
+
+@pytest.mark.parametrize("fop", ["chmod", "unlink"])
+async def test_a_deferred_open_that_fails_does_not_fail_the_owners_change(fop):
+    # another process's deferred open that can no longer be made (permissions changed
+    # through another client, EMFILE) is that process's error, not the owner's
+    h, c, _ = build()
+    await h.write_file("/f", b"data", mode=0o644)
+    f = await h.lookup("/f")
+    fd = await h.open("/f", os.O_RDONLY, frame=h.frame(uid=1000, gid=1000))   # deferred
+    c.open_error = errno.EACCES
+    if fop == "chmod":
+        await h.top.setattr(h.frame(), f.inode, SetAttr(mode=0o600))
+        assert (await h.stat("/f")).mode & 0o777 == 0o600
+    else:
+        await h.unlink("/f")
+        with pytest.raises(OSError):
+            await h.lookup("/f")
+    with pytest.raises(OSError) as info:        # the opener sees its open's error
+        await h.read(fd, 4, 0)
+    assert info.value.errno == errno.EACCES
+    c.open_error = 0
+    await h.close(fd)

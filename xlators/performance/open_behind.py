@@ -189,9 +189,17 @@ class OpenBehind(Translator):
             await self._ensure_open(d)
 
     async def _open_all(self, inode: Any, why: str = "forced_by_unlink") -> None:
+        """Make the deferred opens of ``inode`` before a change that could stop them
+        (a removal, a permission change).  An open that fails is its own opener's
+        error, kept for that fd's next fop: the change goes on."""
         rec = inode.ctx.get(self) if isinstance(inode, Inode) else None
         for d in list(rec.deferred) if rec is not None else ():
-            await self._ensure_open(d)
+            try:
+                await self._ensure_open(d)
+            except OSError as exc:
+                self.log.debug("%s: deferred open of inode %s failed before %s: %s",
+                               self.name, inode.ino, why, exc)
+                continue
             self.stats[why] += 1
 
     # -- fops handled by hand -----------------------------------------------------------
