@@ -234,3 +234,37 @@ async def test_waits_running_out_as_calls_finish_lose_no_answer():
             d = rnd.choice((0, 0.0001, 0.0003, 0.0005, 0.001))
             assert await w.run(lambda i=i, d=d: time.sleep(d) or i) == i
     assert w.inline > 0 and w.inline_missed > 0
+
+
+def _blocking(ev: threading.Event) -> bytes:
+    ev.wait(10)
+    return b"data"
+
+
+@pytest.mark.parametrize("inline", [0.0, 0.0005])
+@pytest.mark.parametrize("queued", [False, True])
+async def test_a_started_job_given_up_by_one_caller_is_still_delivered_to_the_next(
+        inline, queued):
+    # gfapi_io: an interrupted READ gives up the read-ahead it was collecting; the
+    # file's RELEASE then waits for that job (it reads through the glfd RELEASE closes)
+    w = Workers(1, "t", wait=inline)
+    go, block = threading.Event(), threading.Event()
+    if queued:                          # the one thread is busy: the job stays queued
+        w.start(_blocking, block)
+    job = w.start(_blocking, go)
+    with trio.move_on_after(0.05):
+        await w.result(job)
+    assert job.abandoned
+    if queued:
+        block.set()                     # the queued job is taken and skipped
+        with trio.fail_after(5):
+            while not job.finished:
+                await trio.sleep(0.01)
+    threading.Timer(0.05, go.set).start()
+    with trio.fail_after(5):
+        if queued:                      # never ran: an error release can catch
+            with pytest.raises(OSError):
+                await w.result(job, abandon=False)
+        else:
+            assert await w.result(job, abandon=False) == b"data"
+    go.set()

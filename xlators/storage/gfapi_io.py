@@ -100,8 +100,12 @@ class GfapiIo:
         fl = self._open_flags(flags)
         if fl & os.O_TRUNC:
             self._drop_ahead(node)
-        glfd = await self._call(frame, lambda: b.check_ptr(
-            b.lib.glfs_h_open(self._fsp(), node.obj, fl), "open"))
+        try:
+            glfd = await self._call(frame, lambda: b.check_ptr(
+                b.lib.glfs_h_open(self._fsp(), node.obj, fl), "open"))
+        finally:
+            if fl & os.O_TRUNC:               # and what was read ahead meanwhile
+                self._drop_ahead(node)
         of = OpenFile(glfd)
         if fl & os.O_DIRECT:
             of.next = None                    # what it reads is read when asked

@@ -39,6 +39,7 @@ context copy of ``to_thread`` are each a cost paid per call, and a GETATTR is on
 from __future__ import annotations
 
 import collections
+import errno
 import threading
 from typing import Any, Callable
 
@@ -207,6 +208,7 @@ class Workers:
                     job.token = trio.lowlevel.current_trio_token()
                     job.task = trio.lowlevel.current_task()
                     job.waiter = None
+                    job.abandoned = False   # given up by an earlier caller: wanted again
         if wait:
             return await self._delivered(job, abandon)
         if job.ok:
@@ -221,8 +223,9 @@ class Workers:
                 me.wake.acquire()
                 job, me.job = me.job, None
                 continue
-            ran = not job.abandoned               # else given up before a thread took it
-            if ran:
+            if job.abandoned:                     # given up before a thread took it
+                job.value = OSError(errno.ECANCELED, "abandoned before it ran")
+            else:
                 try:
                     job.value = job.fn(*job.args)
                     job.ok = True
@@ -232,10 +235,9 @@ class Workers:
             # back on the idle stack before the caller hears of the result, so the
             # caller's next call finds this (warm) thread on top
             job = self._next(me, done)
-            if ran:
-                if done.waiter is not None:       # the loop waits inline (fixed once
-                    done.waiter.release()         # finished is set)
-                    continue
+            if done.waiter is not None:           # the loop waits inline (fixed once
+                done.waiter.release()             # finished is set)
+            elif done.token is not None:          # somebody waits the trio way
                 try:
                     done.token.run_sync_soon(_deliver, done)
                 except trio.RunFinishedError:
