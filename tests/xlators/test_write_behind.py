@@ -971,3 +971,39 @@ async def test_md_cache_over_it_does_not_keep_the_mtime_before_a_write(how):
         landed = await leaf.getattr(h.frame(), fd.inode)
         assert (await mdc.getattr(h.frame(), fd.inode)).mtime_ns == landed.mtime_ns
         await h.close(fd)
+
+
+class HoldLookup(Gate):
+    """Gate's writev hold, and a lookup reply held (after it was made) until released."""
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.lookup_go = trio.Event()
+        self.hold = False
+
+    async def lookup(self, frame, loc):
+        entry = await self.child.lookup(frame, loc)
+        if self.hold:
+            await self.lookup_go.wait()
+        return entry
+
+
+async def test_a_lookup_reply_made_before_a_queued_write_landed_is_asked_again():
+    # the write lands while the reply (made below before it: size 0) is on its way up
+    h, (mid,) = build(HoldLookup)
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.create("/f")
+        await h.write(fd, b"x" * 10, 100)       # queued: the gate is closed
+        mid.hold = True
+        got = []
+
+        async def lookup():
+            got.append((await h.lookup("/f")).attr)
+        n.start_soon(lookup)
+        await settle()                          # the reply is made below: size 0
+        mid.open_gate()
+        await settle()                          # the write lands: size 110
+        mid.lookup_go.set()
+        await settle()
+        assert got[0].size == 110, got[0].size
+        await h.close(fd)

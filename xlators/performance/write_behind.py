@@ -97,6 +97,7 @@ class WriteBehind(DataChangeOrdering, Translator):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self._active: set[_Inode] = set()   # inodes with pending writes or errors
+        self._landed = 0                     # queued writes that reached the child
         self._failures = 0
 
     def init(self) -> None:
@@ -217,6 +218,8 @@ class WriteBehind(DataChangeOrdering, Translator):
                     st.inflight = None
                     st.pending -= len(head.data)
                     st.done_seq = head.seq
+                    self._landed += 1
+                    st.landed_at = self._landed
                     st.notify()
         finally:
             st.worker = False
@@ -338,15 +341,17 @@ class WriteBehind(DataChangeOrdering, Translator):
             attr.size = end
         return attr
 
-    async def _settled(self, frame: Any, inode: Any, attr: Any) -> Any:
+    async def _settled(self, frame: Any, inode: Any, attr: Any, since: int) -> Any:
         """``attr`` of ``inode`` from a reply made below while writes of it were queued
-        here: its mtime and ctime are from before they land, and a cache above (md-cache,
-        the kernel) would keep them.  Wait for them, then ask again.  Writes queued
-        meanwhile (by another request) add their size."""
+        here, or landed after ``since`` (the count of landed writes when the request was
+        wound): its size, mtime and ctime may be from before they land, and a cache above
+        (md-cache, the kernel) would keep them.  Wait for them, then ask again.  Writes
+        queued meanwhile (by another request) add their size."""
         st = inode.ctx.get(self)
-        if st is None or not st.pending:
+        if st is None or not (st.pending or st.landed_at > since):
             return attr
-        await self._drain(st)
+        if st.pending:
+            await self._drain(st)
         attr = await self.child.getattr(frame, inode, None)
         return self._grown(inode, attr, 0)
 
@@ -359,30 +364,33 @@ class WriteBehind(DataChangeOrdering, Translator):
         return await self.child.getattr(frame, inode, fd)
 
     async def lookup(self, frame, loc):
+        since = self._landed
         entry = await self.child.lookup(frame, loc)
-        if self._active:
-            attr = await self._settled(frame, entry.inode, entry.attr)
+        if self._active or self._landed != since:
+            attr = await self._settled(frame, entry.inode, entry.attr, since)
             if attr is not entry.attr:
                 return Entry(entry.inode, attr)
         return entry
 
     async def link(self, frame, inode, newloc):
+        since = self._landed
         entry = await self.child.link(frame, inode, newloc)
-        if self._active:
-            attr = await self._settled(frame, entry.inode, entry.attr)
+        if self._active or self._landed != since:
+            attr = await self._settled(frame, entry.inode, entry.attr, since)
             if attr is not entry.attr:
                 return Entry(entry.inode, attr)
         return entry
 
     async def readdirp(self, frame, fd, offset, size):
+        since = self._landed
         entries = await self.child.readdirp(frame, fd, offset, size)
-        if not self._active:
+        if not self._active and self._landed == since:
             return entries
         out = []
         for d in entries:
             e = d.entry
             if e is not None and self in e.inode.ctx:
-                attr = await self._settled(frame, e.inode, e.attr)
+                attr = await self._settled(frame, e.inode, e.attr, since)
                 if attr is not e.attr:
                     d = DirEntry(d.name, d.ino, d.type, d.off, Entry(e.inode, attr))
             out.append(d)

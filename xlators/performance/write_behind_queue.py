@@ -44,7 +44,7 @@ class InodeQueue:
     """Write-behind state of one inode."""
     __slots__ = ("inode", "queue", "inflight", "pending", "next_seq", "done_seq",
                  "sync_target", "pressure", "worker", "changed", "error", "failures",
-                 "bg_flushes")
+                 "bg_flushes", "landed_at")
 
     def __init__(self, inode: Any) -> None:
         self.inode = inode
@@ -60,6 +60,7 @@ class InodeQueue:
         self.error = 0            # recorded failure, reported once
         self.failures = 0
         self.bg_flushes = 0
+        self.landed_at = 0        # WriteBehind._landed when its last write landed
 
     @property
     def last_seq(self) -> int:
