@@ -12,16 +12,7 @@ command -v setfacl >/dev/null 2>&1 || need+=(acl)
 PATH="$PATH:/usr/sbin:/sbin" command -v setcap >/dev/null 2>&1 || need+=(libcap2-bin)
 [ -e /usr/include/fuse3/fuse_lowlevel.h ] || need+=(libfuse3-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-# The interpreter of .venv: $XLFS_PYTHON if set, else the distribution's CPython when it is
-# new enough (Debian builds it with profile-guided optimisation and LTO: the daemon runs
-# ~8% fewer instructions per request on it than on a plain source build such as pyenv's
-# default; docs/benchmarks.md), else the first python3 on PATH.
-py=${XLFS_PYTHON:-python3}
-if [ -z "${XLFS_PYTHON:-}" ] && [ -x /usr/bin/python3 ] &&
-        /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
-    py=/usr/bin/python3
-fi
-"$py" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # GlusterFS (tests/gluster, storage/gfapi): bricks (glusterfsd), glusterd and the gluster
 # CLI, libgfapi (libgfapi0, pulled in by both), GlusterFS's own FUSE client (glusterfs)
 PATH="$PATH:/usr/sbin:/sbin" command -v glusterfsd >/dev/null 2>&1 || need+=(glusterfs-server)
@@ -38,7 +29,7 @@ if [ ${#need[@]} -gt 0 ]; then
     fi
 fi
 if [ ! -x .venv/bin/python ]; then
-    "$py" -m venv .venv
+    python3 -m venv .venv
 fi
 stamp=.venv/.xlfs-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
