@@ -29,7 +29,7 @@ What the rest of the stack sees:
   for the attributes again): a reply made below before the writes land carries the old
   times, which md-cache and the kernel would keep (GlusterFS's lookup waits too).  Writes
   queued while such a fop is under way add their size to its reply (queued writes only
-  ever grow a file: truncates wait).
+  ever grow a file: truncates wait); that part is in write_behind_attrs.py.
 - ``fsync`` waits for the queued writes, then winds; ``flush`` does the same in the
   background when ``flush-behind`` is on (answering at once), in the foreground otherwise.
   ``release`` finishes in the background after the fd's writes and flushes.  ``lk``
@@ -53,8 +53,8 @@ from ..core.errors import FopError, errno_of
 from ..core.frame import Frame
 from ..core.options import Option
 from ..core.translator import Translator
-from ..core.types import DirEntry, Entry
 from .data_changes import DataChangeOrdering
+from .write_behind_attrs import QueuedAttrs
 from .write_behind_queue import InodeQueue as _Inode
 from .write_behind_queue import Write as _Write
 from .write_behind_queue import bg_frame as _bg_frame
@@ -63,7 +63,7 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _THROUGH = os.O_SYNC | os.O_DSYNC | os.O_APPEND   # written through (after the queue)
 
 
-class WriteBehind(DataChangeOrdering, Translator):
+class WriteBehind(QueuedAttrs, DataChangeOrdering, Translator):
     """performance/write-behind: acknowledge writes at once, wind them in the background."""
     type = "performance/write-behind"
     forget_needs_context = True  # its write queue of a file is inode.ctx[self]
@@ -330,71 +330,6 @@ class WriteBehind(DataChangeOrdering, Translator):
         await self._drain_inode(fd_in.inode)  # the source is read: its writes land first
         return await super().copy_file_range(frame, fd_in, off_in, fd_out, off_out,
                                              length, flags)
-
-    # -- attributes: those the queued writes leave -------------------------------------
-    def _grown(self, inode: Any, attr: Any, end: int) -> Any:
-        st = inode.ctx.get(self)
-        if st is not None and st.pending:
-            end = max(end, st.max_end())
-        if end > attr.size:
-            attr = attr.copy()
-            attr.size = end
-        return attr
-
-    async def _settled(self, frame: Any, inode: Any, attr: Any, since: int) -> Any:
-        """``attr`` of ``inode`` from a reply made below while writes of it were queued
-        here, or landed after ``since`` (the count of landed writes when the request was
-        wound): its size, mtime and ctime may be from before they land, and a cache above
-        (md-cache, the kernel) would keep them.  Wait for them, then ask again.  Writes
-        queued meanwhile (by another request) add their size."""
-        st = inode.ctx.get(self)
-        if st is None or not (st.pending or st.landed_at > since):
-            return attr
-        if st.pending:
-            await self._drain(st)
-        attr = await self.child.getattr(frame, inode, None)
-        return self._grown(inode, attr, 0)
-
-    async def getattr(self, frame, inode, fd=None):
-        st = inode.ctx.get(self)
-        if st is not None and st.pending:
-            # A write sets mtime and ctime (and, by anyone but root, clears set-id bits)
-            # where it lands: stat answers after the queued writes, as GlusterFS's does.
-            await self._drain(st)
-        return await self.child.getattr(frame, inode, fd)
-
-    async def lookup(self, frame, loc):
-        since = self._landed
-        entry = await self.child.lookup(frame, loc)
-        if self._active or self._landed != since:
-            attr = await self._settled(frame, entry.inode, entry.attr, since)
-            if attr is not entry.attr:
-                return Entry(entry.inode, attr)
-        return entry
-
-    async def link(self, frame, inode, newloc):
-        since = self._landed
-        entry = await self.child.link(frame, inode, newloc)
-        if self._active or self._landed != since:
-            attr = await self._settled(frame, entry.inode, entry.attr, since)
-            if attr is not entry.attr:
-                return Entry(entry.inode, attr)
-        return entry
-
-    async def readdirp(self, frame, fd, offset, size):
-        since = self._landed
-        entries = await self.child.readdirp(frame, fd, offset, size)
-        if not self._active and self._landed == since:
-            return entries
-        out = []
-        for d in entries:
-            e = d.entry
-            if e is not None and self in e.inode.ctx:
-                attr = await self._settled(frame, e.inode, e.attr, since)
-                if attr is not e.attr:
-                    d = DirEntry(d.name, d.ino, d.type, d.off, Entry(e.inode, attr))
-            out.append(d)
-        return out
 
     # -- fsync, flush, release -------------------------------------------------------------
     async def fsync(self, frame, fd, datasync):
