@@ -90,15 +90,9 @@ async def _entry_request(c: FuseClient, req: Request, fop: Any, parent: Inode, n
     try:
         send_entry(c, req, await fop(req.frame, *args), parent, name)
     finally:
-        if _pins_get(task) is held:
-            if outer is None:
-                del pins_by_task[task]
-            else:
-                pins_by_task[task] = outer
-        if held:
-            dead = c.unhold(held)
-            if dead:
-                await c.purge_all(dead)
+        dead = c.unhold(task, held, outer)
+        if dead:
+            await c.purge_all(dead)
 
 
 # Errors of ``resolve`` that mean "no such object": the kernel would pass them on to
@@ -116,8 +110,8 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
     parent = c.nodes.get(req.nodeid)
     if parent is None:
         raise FopError(errno.ESTALE)
-    # LinkPins() and c.unpin(pins), spelled out (xlators.core.inode): a LinkPins object
-    # and its two method calls cost as much again as these steps, on every LOOKUP
+    # LinkPins() without the object (xlators.core.inode): the registry entry is a plain
+    # list, ended by c.unhold; an object and its two method calls cost as much again
     task = _current_task()
     outer = _pins_get(task)
     held = pins_by_task[task] = []
@@ -140,15 +134,9 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
                                                       entry.attr, inode.generation)):
             c.count_lookup(inode, parent, name)     # send_entry, inline
     finally:
-        if _pins_get(task) is held:
-            if outer is None:
-                del pins_by_task[task]
-            else:
-                pins_by_task[task] = outer
-        if held:                    # linked something (a known inode links nothing)
-            dead = c.unhold(held)
-            if dead:
-                await c.purge_all(dead)
+        dead = c.unhold(task, held, outer)
+        if dead:
+            await c.purge_all(dead)
 
 
 async def _lookup_self(c: FuseClient, req: Request) -> Payload:
@@ -248,15 +236,9 @@ async def mkdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
                                                       entry.attr, inode.generation)):
             c.count_lookup(inode, parent, name)
     finally:
-        if _pins_get(task) is held:
-            if outer is None:
-                del pins_by_task[task]
-            else:
-                pins_by_task[task] = outer
-        if held:
-            dead = c.unhold(held)
-            if dead:
-                await c.purge_all(dead)
+        dead = c.unhold(task, held, outer)
+        if dead:
+            await c.purge_all(dead)
 
 
 async def symlink(c: FuseClient, req: Request, body: memoryview) -> Payload:

@@ -153,15 +153,9 @@ async def create(c: FuseClient, req: Request, body: memoryview) -> Payload:
         await take_back_open(c, req, fd)
         raise
     finally:
-        if _pins_get(task) is held:
-            if outer is None:
-                del pins_by_task[task]
-            else:
-                pins_by_task[task] = outer
-        if held:
-            dead = c.unhold(held)
-            if dead:
-                await c.purge_all(dead)
+        dead = c.unhold(task, held, outer)
+        if dead:
+            await c.purge_all(dead)
 
 
 def _kernel_io(c: FuseClient, fd: Fd, fh: int) -> tuple[int, int]:

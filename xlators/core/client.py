@@ -33,7 +33,7 @@ import trio
 
 from .errors import FopError
 from .frame import system_frame
-from .inode import Fd, Inode, InodeTable, LinkPins
+from .inode import Fd, Inode, InodeTable, LinkPins, end_pins
 
 log = logging.getLogger("xlfs.client")
 
@@ -222,10 +222,12 @@ class ClientState:
         return dead
 
     @staticmethod
-    def unhold(held: list[Inode]) -> list[Inode]:
-        """:meth:`unpin` for pins held without a LinkPins object (the list a task's
-        entry in the pins registry held, already taken out of it: fuse_bridge.ops_entry):
-        drop the holds; the inodes nothing references now."""
+    def unhold(task: Any, held: list[Inode], outer: Optional[list]) -> list[Inode]:
+        """:meth:`unpin` for pins held without a LinkPins object (``held``, registered
+        as ``task``'s entry in the pins registry in place of ``outer``:
+        fuse_bridge.ops_entry): end the entry, drop the holds; the inodes nothing
+        references now."""
+        end_pins(task, held, outer)
         for inode in held:
             inode.refs -= 1
         return [i for i in held if not (i.nlookup or i.refs)]

@@ -85,6 +85,17 @@ class Loc:
 pins_by_task: dict[Any, list[Inode]] = {}
 
 
+def end_pins(task: Any, held: list, outer: Optional[list]) -> None:
+    """``held`` stops being ``task``'s entry in the pins registry: the ``outer`` one it
+    replaced is again (none if None).  For :class:`LinkPins` and for the bridge's entry
+    requests, which register a list of their own (no object made per request)."""
+    if pins_by_task.get(task) is held:
+        if outer is None:
+            del pins_by_task[task]
+        else:
+            pins_by_task[task] = outer
+
+
 class LinkPins:
     """Hold (``refs``) every inode :meth:`InodeTable.link` returns in this task until
     :meth:`release`.  Only this task's links count: tasks started meanwhile (a cache's
@@ -110,11 +121,7 @@ class LinkPins:
         inodes = self.inodes
         if self.active:
             self.active = False
-            if pins_by_task.get(self.task) is inodes:
-                if self._outer is None:
-                    del pins_by_task[self.task]
-                else:
-                    pins_by_task[self.task] = self._outer
+            end_pins(self.task, inodes, self._outer)
             self._outer = None
         if not inodes:
             return []
