@@ -38,7 +38,7 @@ from .run import cleanup
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
-DEFAULT_PEERS = "xlfs,glusterfs,bindfs"
+DEFAULT_PEERS = "xlfs,glusterfs,bindfs,pyfuse3"
 CALLS = {"getattr": 30000, "lookup": 20000, "lookup-missing": 20000, "read": 20000,
          "write": 20000, "create": 5000, "create-close": 5000, "unlink": 5000, "mkdir-rmdir": 3000,
          "rename": 5000,
