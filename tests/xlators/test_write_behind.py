@@ -81,19 +81,22 @@ class Jitter(Translator):
         return await self.child.setattr(frame, inode, changes, fd)
 
 
-def build(*middles, leaf_opts=None, **wb_opts):
+def build(*middles, leaf="storage/memory", leaf_opts=None, md_cache=None, **wb_opts):
     """write-behind over the given middle translators (instances made from classes or
-    factories) over storage/memory.  wb_opts use underscores for dashes."""
+    factories) over ``leaf``; with ``md_cache`` (its options), performance/md-cache over
+    write-behind is the harness's top.  wb_opts use underscores for dashes."""
     itable = InodeTable()
-    node = make_translator("storage/memory", (), leaf_opts or {}, itable=itable)
+    node = make_translator(leaf, (), leaf_opts or {}, itable=itable)
     made = []
     for m in reversed(middles):
         node = m("mid", [node], {}, itable=itable) if isinstance(m, type) else m(node, itable)
         made.insert(0, node)
     opts = {k.replace("_", "-").replace("strict-O-DIRECT", "strict-O_DIRECT"): v
             for k, v in wb_opts.items()}
-    wb = WriteBehind("wb", [node], opts, itable=itable)
-    h = Harness(wb)
+    top = WriteBehind("wb", [node], opts, itable=itable)
+    if md_cache is not None:
+        top = make_translator("performance/md-cache", (top,), md_cache, itable=itable)
+    h = Harness(top)
     h.init()
     return h, made
 
@@ -949,17 +952,13 @@ async def test_attributes_handed_out_are_those_the_pending_writes_leave(how):
         await h.close(fd)
 
 
+MD_CACHE_600 = {"md-cache-timeout": "600", "cache-invalidation": "on"}   # no upcall source
+
+
 @pytest.mark.parametrize("how", ["lookup", "readdirp", "link"])
 async def test_md_cache_over_it_does_not_keep_the_mtime_before_a_write(how):
-    from xlators.performance.md_cache import MdCache
-    itable = InodeTable()
-    leaf = make_translator("storage/memory", (), {}, itable=itable)
-    gate = Gate("gate", [leaf], {}, itable=itable)
-    wb = WriteBehind("wb", [gate], {}, itable=itable)
-    mdc = MdCache("mdc", [wb], {"md-cache-timeout": "600", "cache-invalidation": "on"},
-                  itable=itable)
-    h = Harness(mdc)
-    h.init()
+    h, (gate,) = build(Gate, md_cache=MD_CACHE_600)
+    mdc = h.top
     async with trio.open_nursery() as n:
         h.attach_nursery(n)
         fd = await h.create("/f")
@@ -968,9 +967,98 @@ async def test_md_cache_over_it_does_not_keep_the_mtime_before_a_write(how):
         await settle()
         gate.open_gate()
         await settle()
-        landed = await leaf.getattr(h.frame(), fd.inode)
+        landed = await gate.child.getattr(h.frame(), fd.inode)
         assert (await mdc.getattr(h.frame(), fd.inode)).mtime_ns == landed.mtime_ns
         await h.close(fd)
+
+
+# -- file capabilities, which a write ends where it lands -------------------------------
+
+CAPS = b"security.capability"
+# a valid VFS_CAP_REVISION_2 value: cap_net_raw permitted and effective
+CAP_VALUE = bytes.fromhex("01000002" "00200000" "00000000" "00000000" "00000000")
+
+
+async def _xattr_or_errno(h, inode, name):
+    try:
+        return await h.top.getxattr(h.frame(), inode, name)
+    except OSError as exc:
+        return exc.errno
+
+
+async def test_the_capability_is_answered_as_the_queued_writes_leave_it():
+    """storage/memory, as posix, ends security.capability where a write lands: with a
+    write queued, a getxattr or listxattr that finds one answers after the write, and
+    ENODATA (which no write changes: the kernel asks before writes) and other names
+    answer at once."""
+    h, (gate,) = build(Gate)
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.create("/f")
+        plain = await h.create("/g")
+        await h.top.setxattr(h.frame(), fd.inode, CAPS, CAP_VALUE, 0)
+        await h.top.setxattr(h.frame(), fd.inode, b"user.x", b"1", 0)
+        await h.write(fd, b"abc", 0)                     # queued: the gate is closed
+        await h.write(plain, b"abc", 0)
+        with trio.fail_after(5):                         # (they would wait for good)
+            assert await _xattr_or_errno(h, plain.inode, CAPS) == errno.ENODATA
+            assert await _xattr_or_errno(h, fd.inode, b"user.x") == b"1"
+        got = {}
+
+        async def getxattr():
+            got["get"] = await _xattr_or_errno(h, fd.inode, CAPS)
+
+        async def listxattr():
+            got["list"] = await h.top.listxattr(h.frame(), fd.inode)
+        n.start_soon(getxattr)
+        n.start_soon(listxattr)
+        await settle()
+        assert got == {} and gate.writes() == [("writev", 0, 3)] * 2     # both held
+        gate.open_gate()
+        await settle()
+        assert got == {"get": errno.ENODATA, "list": [b"user.x"]}
+        await h.close(fd)
+        await h.close(plain)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (switches users)")
+@pytest.mark.parametrize("leaf", ["storage/memory", "storage/posix"])
+async def test_md_cache_over_it_keeps_no_privilege_a_queued_write_ends(leaf, tmp_path):
+    """md-cache over write-behind, no upcalls (md-cache-timeout 600): a write by a user
+    without CAP_FSETID ends the file's capability and set-user-ID bit where it lands,
+    after write-behind acknowledged it.  What md-cache caches after the ack (the
+    kernel's capability question, a stat) is what the landing leaves: a capability
+    that write ended must not be served for ten minutes (exec would grant it)."""
+    os.chmod(tmp_path, 0o755)
+    h, (gate,) = build(Gate, leaf=leaf, md_cache=MD_CACHE_600, leaf_opts=(
+        {"directory": str(tmp_path)} if leaf == "storage/posix" else {}))
+    mdc = h.top
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.create("/f", 0o777, umask=0)
+        inode = fd.inode
+        await h.close(fd)
+        await mdc.setattr(h.frame(), inode, SetAttr(mode=0o4777))
+        await mdc.setxattr(h.frame(), inode, CAPS, CAP_VALUE, 0)
+        assert await mdc.getxattr(h.frame(), inode, CAPS) == CAP_VALUE       # cached
+        assert (await mdc.getattr(h.frame(), inode)).mode & 0o7777 == 0o4777  # cached
+        user = h.frame(1000, 1000)
+        fd = await h.open("/f", os.O_WRONLY, frame=user)
+        assert await h.write(fd, b"w", frame=user) == 1    # acknowledged, held below
+        got = []
+
+        async def ask():
+            got.append(await _xattr_or_errno(h, inode, CAPS))
+            got.append((await mdc.getattr(h.frame(), inode)).mode & 0o7777)
+        n.start_soon(ask)
+        await settle()
+        assert gate.writes() == [("writev", 0, 1)]
+        gate.open_gate()
+        await settle()
+        assert got == [errno.ENODATA, 0o777]               # as the landing left them
+        assert await _xattr_or_errno(h, inode, CAPS) == errno.ENODATA   # and cached so
+        assert (await mdc.getattr(h.frame(), inode)).mode & 0o7777 == 0o777
+        await h.close(fd, frame=user)
 
 
 class HoldLookup(Gate):
