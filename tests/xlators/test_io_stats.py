@@ -138,22 +138,25 @@ async def test_cancelled_calls_are_timed_not_counted_as_errors(fake_ns):
 
 class Dumps:
     """``xl.dump_now`` wrapped, so the test follows the periodic dump step by step:
-    ``started()`` gives trio's time when the next dump began (waiting at most 60 s of
-    the mock clock: the loop's own timer, nothing else, decides that), ``finished()``
-    waits until it is written (by a worker thread; no timer of the test's races it)."""
+    ``started()`` gives trio's time when the next dump began and whether ``path``
+    existed then (waiting at most 60 s of the mock clock: the loop's own timer, nothing
+    else, decides that), ``finished()`` waits until it is written (by a worker thread;
+    no timer of the test's races it).  The file is looked at only in the loop's task
+    before the dump's thread starts, or after ``finished()``: once ``started()`` has
+    returned, the thread may already have written it (``thread_timing`` "worker-first")."""
 
-    def __init__(self, xl: IoStats, monkeypatch) -> None:
+    def __init__(self, xl: IoStats, monkeypatch, path) -> None:
         self._start_send, self._starts = trio.open_memory_channel(math.inf)
         self._end_send, self._ends = trio.open_memory_channel(math.inf)
         real = xl.dump_now
 
         async def dump_now() -> None:
-            self._start_send.send_nowait(trio.current_time())
+            self._start_send.send_nowait((trio.current_time(), path.exists()))
             await real()
             self._end_send.send_nowait(None)
         monkeypatch.setattr(xl, "dump_now", dump_now)
 
-    async def started(self) -> float:
+    async def started(self) -> tuple[float, bool]:
         with trio.fail_after(60):
             return await self._starts.receive()
 
@@ -165,25 +168,25 @@ class Dumps:
         return self._starts.statistics().current_buffer_used
 
 
-async def test_periodic_dump_to_a_file(tmp_path, autojump_clock, monkeypatch):
+async def test_periodic_dump_to_a_file(tmp_path, autojump_clock, monkeypatch, thread_timing):
     path = tmp_path / "stats.json"
     h = stack(ios_dump_interval="10s", ios_dump_file=str(path))
     await h.write_file("/f", b"abc")                       # started without a nursery: ok
     assert h.top._dumper is None
-    dumps = Dumps(h.top, monkeypatch)
+    dumps = Dumps(h.top, monkeypatch, path)
     async with trio.open_nursery() as nursery:
         h.attach_nursery(nursery)
         up = trio.current_time()
         h.top.notify(Event.CHILD_UP, None, h.top.child)    # the graph is up
-        assert await dumps.started() == up + 10            # one interval after, not before
-        assert not path.exists()
+        # one interval after, not before; the dump is the first to write the file
+        assert await dumps.started() == (up + 10, False)
         await dumps.finished()
         data = json.loads(path.read_text())
         assert data["bytes_written"] == 3 and data["fops"]["writev"]["count"] == 1
         changed = trio.current_time()
         h.top.reconfigure({"ios-dump-interval": "10s", "ios-dump-file": str(path),
                            "ios-dump-format": "text"})
-        assert await dumps.started() == changed + 10
+        assert await dumps.started() == (changed + 10, True)
         await dumps.finished()
         assert "Data Written: 3 bytes" in path.read_text()
         h.fini()                                           # stops the dumper

@@ -14,50 +14,19 @@ from xlators.core.translator import forget_path
 from xlators.core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
 from xlators.performance.fop_targets import MODIFYING_FOPS
 from xlators.performance.md_cache import MdCache
-from xlators.testing import Harness, check_passthrough, make_translator
+from xlators.testing import check_passthrough
+
+from tests.xlators.cachelib import Clock, counting, holding, over
 
 MDC = "performance/md-cache"
 
 
-class Counter(Translator):
-    """Counts the fops that reach it (between md-cache and the leaf)."""
-    type = "test/counter"
-    passes_data_through = True      # it counts metadata fops only
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.counts: dict[str, int] = {}
-
-
-def _counting(name):
-    async def fop(self, frame, *args, **kw):
-        self.counts[name] = self.counts.get(name, 0) + 1
-        return await getattr(self.child, name)(frame, *args, **kw)
-    fop.__name__ = name
-    return fop
-
-
-for _n in ("lookup", "getattr", "getxattr", "statfs", "readdirp"):
-    setattr(Counter, _n, _counting(_n))
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+Counter = counting("lookup", "getattr", "getxattr", "statfs", "readdirp")
 
 
 def build(leaf="storage/memory", leaf_options=None, **options):
-    leaf_xl = make_translator(leaf, (), leaf_options or {})
-    counter = Counter("counter", [leaf_xl], {}, itable=leaf_xl.itable)
-    opts = {k.replace("_", "-"): v for k, v in options.items()}
-    mdc = make_translator(MDC, (counter,), opts, itable=leaf_xl.itable)
-    h = Harness(mdc)
-    h.init()
-    clock = Clock()
-    mdc.clock = clock
+    h, counter, leaf_xl = over(MDC, Counter, options, leaf, leaf_options)
+    h.top.clock = clock = Clock()
     return h, counter, leaf_xl, clock
 
 
@@ -538,33 +507,14 @@ async def test_a_missing_name_made_through_md_cache_is_known_again():
     assert (await h.top.getattr(h.frame(), a.inode)).nlink == 1
 
 
-class HoldLookups(Translator):
-    """Holds the answer of every lookup until let go."""
-    type = "test/hold-lookups"
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.answered = trio.Event()
-        self.go = trio.Event()
-
-    async def lookup(self, frame, loc):
-        try:
-            return await self.child.lookup(frame, loc)
-        finally:
-            self.answered.set()
-            await self.go.wait()
+MD_CACHE_600 = {"md-cache-timeout": "600", "cache-invalidation": "on"}
 
 
 @pytest.mark.parametrize("what", ["inode", "entry"])
 async def test_a_reply_that_left_before_an_upcall_is_not_cached_in_a_new_record(what):
     # Neither the file nor its directory has a record of md-cache's yet when the
     # upcall comes: the lookup reply on its way up still carries the old state.
-    leaf = make_translator("storage/memory")
-    hold = HoldLookups("hold", [leaf], {}, itable=leaf.itable)
-    mdc = make_translator(MDC, (hold,), {"md-cache-timeout": "600",
-                                          "cache-invalidation": "on"}, itable=leaf.itable)
-    h = Harness(mdc)
-    h.init()
+    h, hold, leaf = over(MDC, holding("lookup"), MD_CACHE_600)
     f = Fd(h.root, os.O_RDWR)
     old = await leaf.create(h.frame(), Loc(h.root, b"f"), os.O_RDWR, 0o100644, 0, f)
     await leaf.writev(h.frame(), f, b"abc", 0)
@@ -587,46 +537,23 @@ async def test_a_reply_that_left_before_an_upcall_is_not_cached_in_a_new_record(
     assert (await h.top.getattr(h.frame(), e.inode)).size == e.attr.size
 
 
-class HoldSetattr(Translator):
-    """Holds the answer of every setattr and link until let go."""
-    type = "test/hold-setattr"
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.answered = trio.Event()
-        self.go = trio.Event()
-
-    async def setattr(self, frame, inode, changes, fd=None):
-        try:
-            return await self.child.setattr(frame, inode, changes, fd)
-        finally:
-            self.answered.set()
-            await self.go.wait()
-
-    async def link(self, frame, inode, newloc):
-        try:
-            return await self.child.link(frame, inode, newloc)
-        finally:
-            self.answered.set()
-            await self.go.wait()
-
-
+@pytest.mark.parametrize("record", ["kept", "none"])
 @pytest.mark.parametrize("fop", ["setattr", "link"])
-async def test_a_reply_older_than_a_write_that_crossed_it_is_not_cached(fop):
+async def test_a_reply_older_than_a_write_that_crossed_it_is_not_cached(fop, record):
     # The kernel does not serialise a chmod or a link with the WRITEs of mmap
     # writeback: a write that lands after the reply was made, and returns first, must
-    # not be hidden by that reply (cached as fresh for md-cache-timeout).
+    # not be hidden by that reply (cached as fresh for md-cache-timeout).  The same
+    # for an inode md-cache holds no record of (record "none": a new graph's md-cache
+    # after a switch), whose crossing write's invalidation has no record to mark.
     from xlators import SetAttr
-    leaf = make_translator("storage/memory")
-    hold = HoldSetattr("hold", [leaf], {}, itable=leaf.itable)
-    mdc = make_translator(MDC, (hold,), {"md-cache-timeout": "600",
-                                          "cache-invalidation": "on"}, itable=leaf.itable)
-    h = Harness(mdc)
-    h.init()
+    h, hold, _ = over(MDC, holding("setattr", "link"), MD_CACHE_600)
+    mdc = h.top
     hold.go.set()
     fd = await h.create("/f")
     await h.write(fd, b"abc", 0)
-    hold.go, hold.answered = trio.Event(), trio.Event()
+    if record == "none":
+        fd.inode.ctx.pop(mdc, None)
+    hold.rearm()
     async with trio.open_nursery() as n:
         if fop == "setattr":
             n.start_soon(mdc.setattr, h.frame(), fd.inode, SetAttr(mode=0o600))
@@ -634,32 +561,5 @@ async def test_a_reply_older_than_a_write_that_crossed_it_is_not_cached(fop):
             n.start_soon(mdc.link, h.frame(), fd.inode, Loc(h.root, b"g"))
         await hold.answered.wait()                   # size 3, on its way up
         await h.write(fd, b"defg", 3)                # lands and returns first
-        hold.go.set()
-    assert (await mdc.getattr(h.frame(), fd.inode)).size == 7
-
-
-@pytest.mark.parametrize("fop", ["setattr", "link"])
-async def test_a_crossed_reply_is_not_cached_for_an_inode_without_a_record(fop):
-    # The same race for an inode md-cache holds no record of (a new graph's md-cache
-    # after a switch): the crossing write's invalidation has no record to mark.
-    from xlators import SetAttr
-    leaf = make_translator("storage/memory")
-    hold = HoldSetattr("hold", [leaf], {}, itable=leaf.itable)
-    mdc = make_translator(MDC, (hold,), {"md-cache-timeout": "600",
-                                          "cache-invalidation": "on"}, itable=leaf.itable)
-    h = Harness(mdc)
-    h.init()
-    hold.go.set()
-    fd = await h.create("/f")
-    await h.write(fd, b"abc", 0)
-    fd.inode.ctx.pop(mdc, None)
-    hold.go, hold.answered = trio.Event(), trio.Event()
-    async with trio.open_nursery() as n:
-        if fop == "setattr":
-            n.start_soon(mdc.setattr, h.frame(), fd.inode, SetAttr(mode=0o600))
-        else:
-            n.start_soon(mdc.link, h.frame(), fd.inode, Loc(h.root, b"g"))
-        await hold.answered.wait()
-        await h.write(fd, b"defg", 3)
         hold.go.set()
     assert (await mdc.getattr(h.frame(), fd.inode)).size == 7

@@ -7,43 +7,20 @@ import os
 import pytest
 import trio
 
-from xlators import FopError, Translator, default_registry
+from xlators import FopError, default_registry
 from xlators.core.inode import Fd, Loc
 from xlators.core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
 from xlators.performance.nl_cache import NlCache
-from xlators.testing import Harness, check_passthrough, make_translator
+from xlators.testing import check_passthrough
+
+from tests.xlators.cachelib import Clock, counting, holding, over
 
 NLC = "performance/nl-cache"
 
 
-class Counter(Translator):
-    type = "test/counter"
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.lookups = 0
-
-    async def lookup(self, frame, loc):
-        self.lookups += 1
-        return await self.child.lookup(frame, loc)
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 def build(**options):
-    leaf = make_translator("storage/memory")
-    counter = Counter("counter", [leaf], {}, itable=leaf.itable)
-    opts = {k.replace("_", "-"): v for k, v in options.items()}
-    nlc = make_translator(NLC, (counter,), opts, itable=leaf.itable)
-    h = Harness(nlc)
-    h.init()
-    nlc.clock = clock = Clock()
+    h, counter, leaf = over(NLC, counting("lookup"), options)
+    h.top.clock = clock = Clock()
     return h, counter, leaf, clock
 
 
@@ -57,10 +34,10 @@ async def test_negative_lookup_is_answered_until_the_timeout():
     h, c, _, clock = build(nl_cache_timeout="10")
     for _ in range(3):
         await missing(h, h.root, b"nope")
-    assert c.lookups == 1
+    assert c.counts["lookup"] == 1
     clock.now += 10
     await missing(h, h.root, b"nope")
-    assert c.lookups == 2
+    assert c.counts["lookup"] == 2
 
 
 async def test_create_through_it_makes_the_name_visible():
@@ -87,12 +64,12 @@ async def test_rename_and_unlink_through_it():
     await h.rename("/a", "/b")
     await h.top.lookup(h.frame(), Loc(h.root, b"b"))
     await missing(h, h.root, b"a")            # asked below: it may remain (see next)
-    n = c.lookups
+    n = c.counts["lookup"]
     await missing(h, h.root, b"a")            # and then known to be missing
-    assert c.lookups == n
+    assert c.counts["lookup"] == n
     await h.unlink("/b")
     await missing(h, h.root, b"b")            # known gone: not asked
-    assert c.lookups == n
+    assert c.counts["lookup"] == n
 
 
 async def test_rename_between_links_of_one_inode_leaves_both_names():
@@ -136,18 +113,18 @@ async def test_upcalls_drop_the_directory():
 async def test_positive_entries_make_a_new_directory_complete():
     h, c, _, _ = build(nl_cache_positive_entry="on")
     d = await h.mkdir("/d")
-    n = c.lookups
+    n = c.counts["lookup"]
     await missing(h, d.inode, b"anything")
-    assert c.lookups == n                      # a new directory is empty
+    assert c.counts["lookup"] == n                      # a new directory is empty
     await h.write_file("/d/f", b"x")
     await h.top.lookup(h.frame(), Loc(d.inode, b"f"))
-    n = c.lookups
+    n = c.counts["lookup"]
     await missing(h, d.inode, b"g")
-    assert c.lookups == n
+    assert c.counts["lookup"] == n
     h2, c2, _, _ = build()                     # without positive entries: wound
     d2 = await h2.mkdir("/d")
     await missing(h2, d2.inode, b"anything")
-    assert c2.lookups == 1
+    assert c2.counts["lookup"] == 1
 
 
 async def test_positive_entry_completeness_is_dropped_by_an_upcall():
@@ -175,7 +152,7 @@ async def test_pass_through_and_zero_timeout_cache_nothing():
         h, c, _, _ = build(**opts)
         await missing(h, h.root, b"n")
         await missing(h, h.root, b"n")
-        assert c.lookups == 2
+        assert c.counts["lookup"] == 2
 
 
 def test_options_follow_glusterfs():
@@ -211,38 +188,11 @@ async def test_complete_directory_leaves_too_long_names_to_the_child():
     assert ei.value.errno == errno.ENAMETOOLONG
 
 
-class HoldLookups(Translator):
-    """Holds the answer of every lookup (ENOENT included) until let go."""
-    type = "test/hold-lookups"
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.answered = trio.Event()
-        self.go = trio.Event()
-
-    async def lookup(self, frame, loc):
-        try:
-            return await self.child.lookup(frame, loc)
-        finally:
-            self.answered.set()
-            await self.go.wait()
-
-
-def build_held(**options):
-    leaf = make_translator("storage/memory")
-    hold = HoldLookups("hold", [leaf], {}, itable=leaf.itable)
-    opts = {k.replace("_", "-"): v for k, v in options.items()}
-    nlc = make_translator(NLC, (hold,), opts, itable=leaf.itable)
-    h = Harness(nlc)
-    h.init()
-    return h, hold, leaf
-
-
 @pytest.mark.parametrize("msg", ["entry", "delete", "inode"])
 async def test_a_miss_answered_before_an_upcall_is_not_kept_in_a_new_record(msg):
     # The directory has no record yet when the upcall comes: the ENOENT that left
     # before it must still not be cached.
-    h, hold, leaf = build_held()
+    h, hold, leaf = over(NLC, holding("lookup"))
     async with trio.open_nursery() as n:
         n.start_soon(missing, h, h.root, b"f")
         await hold.answered.wait()                  # ENOENT, on its way up
@@ -258,12 +208,11 @@ async def test_a_miss_answered_before_an_upcall_is_not_kept_in_a_new_record(msg)
 async def test_a_miss_answered_before_a_name_made_here_is_not_kept(fop):
     # A lookup that found the name missing, answered while a fop through nl-cache made
     # the name, must not cache a negative entry for it.
-    h, hold, leaf = build_held()
+    h, hold, leaf = over(NLC, holding("lookup"))
     hold.go.set()
     await h.write_file("/other", b"o")
     await missing(h, h.root, b"g")                      # the directory has a record now
-    hold.go = trio.Event()
-    hold.answered = trio.Event()
+    hold.rearm()
     async with trio.open_nursery() as n:
         n.start_soon(missing, h, h.root, b"f")
         await hold.answered.wait()

@@ -33,6 +33,9 @@ class Gate(Translator):
     def open_gate(self):
         self.opened.set()
 
+    def close_gate(self):
+        self.opened = trio.Event()
+
     async def writev(self, frame, fd, data, offset, flags=None):
         self.events.append(("writev", offset, len(data)))
         await self.opened.wait()
@@ -81,19 +84,22 @@ class Jitter(Translator):
         return await self.child.setattr(frame, inode, changes, fd)
 
 
-def build(*middles, leaf_opts=None, **wb_opts):
+def build(*middles, leaf="storage/memory", leaf_opts=None, md_cache=None, **wb_opts):
     """write-behind over the given middle translators (instances made from classes or
-    factories) over storage/memory.  wb_opts use underscores for dashes."""
+    factories) over ``leaf``; with ``md_cache`` (its options), performance/md-cache over
+    write-behind is the harness's top.  wb_opts use underscores for dashes."""
     itable = InodeTable()
-    node = make_translator("storage/memory", (), leaf_opts or {}, itable=itable)
+    node = make_translator(leaf, (), leaf_opts or {}, itable=itable)
     made = []
     for m in reversed(middles):
         node = m("mid", [node], {}, itable=itable) if isinstance(m, type) else m(node, itable)
         made.insert(0, node)
     opts = {k.replace("_", "-").replace("strict-O-DIRECT", "strict-O_DIRECT"): v
             for k, v in wb_opts.items()}
-    wb = WriteBehind("wb", [node], opts, itable=itable)
-    h = Harness(wb)
+    top = WriteBehind("wb", [node], opts, itable=itable)
+    if md_cache is not None:
+        top = make_translator("performance/md-cache", (top,), md_cache, itable=itable)
+    h = Harness(top)
     h.init()
     return h, made
 
@@ -114,6 +120,26 @@ async def settle():
     await trio.testing.wait_all_tasks_blocked()
 
 
+async def once_landed(n, gate, *asks, held=None):
+    """Run each of ``asks`` (async functions of no arguments) in the nursery ``n``: none
+    may answer while ``gate`` holds the queued writes (nor may ``held()``, when given,
+    be false then); the gate is opened, and their answers come back in the order
+    given (each must have answered once the writes landed)."""
+    got = {}
+
+    async def run(i, ask):
+        got[i] = await ask()
+    for i, ask in enumerate(asks):
+        n.start_soon(run, i, ask)
+    await settle()
+    assert got == {}, "answered before the queued writes landed"
+    assert held is None or held()
+    gate.open_gate()
+    await settle()
+    assert len(got) == len(asks), "still waiting after the queued writes landed"
+    return [got[i] for i in range(len(asks))]
+
+
 # -- basics ---------------------------------------------------------------------------
 
 async def test_write_is_acknowledged_before_it_lands():
@@ -126,16 +152,7 @@ async def test_write_is_acknowledged_before_it_lands():
         d = h.top.dump()
         assert d[key(h, fd, "pending_bytes")] == 5 and d["inodes"] == 1
         # a read waits for the write it must see
-        got = []
-
-        async def reader():
-            got.append(await h.read(fd, 100))
-        n.start_soon(reader)
-        await settle()
-        assert got == []
-        gate.open_gate()
-        await settle()
-        assert got == [b"hello"]
+        assert await once_landed(n, gate, lambda: h.read(fd, 100)) == [b"hello"]
         await h.close(fd)
     assert h.top.dump()["inodes"] == 0
 
@@ -159,20 +176,11 @@ async def test_read_only_waits_for_writes_it_can_see():
         gate.open_gate()
         await h.write(fd, b"0123456789", 0)
         await settle()
-        gate.opened = trio.Event()                       # close it again
+        gate.close_gate()
         await h.write(fd, b"XY", 20)                     # pending, ends at 22
         # a read that ends before the pending write starts... still must wait: the
         # pending write makes the file longer, so [8, 18) is b"89" + 8 zero bytes
-        got = []
-
-        async def reader(off, size):
-            got.append(await h.read(fd, size, off))
-        n.start_soon(reader, 8, 10)
-        await settle()
-        assert got == []
-        gate.open_gate()
-        await settle()
-        assert got == [b"89" + bytes(8)]
+        assert await once_landed(n, gate, lambda: h.read(fd, 10, 8)) == [b"89" + bytes(8)]
         await h.close(fd)
 
 
@@ -185,24 +193,16 @@ async def test_attributes_include_pending_writes():
         frame = h.frame()
         # getattr, lookup and readdirp wait for the queued writes (mtime, ctime and
         # set-id bits change where they land)
-        got = []
-
-        async def stat():
-            got.append(await h.top.getattr(frame, fd.inode))
 
         async def lookup():
-            got.append((await h.lookup("/f")).attr)
+            return (await h.lookup("/f")).attr
 
         async def listing():
             plus = {d.name: d for d in await h.listdir("/", plus=True)}
-            got.append(plus[b"f"].entry.attr)
+            return plus[b"f"].entry.attr
 
-        for ask in (stat, lookup, listing):
-            n.start_soon(ask)
-        await settle()
-        assert got == []
-        gate.open_gate()
-        await settle()
+        got = await once_landed(n, gate, lambda: h.top.getattr(frame, fd.inode), lookup,
+                                listing)
         assert [a.size for a in got] == [110] * 3
         await h.top.fsync(frame, fd, 0)
         assert (await h.top.getattr(frame, fd.inode)).size == 110
@@ -216,15 +216,8 @@ async def test_truncate_and_setattr_wait_for_pending_writes():
         h.attach_nursery(n)
         fd = await h.create("/f")
         await h.write(fd, b"a" * 100, 0)
-        done = []
-
-        async def trunc():
-            done.append(await h.top.setattr(h.frame(), fd.inode, SetAttr(size=50)))
-        n.start_soon(trunc)
-        await settle()
-        assert done == []
-        gate.open_gate()
-        await settle()
+        done = await once_landed(
+            n, gate, lambda: h.top.setattr(h.frame(), fd.inode, SetAttr(size=50)))
         assert done[0].size == 50
         assert await h.read(fd, 1000) == b"a" * 50
         await h.close(fd)
@@ -336,15 +329,8 @@ async def test_large_write_goes_through_in_order():
         h.attach_nursery(n)
         fd = await h.create("/f")
         await h.write(fd, b"a" * 100, 0)
-        done = []
-
-        async def big():
-            done.append(await h.write(fd, b"b" * 8192, 50))
-        n.start_soon(big)
-        await settle()
-        assert done == [] and gate.writes() == [("writev", 0, 100)]
-        gate.open_gate()
-        await settle()
+        done = await once_landed(n, gate, lambda: h.write(fd, b"b" * 8192, 50),
+                                 held=lambda: gate.writes() == [("writev", 0, 100)])
         assert done == [8192]
         assert await h.read(fd, 10_000) == b"a" * 50 + b"b" * 8192
         await h.close(fd)
@@ -401,35 +387,20 @@ async def test_data_fops_wait_for_pending_writes():
         h.attach_nursery(n)
         fd = await h.create("/f")
         f2 = await h.create("/g")
-        done = []
-
-        async def run(name, fn, *args):
-            done.append((name, await fn(h.frame(), *args)))
-
         await h.write(fd, b"a" * 8192, 0)
-        n.start_soon(run, "punch", h.top.fallocate, fd, 3, 0, 4096)   # KEEP_SIZE|PUNCH
-        n.start_soon(run, "lseek", h.top.lseek, fd, 0, 3)            # SEEK_DATA
-        n.start_soon(run, "copy", h.top.copy_file_range, fd, 4096, f2, 0, 4096, 0)
-        await settle()
-        assert done == []
-        gate.open_gate()
-        await settle()
-        got = dict(done)
-        assert got["copy"] == 4096
+        fr = h.frame()
+        _, _, copied = await once_landed(
+            n, gate,
+            lambda: h.top.fallocate(fr, fd, 3, 0, 4096),              # KEEP_SIZE|PUNCH
+            lambda: h.top.lseek(fr, fd, 0, 3),                        # SEEK_DATA
+            lambda: h.top.copy_file_range(fr, fd, 4096, f2, 0, 4096, 0))
+        assert copied == 4096
         assert await h.read(fd, 10_000) == bytes(4096) + b"a" * 4096
         assert await h.read(f2, 10_000) == b"a" * 4096
         # open with O_TRUNC lands after the writes queued before it
-        gate.opened = trio.Event()
+        gate.close_gate()
         await h.write(fd, b"b" * 100, 0)
-        opened = []
-
-        async def trunc_open():
-            opened.append(await h.open("/f", os.O_RDWR | os.O_TRUNC))
-        n.start_soon(trunc_open)
-        await settle()
-        assert opened == []
-        gate.open_gate()
-        await settle()
+        opened = await once_landed(n, gate, lambda: h.open("/f", os.O_RDWR | os.O_TRUNC))
         assert await h.read(opened[0], 100) == b""
         for f in (fd, f2, opened[0]):
             await h.close(f)
@@ -442,15 +413,8 @@ async def test_link_reports_pending_size():
         fd = await h.create("/f")
         await h.write(fd, b"x" * 10, 0)
         loc = await h.parent_loc("/l")
-        got = []
-
-        async def link():
-            got.append(await h.top.link(h.frame(), fd.inode, loc))
-        n.start_soon(link)
-        await settle()
-        assert got == []                    # it waits for the write (its mtime)
-        gate.open_gate()
-        await settle()
+        # it waits for the write (its mtime)
+        got = await once_landed(n, gate, lambda: h.top.link(h.frame(), fd.inode, loc))
         assert got[0].attr.size == 10
         await h.close(fd)
 
@@ -475,17 +439,8 @@ async def test_fsync_waits_for_pending_writes_then_winds():
         h.attach_nursery(n)
         fd = await h.create("/f")
         await h.write(fd, b"data", 0)
-        done = []
-
-        async def fsync():
-            await h.top.fsync(h.frame(), fd, 0)
-            done.append(True)
-        n.start_soon(fsync)
-        await settle()
-        assert done == [] and ("fsync",) not in gate.events
-        gate.open_gate()
-        await settle()
-        assert done == [True]
+        await once_landed(n, gate, lambda: h.top.fsync(h.frame(), fd, 0),
+                          held=lambda: ("fsync",) not in gate.events)
         assert gate.events[-1] == ("fsync",)
         await h.close(fd)
 
@@ -520,16 +475,7 @@ async def test_getattr_of_a_setid_file_waits_for_unprivileged_writes():
         fd = await h.create("/f", 0o777, umask=0)
         await h.top.setattr(h.frame(), fd.inode, SetAttr(mode=0o6777), fd)
         await h.write(fd, b"abc", 0, frame=h.frame(1000, 1000))     # queued
-        got = []
-
-        async def stat():
-            got.append(await h.top.getattr(h.frame(), fd.inode))
-
-        n.start_soon(stat)
-        await settle()
-        assert got == []
-        gate.open_gate()
-        await settle()
+        got = await once_landed(n, gate, lambda: h.top.getattr(h.frame(), fd.inode))
         assert got[0].mode & 0o7777 == 0o777 and got[0].size == 3
         await h.close(fd)
 
@@ -935,42 +881,101 @@ async def test_attributes_handed_out_are_those_the_pending_writes_leave(how):
         h.attach_nursery(n)
         fd = await h.create("/f")
         await h.write(fd, b"x" * 10, 100)
-        got = []
-
-        async def ask():
-            got.append(await _attr_while_pending(h, fd, how))
-        n.start_soon(ask)
-        await settle()
-        gate.open_gate()
-        await settle()
+        got = await once_landed(n, gate, lambda: _attr_while_pending(h, fd, how))
         landed = await h.top.child.getattr(h.frame(), fd.inode)
         assert got[0].size == 110
         assert (got[0].mtime_ns, got[0].ctime_ns) == (landed.mtime_ns, landed.ctime_ns)
         await h.close(fd)
 
 
+MD_CACHE_600 = {"md-cache-timeout": "600", "cache-invalidation": "on"}   # no upcall source
+
+
 @pytest.mark.parametrize("how", ["lookup", "readdirp", "link"])
 async def test_md_cache_over_it_does_not_keep_the_mtime_before_a_write(how):
-    from xlators.performance.md_cache import MdCache
-    itable = InodeTable()
-    leaf = make_translator("storage/memory", (), {}, itable=itable)
-    gate = Gate("gate", [leaf], {}, itable=itable)
-    wb = WriteBehind("wb", [gate], {}, itable=itable)
-    mdc = MdCache("mdc", [wb], {"md-cache-timeout": "600", "cache-invalidation": "on"},
-                  itable=itable)
-    h = Harness(mdc)
-    h.init()
+    h, (gate,) = build(Gate, md_cache=MD_CACHE_600)
+    mdc = h.top
     async with trio.open_nursery() as n:
         h.attach_nursery(n)
         fd = await h.create("/f")
         await h.write(fd, b"x" * 10, 100)
-        n.start_soon(_attr_while_pending, h, fd, how)
-        await settle()
-        gate.open_gate()
-        await settle()
-        landed = await leaf.getattr(h.frame(), fd.inode)
+        await once_landed(n, gate, lambda: _attr_while_pending(h, fd, how))
+        landed = await gate.child.getattr(h.frame(), fd.inode)
         assert (await mdc.getattr(h.frame(), fd.inode)).mtime_ns == landed.mtime_ns
         await h.close(fd)
+
+
+# -- file capabilities, which a write ends where it lands -------------------------------
+
+CAPS = b"security.capability"
+# a valid VFS_CAP_REVISION_2 value: cap_net_raw permitted and effective
+CAP_VALUE = bytes.fromhex("01000002" "00200000" "00000000" "00000000" "00000000")
+
+
+async def _xattr_or_errno(h, inode, name):
+    try:
+        return await h.top.getxattr(h.frame(), inode, name)
+    except OSError as exc:
+        return exc.errno
+
+
+async def test_the_capability_is_answered_as_the_queued_writes_leave_it():
+    """storage/memory, as posix, ends security.capability where a write lands: with a
+    write queued, a getxattr or listxattr that finds one answers after the write, and
+    ENODATA (which no write changes: the kernel asks before writes) and other names
+    answer at once."""
+    h, (gate,) = build(Gate)
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.create("/f")
+        plain = await h.create("/g")
+        await h.top.setxattr(h.frame(), fd.inode, CAPS, CAP_VALUE, 0)
+        await h.top.setxattr(h.frame(), fd.inode, b"user.x", b"1", 0)
+        await h.write(fd, b"abc", 0)                     # queued: the gate is closed
+        await h.write(plain, b"abc", 0)
+        with trio.fail_after(5):                         # (they would wait for good)
+            assert await _xattr_or_errno(h, plain.inode, CAPS) == errno.ENODATA
+            assert await _xattr_or_errno(h, fd.inode, b"user.x") == b"1"
+        got = await once_landed(n, gate, lambda: _xattr_or_errno(h, fd.inode, CAPS),
+                                lambda: h.top.listxattr(h.frame(), fd.inode),
+                                held=lambda: gate.writes() == [("writev", 0, 3)] * 2)
+        assert got == [errno.ENODATA, [b"user.x"]]
+        await h.close(fd)
+        await h.close(plain)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (switches users)")
+@pytest.mark.parametrize("leaf", ["storage/memory", "storage/posix"])
+async def test_md_cache_over_it_keeps_no_privilege_a_queued_write_ends(leaf, tmp_path):
+    """md-cache over write-behind, no upcalls (md-cache-timeout 600): a write by a user
+    without CAP_FSETID ends the file's capability and set-user-ID bit where it lands,
+    after write-behind acknowledged it.  What md-cache caches after the ack (the
+    kernel's capability question, a stat) is what the landing leaves: a capability
+    that write ended must not be served for ten minutes (exec would grant it)."""
+    os.chmod(tmp_path, 0o755)
+    h, (gate,) = build(Gate, leaf=leaf, md_cache=MD_CACHE_600, leaf_opts=(
+        {"directory": str(tmp_path)} if leaf == "storage/posix" else {}))
+    mdc = h.top
+    async with trio.open_nursery() as n:
+        h.attach_nursery(n)
+        fd = await h.create("/f", 0o777, umask=0)
+        inode = fd.inode
+        await h.close(fd)
+        await mdc.setattr(h.frame(), inode, SetAttr(mode=0o4777))
+        await mdc.setxattr(h.frame(), inode, CAPS, CAP_VALUE, 0)
+        assert await mdc.getxattr(h.frame(), inode, CAPS) == CAP_VALUE       # cached
+        assert (await mdc.getattr(h.frame(), inode)).mode & 0o7777 == 0o4777  # cached
+        user = h.frame(1000, 1000)
+        fd = await h.open("/f", os.O_WRONLY, frame=user)
+        assert await h.write(fd, b"w", frame=user) == 1    # acknowledged, held below
+        got = await once_landed(n, gate, lambda: _xattr_or_errno(h, inode, CAPS),
+                                lambda: mdc.getattr(h.frame(), inode),
+                                held=lambda: gate.writes() == [("writev", 0, 1)])
+        assert got[0] == errno.ENODATA                     # as the landing left them
+        assert got[1].mode & 0o7777 == 0o777
+        assert await _xattr_or_errno(h, inode, CAPS) == errno.ENODATA   # and cached so
+        assert (await mdc.getattr(h.frame(), inode)).mode & 0o7777 == 0o777
+        await h.close(fd, frame=user)
 
 
 class HoldLookup(Gate):

@@ -84,16 +84,9 @@ def changes_of(fop_name: str, args: tuple, kwargs: dict | None = None) -> Change
             inode = params.get("inode")
             return Changes((inode,) if isinstance(inode, Inode) else (), (), ())
         return Changes((), (), ())
-    inodes: list[Inode] = []
+    inodes = _inodes_named(params)
     dirs: list[Inode] = []
     names: list[tuple[Inode, bytes]] = []
-    inode = params.get("inode")
-    if isinstance(inode, Inode):
-        inodes.append(inode)
-    for key in _FD_PARAMS:
-        fd = params.get(key)
-        if isinstance(fd, Fd) and isinstance(fd.inode, Inode):
-            inodes.append(fd.inode)
     for key in _LOC_PARAMS:
         loc = params.get(key)
         if not isinstance(loc, Loc):
@@ -124,6 +117,11 @@ def data_changes_of(fop_name: str, args: tuple, kwargs: dict | None = None,
         return (result.inode,) if isinstance(result, Entry) else ()
     if fop_name == "setattr" and getattr(params.get("changes"), "size", None) is None:
         return ()                       # chmod, chown, utimes: the contents stay
+    return _unique(_inodes_named(params))
+
+
+def _inodes_named(params: dict) -> list[Inode]:
+    """The inodes a call's bound ``params`` name: its ``inode`` and its fds' inodes."""
     inodes: list[Inode] = []
     inode = params.get("inode")
     if isinstance(inode, Inode):
@@ -132,7 +130,7 @@ def data_changes_of(fop_name: str, args: tuple, kwargs: dict | None = None,
         fd = params.get(key)
         if isinstance(fd, Fd) and isinstance(fd.inode, Inode):
             inodes.append(fd.inode)
-    return _unique(inodes)
+    return inodes
 
 
 def _bytes(name: Any) -> bytes:

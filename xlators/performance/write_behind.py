@@ -30,6 +30,10 @@ What the rest of the stack sees:
   times, which md-cache and the kernel would keep (GlusterFS's lookup waits too).  Writes
   queued while such a fop is under way add their size to its reply (queued writes only
   ever grow a file: truncates wait); that part is in write_behind_attrs.py.
+- ``getxattr`` of ``security.capability`` and ``listxattr`` wait for the inode's queued
+  writes too: the storage ends file capabilities where a write lands
+  (``kills_privileges``), and md-cache would otherwise cache the capability a write
+  acknowledged here is about to end (for ``md-cache-timeout``: no upcall tells it).
 - ``fsync`` waits for the queued writes, then winds; ``flush`` does the same in the
   background when ``flush-behind`` is on (answering at once), in the foreground otherwise.
   ``release`` finishes in the background after the fd's writes and flushes.  ``lk``

@@ -1,7 +1,9 @@
 """What performance/write-behind answers for the attributes of a file with queued writes:
 the size they leave (``_grown``), and getattr, lookup, link and readdirp waiting for them
 (a reply made below before a queued write landed has the old size and times, and a cache
-above would keep them).
+above would keep them).  The same for ``security.capability`` (getxattr, listxattr): a
+storage that ``kills_privileges`` ends it where a write lands, and md-cache, which caches
+it for ``md-cache-timeout``, must not keep the value from before.
 
 A mixin of :class:`xlators.performance.write_behind.WriteBehind` (kept apart to keep each
 module short); it relies on the translator's ``child``, ``_active`` (inodes with queued
@@ -12,6 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.types import DirEntry, Entry
+
+_CAPABILITY = b"security.capability"
 
 
 class QueuedAttrs:
@@ -47,6 +51,41 @@ class QueuedAttrs:
             # where it lands: stat answers after the queued writes, as GlusterFS's does.
             await self._drain(st)
         return await self.child.getattr(frame, inode, fd)
+
+    def getxattr(self, frame, inode, name):
+        """security.capability of an inode with queued writes: as they leave it (each ends
+        it where it lands, as a local write does).  Any other name, or no queued write:
+        the child's coroutine, as a pass-through."""
+        st = inode.ctx.get(self)
+        if st is not None and st.pending and (name == _CAPABILITY
+                                              or name == "security.capability"):
+            return self._capability(st, frame, inode, name)
+        return self.child.getxattr(frame, inode, name)
+
+    async def _capability(self, st: Any, frame: Any, inode: Any, name: Any) -> Any:
+        # ENODATA (the usual answer: the kernel asks before writes) stays true when the
+        # writes land (a write never makes a capability) and passes at once; a value
+        # waits for the writes queued before this request, then is asked again.
+        await self.child.getxattr(frame, inode, name)
+        if st.pending:
+            await self._drain(st)
+        return await self.child.getxattr(frame, inode, name)
+
+    def listxattr(self, frame, inode):
+        """As getxattr: a list naming security.capability is asked again after the
+        queued writes of the inode."""
+        st = inode.ctx.get(self)
+        if st is not None and st.pending:
+            return self._listed(st, frame, inode)
+        return self.child.listxattr(frame, inode)
+
+    async def _listed(self, st: Any, frame: Any, inode: Any) -> Any:
+        names = await self.child.listxattr(frame, inode)
+        if _CAPABILITY not in names and "security.capability" not in names:
+            return names
+        if st.pending:
+            await self._drain(st)
+        return await self.child.listxattr(frame, inode)
 
     async def lookup(self, frame, loc):
         since = self._landed
