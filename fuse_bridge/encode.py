@@ -89,12 +89,20 @@ def _times(at: int, mt: int, ct: int) -> tuple[int, int, int, int, int, int]:
     key = (at, mt, ct)
     wire = _times_get(key)
     if wire is None:
-        if len(_TIMES) >= _TIMES_MAX:
-            _TIMES.clear()
-        asec, ansec = divmod(at, _NS)
-        msec, mnsec = divmod(mt, _NS)
-        csec, cnsec = divmod(ct, _NS)
-        wire = _TIMES[key] = (asec & _U64, msec & _U64, csec & _U64, ansec, mnsec, cnsec)
+        wire = _times_new(key)
+    return wire
+
+
+def _times_new(key: tuple[int, int, int]) -> tuple[int, int, int, int, int, int]:
+    """:func:`_times` of a triple the cache does not hold (the encoders looked first,
+    with the key they pass): computed and remembered."""
+    if len(_TIMES) >= _TIMES_MAX:
+        _TIMES.clear()
+    at, mt, ct = key
+    asec, ansec = divmod(at, _NS)
+    msec, mnsec = divmod(mt, _NS)
+    csec, cnsec = divmod(ct, _NS)
+    wire = _TIMES[key] = (asec & _U64, msec & _U64, csec & _U64, ansec, mnsec, cnsec)
     return wire
 
 
@@ -109,9 +117,10 @@ class Timeouts:
 
 
 def entry_out(t: Timeouts, nodeid: int, a: Attr, generation: int = 0) -> bytes:
-    wire = _times_get((a.atime_ns, a.mtime_ns, a.ctime_ns))
+    key = (a.atime_ns, a.mtime_ns, a.ctime_ns)
+    wire = _times_get(key)
     if wire is None:
-        wire = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+        wire = _times_new(key)
     asec, msec, csec, ansec, mnsec, cnsec = wire
     return _ENTRY_PACK(nodeid, generation, t.entry, t.attr, t.entry_ns, t.attr_ns, a.ino,
                        a.size, a.blocks, asec, msec, csec, ansec, mnsec, cnsec, a.mode,
@@ -123,9 +132,10 @@ def negative_entry_out(t: Timeouts) -> bytes:
 
 
 def attr_out(t: Timeouts, a: Attr) -> bytes:
-    wire = _times_get((a.atime_ns, a.mtime_ns, a.ctime_ns))
+    key = (a.atime_ns, a.mtime_ns, a.ctime_ns)
+    wire = _times_get(key)
     if wire is None:
-        wire = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+        wire = _times_new(key)
     asec, msec, csec, ansec, mnsec, cnsec = wire
     return _ATTR_OUT_PACK(t.attr, t.attr_ns, a.ino, a.size, a.blocks, asec, msec, csec,
                           ansec, mnsec, cnsec, a.mode, a.nlink, a.uid, a.gid,
@@ -134,9 +144,10 @@ def attr_out(t: Timeouts, a: Attr) -> bytes:
 
 def attr_reply(t: Timeouts, unique: int, a: Attr) -> bytes:
     """The whole ATTR_OUT reply to request ``unique``: :func:`attr_out` with its header."""
-    wire = _times_get((a.atime_ns, a.mtime_ns, a.ctime_ns))
+    key = (a.atime_ns, a.mtime_ns, a.ctime_ns)
+    wire = _times_get(key)
     if wire is None:
-        wire = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+        wire = _times_new(key)
     asec, msec, csec, ansec, mnsec, cnsec = wire
     return _ATTR_REPLY_PACK(_ATTR_REPLY_LEN, 0, unique, t.attr, t.attr_ns, a.ino, a.size,
                             a.blocks, asec, msec, csec, ansec, mnsec, cnsec, a.mode,
@@ -147,9 +158,10 @@ def entry_reply(t: Timeouts, unique: int, nodeid: int, a: Attr, generation: int 
                 ) -> bytes:
     """The whole ENTRY_OUT reply to request ``unique``: :func:`entry_out` with its
     header."""
-    wire = _times_get((a.atime_ns, a.mtime_ns, a.ctime_ns))
+    key = (a.atime_ns, a.mtime_ns, a.ctime_ns)
+    wire = _times_get(key)
     if wire is None:
-        wire = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+        wire = _times_new(key)
     asec, msec, csec, ansec, mnsec, cnsec = wire
     return _ENTRY_REPLY_PACK(_ENTRY_REPLY_LEN, 0, unique, nodeid, generation, t.entry,
                              t.attr, t.entry_ns, t.attr_ns, a.ino, a.size, a.blocks, asec,
@@ -161,9 +173,10 @@ def create_reply(t: Timeouts, unique: int, nodeid: int, a: Attr, generation: int
                  open_flags: int, backing_id: int) -> bytes:
     """The whole CREATE reply to request ``unique``: ENTRY_OUT then OPEN_OUT, with its
     header."""
-    wire = _times_get((a.atime_ns, a.mtime_ns, a.ctime_ns))
+    key = (a.atime_ns, a.mtime_ns, a.ctime_ns)
+    wire = _times_get(key)
     if wire is None:
-        wire = _times(a.atime_ns, a.mtime_ns, a.ctime_ns)
+        wire = _times_new(key)
     asec, msec, csec, ansec, mnsec, cnsec = wire
     return _CREATE_REPLY_PACK(_CREATE_REPLY_LEN, 0, unique, nodeid, generation, t.entry,
                               t.attr, t.entry_ns, t.attr_ns, a.ino, a.size, a.blocks, asec,

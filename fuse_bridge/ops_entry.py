@@ -111,7 +111,8 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
     if parent is None:
         raise FopError(errno.ESTALE)
     # LinkPins() without the object (xlators.core.inode): the registry entry is a plain
-    # list, ended by c.unhold; an object and its two method calls cost as much again
+    # list, ended below as c.unhold does it; an object and its two method calls cost as
+    # much again
     task = _current_task()
     outer = _pins_get(task)
     held = pins_by_task[task] = []
@@ -132,11 +133,32 @@ async def lookup(c: FuseClient, req: Request, body: memoryview) -> Payload:
         inode = entry.inode
         if req.session.reply_message(req, entry_reply(c.timeouts, req.unique, inode.nodeid,
                                                       entry.attr, inode.generation)):
-            c.count_lookup(inode, parent, name)     # send_entry, inline
+            # c.count_lookup(inode, parent, name), inline ("." went to _lookup_self)
+            inode.nlookup += 1
+            if name != b"..":
+                lru = c.lru
+                nodeid = inode.nodeid
+                lru.pop(nodeid, None)            # (re)inserted last: the newest handout
+                lru[nodeid] = (parent, name)
+                limit = c.lru_limit
+                if limit and len(lru) > limit and c.invalidate is not None:
+                    c._lru_evict(len(lru) - limit + limit // 16)
     finally:
-        dead = c.unhold(task, held, outer)
-        if dead:
-            await c.purge_all(dead)
+        # c.unhold(task, held, outer), inline: the registry entry ends, the holds drop
+        if pins_by_task.get(task) is held:
+            if outer is None:
+                del pins_by_task[task]
+            else:
+                pins_by_task[task] = outer
+        if held:
+            dead = None
+            for i in held:
+                i.refs -= 1
+            for i in held:
+                if not (i.nlookup or i.refs):
+                    dead = [i] if dead is None else dead + [i]
+            if dead:
+                await c.purge_all(dead)
 
 
 async def _lookup_self(c: FuseClient, req: Request) -> Payload:
@@ -234,11 +256,24 @@ async def mkdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
         inode = entry.inode
         if req.session.reply_message(req, entry_reply(c.timeouts, req.unique, inode.nodeid,
                                                       entry.attr, inode.generation)):
-            c.count_lookup(inode, parent, name)
+            inode.nlookup += 1          # c.count_lookup(inode, parent, name), inline
+            lru = c.lru
+            nodeid = inode.nodeid
+            lru.pop(nodeid, None)
+            lru[nodeid] = (parent, name)
+            limit = c.lru_limit
+            if limit and len(lru) > limit and c.invalidate is not None:
+                c._lru_evict(len(lru) - limit + limit // 16)
     finally:
-        dead = c.unhold(task, held, outer)
-        if dead:
-            await c.purge_all(dead)
+        if held:                        # c.unhold(task, held, outer), when it has work
+            dead = c.unhold(task, held, outer)
+            if dead:
+                await c.purge_all(dead)
+        elif pins_by_task.get(task) is held:
+            if outer is None:
+                del pins_by_task[task]
+            else:
+                pins_by_task[task] = outer
 
 
 async def symlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
@@ -255,9 +290,9 @@ async def link(c: FuseClient, req: Request, body: memoryview) -> Payload:
                          Loc(parent, name))
 
 
-def _child_loc(c: FuseClient, req: Request, body: memoryview) -> Loc:
-    """The Loc of the name in ``body`` under the request's node: c.inode() and _name()
-    spelled out, for UNLINK and RMDIR, the commonest modifying requests after CREATE."""
+async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
+    # c.inode(), _name() and Loc(), spelled out (UNLINK and RMDIR are the commonest
+    # modifying requests after CREATE)
     name, nul, _ = body.tobytes().partition(b"\0")
     if not nul:
         raise ValueError("name is not NUL-terminated")
@@ -266,15 +301,19 @@ def _child_loc(c: FuseClient, req: Request, body: memoryview) -> Loc:
         raise FopError(errno.ESTALE)
     loc = _new_object(Loc)
     loc.parent, loc.name, loc.inode = parent, name, None
-    return loc
-
-
-async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    await c.top.unlink(req.frame, _child_loc(c, req, body))
+    await c.top.unlink(req.frame, loc)
 
 
 async def rmdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    await c.top.rmdir(req.frame, _child_loc(c, req, body))
+    name, nul, _ = body.tobytes().partition(b"\0")     # as unlink
+    if not nul:
+        raise ValueError("name is not NUL-terminated")
+    parent = c.nodes.get(req.nodeid)
+    if parent is None:
+        raise FopError(errno.ESTALE)
+    loc = _new_object(Loc)
+    loc.parent, loc.name, loc.inode = parent, name, None
+    await c.top.rmdir(req.frame, loc)
 
 
 async def rename(c: FuseClient, req: Request, body: memoryview) -> Payload:

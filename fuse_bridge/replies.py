@@ -85,7 +85,13 @@ class Replies:
         if not 0 < err < 1000:
             err = errno.EIO
         self.errors += 1
-        self._write(req.fd, _OUT_HEADER_PACK(16, -err, req.unique), req.unique)
+        msg = _OUT_HEADER_PACK(16, -err, req.unique)    # self._write(...), inline: a
+        if self.dump is not None:                       # negative LOOKUP comes with
+            self._dump(b"W", msg)                       # every create
+        try:
+            os.write(req.fd, msg)
+        except OSError as exc:
+            self._write_failed(exc, req.unique)
         return True
 
     def answer_error(self, fd: int, unique: int, err: int, why: str = "") -> None:

@@ -33,7 +33,7 @@ import trio
 
 from .errors import FopError
 from .frame import system_frame
-from .inode import Fd, Inode, InodeTable, LinkPins, end_pins
+from .inode import Fd, Inode, InodeTable, LinkPins, pins_by_task
 
 log = logging.getLogger("xlfs.client")
 
@@ -222,15 +222,29 @@ class ClientState:
         return dead
 
     @staticmethod
-    def unhold(task: Any, held: list[Inode], outer: Optional[list]) -> list[Inode]:
+    def unhold(task: Any, held: list[Inode], outer: Optional[list]
+               ) -> Optional[list[Inode]]:
         """:meth:`unpin` for pins held without a LinkPins object (``held``, registered
         as ``task``'s entry in the pins registry in place of ``outer``:
         fuse_bridge.ops_entry): end the entry, drop the holds; the inodes nothing
-        references now."""
-        end_pins(task, held, outer)
+        references now (None when there are none: most requests)."""
+        if pins_by_task.get(task) is held:          # end_pins(task, held, outer), inline
+            if outer is None:
+                del pins_by_task[task]
+            else:
+                pins_by_task[task] = outer
+        if not held:                # linked nothing (a negative LOOKUP, a failure)
+            return None
         for inode in held:
             inode.refs -= 1
-        return [i for i in held if not (i.nlookup or i.refs)]
+        dead = None
+        for inode in held:          # (no list comprehension: a function call in 3.11)
+            if not (inode.nlookup or inode.refs):
+                if dead is None:
+                    dead = [inode]
+                else:
+                    dead.append(inode)
+        return dead
 
     async def purge_all(self, inodes: Iterable[Inode]) -> None:
         """:meth:`purge` each of ``inodes``.  Shielded: it runs on the way out of an
