@@ -131,3 +131,70 @@ async def test_a_big_directory_gets_a_short_first_readdirp_batch(br, monkeypatch
     monkeypatch.setattr(posix_dir, "_BIG_LISTING", 62)  # 62 entries: not big
     assert len(await br.xl.readdirp(br.h.frame(), fd, 0, 1 << 16)) == 62
     await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def read_all(br, fd, off, size=4096):
+    """Every entry from cookie ``off`` on, batch after batch, as (name, cookie)."""
+    out = []
+    while True:
+        batch = await br.xl.readdir(br.h.frame(), fd, off, size)
+        if not batch:
+            return out
+        out += [(e.name, e.off) for e in batch]
+        off = batch[-1].off
+
+
+async def test_a_listing_reads_the_directory_as_its_batches_need_it(br, monkeypatch):
+    """The snapshot grows a chunk at a time: a first batch of a big directory does not
+    wait for the whole directory to be read, and every cookie handed out still names
+    its entry once the rest was read (seekdir back into the first batch)."""
+    monkeypatch.setattr(posix_dir, "_CHUNK", 16)
+    for i in range(600):
+        open(f"{br.a}/f{i:04}", "w").close()
+    fd = await opened(br)
+    first = await br.xl.readdir(br.h.frame(), fd, 0, 1024)
+    listing = fd.ctx[br.xl].entries
+    assert listing.it is not None and len(listing.cols) < 100      # not read to its end
+    rest = await read_all(br, fd, first[-1].off)
+    assert listing.it is None and len(listing.cols) == 602
+    whole = [(e.name, e.off) for e in first] + rest
+    assert [off for _, off in whole] == list(range(1, 603))
+    assert sorted(n for n, _ in whole[2:]) == sorted(os.listdir(os.fsencode(br.a)))
+    assert await read_all(br, fd, 5) == whole[5:]
+    await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def test_names_made_and_removed_during_a_listing(br, monkeypatch):
+    """POSIX readdir: a name neither made nor removed while the listing runs is listed
+    exactly once; made or removed ones at most once."""
+    monkeypatch.setattr(posix_dir, "_CHUNK", 16)
+    for i in range(400):
+        open(f"{br.a}/old{i:04}", "w").close()
+    fd = await opened(br)
+    first = await br.xl.readdir(br.h.frame(), fd, 0, 2048)
+    for i in range(0, 400, 3):
+        os.unlink(f"{br.a}/old{i:04}")
+    for i in range(300):
+        open(f"{br.a}/new{i:04}", "w").close()
+    whole = [e.name for e in first] + [n for n, _ in await read_all(br, fd, first[-1].off)]
+    assert len(whole) == len(set(whole))
+    kept = {b"old%04d" % i for i in range(400) if i % 3}
+    assert kept <= set(whole)
+    assert set(whole) - kept <= {b".", b".."} | {b"old%04d" % i for i in range(0, 400, 3)} \
+        | {b"new%04d" % i for i in range(300)}
+    await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def test_a_rewind_in_the_middle_of_a_listing_starts_it_again(br, monkeypatch):
+    """Offset 0 takes a new snapshot, also while the old one was not read to its end
+    (the two read through one descriptor's offset: the old one is closed first)."""
+    monkeypatch.setattr(posix_dir, "_CHUNK", 16)
+    for i in range(300):
+        open(f"{br.a}/f{i:04}", "w").close()
+    fd = await opened(br)
+    for size in (512, 4096):
+        await br.xl.readdir(br.h.frame(), fd, 0, size)
+        again = await read_all(br, fd, 0, size)
+        assert [off for _, off in again] == list(range(1, 303))
+        assert {n for n, _ in again[2:]} == set(os.listdir(os.fsencode(br.a)))
+    await br.xl.releasedir(br.h.frame(), fd)
