@@ -71,11 +71,42 @@ def listing_requests(text: str) -> Dict[str, dict]:
             for name, r in rows.items()}
 
 
+def timeline(text: str) -> str:
+    """Every request of the listing in the order sent: opcode, when it was sent (ms
+    after the first) and how long until its reply (ms), e.g. ``OPENDIR@0.0+0.3``: the
+    gaps between a reply and the next request are the kernel's and the program's."""
+    sent: Dict[int, tuple] = {}
+    rows: List[tuple] = []
+    for line in text.splitlines():
+        m = _EVENT_RE.search(line)
+        if not m:
+            continue
+        stamp = float(line[:m.start()].split()[-1].rstrip(":"))
+        unique = int(m.group(2))
+        if m.group(1) == "send":
+            sent[unique] = (int(m.group(3)), stamp)
+        elif unique in sent:
+            op, t0 = sent.pop(unique)
+            rows.append((t0, op, stamp - t0))
+    rows.sort()
+    if not rows:
+        return ""
+    first = rows[0][0]
+    return " ".join(f"{NAMES.get(op, op)}@{(t - first) * 1e3:.1f}+{d * 1e3:.1f}"
+                    for t, op, d in rows)
+
+
+NAMES = {1: "LOOKUP", 2: "FORGET", 3: "GETATTR", 27: "OPENDIR", 28: "READDIR",
+         29: "RELEASEDIR", 42: "BATCH_FORGET", 44: "READDIRPLUS"}
+
+
 def main(argv: List[str] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--peers", default="gfapi,glusterfs-replica")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--entries", type=int, default=10000)
+    ap.add_argument("--timeline", action="store_true",
+                    help="also print every request of each listing with its timing")
     ap.add_argument("--baseline", type=Path, action="append", default=[], metavar="DIR",
                     help="also list through xlfs from the checkout DIR (peer xlfs@NAME)")
     args = ap.parse_args(argv)
@@ -119,6 +150,8 @@ def main(argv: List[str] = None) -> int:
                 print(f"{name:18s} {seconds * 1e3:7.1f} ms  {n / seconds:7.0f} entries/s  "
                       f"{listing_requests(trace.text)}  cpu us/listing {cpu}  io {io}",
                       flush=True)
+                if args.timeline:
+                    print(f"{'':18s} {timeline(trace.text)}", flush=True)
         print(f"load average {os.getloadavg()[0]:.1f}")
     return 0
 
