@@ -21,8 +21,8 @@ and fstat for the others.  It answers with a PlusBatch (xlators.core.dir_batch):
 entries' names, cookies, inodes and stat results as columns, from which the FUSE bridge
 packs the reply when no translator above read the batch (a known inode's entry then
 costs no Attr, Entry or DirEntry).  The first readdirp batch of a big directory (more than 1,024
-entries) holds at most 4 KiB of entries: READDIRPLUS only where it pays (_BIG_LISTING
-says why).  A batch stops once the kernel's byte budget is spent (and holds at least one
+entries) holds "." and ".." alone: READDIRPLUS only where it pays (_BIG_LISTING says
+why).  A batch stops once the kernel's byte budget is spent (and holds at least one
 entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
 for one entry: the kernel never asks for less than a page).
 """
@@ -56,12 +56,13 @@ _is_file = os.DirEntry.is_file          # (follows a link: only asked when there
 _is_symlink = os.DirEntry.is_symlink
 _name_of = attrgetter("name")
 _CHUNK = 512                            # scandir entries held at once
-# A readdirp at offset 0 of a directory of more than _BIG_LISTING entries fills at most
-# _BIG_FIRST_BATCH bytes: the kernel asks READDIRPLUS at offset 0 only (READDIRPLUS_AUTO,
-# until a lookup in the directory), so there the attributes would serve an `ls -l` for
-# a few percent of the names and cost every names-only listing a stat per entry.
+# A readdirp at offset 0 of a directory of more than _BIG_LISTING entries answers "."
+# and ".." alone (no lookup): the kernel asks READDIRPLUS at offset 0 only
+# (READDIRPLUS_AUTO, until a lookup in the directory), so there the attributes would
+# serve an `ls -l` for a few names of thousands (it looks the others up anyway) and
+# cost every names-only listing a cold lookup each (26 of them, 4 KiB, took 5-15 ms of
+# a cold listing of 10,000 names: docs/benchmarks.md, "Issue 10").
 _BIG_LISTING = 1024
-_BIG_FIRST_BATCH = 4096
 _ALL_REGULAR = bytes([_DT_REG]) * _CHUNK
 _DOTS_TYPES = bytes([_DT_DIR, _DT_DIR])
 # a READDIR record's size / 8 by name length: struct fuse_dirent + name, padded to 8
@@ -74,33 +75,37 @@ def _opendir_at(node_fd: int, noatime: int) -> int:
 
 
 class Listing:
-    """A snapshot of a directory, read a chunk at a time as the batches asked of it
-    need entries: ``cols``, its entries so far as columns (cookie i + 1 for entry i,
-    "." and ".." first, then each chunk of :data:`_CHUNK` names in the directory's
-    order, shortest first within the chunk), and ``ends``, where ``ends[i]`` is the size
-    of the READDIR records of entries 0..i-1 in units of 8 bytes (``ends[0]`` is 0), so
-    a batch's end is a bisection.  ``it`` is the scandir iterator the next chunk comes
-    from (None once the directory's end was read): it reads through a duplicate of the
-    open directory's descriptor, whose offset it shares, so it must be closed (``close``)
-    before another snapshot of that descriptor starts.  Entries are only ever appended,
-    so a cookie once handed out names the same entry for the snapshot's life."""
-    __slots__ = ("cols", "ends", "it", "bits", "lock")
+    """A snapshot of a directory, read a chunk at a time: ``cols``, its entries so far
+    as columns (cookie i + 1 for entry i, "." and ".." first, then each chunk of
+    :data:`_CHUNK` names in the directory's order, shortest first within the chunk),
+    and ``ends``, where ``ends[i]`` is the size of the READDIR records of entries
+    0..i-1 in units of 8 bytes (``ends[0]`` is 0), so a batch's end is a bisection.
+    ``it`` is the scandir iterator the next chunk comes from (None once the directory's
+    end was read or the snapshot closed): it reads through a duplicate of the open
+    directory's descriptor, whose offset it shares, so no other snapshot of that
+    descriptor may read while it does.  ``lock`` is held while a chunk is read in a
+    worker thread (``busy``); a ``close`` meanwhile is done by that thread's reader
+    when it is back.  Entries are only ever appended, so a cookie once handed out
+    names the same entry for the snapshot's life."""
+    __slots__ = ("cols", "ends", "it", "bits", "lock", "busy", "closed")
 
     def __init__(self, cols: DirColumns, it: Any, bits: int) -> None:
         self.cols = cols
         self.ends = list(accumulate(cols.shape.translate(_RECORD_EIGHTHS), initial=0))
         self.it = it
         self.bits = bits                # ORed into the inode numbers (a submount's)
-        self.lock: Any = None           # a trio.Lock when chunks are read in threads
-
-    @property
-    def done(self) -> bool:
-        return self.it is None
+        self.lock = trio.Lock()
+        self.busy = False               # a worker thread reads the next chunk
+        self.closed = False
 
     def close(self) -> None:
-        it, self.it = self.it, None
-        if it is not None:
-            it.close()
+        """No more reading (the iterator is closed now, or by the thread that reads it
+        once it is back)."""
+        self.closed = True
+        if not self.busy:
+            it, self.it = self.it, None
+            if it is not None:
+                it.close()
 
     def more(self) -> None:
         """Append the next chunk of the directory (or note its end)."""
@@ -109,7 +114,8 @@ class Listing:
             return
         chunk = list(islice(it, _CHUNK))
         if len(chunk) < _CHUNK:
-            self.close()
+            self.it = None
+            it.close()
         if chunk:
             _append(self, chunk)
 
@@ -248,28 +254,41 @@ class PosixDirOps:
         except OSError:
             return node.ino
 
-    def _snapshot(self, of: OpenFile, offset: int) -> Listing:
-        """The open directory's snapshot; a new one at offset 0 (a rewind)."""
+    async def _snapshot(self, of: OpenFile, offset: int) -> Listing:
+        """The open directory's snapshot; a new one at offset 0 (a rewind), once the
+        old one's reading thread (if any) is back: the two share the descriptor's
+        offset."""
         listing = of.entries
         if offset == 0 or listing is None:
+            while listing is not None and listing.busy:
+                async with listing.lock:
+                    pass
+                listing = of.entries
             if listing is not None:
                 listing.close()
             node = of.node
             listing = of.entries = _start(of.fd, node, self._parent_ino(node))
-            if not self._inline:
-                listing.lock = trio.Lock()
         return listing
 
     async def _more(self, listing: Listing) -> None:
         """The listing's next chunk: read inline (a chunk is a few blocks of the
-        directory), or in a worker thread, one at a time, when posix uses them."""
-        lock = listing.lock
-        if lock is None:
+        directory), or in a worker thread when posix uses them; one at a time."""
+        if self._inline and not listing.busy:
             listing.more()
             return
-        async with lock:
+        async with listing.lock:
             if listing.it is not None:
-                await self._thread(listing.more)
+                await self._read_in_thread(listing)
+
+    async def _read_in_thread(self, listing: Listing) -> None:
+        """``listing.more()`` in a worker thread (``listing.lock`` held)."""
+        listing.busy = True
+        try:
+            await self._thread(listing.more)
+        finally:
+            listing.busy = False
+            if listing.closed:
+                listing.close()
 
     async def _filled(self, listing: Listing, index: int, eighths: int = 0) -> int:
         """Read chunks until the listing holds entry ``index`` and the READDIR records
@@ -284,7 +303,7 @@ class PosixDirOps:
         of = self._of(fd)
         if size <= 0:
             return []
-        listing = self._snapshot(of, offset)
+        listing = await self._snapshot(of, offset)
         cols, ends = listing.cols, listing.ends
         want = (size + 7) >> 3
         if listing.it is None or (offset < len(cols) and
@@ -302,11 +321,11 @@ class PosixDirOps:
         of = self._of(fd)
         if size <= 0:
             return []                # (a batch must take one entry, or this never ends)
-        listing = self._snapshot(of, offset)
+        listing = await self._snapshot(of, offset)
         cols = listing.cols
         if offset == 0 and await self._filled(listing, _BIG_LISTING + 2) > \
                 _BIG_LISTING + 2:
-            size = min(size, _BIG_FIRST_BATCH)
+            return PlusBatch([cols.entry(0), cols.entry(1)], [], [], [], [], [])
         all_names, all_inos = cols.names, cols.inos
         by_ino = self.itable.by_ino
         dev = self._dev
