@@ -60,8 +60,8 @@ _CHUNK = 512                            # scandir entries held at once
 # and ".." alone (no lookup): the kernel asks READDIRPLUS at offset 0 only
 # (READDIRPLUS_AUTO, until a lookup in the directory), so there the attributes would
 # serve an `ls -l` for a few names of thousands (it looks the others up anyway) and
-# cost every names-only listing a cold lookup each (26 of them, 4 KiB, took 5-15 ms of
-# a cold listing of 10,000 names: docs/benchmarks.md, "Issue 10").
+# cost every names-only listing a cold lookup each (with 26 of them, a 4 KiB batch, a
+# cold listing of 10,000 names took 10-18 ms longer: docs/benchmarks.md, "Issue 10").
 _BIG_LISTING = 1024
 _ALL_REGULAR = bytes([_DT_REG]) * _CHUNK
 _DOTS_TYPES = bytes([_DT_DIR, _DT_DIR])
