@@ -47,6 +47,20 @@ def io_counts(pid: int) -> Dict[str, int]:
     return out
 
 
+def schedstat_ns(pid: int) -> int:
+    """Nanoseconds on a CPU of every thread of ``pid`` so far (``/proc/PID/task/*/
+    schedstat``: exact, where ``/proc/PID/stat``'s ticks are 10 ms); threads that ended
+    meanwhile are not counted."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def listing_requests(text: str) -> Dict[str, dict]:
     """Per opcode: count, then for each reply in the order sent its entries and its
     time in ms."""
@@ -71,11 +85,42 @@ def listing_requests(text: str) -> Dict[str, dict]:
             for name, r in rows.items()}
 
 
+def timeline(text: str) -> str:
+    """Every request of the listing in the order sent: opcode, when it was sent (ms
+    after the first) and how long until its reply (ms), e.g. ``OPENDIR@0.0+0.3``: the
+    gaps between a reply and the next request are the kernel's and the program's."""
+    sent: Dict[int, tuple] = {}
+    rows: List[tuple] = []
+    for line in text.splitlines():
+        m = _EVENT_RE.search(line)
+        if not m:
+            continue
+        stamp = float(line[:m.start()].split()[-1].rstrip(":"))
+        unique = int(m.group(2))
+        if m.group(1) == "send":
+            sent[unique] = (int(m.group(3)), stamp)
+        elif unique in sent:
+            op, t0 = sent.pop(unique)
+            rows.append((t0, op, stamp - t0))
+    rows.sort()
+    if not rows:
+        return ""
+    first = rows[0][0]
+    return " ".join(f"{NAMES.get(op, op)}@{(t - first) * 1e3:.1f}+{d * 1e3:.1f}"
+                    for t, op, d in rows)
+
+
+NAMES = {1: "LOOKUP", 2: "FORGET", 3: "GETATTR", 27: "OPENDIR", 28: "READDIR",
+         29: "RELEASEDIR", 42: "BATCH_FORGET", 44: "READDIRPLUS"}
+
+
 def main(argv: List[str] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--peers", default="gfapi,glusterfs-replica")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--entries", type=int, default=10000)
+    ap.add_argument("--timeline", action="store_true",
+                    help="also print every request of each listing with its timing")
     ap.add_argument("--baseline", type=Path, action="append", default=[], metavar="DIR",
                     help="also list through xlfs from the checkout DIR (peer xlfs@NAME)")
     args = ap.parse_args(argv)
@@ -106,6 +151,7 @@ def main(argv: List[str] = None) -> int:
                     print("list_cost: cannot drop caches (not root?)", file=sys.stderr)
                     return 1
                 before, io0 = thread_cpu(m.pid), io_counts(m.pid)
+                ns0 = schedstat_ns(m.pid)
                 with FuseTrace(m.connection, events=200000, ends=True) as trace:
                     t0 = time.perf_counter()
                     n = len(os.listdir(d))
@@ -113,12 +159,16 @@ def main(argv: List[str] = None) -> int:
                 if n != args.entries:
                     print(f"list_cost: {name} listed {n} of {args.entries}",
                           file=sys.stderr)
+                cpu_ms = (schedstat_ns(m.pid) - ns0) / 1e6
                 cpu = per_name(before, thread_cpu(m.pid), 1)
                 io1 = io_counts(m.pid)
                 io = {k: io1[k] - io0[k] for k in io0}
                 print(f"{name:18s} {seconds * 1e3:7.1f} ms  {n / seconds:7.0f} entries/s  "
+                      f"daemon cpu {cpu_ms:6.2f} ms  "
                       f"{listing_requests(trace.text)}  cpu us/listing {cpu}  io {io}",
                       flush=True)
+                if args.timeline:
+                    print(f"{'':18s} {timeline(trace.text)}", flush=True)
         print(f"load average {os.getloadavg()[0]:.1f}")
     return 0
 

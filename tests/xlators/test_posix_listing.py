@@ -8,9 +8,12 @@ import os
 import stat
 
 import pytest
+import trio
 
 from fuse_bridge import abi
 from fuse_bridge.dirent_pack import pack_readdir
+from fuse_bridge.encode import Timeouts
+from fuse_bridge.ops_dir import pack_plus_batch
 from xlators import Fd
 from xlators.core.dir_batch import DirBatch
 from xlators.storage import posix_dir
@@ -114,20 +117,107 @@ async def test_seekdir_into_the_middle_of_a_run(br):
 
 async def test_a_big_directory_gets_a_short_first_readdirp_batch(br, monkeypatch):
     """READDIRPLUS only where it pays: the kernel asks it at offset 0 only, so in a big
-    directory the first batch holds at most _BIG_FIRST_BATCH bytes of entries (each a
-    lookup, as ever); later batches, plain listings and small directories are full."""
+    directory the first batch holds "." and ".." alone (no lookup); later batches,
+    plain listings and small directories are full."""
     monkeypatch.setattr(posix_dir, "_BIG_LISTING", 40)
     for i in range(60):
         open(f"{br.a}/f{i:03}", "w").close()
     fd = await opened(br)
-    record = (152 + 4 + 7) & ~7                          # a direntplus of "fNNN"
     first = await br.xl.readdirp(br.h.frame(), fd, 0, 1 << 16)
-    assert [e.off for e in first] == list(range(1, len(first) + 1))
-    assert len(first) == (posix_dir._BIG_FIRST_BATCH + record - 1) // record
-    assert all(e.entry is not None for e in first[2:])
-    rest = await br.xl.readdirp(br.h.frame(), fd, first[-1].off, 1 << 16)
-    assert [e.off for e in rest] == list(range(len(first) + 1, 63))
+    assert [(e.name, e.off, e.entry) for e in first] == [(b".", 1, None), (b"..", 2, None)]
+    data, k = pack_plus_batch(first, Timeouts(1.0, 1.0, 0.0), 1 << 16)
+    assert k == 0 and len(data) == 2 * ((152 + 1 + 7) & ~7)
+    rest = await br.xl.readdirp(br.h.frame(), fd, 2, 1 << 16)
+    assert [e.off for e in rest] == list(range(3, 63))
+    assert all(e.entry is not None for e in rest)
     assert len(await br.xl.readdir(br.h.frame(), fd, 0, 1 << 16)) == 62
     monkeypatch.setattr(posix_dir, "_BIG_LISTING", 62)  # 62 entries: not big
     assert len(await br.xl.readdirp(br.h.frame(), fd, 0, 1 << 16)) == 62
     await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def read_all(br, fd, off, size=4096):
+    """Every entry from cookie ``off`` on, batch after batch, as (name, cookie)."""
+    out = []
+    while True:
+        batch = await br.xl.readdir(br.h.frame(), fd, off, size)
+        if not batch:
+            return out
+        out += [(e.name, e.off) for e in batch]
+        off = batch[-1].off
+
+
+async def test_a_listing_reads_the_directory_as_its_batches_need_it(br, monkeypatch):
+    """The snapshot grows a chunk at a time: a first batch of a big directory does not
+    wait for the whole directory to be read, and every cookie handed out still names
+    its entry once the rest was read (seekdir back into the first batch)."""
+    monkeypatch.setattr(posix_dir, "_CHUNK", 16)
+    for i in range(600):
+        open(f"{br.a}/f{i:04}", "w").close()
+    fd = await opened(br)
+    first = await br.xl.readdir(br.h.frame(), fd, 0, 1024)
+    listing = fd.ctx[br.xl].entries
+    assert listing.it is not None and len(listing.cols) < 100      # not read to its end
+    rest = await read_all(br, fd, first[-1].off)
+    assert listing.it is None and len(listing.cols) == 602
+    whole = [(e.name, e.off) for e in first] + rest
+    assert [off for _, off in whole] == list(range(1, 603))
+    assert sorted(n for n, _ in whole[2:]) == sorted(os.listdir(os.fsencode(br.a)))
+    assert await read_all(br, fd, 5) == whole[5:]
+    await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def test_names_made_and_removed_during_a_listing(br, monkeypatch):
+    """POSIX readdir: a name neither made nor removed while the listing runs is listed
+    exactly once; made or removed ones at most once."""
+    monkeypatch.setattr(posix_dir, "_CHUNK", 16)
+    for i in range(400):
+        open(f"{br.a}/old{i:04}", "w").close()
+    fd = await opened(br)
+    first = await br.xl.readdir(br.h.frame(), fd, 0, 2048)
+    for i in range(0, 400, 3):
+        os.unlink(f"{br.a}/old{i:04}")
+    for i in range(300):
+        open(f"{br.a}/new{i:04}", "w").close()
+    whole = [e.name for e in first] + [n for n, _ in await read_all(br, fd, first[-1].off)]
+    assert len(whole) == len(set(whole))
+    kept = {b"old%04d" % i for i in range(400) if i % 3}
+    assert kept <= set(whole)
+    assert set(whole) - kept <= {b".", b".."} | {b"old%04d" % i for i in range(0, 400, 3)} \
+        | {b"new%04d" % i for i in range(300)}
+    await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def test_a_rewind_in_the_middle_of_a_listing_starts_it_again(br, monkeypatch):
+    """Offset 0 takes a new snapshot, also while the old one was not read to its end
+    (the two read through one descriptor's offset: the old one is closed first)."""
+    monkeypatch.setattr(posix_dir, "_CHUNK", 16)
+    for i in range(300):
+        open(f"{br.a}/f{i:04}", "w").close()
+    fd = await opened(br)
+    for size in (512, 4096):
+        await br.xl.readdir(br.h.frame(), fd, 0, size)
+        again = await read_all(br, fd, 0, size)
+        assert [off for _, off in again] == list(range(1, 303))
+        assert {n for n, _ in again[2:]} == set(os.listdir(os.fsencode(br.a)))
+    await br.xl.releasedir(br.h.frame(), fd)
+
+
+async def test_rewinds_while_other_batches_read_the_directory(br, monkeypatch):
+    """With io-threads on, chunks are read in worker threads; a rewind waits for a
+    chunk being read (the two snapshots would share the descriptor's offset), and
+    batches asked meanwhile fail nothing.  A listing afterwards is whole."""
+    monkeypatch.setattr(posix_dir, "_CHUNK", 8)
+    for i in range(200):
+        open(f"{br.a}/f{i:04}", "w").close()
+    names = set(os.listdir(os.fsencode(br.a)))
+    fd = await opened(br)
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(read_all, br, fd, 0, 256)
+            nursery.start_soon(br.xl.readdirp, br.h.frame(), fd, 0, 1024)
+    whole = await read_all(br, fd, 0, 700)
+    assert [off for _, off in whole] == list(range(1, 203))
+    assert {n for n, _ in whole[2:]} == names
+    await br.xl.releasedir(br.h.frame(), fd)
+    assert fd.ctx.get(br.xl) is None

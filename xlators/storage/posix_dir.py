@@ -3,11 +3,17 @@
 opendir opens the directory for reading with the caller's credentials (through
 /proc/self/fd/N: a listing needs read permission only, not search), with O_NOATIME when
 the fd asks for it (a noatime or nodiratime mount) and the caller may have it.  A readdir at
-offset 0 (or with no snapshot yet) lists the whole directory into the open file's
+offset 0 (or with no snapshot yet) starts a snapshot of the directory in the open file's
 context, as columns (xlators.core.dir_batch: readdir answers with a view of them, no
-DirEntry per entry); the cookie of entry i is i + 1, "." and ".." are entries 0 and 1
-(the other names follow shortest first), so seeking back to any cookie the caller was
-given works and a rewind takes a new snapshot.  readdirp
+DirEntry per entry), read a chunk of :data:`_CHUNK` names at a time as the batches asked
+need them (so a cold listing's first reply does not wait for the whole directory to be
+read, and each chunk is read inline: a few blocks of the directory; in a worker thread
+when posix uses threads).  The cookie of entry i is i + 1, "." and ".." are entries 0
+and 1 (the names of each chunk follow shortest first); entries are only appended, so
+seeking back to any cookie the caller was given works, and a rewind takes a new
+snapshot.  Names made or removed while a listing runs are listed at most once (as the
+directory's own readdir lists them: the chunks are read in order through one stream),
+the others exactly once.  readdirp
 looks each returned entry up like lookup does (as the daemon: the kernel checks search
 permission on the directory before it uses a dentry), skipping names that vanished since
 the snapshot: a plain stat for a name whose inode posix already holds, an O_PATH open
@@ -15,11 +21,10 @@ and fstat for the others.  It answers with a PlusBatch (xlators.core.dir_batch):
 entries' names, cookies, inodes and stat results as columns, from which the FUSE bridge
 packs the reply when no translator above read the batch (a known inode's entry then
 costs no Attr, Entry or DirEntry).  The first readdirp batch of a big directory (more than 1,024
-entries) holds at most 4 KiB of entries: READDIRPLUS only where it pays (_BIG_LISTING
-says why).  A batch stops once the kernel's byte budget is spent (and holds at least one
+entries) holds "." and ".." alone: READDIRPLUS only where it pays (_BIG_LISTING says
+why).  A batch stops once the kernel's byte budget is spent (and holds at least one
 entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
-for one entry: the kernel never asks for less than a page).  Listing a big
-directory (its size above 256 KiB, some thousands of entries) runs in a worker thread.
+for one entry: the kernel never asks for less than a page).
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ from itertools import accumulate, compress, islice
 from operator import attrgetter
 from typing import Any, Optional
 
+import trio
+
 from xlators.core.errors import FopError
 from xlators.core.dir_batch import DirBatch, DirColumns, PlusBatch
 
@@ -42,7 +49,6 @@ _DT_REG = stat.S_IFREG >> 12
 _DT_LNK = stat.S_IFLNK >> 12
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _O_LOOKUP = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
-_BIG_DIR = 256 << 10     # directory file size above which the listing runs in a thread
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _NUL_JOINS = "a\0b".encode(_FS_ENCODING, _FS_ERRORS) == b"a\0b"
 _inode_of = os.DirEntry.inode
@@ -50,12 +56,13 @@ _is_file = os.DirEntry.is_file          # (follows a link: only asked when there
 _is_symlink = os.DirEntry.is_symlink
 _name_of = attrgetter("name")
 _CHUNK = 512                            # scandir entries held at once
-# A readdirp at offset 0 of a directory of more than _BIG_LISTING entries fills at most
-# _BIG_FIRST_BATCH bytes: the kernel asks READDIRPLUS at offset 0 only (READDIRPLUS_AUTO,
-# until a lookup in the directory), so there the attributes would serve an `ls -l` for
-# a few percent of the names and cost every names-only listing a stat per entry.
+# A readdirp at offset 0 of a directory of more than _BIG_LISTING entries answers "."
+# and ".." alone (no lookup): the kernel asks READDIRPLUS at offset 0 only
+# (READDIRPLUS_AUTO, until a lookup in the directory), so there the attributes would
+# serve an `ls -l` for a few names of thousands (it looks the others up anyway) and
+# cost every names-only listing a cold lookup each (with 26 of them, a 4 KiB batch, a
+# cold listing of 10,000 names took 10-18 ms longer: docs/benchmarks.md, "Issue 10").
 _BIG_LISTING = 1024
-_BIG_FIRST_BATCH = 4096
 _ALL_REGULAR = bytes([_DT_REG]) * _CHUNK
 _DOTS_TYPES = bytes([_DT_DIR, _DT_DIR])
 # a READDIR record's size / 8 by name length: struct fuse_dirent + name, padded to 8
@@ -68,15 +75,49 @@ def _opendir_at(node_fd: int, noatime: int) -> int:
 
 
 class Listing:
-    """A snapshot of a directory: ``cols``, its entries as columns (cookie i + 1 for
-    entry i, "." and ".." first, then the names shortest first), and ``ends``, where
-    ``ends[i]`` is the size of the READDIR records of entries 0..i-1 in units of 8 bytes
-    (``ends[0]`` is 0), so a batch's end is a bisection."""
-    __slots__ = ("cols", "ends")
+    """A snapshot of a directory, read a chunk at a time: ``cols``, its entries so far
+    as columns (cookie i + 1 for entry i, "." and ".." first, then each chunk of
+    :data:`_CHUNK` names in the directory's order, shortest first within the chunk),
+    and ``ends``, where ``ends[i]`` is the size of the READDIR records of entries
+    0..i-1 in units of 8 bytes (``ends[0]`` is 0), so a batch's end is a bisection.
+    ``it`` is the scandir iterator the next chunk comes from (None once the directory's
+    end was read or the snapshot closed): it reads through a duplicate of the open
+    directory's descriptor, whose offset it shares, so no other snapshot of that
+    descriptor may read while it does.  ``lock`` is held while a chunk is read in a
+    worker thread (``busy``); a ``close`` meanwhile is done by that thread's reader
+    when it is back.  Entries are only ever appended, so a cookie once handed out
+    names the same entry for the snapshot's life."""
+    __slots__ = ("cols", "ends", "it", "bits", "lock", "busy", "closed")
 
-    def __init__(self, cols: DirColumns, ends: list[int]) -> None:
+    def __init__(self, cols: DirColumns, it: Any, bits: int) -> None:
         self.cols = cols
-        self.ends = ends
+        self.ends = list(accumulate(cols.shape.translate(_RECORD_EIGHTHS), initial=0))
+        self.it = it
+        self.bits = bits                # ORed into the inode numbers (a submount's)
+        self.lock = trio.Lock()
+        self.busy = False               # a worker thread reads the next chunk
+        self.closed = False
+
+    def close(self) -> None:
+        """No more reading (the iterator is closed now, or by the thread that reads it
+        once it is back)."""
+        self.closed = True
+        if not self.busy:
+            it, self.it = self.it, None
+            if it is not None:
+                it.close()
+
+    def more(self) -> None:
+        """Append the next chunk of the directory (or note its end)."""
+        it = self.it
+        if it is None:
+            return
+        chunk = list(islice(it, _CHUNK))
+        if len(chunk) < _CHUNK:
+            self.it = None
+            it.close()
+        if chunk:
+            _append(self, chunk)
 
 
 def _type_of(e: "os.DirEntry[str]") -> int:
@@ -111,27 +152,15 @@ def _types(entries: "list[os.DirEntry[str]]") -> bytes:
                   for e in entries])
 
 
-def _list(dfd: int, node: Any, parent_ino: int) -> Listing:
-    """Every entry as columns: made once per snapshot, so a batch is a view of it.  Per
-    entry, what is done is done over a chunk of entries at once (one call per column),
-    not entry by entry; scandir's entries of a chunk are freed before the next chunk, so
-    they never live long enough for the garbage collector to move them to an older
-    generation.  The names go shortest first (in the directory's order among names of
-    one length): a READDIR reply then packs a run of equal records at a time."""
-    os.lseek(dfd, 0, os.SEEK_SET)
-    names: list[bytes] = []
-    inos: list[int] = []
-    types = bytearray()
-    with os.scandir(dfd) as it:
-        while True:
-            chunk = list(islice(it, _CHUNK))
-            if not chunk:
-                break
-            names += _names(chunk)
-            inos += map(_inode_of, chunk)
-            types += _types(chunk)
-            del chunk
-    bits = node.devbits
+def _append(listing: Listing, chunk: "list[os.DirEntry[str]]") -> None:
+    """Append ``chunk``'s entries to ``listing``'s columns, a column at a time (one call
+    per column, not per entry), the names shortest first (in the directory's order
+    among names of one length): a READDIR reply then packs a run of equal records at a
+    time."""
+    names = _names(chunk)
+    inos: list[int] = list(map(_inode_of, chunk))
+    types = _types(chunk)
+    bits = listing.bits
     if bits:
         inos = [i | bits for i in inos]
     try:
@@ -143,18 +172,30 @@ def _list(dfd: int, node: Any, parent_ino: int) -> Listing:
         order = sorted(range(len(names)), key=lens.__getitem__)
         names = list(map(names.__getitem__, order))
         inos = list(map(inos.__getitem__, order))
-        types = bytearray(map(types.__getitem__, order))
+        types = bytes(map(types.__getitem__, order))
         if shape is not None:
             shape = bytes(map(shape.__getitem__, order))
-    if shape is not None:
-        shape = b"\x01\x02" + shape
-        eighths: Any = shape.translate(_RECORD_EIGHTHS)
+    cols = listing.cols
+    cols.names += names
+    cols.inos += inos
+    cols.types += types
+    ends = listing.ends
+    if shape is not None and cols.shape is not None:
+        cols.shape += shape
+        ends += accumulate(shape.translate(_RECORD_EIGHTHS), initial=ends[-1])
     else:
-        eighths = [(31 + len(x)) >> 3 for x in names]
-        eighths[:0] = [4, 4]
-    cols = DirColumns([b".", b".."] + names, [node.ino, parent_ino] + inos,
-                      _DOTS_TYPES + types, shape)
-    return Listing(cols, list(accumulate(eighths, initial=0)))
+        cols.shape = None               # (no packer reads it once a name is too long)
+        ends += accumulate([(31 + len(x)) >> 3 for x in names], initial=ends[-1])
+    del ends[-len(names) - 1]           # (the initial value, already there)
+
+
+def _start(dfd: int, node: Any, parent_ino: int) -> Listing:
+    """A new snapshot of the directory open as ``dfd``: "." and "..", and the scandir
+    iterator the rest will come from."""
+    os.lseek(dfd, 0, os.SEEK_SET)
+    cols = DirColumns([b".", b".."], [node.ino, parent_ino], bytearray(_DOTS_TYPES),
+                      bytearray(b"\x01\x02"))
+    return Listing(cols, os.scandir(dfd), node.devbits)
 
 
 def _lookup_new(pfd: int, name: bytes) -> Optional[tuple[int, os.stat_result]]:
@@ -214,38 +255,77 @@ class PosixDirOps:
             return node.ino
 
     async def _snapshot(self, of: OpenFile, offset: int) -> Listing:
+        """The open directory's snapshot; a new one at offset 0 (a rewind), once the
+        old one's reading thread (if any) is back: the two share the descriptor's
+        offset."""
         listing = of.entries
         if offset == 0 or listing is None:
+            while listing is not None and listing.busy:
+                async with listing.lock:
+                    pass
+                listing = of.entries
+            if listing is not None:
+                listing.close()
             node = of.node
-            if self._inline and os.fstat(of.fd).st_size <= _BIG_DIR:
-                listing = _list(of.fd, node, self._parent_ino(node))
-            else:
-                listing = await self._thread(_list, of.fd, node, self._parent_ino(node))
-            of.entries = listing
+            listing = of.entries = _start(of.fd, node, self._parent_ino(node))
         return listing
+
+    async def _more(self, listing: Listing) -> None:
+        """The listing's next chunk: read inline (a chunk is a few blocks of the
+        directory), or in a worker thread when posix uses them; one at a time."""
+        if self._inline and not listing.busy:
+            listing.more()
+            return
+        async with listing.lock:
+            if listing.it is not None:
+                await self._read_in_thread(listing)
+
+    async def _read_in_thread(self, listing: Listing) -> None:
+        """``listing.more()`` in a worker thread (``listing.lock`` held)."""
+        listing.busy = True
+        try:
+            await self._thread(listing.more)
+        finally:
+            listing.busy = False
+            if listing.closed:
+                listing.close()
+
+    async def _filled(self, listing: Listing, index: int, eighths: int = 0) -> int:
+        """Read chunks until the listing holds entry ``index`` and the READDIR records
+        from it on take ``eighths`` * 8 bytes (or the directory ends); its length."""
+        cols, ends = listing.cols, listing.ends
+        while listing.it is not None and (len(cols) <= index or
+                                          ends[-1] - ends[index] < eighths):
+            await self._more(listing)
+        return len(cols)
 
     async def readdir(self, frame, fd, offset, size):
         of = self._of(fd)
         if size <= 0:
             return []
         listing = await self._snapshot(of, offset)
-        cols = listing.cols
-        n = len(cols)
+        cols, ends = listing.cols, listing.ends
+        want = (size + 7) >> 3
+        if listing.it is None or (offset < len(cols) and
+                                  ends[-1] - ends[offset] >= want):
+            n = len(cols)
+        else:
+            n = await self._filled(listing, offset, want)
         if offset >= n:
             return []
         # the entries from offset on until their records take ``size`` bytes or more
-        ends = listing.ends
-        end = bisect_left(ends, ends[offset] + ((size + 7) >> 3), offset + 1)
+        end = bisect_left(ends, ends[offset] + want, offset + 1)
         return DirBatch(cols, offset, end if end < n else n)
 
     async def readdirp(self, frame, fd, offset, size):
         of = self._of(fd)
         if size <= 0:
             return []                # (a batch must take one entry, or this never ends)
-        cols = (await self._snapshot(of, offset)).cols
-        n = len(cols)
-        if offset == 0 and n > _BIG_LISTING:
-            size = min(size, _BIG_FIRST_BATCH)
+        listing = await self._snapshot(of, offset)
+        cols = listing.cols
+        if offset == 0 and await self._filled(listing, _BIG_LISTING + 2) > \
+                _BIG_LISTING + 2:
+            return PlusBatch([cols.entry(0), cols.entry(1)], [], [], [], [], [])
         all_names, all_inos = cols.names, cols.inos
         by_ino = self.itable.by_ino
         dev = self._dev
@@ -253,9 +333,15 @@ class PosixDirOps:
         while True:              # an empty reply means the end: skip vanished names
             start = i
             budget = size
-            while i < n and budget > 0:
+            while budget > 0:
+                if i >= len(all_names):
+                    if listing.it is None:
+                        break
+                    await self._more(listing)
+                    continue
                 budget -= (159 + len(all_names[i])) & ~7   # fuse_direntplus, padded
                 i += 1
+            n = len(all_names)
             head = list(map(cols.entry, range(start, min(i, 2))))  # "." and ".."
             first = max(start, 2)
             pfd = of.node.fd
@@ -301,7 +387,7 @@ class PosixDirOps:
                 names, offs, inodes, inos = (list(compress(c, kept))
                                              for c in (names, offs, inodes, inos))
                 stats = [r for r in stats if r is not None]
-            if head or stats or i >= n:
+            if head or stats or (i >= n and listing.it is None):
                 return PlusBatch(head, names, list(offs), inodes, inos, stats)
 
     def _plus_entry(self, r: Any, pfd: int, name: bytes, inodes: list[Any],

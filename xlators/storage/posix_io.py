@@ -229,6 +229,8 @@ class PosixIOOps:
 
     def _close_open(self, of: OpenFile) -> None:
         self._opens.discard(of)
+        if of.entries is not None:      # a directory's snapshot: its scandir iterator
+            of.entries.close()
         for d in (of.fd, of.plain):
             if d >= 0:
                 try:
