@@ -8,9 +8,7 @@ since the kernel offers auto invalidation; xlfs: storage/gfapi's keep_cache hint
 gfapi-dropcache is xlfs with ``--fopen-keep-cache=no`` (every open drops the pages,
 what storage/gfapi did before it gave the hint): an A/B in one run.  gfapi-nowait is
 xlfs with storage/gfapi's ``inline-wait 0`` (every answer comes back through trio, what
-storage/gfapi did before the inline wait).  gfapi-normal runs storage/gfapi's worker
-threads under the normal scheduling policy (``worker-scheduling normal``, what it did
-before SCHED_BATCH).  gfapi-batch256 reads at most 256 entries
+storage/gfapi did before the inline wait).  gfapi-batch256 reads at most 256 entries
 per listing step (storage/gfapi's ``readdir-batch 256``, what it did before);
 gfapi-names answers a plain READDIR with the bricks' READDIR (``readdir-names-only``).
 gfapi-ra stacks xlfs's performance/read-ahead
@@ -92,13 +90,6 @@ class GfapiNoWaitPeer(GfapiPeer):
     description = ("gfapi with inline-wait 0: the event loop never waits for a call "
                    "itself; every answer comes back through trio")
     cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.inline-wait=0")
-
-
-class GfapiNormalSchedPeer(GfapiPeer):
-    name = "gfapi-normal"
-    description = ("gfapi with worker-scheduling normal: the worker threads under the "
-                   "normal policy (a woken worker preempts the thread that woke it)")
-    cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.worker-scheduling=normal")
 
 
 class GfapiBatch256Peer(GfapiPeer):
@@ -220,9 +211,8 @@ class GlusterReplicaNoIndexPeer(GlusterReplicaPeer):
 
 #: The peers of this module by name (benchmarks.run).
 GLUSTER_PEERS = {"gfapi": GfapiPeer, "gfapi-dropcache": GfapiDropCachePeer,
-                 "gfapi-nowait": GfapiNoWaitPeer, "gfapi-normal": GfapiNormalSchedPeer, "gfapi-ra": GfapiReadAheadPeer,
+                 "gfapi-nowait": GfapiNoWaitPeer, "gfapi-ra": GfapiReadAheadPeer,
                  "gfapi-batch256": GfapiBatch256Peer, "gfapi-names": GfapiNamesOnlyPeer,
                  "gfapi-base": GfapiBaselinePeer, "gfapi-noindex": GfapiNoIndexPeer,
                  "glusterfs-replica": GlusterReplicaPeer,
                  "glusterfs-replica-noindex": GlusterReplicaNoIndexPeer}
-

@@ -2,7 +2,6 @@
 the bound on calls at once, abandonment on cancel, resizing.  No libgfapi needed."""
 from __future__ import annotations
 
-import os
 import sys
 import threading
 
@@ -270,22 +269,6 @@ async def test_a_started_job_given_up_by_one_caller_is_still_delivered_to_the_ne
         else:
             assert await w.result(job, abandon=False) == b"data"
     go.set()
-
-
-def _policy() -> int:
-    return os.sched_getscheduler(0)
-
-
-async def test_batch_threads_run_under_sched_batch_and_can_switch_back():
-    # worker-scheduling batch: a woken worker does not preempt the thread that woke it
-    w = Workers(2, "t", batch=True)
-    assert await w.run(_policy) == os.SCHED_BATCH
-    w.set_batch(False)                  # threads already running change too
-    assert await w.run(_policy) == os.SCHED_OTHER
-    assert os.sched_getscheduler(0) == os.SCHED_OTHER    # the loop's thread untouched
-    w.set_batch(True)
-    assert await w.run(_policy) == os.SCHED_BATCH
-    assert await Workers(1, "u").run(_policy) == os.SCHED_OTHER
 
 
 def test_the_gil_free_release_releases_the_lock_it_is_given():

@@ -141,10 +141,6 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                     "blocked, for a library call made while no other call runs; an "
                     "answer within it finishes the request inline, a later one comes "
                     "back the ordinary way. 0: never wait.", min=0, max=1),
-        Option.str("worker-scheduling", "batch", "Linux scheduling policy of the "
-                   "worker threads: batch (SCHED_BATCH: a woken worker does not preempt "
-                   "the thread that woke it, which saves the event loop and the worker "
-                   "a GIL hand-over per request) or normal.", values=("batch", "normal")),
         Option.time("upcall-poll-interval", "20ms", "How often libgfapi's queue of "
                     "upcalls (other clients' changes) is looked at: the most a kernel "
                     "invalidation comes later than the bricks' notice.", min=0.001, max=10),
@@ -164,8 +160,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._live: dict[int, Node] = {}
         self._by_name: dict[tuple[int, bytes], Node] = {}   # names looked up -> node
         self._workers = Workers(self.opts.io_thread_count, f"gfapi-{self.name}",
-                                self.opts.inline_wait,
-                                batch=self.opts.worker_scheduling == "batch")
+                                self.opts.inline_wait)
         self._upcalls: Any = None
         self._source = ""
         self._down = False            # the last call failed with ENOTCONN
@@ -260,7 +255,6 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
     def reconfigured(self, old: Any) -> None:
         self._workers.resize(self.opts.io_thread_count)
         self._workers.wait = self.opts.inline_wait
-        self._workers.set_batch(self.opts.worker_scheduling == "batch")
         if self._upcalls is not None:
             self._upcalls.interval = self.opts.upcall_poll_interval
         for key in ("volfile-server", "volume", "volfile"):

@@ -31,16 +31,13 @@ context copy of ``to_thread`` are each a cost paid per call, and a GETATTR is on
   back through trio); while the loop waits, no other request is read, so a call made
   while another one runs never waits inline, and the bound keeps an interrupt or a
   request of another process waiting at most ``wait`` longer.
-- ``batch`` (option worker-scheduling batch, the default): the threads run under
-  Linux's SCHED_BATCH policy, which takes one thing away from them: a thread woken by
-  another does not preempt the thread that woke it.  Handing a job over is a lock
-  release by the event loop's thread, which then blocks on the job's own lock; under the
-  normal policy the woken worker preempted the loop on its CPU, found the GIL still held
-  and slept on it again, and the loop woke again to drop it (a sched_switch trace of a
-  GETATTR loop: about one such round per request on each side).  Measured (op_cost
-  --op fstat, 6 rounds taking turns, load 8): the worker's voluntary context switches
-  per GETATTR 2.0 against 3.0-3.9, the loop's CPU per GETATTR 43-57 us against 63-97.
-  Their share of the CPU is the same as under the normal policy (same nice value).
+- The worker wakes the loop's inline wait with the GIL released (``_wake_loop``:
+  ``PyThread_release_lock`` through ctypes).  Released the plain way, with the GIL held
+  for a few bytecodes more until the worker blocked again, the loop it woke (which
+  often preempts the worker on its CPU) found the GIL taken and slept on it: a
+  sched_switch trace of a GETATTR loop showed that once per request for the loop
+  (0.82 sleeps on the GIL per request, 0.01 after) and 0.5 preemptions of the worker
+  while it dropped the GIL (0 after).
 - :meth:`Workers.start` runs a call nobody waits for yet (storage/gfapi's read-ahead
   of sequential reads); :meth:`Workers.result` collects it later, inline or the trio
   way.  Such calls do not count as running for the inline wait of other calls: no
@@ -51,7 +48,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import errno
-import os
 import sys
 import threading
 from typing import Any, Callable
@@ -94,13 +90,10 @@ class _Worker:
 class Workers:
     """A fixed set of threads running blocking calls for one trio program."""
 
-    def __init__(self, size: int, name: str = "gfapi", wait: float = 0.0,
-                 batch: bool = False) -> None:
+    def __init__(self, size: int, name: str = "gfapi", wait: float = 0.0) -> None:
         self.size = size
         self.name = name
         self.wait = wait                  # seconds the loop waits inline (0: never)
-        self._batch = batch               # SCHED_BATCH threads (see the module doc)
-        self._tids: set[int] = set()      # the threads' kernel ids (for set_batch)
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []    # a stack: the last thread to finish goes next
         self._pending: collections.deque = collections.deque()
@@ -130,19 +123,6 @@ class Workers:
             self._excess = max(0, self._threads - size)
             if self._threads < size:
                 self._start(size - self._threads)
-
-    @property
-    def batch(self) -> bool:
-        return self._batch
-
-    def set_batch(self, batch: bool) -> None:
-        """Run the threads (those running and those started later) under SCHED_BATCH,
-        or under the normal policy."""
-        self._batch = batch
-        with self._lock:
-            tids = list(self._tids)
-        for tid in tids:
-            _set_policy(tid, batch)
 
     def _start(self, count: int) -> None:
         for _ in range(count):
@@ -245,18 +225,6 @@ class Workers:
         raise job.value
 
     def _work(self) -> None:
-        tid = threading.get_native_id()
-        if self._batch:
-            _set_policy(0, True)
-        with self._lock:
-            self._tids.add(tid)
-        try:
-            self._jobs()
-        finally:
-            with self._lock:
-                self._tids.discard(tid)
-
-    def _jobs(self) -> None:
         me = _Worker()
         job = self._next(me, None)
         while job is not _STOP:
@@ -340,20 +308,10 @@ def _gil_free_release() -> Any:
 
 
 #: The worker wakes the loop's inline wait with the GIL released: with a plain
-#: release it held the GIL for a few more bytecodes, and the loop it woke (which
-#: preempts the worker: normal policy against SCHED_BATCH) found the GIL taken and
-#: slept on it once more per request.
+#: release it held the GIL for a few more bytecodes, and the loop it woke (often
+#: preempting the worker on its CPU) found the GIL taken and slept on it once more
+#: per request (see the module doc).
 _wake_loop: Callable[[Any], None] = _gil_free_release() or (lambda lock: lock.release())
-
-
-def _set_policy(tid: int, batch: bool) -> None:
-    """SCHED_BATCH (or the normal policy) for thread ``tid`` (0: the calling one);
-    where the system refuses it, the thread keeps its policy."""
-    try:
-        os.sched_setscheduler(tid, os.SCHED_BATCH if batch else os.SCHED_OTHER,
-                              os.sched_param(0))
-    except (OSError, AttributeError):
-        pass
 
 
 def _deliver(job: _Job) -> None:
