@@ -35,9 +35,11 @@ context copy of ``to_thread`` are each a cost paid per call, and a GETATTR is on
   ``PyThread_release_lock`` through ctypes).  Released the plain way, with the GIL held
   for a few bytecodes more until the worker blocked again, the loop it woke (which
   often preempts the worker on its CPU) found the GIL taken and slept on it: a
-  sched_switch trace of a GETATTR loop showed that once per request for the loop
-  (0.82 sleeps on the GIL per request, 0.01 after) and 0.5 preemptions of the worker
-  while it dropped the GIL (0 after).
+  sched_switch trace of a GETATTR loop showed 1.43 sleeps of the loop on the GIL per
+  request (0 after) and 1.21 preemptions of the worker while it dropped the GIL (0.01
+  after; docs/gluster.md, "The GIL at each hand-over").  The lock is read from the
+  ``threading.Lock`` object, so this is used only where its layout is checked at
+  import (else a plain release).
 - :meth:`Workers.start` runs a call nobody waits for yet (storage/gfapi's read-ahead
   of sequential reads); :meth:`Workers.result` collects it later, inline or the trio
   way.  Such calls do not count as running for the inline wait of other calls: no
