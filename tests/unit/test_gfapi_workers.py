@@ -286,24 +286,3 @@ def test_the_gil_free_release_releases_the_lock_it_is_given():
     waiter.acquire()
     threading.Timer(0.05, _wake_loop, (waiter,)).start()
     assert waiter.acquire(True, 5)      # a blocked acquire is woken by it
-
-
-def test_the_hand_over_wakes_one_lock_and_waits_for_the_other():
-    # Workers.run's inline path: release the worker's lock, then wait for the job's,
-    # both with the GIL released where the lock layout allows it
-    from xlators.storage.gfapi_workers import _hand_over
-    wake, waiter = threading.Lock(), threading.Lock()
-    wake.acquire()
-    waiter.acquire()
-    assert not _hand_over(wake, waiter, 0.01)      # nobody releases the waiter: False
-    assert wake.acquire(False)                      # ... but the wake lock was released
-    done = []
-
-    def worker() -> None:
-        wake.acquire()                              # woken by the hand-over
-        done.append(1)
-        waiter.release()
-    t = threading.Thread(target=worker)
-    t.start()
-    assert _hand_over(wake, waiter, 5.0) and done == [1]
-    t.join(5)
