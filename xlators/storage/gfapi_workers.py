@@ -154,9 +154,10 @@ class Workers:
         if w is not None:
             waiter = job.waiter
             if waiter is not None:
-                # wake the thread and block, both with the GIL released: woken while
-                # this thread held the GIL, it found it taken and slept again on it
-                if _hand_over(w.wake, waiter, self.wait) or self._ran_out(job):
+                # wake the thread as the last thing before blocking (the GIL released):
+                # woken earlier, it would find the GIL held and sleep again on it
+                w.wake.release()
+                if waiter.acquire(True, self.wait) or self._ran_out(job):
                     self.inline += 1
                     if job.ok:
                         return job.value
@@ -307,36 +308,6 @@ def _gil_free_release() -> Any:
         return None
     return release
 
-
-def _gil_free_hand_over() -> Any:
-    """``hand_over(wake, waiter, seconds)``: release ``wake`` and then wait at most
-    ``seconds`` for ``waiter``, each through ctypes with the GIL released (True when
-    ``waiter`` was acquired); None where the GIL-free release is not available."""
-    release = _gil_free_release()
-    if release is None:
-        return None
-    acquire = ctypes.CDLL(None).PyThread_acquire_lock_timed
-    acquire.argtypes, acquire.restype = [ctypes.c_void_p, ctypes.c_longlong,
-                                         ctypes.c_int], ctypes.c_int
-    offset = object.__basicsize__
-    address = ctypes.c_void_p.from_address
-
-    def hand_over(wake: Any, waiter: Any, seconds: float) -> bool:
-        release(wake)
-        # intr_flag 0: an interrupted wait goes on (signal handlers run after it)
-        return acquire(address(id(waiter) + offset).value, int(seconds * 1e6), 0) == 1
-    return hand_over
-
-
-def _plain_hand_over(wake: Any, waiter: Any, seconds: float) -> bool:
-    wake.release()
-    return waiter.acquire(True, seconds)
-
-
-#: The event loop hands a job over and waits inline for it (Workers.run) with the GIL
-#: released for both steps: the worker it wakes (which preempts the loop on its CPU)
-#: then finds the GIL free instead of sleeping on it until the loop blocks.
-_hand_over: Callable[[Any, Any, float], bool] = _gil_free_hand_over() or _plain_hand_over
 
 #: The worker wakes the loop's inline wait with the GIL released: with a plain
 #: release it held the GIL for a few more bytecodes, and the loop it woke (often
