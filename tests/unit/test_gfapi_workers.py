@@ -2,6 +2,7 @@
 the bound on calls at once, abandonment on cancel, resizing.  No libgfapi needed."""
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -268,3 +269,20 @@ async def test_a_started_job_given_up_by_one_caller_is_still_delivered_to_the_ne
         else:
             assert await w.result(job, abandon=False) == b"data"
     go.set()
+
+
+def test_the_gil_free_release_releases_the_lock_it_is_given():
+    # the worker wakes the loop's inline wait through PyThread_release_lock (GIL
+    # released); on interpreters where that cannot be checked it is a plain release
+    from xlators.storage.gfapi_workers import _gil_free_release, _wake_loop
+    release = _gil_free_release()
+    if sys.version_info[:2] in ((3, 10), (3, 11), (3, 12)):
+        assert release is not None and _wake_loop.__qualname__ == release.__qualname__
+    lock = threading.Lock()
+    lock.acquire()
+    _wake_loop(lock)
+    assert lock.acquire(False)
+    waiter = threading.Lock()
+    waiter.acquire()
+    threading.Timer(0.05, _wake_loop, (waiter,)).start()
+    assert waiter.acquire(True, 5)      # a blocked acquire is woken by it
