@@ -33,11 +33,44 @@ queued event, drops duplicates and sends one upcall per distinct message; after 
 the task pauses ``COALESCE`` seconds so that a burst (a large write makes an IN_MODIFY per
 write call) becomes one invalidation.
 
-Changes made *through the mount* produce inotify events too: they cost an extra
-invalidation (the kernel drops a dentry or page cache it had just filled and looks it up
-again), never correctness.  They are not suppressed: telling them apart would need the
-writer's identity, which inotify does not give, and a time-based guess would also hide a
-real change made in the brick at the same moment.  The coalescing above bounds the cost.
+Changes made *through the mount* produce inotify events too.  For the namespace changes
+posix makes itself they are matched and dropped: right after the system call returns, with
+no await in between (so the reader cannot have read the event yet: fsnotify queues it
+before the call returns), create, mknod, mkdir, symlink and link record an IN_CREATE of
+(the parent's watch, name), unlink and rmdir an IN_DELETE, rename an IN_MOVED_FROM of the
+old name and an IN_MOVED_TO of the new one (``BrickWatch.expect``).  The reader takes one
+recorded change per matching event and sends nothing for it, not even the parent's
+attributes: the kernel invalidates those itself after a CREATE, MKNOD, MKDIR, SYMLINK,
+LINK, UNLINK, RMDIR or RENAME reply (fs/fuse/dir.c, ``fuse_dir_changed``), and the
+translators above posix see the reply.  Before, the kernel and md-cache dropped the entry
+they had just learnt and asked again (docs/benchmarks.md, "What each piece contributes").
+
+This is a count, not a guess by time, and a change made in the brick is never hidden:
+
+- every change in the brick makes its own event, and inotify merges an event only into
+  an *identical* (mask, watch, name) one at the tail of the unread queue
+  (fs/notify/inotify/inotify_fsnotify.c, ``inotify_merge``/``event_compare``).  Two
+  identical namespace events of one name in one directory cannot be adjacent (a name is
+  deleted or moved out between two creations, which is an event of that directory), so
+  no namespace event is ever merged, and N own changes are exactly N events;
+- a directory's namespace changes are made and reported under its lock, in order; the
+  events matched are posix's own, or identical ones (the same message), so which of two
+  identical events is taken does not matter;
+- every change recorded before a read has its event in that read (the reader reads until
+  the queue is empty), so whatever is still unmatched after it is dropped and cannot take
+  a later event;
+- nothing is recorded where no event comes or where it may be read already: a directory
+  without a watch, a rename between two names of one inode (the kernel does nothing),
+  RENAME_EXCHANGE and RENAME_WHITEOUT (their events keep their invalidations), and any
+  call once ``io-threads`` has been on (a call made in a worker thread resumes its fop
+  after an await);
+- recorded changes are dropped with their watch (``forget``, IN_IGNORED) and on
+  IN_Q_OVERFLOW (which invalidates everything anyway); past ``MAX_EXPECTED`` outstanding
+  ones, recording pauses until the next read, so the worst case is no matching at all.
+
+IN_MODIFY, IN_ATTRIB and IN_CLOSE_WRITE are never matched (those do merge, so they cannot
+be counted): writes, truncates and attribute changes made through the mount still cost an
+invalidation of that inode.  The coalescing above bounds that cost.
 
 If the inotify queue overflows (IN_Q_OVERFLOW, more than ``fs.inotify.max_queued_events``
 unread), events were lost: every watched directory and every inode posix holds a
