@@ -238,3 +238,167 @@ async def test_a_listing_alone_starts_the_reader(brick, nursery):
     h.attach_nursery(nursery)
     await h.listdir("/", plus=True)            # READDIRPLUS: new inodes, no lookup
     assert h.top._watch.task_started
+
+
+# -- posix's own namespace changes: matched to their events, no upcall -----------------------
+
+def node_of(h, inode):
+    return inode.ctx[h.top]
+
+
+async def test_own_namespace_changes_send_nothing(brick):
+    """create, mknod, mkdir, symlink, link, rename, unlink and rmdir made through posix
+    make their inotify events, which the watcher takes as its own: no upcall, not even
+    the parent's attributes (the kernel invalidates those itself after each reply)."""
+    h, d, rec = brick
+    w = h.top._watch
+    dent = await h.lookup("/d")
+    await h.lookup("/d/f")
+    fr = h.frame()
+    fd = await h.create("/d/new")                  # left open: its close is a write event
+    await h.top.mknod(fr, await h.parent_loc("/d/fifo"), 0o10644, 0, 0o022)
+    await h.mkdir("/d/sub")
+    await h.symlink("f", "/d/ln")
+    await h.top.link(fr, fd.inode, await h.parent_loc("/d/hard"))
+    await h.rename("/d/f", "/g")                    # across directories, both watched
+    await h.rename("/d/hard", "/d/new2")
+    await h.unlink("/d/new2")
+    await h.rmdir("/d/sub")
+    assert w.n_expected == 11
+    pump(h)
+    assert rec.take() == []
+    assert w.stats["own-events"] == 11 and w.expected == {} and w.n_expected == 0
+    await h.close(fd)
+    assert dent.inode.ino in w.ino_wd
+
+
+async def test_a_brick_change_right_after_an_own_one_is_seen(brick):
+    h, d, rec = brick
+    dent = await h.lookup("/d")
+    await h.mkdir("/d/x")
+    pump(h)
+    assert rec.take() == []
+    os.rmdir(d / "d" / "x")                          # after the watcher read posix's event
+    pump(h)
+    msgs = rec.take()
+    assert InvalidateEntry(dent.inode, b"x") in msgs
+    assert InvalidateInode(dent.inode, -1, 0) in msgs
+
+
+async def test_a_brick_change_before_the_watcher_reads_is_seen(brick):
+    """The brick changes the same names between posix's system call and the watcher's
+    read: the queue then holds both, and only posix's own events are matched."""
+    h, d, rec = brick
+    dent = await h.lookup("/d")
+    root = h.itable.root
+    await h.lookup("/d/f")
+    await h.rename("/d/f", "/d/g")                  # own: MOVED_FROM f, MOVED_TO g
+    os.rename(d / "d" / "g", d / "d" / "f")         # the brick's: MOVED_FROM g, MOVED_TO f
+    await h.mkdir("/x")                             # own: CREATE x
+    os.rmdir(d / "x")                               # the brick's: DELETE x
+    os.mkdir(d / "x")                               # the brick's: CREATE x
+    pump(h)
+    msgs = rec.take()
+    assert InvalidateEntry(dent.inode, b"g") in msgs
+    assert InvalidateEntry(dent.inode, b"f") in msgs
+    assert InvalidateInode(dent.inode, -1, 0) in msgs
+    assert InvalidateEntry(root, b"x") in msgs
+    assert h.top._watch.stats["own-events"] == 3
+
+
+async def test_a_directory_without_a_watch_records_nothing(brick):
+    h, d, rec = brick
+    w = h.top._watch
+    dent = await h.lookup("/d")
+    await h.mkdir("/d/x")
+    assert w.n_expected == 1
+    w.forget(node_of(h, dent.inode))               # the watch goes: so does what it expected
+    assert w.expected == {} and w.n_expected == 0
+    await h.unlink("/d/f")
+    await h.mkdir("/d/y")
+    assert w.expected == {}
+    pump(h)
+    assert rec.take() == []                          # (no watch: nothing is reported)
+
+
+async def test_overflow_drops_the_expected_events(brick):
+    h, d, rec = brick
+    w = h.top._watch
+    dent = await h.lookup("/d")
+    await h.mkdir("/d/x")
+    assert w.n_expected == 1
+    w.dispatch(struct.pack("iIII", -1, IN_Q_OVERFLOW, 0, 0))
+    assert w.expected == {} and w.n_expected == 0
+    rec.take()
+    pump(h)                                          # posix's event, no longer expected
+    assert InvalidateEntry(dent.inode, b"x") in rec.take()
+
+
+async def test_an_unmatched_expectation_goes_with_the_read(brick):
+    """Everything recorded before a read is in it: what is left over afterwards can
+    only be a mistake, and must not take a later event from the brick."""
+    h, d, rec = brick
+    w = h.top._watch
+    dent = await h.lookup("/d")
+    w.created(node_of(h, dent.inode), b"ghost")    # an event that never comes
+    pump(h)
+    assert w.expected == {} and w.stats["own-unmatched"] == 1
+    (d / "d" / "ghost").write_bytes(b"")
+    pump(h)
+    assert InvalidateEntry(dent.inode, b"ghost") in rec.take()
+
+
+async def test_a_rename_onto_the_same_inode_records_nothing(brick):
+    """rename(2) between two names of one inode succeeds and changes nothing: no event,
+    so nothing may be expected."""
+    h, d, rec = brick
+    w = h.top._watch
+    await h.lookup("/d")
+    os.link(d / "d" / "f", d / "d" / "f2")
+    pump(h)
+    rec.take()
+    await h.lookup("/d/f2")
+    await h.rename("/d/f", "/d/f2")
+    assert (d / "d" / "f").exists() and w.expected == {}
+
+
+async def test_too_many_expected_events_pause_the_matching(brick, monkeypatch):
+    monkeypatch.setattr(posix_watch, "MAX_EXPECTED", 2)
+    h, d, rec = brick
+    w = h.top._watch
+    dent = await h.lookup("/d")
+    for name in ("a", "b", "c", "e"):
+        await h.mkdir(f"/d/{name}")
+    assert w.paused and w.expected == {} and w.stats["own-pauses"] == 1
+    pump(h)
+    msgs = rec.take()
+    for name in (b"a", b"b", b"c", b"e"):                 # as without the matching
+        assert InvalidateEntry(dent.inode, name) in msgs
+    assert not w.paused
+    await h.mkdir("/d/z")
+    pump(h)
+    assert rec.take() == []
+
+
+async def test_with_io_threads_nothing_is_matched(tmp_path):
+    """A call in a worker thread returns after an await: the watcher may have read its
+    event already, so posix records nothing and the upcalls stay."""
+    (tmp_path / "d").mkdir()
+    h = Harness.stack(leaf="storage/posix", options={"storage/posix": {
+        "directory": str(tmp_path), "reserve": "0", "watch-brick": "on",
+        "io-threads": "on"}})
+    rec = Recorder()
+    h.top.parents.append(rec)
+    try:
+        dent = await h.lookup("/d")
+        await h.mkdir("/d/x")
+        assert h.top._watch.expected == {}
+        pump(h)
+        assert InvalidateEntry(dent.inode, b"x") in rec.take()
+        # and not after it is turned off at run time either (calls may be in flight)
+        h.top.reconfigure({"directory": str(tmp_path), "reserve": "0",
+                           "watch-brick": "on", "io-threads": "off"})
+        await h.mkdir("/d/y")
+        assert h.top._watch.expected == {}
+    finally:
+        h.fini()

@@ -153,6 +153,7 @@ class Posix(PosixEntryOps, PosixAttrOps, PosixIOOps, PosixDirOps, PosixNodes,
         self._watch: Optional[posix_watch.BrickWatch] = None
         self._handles: Optional[posix_handle.BrickHandles] = None
         self._root_stat: Optional[os.stat_result] = None
+        self._threads_seen = False              # io-threads was on once (posix_watch)
         self._apply_opts()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -160,6 +161,7 @@ class Posix(PosixEntryOps, PosixAttrOps, PosixIOOps, PosixDirOps, PosixNodes,
         o = self.opts
         self._threshold = o.io_thread_threshold
         self._inline_always = not o.io_threads
+        self._threads_seen = self._threads_seen or bool(o.io_threads)
         self._fmask, self._fforce = o.create_mask, o.force_create_mode
         self._dmask, self._dforce = o.create_directory_mask, o.force_directory_mode
         self._max_links = o.max_hardlinks

@@ -175,6 +175,8 @@ class PosixEntryOps:
         perm, fix = self._new_mode(pnode, mode, umask, False)
         fd, st = await self._do(frame, True, mknod_at, pnode.fd, name, S_IFMT(mode) | perm,
                                 rdev or 0, fix)
+        if self._watch is not None:
+            self._watch.created(pnode, name)
         return self._give(frame, pnode, self._entry(st, fd))
 
     async def mkdir(self, frame, loc, mode, umask):
@@ -185,6 +187,8 @@ class PosixEntryOps:
             fd, st = mkdir_at(pnode.fd, name, perm, fix)        # _do, inline
         else:
             fd, st = await self._do(frame, True, mkdir_at, pnode.fd, name, perm, fix)
+        if self._watch is not None:
+            self._watch.created(pnode, name)
         if self._switch:                        # _give gives nothing then
             return self._entry(st, fd)
         return self._give(frame, pnode, self._entry(st, fd))
@@ -197,6 +201,8 @@ class PosixEntryOps:
             raise FopError(errno.EINVAL)
         self._space()
         fd, st = await self._do(frame, True, symlink_at, pnode.fd, name, target)
+        if self._watch is not None:
+            self._watch.created(pnode, name)
         return self._give(frame, pnode, self._entry(st, fd))
 
     # unlink, rmdir and rename spell out _do's commonest case: inline (no io-threads), as
@@ -207,6 +213,8 @@ class PosixEntryOps:
             os.unlink(name, dir_fd=pnode.fd)
         else:
             await self._do(frame, False, unlink_at, pnode.fd, name)
+        if self._watch is not None:
+            self._watch.deleted(pnode, name)
 
     async def rmdir(self, frame, loc):
         pnode, name = self._ploc(loc)
@@ -214,6 +222,8 @@ class PosixEntryOps:
             os.rmdir(name, dir_fd=pnode.fd)
         else:
             await self._do(frame, False, rmdir_at, pnode.fd, name)
+        if self._watch is not None:
+            self._watch.deleted(pnode, name)
 
     async def rename(self, frame, oldloc, newloc, flags=None):
         opnode, old = self._ploc(oldloc)
@@ -223,6 +233,8 @@ class PosixEntryOps:
         else:
             await self._do(frame, False, rename_at, opnode.fd, old, npnode.fd, new,
                            flags or 0)
+        if self._watch is not None:
+            self._watch.renamed(opnode, old, npnode, new, flags or 0)
 
     async def link(self, frame, inode, newloc):
         node = self._node(inode)
@@ -233,6 +245,8 @@ class PosixEntryOps:
         if self._max_links and os.fstat(node.fd).st_nlink >= self._max_links:
             raise FopError(errno.EMLINK)
         await self._do(frame, True, link_at, node.fd, npnode.fd, name)
+        if self._watch is not None:
+            self._watch.created(npnode, name)
         st = os.fstat(node.fd)
         node.mode = st.st_mode
         return Entry(inode, Attr.from_stat(st, node.ino))

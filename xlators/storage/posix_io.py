@@ -306,6 +306,8 @@ class PosixIOOps:
         else:
             iofd, st, fl, created = await self._do(frame, True, _create_at, pnode.fd, name,
                                                    fl, perm, fix)
+        if created and self._watch is not None:
+            self._watch.created(pnode, name)
         if flags & os.O_NOATIME and not fl & os.O_NOATIME:
             fl = keep_noatime(iofd, flags, fl)
         direct = bool(fl & os.O_DIRECT)

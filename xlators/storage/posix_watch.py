@@ -33,11 +33,44 @@ queued event, drops duplicates and sends one upcall per distinct message; after 
 the task pauses ``COALESCE`` seconds so that a burst (a large write makes an IN_MODIFY per
 write call) becomes one invalidation.
 
-Changes made *through the mount* produce inotify events too: they cost an extra
-invalidation (the kernel drops a dentry or page cache it had just filled and looks it up
-again), never correctness.  They are not suppressed: telling them apart would need the
-writer's identity, which inotify does not give, and a time-based guess would also hide a
-real change made in the brick at the same moment.  The coalescing above bounds the cost.
+Changes made *through the mount* produce inotify events too.  For the namespace changes
+posix makes itself they are matched and dropped: right after the system call returns, with
+no await in between (so the reader cannot have read the event yet: fsnotify queues it
+before the call returns), create, mknod, mkdir, symlink and link record an IN_CREATE of
+(the parent's watch, name), unlink and rmdir an IN_DELETE, rename an IN_MOVED_FROM of the
+old name and an IN_MOVED_TO of the new one (``BrickWatch.expect``).  The reader takes one
+recorded change per matching event and sends nothing for it, not even the parent's
+attributes: the kernel invalidates those itself after a CREATE, MKNOD, MKDIR, SYMLINK,
+LINK, UNLINK, RMDIR or RENAME reply (fs/fuse/dir.c, ``fuse_dir_changed``), and the
+translators above posix see the reply.  Before, the kernel and md-cache dropped the entry
+they had just learnt and asked again (docs/benchmarks.md, "What each piece contributes").
+
+This is a count, not a guess by time, and a change made in the brick is never hidden:
+
+- every change in the brick makes its own event, and inotify merges an event only into
+  an *identical* (mask, watch, name) one at the tail of the unread queue
+  (fs/notify/inotify/inotify_fsnotify.c, ``inotify_merge``/``event_compare``).  Two
+  identical namespace events of one name in one directory cannot be adjacent (a name is
+  deleted or moved out between two creations, which is an event of that directory), so
+  no namespace event is ever merged, and N own changes are exactly N events;
+- a directory's namespace changes are made and reported under its lock, in order; the
+  events matched are posix's own, or identical ones (the same message), so which of two
+  identical events is taken does not matter;
+- every change recorded before a read has its event in that read (the reader reads until
+  the queue is empty), so whatever is still unmatched after it is dropped and cannot take
+  a later event;
+- nothing is recorded where no event comes or where it may be read already: a directory
+  without a watch, a rename between two names of one inode (the kernel does nothing),
+  RENAME_EXCHANGE and RENAME_WHITEOUT (their events keep their invalidations), and any
+  call once ``io-threads`` has been on (a call made in a worker thread resumes its fop
+  after an await);
+- recorded changes are dropped with their watch (``forget``, IN_IGNORED) and on
+  IN_Q_OVERFLOW (which invalidates everything anyway); past ``MAX_EXPECTED`` outstanding
+  ones, recording pauses until the next read, so the worst case is no matching at all.
+
+IN_MODIFY, IN_ATTRIB and IN_CLOSE_WRITE are never matched (those do merge, so they cannot
+be counted): writes, truncates and attribute changes made through the mount still cost an
+invalidation of that inode.  The coalescing above bounds that cost.
 
 If the inotify queue overflows (IN_Q_OVERFLOW, more than ``fs.inotify.max_queued_events``
 unread), events were lost: every watched directory and every inode posix holds a
@@ -81,6 +114,7 @@ IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
 IN_EXCL_UNLINK = 0x04000000
 IN_ISDIR = 0x40000000
+RENAME_NOREPLACE = 1
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
@@ -90,6 +124,7 @@ _NAMES = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE
 _EVENT = struct.Struct("iIII")      # wd, mask, cookie, len; then len bytes of name
 COALESCE = 0.01
 _READ_SIZE = 65536
+MAX_EXPECTED = 4096     # own changes awaiting their event; past it, matching pauses
 
 
 def parse_events(data: bytes) -> list[tuple[int, int, bytes]]:
@@ -122,7 +157,13 @@ class BrickWatch:
         self.task_started = False
         self.closed = False
         self.full_warned = False
-        self.stats = {"events": 0, "upcalls": 0, "overflows": 0, "watch-failures": 0}
+        # own namespace changes whose inotify event is still unread: (wd, kind, name) ->
+        # how many (kind: IN_CREATE, IN_DELETE, IN_MOVED_FROM or IN_MOVED_TO)
+        self.expected: dict[tuple[int, int, bytes], int] = {}
+        self.n_expected = 0
+        self.paused = False        # MAX_EXPECTED was reached: nothing recorded till a read
+        self.stats = {"events": 0, "upcalls": 0, "overflows": 0, "watch-failures": 0,
+                      "own-events": 0, "own-unmatched": 0, "own-pauses": 0}
 
     # -- watches ---------------------------------------------------------------------
     def add(self, node: Any) -> None:
@@ -165,6 +206,7 @@ class BrickWatch:
         wd = self.ino_wd.pop(node.ino, None)
         if wd is not None:
             self.wd_ino.pop(wd, None)
+            self._drop_expected(wd)
             if not self.closed:
                 _libc.inotify_rm_watch(self.fd, wd)
 
@@ -181,6 +223,80 @@ class BrickWatch:
         self.keys_of.setdefault(ino, set()).add(key)
         if not self.task_started:
             self.start()
+
+    # -- own changes --------------------------------------------------------------------
+    def expect(self, pnode: Any, name: bytes, kind: int) -> None:
+        """posix has just changed ``name`` in directory ``pnode`` itself (``kind``: the
+        inotify event that change makes, IN_CREATE, IN_DELETE, IN_MOVED_FROM or
+        IN_MOVED_TO): the watcher is to take that one event as its own and send nothing
+        for it.  Call right after the system call succeeded, with no await in between
+        (the event is queued before the call returns and the reader cannot have read it
+        yet).  Nothing is recorded for a directory without a watch, and nothing once
+        ``io-threads`` has been on (a call made in a worker thread may already have been
+        read when its fop resumes)."""
+        if self.paused or self.xl._threads_seen:
+            return
+        wd = self.ino_wd.get(pnode.ino)
+        if wd is None:
+            return
+        if self.n_expected >= MAX_EXPECTED:     # the worst case is no matching at all
+            self.stats["own-pauses"] += 1
+            self.expected.clear()
+            self.n_expected = 0
+            self.paused = True
+            return
+        key = (wd, kind, name)
+        self.expected[key] = self.expected.get(key, 0) + 1
+        self.n_expected += 1
+
+    def created(self, pnode: Any, name: bytes) -> None:
+        """posix created ``name`` in ``pnode`` (create, mknod, mkdir, symlink, link)."""
+        self.expect(pnode, name, IN_CREATE)
+
+    def deleted(self, pnode: Any, name: bytes) -> None:
+        """posix removed ``name`` from ``pnode`` (unlink, rmdir)."""
+        self.expect(pnode, name, IN_DELETE)
+
+    def renamed(self, opnode: Any, old: bytes, npnode: Any, new: bytes,
+                flags: int = 0) -> None:
+        """posix renamed ``old`` in ``opnode`` to ``new`` in ``npnode``.  A rename
+        onto another name of the same inode succeeds without changing anything and
+        without an event (vfs_rename returns early): then the old name is still there,
+        and nothing is recorded.  RENAME_EXCHANGE and RENAME_WHITEOUT record nothing
+        either (their other events keep their invalidations)."""
+        if flags & ~RENAME_NOREPLACE:
+            return
+        if opnode.ino not in self.ino_wd and npnode.ino not in self.ino_wd:
+            return
+        if os.access(old, os.F_OK, dir_fd=opnode.fd, follow_symlinks=False):
+            return
+        self.expect(opnode, old, IN_MOVED_FROM)
+        self.expect(npnode, new, IN_MOVED_TO)
+
+    def _own(self, wd: int, kind: int, name: bytes) -> bool:
+        """Take one recorded own change matching this event, if there is one."""
+        key = (wd, kind, name)
+        n = self.expected.get(key)
+        if not n:
+            return False
+        if n == 1:
+            del self.expected[key]
+        else:
+            self.expected[key] = n - 1
+        self.n_expected -= 1
+        self.stats["own-events"] += 1
+        return True
+
+    def _drop_expected(self, wd: Optional[int] = None) -> None:
+        """Forget the own changes recorded for watch ``wd`` (None: all of them)."""
+        if not self.expected:
+            return
+        if wd is None:
+            self.expected.clear()
+            self.n_expected = 0
+            return
+        for key in [k for k in self.expected if k[0] == wd]:
+            self.n_expected -= self.expected.pop(key)
 
     # -- the reader task --------------------------------------------------------------
     def start(self) -> None:
@@ -220,8 +336,16 @@ class BrickWatch:
         return b"".join(chunks)
 
     def dispatch(self, data: bytes) -> int:
-        """Turn raw inotify events into upcalls (duplicates dropped); returns how many."""
+        """Turn raw inotify events into upcalls (duplicates dropped); returns how many.
+        ``data`` is everything the queue held: an own change recorded before it was read
+        and still unmatched after it will never be matched (it cannot happen with the
+        checks in ``renamed``, short of a race with a change in the brick), and is
+        dropped so that it cannot take a later event of the brick's."""
         msgs = self.messages(parse_events(data))
+        if self.expected:
+            self.stats["own-unmatched"] += self.n_expected
+            self._drop_expected()
+        self.paused = False
         for msg in msgs:
             self.xl.upcall(msg)
         self.stats["upcalls"] += len(msgs)
@@ -244,10 +368,15 @@ class BrickWatch:
                 ino = self.wd_ino.pop(wd, None)
                 if ino is not None and self.ino_wd.get(ino) == wd:
                     del self.ino_wd[ino]
+                self._drop_expected(wd)
                 continue
             dino = self.wd_ino.get(wd)
             if dino is None:
                 continue
+            if mask & _NAMES and self.expected and self._own(wd, mask & _NAMES, name):
+                if mask & (IN_DELETE | IN_MOVED_FROM):
+                    self._forget_name((dino, name))
+                continue                   # posix's own change: its reply told everyone
             parent = itable.find(dino)
             if parent is None:
                 continue
@@ -307,6 +436,7 @@ class BrickWatch:
 
     def _overflow(self, put: Any) -> None:
         self.stats["overflows"] += 1
+        self._drop_expected()              # their events may be among the lost ones
         log.warning("%s: inotify queue overflow: brick changes were lost; invalidating "
                     "the attributes of every inode posix holds", self.xl.name)
         for ino in list(self.xl._live):
@@ -328,9 +458,11 @@ class BrickWatch:
         self.ino_wd.clear()
         self.names.clear()
         self.keys_of.clear()
+        self._drop_expected()
 
     def dump(self) -> dict[str, Any]:
         return {"watch.directories": len(self.ino_wd), "watch.names": len(self.names),
+                "watch.expected": self.n_expected,
                 **{f"watch.{k}": v for k, v in self.stats.items()}}
 
 
