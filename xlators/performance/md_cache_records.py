@@ -100,9 +100,10 @@ class MdRecords:
         st.attr = None
         xattrs = st.xattrs
         if xattrs:
-            none = CAPABILITY in xattrs and xattrs[CAPABILITY] is ABSENT
-            xattrs.clear()
-            if none:
+            if xattrs.get(CAPABILITY, xattrs) is not ABSENT:
+                xattrs.clear()
+            elif len(xattrs) > 1:               # the absence alone is left as it is
+                xattrs.clear()
                 xattrs[CAPABILITY] = ABSENT
         st.inval_gen = gen
 
