@@ -19,7 +19,10 @@ What is cached, for ``md-cache-timeout`` seconds from the reply that brought it:
   replies, "no such attribute" (ENODATA) included: the kernel asks for
   ``security.capability`` before writes, and that question is then answered here (for
   a file just made by an exclusive ``create``, which can have none, without asking the
-  child);
+  child).  A cached *absence* of ``security.capability`` (and only that) outlives the
+  file's writes (``writev``, ``fallocate``, ``copy_file_range``) and its passthrough
+  writers: a write can end a capability (kill-privileges), never make one.  Everything
+  else below drops it as it drops any xattr (timeout, upcalls, setxattr ...);
 - ``statfs`` replies, with ``md-cache-statfs on``.
 
 At ``open``, md-cache tells the kernel to keep its page cache of the file (the fd's
@@ -67,7 +70,9 @@ FUSE passthrough: md-cache never touches file data, so it declares
 and WRITE itself.  Such writes change the file's size and times without any fop
 passing here, so while an inode has an fd open for writing in passthrough (md-cache
 sees the bridge ask ``passthrough_fd`` for it) none of its attributes or xattrs are
-served from the cache, and its record is dropped when that fd is released.
+served from the cache, but a cached absence of ``security.capability`` (the kernel asks
+before the first write of each open file; see above), and its record is dropped, that
+absence again excepted, when that fd is released.
 
 Options kept for GlusterFS compatibility that change nothing here: ``force-readdirp``
 (converting a plain readdir to readdirp inside the graph would make inodes the kernel
@@ -91,7 +96,7 @@ from ..core.translator import Translator
 from ..core.types import Attr, DirEntry, Entry, StatFs
 from .fop_targets import (MODIFYING_FOPS, NAME_REMOVING_FOPS, changes_of)
 from .md_cache_entries import MdEntryFops
-from .md_cache_state import ABSENT, XattrSelection
+from .md_cache_state import ABSENT, CAPABILITY, XattrSelection
 
 GLUSTER_MAX_TIMEOUT_WITHOUT_INVALIDATION = 60
 _PASSTHROUGH_WRITER = object()   # fd.ctx mark: counted in passthrough_writers
@@ -178,7 +183,7 @@ class MdCache(MdEntryFops, Translator):
                 and fd.ctx.get(self) is not _PASSTHROUGH_WRITER:
             fd.ctx[self] = _PASSTHROUGH_WRITER
             self._state(fd.inode).passthrough_writers += 1
-            self._invalidate(fd.inode)
+            self._written(fd.inode)
         return brick_fd
 
     def release(self, frame: Any, fd: Any) -> Any:
@@ -195,7 +200,7 @@ class MdCache(MdEntryFops, Translator):
             if fd.ctx.pop(self, None) is _PASSTHROUGH_WRITER:
                 st = self._state(fd.inode)
                 st.passthrough_writers -= 1
-                self._invalidate(fd.inode)
+                self._written(fd.inode)
 
     # -- events ---------------------------------------------------------------------------
     def notify(self, event: Event, data: Any = None, source: Any = None) -> None:
@@ -269,13 +274,15 @@ class MdCache(MdEntryFops, Translator):
         cacheable = self._on and name in self.xattr_names
         if cacheable:
             st = inode.ctx.get(self)
-            if st is not None and name in st.xattrs and self._fresh(st.xattr_time) \
-                    and not st.passthrough_writers:
-                self.stats["xattr_hit"] += 1
+            if st is not None and name in st.xattrs and self._fresh(st.xattr_time):
                 value = st.xattrs[name]
-                if value is ABSENT:
-                    raise FopError(errno.ENODATA)
-                return value
+                # with a passthrough writer open only "no security.capability" holds
+                # (the kernel's writes can end one, never make one)
+                if not st.passthrough_writers or (value is ABSENT and name == CAPABILITY):
+                    self.stats["xattr_hit"] += 1
+                    if value is ABSENT:
+                        raise FopError(errno.ENODATA)
+                    return value
             self.stats["xattr_miss"] += 1
         since = self._gen
         try:
@@ -377,11 +384,17 @@ async def {name}(self, frame, {params}):
 """
 _DROP_BY_PARAM = {"inode": "self._invalidate(inode)", "fd": "self._invalidate(fd.inode)",
                   "fd_out": "self._invalidate(fd_out.inode)"}
+# The fops that only write data: they keep a cached absence of security.capability
+# (MdRecords._written).  Named here, not derived from the table: a fop added to it
+# drops every xattr until someone checks that it cannot make a capability.
+_WRITING_FOPS = frozenset({"writev", "fallocate", "copy_file_range"})
 _LOC_PARAMS = ("loc", "oldloc", "newloc")
 
 
 def _invalidating(fop: Fop) -> Callable[..., Any]:
     drops = [_DROP_BY_PARAM[p] for p in fop.param_names if p in _DROP_BY_PARAM]
+    if fop.name in _WRITING_FOPS:
+        drops = [d.replace("_invalidate(", "_written(") for d in drops]
     if any(p in _LOC_PARAMS for p in fop.param_names) or not drops:
         return _invalidating_by_rule(fop.name)
     body = "\n".join("        " + d for d in drops)

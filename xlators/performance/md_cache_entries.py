@@ -23,9 +23,7 @@ from ..core.frame import system_frame
 from ..core.inode import Inode, Loc
 from ..core.types import Entry
 from .md_cache_records import MdRecords
-from .md_cache_state import ABSENT
-
-_CAPABILITY = b"security.capability"
+from .md_cache_state import ABSENT, CAPABILITY as _CAPABILITY
 _O_EXCL = os.O_EXCL
 
 

@@ -23,7 +23,7 @@ from ..core.inode import Inode
 from ..core.types import Attr, DirEntry, Entry, StatFs
 from ..core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
 from .fop_targets import Changes
-from .md_cache_state import MdState, XattrSelection
+from .md_cache_state import ABSENT, CAPABILITY, MdState, XattrSelection
 
 
 class MdRecords:
@@ -84,6 +84,27 @@ class MdRecords:
         st.attr = None                          # MdState.drop, inline: the common case
         if st.xattrs:
             st.xattrs.clear()
+        st.inval_gen = gen
+
+    def _written(self, inode: Any) -> None:
+        """A write changed ``inode``'s data (through md-cache, or past it by the kernel
+        with a passthrough writer): drop its attributes and xattrs as
+        :meth:`_invalidate` does, except a cached absence of ``security.capability``.
+        A write can only end a file capability (kill-privileges), never make one, so
+        "none" stays true; it keeps its time (``md-cache-timeout`` still bounds it)."""
+        st = inode.ctx.get(self) if isinstance(inode, Inode) else None
+        if st is None:
+            self._gen += 1          # a reply under way must not start its record
+            return
+        self._gen = gen = self._gen + 1
+        st.attr = None
+        xattrs = st.xattrs
+        if xattrs:
+            if xattrs.get(CAPABILITY, xattrs) is not ABSENT:
+                xattrs.clear()
+            elif len(xattrs) > 1:               # the absence alone is left as it is
+                xattrs.clear()
+                xattrs[CAPABILITY] = ABSENT
         st.inval_gen = gen
 
     def _invalidate_name(self, parent: Any, name: bytes) -> None:

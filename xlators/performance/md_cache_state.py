@@ -18,7 +18,8 @@ from ..core.types import Attr
 
 ACL_XATTRS = (b"system.posix_acl_access", b"system.posix_acl_default")
 SELINUX_XATTRS = (b"security.selinux",)
-CAPABILITY_XATTRS = (b"security.capability",)
+CAPABILITY = b"security.capability"
+CAPABILITY_XATTRS = (CAPABILITY,)
 IMA_XATTRS = (b"security.ima",)
 SWIFT_XATTRS = (b"user.swift.metadata",)
 SAMBA_XATTRS = (b"user.DOSATTRIB", b"security.NTACL", b"org.netatalk.Metadata",
@@ -49,7 +50,8 @@ class MdState:
         # from.  Kept across invalidations (it describes the kernel, not this cache).
         self.data_version: Optional[tuple[int, int, int]] = None
         # open fds whose writes the kernel does itself (FUSE passthrough): while there is
-        # one, size and times change without a fop, so nothing cached is served.
+        # one, size and times change without a fop, so nothing cached is served but an
+        # absent security.capability (which no write can make).
         self.passthrough_writers = 0
 
     def drop(self, gen: int, names: bool = False) -> None:
