@@ -142,6 +142,9 @@ def render(results: Dict[str, Dict[str, tuple]], top: int) -> str:
     for wname, by_peer in results.items():
         lines.append(f"## {wname}")
         for peer, (sc, counts, n) in by_peer.items():
+            if not n:
+                lines.append(f"{peer:>16}: no call completed")
+                continue
             reqs = ", ".join(f"{op} {c / n:.2f}" for op, c in sorted(counts.items()))
             total = sum(sc.values()) / n
             lines.append(f"{peer:>16}: {total:6.2f} syscalls/call  [{reqs}]")

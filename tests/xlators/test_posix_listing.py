@@ -206,7 +206,9 @@ async def test_a_rewind_in_the_middle_of_a_listing_starts_it_again(br, monkeypat
 async def test_rewinds_while_other_batches_read_the_directory(br, monkeypatch):
     """With io-threads on, chunks are read in worker threads; a rewind waits for a
     chunk being read (the two snapshots would share the descriptor's offset), and
-    batches asked meanwhile fail nothing.  A listing afterwards is whole."""
+    batches asked meanwhile raise nothing (what they hold is pinned by
+    test_a_batch_waiting_behind_a_rewind_comes_from_the_new_snapshot).  A listing
+    afterwards is whole."""
     monkeypatch.setattr(posix_dir, "_CHUNK", 8)
     for i in range(200):
         open(f"{br.a}/f{i:04}", "w").close()
@@ -221,3 +223,34 @@ async def test_rewinds_while_other_batches_read_the_directory(br, monkeypatch):
     assert {n for n, _ in whole[2:]} == names
     await br.xl.releasedir(br.h.frame(), fd)
     assert fd.ctx.get(br.xl) is None
+
+
+@pytest.mark.parametrize("fop", ["readdir", "readdirp"])
+async def test_a_batch_waiting_behind_a_rewind_comes_from_the_new_snapshot(br, monkeypatch,
+                                                                           fop):
+    """With io-threads on, a batch that waits for a chunk being read in a thread while
+    another request rewinds the listing finds the old snapshot closed: it must go on in
+    the new one, not take the old one's end for the directory's (an empty READDIR reply
+    is the end of the listing)."""
+    if br.xl._inline:
+        pytest.skip("chunks are read in a thread only with io-threads on")
+    monkeypatch.setattr(posix_dir, "_CHUNK", 16)
+    for i in range(300):
+        open(f"{br.a}/f{i:04}", "w").close()
+    fd = await opened(br)
+    await br.xl.readdir(br.h.frame(), fd, 0, 512)
+    got = {}
+
+    async def far():
+        got["far"] = await getattr(br.xl, fop)(br.h.frame(), fd, 200, 4096)
+
+    async def rewind():
+        await trio.sleep(0)
+        await br.xl.readdir(br.h.frame(), fd, 0, 512)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(far)
+        nursery.start_soon(rewind)
+    assert len(got["far"]) > 0
+    whole = await read_all(br, fd, 0, 700)
+    assert len(whole) == 302

@@ -74,7 +74,10 @@ class _Job:
         self.value: Any = None
         self.abandoned = False
         # held while the loop's thread waits inline for this call; the worker releases
-        # it instead of waking the loop through trio (None: the trio way)
+        # it instead of waking the loop through trio (None: the trio way).  A fresh lock
+        # per call, released once, by the worker, and never from Python: _wake_loop's
+        # release bypasses the lock object, whose ``locked()`` then still says True, so
+        # a later ``release()`` would pass its check and unlock it a second time.
         self.waiter: Any = None
         self.finished = False             # set under the pool's lock by the worker
         self.background = False           # started by start(): nobody waits for it yet

@@ -176,17 +176,22 @@ def _append(listing: Listing, chunk: "list[os.DirEntry[str]]") -> None:
         if shape is not None:
             shape = bytes(map(shape.__getitem__, order))
     cols = listing.cols
-    cols.names += names
-    cols.inos += inos
-    cols.types += types
     ends = listing.ends
     if shape is not None and cols.shape is not None:
+        more = list(accumulate(shape.translate(_RECORD_EIGHTHS), initial=ends[-1]))
+    else:
+        more = list(accumulate([(31 + len(x)) >> 3 for x in names], initial=ends[-1]))
+    # A reader on the event loop may look at the columns while a worker thread appends
+    # a chunk (io-threads): each column grows in one step, and ``names`` (the length a
+    # reader goes by) last, so every entry it counts is whole.
+    ends += islice(more, 1, None)       # (without the initial value, already there)
+    cols.inos += inos
+    cols.types += types
+    if shape is not None and cols.shape is not None:
         cols.shape += shape
-        ends += accumulate(shape.translate(_RECORD_EIGHTHS), initial=ends[-1])
     else:
         cols.shape = None               # (no packer reads it once a name is too long)
-        ends += accumulate([(31 + len(x)) >> 3 for x in names], initial=ends[-1])
-    del ends[-len(names) - 1]           # (the initial value, already there)
+    cols.names += names
 
 
 def _start(dfd: int, node: Any, parent_ino: int) -> Listing:
@@ -290,14 +295,22 @@ class PosixDirOps:
             if listing.closed:
                 listing.close()
 
-    async def _filled(self, listing: Listing, index: int, eighths: int = 0) -> int:
+    async def _filled(self, of: OpenFile, listing: Listing, index: int,
+                      eighths: int = 0) -> Listing:
         """Read chunks until the listing holds entry ``index`` and the READDIR records
-        from it on take ``eighths`` * 8 bytes (or the directory ends); its length."""
-        cols, ends = listing.cols, listing.ends
-        while listing.it is not None and (len(cols) <= index or
-                                          ends[-1] - ends[index] < eighths):
-            await self._more(listing)
-        return len(cols)
+        from it on take ``eighths`` * 8 bytes (or the directory ends); the listing read,
+        which is the open directory's current one: a rewind by another request while
+        this one waited for a chunk closes the old listing, and the batch then comes
+        from the new one (the old one's end would read as the directory's)."""
+        while True:
+            cols, ends = listing.cols, listing.ends
+            while listing.it is not None and (len(cols) <= index or
+                                              ends[-1] - ends[index] < eighths):
+                await self._more(listing)
+            current = of.entries
+            if not listing.closed or current is None or current is listing:
+                return listing
+            listing = current
 
     async def readdir(self, frame, fd, offset, size):
         of = self._of(fd)
@@ -310,7 +323,9 @@ class PosixDirOps:
                                   ends[-1] - ends[offset] >= want):
             n = len(cols)
         else:
-            n = await self._filled(listing, offset, want)
+            listing = await self._filled(of, listing, offset, want)
+            cols, ends = listing.cols, listing.ends
+            n = len(cols)
         if offset >= n:
             return []
         # the entries from offset on until their records take ``size`` bytes or more
@@ -322,9 +337,10 @@ class PosixDirOps:
         if size <= 0:
             return []                # (a batch must take one entry, or this never ends)
         listing = await self._snapshot(of, offset)
+        if offset == 0:
+            listing = await self._filled(of, listing, _BIG_LISTING + 2)
         cols = listing.cols
-        if offset == 0 and await self._filled(listing, _BIG_LISTING + 2) > \
-                _BIG_LISTING + 2:
+        if offset == 0 and len(cols) > _BIG_LISTING + 2:
             return PlusBatch([cols.entry(0), cols.entry(1)], [], [], [], [], [])
         all_names, all_inos = cols.names, cols.inos
         by_ino = self.itable.by_ino
@@ -338,6 +354,11 @@ class PosixDirOps:
                     if listing.it is None:
                         break
                     await self._more(listing)
+                    current = of.entries
+                    if listing.closed and current is not None and current is not listing:
+                        listing = current        # a rewind meanwhile (see _filled)
+                        cols = listing.cols
+                        all_names, all_inos = cols.names, cols.inos
                     continue
                 budget -= (159 + len(all_names[i])) & ~7   # fuse_direntplus, padded
                 i += 1
