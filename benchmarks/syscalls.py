@@ -66,30 +66,28 @@ def based(peer_cls: type, root: Path) -> type:
 @contextmanager
 def straced(pid: int, out: Path) -> Iterator[None]:
     """``strace -f -c`` on every thread of ``pid`` while the block runs."""
-    proc = subprocess.Popen(["strace", "-f", "-c", "-o", str(out), "-p", str(pid)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        # strace says "Process N attached" for each thread on stderr; give it a moment.
-        time.sleep(0.5)
+    # strace says "Process N attached" for each thread; give it a moment
+    with _attached(["strace", "-f", "-c", "-o", str(out), "-p", str(pid)]):
         yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 @contextmanager
 def perf_counted(pid: int, out: Path) -> Iterator[None]:
     """``perf stat`` of the syscall-entry tracepoints of every thread of ``pid`` while
     the block runs."""
-    proc = subprocess.Popen(["perf", "stat", "-x,", "-o", str(out), "-p", str(pid),
-                             "-e", "syscalls:sys_enter_*"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # (a moment for opening ~370 tracepoints per thread)
+    with _attached(["perf", "stat", "-x,", "-o", str(out), "-p", str(pid),
+                    "-e", "syscalls:sys_enter_*"]):
+        yield
+
+
+@contextmanager
+def _attached(argv: List[str]) -> Iterator[None]:
+    """A tracer (``argv``) attached for the block: started, given half a second to
+    attach to every thread, stopped with SIGINT so that it writes its counts."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(0.5)         # opening ~370 tracepoints per thread
+        time.sleep(0.5)
         yield
     finally:
         proc.send_signal(signal.SIGINT)

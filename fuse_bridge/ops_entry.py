@@ -256,14 +256,7 @@ async def mkdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
         inode = entry.inode
         if req.session.reply_message(req, entry_reply(c.timeouts, req.unique, inode.nodeid,
                                                       entry.attr, inode.generation)):
-            inode.nlookup += 1          # c.count_lookup(inode, parent, name), inline
-            lru = c.lru
-            nodeid = inode.nodeid
-            lru.pop(nodeid, None)
-            lru[nodeid] = (parent, name)
-            limit = c.lru_limit
-            if limit and len(lru) > limit and c.invalidate is not None:
-                c._lru_evict(len(lru) - limit + limit // 16)
+            c.count_lookup(inode, parent, name)
     finally:
         if held:                        # c.unhold(task, held, outer), when it has work
             dead = c.unhold(task, held, outer)
@@ -290,9 +283,10 @@ async def link(c: FuseClient, req: Request, body: memoryview) -> Payload:
                          Loc(parent, name))
 
 
-async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    # c.inode(), _name() and Loc(), spelled out (UNLINK and RMDIR are the commonest
-    # modifying requests after CREATE)
+def _child_loc(c: FuseClient, req: Request, body: memoryview) -> Loc:
+    """The Loc of the name ``body`` holds in the request's directory: c.inode(),
+    _name() and Loc() spelled out in one call (UNLINK and RMDIR are the commonest
+    modifying requests after CREATE)."""
     name, nul, _ = body.tobytes().partition(b"\0")
     if not nul:
         raise ValueError("name is not NUL-terminated")
@@ -301,19 +295,15 @@ async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
         raise FopError(errno.ESTALE)
     loc = _new_object(Loc)
     loc.parent, loc.name, loc.inode = parent, name, None
-    await c.top.unlink(req.frame, loc)
+    return loc
+
+
+async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
+    await c.top.unlink(req.frame, _child_loc(c, req, body))
 
 
 async def rmdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
-    name, nul, _ = body.tobytes().partition(b"\0")     # as unlink
-    if not nul:
-        raise ValueError("name is not NUL-terminated")
-    parent = c.nodes.get(req.nodeid)
-    if parent is None:
-        raise FopError(errno.ESTALE)
-    loc = _new_object(Loc)
-    loc.parent, loc.name, loc.inode = parent, name, None
-    await c.top.rmdir(req.frame, loc)
+    await c.top.rmdir(req.frame, _child_loc(c, req, body))
 
 
 async def rename(c: FuseClient, req: Request, body: memoryview) -> Payload:
