@@ -11,6 +11,9 @@ buffer, filtered on the connection), so it does not disturb anyone else's tracin
 instance is removed on exit.  Needs root and tracefs; when tracefs is not mounted at
 /sys/kernel/tracing, ``tracing_root()`` mounts it there and ``release_tracefs()``
 unmounts it again.  ``unavailable()`` says why counting cannot work here.
+
+``events(text)`` parses such a trace (with ``ends=True``: sends and replies) into
+TraceEvent records, and ``replies(text)`` pairs each reply with its request.
 """
 from __future__ import annotations
 
@@ -18,13 +21,15 @@ import os
 import re
 import subprocess
 from collections import Counter
-from typing import Dict, Optional
+from typing import Dict, Iterator, NamedTuple, Optional
 
 TRACEFS = "/sys/kernel/tracing"
 EVENT = "events/fuse/fuse_request_send"
 END_EVENT = "events/fuse/fuse_request_end"
 _OPCODE_RE = re.compile(r"opcode \d+ \(FUSE_(\w+)\)")
 _ENTRIES_RE = re.compile(r"entries-in-buffer/entries-written: (\d+)/(\d+)")
+_EVENT_RE = re.compile(r"fuse_request_(send|end): connection \d+ req (\d+) "
+                       r"(?:opcode (\d+) \(\w+\) len (\d+)|len (\d+) error -?\d+)")
 _mounted_by_us = False
 
 
@@ -126,3 +131,46 @@ class FuseTrace:
         """The buffer overflowed (counts would be short)."""
         m = _ENTRIES_RE.search(self._text)
         return m is not None and m.group(1) != m.group(2)
+
+
+class TraceEvent(NamedTuple):
+    """One fuse_request_send or fuse_request_end line of a trace."""
+    kind: str                  # "send" or "end"
+    unique: int                # the request's id, the same in its send and its end
+    opcode: Optional[int]      # the request's opcode (a send's; None for an end)
+    time: float                # seconds, the trace's clock
+    length: int                # bytes of the request (send) or the reply (end), header included
+
+
+class Reply(NamedTuple):
+    """A request and its reply, matched by their unique id."""
+    opcode: int
+    sent: float                # seconds, the trace's clock
+    ended: float
+    length: int                # bytes of the reply, its 16-byte header included
+
+
+def events(text: str) -> Iterator[TraceEvent]:
+    """The send and end events of a trace's text, in the order printed; other lines
+    (comments, other events) are passed over."""
+    for line in text.splitlines():
+        m = _EVENT_RE.search(line)
+        if not m:
+            continue
+        stamp = float(line[:m.start()].split()[-1].rstrip(":"))
+        if m.group(1) == "send":
+            yield TraceEvent("send", int(m.group(2)), int(m.group(3)), stamp, int(m.group(4)))
+        else:
+            yield TraceEvent("end", int(m.group(2)), None, stamp, int(m.group(5)))
+
+
+def replies(text: str) -> Iterator[Reply]:
+    """Each reply of a trace with its request, in the order of the replies; a request
+    without a reply in the trace, or a reply whose request is not in it, is left out."""
+    sent: Dict[int, TraceEvent] = {}
+    for ev in events(text):
+        if ev.kind == "send":
+            sent[ev.unique] = ev
+        elif ev.unique in sent:
+            req = sent.pop(ev.unique)
+            yield Reply(req.opcode, req.time, ev.time, ev.length)

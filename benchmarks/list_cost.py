@@ -26,8 +26,8 @@ from typing import Dict, List
 
 from .case_base import drop_caches
 from .cpu_instr import NamedBaseline
-from .fuse_trace import FuseTrace
-from .read_cost import _EVENT_RE, PeerProblem, mount_peers, per_name, thread_cpu
+from .fuse_trace import FuseTrace, replies
+from .read_cost import PeerProblem, mount_peers, per_name, thread_cpu
 
 OPCODES = {28: "READDIR", 44: "READDIRPLUS"}
 # bytes of one entry of a reply: the names listed are f00000..f99999 (6 characters,
@@ -64,21 +64,10 @@ def schedstat_ns(pid: int) -> int:
 def listing_requests(text: str) -> Dict[str, dict]:
     """Per opcode: count, then for each reply in the order sent its entries and its
     time in ms."""
-    sent: Dict[int, tuple] = {}
     rows: Dict[str, List[tuple]] = {}
-    for line in text.splitlines():
-        m = _EVENT_RE.search(line)
-        if not m:
-            continue
-        stamp = float(line[:m.start()].split()[-1].rstrip(":"))
-        unique = int(m.group(2))
-        if m.group(1) == "send":
-            op = int(m.group(3))
-            if op in OPCODES:
-                sent[unique] = (OPCODES[op], stamp)
-        elif unique in sent:
-            name, t0 = sent.pop(unique)
-            rows.setdefault(name, []).append((stamp - t0, int(m.group(4)) - 16))
+    for r in replies(text):
+        if r.opcode in OPCODES:
+            rows.setdefault(OPCODES[r.opcode], []).append((r.ended - r.sent, r.length - 16))
     return {name: {"count": len(r),
                    "entries": [size // ENTRY_BYTES[name] for _, size in r],
                    "ms": [round(t * 1e3, 1) for t, _ in r]}
@@ -89,20 +78,7 @@ def timeline(text: str) -> str:
     """Every request of the listing in the order sent: opcode, when it was sent (ms
     after the first) and how long until its reply (ms), e.g. ``OPENDIR@0.0+0.3``: the
     gaps between a reply and the next request are the kernel's and the program's."""
-    sent: Dict[int, tuple] = {}
-    rows: List[tuple] = []
-    for line in text.splitlines():
-        m = _EVENT_RE.search(line)
-        if not m:
-            continue
-        stamp = float(line[:m.start()].split()[-1].rstrip(":"))
-        unique = int(m.group(2))
-        if m.group(1) == "send":
-            sent[unique] = (int(m.group(3)), stamp)
-        elif unique in sent:
-            op, t0 = sent.pop(unique)
-            rows.append((t0, op, stamp - t0))
-    rows.sort()
+    rows = sorted((r.sent, r.opcode, r.ended - r.sent) for r in replies(text))
     if not rows:
         return ""
     first = rows[0][0]

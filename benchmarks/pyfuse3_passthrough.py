@@ -186,38 +186,29 @@ class Passthrough(pyfuse3.Operations):
 
     # -- namespace changes --------------------------------------------------------------
 
-    async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        path = self._child(parent_inode, name)
+    def _make(self, path: bytes, ctx, make, *args):
+        """``make(*args)`` (os.mknod, os.mkdir, os.symlink) creates ``path``: give it to
+        the caller, remember it, and answer its attributes."""
         try:
-            os.mknod(path, mode & ~ctx.umask, rdev)
+            make(*args)
             self._own(path, ctx)
             st = os.lstat(path)
         except OSError as exc:
             raise FUSEError(exc.errno) from None
         self._remember(path, st)
         return self._attrs(st)
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        path = self._child(parent_inode, name)
+        return self._make(path, ctx, os.mknod, path, mode & ~ctx.umask, rdev)
 
     async def mkdir(self, parent_inode, name, mode, ctx):
         path = self._child(parent_inode, name)
-        try:
-            os.mkdir(path, mode & ~ctx.umask)
-            self._own(path, ctx)
-            st = os.lstat(path)
-        except OSError as exc:
-            raise FUSEError(exc.errno) from None
-        self._remember(path, st)
-        return self._attrs(st)
+        return self._make(path, ctx, os.mkdir, path, mode & ~ctx.umask)
 
     async def symlink(self, parent_inode, name, target, ctx):
         path = self._child(parent_inode, name)
-        try:
-            os.symlink(target, path)
-            self._own(path, ctx)
-            st = os.lstat(path)
-        except OSError as exc:
-            raise FUSEError(exc.errno) from None
-        self._remember(path, st)
-        return self._attrs(st)
+        return self._make(path, ctx, os.symlink, target, path)
 
     def _remove(self, parent_inode, name, remove) -> None:
         path = self._child(parent_inode, name)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -23,13 +22,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List
 
-from .fuse_trace import FuseTrace, unavailable
+from .fuse_trace import FuseTrace, events, unavailable
 from .run import PEERS
 
 MiB = 1 << 20
 READ = 15            # FUSE_READ
-_EVENT_RE = re.compile(r"fuse_request_(send|end): connection \d+ req (\d+) "
-                       r"(?:opcode (\d+) \(\w+\) len \d+|len (\d+) error -?\d+)")
 
 
 def thread_cpu(pid: int) -> Dict[str, float]:
@@ -65,21 +62,16 @@ def reads_of(text: str) -> dict:
     lat: List[float] = []
     sizes: Dict[int, int] = {}
     flight, at_send = 0, []
-    for line in text.splitlines():
-        m = _EVENT_RE.search(line)
-        if not m:
-            continue
-        stamp = float(line[:m.start()].split()[-1].rstrip(":"))
-        unique = int(m.group(2))
-        if m.group(1) == "send":
-            if int(m.group(3)) == READ:
-                sent[unique] = stamp
+    for ev in events(text):
+        if ev.kind == "send":
+            if ev.opcode == READ:
+                sent[ev.unique] = ev.time
                 flight += 1
                 at_send.append(flight)
-        elif unique in sent:
+        elif ev.unique in sent:
             flight -= 1
-            lat.append((stamp - sent.pop(unique)) * 1e6)
-            size = int(m.group(4)) - 16           # the reply's header is 16 bytes
+            lat.append((ev.time - sent.pop(ev.unique)) * 1e6)
+            size = ev.length - 16                 # the reply's header is 16 bytes
             sizes[size] = sizes.get(size, 0) + 1
     lat.sort()
 

@@ -1,5 +1,5 @@
 """benchmarks/list_cost.py: READDIR and READDIRPLUS of a listing from a trace."""
-from benchmarks.list_cost import listing_requests
+from benchmarks.list_cost import listing_requests, timeline
 
 TRACE = """\
 # tracer: nop
@@ -19,3 +19,9 @@ def test_listing_requests_of_a_trace():
     assert set(r) == {"READDIR", "READDIRPLUS"}          # the OPENDIR is not counted
     assert r["READDIRPLUS"] == {"count": 1, "entries": [204], "ms": [300.0]}
     assert r["READDIR"] == {"count": 2, "entries": [1024, 0], "ms": [10.0, 1.0]}
+
+
+def test_timeline_of_a_trace():
+    assert timeline(TRACE) == ("OPENDIR@0.0+0.1 READDIRPLUS@0.2+300.0 READDIR@300.3+10.0 "
+                               "READDIR@310.4+1.0")
+    assert timeline("# tracer: nop\n") == ""

@@ -169,6 +169,21 @@ async def test_rmdir_of_a_directory_with_a_file_on_one_child_keeps_every_copy():
     assert await h.read_file("/d/only") == b"1"
 
 
+async def test_rmdir_clears_a_copy_that_holds_only_link_files():
+    """A link file left on a copy (its data file gone from the brick behind distribute)
+    does not keep the directory: rmdir removes it, then every copy."""
+    h = dist(3)
+    await h.mkdir("/d")
+    a, b = _names_on_different_children()
+    await h.write_file(f"/d/{a}", b"1")
+    await h.rename(f"/d/{a}", f"/d/{b}")
+    where = await kinds_on_children(h, f"/d/{b}")
+    assert where.count("data") == 1 and where.count("link") == 1
+    await kid(h, where.index("data")).unlink(f"/d/{b}")
+    await h.rmdir("/d")
+    assert await kinds_on_children(h, "/d") == [None] * 3
+
+
 async def test_directory_attributes_go_to_every_copy():
     h = dist(3)
     await h.mkdir("/d", 0o700)

@@ -306,12 +306,19 @@ async def test_a_brick_change_before_the_watcher_reads_is_seen(brick):
     assert h.top._watch.stats["own-events"] == 3
 
 
-async def test_a_directory_without_a_watch_records_nothing(brick):
-    h, d, rec = brick
+async def expect_one_mkdir(h):
+    """Look up /d and make /d/x through posix: the watcher then expects that one event.
+    Returns the watcher and /d's dentry."""
     w = h.top._watch
     dent = await h.lookup("/d")
     await h.mkdir("/d/x")
     assert w.n_expected == 1
+    return w, dent
+
+
+async def test_a_directory_without_a_watch_records_nothing(brick):
+    h, d, rec = brick
+    w, dent = await expect_one_mkdir(h)
     w.forget(node_of(h, dent.inode))               # the watch goes: so does what it expected
     assert w.expected == {} and w.n_expected == 0
     await h.unlink("/d/f")
@@ -323,10 +330,7 @@ async def test_a_directory_without_a_watch_records_nothing(brick):
 
 async def test_overflow_drops_the_expected_events(brick):
     h, d, rec = brick
-    w = h.top._watch
-    dent = await h.lookup("/d")
-    await h.mkdir("/d/x")
-    assert w.n_expected == 1
+    w, dent = await expect_one_mkdir(h)
     w.dispatch(struct.pack("iIII", -1, IN_Q_OVERFLOW, 0, 0))
     assert w.expected == {} and w.n_expected == 0
     rec.take()

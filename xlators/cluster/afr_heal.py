@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Optional
 
 import trio
@@ -33,6 +34,7 @@ from ..core.types import Entry, SetAttr
 from . import afr_changelog as cl
 from .afr_changelog import DATA, ENTRY, METADATA
 from .afr_gfid import GFID_XATTR, ino_of
+from .dir_scan import dir_entries
 
 if TYPE_CHECKING:  # pragma: no cover
     from .replicate import Replicate
@@ -208,22 +210,8 @@ async def copy_metadata(xl: "Replicate", s: int, sci: Inode, y: int, yci: Inode)
 
 # -- entries ------------------------------------------------------------------------------
 async def list_names(xl: "Replicate", i: int, dci: Inode) -> list[bytes]:
-    f = system_frame()
-    child = xl.children[i]
-    fd = Fd(dci, os.O_RDONLY, is_dir=True)
-    await child.opendir(f, dci, fd)
-    names: list[bytes] = []
-    try:
-        offset = 0
-        while True:
-            batch = await child.readdir(f, fd, offset, 65536)
-            if not batch:
-                break
-            names += [e.name for e in batch if e.name not in (b".", b"..")]
-            offset = batch[-1].off
-    finally:
-        await child.releasedir(f, fd)
-    return names
+    async with aclosing(dir_entries(xl.children[i], system_frame(), dci)) as entries:
+        return [de.name async for de in entries]
 
 
 async def heal_entries(xl: "Replicate", s: int, sci: Inode, y: int, yci: Inode) -> None:

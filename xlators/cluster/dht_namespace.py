@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from contextlib import aclosing
 from typing import Any
 
 from ..core.errors import FopError
@@ -19,6 +20,7 @@ from ..core.types import Entry, SetAttr
 from .dht_base import STAGING, DhtBase, Found
 from .dht_inodes import root_frame
 from .dht_linkfile import LINK_PREFIX, may_be_linkfile
+from .dir_scan import dir_entries
 
 
 _S_IFMT = 0o170000
@@ -281,29 +283,15 @@ class DhtNamespace(DhtBase):
         """A directory copy that holds nothing but link files: remove them (True)."""
         child = self.children[index]
         rf = root_frame(frame)
-        fd = Fd(dir_inode, os.O_RDONLY, is_dir=True)
-        await child.opendir(rf, dir_inode, fd)
         names = []
-        try:
-            offset = 0
-            while True:
-                batch = await child.readdirp(rf, fd, offset, 65536)
-                if not batch:
+        async with aclosing(dir_entries(child, rf, dir_inode, plus=True)) as entries:
+            async for de in entries:
+                e = de.entry
+                if e is None or not may_be_linkfile(e.attr) or \
+                        await self._linkfile_target(index, e.inode) is None:
+                    names = None
                     break
-                for de in batch:
-                    offset = de.off
-                    if de.name in (b".", b".."):
-                        continue
-                    e = de.entry
-                    if e is None or not may_be_linkfile(e.attr) or \
-                            await self._linkfile_target(index, e.inode) is None:
-                        names = None
-                        break
-                    names.append(de.name)
-                if names is None:
-                    break
-        finally:
-            await child.releasedir(rf, fd)
+                names.append(de.name)
         if not names:
             return False
         for nm in names:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import stat
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -36,6 +37,7 @@ from .dht_base import STAGING
 from .dht_inodes import DNode
 from .dht_layout import LAYOUT_XATTR, VOLUME_XATTR, XATTR_PREFIX, Layout, volume_value
 from .dht_linkfile import may_be_linkfile
+from .dir_scan import dir_entries
 
 _CHUNK = 1 << 20
 _DT_DIR = stat.S_IFDIR >> 12
@@ -103,25 +105,13 @@ class Rebalancer:
 
     async def _list(self, index: int, inode: Any) -> list:
         """(name, type, child Entry) of a directory copy, the entries held."""
-        child = self.dist.children[index]
-        fd = Fd(inode, os.O_RDONLY, is_dir=True)
-        await child.opendir(self.frame, inode, fd)
         out = []
-        try:
-            offset = 0
-            while True:
-                batch = await child.readdirp(self.frame, fd, offset, 1 << 16)
-                if not batch:
-                    break
-                for de in batch:
-                    offset = de.off
-                    if de.name in (b".", b".."):
-                        continue
-                    if de.entry is not None:
-                        de.entry.inode.refs += 1
-                    out.append((de.name, de.type, de.entry))
-        finally:
-            await child.releasedir(self.frame, fd)
+        async with aclosing(dir_entries(self.dist.children[index], self.frame, inode,
+                                        plus=True)) as entries:
+            async for de in entries:
+                if de.entry is not None:
+                    de.entry.inode.refs += 1
+                out.append((de.name, de.type, de.entry))
         return out
 
     async def _subdirs(self, dn: DNode) -> list:
