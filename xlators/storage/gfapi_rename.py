@@ -137,6 +137,8 @@ class DirectRename:
             try:
                 rc = gf.syncop_rename(subvol, ctypes.byref(old), ctypes.byref(new),
                                       None, None)
+                if rc == 0:
+                    gf.inode_rename(_ptr(child), op, oldname, np, newname, child, None)
             finally:
                 this[0] = caller
                 for i in inodes:
@@ -146,7 +148,6 @@ class DirectRename:
                 return False
             if rc < 0:
                 raise OSError(-rc, "rename")
-            gf.inode_rename(_ptr(child), op, oldname, np, newname, child, None)
             self.sent += 1
             return True
         finally:
