@@ -11,6 +11,8 @@ xlfs with storage/gfapi's ``inline-wait 0`` (every answer comes back through tri
 storage/gfapi did before the inline wait).  gfapi-batch256 reads at most 256 entries
 per listing step (storage/gfapi's ``readdir-batch 256``, what it did before);
 gfapi-names answers a plain READDIR with the bricks' READDIR (``readdir-names-only``).
+gfapi-hrename renames through ``glfs_h_rename`` and its two forced lookups
+(``direct-rename off``, what storage/gfapi did before).
 gfapi-ra stacks xlfs's performance/read-ahead
 on storage/gfapi: a cache GlusterFS's client does not run here, so not the same cache
 settings; it shows what read-ahead buys, not the like-for-like comparison.
@@ -46,6 +48,8 @@ class _VolumePeer(FusePeer):
     """A FUSE peer whose session first stands up a replica-2 volume."""
     client_volfile: Path = Path()
     index = True        # the bricks run features/index (as glusterd's do)
+    profile = False     # the bricks' io-stats count their fops (benchmarks.gluster_fops)
+    bricks = None       # the session's tests.gluster.bricks.Bricks
 
     @contextmanager
     def session(self, workdir, timeouts, limit):
@@ -54,10 +58,15 @@ class _VolumePeer(FusePeer):
             from .peers import PeerUnavailable
             raise PeerUnavailable(why)
         from tests.gluster.bricks import Bricks
-        with Bricks(Path(workdir) / "volume", 2, "bench", index=self.index) as bricks:
+        with Bricks(Path(workdir) / "volume", 2, "bench", index=self.index,
+                    profile=self.profile) as bricks:
             self.client_volfile = bricks.client_volfile
-            with super().session(workdir, timeouts, limit) as m:
-                yield m
+            self.bricks = bricks
+            try:
+                with super().session(workdir, timeouts, limit) as m:
+                    yield m
+            finally:
+                self.bricks = None
 
 
 class GfapiPeer(_VolumePeer, XlfsPeer):
@@ -104,6 +113,13 @@ class GfapiNamesOnlyPeer(GfapiPeer):
     description = ("gfapi with readdir-names-only: a plain READDIR asks the bricks for "
                    "names only (the listed inode numbers are the bricks' own)")
     cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.readdir-names-only=on")
+
+
+class GfapiHRenamePeer(GfapiPeer):
+    name = "gfapi-hrename"
+    description = ("gfapi with direct-rename off: renames through glfs_h_rename, which "
+                   "looks both names up on the bricks first")
+    cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.direct-rename=off")
 
 
 class GfapiBaselinePeer(GfapiPeer):
@@ -213,6 +229,7 @@ class GlusterReplicaNoIndexPeer(GlusterReplicaPeer):
 GLUSTER_PEERS = {"gfapi": GfapiPeer, "gfapi-dropcache": GfapiDropCachePeer,
                  "gfapi-nowait": GfapiNoWaitPeer, "gfapi-ra": GfapiReadAheadPeer,
                  "gfapi-batch256": GfapiBatch256Peer, "gfapi-names": GfapiNamesOnlyPeer,
+                 "gfapi-hrename": GfapiHRenamePeer,
                  "gfapi-base": GfapiBaselinePeer, "gfapi-noindex": GfapiNoIndexPeer,
                  "glusterfs-replica": GlusterReplicaPeer,
                  "glusterfs-replica-noindex": GlusterReplicaNoIndexPeer}

@@ -2,14 +2,17 @@
 
 :class:`Bricks` stands up ``glusterfsd`` bricks on 127.0.0.1 and free ports, each with
 the graph storage/posix -> features/access-control -> features/locks -> features/upcall
--> performance/io-threads -> features/index -> protocol/server (the translators of
-glusterd's brick graph that matter here, in its order; features/index answers the
+-> performance/io-threads -> features/index -> debug/io-stats -> protocol/server (the
+translators of glusterd's brick graph that matter here, in its order, io-stats named
+after the brick as the client's remote-subvolume; features/index answers the
 "link-count" replicate asks every lookup for: without it replicate believes a heal is
 always pending and strips the attributes of listed entries, so libgfapi then looks up
 every entry of a listing, which glusterd's volumes never do), and
 writes a replica client volfile (low ping-timeout, client-side self-heal on, since there
 is no self-heal daemon without glusterd) that ``glfs_set_volfile`` and ``glusterfs -f``
-both take.  glusterd-managed volumes are in :mod:`tests.gluster.glusterd`.
+both take.  With ``profile=True`` the bricks' io-stats count the requests they serve
+(``Bricks.fop_stats()``, from a statedump): what a client sent over the network, by
+fop.  glusterd-managed volumes are in :mod:`tests.gluster.glusterd`.
 
 Every daemon started here is remembered by pid and killed by pid (never by name) on
 ``stop()``, and at interpreter exit (atexit) whatever a crashed test left.
@@ -130,13 +133,21 @@ volume {name}-upcall
     subvolumes {name}-locks
 end-volume
 
-volume {io_threads}
+volume {name}-io-threads
     type performance/io-threads
     subvolumes {name}-upcall
 end-volume
 {index}
+volume {name}
+    type debug/io-stats
+    option count-fop-hits {profile}
+    option latency-measurement {profile}
+    subvolumes {below_stats}
+end-volume
+
 volume {name}-server
     type protocol/server
+    option statedump-path {dump_dir}
     option transport-type tcp
     option transport.socket.bind-address 127.0.0.1
     option transport.socket.listen-port {port}
@@ -148,7 +159,7 @@ end-volume
 """
 
 BRICK_INDEX = """
-volume {name}
+volume {name}-index
     type features/index
     option index-base {directory}/.glusterfs/indices
     option xattrop-dirty-watchlist trusted.afr.dirty
@@ -188,8 +199,9 @@ end-volume
 
 class Brick:
     def __init__(self, base: Path, name: str, cache_invalidation: bool = True,
-                 volume: str = "gv0", index: bool = True) -> None:
+                 volume: str = "gv0", index: bool = True, profile: bool = False) -> None:
         self.name = name
+        self.profile = profile      # io-stats counts the fops it serves: fop_stats()
         self.volume = volume        # the client volume: AFR's pending xattrs' prefix
         self.index = index          # False: no features/index (what the bricks had)
         self.cache_invalidation = cache_invalidation    # upcalls to the clients
@@ -208,8 +220,9 @@ class Brick:
         fields = dict(name=self.name, port=self.port, directory=self.directory,
                       volume=self.volume)
         self.volfile.write_text(BRICK_VOLFILE.format(
-            **fields, io_threads=f"{self.name}-io-threads" if self.index else self.name,
-            index=BRICK_INDEX.format(**fields) if self.index else "",
+            **fields, index=BRICK_INDEX.format(**fields) if self.index else "",
+            below_stats=f"{self.name}-index" if self.index else f"{self.name}-io-threads",
+            profile="on" if self.profile else "off", dump_dir=self.volfile.parent,
             cache_invalidation="on" if self.cache_invalidation else "off"))
         self.proc = _spawn(["glusterfsd", "-N", "-f", str(self.volfile), "-l",
                             str(self.log), "--brick-name", self.name, "--brick-port",
@@ -225,17 +238,57 @@ class Brick:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def fop_stats(self, timeout: float = 10.0) -> dict[str, tuple[int, int]]:
+        """The requests this brick has served since it started, by fop (LOOKUP, STAT,
+        ...; those not served left out): ``(count, nanoseconds spent below io-stats in
+        all)``, from its statedump (SIGUSR1).  io-stats at the top of its graph counts
+        what the clients sent.  Needs ``profile``."""
+        if not self.profile:
+            raise RuntimeError(f"{self.name}: started without profile=True")
+        if not self.running:
+            raise RuntimeError(f"{self.name}: not running")
+        # named BRICK-NAME.PID.dump.TIME, less the brick name's first character (which
+        # GlusterFS takes for the leading slash of a brick path)
+        pattern = f"*.{self.proc.pid}.dump.*"
+        directory = self.volfile.parent
+        for old in directory.glob(pattern):
+            old.unlink()
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = list(directory.glob(pattern))
+            if found:           # the dump is written under a temporary name, then renamed
+                text = found[0].read_text(errors="replace")
+                found[0].unlink()
+                return _cumulative_fops(text, self.name)
+            time.sleep(0.01)
+        raise TimeoutError(f"{self.name}: no statedump in {directory} within {timeout} s")
+
+
+def _cumulative_fops(dump: str, stats: str) -> dict[str, tuple[int, int]]:
+    """``{fop: (count, total ns)}`` from io-stats ``stats``'s lines of a statedump
+    (``NAME.cumulative.FOP=count,total,min,max,avg``)."""
+    prefix = f"{stats}.cumulative."
+    out = {}
+    for line in dump.splitlines():
+        if line.startswith(prefix):
+            fop, _, value = line[len(prefix):].partition("=")
+            count, total = value.split(",")[:2]
+            if int(count):
+                out[fop] = (int(count), int(total))
+    return out
+
 
 class Bricks:
     """``count`` bricks and a replica client volfile, ``with``-able."""
 
     def __init__(self, base: Path, count: int = 2, volume: str = "gv0",
                  ping_timeout: int = 3, cache_invalidation: bool = True,
-                 index: bool = True) -> None:
+                 index: bool = True, profile: bool = False) -> None:
         self.base = Path(base)
         self.volume = volume
         self.bricks = [Brick(self.base, f"{volume}-brick{i}", cache_invalidation, volume,
-                             index)
+                             index, profile)
                        for i in range(count)]
         self.client_volfile = self.base / f"{volume}-client.vol"
         self.ping_timeout = ping_timeout
@@ -259,6 +312,16 @@ class Bricks:
     def stop(self) -> None:
         for b in self.bricks:
             b.kill()
+
+    def fop_stats(self) -> dict[str, tuple[int, int]]:
+        """The requests all bricks have served, by fop: (count, total ns) as
+        :meth:`Brick.fop_stats` (needs ``profile``)."""
+        total: dict[str, tuple[int, int]] = {}
+        for b in self.bricks:
+            for fop, (n, ns) in b.fop_stats().items():
+                n0, ns0 = total.get(fop, (0, 0))
+                total[fop] = (n0 + n, ns0 + ns)
+        return total
 
     def __enter__(self) -> "Bricks":
         return self.start()

@@ -43,8 +43,9 @@ def gluster_base():
 
 @pytest.fixture(scope="session")
 def bricks(gluster_base):
-    """A replica-2 volume of two glusterfsd bricks, no glusterd."""
-    b = Bricks(gluster_base / "bricks", 2, "gv0")
+    """A replica-2 volume of two glusterfsd bricks, no glusterd; their io-stats count
+    the requests they serve (Bricks.fop_stats)."""
+    b = Bricks(gluster_base / "bricks", 2, "gv0", profile=True)   # fop_stats() works
     b.start()
     try:
         yield b

@@ -66,6 +66,12 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
   asks the bricks for READDIRP too: their READDIR's inode numbers are the bricks' own,
   not ``st_ino``; option readdir-names-only trades that for speed (docs/gluster.md,
   "The cold listing").
+- Closes: a RELEASE is answered at once and the file's close (libgfapi's FLUSH,
+  replicate's post-op and unlock, RELEASE) runs in a worker while the next requests
+  go on, at most 4 at a time; a file with a lock owner's descriptor is closed first
+  (its locks go with it), and ``fini`` waits for the closes still running (gfapi_io).
+- Renames go to the bricks without ``glfs_h_rename``'s two forced lookups when this
+  client knows the object renamed (gfapi_rename; option direct-rename).
 - Limits: libgfapi has no renameat2: RENAME_EXCHANGE is EINVAL and RENAME_NOREPLACE is a
   lookup then a rename (not atomic against another client); flock is a whole-file POSIX
   lock of the open file's owner (as GlusterFS's own FUSE client does), so a flock and a
@@ -76,7 +82,8 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 The code is split by concern: gfapi (options, lifecycle, calling the library),
 gfapi_nodes (inodes: handles, names, forget), gfapi_names (namespace fops), gfapi_io
 (open files, directories, locks), gfapi_attr (attributes and xattrs), gfapi_upcall
-(invalidations), gfapi_workers (the worker threads), gfapi_binding (ctypes).
+(invalidations), gfapi_workers (the worker threads), gfapi_rename (rename without
+lookups), gfapi_binding (ctypes).
 """
 from __future__ import annotations
 
@@ -96,6 +103,7 @@ from .gfapi_names import GfapiNames
 from .gfapi_nodes import GfapiNodes, Node
 from .gfapi_workers import Workers
 
+CLOSE_WAIT = 30.0          # s fini waits for each close of a released file still running
 LOG_LEVELS = {"none": 0, "emerg": 1, "alert": 2, "critical": 3, "error": 4, "warning": 5,
               "notice": 6, "info": 7, "debug": 8, "trace": 9}
 
@@ -148,6 +156,10 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                     "bricks' READDIR (names only) instead of their READDIRP (a stat of "
                     "every entry). Faster, but the inode numbers listed are then the "
                     "bricks' own, not the files' (st_ino, from the gfid): off."),
+        Option.bool("direct-rename", True, "Rename without libgfapi's two forced "
+                    "lookups of the names (glfs_h_rename's): the rename alone, on the "
+                    "handles this client knows, through GlusterFS's own syncop_rename "
+                    "(gfapi_rename; off, or where its checks fail: glfs_h_rename)."),
         Option.int("readdir-batch", 0, "Most entries one listing step reads in one "
                    "worker call (0: as many as the kernel's buffer holds; storage/gfapi "
                    "read at most 256 before, kept to measure against).", min=0),
@@ -166,6 +178,9 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._down = False            # the last call failed with ENOTCONN
         self._kept = 0                # opens that let the kernel keep its page cache
         self._read_ahead_used = 0     # reads answered by a read started ahead
+        self._direct_rename: Any = None   # gfapi_rename.DirectRename, or None
+        self._closing: list = []      # closes of released files, maybe still running
+        self._closed_behind = 0       # releases answered before their close ran
         self._check_form(kw.get("option_where") or (lambda key: ""))
 
     def _check_form(self, where: Callable[[str], str]) -> None:
@@ -233,6 +248,12 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         ino = st.st_ino
         if self.itable.root.ino != ino:
             self.itable.set_root_ino(ino)
+        if o.direct_rename:
+            from .gfapi_rename import DirectRename
+            self._direct_rename = DirectRename.probe(fs, root, b.extract_gfid(root))
+            if self._direct_rename is None:
+                self.log.info("%s: renames go through glfs_h_rename (this libgfapi does "
+                              "not pass gfapi_rename's checks)", self.name)
         node = Node(root, ino, st.st_mode)
         self._live[ino] = node
         self.itable.root.ctx[self] = node
@@ -246,6 +267,10 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
             return
         if self._upcalls is not None:
             self._upcalls.stop()
+        for job in self._closing:             # released files: their close must happen
+            if not job.finished:
+                job.waiter.acquire(True, CLOSE_WAIT)
+        self._closing.clear()
         for inode in self.itable:
             inode.ctx.pop(self, None)
         self._live.clear()
@@ -277,6 +302,9 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                 "inline-waits-run-out": self._workers.inline_missed,
                 "opens-keeping-page-cache": self._kept,
                 "reads-answered-ahead": self._read_ahead_used,
+                "releases-closed-behind": self._closed_behind,
+                "renames-without-lookups": (self._direct_rename.sent
+                                            if self._direct_rename else 0),
                 **(self._upcalls.dump() if self._upcalls is not None else {})}
 
     # -- calling the library -----------------------------------------------------------

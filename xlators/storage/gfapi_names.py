@@ -180,6 +180,10 @@ class GfapiNames:
         np, new = self._node(newloc.parent), _name(newloc)
         b = self._b
         fs = self._fsp()
+        moved = self._by_name.get((op.ino, old))
+        direct = self._direct_rename
+        if flags or moved is None or self._live.get(moved.ino) is not moved:
+            direct = None         # not a name whose object this client knows
 
         def run() -> None:
             if flags:
@@ -192,9 +196,10 @@ class GfapiNames:
                     raise FopError(errno.EEXIST)
                 if ctypes.get_errno() != errno.ENOENT:
                     b.check(-1, "lookup")
+            if direct is not None and direct.rename(op.obj, old, moved.obj, np.obj, new):
+                return
             b.check(b.lib.glfs_h_rename(fs, op.obj, old, np.obj, new), "rename")
         await self._call(frame, run)
-        moved = self._by_name.get((op.ino, old))
         self._unnamed(op, old)
         self._unnamed(np, new)
         if moved is not None and len(moved.names) < MAX_NAMES:
