@@ -11,8 +11,8 @@ xlfs with storage/gfapi's ``inline-wait 0`` (every answer comes back through tri
 storage/gfapi did before the inline wait).  gfapi-batch256 reads at most 256 entries
 per listing step (storage/gfapi's ``readdir-batch 256``, what it did before);
 gfapi-names answers a plain READDIR with the bricks' READDIR (``readdir-names-only``).
-gfapi-hrename renames through ``glfs_h_rename`` and its two forced lookups
-(``direct-rename off``, what storage/gfapi did before).
+gfapi-drename renames without ``glfs_h_rename``'s two forced lookups
+(``direct-rename on``, which relies on GlusterFS internals and is off by default).
 gfapi-ra stacks xlfs's performance/read-ahead
 on storage/gfapi: a cache GlusterFS's client does not run here, so not the same cache
 settings; it shows what read-ahead buys, not the like-for-like comparison.
@@ -115,11 +115,11 @@ class GfapiNamesOnlyPeer(GfapiPeer):
     cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.readdir-names-only=on")
 
 
-class GfapiHRenamePeer(GfapiPeer):
-    name = "gfapi-hrename"
-    description = ("gfapi with direct-rename off: renames through glfs_h_rename, which "
-                   "looks both names up on the bricks first")
-    cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.direct-rename=off")
+class GfapiDirectRenamePeer(GfapiPeer):
+    name = "gfapi-drename"
+    description = ("gfapi with direct-rename on: renames without glfs_h_rename's two "
+                   "forced lookups (GlusterFS internals; off by default)")
+    cache_flags = ("--auto-invalidation=yes", "--xlator-option=gv.direct-rename=on")
 
 
 class GfapiBaselinePeer(GfapiPeer):
@@ -229,7 +229,7 @@ class GlusterReplicaNoIndexPeer(GlusterReplicaPeer):
 GLUSTER_PEERS = {"gfapi": GfapiPeer, "gfapi-dropcache": GfapiDropCachePeer,
                  "gfapi-nowait": GfapiNoWaitPeer, "gfapi-ra": GfapiReadAheadPeer,
                  "gfapi-batch256": GfapiBatch256Peer, "gfapi-names": GfapiNamesOnlyPeer,
-                 "gfapi-hrename": GfapiHRenamePeer,
+                 "gfapi-drename": GfapiDirectRenamePeer,
                  "gfapi-base": GfapiBaselinePeer, "gfapi-noindex": GfapiNoIndexPeer,
                  "glusterfs-replica": GlusterReplicaPeer,
                  "glusterfs-replica-noindex": GlusterReplicaNoIndexPeer}

@@ -58,7 +58,8 @@ def client_graph(bricks, gluster_base):
     """One storage/gfapi graph for the translator tests (glfs_init once: glfs_fini
     takes 9-10 s, it runs in the background at the end)."""
     from xlators.core.graph import Graph
-    g = Graph.from_text(gfapi_volfile(bricks.client_volfile, gluster_base / "gfapi.log"))
+    g = Graph.from_text(gfapi_volfile(bricks.client_volfile, gluster_base / "gfapi.log",
+                                      "    option direct-rename on\n"))
     g.init()
     g.activate()
     try:

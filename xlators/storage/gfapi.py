@@ -71,7 +71,8 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
   go on, at most 4 at a time; a file with a lock owner's descriptor is closed first
   (its locks go with it), and ``fini`` waits for the closes still running (gfapi_io).
 - Renames go to the bricks without ``glfs_h_rename``'s two forced lookups when this
-  client knows the object renamed (gfapi_rename; option direct-rename).
+  client knows the object renamed and option direct-rename is on (off by default:
+  it relies on GlusterFS internals; gfapi_rename).
 - Limits: libgfapi has no renameat2: RENAME_EXCHANGE is EINVAL and RENAME_NOREPLACE is a
   lookup then a rename (not atomic against another client); flock is a whole-file POSIX
   lock of the open file's owner (as GlusterFS's own FUSE client does), so a flock and a
@@ -156,10 +157,12 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
                     "bricks' READDIR (names only) instead of their READDIRP (a stat of "
                     "every entry). Faster, but the inode numbers listed are then the "
                     "bricks' own, not the files' (st_ino, from the gfid): off."),
-        Option.bool("direct-rename", True, "Rename without libgfapi's two forced "
+        Option.bool("direct-rename", False, "Rename without libgfapi's two forced "
                     "lookups of the names (glfs_h_rename's): the rename alone, on the "
-                    "handles this client knows, through GlusterFS's own syncop_rename "
-                    "(gfapi_rename; off, or where its checks fail: glfs_h_rename)."),
+                    "handles this client knows, through GlusterFS's own syncop_rename. "
+                    "Relies on GlusterFS internals beyond libgfapi's public API "
+                    "(gfapi_rename), hence off by default; where its checks fail: "
+                    "glfs_h_rename."),
         Option.int("readdir-batch", 0, "Most entries one listing step reads in one "
                    "worker call (0: as many as the kernel's buffer holds; storage/gfapi "
                    "read at most 256 before, kept to measure against).", min=0),
