@@ -9,10 +9,11 @@ client is everything they read and change besides the request itself; the transp
 from __future__ import annotations
 
 import resource
-from typing import Optional
+from typing import Any, Optional
 
 from xlators.core.client import ClientState
 from xlators.core.graph import Graph
+from xlators.core.inode import InodeTable
 
 from . import abi
 from .encode import Timeouts, max_io
@@ -64,8 +65,11 @@ class FuseClient(ClientState):
         self.initialized = True
         self.fopen_noflush = self.fopen_noflush_for(self.graph)
 
-    def set_graph(self, graph, top=None, itable=None) -> None:  # type: ignore[override]
+    def set_graph(self, graph: Any, top: Any = None,
+                  itable: Optional[InodeTable] = None) -> None:
+        """ClientState.set_graph, and the FOPEN_NOFLUSH decision for the new graph."""
         super().set_graph(graph, top, itable)
+        # (ClientState.__init__ calls this before this class's fields exist)
         if graph is not None and getattr(self, "initialized", False):
             self.fopen_noflush = self.fopen_noflush_for(graph)
 
@@ -80,7 +84,8 @@ class FuseClient(ClientState):
             return 0
         return _FOPEN_NOFLUSH
 
-    def dump(self) -> dict:
+    def dump(self) -> dict[str, Any]:
+        """ClientState's statedump lines, and whether close(2) sends FLUSH and why."""
         out = super().dump()
         graph = self.graph
         if not self.initialized or graph is None or graph.top is None:
