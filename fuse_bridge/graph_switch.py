@@ -37,7 +37,8 @@ and the files opened before it get one flush at their RELEASE (``FuseClient.unfl
 the statedump's ``flush-at-release`` counts them): their translators that need it see
 one flush per open file instead of one per close(2), after the last close returned, so
 an error it reports reaches no caller.  The reverse switch needs nothing: a
-flush the new graph does not need passes through it.
+flush the new graph does not need passes through it.  (A file opened between two such
+switches, with FLUSH, may get one more flush at its release.)
 
 Locks: a switch is refused while any lock is granted or waited for, rather than
 re-acquiring them on the new graph.  Moving a lock is not atomic (between its release on
