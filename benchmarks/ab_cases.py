@@ -10,7 +10,9 @@ mounted once from each checkout, with the options benchmarks.run gives its xlfs 
 every mount, the order of the mounts rotated from round to round; the table has the
 median of the rounds and the ratio of this checkout to the baseline.  Wall-clock rates
 on a shared machine move by up to 2x between minutes: read the ratios, and the rounds.
-Needs root for the cases that drop caches (as benchmarks.run).
+Needs root for the cases that drop caches (as benchmarks.run).  ``--peers bindfs,...``
+adds peers of benchmarks.peers to the same rotation, each with its ratio to this
+checkout.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import Dict, List, Optional
 
 from . import cases
 from .case_base import FULL, QUICK
-from .peers import ROOT, XlfsPeer
+from .peers import PEERS, ROOT, XlfsPeer
 
 VOLS = {"local": "local.vol", "fast": "fast.vol", "perf": "perf.vol"}
 
@@ -61,6 +63,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--cases", default="readdir,stat_dropped")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--full", action="store_true", help="full sizes (default: --quick's)")
+    p.add_argument("--peers", default="", help="other peers (benchmarks.peers names) in "
+                   "the same rotation, e.g. bindfs")
     args = p.parse_args(argv)
     if not (args.baseline / "fuse_bridge" / "cli.py").exists():
         print(f"--baseline {args.baseline}: not an xlfs checkout", file=sys.stderr)
@@ -69,15 +73,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     fns = [getattr(cases, name) for name in args.cases.split(",")]
     trees = {"new": ROOT, "base": args.baseline.resolve()}
     labels = [f"{vol}@{tree}" for vol in args.vols.split(",") for tree in trees]
+    others = [n for n in args.peers.split(",") if n]
+    unknown = [n for n in others if n not in PEERS]
+    if unknown:
+        print(f"unknown peers: {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    labels += others
     results: Dict[str, Dict[str, List[float]]] = {label: {} for label in labels}
     with tempfile.TemporaryDirectory(prefix="xlfs-ab-") as work, \
             contextlib.ExitStack() as stack:
         mounts = {}
         for label in labels:
-            vol, tree = label.split("@")
             wd = Path(work) / label.replace("@", "-")
             wd.mkdir()
-            peer = TreePeer(trees[tree], vol, label)
+            if label in others:
+                peer = PEERS[label]()
+            else:
+                vol, tree = label.split("@")
+                peer = TreePeer(trees[tree], vol, label)
             mounts[label] = stack.enter_context(peer.session(wd, (1.0, 1.0, 0.0), 3600))
         for r in range(args.rounds):
             order = labels[r % len(labels):] + labels[:r % len(labels)]
@@ -98,6 +111,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             rounds = (" ".join(f"{v:,.0f}" for v in new[case]) + " / "
                       + " ".join(f"{v:,.0f}" for v in base[case]))
             print(f"| {case} | {vol} | {b:,.0f} | {a:,.0f} | {a / b:.2f}x | {rounds} |")
+    for name in others:
+        print()
+        print(f"| case | {name} | " + " | ".join(f"{vol} this / {name}, baseline / {name}"
+                                                for vol in args.vols.split(",")) + " |")
+        print("|---|---:|" + "---:|" * len(args.vols.split(",")))
+        for case, values in results[name].items():
+            o = statistics.median(values)
+            cells = []
+            for vol in args.vols.split(","):
+                a = statistics.median(results[f"{vol}@new"][case])
+                b = statistics.median(results[f"{vol}@base"][case])
+                cells.append(f"{a / o:.2f}x, {b / o:.2f}x")
+            print(f"| {case} | {o:,.0f} | " + " | ".join(cells) + " |")
     return 0
 
 

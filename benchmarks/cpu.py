@@ -31,10 +31,10 @@ from typing import Dict, List, Optional
 from . import cpu_cases as K
 from . import fuse_trace
 from .cpu_report import BASELINE, render, write_docs
-from .peers import (NO_PASSTHROUGH, PEERS, MountLeft, PeerUnavailable, XlfsPeer,
+from .peers import (NO_PASSTHROUGH, MountLeft, PeerUnavailable, XlfsPeer,
                     _timeout_flags)
 from .report import machine_info
-from .run import cleanup
+from .run import PEERS, cleanup      # every peer, issue 10's stacks (xlfs-fast) included
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -49,11 +49,12 @@ Samples = Dict[str, Dict[str, List[K.Sample]]]    # peer -> workload -> rounds
 
 class BaselinePeer(XlfsPeer):
     """xlfs from another checkout (``--baseline DIR``, e.g. a ``git worktree`` of main) on
-    that checkout's local.vol, in the same run: before/after under the same load."""
+    that checkout's local.vol (or ``--baseline-volfile NAME`` of its volfiles/), in the
+    same run: before/after under the same load."""
     name = BASELINE
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(Path(root) / "volfiles" / "local.vol")
+    def __init__(self, root: Path, volfile: str = "local.vol") -> None:
+        super().__init__(Path(root) / "volfiles" / volfile)
         self.root = Path(root).resolve()
         self.description = f"xlfs from {self.root}"
 
@@ -103,6 +104,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    "pinned to CPU 0; split: application on CPU 0, daemon on CPU 1")
     p.add_argument("--baseline", type=Path, metavar="DIR", help=f"also measure xlfs from "
                    f"the checkout DIR, as peer {BASELINE} (before/after in one run)")
+    p.add_argument("--baseline-volfile", default="local.vol", metavar="NAME",
+                   help="the baseline's volfile, in its volfiles/ (default local.vol; "
+                   "fast.vol to compare with peer xlfs-fast)")
     return p.parse_args(argv)
 
 
@@ -128,18 +132,19 @@ def place(pid: int, placement: str) -> None:
             pass                      # a thread that just ended
 
 
-def _peer(name: str, baseline: Optional[Path]):
-    return BaselinePeer(baseline) if name == BASELINE else PEERS[name]()
+def _peer(name: str, baseline: Optional[Path], baseline_vol: str = "local.vol"):
+    return BaselinePeer(baseline, baseline_vol) if name == BASELINE else PEERS[name]()
 
 
 def run_profile(profile: str, names: List[str], workloads: List[K.Workload], scale: float,
                 rounds: int, root: Path, samples: Samples, na: Dict[str, str],
-                baseline: Optional[Path] = None, placement: str = "free") -> None:
+                baseline: Optional[Path] = None, placement: str = "free",
+                baseline_vol: str = "local.vol") -> None:
     with ExitStack() as stack:
         live = {}
         for name in names:
             try:
-                live[name] = stack.enter_context(_peer(name, baseline).session(
+                live[name] = stack.enter_context(_peer(name, baseline, baseline_vol).session(
                     root / name / profile, K.PROFILES[profile], 3600))
             except PeerUnavailable as exc:
                 na[name] = str(exc)
@@ -239,7 +244,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         left: List[str] = []
         try:
             for name in names:
-                peer = _peer(name, args.baseline)
+                peer = _peer(name, args.baseline, args.baseline_volfile)
                 why_not = peer.unavailable()
                 if why_not:
                     na[name] = why_not
@@ -251,7 +256,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 if todo and ready:
                     run_profile(profile, ready, todo, 1 / 3 if args.quick else 1.0,
                                 max(1, args.rounds), root, samples, na, args.baseline,
-                                args.placement)
+                                args.placement, args.baseline_volfile)
         except KeyboardInterrupt:
             log("interrupted: unmounting")
             args.write_docs = False

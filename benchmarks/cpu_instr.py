@@ -49,7 +49,8 @@ from .cpu import BaselinePeer
 from .cpu_instr_report import (COUNTED_CALLS, InstrSample, Samples, call_counts,
                                costs_of, render, spread,
                                top_functions, totals, write_docs)
-from .peers import PEERS, FusePeer, MountLeft, PeerUnavailable
+from .peers import FusePeer, MountLeft, PeerUnavailable
+from .run import PEERS        # every peer, issue 10's stacks (xlfs-fast) included
 from .report import machine_info
 from .run import cleanup
 
@@ -180,17 +181,18 @@ class NamedBaseline(BaselinePeer):
     """benchmarks.cpu's baseline peer under a name of its own (xlfs@DIR-NAME), so that
     several checkouts can be measured in one run."""
 
-    def __init__(self, name: str, root: Path) -> None:
-        super().__init__(root)
+    def __init__(self, name: str, root: Path, volfile: str = "local.vol") -> None:
+        super().__init__(root, volfile)
         self.name = name
 
     def version(self) -> str:
         return self.name + super().version().removeprefix(BaselinePeer.name)
 
 
-def make_peer(name: str, baselines: Dict[str, Path]) -> FusePeer:
+def make_peer(name: str, baselines: Dict[str, Path],
+              baseline_vol: str = "local.vol") -> FusePeer:
     if name in baselines:
-        return NamedBaseline(name, baselines[name])
+        return NamedBaseline(name, baselines[name], baseline_vol)
     return PEERS[name]()
 
 
@@ -293,6 +295,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--baseline", type=Path, action="append", default=[], metavar="DIR",
                    help="also measure xlfs from the checkout DIR as peer xlfs@NAME "
                         "(NAME = DIR's last component); may be repeated")
+    p.add_argument("--baseline-volfile", default="local.vol", metavar="NAME",
+                   help="the baselines' volfile, in their volfiles/ (default local.vol; "
+                   "fast.vol to compare with peer xlfs-fast)")
     p.add_argument("--scale", type=float, default=1.0, help="times the default calls")
     p.add_argument("--rounds", type=int, default=1, help="windows per workload (median)")
     p.add_argument("--pace", type=float, default=0.0, metavar="SECONDS",
@@ -380,7 +385,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         started = time.monotonic()
         try:
             for name in names:
-                peer = make_peer(name, baselines)
+                peer = make_peer(name, baselines, args.baseline_volfile)
                 why_not = Callgrind(peer, out / name).unavailable()
                 if why_not:
                     na[name] = why_not

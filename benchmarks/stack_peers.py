@@ -52,8 +52,8 @@ class XlfsMdCachePeer(_XlfsStackPeer):
 
 class XlfsFastPeer(_XlfsStackPeer):
     name = "xlfs-fast"
-    description = ("xlfs on volfiles/fast.vol (md-cache over locks over posix with "
-                   "watch-brick), --fuse-passthrough=no")
+    description = ("xlfs on volfiles/fast.vol (md-cache over posix, locks left to the "
+                   "kernel), --fuse-passthrough=no")
     volfile_path = FAST_VOL
     flags = ("--fuse-passthrough=no",)
 

@@ -9,10 +9,11 @@ client is everything they read and change besides the request itself; the transp
 from __future__ import annotations
 
 import resource
-from typing import Optional
+from typing import Any, Optional
 
 from xlators.core.client import ClientState
 from xlators.core.graph import Graph
+from xlators.core.inode import InodeTable
 
 from . import abi
 from .encode import Timeouts, max_io
@@ -20,6 +21,9 @@ from .options import BridgeOptions
 from .passthrough import Passthrough
 
 _DONT_MASK = int(abi.InitFlag.DONT_MASK)
+_WRITEBACK_CACHE = int(abi.InitFlag.WRITEBACK_CACHE)
+_FOPEN_NOFLUSH = int(abi.FopenFlag.NOFLUSH)
+NOFLUSH_MINOR = 35                     # the protocol minor that brought FOPEN_NOFLUSH
 
 
 class FuseClient(ClientState):
@@ -46,6 +50,11 @@ class FuseClient(ClientState):
         self.opendir_noatime = 0              # ... or nodiratime
         # Some translator implements lk: then POSIX and flock locks go to the graph.
         self.handles_locks = graph.handles_locks()
+        # FOPEN_NOFLUSH for every OPEN/CREATE reply, or 0 (see fopen_noflush_for).
+        self.fopen_noflush = 0
+        # fhs opened with FOPEN_NOFLUSH before a switch to a graph that needs FLUSH: their
+        # RELEASE flushes first (fuse_bridge.graph_switch).
+        self.unflushed: set[int] = set()
 
     def negotiated(self, flags: int, proto_minor: int, max_write: int) -> None:
         """INIT's outcome."""
@@ -54,6 +63,44 @@ class FuseClient(ClientState):
         self.max_write = max_write
         self.max_io = max_io(flags, max_write)
         self.initialized = True
+        self.fopen_noflush = self.fopen_noflush_for(self.graph)
+
+    def set_graph(self, graph: Any, top: Any = None,
+                  itable: Optional[InodeTable] = None) -> None:
+        """ClientState.set_graph, and the FOPEN_NOFLUSH decision for the new graph."""
+        super().set_graph(graph, top, itable)
+        # (ClientState.__init__ calls this before this class's fields exist)
+        if graph is not None and getattr(self, "initialized", False):
+            self.fopen_noflush = self.fopen_noflush_for(graph)
+
+    def fopen_noflush_for(self, graph: Graph) -> int:
+        """FOPEN_NOFLUSH when the kernel may skip FLUSH on close for files of ``graph``:
+        no translator needs it (``Graph.needs_flush``, which counts lock handling: with
+        POSIX_LOCKS the kernel releases a closing owner's locks only through FLUSH), the
+        kernel knows the flag (7.35) and has no writeback cache (with it the kernel
+        ignores NOFLUSH: FLUSH writes its dirty pages back first).  Else 0."""
+        if (self.proto_minor < NOFLUSH_MINOR or self.flags & _WRITEBACK_CACHE
+                or graph.needs_flush()):
+            return 0
+        return _FOPEN_NOFLUSH
+
+    def dump(self) -> dict[str, Any]:
+        """ClientState's statedump lines, and whether close(2) sends FLUSH and why."""
+        out = super().dump()
+        graph = self.graph
+        if not self.initialized or graph is None or graph.top is None:
+            return out
+        if self.fopen_noflush:
+            out["flush"] = "skipped (FOPEN_NOFLUSH: no translator needs FLUSH)"
+        elif self.proto_minor < NOFLUSH_MINOR:
+            out["flush"] = f"sent (the kernel speaks 7.{self.proto_minor}, NOFLUSH is 7.35)"
+        elif self.flags & _WRITEBACK_CACHE:
+            out["flush"] = "sent (the kernel writeback cache ignores FOPEN_NOFLUSH)"
+        else:
+            out["flush"] = "sent (needed by " + "; ".join(graph.flush_needed_by()) + ")"
+        if self.unflushed:
+            out["flush-at-release"] = len(self.unflushed)
+        return out
 
     def umask(self, umask: int) -> int:
         """The umask still to apply: 0 when the kernel applied it already (no DONT_MASK)."""

@@ -30,6 +30,16 @@ Any failure before the commit (a bad volfile, an init error, a child never up, r
 that do not finish, locks held) leaves the running graph serving, untouched, and one log
 line says why; the new graph is finished and freed.
 
+FLUSH: opens are answered with FOPEN_NOFLUSH while no translator of the graph needs
+FLUSH (``Graph.needs_flush``); the kernel keeps that answer for the life of the open
+file.  After a switch to a graph that needs FLUSH, new opens get FLUSH at every close,
+and the files opened before it get one flush at their RELEASE (``FuseClient.unflushed``;
+the statedump's ``flush-at-release`` counts them): their translators that need it see
+one flush per open file instead of one per close(2), after the last close returned, so
+an error it reports reaches no caller.  The reverse switch needs nothing: a
+flush the new graph does not need passes through it.  (A file opened between two such
+switches, with FLUSH, may get one more flush at its release.)
+
 Locks: a switch is refused while any lock is granted or waited for, rather than
 re-acquiring them on the new graph.  Moving a lock is not atomic (between its release on
 one graph and its grant on the other another owner may take it), a waiting SETLKW cannot
@@ -182,6 +192,9 @@ async def switch_graph(session: Any, volumes: Sequence[VolumeSpec], *, source: s
     del old
     lines = format_volfile(new.volumes).rstrip("\n").splitlines()
     width = len(str(len(lines)))
+    if session.client.unflushed:
+        log.info("SIGHUP: the new graph needs FLUSH; %d files opened without it get one at "
+                 "their release", len(session.client.unflushed))
     log.info("SIGHUP: graph switched to %s: %s; %d open files and directories reopened%s; "
              "requests held %.0f ms; the old graph drained, finished and freed; the graph "
              "now:\n%s", where, migration.summary(), reopened,
@@ -326,9 +339,14 @@ def _commit(session: Any, old: Graph, new: Graph, fds: dict, names: dict,
     client = session.client
     new.listeners.extend(old.listeners)
     old.listeners.clear()
+    was_noflush = client.fopen_noflush
     session.set_graph(new)
     client.fds.clear()
     client.fds.update(fds)
+    if not client.fopen_noflush and was_noflush:     # FLUSH at their release instead
+        client.unflushed.update(fh for fh, fd in fds.items() if not fd.is_dir)
+    elif client.fopen_noflush:
+        client.unflushed.clear()
     moved = migration.moved
     lru = OrderedDict()
     for n, (parent_id, name) in names.items():

@@ -47,8 +47,9 @@ _COPY_32_MAX = 0xFFFFFFFF & ~(abi.PAGE_SIZE - 1)
 
 
 def open_flags(c: FuseClient, fd: Fd) -> int:
-    """FOPEN_* bits for the kernel: bridge options first, then the translators' hints."""
-    flags = 0
+    """FOPEN_* bits for the kernel: NOFLUSH when no translator needs FLUSH
+    (``FuseClient.fopen_noflush``), bridge options, then the translators' hints."""
+    flags = c.fopen_noflush
     dio = c.opts.direct_io_mode
     if dio is True or (dio in (None, "auto") and "direct_io" in fd.open_flags):
         flags |= _F.DIRECT_IO
@@ -231,7 +232,9 @@ async def release(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fd = c.fd(fh)
     req.frame.lk_owner = lock_owner
     try:
-        if release_flags & _RELEASE_FLUSH:
+        # c.unflushed: opened with FOPEN_NOFLUSH before a switch to a graph that needs
+        # FLUSH (fuse_bridge.graph_switch): the kernel sent none at its closes
+        if release_flags & _RELEASE_FLUSH or c.unflushed and fh in c.unflushed:
             await c.top.flush(req.frame, fd)
         if release_flags & _RELEASE_FLOCK_UNLOCK and c.handles_locks:
             await c.top.lk(req.frame, fd, LK_SET,
@@ -241,6 +244,8 @@ async def release(c: FuseClient, req: Request, body: memoryview) -> Payload:
         pt = c.passthrough
         if pt is not None:
             pt.on_release(fh)
+        if c.unflushed:
+            c.unflushed.discard(fh)
         await c.drop_fh(fh)
 
 

@@ -14,7 +14,7 @@ from xlators.core.registry import default_registry
 ROOT = Path(__file__).resolve().parents[2]
 #: Every capability of Translator (the attributes, then the methods).
 CAPABILITIES = ("handles_locks", "passes_data_through", "posix_acl", "kills_privileges",
-                "forget_needs_context",
+                "forget_needs_context", "needs_flush",
                 "cancel_blocked", "passthrough_fd", "passthrough_blocker", "bricks")
 
 
@@ -22,6 +22,11 @@ class Leaf(Translator):
     type = "cap/leaf"
     children_range = (0, 0)
     options = (Option.str("label", ""),)
+
+
+class FlushFreeLeaf(Leaf):
+    type = "cap/flush-free-leaf"
+    needs_flush = False
 
 
 class AclLeaf(Leaf):
@@ -59,11 +64,25 @@ class NotALockTable(Translator):
 class DataBlind(Translator):
     type = "cap/data-blind"
     passes_data_through = True
+    needs_flush = False
+
+
+class FlushFree(Translator):
+    type = "cap/flush-free"
+    needs_flush = False
+
+
+class FlushFreeLocks(LockTable):
+    """Declares it needs no flush, but handles locks: FLUSH is what releases a closing
+    owner's POSIX locks, so the graph needs it all the same."""
+    type = "cap/flush-free-locks"
+    needs_flush = False
 
 
 def _registry() -> Registry:
     reg = Registry(load_entrypoints=False)
-    for cls in (Leaf, AclLeaf, LockTable, NotALockTable, DataBlind):
+    for cls in (Leaf, AclLeaf, LockTable, NotALockTable, DataBlind, FlushFree,
+                FlushFreeLocks, FlushFreeLeaf):
         reg.register(cls, "test")
     return reg
 
@@ -82,14 +101,18 @@ def _graph(*layers: str, leaves: tuple[str, ...] = ("cap/leaf",)) -> Graph:
 
 
 def test_the_capabilities_are_declared_on_translator():
-    assert set(Translator.CAPABILITY_FLAGS) == set(CAPABILITIES[:5])
-    for name in CAPABILITIES[5:]:
+    assert set(Translator.CAPABILITY_FLAGS) == set(CAPABILITIES[:6])
+    for name in CAPABILITIES[6:]:
         assert callable(getattr(Translator, name)), name
+
+
+#: The one flag whose safe answer is True: an unknown translator may need FLUSH.
+SAFE_TRUE = {"needs_flush"}
 
 
 def test_the_defaults_are_the_safe_answers():
     for flag in Translator.CAPABILITY_FLAGS:
-        assert getattr(Translator, flag) is False, flag
+        assert getattr(Translator, flag) is (flag in SAFE_TRUE), flag
     xl = Leaf("leaf")
     assert xl.cancel_blocked(object()) is False
     assert xl.passthrough_fd(object()) is None
@@ -100,6 +123,22 @@ def test_locks_any_translator_declares_them():
     assert _graph().handles_locks() is False
     assert _graph("cap/not-locks").handles_locks() is False
     assert _graph("cap/locks", "cap/not-locks").handles_locks() is True
+
+
+def test_flush_is_needed_unless_every_translator_declares_otherwise():
+    leaf = ("cap/flush-free-leaf",)
+    assert _graph("cap/flush-free", leaves=leaf).needs_flush() is False
+    assert _graph("cap/flush-free", "cap/data-blind", leaves=leaf).flush_needed_by() == []
+    # the default (a plugin that says nothing) needs it; so does a leaf that says nothing
+    g = _graph("cap/flush-free", "cap/not-locks", leaves=leaf)
+    assert g.needs_flush() is True
+    assert g.flush_needed_by() == ["volume 'l1' (cap/not-locks): needs flush"]
+    assert _graph("cap/flush-free").flush_needed_by() == [
+        "volume 'leaf0' (cap/leaf): needs flush"]
+    # handling locks needs it whatever the translator declares
+    g = _graph("cap/flush-free-locks", leaves=leaf)
+    assert g.needs_flush() is True
+    assert g.flush_needed_by() == ["volume 'l0' (cap/flush-free-locks): handles locks"]
 
 
 def test_cancel_blocked_asks_every_lock_translator():
@@ -158,6 +197,20 @@ def test_builtin_translators_declare_what_the_bridge_needs():
     posix = reg.get("storage/posix")
     assert posix.posix_acl is True and posix.kills_privileges is True
     assert reg.get("debug/io-stats").passes_data_through is True
+    # FLUSH: what needs it (locks released at close, write errors reported at close,
+    # the debug translators that log, fail or delay it) and what declares it does not
+    needing = {"features/locks", "storage/gfapi", "performance/write-behind",
+               "debug/trace", "debug/error-gen", "debug/delay-gen"}
+    free = {"storage/posix", "storage/memory", "features/read-only", "debug/io-stats",
+                 "meta/meta", "cluster/replicate", "cluster/afr", "cluster/distribute",
+                 "cluster/dht", "performance/md-cache", "performance/nl-cache",
+                 "performance/io-cache", "performance/quick-read", "performance/read-ahead",
+                 "performance/readdir-ahead", "performance/open-behind",
+                 "performance/io-threads"}
+    from xlators.builtin import builtin_classes
+    decided = {cls.type: cls.needs_flush for cls in builtin_classes()}
+    assert set(decided) == needing | free, "a new built-in: decide whether it needs FLUSH"
+    assert {t for t, needs in decided.items() if needs} == needing
 
 
 def test_a_capability_flag_must_be_a_bool():

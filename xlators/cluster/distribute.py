@@ -45,6 +45,7 @@ class Distribute(DhtNamespace, DhtRename, DhtReaddir, DhtBase):
     """cluster/distribute: one namespace spread over N children by name hash."""
     type = "cluster/distribute"
     children_range = (1, 250)
+    needs_flush = False  # flush goes on to the file's child; the children say what they need
     options = (
         Option.str("lookup-unhashed", "auto", values=("auto", "on", "off"),
                    description="When the child a name hashes to does not have it: look on "

@@ -71,6 +71,7 @@ class Replicate(AfrEntryOps, AfrIOOps, AfrHealer, AfrSplitBrain, Translator):
     """cluster/replicate: keep every file on all children; read from a good one."""
     type = "cluster/replicate"
     children_range = (1, None)
+    needs_flush = False  # flush goes on to each child's fd; the children say what they need
     options = (
         Option.xlator("read-subvolume", description="Child to read from while it is "
                       "readable (unset: the read-policy decides)."),

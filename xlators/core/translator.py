@@ -68,10 +68,20 @@ class Translator:
     #: A translator that keeps nothing per inode and declares it never sees forget;
     #: False (the default) sees every forget, as does one that keeps state elsewhere.
     forget_needs_context: ClassVar[bool] = False
+    #: FLUSH (the request the kernel sends on every close(2) of a file, with the closing
+    #: lock owner; a synchronous round trip before close returns): True (the default,
+    #: the safe answer for any translator that reports errors at close, drops an owner's
+    #: state there, or observes or perturbs the fop stream) keeps FLUSH coming.  False
+    #: declares that this translator's flush only passes the call on, or does nothing the
+    #: close needs.  When no translator of the graph needs it, and none handles locks
+    #: (the kernel releases a closing owner's POSIX locks through FLUSH), the bridge
+    #: answers OPEN and CREATE with FOPEN_NOFLUSH and the kernel skips FLUSH on close
+    #: (``Graph.needs_flush``; fuse_bridge/ops_file.py).
+    needs_flush: ClassVar[bool] = True
     #: The capability flags above, checked to be bools when a subclass is defined.
     CAPABILITY_FLAGS: ClassVar[tuple[str, ...]] = (
         "handles_locks", "passes_data_through", "posix_acl", "kills_privileges",
-        "forget_needs_context")
+        "forget_needs_context", "needs_flush")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

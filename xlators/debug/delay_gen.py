@@ -32,6 +32,7 @@ class DelayGen(Translator):
     """debug/delay-gen: delay a percentage of chosen fops (awaited, so cancellable)."""
     type = "debug/delay-gen"
     children_range = (1, 1)
+    needs_flush = True   # it may be told to delay flush
     options = (
         Option.percent("delay-percentage", default="10%",
                        description="Percentage of the enabled fops' calls that are "

@@ -55,6 +55,7 @@ class ErrorGen(Translator):
     """debug/error-gen: fail a percentage of chosen fops with an errno."""
     type = "debug/error-gen"
     children_range = (1, 1)
+    needs_flush = True   # it may be told to fail flush
     options = (
         Option.percent("failure",
                        description="How often an enabled fop fails, in percent.  Unset or "

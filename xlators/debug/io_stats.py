@@ -24,6 +24,13 @@ and write is counted.  The option is read when the bridge asks (at mount, and at
 open): set at run time it applies to files opened afterwards, and a mount made with it on
 gets passthrough only when mounted again.
 
+FLUSH: io-stats declares that it does not need flush (``needs_flush`` False), so that
+putting it on a stack does not add a synchronous round trip to every close(2) of the
+stack it measures.  In a graph where no other translator needs flush either (no locks,
+write-behind, trace, error-gen or delay-gen) the bridge answers opens with FOPEN_NOFLUSH,
+the kernel sends no FLUSH, and the ``flush`` row stays at zero: what io-stats counts is
+what reached the graph.
+
     volume io-stats
         type debug/io-stats
         option latency-measurement on
@@ -134,6 +141,7 @@ class IoStats(Translator):
     passes_data_through = True
     forget_needs_context = True  # it keeps nothing per inode: forget passes it by
     children_range = (1, None)   # like GlusterFS: stats of the first, others just wound below
+    needs_flush = False          # FLUSH not sent then: see the module docstring
     options = (
         Option.bool("latency-measurement", default=False,
                     description="Measure each fop's latency (min/avg/max and a log2 "

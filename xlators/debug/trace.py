@@ -84,6 +84,7 @@ class Trace(Translator):
     """debug/trace: log each fop call and its result or errno."""
     type = "debug/trace"
     children_range = (1, 1)
+    needs_flush = True   # it logs the fop stream: a close shows its flush
     options = (
         Option.fops("include-ops", default="", aliases=("include",), parser=lenient_fops,
                     description="Trace only these fops (comma separated, GlusterFS names "

@@ -154,6 +154,7 @@ class Locks(Translator):
     handles_locks = True      # the bridge negotiates POSIX_LOCKS/FLOCK_LOCKS when true
     passes_data_through = True  # locks never touch READ/WRITE data (advisory only)
     forget_needs_context = True  # its lock state of an inode is inode.ctx[self]
+    needs_flush = True        # close(2) releases the closing owner's POSIX locks at flush
     children_range = (1, 1)
     options = (
         Option.bool("trace", default=False,

@@ -30,6 +30,7 @@ class ReadOnly(Translator):
     """features/read-only: fail every modifying fop with EROFS."""
     type = "features/read-only"
     children_range = (1, 1)
+    needs_flush = False
     options = (
         Option.bool("read-only", default=True,
                     description="Refuse modifications with EROFS.  off: pass everything "

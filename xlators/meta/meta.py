@@ -91,6 +91,7 @@ class Meta(OpenFiles, Refusals, Translator):
     children_range = (1, 1)
     passes_data_through = True    # files below the root are untouched
     forget_needs_context = True   # its inodes carry inode.ctx[self]; others go below
+    needs_flush = False           # its own files need no flush; others go below
     options = (
         Option.str("meta-dir-name", default=".meta",
                    description="Name of the directory in the mount's root (not listed by "

@@ -63,6 +63,7 @@ class IoCache(DataChangeInvalidation, Translator):
     type = "performance/io-cache"
     forget_needs_context = True  # its pages of a file hang off inode.ctx[self]
     children_range = (1, 1)
+    needs_flush = False
     options = (
         Option.size("cache-size", default="32MB", min=4 << 20, max=32 << 30,
                     description="Total memory for cached pages of all files."),

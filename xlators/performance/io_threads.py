@@ -96,6 +96,7 @@ class IoThreads(Translator):
     """performance/io-threads: fops admitted by priority; blocking calls on its threads."""
     type = "performance/io-threads"
     children_range = (1, 1)
+    needs_flush = False  # flush is queued like any fop, never needed by it
     options = (
         Option.int("thread-count", default=16, min=1, max=64,
                    description="Most fops in the child at once, and most worker threads "

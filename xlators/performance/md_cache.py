@@ -108,6 +108,7 @@ class MdCache(MdEntryFops, Translator):
     """performance/md-cache: cache attributes, entries and chosen xattrs of inodes."""
     type = "performance/md-cache"
     children_range = (1, 1)
+    needs_flush = False
     passes_data_through = True   # FUSE passthrough: see the module docstring
     # What it caches of an inode is inode.ctx[self], found only through the table (names
     # hold inode numbers): it goes with the Inode once that leaves the table, so md-cache

@@ -86,6 +86,7 @@ class NlCache(Translator):
     """performance/nl-cache: remember which names do not exist, answer ENOENT at once."""
     type = "performance/nl-cache"
     children_range = (1, 1)
+    needs_flush = False
     options = (
         Option.time("nl-cache-timeout", default="60", min=0,
                     description="Seconds a negative (or positive) entry is trusted."),

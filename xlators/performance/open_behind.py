@@ -100,6 +100,8 @@ class OpenBehind(Translator):
     """performance/open-behind: answer read-only opens at once, open below when needed."""
     type = "performance/open-behind"
     children_range = (1, 1)
+    # its flush matters only to a lock translator below, which brings FLUSH itself
+    needs_flush = False
     options = (
         Option.bool("lazy-open", default=True,
                     description="Open below only when a fop needs the fd; when off, the "

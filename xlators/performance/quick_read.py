@@ -68,6 +68,7 @@ class QuickRead(DataChangeInvalidation, Translator):
     type = "performance/quick-read"
     forget_needs_context = True  # what it caches of a file is inode.ctx[self]
     children_range = (1, 1)
+    needs_flush = False
     options = (
         Option.size("max-file-size", default="64KB", min=0, max=1 << 20,
                     description="Largest file whose content is cached."),

@@ -75,6 +75,7 @@ class ReadAhead(DataChangeInvalidation, Translator):
     """performance/read-ahead: prefetch pages ahead of sequential readers, per fd."""
     type = "performance/read-ahead"
     children_range = (1, 1)
+    needs_flush = False
     options = (
         Option.int("page-count", default=4, min=1, max=16,
                    description="Number of pages prefetched ahead of a sequential reader."),

@@ -59,6 +59,7 @@ class ReaddirAhead(Translator):
     """performance/readdir-ahead: read a directory's stream ahead, in the background."""
     type = "performance/readdir-ahead"
     children_range = (1, 1)
+    needs_flush = False
     options = (
         Option.size("rda-request-size", default="131072", min=4096, max=131072,
                     description="Size of each background readdir(p) request."),

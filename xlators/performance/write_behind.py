@@ -72,6 +72,7 @@ class WriteBehind(QueuedAttrs, DataChangeOrdering, Translator):
     type = "performance/write-behind"
     forget_needs_context = True  # its write queue of a file is inode.ctx[self]
     children_range = (1, 1)
+    needs_flush = True           # flush waits for the fd's writes: close reports their errors
     options = (
         Option.size("cache-size", default="1MB", aliases=("window-size",), min=4096,
                     max=1 << 30,

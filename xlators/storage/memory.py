@@ -56,6 +56,7 @@ class Memory(MemoryIo, MemoryAttrs, Translator):
     """storage/memory: a complete POSIX filesystem in memory (tmpfs-like)."""
     type = "storage/memory"
     children_range = (0, 0)
+    needs_flush = False      # its flush only checks the handle
     options = (
         Option.size("size", default=0,
                     description="Capacity in bytes (file data; 1024-based units: 512MB, "

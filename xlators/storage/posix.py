@@ -89,6 +89,9 @@ class Posix(PosixEntryOps, PosixAttrOps, PosixIOOps, PosixDirOps, PosixNodes,
     # bits and file capabilities are cleared on write/truncate/chown by the brick or by us.
     posix_acl = True
     kills_privileges = True
+    # flush drops the record locks its own lk took, and lk reaches it only in a graph
+    # that handles locks, which then needs FLUSH anyway (Graph.needs_flush)
+    needs_flush = False
     options = (
         Option.path("directory", description="The brick: the directory to serve (required).",
                     brick=True),

@@ -1,0 +1,188 @@
+"""FOPEN_NOFLUSH on the wire, with the fake kernel: OPEN and CREATE replies carry it
+exactly when no translator of the graph needs FLUSH (``Translator.needs_flush``, lock
+handling included), the kernel speaks 7.35 or later and no writeback cache was
+negotiated (the kernel ignores the flag then); never on OPENDIR.  A graph switch to a
+graph that needs FLUSH gives the files opened without it one flush at their RELEASE."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from fuse_bridge import abi
+from fuse_bridge.graph_switch import switch_graph
+from fuse_bridge.options import BridgeOptions
+from fuse_bridge.passthrough import Passthrough
+from tests.protocol.kernel import ALL_FLAGS, serve
+from xlators.core.graph import Graph
+from xlators.core.registry import Registry
+from xlators.core.translator import Translator
+from xlators.core.volfile import parse_volfile
+
+I = abi.InitFlag
+F = abi.FopenFlag
+
+
+class FlushLog(Translator):
+    """Passes everything on and records every flush and release it sees (needs FLUSH,
+    as any translator that declares nothing)."""
+    type = "test/flush-log"
+    seen: list = []
+
+    async def flush(self, frame: Any, fd: Any) -> None:
+        FlushLog.seen.append(("flush", fd.inode.nodeid, frame.lk_owner))
+        await self.child.flush(frame, fd)
+
+    async def release(self, frame: Any, fd: Any) -> None:
+        FlushLog.seen.append(("release", fd.inode.nodeid))
+        await self.child.release(frame, fd)
+
+
+def _registry() -> Registry:
+    r = Registry()
+    r.register(FlushLog, "tests.protocol.test_noflush")
+    return r
+
+
+def stack(brick: Path, *layers: str) -> str:
+    text = f"volume posix\n    type storage/posix\n    option directory {brick}\nend-volume\n"
+    below = "posix"
+    for i, t in enumerate(layers):
+        text += f"\nvolume x{i}\n    type {t}\n    subvolumes {below}\nend-volume\n"
+        below = f"x{i}"
+    return text
+
+
+def running(text: str) -> Graph:
+    g = Graph(parse_volfile(text, "test.vol"), registry=_registry())
+    g.init()
+    g.activate()
+    return g
+
+
+async def opened_flags(brick: Path, *layers: str, options: Optional[BridgeOptions] = None,
+                       **init_kw: Any) -> tuple[int, int, int]:
+    """(CREATE's, OPEN's, OPENDIR's) open_flags on a fresh session over ``layers``."""
+    async with serve(running(stack(brick, *layers)), options, **init_kw) as (k, s):
+        e, created = (await k.create(1, b"f")).create()
+        opened = (await k.open(e.nodeid, os.O_RDONLY)).open()
+        d = (await k.opendir(1)).open()
+        for fh in (created.fh, opened.fh):
+            (await k.release(e.nodeid, fh)).ok()
+        return created.open_flags, opened.open_flags, d.open_flags
+
+
+@pytest.fixture
+def brick(tmp_path: Path) -> Path:
+    d = tmp_path / "brick"
+    d.mkdir()
+    return d
+
+
+@pytest.mark.parametrize("layers", [(), ("performance/md-cache",),
+                                    ("debug/io-stats", "performance/open-behind",
+                                     "performance/io-cache", "performance/md-cache"),
+                                    ("cluster/distribute",)],
+                         ids=["posix", "md-cache", "caches+io-stats", "distribute"])
+async def test_no_translator_needs_flush(brick: Path, layers) -> None:
+    created, opened, opendir = await opened_flags(brick, *layers)
+    assert created & F.NOFLUSH and opened & F.NOFLUSH
+    assert not opendir & F.NOFLUSH                   # directories: no FLUSH anyway
+
+
+@pytest.mark.parametrize("layer", ["features/locks", "performance/write-behind",
+                                   "debug/trace", "debug/delay-gen", "debug/error-gen",
+                                   "test/flush-log"])
+async def test_a_translator_that_needs_flush_keeps_it(brick: Path, layer: str) -> None:
+    created, opened, _ = await opened_flags(brick, "performance/md-cache", layer)
+    assert not created & F.NOFLUSH and not opened & F.NOFLUSH
+
+
+async def test_locks_negotiated_keep_flush(brick: Path) -> None:
+    """The kernel releases a closing owner's POSIX locks only through FLUSH."""
+    async with serve(running(stack(brick, "features/locks"))) as (k, s):
+        got = abi.init_flags_join(k.init_reply.flags, k.init_reply.flags2)
+        assert got & I.POSIX_LOCKS
+        _, o = (await k.create(1, b"f")).create()
+        assert not o.open_flags & F.NOFLUSH
+        assert s.client.dump()["flush"] == ("sent (needed by volume 'x0' (features/locks): "
+                                            "handles locks)")
+
+
+async def test_not_with_the_kernel_writeback_cache(brick: Path) -> None:
+    """The kernel ignores NOFLUSH with its writeback cache (FLUSH writes the dirty pages
+    back first): it is not given then, and is when the kernel did not grant the cache."""
+    wb = BridgeOptions(kernel_writeback_cache=True)
+    created, opened, _ = await opened_flags(brick, options=wb, flags=ALL_FLAGS)
+    assert not created & F.NOFLUSH and not opened & F.NOFLUSH
+    created, _, _ = await opened_flags(brick, options=wb,
+                                       flags=ALL_FLAGS & ~int(I.WRITEBACK_CACHE))
+    assert created & F.NOFLUSH
+
+
+async def test_not_before_protocol_7_35(brick: Path) -> None:
+    created, opened, _ = await opened_flags(brick, minor=34)
+    assert not created & F.NOFLUSH and not opened & F.NOFLUSH
+    created, _, _ = await opened_flags(brick, minor=35)
+    assert created & F.NOFLUSH
+
+
+async def test_statedump_says_why(brick: Path) -> None:
+    async with serve(running(stack(brick, "performance/md-cache"))) as (k, s):
+        assert s.client.dump()["flush"].startswith("skipped (FOPEN_NOFLUSH")
+    async with serve(running(stack(brick, "performance/write-behind"))) as (k, s):
+        assert s.client.dump()["flush"] == ("sent (needed by volume 'x0' "
+                                            "(performance/write-behind): needs flush)")
+    async with serve(running(stack(brick)), minor=30) as (k, s):
+        assert s.client.dump()["flush"] == "sent (the kernel speaks 7.30, NOFLUSH is 7.35)"
+
+
+async def test_passthrough_replies_keep_noflush(brick: Path, monkeypatch) -> None:
+    """The kernel accepts NOFLUSH beside FOPEN_PASSTHROUGH (its FOPEN_PASSTHROUGH_MASK)."""
+    monkeypatch.setattr(Passthrough, "backing_open", lambda pt, fd: 1)
+    monkeypatch.setattr(Passthrough, "backing_close", lambda pt, backing_id: None)
+    offer2 = int(I.PASSTHROUGH) >> 32
+    created, opened, _ = await opened_flags(
+        brick, "performance/md-cache", options=BridgeOptions(fuse_passthrough="yes"),
+        flags=ALL_FLAGS, flags2=offer2)
+    for flags in (created, opened):
+        assert flags & F.PASSTHROUGH and flags & F.NOFLUSH, flags
+
+
+async def test_switch_to_a_graph_that_needs_flush(brick: Path) -> None:
+    """Files opened with NOFLUSH get one flush at their RELEASE on the new graph; files
+    opened after the switch get FLUSH from the kernel (no second one at release)."""
+    FlushLog.seen.clear()
+    async with serve(running(stack(brick, "performance/md-cache"))) as (k, s):
+        e, before = (await k.create(1, b"f")).create()
+        assert before.open_flags & F.NOFLUSH
+        d = (await k.opendir(1)).open()
+        assert await switch_graph(s, parse_volfile(stack(brick, "test/flush-log"), "n.vol"),
+                                  registry=_registry())
+        assert s.client.unflushed == {before.fh}            # the directory is not
+        assert s.client.dump()["flush-at-release"] == 1
+        after = (await k.open(e.nodeid)).open()
+        assert not after.open_flags & F.NOFLUSH
+        (await k.flush(e.nodeid, after.fh, lock_owner=7)).ok()   # the kernel's, at close
+        (await k.release(e.nodeid, after.fh)).ok()
+        assert FlushLog.seen == [("flush", e.nodeid, 7), ("release", e.nodeid)]
+        FlushLog.seen.clear()
+        (await k.release(e.nodeid, before.fh)).ok()
+        assert FlushLog.seen == [("flush", e.nodeid, 0), ("release", e.nodeid)]
+        assert s.client.unflushed == set() and "flush-at-release" not in s.client.dump()
+        (await k.call(abi.Opcode.RELEASEDIR, abi.RELEASE_IN.pack(d.fh, 0, 0, 0), 1)).ok()
+
+
+async def test_switch_back_to_a_graph_without_flush_needs(brick: Path) -> None:
+    async with serve(running(stack(brick, "test/flush-log"))) as (k, s):
+        e, o = (await k.create(1, b"f")).create()
+        assert not o.open_flags & F.NOFLUSH
+        assert await switch_graph(s, parse_volfile(stack(brick), "n.vol"),
+                                  registry=_registry())
+        assert s.client.unflushed == set()
+        o2 = (await k.open(e.nodeid)).open()
+        assert o2.open_flags & F.NOFLUSH
+        for fh in (o.fh, o2.fh):
+            (await k.release(e.nodeid, fh)).ok()
