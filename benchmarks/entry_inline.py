@@ -15,10 +15,14 @@ Steps ``Session.serve`` inline on prepared requests (as the reader does); replie
 /dev/null.  Prints user µs per call (min over slices).  Under callgrind, run it with two
 N and take the difference of the totals for instructions per call; under cProfile
 (``-m cProfile -s tottime``) for which Python functions a call runs and how often.
+With ``CALLGRIND_STEPS=1`` as well, each opcode's requests run inside a C function of
+their own (``STEP_WRAPPERS``: GETATTR in ``starmap_next``, LOOKUP in ``takewhile_next``,
+...), so ``callgrind_annotate --inclusive=yes`` gives each opcode's share of the calls.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import shutil
 import sys
@@ -57,13 +61,45 @@ def _setup(volfile: Path) -> tuple[Session, _Chan, str]:
     return Session(g, null, opts), chan, brick
 
 
+def _in(iterator_of):
+    """Run ``f()`` inside the C function that steps the iterator ``iterator_of(f)``."""
+    return lambda f: list(iterator_of(f))
+
+
+# opcode -> (the C function callgrind shows, a runner of f() inside it)
+STEP_WRAPPERS = {
+    O.GETATTR: ("starmap_next", _in(lambda f: itertools.starmap(f, [()]))),
+    O.LOOKUP: ("takewhile_next", _in(lambda f: itertools.takewhile(
+        lambda _: f() or True, [0]))),
+    O.MKDIR: ("dropwhile_next", _in(lambda f: itertools.dropwhile(
+        lambda _: f() and False, [0]))),
+    O.CREATE: ("dropwhile_next", _in(lambda f: itertools.dropwhile(
+        lambda _: f() and False, [0]))),
+    O.RMDIR: ("groupby_next", _in(lambda f: itertools.groupby([0], key=lambda _: f()))),
+    O.UNLINK: ("groupby_next", _in(lambda f: itertools.groupby([0], key=lambda _: f()))),
+    O.RENAME: ("groupby_next", _in(lambda f: itertools.groupby([0], key=lambda _: f()))),
+    O.FORGET: ("filterfalse_next", _in(lambda f: itertools.filterfalse(
+        lambda _: f(), [0]))),
+    "apply_forgets": ("accumulate_next", _in(lambda f: itertools.accumulate(
+        [0, 0], lambda a, b: f()))),
+}
+
+
 class Driver:
     """Prepared requests stepped through ``Session.serve``, replies captured on demand."""
 
     def __init__(self, session: Session, chan: _Chan) -> None:
         self.s, self.chan, self.unique = session, chan, 2
+        self.wrappers = STEP_WRAPPERS if os.environ.get("CALLGRIND_STEPS") else None
 
     def step(self, opcode: int, nodeid: int, body: bytes) -> None:
+        wrap = self.wrappers.get(opcode) if self.wrappers is not None else None
+        if wrap is not None:
+            wrap[1](lambda: self._step(opcode, nodeid, body))
+        else:
+            self._step(opcode, nodeid, body)
+
+    def _step(self, opcode: int, nodeid: int, body: bytes) -> None:
         self.unique += 2
         buf = bytearray(abi.IN_HEADER.pack(40 + len(body), opcode, self.unique, nodeid,
                                            0, 0, 1, 0) + body)
@@ -73,6 +109,13 @@ class Driver:
     def apply_forgets(self) -> None:
         """What the session's forget applier does once the device is quiet (the
         deferred forgets: the table, then the graph's forget), stepped inline."""
+        wrap = self.wrappers.get("apply_forgets") if self.wrappers is not None else None
+        if wrap is not None:
+            wrap[1](self._apply_forgets)
+        else:
+            self._apply_forgets()
+
+    def _apply_forgets(self) -> None:
         coro = self.s.client.apply_forgets()
         try:
             coro.send(None)
@@ -208,6 +251,10 @@ async def main(names: list[str], n: int, volfile: Path, profile: bool = False) -
                 # --toggle-collect=functools_reduce: only these n calls are counted
                 functools.reduce(lambda _, __: one(), range(n), None)
                 print(f"{name:12s} {n} calls under callgrind", flush=True)
+                if d.wrappers is not None:
+                    print("  each opcode inside: " + ", ".join(
+                        f"{op if isinstance(op, str) else abi.Opcode(op).name} {fn}"
+                        for op, (fn, _) in STEP_WRAPPERS.items()), flush=True)
                 continue
             best = 1e9
             per = max(1, n // 20)

@@ -99,9 +99,11 @@ def _times_new(key: tuple[int, int, int]) -> tuple[int, int, int, int, int, int]
     if len(_TIMES) >= _TIMES_MAX:
         _TIMES.clear()
     at, mt, ct = key
+    # A time equal to the one before it is not divided again: a new object's three
+    # times are one, and a directory a request changed has mtime == ctime.
     asec, ansec = divmod(at, _NS)
-    msec, mnsec = divmod(mt, _NS)
-    csec, cnsec = divmod(ct, _NS)
+    msec, mnsec = (asec, ansec) if mt == at else divmod(mt, _NS)
+    csec, cnsec = (msec, mnsec) if ct == mt else divmod(ct, _NS)
     wire = _TIMES[key] = (asec & _U64, msec & _U64, csec & _U64, ansec, mnsec, cnsec)
     return wire
 

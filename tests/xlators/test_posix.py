@@ -767,6 +767,13 @@ async def test_estale_without_context_and_ipc(br):
     stray = Inode(99, 12345)
     await fails(errno.ESTALE, br.xl.getattr(br.h.frame(), stray))
     await fails(errno.ESTALE, br.xl.lookup(br.h.frame(), Loc(stray, b"x")))
+    fr, root = br.h.frame(), br.h.root
+    await fails(errno.ESTALE, br.xl.unlink(fr, Loc(stray, b"x")))
+    await fails(errno.ESTALE, br.xl.rmdir(fr, Loc(stray, b"x")))
+    await fails(errno.ESTALE, br.xl.mkdir(fr, Loc(stray, b"x"), 0o40755, 0))
+    await fails(errno.ESTALE, br.xl.rename(fr, Loc(stray, b"x"), Loc(root, b"y")))
+    await fails(errno.ESTALE, br.xl.rename(fr, Loc(root, b"x"), Loc(stray, b"y")))
+    await fails(errno.ESTALE, br.xl.unlink(fr, Loc(None, b"x")))
     await fails(errno.EOPNOTSUPP, br.xl.ipc(br.h.frame(), "anything"))
     assert isinstance(br.xl.dump()["live-inodes"], int)
 

@@ -89,11 +89,13 @@ class MdEntryFops(MdRecords):
             self._invalidate(inode)
         return entry
 
-    async def unlink(self, frame: Any, loc: Loc) -> None:
-        return await self._removing(frame, loc, self.child.unlink)
+    # unlink and rmdir hand back _removing's coroutine (as mknod, mkdir and symlink
+    # hand back _making's): one coroutine frame per request, not two
+    def unlink(self, frame: Any, loc: Loc) -> Any:
+        return self._removing(frame, loc, self.child.unlink)
 
-    async def rmdir(self, frame: Any, loc: Loc) -> None:
-        return await self._removing(frame, loc, self.child.rmdir)
+    def rmdir(self, frame: Any, loc: Loc) -> Any:
+        return self._removing(frame, loc, self.child.rmdir)
 
     async def _removing(self, frame: Any, loc: Loc, fop: Any) -> None:
         """Wind an unlink or rmdir (``fop``), then drop the name and the victim's

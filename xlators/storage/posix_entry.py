@@ -181,10 +181,22 @@ class PosixEntryOps:
 
     async def mkdir(self, frame, loc, mode, umask):
         pnode, name = self._ploc(loc)
-        self._space()
-        perm, fix = self._new_mode(pnode, mode, umask, True)
+        if self._reserve is not None:
+            self._space()
+        # _new_mode's common case inline: no umask to apply, no bit the process umask
+        # would take (the kernel applied the caller's umask)
+        perm = mode & 0o7777
+        perm = (perm & 0o7000) | (perm & self._dmask) | self._dforce
+        if umask or perm & self._umask & 0o777:
+            perm, fix = self._new_mode(pnode, mode, umask, True)
+        else:
+            fix = None
         if self._inline_always and (not self._switch or frame.uid == 0 and frame.gid == 0):
-            fd, st = mkdir_at(pnode.fd, name, perm, fix)        # _do, inline
+            pfd = pnode.fd                      # _do and mkdir_at, inline
+            os.mkdir(name, perm, dir_fd=pfd)
+            fd, st = lookup_at(pfd, name)
+            if fix is not None:
+                st = fix(fd, st, perm)
         else:
             fd, st = await self._do(frame, True, mkdir_at, pnode.fd, name, perm, fix)
         if self._watch is not None:
@@ -206,9 +218,14 @@ class PosixEntryOps:
         return self._give(frame, pnode, self._entry(st, fd))
 
     # unlink, rmdir and rename spell out _do's commonest case: inline (no io-threads), as
-    # the daemon (a root caller, or no credential switching): two calls fewer each.
+    # the daemon (a root caller, or no credential switching): two calls fewer each; and
+    # _ploc's common case (a known parent, a plain name), one call fewer each.
     async def unlink(self, frame, loc):
-        pnode, name = self._ploc(loc)
+        parent, name = loc.parent, loc.name
+        pnode = parent.ctx.get(self) if parent is not None else None
+        if (pnode is None or type(name) is not bytes or not name or 47 in name
+                or 0 in name or name == b"." or name == b".."):
+            pnode, name = self._ploc(loc)       # ESTALE or EINVAL (or a str name)
         if self._inline_always and (frame.uid == 0 or not self._switch):
             os.unlink(name, dir_fd=pnode.fd)
         else:
@@ -217,7 +234,11 @@ class PosixEntryOps:
             self._watch.deleted(pnode, name)
 
     async def rmdir(self, frame, loc):
-        pnode, name = self._ploc(loc)
+        parent, name = loc.parent, loc.name     # _ploc, as in unlink
+        pnode = parent.ctx.get(self) if parent is not None else None
+        if (pnode is None or type(name) is not bytes or not name or 47 in name
+                or 0 in name or name == b"." or name == b".."):
+            pnode, name = self._ploc(loc)
         if self._inline_always and (frame.uid == 0 or not self._switch):
             os.rmdir(name, dir_fd=pnode.fd)
         else:
@@ -226,8 +247,16 @@ class PosixEntryOps:
             self._watch.deleted(pnode, name)
 
     async def rename(self, frame, oldloc, newloc, flags=None):
-        opnode, old = self._ploc(oldloc)
-        npnode, new = self._ploc(newloc)
+        parent, old = oldloc.parent, oldloc.name    # _ploc of each, as in unlink
+        opnode = parent.ctx.get(self) if parent is not None else None
+        if (opnode is None or type(old) is not bytes or not old or 47 in old
+                or 0 in old or old == b"." or old == b".."):
+            opnode, old = self._ploc(oldloc)
+        parent, new = newloc.parent, newloc.name
+        npnode = parent.ctx.get(self) if parent is not None else None
+        if (npnode is None or type(new) is not bytes or not new or 47 in new
+                or 0 in new or new == b"." or new == b".."):
+            npnode, new = self._ploc(newloc)
         if not flags and self._inline_always and (frame.uid == 0 or not self._switch):
             os.rename(old, new, src_dir_fd=opnode.fd, dst_dir_fd=npnode.fd)
         else:
