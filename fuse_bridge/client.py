@@ -46,6 +46,9 @@ class FuseClient(ClientState):
         self.opendir_noatime = 0              # ... or nodiratime
         # Some translator implements lk: then POSIX and flock locks go to the graph.
         self.handles_locks = graph.handles_locks()
+        # UNLINK, RMDIR, RENAME and RENAME2 requests served: the forgets that follow
+        # one may be of files whose last name went (fuse_bridge.forget_backlog)
+        self.removals = 0
 
     def negotiated(self, flags: int, proto_minor: int, max_write: int) -> None:
         """INIT's outcome."""
