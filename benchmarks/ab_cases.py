@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Type
 
 from . import cases
 from .case_base import FULL, QUICK
@@ -46,13 +47,47 @@ class TreePeer(XlfsPeer):
         return env
 
     def argv(self, brick, mountpoint, log, timeouts, workdir):
-        argv = super().argv(brick, mountpoint, log, timeouts, workdir)
-        # -c, not -m: -m would put the current directory first on sys.path
-        boot = (f"import runpy, sys; sys.path.insert(0, {str(self.tree)!r}); "
-                "runpy.run_module('fuse_bridge.cli', run_name='__main__', alter_sys=True)")
-        i = argv.index("-m")
-        argv[i:i + 2] = ["-c", boot]
-        return argv
+        return from_tree(super().argv(brick, mountpoint, log, timeouts, workdir), self.tree)
+
+
+def from_tree(argv: List[str], tree: Path) -> List[str]:
+    """An xlfs peer's ``python -m fuse_bridge.cli ...`` run from checkout ``tree``:
+    ``-c``, not ``-m``, which would put the current directory first on sys.path."""
+    boot = (f"import runpy, sys; sys.path.insert(0, {str(tree)!r}); "
+            "runpy.run_module('fuse_bridge.cli', run_name='__main__', alter_sys=True)")
+    argv = list(argv)
+    i = argv.index("-m")
+    argv[i:i + 2] = ["-c", boot]
+    return argv
+
+
+def baseline_of(cls: Type[XlfsPeer], tree: Path) -> Type[XlfsPeer]:
+    """Peer class ``cls`` (an xlfs peer) run from checkout ``tree``, named
+    ``<name>@base`` (``benchmarks.run --baseline``)."""
+    tree = tree.resolve()
+
+    class Baseline(cls):                                # type: ignore[valid-type,misc]
+        name = f"{cls.name}@base"
+        description = f"{cls.description}, from {tree}"
+
+        def env(self):
+            env = dict(super().env() or os.environ)
+            env["PYTHONPATH"] = str(tree)
+            return env
+
+        def argv(self, brick, mountpoint, log, timeouts, workdir):
+            return from_tree(super().argv(brick, mountpoint, log, timeouts, workdir), tree)
+
+        def version(self) -> str:
+            import subprocess
+            try:
+                out = subprocess.run(["git", "-C", str(tree), "describe", "--always",
+                                      "--dirty"], capture_output=True, text=True,
+                                     timeout=10).stdout.strip()
+            except (OSError, subprocess.TimeoutExpired):
+                out = ""
+            return f"xlfs {out} from {tree}"
+    return Baseline
 
 
 def main(argv: Optional[List[str]] = None) -> int:

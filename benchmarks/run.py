@@ -69,6 +69,9 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--workdir", default=None,
                    help="where to make the temporary bricks (default: the system temp dir; "
                         "it must be on a local disk with trusted.* xattrs for GlusterFS)")
+    p.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                   help="also run each xlfs peer from the checkout DIR (the code before a "
+                        "change), as peer NAME@base, in the same rounds")
     p.add_argument("--limit", type=float, default=None,
                    help="hard time limit of one mount in seconds (default: every case's "
                         "own limit times the cases, peers and rounds, at least 300)")
@@ -237,6 +240,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.rounds is not None:
         cfg = C.with_overrides(cfg, rounds=max(1, args.rounds))
     names = [n.strip() for n in args.peers.split(",") if n.strip()]
+    if args.baseline is not None:
+        from .ab_cases import baseline_of
+        from .peers import XlfsPeer
+        for name in list(names):
+            cls = PEERS.get(name)
+            if cls is not None and issubclass(cls, XlfsPeer):
+                PEERS[f"{name}@base"] = baseline_of(cls, args.baseline)
+                names.append(f"{name}@base")
     unknown = [n for n in names if n not in PEERS]
     if unknown:
         log(f"unknown peer(s): {', '.join(unknown)}; known: {', '.join(PEERS)}")

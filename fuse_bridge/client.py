@@ -55,6 +55,9 @@ class FuseClient(ClientState):
         # fhs opened with FOPEN_NOFLUSH before a switch to a graph that needs FLUSH: their
         # RELEASE flushes first (fuse_bridge.graph_switch).
         self.unflushed: set[int] = set()
+        # UNLINK, RMDIR, RENAME and RENAME2 requests served: the forgets that follow
+        # one may be of files whose last name went (fuse_bridge.forget_backlog)
+        self.removals = 0
 
     def negotiated(self, flags: int, proto_minor: int, max_write: int) -> None:
         """INIT's outcome."""

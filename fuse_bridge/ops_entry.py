@@ -306,14 +306,17 @@ def _child_loc(c: FuseClient, req: Request, body: memoryview) -> Loc:
 
 
 async def unlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
+    c.removals += 1
     await c.top.unlink(req.frame, _child_loc(c, req, body))
 
 
 async def rmdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
+    c.removals += 1
     await c.top.rmdir(req.frame, _child_loc(c, req, body))
 
 
 async def rename(c: FuseClient, req: Request, body: memoryview) -> Payload:
+    c.removals += 1
     (newdir,) = _RENAME_IN(body)
     names = body[_RENAME_IN_SIZE:].tobytes().split(b"\0", 2)    # _two_names, inline
     if len(names) < 3:
@@ -332,6 +335,7 @@ async def rename(c: FuseClient, req: Request, body: memoryview) -> Payload:
 
 
 async def rename2(c: FuseClient, req: Request, body: memoryview) -> Payload:
+    c.removals += 1
     newdir, flags = abi.RENAME2_IN.unpack_from(body)
     old, new = _two_names(body[abi.RENAME2_IN.size:])
     await c.top.rename(req.frame, Loc(c.inode(req.nodeid), old), Loc(c.inode(newdir), new),

@@ -1,7 +1,8 @@
 """FORGET and BATCH_FORGET are recorded and applied once the device is idle
 (fuse_bridge.forget_backlog): a request sent right behind them is answered first, a
 LOOKUP of an inode whose forget waits keeps that inode, and whatever needs exact counts
-(statedump, DESTROY) applies them first."""
+(statedump, DESTROY) applies them first.  Forgets that follow a removal (UNLINK, RMDIR,
+RENAME) are applied after QUIET seconds without requests, the others after LINGER."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +10,7 @@ import trio
 
 from fuse_bridge import abi, forget_backlog
 from fuse_bridge.abi import Opcode as O
+from tests.protocol.conftest import REAL_LINGER, REAL_MAX_LINGER
 from tests.protocol.kernel import cstr, memory_graph, serve
 
 
@@ -21,11 +23,20 @@ async def make_files(k, count: int) -> list[int]:
     return nodeids
 
 
+@pytest.fixture(autouse=True)
+def real_linger(short_linger, monkeypatch):
+    """The real LINGER and MAX_LINGER (tests/protocol/conftest.py shortens them)."""
+    monkeypatch.setattr(forget_backlog, "LINGER", REAL_LINGER)
+    monkeypatch.setattr(forget_backlog, "MAX_LINGER", REAL_MAX_LINGER)
+
+
 @pytest.fixture
 def slow_applier(monkeypatch):
     """Forgets applied only after half a second without requests, so that a test can
-    look at them waiting even when this machine is slow (1 ms is the real wait)."""
+    look at them waiting even when this machine is slow (1 ms is the real wait after a
+    removal)."""
     monkeypatch.setattr(forget_backlog, "QUIET", 0.5)
+    monkeypatch.setattr(forget_backlog, "LINGER", 0.5)
 
 
 def send_now(k, *messages: bytes) -> None:
@@ -144,22 +155,76 @@ async def test_no_forget_waits_while_the_table_is_past_the_lru_limit():
         assert not any(n in s.itable.by_nodeid for n in nodeids[:2])
 
 
-async def test_requests_that_keep_coming_hold_a_forget_back_for_max_wait_at_most(
-        monkeypatch):
-    """Traffic that never leaves the device quiet (here: no 20 ms without a request)
-    delays a forget by MAX_WAIT, not for as long as it lasts (posix frees an unlinked
-    file's blocks at the forget)."""
-    monkeypatch.setattr(forget_backlog, "QUIET", 0.02)
-    monkeypatch.setattr(forget_backlog, "MAX_WAIT", 0.1)
+async def test_forgets_of_files_that_keep_their_names_wait_for_linger_seconds_of_quiet(
+        autojump_clock):
+    """After dropping caches the kernel forgets files it merely evicted: the daemon keeps
+    them (descriptors, cached attributes) until it has had nothing to do for LINGER."""
+    async with serve(memory_graph("test/gate")) as (k, s):
+        gate = s.graph.xlators["gate"]
+        nodeids = await make_files(k, 3)
+        await k.batch_forget([(n, 1) for n in nodeids])
+        (await k.getattr(1)).ok()
+        await trio.sleep(forget_backlog.LINGER * 0.9)
+        assert s.client.forgets_pending == 3 and gate.forgotten == []
+        assert all(n in s.itable.by_nodeid for n in nodeids)
+        await trio.sleep(forget_backlog.LINGER * 1.2)       # (a full LINGER without requests)
+        assert s.client.forgets_pending == 0
+        assert sorted(i.nodeid for i in gate.forgotten) == sorted(nodeids)
+
+
+@pytest.mark.parametrize("removal", ["unlink", "rename"])
+async def test_forgets_after_a_removal_are_applied_once_the_device_is_quiet(
+        autojump_clock, removal):
+    """An unlinked file's blocks are freed at its forget: no lingering."""
     async with serve(memory_graph("test/gate")) as (k, s):
         gate = s.graph.xlators["gate"]
         (nodeid,) = await make_files(k, 1)
-        send_now(k, k.message(O.FORGET, abi.FORGET_IN.pack(1), nodeid))
+        if removal == "unlink":
+            (await k.unlink(1, b"f0")).ok()
+        else:
+            (await k.create(1, b"g")).create()
+            (await k.call(O.RENAME, abi.RENAME_IN.pack(1) + cstr(b"g") + cstr(b"f0"), 1)).ok()
+        await k.forget(nodeid, 1)
+        await trio.sleep(forget_backlog.QUIET * 10)
+        assert s.client.forgets_pending == 0 and [i.nodeid for i in gate.forgotten] == [nodeid]
+
+
+async def test_a_removal_ends_the_lingering_of_the_forgets_waiting(autojump_clock):
+    async with serve(memory_graph("test/gate")) as (k, s):
+        gate = s.graph.xlators["gate"]
+        nodeids = await make_files(k, 3)
+        await k.batch_forget([(n, 1) for n in nodeids[:2]])
+        (await k.getattr(1)).ok()
+        await trio.sleep(forget_backlog.LINGER / 4)
+        assert s.client.forgets_pending == 2                # lingering
+        (await k.unlink(1, b"f2")).ok()
+        await k.forget(nodeids[2], 1)
+        await trio.sleep(forget_backlog.QUIET * 10)         # well before LINGER is over
+        assert s.client.forgets_pending == 0
+        assert sorted(i.nodeid for i in gate.forgotten) == sorted(nodeids)
+
+
+@pytest.mark.parametrize("removal", [False, True])
+async def test_requests_that_keep_coming_hold_forgets_back_for_a_bounded_time(
+        monkeypatch, autojump_clock, removal):
+    """Traffic that never leaves the device quiet (a request every QUIET / 2) delays a
+    forget by MAX_WAIT after a removal (posix frees an unlinked file's blocks at the
+    forget) and by MAX_LINGER otherwise, not for as long as it lasts."""
+    monkeypatch.setattr(forget_backlog, "MAX_LINGER", 0.2)
+    async with serve(memory_graph("test/gate")) as (k, s):
+        gate = s.graph.xlators["gate"]
+        nodeids = await make_files(k, 2)
+        if removal:
+            (await k.unlink(1, b"f1")).ok()
+        t0 = trio.current_time()
+        send_now(k, k.message(O.FORGET, abi.FORGET_IN.pack(1), nodeids[removal]))
         (await k.getattr(1)).ok()           # read after the forget: it waits now
         assert s.client.forgets_pending == 1
-        busy = 0
-        with trio.fail_after(10):
-            while s.client.forgets_pending:
-                (await k.getattr(1)).ok()   # back to back: never quiet
-                busy += 1
-        assert busy >= 1 and [i.nodeid for i in gate.forgotten] == [nodeid]
+        while s.client.forgets_pending:
+            (await k.getattr(1)).ok()       # never quiet for QUIET
+            await trio.sleep(forget_backlog.QUIET / 2)
+            assert trio.current_time() - t0 < 2 * forget_backlog.MAX_LINGER
+        held = trio.current_time() - t0
+        bound = forget_backlog.MAX_WAIT if removal else forget_backlog.MAX_LINGER
+        assert bound <= held < bound + 0.05
+        assert [i.nodeid for i in gate.forgotten] == [nodeids[removal]]

@@ -167,7 +167,7 @@ class ClientState:
         them until then)."""
         deferred = self._deferred
         nodes = self.nodes
-        table_forget = self.itable.forget
+        table_purge = self.itable.purge
         lru_pop = self.lru.pop
         gone = self._forgets_gone
         settled = len(gone)
@@ -180,7 +180,13 @@ class ClientState:
                 inode = nodes.get(nodeid)
                 if inode is None:
                     self.forgotten(nodeid, n)         # (logs it)
-                elif table_forget(inode, n):
+                    continue
+                left = inode.nlookup - n              # InodeTable.forget, inline
+                if left > 0:
+                    inode.nlookup = left
+                    continue
+                inode.nlookup = 0
+                if not inode.refs and table_purge(inode):
                     lru_pop(nodeid, None)
                     gone.append(inode)
             slot[1] -= take

@@ -252,10 +252,17 @@ class Graph:
         frame = system_frame()
         top = self.top
         passed, below = forget_path(top)
+        gated = tuple(passed)       # (a few: membership in each ctx beats isdisjoint)
         for inode in inodes:
             try:
-                if below is not None and passed.isdisjoint(inode.ctx):
-                    await below.forget(frame, inode)     # what the passed-by would do
+                if below is not None:
+                    ctx = inode.ctx
+                    for xl in gated:
+                        if xl in ctx:
+                            await top.forget(frame, inode)
+                            break
+                    else:
+                        await below.forget(frame, inode)    # what the passed-by would do
                 else:
                     await top.forget(frame, inode)
             except Exception:
