@@ -27,7 +27,8 @@ from typing import Dict, List, Optional, Type
 
 from . import cases
 from .case_base import FULL, QUICK
-from .peers import PEERS, ROOT, XlfsPeer
+from .peer_table import PEERS
+from .peers import ROOT, XlfsPeer
 
 VOLS = {"local": "local.vol", "fast": "fast.vol", "perf": "perf.vol"}
 
@@ -113,6 +114,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if unknown:
         print(f"unknown peers: {', '.join(unknown)}", file=sys.stderr)
         return 2
+    for name in others:
+        why = PEERS[name]().unavailable()
+        if why:
+            print(f"peer {name} is unavailable: {why}", file=sys.stderr)
+            return 2
     labels += others
     results: Dict[str, Dict[str, List[float]]] = {label: {} for label in labels}
     with tempfile.TemporaryDirectory(prefix="xlfs-ab-") as work, \

@@ -34,17 +34,13 @@ from . import cases as C
 from .cases import Metric
 from fuse_bridge import mount as mnt
 
-from .gluster_peers import GLUSTER_PEERS
-from .peers import PEERS as LOCAL_PEERS
+from .peer_table import PEERS
 from .peers import (DEFAULT_PEERS, Mount, MountLeft, PeerUnavailable, Peer, mounts_under,
                     shielded)
-from .stack_peers import STACK_PEERS
 from .report import PeerResult, Run, machine_info, markdown, write_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
-#: Every peer by name: the local ones, issue 10's stacks and those on a GlusterFS volume.
-PEERS: Dict[str, type[Peer]] = {**LOCAL_PEERS, **STACK_PEERS, **GLUSTER_PEERS}
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

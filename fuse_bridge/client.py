@@ -78,12 +78,14 @@ class FuseClient(ClientState):
 
     def fopen_noflush_for(self, graph: Graph) -> int:
         """FOPEN_NOFLUSH when the kernel may skip FLUSH on close for files of ``graph``:
-        no translator needs it (``Graph.needs_flush``, which counts lock handling: with
-        POSIX_LOCKS the kernel releases a closing owner's locks only through FLUSH), the
+        no translator needs it (``Graph.needs_flush``, which counts lock handling when this
+        mount hands locks to the daemon: with POSIX_LOCKS the kernel releases a closing
+        owner's locks only through FLUSH; a graph switched in later whose translators
+        handle locks gets none while the kernel keeps them), the
         kernel knows the flag (7.35) and has no writeback cache (with it the kernel
         ignores NOFLUSH: FLUSH writes its dirty pages back first).  Else 0."""
         if (self.proto_minor < NOFLUSH_MINOR or self.flags & _WRITEBACK_CACHE
-                or graph.needs_flush()):
+                or graph.needs_flush(locks=self.handles_locks)):
             return 0
         return _FOPEN_NOFLUSH
 
@@ -100,7 +102,7 @@ class FuseClient(ClientState):
         elif self.flags & _WRITEBACK_CACHE:
             out["flush"] = "sent (the kernel writeback cache ignores FOPEN_NOFLUSH)"
         else:
-            out["flush"] = "sent (needed by " + "; ".join(graph.flush_needed_by()) + ")"
+            out["flush"] = "sent (needed by " + "; ".join(graph.flush_needed_by(locks=self.handles_locks)) + ")"
         if self.unflushed:
             out["flush-at-release"] = len(self.unflushed)
         return out

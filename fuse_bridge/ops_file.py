@@ -10,6 +10,7 @@ import errno
 import fcntl
 import logging
 import os
+from collections.abc import Awaitable
 
 import trio
 
@@ -227,6 +228,18 @@ async def flush(c: FuseClient, req: Request, body: memoryview) -> Payload:
     return None
 
 
+async def _before_release(req: Request, what: str, call: Awaitable[object]) -> None:
+    """A flush or flock unlock that RELEASE runs first: its failure is logged, and the
+    release still reaches the translators (else their descriptors and state of the
+    file would stay: posix's open descriptor holds an unlinked file's space).  Nobody
+    waits for a RELEASE's answer to see the error."""
+    try:
+        await call
+    except OSError as exc:
+        log.warning("RELEASE unique %d: the %s before it failed (%s); releasing anyway",
+                    req.unique, what, exc)
+
+
 async def release(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fh, flags, release_flags, lock_owner = abi.RELEASE_IN.unpack_from(body)
     fd = c.fd(fh)
@@ -235,10 +248,11 @@ async def release(c: FuseClient, req: Request, body: memoryview) -> Payload:
         # c.unflushed: opened with FOPEN_NOFLUSH before a switch to a graph that needs
         # FLUSH (fuse_bridge.graph_switch): the kernel sent none at its closes
         if release_flags & _RELEASE_FLUSH or c.unflushed and fh in c.unflushed:
-            await c.top.flush(req.frame, fd)
+            await _before_release(req, "flush", c.top.flush(req.frame, fd))
         if release_flags & _RELEASE_FLOCK_UNLOCK and c.handles_locks:
-            await c.top.lk(req.frame, fd, LK_SET,
-                           Lock(fcntl.F_UNLCK, 0, OFFSET_MAX, 0, lock_owner, True))
+            await _before_release(req, "flock unlock", c.top.lk(
+                req.frame, fd, LK_SET, Lock(fcntl.F_UNLCK, 0, OFFSET_MAX, 0, lock_owner,
+                                            True)))
         await c.top.release(req.frame, fd)
     finally:
         pt = c.passthrough

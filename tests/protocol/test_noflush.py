@@ -186,3 +186,49 @@ async def test_switch_back_to_a_graph_without_flush_needs(brick: Path) -> None:
         assert o2.open_flags & F.NOFLUSH
         for fh in (o.fh, o2.fh):
             (await k.release(e.nodeid, fh)).ok()
+
+
+class FailingFlush(FlushLog):
+    """Records like FlushLog; its flush fails (write-behind's recorded write error)."""
+    type = "test/failing-flush"
+
+    async def flush(self, frame: Any, fd: Any) -> None:
+        FlushLog.seen.append(("flush", fd.inode.nodeid, frame.lk_owner))
+        raise OSError(5, "recorded write error")
+
+
+async def test_release_after_a_switch_releases_when_its_flush_fails(brick: Path) -> None:
+    """The flush a RELEASE runs for a file opened with NOFLUSH fails: the release still
+    reaches every translator (their descriptors and state of the file go)."""
+    FlushLog.seen.clear()
+    r = _registry()
+    r.register(FailingFlush, "tests.protocol.test_noflush")
+    async with serve(running(stack(brick))) as (k, s):
+        e, before = (await k.create(1, b"f")).create()
+        assert before.open_flags & F.NOFLUSH
+        assert await switch_graph(s, parse_volfile(stack(brick, "test/failing-flush"),
+                                                   "n.vol"), registry=r)
+        (await k.release(e.nodeid, before.fh)).ok()
+        assert FlushLog.seen == [("flush", e.nodeid, 0), ("release", e.nodeid)]
+        assert before.fh not in s.client.unflushed
+
+
+async def test_lock_translator_needs_no_flush_when_the_kernel_keeps_locks(
+        brick: Path) -> None:
+    """A mount that left locks to the kernel (no translator handled them at INIT) and
+    then switched to a graph with features/locks: the kernel still keeps the locks,
+    so nothing needs FLUSH and files opened on the new graph keep NOFLUSH."""
+    async with serve(running(stack(brick))) as (k, s):
+        assert not s.client.handles_locks
+        assert await switch_graph(s, parse_volfile(stack(brick, "features/locks"),
+                                                   "n.vol"), registry=_registry())
+        e, o = (await k.create(1, b"f")).create()
+        assert o.open_flags & F.NOFLUSH
+        assert s.client.dump()["flush"].startswith("skipped")
+        (await k.release(e.nodeid, o.fh)).ok()
+    async with serve(running(stack(brick, "features/locks"))) as (k, s):
+        assert s.client.handles_locks
+        e, o = (await k.create(1, b"g")).create()
+        assert not o.open_flags & F.NOFLUSH
+        assert "handles locks" in s.client.dump()["flush"]
+        (await k.release(e.nodeid, o.fh)).ok()

@@ -274,23 +274,25 @@ class Graph:
         negotiates POSIX_LOCKS and FLOCK_LOCKS."""
         return any(xl.handles_locks for xl in self.xlators.values())
 
-    def flush_needed_by(self) -> list[str]:
+    def flush_needed_by(self, locks: bool = True) -> list[str]:
         """The translators that need the kernel's FLUSH on every close(2), one
         ``volume 'NAME' (TYPE): why`` each; empty when none does.  A translator needs it
-        when it declares ``needs_flush`` (the default) or handles locks: with POSIX locks
-        in the graph the kernel releases a closing owner's locks only through FLUSH."""
+        when it declares ``needs_flush`` (the default) or handles locks while the kernel
+        hands them to the daemon (``locks``: POSIX_LOCKS negotiated): then the kernel
+        releases a closing owner's locks only through FLUSH."""
         out = []
         for xl in self.xlators.values():
-            if xl.handles_locks:
+            if locks and xl.handles_locks:
                 out.append(f"volume '{xl.name}' ({xl.type}): handles locks")
             elif xl.needs_flush:
                 out.append(f"volume '{xl.name}' ({xl.type}): needs flush")
         return out
 
-    def needs_flush(self) -> bool:
-        """Some translator needs FLUSH (``flush_needed_by``): otherwise the bridge tells
-        the kernel not to send it (FOPEN_NOFLUSH)."""
-        return any(xl.needs_flush or xl.handles_locks for xl in self.xlators.values())
+    def needs_flush(self, locks: bool = True) -> bool:
+        """Some translator needs FLUSH (``flush_needed_by``, ``locks`` as there):
+        otherwise the bridge tells the kernel not to send it (FOPEN_NOFLUSH)."""
+        return any(xl.needs_flush or locks and xl.handles_locks
+                   for xl in self.xlators.values())
 
     def cancel_blocked(self, frame: Any) -> bool:
         """Withdraw the blocked lock request of ``frame`` wherever it waits (every

@@ -154,7 +154,9 @@ class Locks(Translator):
     handles_locks = True      # the bridge negotiates POSIX_LOCKS/FLOCK_LOCKS when true
     passes_data_through = True  # locks never touch READ/WRITE data (advisory only)
     forget_needs_context = True  # its lock state of an inode is inode.ctx[self]
-    needs_flush = True        # close(2) releases the closing owner's POSIX locks at flush
+    # close(2) releases the closing owner's POSIX locks at flush: needed only while the
+    # kernel hands locks to the daemon, which Graph.needs_flush counts (handles_locks)
+    needs_flush = False
     children_range = (1, 1)
     options = (
         Option.bool("trace", default=False,

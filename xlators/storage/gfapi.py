@@ -123,7 +123,9 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
     # POSIX locks and flocks are the bricks' (features/locks), so they hold across
     # clients: the bridge negotiates POSIX_LOCKS/FLOCK_LOCKS and sends them here
     handles_locks = True
-    needs_flush = True   # flush closes the owner's lock descriptor: its locks go
+    # flush closes the owner's lock descriptor (its locks go): needed only while the
+    # kernel hands locks to the daemon, which Graph.needs_flush counts (handles_locks)
+    needs_flush = False
     options = (
         Option.str("volfile-server", None, "Host of a GlusterFS server (glusterd) to "
                    "fetch the volume's client volfile from; with option volume. "

@@ -106,7 +106,9 @@ class PosixEntryOps:
         return Entry(entry.inode, Attr.from_stat(os.fstat(node.fd), node.ino))
 
     def _ploc(self, loc: Any) -> tuple[Node, bytes]:
-        """(the parent's Node, the checked name) of a location a fop modifies."""
+        """(the parent's Node, the checked name) of a location a fop modifies.
+        unlink, rmdir and rename spell its common case (and check_name's test) inline:
+        a change to either belongs there too."""
         parent = loc.parent
         pnode = parent.ctx.get(self) if parent is not None else None
         if pnode is None:
