@@ -35,7 +35,7 @@ from .cases import Metric
 from fuse_bridge import mount as mnt
 
 from .peer_table import PEERS
-from .peers import (DEFAULT_PEERS, Mount, MountLeft, PeerUnavailable, Peer, mounts_under,
+from .peers import (DEFAULT_PEERS, Mount, MountLeft, PeerUnavailable, mounts_under,
                     shielded)
 from .report import PeerResult, Run, machine_info, markdown, write_docs
 
