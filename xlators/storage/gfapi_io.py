@@ -38,7 +38,7 @@ CLOSES_BEHIND = 4         # most closes of released files running unwaited for
 class OpenFile:
     """gfapi's context of one open file or directory."""
     __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node", "ahead", "next",
-                 "started")
+                 "started", "written")
 
     def __init__(self, glfd: int, is_dir: bool = False) -> None:
         self.glfd = glfd
@@ -50,6 +50,19 @@ class OpenFile:
         self.ahead: Any = None                # file: (offset, size, job) read ahead
         self.next: Any = -1                   # file: where the last read ended
         self.started: list = []               # file: reads ahead maybe still running
+        self.written = False                  # file: written since its last flush, with
+                                              # libgfapi's write-behind holding writes
+
+
+def _close_ownerless(b: Any, glfd: int) -> int:
+    """``glfs_close`` of a descriptor no lock owner used, under a lock owner of its own.
+    Its FLUSH to the bricks carries the thread's lock owner, which a glfd without one
+    leaves as the last lock call or owner's close on that thread set it (libgfapi's
+    per-thread context): the bricks' features/locks then dropped that other owner's
+    locks on the file.  16 bytes: never equal to a kernel lock owner (8)."""
+    key = b"xlfs-cl\0" + struct.pack("<Q", glfd)
+    b.lib.glfs_fd_set_lkowner(glfd, key, len(key))
+    return b.lib.glfs_close(glfd)
 
 
 class GfapiIo:
@@ -165,12 +178,14 @@ class GfapiIo:
                 except OSError:
                     pass
         b = self._b
-        close = b.lib.glfs_closedir if of.is_dir else b.lib.glfs_close
 
         def run() -> None:
             for dup in of.owners.values():
                 b.lib.glfs_close(dup)
-            close(of.glfd)
+            if of.is_dir:
+                b.lib.glfs_closedir(of.glfd)
+            else:
+                _close_ownerless(b, of.glfd)
         if of.owners or not self._close_behind(run):
             # locks go with the close: answered after it, before the next request
             # (not abandoned on cancel: the close must happen)
@@ -181,7 +196,8 @@ class GfapiIo:
         ``CLOSES_BEHIND`` are running already; the caller waits for this one).  Nobody
         waits for a RELEASE's answer, but its close (libgfapi's FLUSH, replicate's
         post-op and unlock, RELEASE: 0.7-0.9 ms on a replica-2 volume) held up the
-        request after it, waited for inline.  ``fini`` waits for those still running."""
+        request after it, waited for inline.  ``drain`` (and, for what is left, ``fini``)
+        waits for those still running."""
         self._closing = [job for job in self._closing if not job.finished]
         if len(self._closing) >= CLOSES_BEHIND:
             return False
@@ -192,14 +208,39 @@ class GfapiIo:
     releasedir = release
 
     async def flush(self, frame, fd):
-        """close(2) of a descriptor: the caller's POSIX locks on the file go."""
+        """close(2) of a descriptor: the caller's POSIX locks on the file go, whichever
+        of its open files took them (closing the owner's descriptors: their FLUSH makes
+        the bricks drop the owner's locks on the file).  A file written through this
+        descriptor while libgfapi's graph holds writes back (performance/write-behind)
+        gets a FLUSH through that graph, which write-behind answers once the writes
+        landed: close(2) returns after them, as with GlusterFS's own client (the
+        RELEASE's close, which the kernel does not wait for, flushed them only later).
+        Its error (a write that failed behind) is close(2)'s."""
         of = fd.ctx.get(self)
         owner = getattr(frame, "lk_owner", 0)
-        if of is None or not owner or owner not in of.owners:
+        if of is None:
             return
-        dup = of.owners.pop(owner)
+        opens = [of] + [o for o in (of.node.opens if of.node is not None else ())
+                        if o is not of]
+        dups = [o.owners.pop(owner) for o in opens if owner and owner in o.owners]
+        written, of.written = of.written, False
+        if not dups and not written:
+            return
         b = self._b
-        await self._workers.run(b.lib.glfs_close, dup, abandon=False)
+
+        def run() -> int:
+            for dup in dups:
+                b.lib.glfs_close(dup)
+            if not written:
+                return 0
+            dup = b.lib.glfs_dup(of.glfd)
+            if not dup or _close_ownerless(b, dup) < 0:
+                return ctypes.get_errno() or errno.EIO
+            return 0
+        # not abandoned on cancel: the owners' descriptors are closed only here
+        err = await self._workers.run(run, abandon=False)
+        if err:
+            raise FopError(err)
 
     async def fsync(self, frame, fd, datasync):
         of = self._of(fd)
@@ -261,6 +302,7 @@ class GfapiIo:
         b = self._b
         data = bytes(data)
         self._drop_ahead(of.node)
+        of.written = self._holds_writes
         try:
             return await self._call(frame, lambda: b.check(
                 b.lib.glfs_pwrite(of.glfd, data, len(data), offset, 0, None, None),
@@ -317,6 +359,7 @@ class GfapiIo:
         volume in GlusterFS 10.3 (measured), leaving the replicas different."""
         src, dst = self._of(fd_in), self._of(fd_out)
         self._drop_ahead(dst.node)
+        dst.written = self._holds_writes
         if flags:
             raise FopError(errno.EINVAL)
         if off_in < 0 or off_out < 0 or length < 0:
