@@ -71,11 +71,11 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
   go on, at most 4 at a time; a file with a lock owner's descriptor is closed first
   (its locks go with it); ``drain`` waits for the closes still running the trio way (a
   graph switch drains the retired graph), ``fini`` for what is left, at most
-  ``CLOSE_WAIT`` in all (gfapi_io).
+  ``CLOSE_WAIT`` in all (gfapi_close).
 - Close-to-open: with write-behind in libgfapi's graph, close(2)'s FLUSH of a file
   written through it goes through that graph, so close(2) returns once the writes
   landed; every FLUSH and close carries a lock owner of its own, so it drops no other
-  owner's locks (gfapi_io).
+  owner's locks (gfapi_close).
 - Renames go to the bricks without ``glfs_h_rename``'s two forced lookups when this
   client knows the object renamed, does not know one under the new name, and option
   direct-rename is on (off by default: it relies on GlusterFS internals; gfapi_rename).
@@ -88,9 +88,9 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 
 The code is split by concern: gfapi (options, lifecycle, calling the library),
 gfapi_nodes (inodes: handles, names, forget), gfapi_names (namespace fops), gfapi_io
-(open files, directories, locks), gfapi_attr (attributes and xattrs), gfapi_upcall
-(invalidations), gfapi_workers (the worker threads), gfapi_rename (rename without
-lookups), gfapi_binding (ctypes).
+(open files, directories, locks), gfapi_close (flush and release), gfapi_attr
+(attributes and xattrs), gfapi_upcall (invalidations), gfapi_workers (the worker
+threads), gfapi_rename (rename without lookups), gfapi_binding (ctypes).
 """
 from __future__ import annotations
 
@@ -106,6 +106,7 @@ from ..core.events import Event
 from ..core.options import Option
 from ..core.translator import Translator
 from .gfapi_attr import GfapiAttr
+from .gfapi_close import GfapiClose
 from .gfapi_io import GfapiIo
 from .gfapi_names import GfapiNames
 from .gfapi_nodes import GfapiNodes, Node
@@ -123,7 +124,7 @@ def _binding() -> Any:
     return gfapi_binding
 
 
-class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
+class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
     """storage/gfapi: a GlusterFS volume through libgfapi (GlusterFS's client library)."""
     type = "storage/gfapi"
     children_range = (0, 0)
