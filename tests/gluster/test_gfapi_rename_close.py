@@ -183,6 +183,12 @@ async def test_close_flushes_libgfapis_write_behind(h, bricks, gluster_base):
         for p in brick_files(bricks, "flushed"):
             assert p.read_bytes() == data
         assert await h.read_file("/flushed") == data
+        reader = await w.open("/flushed", os.O_RDONLY)    # the kernel's writeback uses
+        await w.write(fd, b"more", len(data))             # any writable descriptor:
+        await w.top.flush(w.frame(lk_owner=6), reader)    # the file's writes count
+        for p in brick_files(bricks, "flushed"):
+            assert p.read_bytes() == data + b"more"
+        await w.close(reader)
         await w.close(fd)
         with trio.fail_after(10):
             await wb.drain()

@@ -112,7 +112,7 @@ from .gfapi_names import GfapiNames
 from .gfapi_nodes import GfapiNodes, Node
 from .gfapi_workers import Workers
 
-CLOSE_WAIT = 10.0          # s fini waits, in all, for closes of released files still running
+CLOSE_WAIT = 10.0          # s fini waits, in all, for the closes run behind releases
 LOG_LEVELS = {"none": 0, "emerg": 1, "alert": 2, "critical": 3, "error": 4, "warning": 5,
               "notice": 6, "info": 7, "debug": 8, "trace": 9}
 

@@ -6,8 +6,8 @@ the translator and its volfile, gfapi_io for the open files).
   with a lock owner's descriptor is closed before the answer (its locks go with it).
   ``drain`` (gfapi) waits for them.
 - close(2)'s FLUSH closes the closing owner's descriptors on every open of the file
-  (POSIX: its locks on the file go), and, for a file written through the descriptor
-  while libgfapi's graph holds writes back (performance/write-behind), closes a
+  (POSIX: its locks on the file go), and, for a file written since the last such
+  flush while libgfapi's graph holds writes back (performance/write-behind), closes a
   ``glfs_dup`` of it: write-behind answers that FLUSH once the writes landed, so
   close(2) returns after them (libgfapi has no flush call of its own).
 - A descriptor no lock owner used is closed under a lock owner of its own
@@ -85,9 +85,9 @@ class GfapiClose:
     async def flush(self, frame, fd):
         """close(2) of a descriptor: the caller's POSIX locks on the file go, whichever
         of its open files took them (closing the owner's descriptors: their FLUSH makes
-        the bricks drop the owner's locks on the file).  A file written through this
-        descriptor while libgfapi's graph holds writes back (performance/write-behind)
-        gets a FLUSH through that graph, which write-behind answers once the writes
+        the bricks drop the owner's locks on the file).  A file written (through any of
+        its descriptors) while libgfapi's graph holds writes back
+        (performance/write-behind) gets a FLUSH through that graph, which write-behind answers once the writes
         landed: close(2) returns after them, as with GlusterFS's own client (the
         RELEASE's close, which the kernel does not wait for, flushed them only later).
         Its error (a write that failed behind) is close(2)'s."""
@@ -98,7 +98,11 @@ class GfapiClose:
         opens = [of] + [o for o in (of.node.opens if of.node is not None else ())
                         if o is not of]
         dups = [o.owners.pop(owner) for o in opens if owner and owner in o.owners]
-        written, of.written = of.written, False
+        # write-behind's FLUSH waits for all of the file's writes, whichever descriptor
+        # wrote them (the kernel's writeback writes through any writable one)
+        written = any(o.written for o in opens)
+        for o in opens:
+            o.written = False
         if not dups and not written:
             return
         b = self._b
