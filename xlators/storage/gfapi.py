@@ -73,7 +73,7 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
   graph switch drains the retired graph), ``fini`` for what is left, at most
   ``CLOSE_WAIT`` in all (gfapi_close).
 - Close-to-open: with write-behind in libgfapi's graph, close(2)'s FLUSH of a file
-  written through it goes through that graph, so close(2) returns once the writes
+  written since the last one goes through that graph, so close(2) returns once the writes
   landed; every FLUSH and close carries a lock owner of its own, so it drops no other
   owner's locks (gfapi_close).
 - Renames go to the bricks without ``glfs_h_rename``'s two forced lookups when this
@@ -416,7 +416,7 @@ def _holds_writes(b: Any, fs: int, volfile: Optional[str]) -> bool:
             return True
     else:
         # asked for its size first: glfs_get_volfile copies ``len`` bytes whatever
-        # the volfile's length (GlusterFS 10.3), so the buffer must be exact
+        # the volfile's length (api/src/glfs.c), so the buffer must be exact
         need = b.lib.glfs_get_volfile(fs, None, 0)
         if need >= 0:
             return True
