@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import stat as stat_mod
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from fuse_bridge.abi import opcode_name
+
 from . import fuse_trace
 from .case_base import drop_caches
 from .cases import PROFILES
@@ -33,8 +34,6 @@ from .gluster_peers import GLUSTER_PEERS
 
 Counts = Dict[str, float]
 SETTLE = 0.3          # s after the loop for requests sent after it (RELEASE, FORGET)
-_EVENT_RE = re.compile(r"fuse_request_(send|end): connection \d+ req (\d+) "
-                       r"(?:opcode \d+ \(FUSE_(\w+)\)|len \d+ error)")
 
 
 def _mknod(d: str, n: int) -> None:
@@ -140,19 +139,9 @@ def _per_call(before: Dict[str, tuple], after: Dict[str, tuple], n: int
 
 def kernel_latency(text: str) -> Counts:
     """Median microseconds from send to reply of each opcode, from a trace with ends."""
-    sent: Dict[int, Tuple[str, float]] = {}
     lat: Dict[str, List[float]] = {}
-    for line in text.splitlines():
-        m = _EVENT_RE.search(line)
-        if not m:
-            continue
-        stamp = float(line[:m.start()].split()[-1].rstrip(":"))
-        unique = int(m.group(2))
-        if m.group(1) == "send":
-            sent[unique] = (m.group(3), stamp)
-        elif unique in sent:
-            op, t0 = sent.pop(unique)
-            lat.setdefault(op, []).append((stamp - t0) * 1e6)
+    for r in fuse_trace.replies(text):
+        lat.setdefault(opcode_name(r.opcode), []).append((r.ended - r.sent) * 1e6)
     return {op: round(statistics.median(v)) for op, v in sorted(lat.items())}
 
 

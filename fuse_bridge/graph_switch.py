@@ -364,10 +364,13 @@ def _commit(session: Any, old: Graph, new: Graph, fds: dict, names: dict,
 # -- 6. retire ------------------------------------------------------------------------
 async def _retire(old: Graph, fds: dict) -> None:
     """Release the old graph's handles (with no nursery: write-behind works in place),
-    cancel its background tasks, finish and dismantle it."""
+    let what the releases left running land (Graph.drain: storage/gfapi's closes run
+    behind, which ``fini`` would wait for blocking the loop), cancel its background
+    tasks, finish and dismantle it."""
     old.nursery = None
     await release_fds(old, fds)
     fds.clear()
+    await old.drain()
     host = _HOSTS.pop(old, None)
     if host is not None:
         await host.stop()

@@ -8,11 +8,13 @@ The whole directory is skipped, with the reason, when the GlusterFS packages are
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
+import trio
 
 from tests.gluster.bricks import Bricks, missing
 
@@ -31,6 +33,33 @@ def pytest_collection_modifyitems(config, items):
 def gfapi_volfile(client_volfile: Path, log: Path, extra: str = "") -> str:
     return (f"volume gv\n    type storage/gfapi\n    option volfile {client_volfile}\n"
             f"    option log-file {log}\n{extra}end-volume\n")
+
+
+async def closes_settled(h) -> None:
+    """Wait for the closes storage/gfapi runs behind answered releases (replicate's
+    post-op at a close changes the file's ctime on the bricks: a lookup made before it
+    lands sees the old one, the next the new)."""
+    with trio.fail_after(30):
+        await h.top.drain()
+
+
+@contextlib.contextmanager
+def second_client(bricks, log):
+    """Another libgfapi client of the same volume (its own graph), as a Harness."""
+    from xlators.core.graph import Graph
+    from xlators.testing import Harness
+    other = Graph.from_text(gfapi_volfile(bricks.client_volfile, log))
+    other.init()
+    other.activate()
+    try:
+        yield Harness(other)
+    finally:
+        other.fini()
+
+
+def brick_files(bricks, rel: str) -> list:
+    """``rel`` on each brick's directory."""
+    return [b.directory / rel for b in bricks.bricks]
 
 
 @pytest.fixture(scope="session")

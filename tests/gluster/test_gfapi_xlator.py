@@ -12,22 +12,13 @@ import time
 import pytest
 import trio
 
-from tests.gluster.conftest import gfapi_volfile
+from tests.gluster.conftest import brick_files, closes_settled, gfapi_volfile, second_client
 from xlators.core.errors import FopError
 from xlators.core.events import Event
 from xlators.core.graph import Graph, GraphError
-from xlators.core.inode import Fd, Loc
+from xlators.core.inode import Fd
 from xlators.core.types import LK_GET, LK_SET, Lock, SetAttr
 from xlators.core.upcall import InvalidateEntry, InvalidateInode
-
-
-async def closes_settled(h) -> None:
-    """Wait for the closes storage/gfapi runs behind answered releases (replicate's
-    post-op at a close changes the file's ctime on the bricks: a lookup made before it
-    lands sees the old one, the next the new)."""
-    with trio.fail_after(30):
-        while any(not job.finished for job in h.top._closing):
-            await trio.sleep(0.005)
 
 
 async def keeps_cache(h, inode, flags: int = os.O_RDONLY) -> bool:
@@ -40,23 +31,6 @@ async def keeps_cache(h, inode, flags: int = os.O_RDONLY) -> bool:
     finally:
         await h.close(fd)
         await closes_settled(h)
-
-
-@contextlib.contextmanager
-def second_client(bricks, log):
-    """Another libgfapi client of the same volume (its own graph), as a Harness."""
-    from xlators.testing import Harness
-    other = Graph.from_text(gfapi_volfile(bricks.client_volfile, log))
-    other.init()
-    other.activate()
-    try:
-        yield Harness(other)
-    finally:
-        other.fini()
-
-
-def brick_files(bricks, rel: str) -> list:
-    return [b.directory / rel for b in bricks.bricks]
 
 
 async def test_data_reaches_both_bricks(h, bricks):
@@ -899,88 +873,3 @@ async def test_a_read_past_the_end_returns_only_the_file_bytes(h):
     big = await h.read(fd, 131072, 100000)
     assert big == b"x" * 100000 and type(big) is bytes
     await h.close(fd)
-
-
-def brick_lookups(bricks) -> int:
-    return bricks.fop_stats().get("LOOKUP", (0, 0))[0]
-
-
-async def test_rename_sends_no_lookups_of_its_own(h, bricks):
-    """A rename of names this client knows goes to the bricks without glfs_h_rename's
-    two forced lookups (gfapi_rename): at least 3 of the 4 LOOKUPs per rename fewer
-    (replicate may refresh the directory itself), and the names are right on both
-    bricks and in libgfapi's own table."""
-    gf = h.top
-    assert gf._direct_rename is not None, "gfapi_rename's checks failed here"
-    await h.mkdir("/mv")
-    parent = (await h.lookup("/mv")).inode
-    n = 10
-    counted = {}
-    for way in ("direct", "forced"):
-        for i in range(n):
-            await h.close(await h.create(f"/mv/{way}{i}"))
-        saved = gf._direct_rename
-        if way == "forced":
-            gf._direct_rename = None
-        try:
-            before = brick_lookups(bricks)
-            for i in range(n):
-                await gf.rename(h.frame(), Loc(parent, f"{way}{i}".encode()),
-                                Loc(parent, f"{way}{i}.new".encode()))
-            counted[way] = brick_lookups(bricks) - before
-        finally:
-            gf._direct_rename = saved
-    assert counted["direct"] <= counted["forced"] - 3 * n, counted
-    for p in brick_files(bricks, "mv"):
-        assert sorted(x.name for x in p.iterdir()) == sorted(
-            f"{w}{i}.new" for w in ("direct", "forced") for i in range(n))
-    with pytest.raises(OSError) as e:
-        await h.lookup("/mv/direct0")
-    assert e.value.errno == errno.ENOENT
-    await h.unlink("/mv/direct0.new")            # resolved through libgfapi's table
-    assert not any(p.exists() for p in brick_files(bricks, "mv/direct0.new"))
-
-
-async def test_rename_over_a_file_and_of_a_name_another_client_moved(h, bricks, gluster_base):
-    """Renaming over an existing file replaces it; a rename of a name another client
-    renamed away meanwhile is ENOENT (the bricks do not find it, glfs_h_rename looks
-    it up), as is one of a directory's entry another client removed."""
-    await h.mkdir("/ow")
-    await h.write_file("/ow/src", b"source")
-    await h.write_file("/ow/dst", b"target")
-    src_ino = (await h.lookup("/ow/src")).inode.ino
-    await h.lookup("/ow/dst")
-    await h.rename("/ow/src", "/ow/dst")
-    assert await h.read_file("/ow/dst") == b"source"
-    assert (await h.lookup("/ow/dst")).inode.ino == src_ino
-    for p in brick_files(bricks, "ow"):
-        assert sorted(x.name for x in p.iterdir()) == ["dst"]
-    await h.write_file("/ow/moved", b"m")
-    parent = (await h.lookup("/ow")).inode
-    with second_client(bricks, gluster_base / "gfapi-rename-2.log") as other:
-        await other.rename("/ow/moved", "/ow/elsewhere")
-    with pytest.raises(OSError) as e:
-        await h.top.rename(h.frame(), Loc(parent, b"moved"), Loc(parent, b"again"))
-    assert e.value.errno == errno.ENOENT
-    assert await h.read_file("/ow/elsewhere") == b"m"
-
-
-async def test_release_closes_behind_and_the_data_is_there(h, bricks, gluster_base):
-    """A release is answered before its close (FLUSH, replicate's post-op, RELEASE)
-    runs; the data was written before, so another client reads it at once, and the
-    close finishes by itself.  A file with a lock owner's descriptor is closed before
-    the release is answered (its locks go with the close)."""
-    gf = h.top
-    behind = gf.dump()["releases-closed-behind"]
-    await h.write_file("/behind", b"written before the close")
-    assert gf.dump()["releases-closed-behind"] == behind + 1
-    with second_client(bricks, gluster_base / "gfapi-behind-2.log") as other:
-        assert await other.read_file("/behind") == b"written before the close"
-    deadline = time.monotonic() + 10
-    while any(not job.finished for job in gf._closing):
-        assert time.monotonic() < deadline, "a close behind never finished"
-        await trio.sleep(0.01)
-    fd = await h.open("/behind", os.O_RDWR)
-    await h.top.lk(h.frame(), fd, LK_SET, Lock(fcntl.F_WRLCK, 0, 10, 1, 77))
-    await h.close(fd)
-    assert gf.dump()["releases-closed-behind"] == behind + 1

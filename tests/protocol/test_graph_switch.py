@@ -163,6 +163,17 @@ async def test_writes_of_a_closed_and_forgotten_file_land_before_the_retirement(
         assert (brick / "f").read_bytes() == data
 
 
+async def test_the_retired_graph_is_drained_after_its_releases_before_fini(
+        brick: Path) -> None:
+    """Work a release left running (storage/gfapi's closes behind) is awaited after the
+    old graph's files are released and before its fini, which must not block."""
+    ClosesBehind.calls.clear()
+    async with serve(running(stack(brick, "test/closes-behind"), _xlators())) as (k, s):
+        await create(k, 1, b"f", b"data")
+        assert await switch_graph(s, volumes(stack(brick)), registry=_xlators())
+    assert ClosesBehind.calls[-3:] == ["release", "drain 1", "fini 0"], ClosesBehind.calls
+
+
 async def test_posix_to_a_mirror_finds_by_name(brick: Path, tmp_path: Path) -> None:
     """Another storage: nodeids are found again by name; the open file keeps working and
     what is written after the switch reaches both bricks."""
@@ -292,6 +303,31 @@ class Snoop(Translator):
         Snoop.seen.append((path, path.stat().st_size))
 
 
+class ClosesBehind(Translator):
+    """A release answered before its work is done (as storage/gfapi's closes behind);
+    records the order in which the retirement calls it."""
+    type = "test/closes-behind"
+    calls: list = []
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.pending = 0
+
+    async def release(self, frame, fd):
+        await self.child.release(frame, fd)
+        self.pending += 1
+        ClosesBehind.calls.append("release")
+
+    async def drain(self) -> None:
+        await trio.sleep(0)
+        ClosesBehind.calls.append(f"drain {self.pending}")
+        self.pending = 0
+
+    def fini(self) -> None:
+        ClosesBehind.calls.append(f"fini {self.pending}")
+        super().fini()
+
+
 class FailsInit(Translator):
     type = "test/fails-init"
 
@@ -302,7 +338,7 @@ class FailsInit(Translator):
 def _xlators() -> Registry:
     """The built-in translators and this file's."""
     r = Registry()
-    for cls in (NeverUp, FailsInit, Gate, Snoop):
+    for cls in (NeverUp, FailsInit, Gate, Snoop, ClosesBehind):
         r.register(cls, "tests.protocol.test_graph_switch")
     return r
 

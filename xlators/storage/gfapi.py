@@ -69,10 +69,16 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 - Closes: a RELEASE is answered at once and the file's close (libgfapi's FLUSH,
   replicate's post-op and unlock, RELEASE) runs in a worker while the next requests
   go on, at most 4 at a time; a file with a lock owner's descriptor is closed first
-  (its locks go with it), and ``fini`` waits for the closes still running (gfapi_io).
+  (its locks go with it); ``drain`` waits for the closes still running the trio way (a
+  graph switch drains the retired graph), ``fini`` for what is left, at most
+  ``CLOSE_WAIT`` in all (gfapi_close).
+- Close-to-open: with write-behind in libgfapi's graph, close(2)'s FLUSH of a file
+  written since the last one goes through that graph, so close(2) returns once the writes
+  landed; every FLUSH and close carries a lock owner of its own, so it drops no other
+  owner's locks (gfapi_close).
 - Renames go to the bricks without ``glfs_h_rename``'s two forced lookups when this
-  client knows the object renamed and option direct-rename is on (off by default:
-  it relies on GlusterFS internals; gfapi_rename).
+  client knows the object renamed, does not know one under the new name, and option
+  direct-rename is on (off by default: it relies on GlusterFS internals; gfapi_rename).
 - Limits: libgfapi has no renameat2: RENAME_EXCHANGE is EINVAL and RENAME_NOREPLACE is a
   lookup then a rename (not atomic against another client); flock is a whole-file POSIX
   lock of the open file's owner (as GlusterFS's own FUSE client does), so a flock and a
@@ -82,9 +88,9 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 
 The code is split by concern: gfapi (options, lifecycle, calling the library),
 gfapi_nodes (inodes: handles, names, forget), gfapi_names (namespace fops), gfapi_io
-(open files, directories, locks), gfapi_attr (attributes and xattrs), gfapi_upcall
-(invalidations), gfapi_workers (the worker threads), gfapi_rename (rename without
-lookups), gfapi_binding (ctypes).
+(open files, directories, locks), gfapi_close (flush and release), gfapi_attr
+(attributes and xattrs), gfapi_upcall (invalidations), gfapi_workers (the worker
+threads), gfapi_rename (rename without lookups), gfapi_binding (ctypes).
 """
 from __future__ import annotations
 
@@ -92,6 +98,7 @@ import ctypes
 import errno
 import os
 import threading
+import time
 from typing import Any, Callable, Optional
 
 from ..core.errors import FopError
@@ -99,12 +106,13 @@ from ..core.events import Event
 from ..core.options import Option
 from ..core.translator import Translator
 from .gfapi_attr import GfapiAttr
+from .gfapi_close import GfapiClose
 from .gfapi_io import GfapiIo
 from .gfapi_names import GfapiNames
 from .gfapi_nodes import GfapiNodes, Node
 from .gfapi_workers import Workers
 
-CLOSE_WAIT = 30.0          # s fini waits for each close of a released file still running
+CLOSE_WAIT = 10.0          # s fini waits, in all, for the closes run behind releases
 LOG_LEVELS = {"none": 0, "emerg": 1, "alert": 2, "critical": 3, "error": 4, "warning": 5,
               "notice": 6, "info": 7, "debug": 8, "trace": 9}
 
@@ -116,7 +124,7 @@ def _binding() -> Any:
     return gfapi_binding
 
 
-class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
+class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
     """storage/gfapi: a GlusterFS volume through libgfapi (GlusterFS's client library)."""
     type = "storage/gfapi"
     children_range = (0, 0)
@@ -187,6 +195,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
         self._direct_rename: Any = None   # gfapi_rename.DirectRename, or None
         self._closing: list = []      # closes of released files, maybe still running
         self._closed_behind = 0       # releases answered before their close ran
+        self._holds_writes = False    # libgfapi's graph has performance/write-behind
         self._check_form(kw.get("option_where") or (lambda key: ""))
 
     def _check_form(self, where: Callable[[str], str]) -> None:
@@ -251,6 +260,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
             _fini_in_background(b, fs)
             raise
         self._fs = fs
+        self._holds_writes = _holds_writes(b, fs, o.volfile)
         ino = st.st_ino
         if self.itable.root.ino != ino:
             self.itable.set_root_ino(ino)
@@ -273,15 +283,32 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
             return
         if self._upcalls is not None:
             self._upcalls.stop()
-        for job in self._closing:             # released files: their close must happen
-            if not job.finished:
-                job.waiter.acquire(True, CLOSE_WAIT)
+        left = _wait_closes(self._closing, CLOSE_WAIT)   # their close must happen
+        if left:
+            self.log.warning("%s: %d closes of released files still running at fini "
+                             "(after %.0f s)", self.name, left, CLOSE_WAIT)
         self._closing.clear()
         for inode in self.itable:
             inode.ctx.pop(self, None)
         self._live.clear()
         self._by_name.clear()
         # glfs_fini is not called: see the module docstring
+
+    async def drain(self) -> None:
+        """Wait (the trio way: the loop serves on) for the closes run behind answered
+        releases (Graph.drain; a graph switch drains the retired graph before its
+        ``fini``, which would otherwise block the loop waiting for them)."""
+        while True:
+            running = [job for job in self._closing if not job.finished]
+            self._closing = running
+            if not running:
+                return
+            for job in running:
+                try:
+                    await self._workers.result(job, abandon=False)
+                except Exception as exc:  # noqa: BLE001 - a failed close: logged, done
+                    self.log.warning("%s: a close behind a release failed: %s",
+                                     self.name, exc)
 
     def reconfigured(self, old: Any) -> None:
         self._workers.resize(self.opts.io_thread_count)
@@ -375,6 +402,48 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, Translator):
 def _abandon() -> None:
     """Interrupt handler: nothing to undo; the bridge then cancels the request's scope,
     which abandons the worker thread (its call completes by itself)."""
+
+
+def _holds_writes(b: Any, fs: int, volfile: Optional[str]) -> bool:
+    """Whether the volume's client graph has write-behind, which answers writes before
+    the bricks have them (a flush waits for them): the client volfile given, or the
+    one glusterd sent (``glfs_get_volfile``); True when neither can be read (the safe
+    answer: a close(2) of a written file then flushes)."""
+    text = b""
+    if volfile:
+        try:
+            with open(volfile, "rb") as f:
+                text = f.read()
+        except OSError:
+            return True
+    else:
+        # asked for its size first: glfs_get_volfile copies ``len`` bytes whatever
+        # the volfile's length (api/src/glfs.c), so the buffer must be exact
+        need = b.lib.glfs_get_volfile(fs, None, 0)
+        if need >= 0:
+            return True
+        buf = ctypes.create_string_buffer(-need)
+        if b.lib.glfs_get_volfile(fs, buf, -need) != -need:
+            return True
+        text = buf.raw
+    return b"performance/write-behind" in text
+
+
+def _wait_closes(jobs: list, timeout: float) -> int:
+    """Block (fini is not async) until every job of ``jobs`` finished or ``timeout``
+    seconds in all went by; how many are still running."""
+    deadline = time.monotonic() + timeout
+    for job in jobs:
+        while not job.finished:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return sum(1 for j in jobs if not j.finished)
+            waiter = job.waiter
+            if waiter is None:        # waited for the trio way by a drain cut short
+                time.sleep(min(left, 0.01))
+            elif waiter.acquire(True, left):
+                break
+    return 0
 
 
 def _fini_in_background(b: Any, fs: int) -> None:

@@ -150,6 +150,7 @@ PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     # file descriptors (GFAPI_6.0: pre/post struct glfs_stat pointers)
     "glfs_close": (c_int, [VOIDP]),
     "glfs_dup": (VOIDP, [VOIDP]),
+    "glfs_get_volfile": (c_ssize_t, [VOIDP, VOIDP, c_size_t]),
     "glfs_fstat": (c_int, [VOIDP, P_STAT]),
     "glfs_pread": (c_ssize_t, [VOIDP, VOIDP, c_size_t, c_int64, c_int, VOIDP]),
     "glfs_pwrite": (c_ssize_t, [VOIDP, VOIDP, c_size_t, c_int64, c_int, VOIDP, VOIDP]),

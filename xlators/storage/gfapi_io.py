@@ -32,13 +32,12 @@ DIRENT_HEAD = 24          # fuse_dirent without the name
 DIRENTPLUS_HEAD = 24 + 128
 COPY_CHUNK = 1 << 20      # copy_file_range's step
 READ_AHEAD_MIN = 32 << 10  # reads at least this large, one after another, read ahead
-CLOSES_BEHIND = 4         # most closes of released files running unwaited for
 
 
 class OpenFile:
     """gfapi's context of one open file or directory."""
     __slots__ = ("glfd", "owners", "pos", "lock", "is_dir", "node", "ahead", "next",
-                 "started")
+                 "started", "written")
 
     def __init__(self, glfd: int, is_dir: bool = False) -> None:
         self.glfd = glfd
@@ -50,6 +49,8 @@ class OpenFile:
         self.ahead: Any = None                # file: (offset, size, job) read ahead
         self.next: Any = -1                   # file: where the last read ended
         self.started: list = []               # file: reads ahead maybe still running
+        self.written = False                  # file: written since its last flush, with
+                                              # libgfapi's write-behind holding writes
 
 
 class GfapiIo:
@@ -151,56 +152,6 @@ class GfapiIo:
             b.lib.glfs_h_opendir(self._fsp(), node.obj), "opendir"))
         self._opened(fd, node, OpenFile(glfd, is_dir=True))
 
-    async def release(self, frame, fd):
-        of = fd.ctx.pop(self, None)
-        if of is None or self._fs is None:
-            return
-        if of.node is not None and of in of.node.opens:
-            of.node.opens.remove(of)
-        of.ahead = None
-        for job in of.started:                # they read through the glfd closed below,
-            if not job.finished:              # used or dropped
-                try:
-                    await self._workers.result(job, abandon=False)
-                except OSError:
-                    pass
-        b = self._b
-        close = b.lib.glfs_closedir if of.is_dir else b.lib.glfs_close
-
-        def run() -> None:
-            for dup in of.owners.values():
-                b.lib.glfs_close(dup)
-            close(of.glfd)
-        if of.owners or not self._close_behind(run):
-            # locks go with the close: answered after it, before the next request
-            # (not abandoned on cancel: the close must happen)
-            await self._workers.run(run, abandon=False)
-
-    def _close_behind(self, run: Any) -> bool:
-        """Close a released file in a worker while the next requests go on (False:
-        ``CLOSES_BEHIND`` are running already; the caller waits for this one).  Nobody
-        waits for a RELEASE's answer, but its close (libgfapi's FLUSH, replicate's
-        post-op and unlock, RELEASE: 0.7-0.9 ms on a replica-2 volume) held up the
-        request after it, waited for inline.  ``fini`` waits for those still running."""
-        self._closing = [job for job in self._closing if not job.finished]
-        if len(self._closing) >= CLOSES_BEHIND:
-            return False
-        self._closing.append(self._workers.start(run))
-        self._closed_behind += 1
-        return True
-
-    releasedir = release
-
-    async def flush(self, frame, fd):
-        """close(2) of a descriptor: the caller's POSIX locks on the file go."""
-        of = fd.ctx.get(self)
-        owner = getattr(frame, "lk_owner", 0)
-        if of is None or not owner or owner not in of.owners:
-            return
-        dup = of.owners.pop(owner)
-        b = self._b
-        await self._workers.run(b.lib.glfs_close, dup, abandon=False)
-
     async def fsync(self, frame, fd, datasync):
         of = self._of(fd)
         b = self._b
@@ -261,6 +212,7 @@ class GfapiIo:
         b = self._b
         data = bytes(data)
         self._drop_ahead(of.node)
+        of.written = self._holds_writes
         try:
             return await self._call(frame, lambda: b.check(
                 b.lib.glfs_pwrite(of.glfd, data, len(data), offset, 0, None, None),
@@ -317,6 +269,7 @@ class GfapiIo:
         volume in GlusterFS 10.3 (measured), leaving the replicas different."""
         src, dst = self._of(fd_in), self._of(fd_out)
         self._drop_ahead(dst.node)
+        dst.written = self._holds_writes
         if flags:
             raise FopError(errno.EINVAL)
         if off_in < 0 or off_out < 0 or length < 0:

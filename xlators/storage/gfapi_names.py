@@ -182,8 +182,12 @@ class GfapiNames:
         fs = self._fsp()
         moved = self._by_name.get((op.ino, old))
         direct = self._direct_rename
-        if flags or moved is None or self._live.get(moved.ino) is not moved:
-            direct = None         # not a name whose object this client knows
+        if flags or moved is None or self._live.get(moved.ino) is not moved or \
+                (np.ino, new) in self._by_name:
+            # not a name whose object this client knows, or a rename over a file this
+            # client knows: glfs_h_rename passes the target's inode (distribute and
+            # shard remove its data through it), gfapi_rename cannot
+            direct = None
 
         def run() -> None:
             if flags:

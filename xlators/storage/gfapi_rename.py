@@ -26,8 +26,13 @@ The calling thread's ``THIS`` (GlusterFS's per-thread current xlator, whose ctx 
 the call frame's pool) is set to the graph's top for the call, as a public call sets
 it to its own.  The caller's identity is the thread's (``glfs_setfs*``), as for any
 public call.  A handle whose inode belongs to another graph (after a graph switch), a
-name whose object this client does not know, or an answer ESTALE/ENOENT (another
+name whose object this client does not know, a new name this client knows an object
+of (a rename over an existing file: distribute and shard act on the target's inode,
+which the new name's ``loc_t`` would lack here), or an answer ESTALE/ENOENT (another
 client moved the name meanwhile) go to ``glfs_h_rename``, which looks the names up.
+A new name sent here has a ``loc_t`` without inode: the kernel's lookup just before
+found nothing there, so a target another client created in between is replaced
+without distribute's cleanup of its data file (docs/gluster.md, Limits).
 """
 from __future__ import annotations
 
@@ -129,19 +134,23 @@ class DirectRename:
             op, child, np = inodes
             old = _loc(op, oldname, child)
             new = _loc(np, newname, 0)
-            for i in inodes:
-                gf.inode_ref(i)
-            this = self._this()
-            caller = this[0]
-            this[0] = subvol
+            held = []
+            this = caller = None
             try:
+                for i in inodes:
+                    gf.inode_ref(i)
+                    held.append(i)
+                this = self._this()
+                caller = this[0]
+                this[0] = subvol
                 rc = gf.syncop_rename(subvol, ctypes.byref(old), ctypes.byref(new),
                                       None, None)
                 if rc == 0:
                     gf.inode_rename(_ptr(child), op, oldname, np, newname, child, None)
             finally:
-                this[0] = caller
-                for i in inodes:
+                if this is not None:
+                    this[0] = caller
+                for i in held:
                     gf.inode_unref(i)
             if rc == -errno.ESTALE or rc == -errno.ENOENT:
                 self.fell_back += 1
