@@ -197,12 +197,13 @@ def test_builtin_translators_declare_what_the_bridge_needs():
     posix = reg.get("storage/posix")
     assert posix.posix_acl is True and posix.kills_privileges is True
     assert reg.get("debug/io-stats").passes_data_through is True
-    # FLUSH: what needs it (write errors reported at close, the debug translators that
-    # log, fail or delay it) and what declares it does not; the lock translators need
-    # it only while the kernel hands them locks, which Graph.needs_flush counts
-    needing = {"performance/write-behind",
+    # FLUSH: what needs it (write errors reported at close, libgfapi's write-behind
+    # pushed at close, the debug translators that log, fail or delay it) and what
+    # declares it does not; features/locks needs it only while the kernel hands it
+    # locks, which Graph.needs_flush counts
+    needing = {"performance/write-behind", "storage/gfapi",
                "debug/trace", "debug/error-gen", "debug/delay-gen"}
-    free = {"features/locks", "storage/gfapi",
+    free = {"features/locks",
             "storage/posix", "storage/memory", "features/read-only", "debug/io-stats",
                  "meta/meta", "cluster/replicate", "cluster/afr", "cluster/distribute",
                  "cluster/dht", "performance/md-cache", "performance/nl-cache",

@@ -131,9 +131,10 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
     # POSIX locks and flocks are the bricks' (features/locks), so they hold across
     # clients: the bridge negotiates POSIX_LOCKS/FLOCK_LOCKS and sends them here
     handles_locks = True
-    # flush closes the owner's lock descriptor (its locks go): needed only while the
-    # kernel hands locks to the daemon, which Graph.needs_flush counts (handles_locks)
-    needs_flush = False
+    # flush closes the closing owner's lock descriptors (its locks go) and pushes what
+    # libgfapi's own write-behind holds of a written file (gfapi_close): close(2)
+    # returns once the writes are on the bricks, whoever holds the locks
+    needs_flush = True
     options = (
         Option.str("volfile-server", None, "Host of a GlusterFS server (glusterd) to "
                    "fetch the volume's client volfile from; with option volume. "
