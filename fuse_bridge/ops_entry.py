@@ -258,22 +258,9 @@ async def mkdir(c: FuseClient, req: Request, body: memoryview) -> Payload:
                                                       entry.attr, inode.generation)):
             c.count_lookup(inode, parent, name)
     finally:
-        # c.unhold(task, held, outer), inline as in lookup (a new directory is linked:
-        # held is rarely empty here)
-        if pins_by_task.get(task) is held:
-            if outer is None:
-                del pins_by_task[task]
-            else:
-                pins_by_task[task] = outer
-        if held:
-            dead = None
-            for i in held:
-                i.refs -= 1
-            for i in held:
-                if not (i.nlookup or i.refs):
-                    dead = [i] if dead is None else dead + [i]
-            if dead:
-                await c.purge_all(dead)
+        dead = c.unhold(task, held, outer)
+        if dead:
+            await c.purge_all(dead)
 
 
 async def symlink(c: FuseClient, req: Request, body: memoryview) -> Payload:
