@@ -303,3 +303,51 @@ def test_io_stats_says_what_it_counts(tmp_path: Path, count: str) -> None:
         assert stats["passthrough_data"].startswith("counted"), stats
         assert stats["passthrough_opens"] == 0, stats
         assert stats["bytes_read"] == 10000 and stats["bytes_written"] == 10000, stats
+
+
+def _warm_pread_requests(m: Mounted, name: str) -> dict[str, int]:
+    """Make a 4 MiB file, read it through one descriptor, then count the requests the
+    kernel sends (fuse tracepoint) during 2,000 4 KiB preads at random offsets of it."""
+    import random
+
+    from benchmarks.fuse_trace import FuseTrace
+    p = m.path(name)
+    size = 4 << 20
+    with open(p, "wb") as f:
+        f.write(os.urandom(size))
+    rng = random.Random(7)
+    offsets = [rng.randrange(size // 4096) * 4096 for _ in range(2000)]
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert len(os.pread(fd, size, 0)) == size
+        assert m.conn is not None
+        with FuseTrace(m.conn) as trace:
+            for off in offsets:
+                assert len(os.pread(fd, 4096, off)) == 4096
+    finally:
+        os.close(fd)
+    return trace.counts()
+
+
+def _tracing_unavailable() -> str | None:
+    from benchmarks.fuse_trace import unavailable
+    return unavailable()
+
+
+@pytest.mark.skipif(_tracing_unavailable() is not None, reason=str(_tracing_unavailable()))
+def test_warm_preads_send_nothing(tmp_path: Path) -> None:
+    """Warm random reads of fast.vol reach no daemon (benchmarks' random_read_warm).
+    With passthrough nothing at all is sent, even with attribute timeouts of 0: the
+    kernel's passthrough read never revalidates attributes.  Without passthrough the
+    page cache serves them (no READ), and with attributes valid (60 s) no GETATTR
+    either; only a cache emptied from elsewhere (drop_caches by another process) would
+    send READs, so that case may look twice."""
+    with Mounted(FAST, tmp_path / "pt", "--fuse-passthrough=yes",
+                 "--attribute-timeout=0", "--entry-timeout=0") as m:
+        assert _warm_pread_requests(m, "warm") == {}
+    with Mounted(FAST, tmp_path / "cached", "--fuse-passthrough=no",
+                 "--attribute-timeout=60") as m:
+        got = _warm_pread_requests(m, "warm")
+        if got.get("READ"):
+            got = _warm_pread_requests(m, "warm2")
+        assert got == {}, got
