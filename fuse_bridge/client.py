@@ -50,11 +50,9 @@ class FuseClient(ClientState):
         self.opendir_noatime = 0              # ... or nodiratime
         # Some translator implements lk: then POSIX and flock locks go to the graph.
         self.handles_locks = graph.handles_locks()
-        # FOPEN_NOFLUSH for every OPEN/CREATE reply, or 0 (see fopen_noflush_for).
+        # FOPEN_NOFLUSH for every OPEN/CREATE reply, or 0 (see fopen_noflush_for); each
+        # open file records whether it got it (Fd.noflush: fuse_bridge.ops_file.release).
         self.fopen_noflush = 0
-        # fhs opened with FOPEN_NOFLUSH before a switch to a graph that needs FLUSH: their
-        # RELEASE flushes first (fuse_bridge.graph_switch).
-        self.unflushed: set[int] = set()
         # UNLINK, RMDIR, RENAME and RENAME2 requests served: the forgets that follow
         # one may be of files whose last name went (fuse_bridge.forget_backlog)
         self.removals = 0
@@ -66,15 +64,25 @@ class FuseClient(ClientState):
         self.max_write = max_write
         self.max_io = max_io(flags, max_write)
         self.initialized = True
-        self.fopen_noflush = self.fopen_noflush_for(self.graph)
+        self.decide_flush()
 
     def set_graph(self, graph: Any, top: Any = None,
                   itable: Optional[InodeTable] = None) -> None:
         """ClientState.set_graph, and the FOPEN_NOFLUSH decision for the new graph."""
         super().set_graph(graph, top, itable)
         # (ClientState.__init__ calls this before this class's fields exist)
-        if graph is not None and getattr(self, "initialized", False):
-            self.fopen_noflush = self.fopen_noflush_for(graph)
+        if getattr(self, "initialized", False):
+            self.decide_flush()
+
+    def decide_flush(self) -> None:
+        """Decide FOPEN_NOFLUSH for the opens from now on (``fopen_noflush_for``): at
+        INIT, at a graph switch, and after a reconfigure in place (a translator's need
+        may follow its options: debug/trace's fops, error-gen's and delay-gen's
+        ``enable``).  Files open already keep what their open was told; RELEASE gives
+        those opened with NOFLUSH one flush when the graph needs it now
+        (:meth:`flush_at_release`)."""
+        if self.initialized and self.graph is not None:
+            self.fopen_noflush = self.fopen_noflush_for(self.graph)
 
     def fopen_noflush_for(self, graph: Graph) -> int:
         """FOPEN_NOFLUSH when the kernel may skip FLUSH on close for files of ``graph``:
@@ -102,10 +110,22 @@ class FuseClient(ClientState):
         elif self.flags & _WRITEBACK_CACHE:
             out["flush"] = "sent (the kernel writeback cache ignores FOPEN_NOFLUSH)"
         else:
-            out["flush"] = "sent (needed by " + "; ".join(graph.flush_needed_by(locks=self.handles_locks)) + ")"
-        if self.unflushed:
-            out["flush-at-release"] = len(self.unflushed)
+            needed_by = graph.flush_needed_by(locks=self.handles_locks)
+            out["flush"] = "sent (needed by " + "; ".join(needed_by) + ")"
+        pending = self.flush_at_release()
+        if pending:
+            out["flush-at-release"] = pending
         return out
+
+    def flush_at_release(self) -> int:
+        """How many open files get one flush at their RELEASE: opened with FOPEN_NOFLUSH
+        (``Fd.noflush``; the kernel sends no FLUSH at their closes) while the graph now
+        needs FLUSH (switched or reconfigured since).  Such a file's translators see one
+        flush per open file rather than one per close(2), after its last close returned:
+        an error the flush reports reaches no caller."""
+        if self.fopen_noflush:
+            return 0
+        return sum(1 for fd in self.fds.values() if fd.noflush)
 
     def umask(self, umask: int) -> int:
         """The umask still to apply: 0 when the kernel applied it already (no DONT_MASK)."""

@@ -32,13 +32,14 @@ line says why; the new graph is finished and freed.
 
 FLUSH: opens are answered with FOPEN_NOFLUSH while no translator of the graph needs
 FLUSH (``Graph.needs_flush``); the kernel keeps that answer for the life of the open
-file.  After a switch to a graph that needs FLUSH, new opens get FLUSH at every close,
-and the files opened before it get one flush at their RELEASE (``FuseClient.unflushed``;
-the statedump's ``flush-at-release`` counts them): their translators that need it see
-one flush per open file instead of one per close(2), after the last close returned, so
-an error it reports reaches no caller.  The reverse switch needs nothing: a
-flush the new graph does not need passes through it.  (A file opened between two such
-switches, with FLUSH, may get one more flush at its release.)
+file, and the bridge records it with the handle (``Fd.noflush``, carried to the new
+graph).  After a switch to a graph that needs FLUSH (or a reconfigure in place that
+makes a translator need it: ``FuseClient.decide_flush``), new opens get FLUSH at every
+close, and each file opened with NOFLUSH gets one flush at its RELEASE
+(``FuseClient.flush_at_release``; the statedump's ``flush-at-release`` counts them):
+their translators that need it see one flush per open file instead of one per close(2),
+after the last close returned, so an error it reports reaches no caller.  The reverse
+needs nothing: a flush the graph does not need passes through it.
 
 Locks: a switch is refused while any lock is granted or waited for, rather than
 re-acquiring them on the new graph.  Moving a lock is not atomic (between its release on
@@ -129,6 +130,7 @@ async def reload(session: Any, path: str, overrides: Sequence[str] = ()) -> str:
             log.error("SIGHUP: %s", why)
             return "failed"
         log.info("SIGHUP: %s reconfigured in place", path)
+        _flush_reconsidered(session.client)
         return "reconfigured"
     ok = await switch_graph(session, plan.volumes, source=path, digest=plan.digest)
     return "switched" if ok else "failed"
@@ -192,15 +194,31 @@ async def switch_graph(session: Any, volumes: Sequence[VolumeSpec], *, source: s
     del old
     lines = format_volfile(new.volumes).rstrip("\n").splitlines()
     width = len(str(len(lines)))
-    if session.client.unflushed:
+    pending = session.client.flush_at_release()
+    if pending:
         log.info("SIGHUP: the new graph needs FLUSH; %d files opened without it get one at "
-                 "their release", len(session.client.unflushed))
+                 "their release", pending)
     log.info("SIGHUP: graph switched to %s: %s; %d open files and directories reopened%s; "
              "requests held %.0f ms; the old graph drained, finished and freed; the graph "
              "now:\n%s", where, migration.summary(), reopened,
              f" ({len(failed)} could not be: they answer EBADF)" if failed else "", held_ms,
              "\n".join(f"{i:>{width}}: {line}" for i, line in enumerate(lines, 1)))
     return True
+
+
+def _flush_reconsidered(client: Any) -> None:
+    """After a reconfigure in place: FOPEN_NOFLUSH for the opens from now on as the
+    translators' options now say (``FuseClient.decide_flush``); a change is logged."""
+    was = client.fopen_noflush
+    client.decide_flush()
+    if client.fopen_noflush and not was:
+        log.info("SIGHUP: no translator needs FLUSH any more; files opened from now on "
+                 "get none at close")
+    elif was and not client.fopen_noflush:
+        log.info("SIGHUP: FLUSH is needed now (%s); files opened from now on get it at "
+                 "every close, the %d open already get one at their release",
+                 "; ".join(client.graph.flush_needed_by(locks=client.handles_locks)),
+                 client.flush_at_release())
 
 
 # -- 1. build beside -------------------------------------------------------------------
@@ -339,14 +357,9 @@ def _commit(session: Any, old: Graph, new: Graph, fds: dict, names: dict,
     client = session.client
     new.listeners.extend(old.listeners)
     old.listeners.clear()
-    was_noflush = client.fopen_noflush
     session.set_graph(new)
     client.fds.clear()
     client.fds.update(fds)
-    if not client.fopen_noflush and was_noflush:     # FLUSH at their release instead
-        client.unflushed.update(fh for fh, fd in fds.items() if not fd.is_dir)
-    elif client.fopen_noflush:
-        client.unflushed.clear()
     moved = migration.moved
     lru = OrderedDict()
     for n, (parent_id, name) in names.items():

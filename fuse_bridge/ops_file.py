@@ -49,8 +49,10 @@ _COPY_32_MAX = 0xFFFFFFFF & ~(abi.PAGE_SIZE - 1)
 
 def open_flags(c: FuseClient, fd: Fd) -> int:
     """FOPEN_* bits for the kernel: NOFLUSH when no translator needs FLUSH
-    (``FuseClient.fopen_noflush``), bridge options, then the translators' hints."""
+    (``FuseClient.fopen_noflush``, recorded in ``fd.noflush`` for its RELEASE), bridge
+    options, then the translators' hints."""
     flags = c.fopen_noflush
+    fd.noflush = flags != 0
     dio = c.opts.direct_io_mode
     if dio is True or (dio in (None, "auto") and "direct_io" in fd.open_flags):
         flags |= _F.DIRECT_IO
@@ -245,9 +247,10 @@ async def release(c: FuseClient, req: Request, body: memoryview) -> Payload:
     fd = c.fd(fh)
     req.frame.lk_owner = lock_owner
     try:
-        # c.unflushed: opened with FOPEN_NOFLUSH before a switch to a graph that needs
-        # FLUSH (fuse_bridge.graph_switch): the kernel sent none at its closes
-        if release_flags & _RELEASE_FLUSH or c.unflushed and fh in c.unflushed:
+        # Opened with FOPEN_NOFLUSH (the kernel sent no FLUSH at its closes) and the graph
+        # needs FLUSH now (switched or reconfigured since): one flush here
+        # (FuseClient.flush_at_release; exact: fopen_noflush is 0 then only for that).
+        if release_flags & _RELEASE_FLUSH or fd.noflush and not c.fopen_noflush:
             await _before_release(req, "flush", c.top.flush(req.frame, fd))
         if release_flags & _RELEASE_FLOCK_UNLOCK and c.handles_locks:
             await _before_release(req, "flock unlock", c.top.lk(
@@ -258,8 +261,6 @@ async def release(c: FuseClient, req: Request, body: memoryview) -> Payload:
         pt = c.passthrough
         if pt is not None:
             pt.on_release(fh)
-        if c.unflushed:
-            c.unflushed.discard(fh)
         await c.drop_fh(fh)
 
 

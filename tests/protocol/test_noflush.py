@@ -2,12 +2,13 @@
 exactly when no translator of the graph needs FLUSH (``Translator.needs_flush``, lock
 handling included), the kernel speaks 7.35 or later and no writeback cache was
 negotiated (the kernel ignores the flag then); never on OPENDIR.  A graph switch to a
-graph that needs FLUSH gives the files opened without it one flush at their RELEASE."""
+graph that needs FLUSH, or a reconfigure that makes a translator need it, gives exactly
+the files opened with NOFLUSH one flush at their RELEASE."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import pytest
 
@@ -46,11 +47,17 @@ def _registry() -> Registry:
     return r
 
 
-def stack(brick: Path, *layers: str) -> str:
+Layer = Union[str, tuple[str, dict[str, str]]]
+
+
+def stack(brick: Path, *layers: Layer) -> str:
+    """posix, and ``layers`` over it: a type, or (type, options)."""
     text = f"volume posix\n    type storage/posix\n    option directory {brick}\nend-volume\n"
     below = "posix"
-    for i, t in enumerate(layers):
-        text += f"\nvolume x{i}\n    type {t}\n    subvolumes {below}\nend-volume\n"
+    for i, layer in enumerate(layers):
+        t, options = (layer, {}) if isinstance(layer, str) else layer
+        lines = "".join(f"    option {k} {v}\n" for k, v in options.items())
+        text += f"\nvolume x{i}\n    type {t}\n{lines}    subvolumes {below}\nend-volume\n"
         below = f"x{i}"
     return text
 
@@ -62,7 +69,7 @@ def running(text: str) -> Graph:
     return g
 
 
-async def opened_flags(brick: Path, *layers: str, options: Optional[BridgeOptions] = None,
+async def opened_flags(brick: Path, *layers: Layer, options: Optional[BridgeOptions] = None,
                        **init_kw: Any) -> tuple[int, int, int]:
     """(CREATE's, OPEN's, OPENDIR's) open_flags on a fresh session over ``layers``."""
     async with serve(running(stack(brick, *layers)), options, **init_kw) as (k, s):
@@ -93,11 +100,27 @@ async def test_no_translator_needs_flush(brick: Path, layers) -> None:
 
 
 @pytest.mark.parametrize("layer", ["features/locks", "performance/write-behind",
-                                   "debug/trace", "debug/delay-gen", "debug/error-gen",
+                                   "debug/trace", "debug/delay-gen",
+                                   ("debug/error-gen", {"failure": "100", "enable": "flush"}),
                                    "test/flush-log"])
-async def test_a_translator_that_needs_flush_keeps_it(brick: Path, layer: str) -> None:
+async def test_a_translator_that_needs_flush_keeps_it(brick: Path, layer: Layer) -> None:
     created, opened, _ = await opened_flags(brick, "performance/md-cache", layer)
     assert not created & F.NOFLUSH and not opened & F.NOFLUSH
+
+
+@pytest.mark.parametrize("layer", [
+    ("debug/trace", {"include-ops": "create,writev,release"}),
+    ("debug/trace", {"exclude-ops": "flush"}),
+    ("debug/trace", {"log-file": "no"}),
+    "debug/error-gen",                                     # failure unset: fails nothing
+    ("debug/error-gen", {"failure": "100", "enable": "unlink"}),
+    ("debug/delay-gen", {"enable": "readv,writev"}),
+    ("debug/delay-gen", {"delay-percentage": "0"}),
+])
+async def test_debug_translators_need_flush_only_when_their_options_say(
+        brick: Path, layer: Layer) -> None:
+    created, opened, _ = await opened_flags(brick, "performance/md-cache", layer)
+    assert created & F.NOFLUSH and opened & F.NOFLUSH
 
 
 async def test_locks_negotiated_keep_flush(brick: Path) -> None:
@@ -161,7 +184,7 @@ async def test_switch_to_a_graph_that_needs_flush(brick: Path) -> None:
         d = (await k.opendir(1)).open()
         assert await switch_graph(s, parse_volfile(stack(brick, "test/flush-log"), "n.vol"),
                                   registry=_registry())
-        assert s.client.unflushed == {before.fh}            # the directory is not
+        assert s.client.flush_at_release() == 1            # the directory is not counted
         assert s.client.dump()["flush-at-release"] == 1
         after = (await k.open(e.nodeid)).open()
         assert not after.open_flags & F.NOFLUSH
@@ -171,8 +194,106 @@ async def test_switch_to_a_graph_that_needs_flush(brick: Path) -> None:
         FlushLog.seen.clear()
         (await k.release(e.nodeid, before.fh)).ok()
         assert FlushLog.seen == [("flush", e.nodeid, 0), ("release", e.nodeid)]
-        assert s.client.unflushed == set() and "flush-at-release" not in s.client.dump()
+        assert "flush-at-release" not in s.client.dump()
         (await k.call(abi.Opcode.RELEASEDIR, abi.RELEASE_IN.pack(d.fh, 0, 0, 0), 1)).ok()
+
+
+async def test_switches_back_and_forth_flush_exactly_the_noflush_opens(
+        brick: Path) -> None:
+    """No flush graph, FLUSH graph, back, FLUSH again: at the end, the file opened with
+    NOFLUSH on the first graph gets one flush at its RELEASE; the one opened on the
+    first FLUSH graph (the kernel flushes it at its closes) and the one opened after
+    the last switch get none."""
+    flushing = parse_volfile(stack(brick, "test/flush-log"), "n.vol")
+    async with serve(running(stack(brick))) as (k, s):
+        e, noflush = (await k.create(1, b"f")).create()
+        assert await switch_graph(s, flushing, registry=_registry())
+        flushed = (await k.open(e.nodeid)).open()
+        assert noflush.open_flags & F.NOFLUSH and not flushed.open_flags & F.NOFLUSH
+        assert await switch_graph(s, parse_volfile(stack(brick), "b.vol"),
+                                  registry=_registry())
+        assert s.client.flush_at_release() == 0
+        assert await switch_graph(s, flushing, registry=_registry())
+        after = (await k.open(e.nodeid)).open()
+        assert not after.open_flags & F.NOFLUSH
+        assert s.client.flush_at_release() == 1
+        FlushLog.seen.clear()
+        for fh in (after.fh, flushed.fh):
+            (await k.release(e.nodeid, fh)).ok()
+        assert FlushLog.seen == [("release", e.nodeid)] * 2
+        FlushLog.seen.clear()
+        (await k.release(e.nodeid, noflush.fh)).ok()
+        assert FlushLog.seen == [("flush", e.nodeid, 0), ("release", e.nodeid)]
+
+
+async def test_a_noflush_open_released_on_a_graph_without_flush_needs(brick: Path) -> None:
+    """Switched to a graph that needs FLUSH and back before the file is released: the
+    graph at RELEASE needs no flush, none is sent."""
+    async with serve(running(stack(brick, "performance/md-cache"))) as (k, s):
+        e, o = (await k.create(1, b"f")).create()
+        assert o.open_flags & F.NOFLUSH
+        assert await switch_graph(s, parse_volfile(stack(brick, "test/flush-log"), "n.vol"),
+                                  registry=_registry())
+        assert await switch_graph(s, parse_volfile(stack(brick, "debug/io-stats"), "b.vol"),
+                                  registry=_registry())
+        (await k.release(e.nodeid, o.fh)).ok()
+        stats = s.graph["x0"].stats
+        assert stats("flush").count == 0 and stats("release").count == 1
+
+
+async def test_reconfigure_that_makes_trace_trace_flush(brick: Path, tmp_path: Path) -> None:
+    """SIGHUP with the same stack, trace now tracing flush: opens from then on get
+    FLUSH, the file opened before gets one flush at its RELEASE; tracing flush no more
+    gives NOFLUSH again.  (trace's history shows the flushes that reached the graph.)"""
+    from fuse_bridge.graph_switch import reload
+    path = tmp_path / "trace.vol"
+
+    def volfile(ops: str) -> str:
+        return stack(brick, ("debug/trace", {"include-ops": ops, "log-file": "no",
+                                             "log-history": "on"}))
+
+    def flushes(s: Any) -> list[str]:
+        return [line for line in s.graph["x0"].history_lines() if ": flush(" in line]
+
+    path.write_text(volfile("create,release"))
+    async with serve(running(path.read_text())) as (k, s):
+        e, before = (await k.create(1, b"f")).create()
+        assert before.open_flags & F.NOFLUSH
+        path.write_text(volfile("flush,release"))
+        assert await reload(s, str(path)) == "reconfigured"
+        assert s.client.dump()["flush"] == ("sent (needed by volume 'x0' (debug/trace): "
+                                            "needs flush)")
+        after = (await k.open(e.nodeid)).open()
+        assert not after.open_flags & F.NOFLUSH
+        assert s.client.flush_at_release() == 1
+        (await k.flush(e.nodeid, after.fh, lock_owner=7)).ok()
+        (await k.release(e.nodeid, after.fh)).ok()
+        assert len(flushes(s)) == 1                         # the kernel's, none more
+        (await k.release(e.nodeid, before.fh)).ok()
+        assert len(flushes(s)) == 2 and s.client.flush_at_release() == 0
+        path.write_text(volfile("create"))
+        assert await reload(s, str(path)) == "reconfigured"
+        again = (await k.open(e.nodeid)).open()
+        assert again.open_flags & F.NOFLUSH
+        (await k.release(e.nodeid, again.fh)).ok()
+
+
+async def test_reconfigure_error_gen_to_fail_flush(brick: Path, tmp_path: Path) -> None:
+    """error-gen told to fail flush by a reconfigure: the file opened with NOFLUSH
+    before gets its flush at RELEASE, which fails (logged), and the release goes on."""
+    from fuse_bridge.graph_switch import reload
+    path = tmp_path / "errors.vol"
+    path.write_text(stack(brick, ("debug/error-gen", {"failure": "100",
+                                                      "enable": "unlink"})))
+    async with serve(running(path.read_text())) as (k, s):
+        e, before = (await k.create(1, b"f")).create()
+        assert before.open_flags & F.NOFLUSH
+        path.write_text(stack(brick, ("debug/error-gen", {"failure": "100",
+                                                          "enable": "flush"})))
+        assert await reload(s, str(path)) == "reconfigured"
+        (await k.release(e.nodeid, before.fh)).ok()
+        assert s.graph["x0"].injected == {"flush": 1}
+        assert s.client.fds == {}
 
 
 async def test_switch_back_to_a_graph_without_flush_needs(brick: Path) -> None:
@@ -181,7 +302,7 @@ async def test_switch_back_to_a_graph_without_flush_needs(brick: Path) -> None:
         assert not o.open_flags & F.NOFLUSH
         assert await switch_graph(s, parse_volfile(stack(brick), "n.vol"),
                                   registry=_registry())
-        assert s.client.unflushed == set()
+        assert s.client.flush_at_release() == 0
         o2 = (await k.open(e.nodeid)).open()
         assert o2.open_flags & F.NOFLUSH
         for fh in (o.fh, o2.fh):
@@ -210,7 +331,7 @@ async def test_release_after_a_switch_releases_when_its_flush_fails(brick: Path)
                                                    "n.vol"), registry=r)
         (await k.release(e.nodeid, before.fh)).ok()
         assert FlushLog.seen == [("flush", e.nodeid, 0), ("release", e.nodeid)]
-        assert before.fh not in s.client.unflushed
+        assert s.client.flush_at_release() == 0
 
 
 async def test_lock_translator_needs_no_flush_when_the_kernel_keeps_locks(

@@ -136,6 +136,31 @@ async def test_cancelled_calls_are_timed_not_counted_as_errors(fake_ns):
     assert s.count == 1 and s.errors == 0 and s.lat_n == 1
 
 
+@pytest.mark.parametrize("latency", ["on", "off"])
+async def test_failures_by_errno_in_both_modes(fake_ns, latency):
+    """An OSError counts under its errno (EIO when it has none), any other exception
+    under EIO, and each is timed when latency is measured; the exception goes on up."""
+    raised = [FileNotFoundError(errno.ENOENT, "x"), OSError("no errno"),
+              ValueError("a bug below"), OSError(errno.ENODATA, "y")]
+
+    class Failing(RecordingLeaf):
+        async def getxattr(self, frame, inode, name):
+            raise raised.pop(0)
+
+    leaf = Failing()
+    xl = IoStats("io", [leaf], {"latency-measurement": latency}, itable=leaf.itable)
+    caught = []
+    for _ in range(4):
+        with pytest.raises(Exception) as info:
+            await xl.getxattr(Frame(), Inode(5, 5), "user.x")
+        caught.append(type(info.value))
+    assert caught == [FileNotFoundError, OSError, ValueError, OSError]
+    s = xl.stats("getxattr")
+    assert s.count == 4 and s.errors == 4
+    assert s.errnos == {errno.ENOENT: 1, errno.EIO: 2, errno.ENODATA: 1}
+    assert s.lat_n == (4 if latency == "on" else 0)
+
+
 class Dumps:
     """``xl.dump_now`` wrapped, so the test follows the periodic dump step by step:
     ``started()`` gives trio's time when the next dump began and whether ``path``

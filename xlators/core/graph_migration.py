@@ -220,6 +220,7 @@ async def reopen_fds(fds: Mapping[int, Fd], new: Graph
         again = Fd(inode if inode is not None else Inode(nodeid, -nodeid), flags, fd.pid,
                    is_dir=fd.is_dir, fh=fh)
         again.lk_owner = fd.lk_owner
+        again.noflush = fd.noflush            # the kernel's FLUSH at close, as opened
         why = ""
         if inode is None or not inode.ctx:
             why = "its inode was not found on the new graph"
@@ -234,6 +235,7 @@ async def reopen_fds(fds: Mapping[int, Fd], new: Graph
                 if again.ctx:
                     await release_fds(new, {fh: again})
                 again = Fd(inode, flags, fd.pid, is_dir=fd.is_dir, fh=fh)
+                again.noflush = fd.noflush
         if why:
             failed[fh] = why
             log.warning("graph switch: fh %d (nodeid %d, %s): cannot reopen it on the new "

@@ -41,8 +41,11 @@ class Inode:
 
 class Fd:
     """An open file or directory.  ``fh`` is its number in the client's handle table
-    (``xlators.core.client``; 0 until it has one)."""
-    __slots__ = ("inode", "flags", "pid", "fh", "lk_owner", "ctx", "is_dir", "open_flags")
+    (``xlators.core.client``; 0 until it has one).  ``noflush``: the FUSE bridge answered
+    its open with FOPEN_NOFLUSH, so the kernel sends no FLUSH at its closes
+    (fuse_bridge.ops_file.release)."""
+    __slots__ = ("inode", "flags", "pid", "fh", "lk_owner", "ctx", "is_dir", "open_flags",
+                 "noflush")
 
     def __init__(self, inode: Inode, flags: int = 0, pid: int = 0, *, is_dir: bool = False,
                  fh: int = 0) -> None:
@@ -55,6 +58,7 @@ class Fd:
         self.ctx: dict[Any, Any] = {}
         # FOPEN_* style hints a translator may set for the kernel: "direct_io", "keep_cache"
         self.open_flags: set[str] = set()
+        self.noflush = False
 
     def __repr__(self) -> str:
         return f"<Fd fh={self.fh} {self.inode!r} flags={self.flags:#o}>"

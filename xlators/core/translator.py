@@ -76,8 +76,12 @@ class Translator:
     #: close needs.  When no translator of the graph needs it, and none handles locks
     #: (the kernel releases a closing owner's POSIX locks through FLUSH), the bridge
     #: answers OPEN and CREATE with FOPEN_NOFLUSH and the kernel skips FLUSH on close
-    #: (``Graph.needs_flush``; fuse_bridge/ops_file.py).
-    needs_flush: ClassVar[bool] = True
+    #: (``Graph.needs_flush``; fuse_bridge/ops_file.py).  A translator whose need
+    #: follows its options (the debug translators' fop lists) sets ``self.needs_flush``
+    #: from them, in ``__init__`` and ``reconfigured``: the class value says whether it
+    #: may need FLUSH, the instance's whether it does now.  The bridge asks at INIT, at
+    #: a graph switch and after a reconfigure in place (``FuseClient.decide_flush``).
+    needs_flush: bool = True
     #: The capability flags above, checked to be bools when a subclass is defined.
     CAPABILITY_FLAGS: ClassVar[tuple[str, ...]] = (
         "handles_locks", "passes_data_through", "posix_acl", "kills_privileges",

@@ -5,7 +5,9 @@ call (``enable`` lists the fops; ``delay-percentage`` of their calls, picked at 
 waits ``delay-duration`` microseconds and then goes on to the child.  GlusterFS sleeps
 the thread; xlfs *awaits*, so an interrupted or cancelled request ends its delay at once
 and never reaches the child.  While a call waits, an interrupt handler is registered on
-its frame, so a kernel INTERRUPT for it cancels the request (EINTR).
+its frame, so a kernel INTERRUPT for it cancels the request (EINTR).  With flush among
+the fops it may delay, delay-gen needs the kernel's FLUSH at every close
+(``needs_flush``); otherwise it does not.
 
     volume delay
         type debug/delay-gen
@@ -32,7 +34,7 @@ class DelayGen(Translator):
     """debug/delay-gen: delay a percentage of chosen fops (awaited, so cancellable)."""
     type = "debug/delay-gen"
     children_range = (1, 1)
-    needs_flush = True   # it may be told to delay flush
+    needs_flush = True   # when told to delay flush (set from the options by _apply)
     options = (
         Option.percent("delay-percentage", default="10%",
                        description="Percentage of the enabled fops' calls that are "
@@ -62,6 +64,7 @@ class DelayGen(Translator):
         self._enabled = frozenset(self.opts.enable) - CALLBACK_FOPS
         self._fraction = self.opts.delay_percentage / 100.0
         self._seconds = self.opts.delay_duration / 1e6
+        self.needs_flush = "flush" in self._enabled and self._fraction > 0.0
 
     async def _delay(self, frame: Any) -> None:
         self.delayed += 1

@@ -14,7 +14,8 @@ GlusterFS's error-gen, with its options and their meaning (xlators/debug/error-g
   with EIO).  Unset: a plausible errno for the fop, picked from the fop table.
 - ``enable`` (alias ``error-fops``) lists the fops; unset means every fop.  Names that
   are not fops are ignored with a warning, as in GlusterFS.  forget, release and
-  releasedir never fail.
+  releasedir never fail.  With flush among the fops that may fail, error-gen needs the
+  kernel's FLUSH at every close (``needs_flush``); otherwise it does not.
 
 ``random-seed`` (an xlfs addition) makes the random choices repeatable.
 
@@ -55,7 +56,7 @@ class ErrorGen(Translator):
     """debug/error-gen: fail a percentage of chosen fops with an errno."""
     type = "debug/error-gen"
     children_range = (1, 1)
-    needs_flush = True   # it may be told to fail flush
+    needs_flush = True   # when told to fail flush (set from the options by _apply)
     options = (
         Option.percent("failure",
                        description="How often an enabled fop fails, in percent.  Unset or "
@@ -89,6 +90,7 @@ class ErrorGen(Translator):
         self._rng = random.Random(o.random_seed)
         pct = o.failure or 0.0
         self._enabled = frozenset(o.enable) - CALLBACK_FOPS if pct > 0 else frozenset()
+        self.needs_flush = "flush" in self._enabled
         self._error_no: Optional[int] = o.error_no
         self._random_failure = bool(o.random_failure)
         self._threshold = int(pct / 100.0 * FAILURE_GRANULARITY)

@@ -10,7 +10,9 @@ Each call gives two lines, GlusterFS style, keyed by the request's unique number
 Lines go to the translator's logger at INFO (``log-file``, the default), to a file when
 ``log-file`` is a path, and into a ring buffer of ``history-size`` lines shown in the
 statedump when ``log-history`` is on.  ``include-ops`` or ``exclude-ops`` choose fops
-(GlusterFS accepts only one of them).
+(GlusterFS accepts only one of them).  While flush is traced and the lines go somewhere,
+trace needs the kernel's FLUSH at every close (``needs_flush``); otherwise it does not,
+and in a stack where nothing else needs it the kernel sends none (FOPEN_NOFLUSH).
 
     volume trace
         type debug/trace
@@ -84,7 +86,9 @@ class Trace(Translator):
     """debug/trace: log each fop call and its result or errno."""
     type = "debug/trace"
     children_range = (1, 1)
-    needs_flush = True   # it logs the fop stream: a close shows its flush
+    # It logs the fop stream, a close's flush included: needed when flush is traced and
+    # its lines go somewhere (set from the options by _apply).
+    needs_flush = True
     options = (
         Option.fops("include-ops", default="", aliases=("include",), parser=lenient_fops,
                     description="Trace only these fops (comma separated, GlusterFS names "
@@ -146,6 +150,7 @@ class Trace(Translator):
         self._to_log = o.log_file is not False
         self._path = o.log_file if isinstance(o.log_file, str) else None
         self._history_on = bool(o.log_history)
+        self.needs_flush = "flush" in traced and (self._to_log or self._history_on)
         if self.history.maxlen != o.history_size:
             self.history = collections.deque(self.history, maxlen=o.history_size)
 
