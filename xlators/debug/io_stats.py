@@ -368,6 +368,9 @@ def _write_replace(path: str, text: str) -> None:
 # through the frame's handler table on the way out.  With isinstance tests and an
 # ``errors`` count beside ``errnos`` that was ~1.9 kIr more per failure under callgrind
 # (docs/benchmarks.md, "io-stats on a failing fop").
+# The exception being handled: sys.exception() from Python 3.11, sys.exc_info()'s
+# second item before (requires-python is 3.9; PyPy 3.9 runs xlfs).
+_current_exception = getattr(sys, "exception", None) or (lambda: sys.exc_info()[1])
 _LATENCY = """\
 ns = clock() - t0                       # st.latency(ns), inline
 st.lat_total += ns
@@ -436,7 +439,7 @@ def _make(fop: Fop):
     data = _DATA_IN if fop.data_in else _DATA_OUT if fop.data_out else ""
     return compile_fop(fop, _COUNTED_SOURCE.replace("{data}", data), {
         "__name__": __name__, "MODULE": sys.modules[__name__], "IDX": _FOP_INDEX[fop.name],
-        "EIO": errno.EIO, "EXCEPTION": sys.exception,
+        "EIO": errno.EIO, "EXCEPTION": _current_exception,
         "BUFFERS": (bytes, bytearray, memoryview)})
 
 
