@@ -42,7 +42,8 @@ FILLED: list = []
 
 
 def _libc_functions() -> dict:
-    """readv, writev, preadv, pwritev and copy_file_range on the C library via cffi."""
+    """readv, writev, preadv, pwritev, copy_file_range and link (linkat) on the C library,
+    through cffi, with os's signatures."""
     import cffi
 
     ffi = cffi.FFI()
