@@ -39,6 +39,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple, Type
 
 from .cases import CaseEnv
 from .daemon_mount import DaemonMount, MountLeft, mounts_under, shielded  # noqa: F401
+from .warm_up import warm_up
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCAL_VOL = ROOT / "volfiles" / "local.vol"
@@ -111,6 +112,8 @@ class RawPeer(Peer):
 class FusePeer(Peer):
     """A daemon mounting a fresh brick; subclasses say how to run it."""
     ready_timeout = 30.0          # seconds the daemon has to mount and answer a stat
+    #: rounds of warm_up.warm_up on the mount before the cases (a JIT's peers need them)
+    warm_up_rounds = 0
 
     def argv(self, brick: Path, mountpoint: Path, log: Path, timeouts: Timeouts,
              workdir: Path) -> List[str]:
@@ -139,6 +142,8 @@ class FusePeer(Peer):
             m.start(self.ready_timeout)
             directory = mountpoint / "bench"
             directory.mkdir(exist_ok=True)
+            if self.warm_up_rounds:
+                warm_up(str(mountpoint), self.warm_up_rounds)
             attr, entry, _neg = timeouts
             yield Mount(str(directory), CaseEnv(fuse=True, attr_timeout=attr, entry_timeout=entry),
                         abort=m.abort, aborted=lambda: m.aborted, pid=m.proc.pid,
@@ -159,6 +164,8 @@ def _timeout_flags(timeouts: Timeouts) -> List[str]:
 class XlfsPeer(FusePeer):
     name = "xlfs"
     description = "xlfs on volfiles/local.vol (posix + locks + io-stats)"
+    #: the interpreter the daemon runs under (benchmarks/pypy_peers.py names another)
+    python = sys.executable
 
     def __init__(self, volfile: Path = LOCAL_VOL) -> None:
         self.volfile = Path(volfile)
@@ -182,7 +189,7 @@ class XlfsPeer(FusePeer):
         return dict(os.environ, PYTHONPATH=str(ROOT))
 
     def argv(self, brick, mountpoint, log, timeouts, workdir):
-        return ([sys.executable, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
+        return ([self.python, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
                  "-l", str(log), "-f", str(self.volfile),
                  f"--xlator-option=posix.directory={brick}", NO_PASSTHROUGH]
                 + _timeout_flags(timeouts) + [str(mountpoint)])
@@ -199,7 +206,7 @@ class XlfsMirrorPeer(XlfsPeer):
     def argv(self, brick, mountpoint, log, timeouts, workdir):
         second = Path(str(brick) + "-b")
         second.mkdir(parents=True, exist_ok=True)
-        return ([sys.executable, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
+        return ([self.python, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
                  "-l", str(log), "-f", str(self.volfile),
                  f"--xlator-option=brick-a.directory={brick}",
                  f"--xlator-option=brick-b.directory={second}"]
@@ -221,7 +228,7 @@ class XlfsDist3Peer(XlfsPeer):
             d = Path(workdir) / f"brick{i}"
             d.mkdir(parents=True, exist_ok=True)
             dirs.append(f"--xlator-option=brick{i}.directory={d}")
-        return ([sys.executable, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
+        return ([self.python, "-m", "fuse_bridge.cli", "-N", "-L", "WARNING",
                  "-l", str(log), "-f", str(self.volfile)] + dirs
                 + _timeout_flags(timeouts) + [str(mountpoint)])
 

@@ -19,7 +19,11 @@ import sys
 from array import array
 from bisect import bisect_right
 from itertools import accumulate, repeat
-from operator import call
+try:
+    from operator import call
+except ImportError:                 # Python < 3.11 (PyPy 3.9)
+    def call(obj, /, *args, **kwargs):
+        return obj(*args, **kwargs)
 from typing import Optional, Sequence
 
 from xlators.core.dir_batch import DirBatch

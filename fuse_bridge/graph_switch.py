@@ -290,7 +290,7 @@ def _compatibility(session: Any, new: Graph) -> list[str]:
     missing = wanted & ~_storage_flags(SimpleNamespace(graph=new, opts=session.opts))
     if missing:
         names = ",".join(f.name for f in abi.InitFlag
-                         if f.value & missing and f.value.bit_count() == 1 and f.name)
+                         if f.value & missing and not f.value & (f.value - 1) and f.name)
         problems.append(f"the mount negotiated {names} with the kernel and the new graph's "
                         f"storages cannot provide it")
     return problems

@@ -88,7 +88,7 @@ def _storage_flags(c: FuseClient) -> int:
 
 
 def _flag_names(flags: int) -> str:
-    return ",".join(f.name for f in _I if f.value & flags and f.value.bit_count() == 1
+    return ",".join(f.name for f in _I if f.value & flags and not f.value & (f.value - 1)
                     and f.name) or "none"
 
 

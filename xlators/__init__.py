@@ -4,6 +4,7 @@ Plugin authors import everything they need from here::
 
     from xlators import Translator, Option, FopError, hookimpl
 """
+from .core import stdlib_compat  # noqa: F401  (first: the names PyPy 3.9 lacks)
 from .core.errors import FopError, errno_of
 from .core.events import Event
 from .core.fops import FOP_BY_NAME, FOP_NAMES, FOPS, Fop

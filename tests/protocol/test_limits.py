@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import socket
 import stat
-import tracemalloc
 
 import pytest
 import trio
@@ -15,6 +14,12 @@ from fuse_bridge import abi
 from tests.protocol.kernel import ALL_FLAGS, cstr, serve
 from tests.protocol.limits_lib import graph, open_fds
 from xlators.core.inode import InodeTable, LinkPins
+
+try:
+    import tracemalloc
+except ImportError:                 # PyPy has no tracemalloc
+    tracemalloc = None
+needs_tracemalloc = pytest.mark.skipif(tracemalloc is None, reason="no tracemalloc (PyPy)")
 
 O = abi.Opcode
 I = abi.InitFlag
@@ -62,6 +67,7 @@ async def forget_all(k, s, handed: dict) -> None:
 
 @pytest.mark.parametrize("flags", [ALL_FLAGS, ALL_FLAGS & ~I.MAX_PAGES],
                          ids=["max_pages", "default_pages"])
+@needs_tracemalloc
 async def test_read_is_capped_at_the_negotiated_size(make, flags):
     async with serve(make(), flags=flags) as (k, s):
         cap = cap_of(k)
@@ -77,6 +83,7 @@ async def test_read_is_capped_at_the_negotiated_size(make, flags):
 
 
 @pytest.mark.parametrize("plus", [False, True], ids=["readdir", "readdirplus"])
+@needs_tracemalloc
 async def test_readdir_buffer_is_capped(make, plus):
     async with serve(make()) as (k, s):
         handed = {}

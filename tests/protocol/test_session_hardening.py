@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import logging
 import struct
-import tracemalloc
 
 import pytest
 import trio
@@ -17,6 +16,12 @@ from fuse_bridge.options import BridgeOptions
 from tests.protocol.kernel import cstr, memory_graph, registry, serve
 from xlators.core.graph import Graph
 from xlators.core.types import OFFSET_MAX
+
+try:
+    import tracemalloc
+except ImportError:                 # PyPy has no tracemalloc
+    tracemalloc = None
+needs_tracemalloc = pytest.mark.skipif(tracemalloc is None, reason="no tracemalloc (PyPy)")
 
 O = abi.Opcode
 HDR = struct.Struct("<IiQ")
@@ -36,6 +41,7 @@ async def until(cond, timeout: float = 60.0) -> None:
 
 # --------------------------------------------------------------------------- many waiters
 
+@needs_tracemalloc
 async def test_a_thousand_waiting_requests_do_not_stop_the_reading():
     """1,000 requests wait (Gate holds LOOKUPs); GETATTR is still answered, the waiting
     requests cost no large buffer each, and all are answered once released."""

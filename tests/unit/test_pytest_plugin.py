@@ -54,9 +54,8 @@ async def test_a_failing_async_test_fails():
 def _load_plugin_args() -> list[str]:
     """Load the plugin by name only where its pytest11 entry point is not installed
     (an install older than the entry point): loading it twice is an error."""
-    from importlib.metadata import entry_points
-    installed = any(ep.value == "xlators.pytest_plugin"
-                    for ep in entry_points(group="pytest11"))
+    from xlators.core.hooks import entry_points
+    installed = any(ep.value == "xlators.pytest_plugin" for ep in entry_points("pytest11"))
     return [] if installed else ["-p", "xlators.pytest_plugin"]
 
 

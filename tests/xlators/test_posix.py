@@ -314,7 +314,8 @@ async def test_symlink_and_readlink(br):
 async def test_setattr_chmod_chown_truncate_utimens(br):
     h, xl = br.h, br.xl
     await h.write_file("/f", b"0123456789")
-    open(f"{br.b}/f", "wb").write(b"0123456789")
+    with open(f"{br.b}/f", "wb") as f:
+        f.write(b"0123456789")
     e = await h.lookup("/f")
     a = await xl.setattr(h.frame(), e.inode, SetAttr(mode=0o4751))
     os.chmod(f"{br.b}/f", 0o4751)

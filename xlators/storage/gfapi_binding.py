@@ -294,6 +294,9 @@ def set_credentials(uid: int, gid: int, groups: tuple[int, ...]) -> None:
     _thread_creds.value = creds
 
 
+if not hasattr(ctypes, "pythonapi"):          # PyPy: no C API through ctypes
+    raise GfapiMissing("storage/gfapi needs CPython (its reads fill a bytes object "
+                       "through ctypes.pythonapi, which this interpreter lacks)")
 _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
 _new_bytes.restype = ctypes.py_object
 _new_bytes.argtypes = [c_void_p, c_ssize_t]
