@@ -126,11 +126,12 @@ async def reload(session: Any, path: str, overrides: Sequence[str] = ()) -> str:
         return "failed"
     if plan.kind == reloading.RECONFIGURE:
         why = reloading.reconfigure_in_place(session.graph, plan)
+        # Even a failed reconfigure may have changed a translator's needs_flush.
+        _flush_reconsidered(session.client)
         if why:
             log.error("SIGHUP: %s", why)
             return "failed"
         log.info("SIGHUP: %s reconfigured in place", path)
-        _flush_reconsidered(session.client)
         return "reconfigured"
     ok = await switch_graph(session, plan.volumes, source=path, digest=plan.digest)
     return "switched" if ok else "failed"

@@ -70,6 +70,11 @@ def reconfigure_in_place(graph: Graph, plan: Plan) -> Optional[str]:
     except OptionError as exc:
         return f"{plan.path}: {exc}; nothing changed"
     for v in plan.volumes:       # definition order = children first
-        graph.xlators[v.name].reconfigure(v.options)
+        try:
+            graph.xlators[v.name].reconfigure(v.options)
+        except Exception as exc:  # noqa: BLE001 (a translator's own failure, reported)
+            return (f"{plan.path}: volume {v.name}: reconfigure failed: {exc}; the "
+                    f"volumes before it have their new options, it and those after "
+                    f"may be partly changed")
     graph.volfile_digest = plan.digest
     return None

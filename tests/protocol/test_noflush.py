@@ -296,6 +296,34 @@ async def test_reconfigure_error_gen_to_fail_flush(brick: Path, tmp_path: Path) 
         assert s.client.fds == {}
 
 
+async def test_a_reconfigure_that_fails_part_way_still_decides_flush(
+        brick: Path, tmp_path: Path) -> None:
+    """error-gen (below) takes its new options, trace (above) then fails to open its new
+    log file: the reload fails with a message naming the volume, and the bridge decides
+    FLUSH from what the translators now say: error-gen fails flush, so opens get FLUSH
+    and the file opened before gets its flush at RELEASE."""
+    from fuse_bridge.graph_switch import reload
+    path = tmp_path / "partial.vol"
+
+    def volfile(enable: str, log_file: str) -> str:
+        return stack(brick, ("debug/error-gen", {"failure": "100", "enable": enable}),
+                     ("debug/trace", {"include-ops": "create", "log-file": log_file}))
+
+    path.write_text(volfile("unlink", "no"))
+    async with serve(running(path.read_text())) as (k, s):
+        e, before = (await k.create(1, b"f")).create()
+        assert before.open_flags & F.NOFLUSH
+        path.write_text(volfile("flush", str(tmp_path / "missing" / "trace.log")))
+        assert await reload(s, str(path)) == "failed"
+        assert s.graph["x0"].needs_flush
+        after = (await k.open(e.nodeid)).open()
+        assert not after.open_flags & F.NOFLUSH
+        assert s.client.flush_at_release() == 1
+        (await k.release(e.nodeid, before.fh)).ok()
+        assert s.graph["x0"].injected == {"flush": 1}
+        (await k.release(e.nodeid, after.fh)).ok()
+
+
 async def test_switch_back_to_a_graph_without_flush_needs(brick: Path) -> None:
     async with serve(running(stack(brick, "test/flush-log"))) as (k, s):
         e, o = (await k.create(1, b"f")).create()
