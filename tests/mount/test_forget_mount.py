@@ -15,8 +15,8 @@ pytestmark = [pytest.mark.mount,
               pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
 
 
-def _deleted_held(m: Mounted) -> list[str]:
-    """Brick files whose last name went that the daemon still holds a descriptor of."""
+def _held(m: Mounted) -> list[str]:
+    """What the daemon's descriptors into the brick point at."""
     fds = f"/proc/{m.proc.pid}/fd"
     held = []
     for fd in os.listdir(fds):
@@ -24,9 +24,14 @@ def _deleted_held(m: Mounted) -> list[str]:
             target = os.readlink(f"{fds}/{fd}")
         except OSError:
             continue                        # (closed meanwhile)
-        if target.startswith(str(m.brick)) and target.endswith(" (deleted)"):
+        if target.startswith(str(m.brick)):
             held.append(target)
     return held
+
+
+def _deleted_held(m: Mounted) -> list[str]:
+    """Brick files whose last name went that the daemon still holds a descriptor of."""
+    return [t for t in _held(m) if t.endswith(" (deleted)")]
 
 
 @pytest.mark.parametrize("how", ["unlink", "rename-over", "rename-then-unlink", "rmdir"])
@@ -37,6 +42,8 @@ def test_a_removed_files_descriptor_is_closed_while_the_mount_stays_busy(tmp_pat
                 f.write(b"x" * 65536)
         os.mkdir(m.path("d"))
         assert not _deleted_held(m)
+        victim = "d" if how == "rmdir" else "a"
+        assert f"{m.brick}/{victim}" in _held(m), "posix holds no descriptor to wait for"
         if how == "unlink":
             os.unlink(m.path("a"))
         elif how == "rename-over":

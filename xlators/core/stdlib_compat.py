@@ -1,12 +1,15 @@
 """The standard library's names that xlfs uses and PyPy 3.9 lacks, filled in.
 
 ``contextlib.aclosing`` (Python 3.10; the cluster translators' directory scans), and
-the Linux names of ``os`` and ``fcntl``: xlfs calls ``os.readv``/``os.writev`` (the FUSE transport), ``os.preadv``/``os.pwritev``
-with ``RWF_NOWAIT``, ``os.copy_file_range`` and ``os.link(..., follow_symlinks=True)``
-(storage/posix; PyPy's ignores the flag), and opens with ``O_PATH``.  CPython has all of them on Linux; PyPy 3.9 (Debian 12's ``pypy3`` 7.3.11)
-has none.  Importing this module (``xlators`` does, first) adds what is missing to the
-``os`` and ``fcntl`` modules themselves, so every call site stays ``os.readv(...)``: on
-CPython nothing is missing and nothing is added, so nothing there changes.
+the Linux names of ``os`` and ``fcntl``: xlfs calls ``os.readv``/``os.writev`` (the
+FUSE transport), ``os.preadv``/``os.pwritev`` with ``RWF_NOWAIT``,
+``os.copy_file_range`` and ``os.link(..., follow_symlinks=True)`` (storage/posix;
+PyPy's ignores the flag), and opens with ``O_PATH``.  CPython 3.11 has all of them on
+Linux (3.9 lacks ``aclosing`` and a few constants, never a function); PyPy 3.9
+(Debian 12's ``pypy3`` 7.3.11) has none.  Importing this module (``xlators`` does,
+first) adds what is missing to the ``os`` and ``fcntl`` modules themselves, so every
+call site stays ``os.readv(...)``: on CPython 3.11 nothing is missing and nothing is
+added, so nothing there changes.
 
 The functions are the C library's, called through cffi (part of PyPy, and JIT-compiled
 there); they raise OSError like CPython's and retry on EINTR as PEP 475 asks.  The
