@@ -33,8 +33,8 @@ changed in between, through the mount or below it, has a new ctime and is read a
 (changes below the mount are seen within the bound below; with ``watch-brick`` the
 bridge also drops the kernel's pages itself).  ``opendir`` gets the ``cache_dir`` hint
 (FOPEN_CACHE_DIR: the kernel may keep the listing) and ``keep_cache`` by the same rule
-(a directory's mtime changes with its entries); the bridge does not honour hints on
-OPENDIR yet.
+(a directory's mtime changes with its entries); the bridge turns both into the
+OPENDIR reply's FOPEN_* flags (``fuse_bridge.ops_dir.opendir_flags``).
 
 What invalidates (drops) an inode's record:
 
