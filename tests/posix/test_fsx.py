@@ -68,7 +68,8 @@ VARIANTS = (("local", "writeback"), ("write-behind", "writeback"), ("memory", "d
 VARIANTS += (("io-cache", "writeback"), ("io-cache", "direct-io"), ("read-ahead", "direct-io"),
              ("quick-read", "writeback"), ("md-cache", "writeback"), ("open-behind", "direct-io"))
 # FUSE passthrough: the kernel reads, writes and maps the brick file itself
-VARIANTS += (("local", "passthrough"), ("fast", "passthrough"), ("md-cache", "passthrough"))
+VARIANTS += (("local", "passthrough"), ("fast", "passthrough"), ("md-cache", "passthrough"),
+             ("nl-cache", "passthrough"), ("io-threads", "passthrough"))
 
 
 def _params():

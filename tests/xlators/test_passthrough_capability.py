@@ -23,7 +23,10 @@ def posix(tmp_path: Path, *types: str, **posix_opts: str) -> Harness:
 
 
 @pytest.mark.parametrize("types", [(), ("features/locks",), ("debug/io-stats",),
-                                   ("debug/io-stats", "features/locks")])
+                                   ("debug/io-stats", "features/locks"),
+                                   ("performance/nl-cache",), ("performance/io-threads",),
+                                   ("performance/md-cache", "performance/nl-cache",
+                                    "performance/io-threads")])
 async def test_transparent_stacks_hand_over_the_brick_file(tmp_path, types) -> None:
     h = posix(tmp_path, *types)
     assert h.top.passthrough_blocker() is None

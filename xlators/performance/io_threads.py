@@ -65,6 +65,11 @@ is the admission bookkeeping (about 1-3 us a fop) and, when more than ``thread-c
 fops are in flight, the queueing itself.  It pays when the brick's calls really block
 (cold data, a slow disk) and other requests could be answered meanwhile; that case was
 not measured here.
+
+FUSE passthrough: io-threads changes no data, so it declares ``passes_data_through``;
+with ``--fuse-passthrough=auto|yes`` over posix the kernel then reads and writes the
+brick files itself, and READ and WRITE of those files never reach its queues (the
+low-priority ones it would have sent to a thread).
 """
 from __future__ import annotations
 
@@ -97,6 +102,7 @@ class IoThreads(Translator):
     type = "performance/io-threads"
     children_range = (1, 1)
     needs_flush = False  # flush is queued like any fop, never needed by it
+    passes_data_through = True   # changes no data (FUSE passthrough: module docstring)
     options = (
         Option.int("thread-count", default=16, min=1, max=64,
                    description="Most fops in the child at once, and most worker threads "

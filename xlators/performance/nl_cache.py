@@ -37,6 +37,10 @@ made in it through this graph, is not cached.  Bound on
 staleness for a name created behind the mount: the upcall's delay with an upcall source
 (posix ``watch-brick``), else ``nl-cache-timeout``; the kernel's ``--negative-timeout``
 comes on top.
+
+FUSE passthrough: nl-cache keeps names, never data or attributes, so it declares
+``passes_data_through`` and a stack of it over posix lets the kernel read and write the
+brick files itself (``--fuse-passthrough=auto|yes``).
 """
 from __future__ import annotations
 
@@ -87,6 +91,7 @@ class NlCache(Translator):
     type = "performance/nl-cache"
     children_range = (1, 1)
     needs_flush = False
+    passes_data_through = True   # names only: FUSE passthrough's READ/WRITE change none
     options = (
         Option.time("nl-cache-timeout", default="60", min=0,
                     description="Seconds a negative (or positive) entry is trusted."),
