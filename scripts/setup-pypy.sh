@@ -8,25 +8,10 @@
 #   .venv-pypy/bin/xlfs -N -f volfiles/fast.vol --xlator-option=posix.directory=$PWD/brick mnt
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/setup-lib.sh
 need=()
 command -v pypy3 >/dev/null 2>&1 || need+=(pypy3)
 pypy3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(pypy3-venv)
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-    else
-        echo "setup-pypy: missing Debian packages: ${need[*]} (run as root, or apt-get install them)" >&2
-        exit 1
-    fi
-fi
-if [ ! -x .venv-pypy/bin/python ]; then
-    pypy3 -m venv .venv-pypy
-fi
-stamp=.venv-pypy/.xlfs-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv-pypy/bin/pip install -q --upgrade pip >/dev/null
-    .venv-pypy/bin/pip install -q -e '.[test]'
-    touch "$stamp"
-fi
+install_debian_packages setup-pypy "${need[@]}"
+venv_with_xlfs pypy3 .venv-pypy

@@ -5,6 +5,7 @@
 # and its test dependencies.  Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/setup-lib.sh
 need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
 command -v setfattr >/dev/null 2>&1 || need+=(attr)
@@ -20,20 +21,6 @@ PATH="$PATH:/usr/sbin:/sbin" command -v glusterfs >/dev/null 2>&1 || need+=(glus
 # the glusterd test's own network namespace (ip netns, nsenter, unshare)
 PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-    else
-        echo "setup: missing Debian packages: ${need[*]} (run as root, or apt-get install them)" >&2
-    fi
-fi
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-fi
-stamp=.venv/.xlfs-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e '.[test]'
-    touch "$stamp"
-fi
+# not root: say what is missing and go on (the tests that need it skip)
+install_debian_packages setup "${need[@]}" || true
+venv_with_xlfs python3 .venv
