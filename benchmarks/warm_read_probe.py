@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Sequence
 
 from .case_base import MiB
 from .cases import PROFILES
-from .data_cases import RANDOM_FILE_BYTES, RANDOM_NAME
+from .data_cases import RANDOM_FILE_BYTES, RANDOM_NAME, _chunks, _write_file
 from .fuse_trace import FuseTrace
 from .peer_table import PEERS
 from .run import cleanup
@@ -62,21 +62,16 @@ class Target:
 
 
 def _make_file(path: str, size: int) -> None:
-    if os.path.exists(path) and os.stat(path).st_size == size:
-        return
-    block = os.urandom(WARM_BLOCK)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for off in range(0, size, WARM_BLOCK):
-            os.pwrite(fd, block[:min(WARM_BLOCK, size - off)], off)
-    finally:
-        os.close(fd)
+    """The file of random data the reads go to, kept when it has the size already."""
+    if not (os.path.exists(path) and os.stat(path).st_size == size):
+        _write_file(path, size, WARM_BLOCK)
 
 
-def _read_through(fd: int, size: int) -> None:
+def _read_through(fd: int) -> None:
     """Read the file through, so that every page is cached (again)."""
-    for off in range(0, size, WARM_BLOCK):
-        os.pread(fd, WARM_BLOCK, off)
+    os.lseek(fd, 0, os.SEEK_SET)
+    for _ in _chunks(fd, WARM_BLOCK):
+        pass
 
 
 def _thread_cpu() -> float:
@@ -111,8 +106,8 @@ def time_preads(fd: int, offsets: Sequence[int]) -> tuple[float, float, int]:
     return wall / n * 1e9, cpu / n * 1e9, fetched
 
 
-def _one(t: Target, offsets: Sequence[int], trace: bool, size: int) -> None:
-    _read_through(t.fd, size)
+def _one(t: Target, offsets: Sequence[int], trace: bool) -> None:
+    _read_through(t.fd)
     if trace and t.connection is not None:
         with FuseTrace(t.connection) as tr:
             wall, cpu, fetched = time_preads(t.fd, offsets)
@@ -188,7 +183,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 offsets = [rng.randrange(size // PAGE) * PAGE for _ in range(args.reads)]
                 k = rnd % len(targets)
                 for t in targets[k:] + targets[:k]:
-                    _one(t, offsets, args.trace, size)
+                    _one(t, offsets, args.trace)
     finally:
         left = cleanup(root)
     print(report(targets, args.reads))
