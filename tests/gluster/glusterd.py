@@ -20,6 +20,14 @@ The ``gluster`` CLI enters glusterd's namespaces (``nsenter -t PID -m -n``).  A 
 network namespace only, so its FUSE mount is seen by the test.  :meth:`Glusterd.stop`
 stops the volumes, kills every process left in the namespace by pid and deletes it;
 an atexit hook does the same for a run that ends without it.
+
+Not without the network namespace, even as root with port 24007 free: the bricks would
+have to be on one of the machine's real addresses, glusterd and every brick would listen
+on all its interfaces (a volume with no authentication, open to the network, for the
+length of the run), and a dummy interface for a private address needs the same
+CAP_NET_ADMIN as a namespace.  Where no namespace can be made, the glusterd tests skip
+with the reason (:class:`tests.gluster.netns.NetnsUnavailable` names the missing
+capability or command; ``.ci/run`` prints skip reasons).
 """
 from __future__ import annotations
 

@@ -31,7 +31,34 @@ _KILLABLE = (b"gluster", b"fuse_bridge", b"nsenter", b"unshare")
 
 class NetnsUnavailable(RuntimeError):
     """This machine does not let the run make a network namespace (no CAP_SYS_ADMIN,
-    no ``ip``, no veth): the tests needing one skip with this message."""
+    no ``ip``, no veth): the tests needing one skip with this message, which says which
+    of those is missing (``.ci/run`` prints skip reasons)."""
+
+
+#: The capabilities ``ip netns add`` and the veth pair need (bit numbers of
+#: ``linux/capability.h``).
+_NEEDED_CAPS = {"CAP_NET_ADMIN": 12, "CAP_SYS_ADMIN": 21}
+
+
+def missing_capabilities() -> list[str]:
+    """Those of :data:`_NEEDED_CAPS` this process does not have (its effective set)."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError):
+        return []
+    return [name for name, bit in _NEEDED_CAPS.items() if not eff >> bit & 1]
+
+
+def _refused(what: str, exc: Exception) -> NetnsUnavailable:
+    """The skip reason for a refused ``ip`` command: the missing capabilities when that
+    is why, and ``ip``'s own message."""
+    if isinstance(exc, FileNotFoundError):
+        return NetnsUnavailable(f"cannot make {what}: no ip command (Debian package "
+                                "iproute2)")
+    caps = missing_capabilities()
+    lacks = f"this process lacks {' and '.join(caps)}: " if caps else ""
+    return NetnsUnavailable(f"cannot make {what}: {lacks}{exc}")
 
 
 def _ip(*args: str) -> None:
@@ -127,20 +154,21 @@ class PrivateNetns:
         try:
             _ip("netns", "add", self.name)
         except (OSError, RuntimeError) as exc:
-            raise NetnsUnavailable(f"cannot make a test network namespace: {exc}") from exc
+            raise _refused("a test network namespace", exc) from exc
         self.created = True
         atexit.register(self.remove)
         try:
-            _ip("-n", self.name, "link", "set", "lo", "up")
-            try:
-                _ip("-n", self.name, "link", "add", "xt0", "type", "veth", "peer", "name",
-                    "xt1")
-            except RuntimeError as exc:
-                raise NetnsUnavailable(f"no veth in a test network namespace: {exc}") \
-                    from exc
-            _ip("-n", self.name, "addr", "add", f"{self.address}/24", "dev", "xt0")
-            _ip("-n", self.name, "link", "set", "xt0", "up")
-            _ip("-n", self.name, "link", "set", "xt1", "up")
+            for what, args in (
+                    ("its loopback up", ("link", "set", "lo", "up")),
+                    ("a veth pair in it", ("link", "add", "xt0", "type", "veth", "peer",
+                                           "name", "xt1")),
+                    ("its address", ("addr", "add", f"{self.address}/24", "dev", "xt0")),
+                    ("its veth up", ("link", "set", "xt0", "up")),
+                    ("its veth up", ("link", "set", "xt1", "up"))):
+                try:
+                    _ip("-n", self.name, *args)
+                except (OSError, RuntimeError) as exc:
+                    raise _refused(f"a test network namespace with {what}", exc) from exc
         except BaseException:
             self.remove()
             raise

@@ -204,9 +204,11 @@ def _load() -> _Lib:
     try:
         cdll = ctypes.CDLL(LIBRARY, use_errno=True)
     except OSError as exc:
-        raise GfapiMissing(f"libgfapi is not installed ({LIBRARY}: {exc}); install the "
-                           f"Debian package {DEBIAN_PACKAGE} (apt-get install "
-                           "glusterfs-client)") from None
+        # ctypes' message names the library and says why: "libgfapi.so.0: cannot open
+        # shared object file: No such file or directory" when it is not installed
+        raise GfapiMissing(f"libgfapi cannot be loaded ({exc}): install the Debian "
+                           f"package {DEBIAN_PACKAGE} (apt-get install {DEBIAN_PACKAGE})"
+                           ) from None
     lib = _Lib()
     missing = []
     for name, (restype, argtypes) in PROTOTYPES.items():
