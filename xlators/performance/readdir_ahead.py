@@ -176,11 +176,11 @@ class ReaddirAhead(Translator):
             await self._reap()
 
     def _unattributed(self, entries: list[DirEntry], stale: Any) -> list[DirEntry]:
-        """``entries`` with those whose inode is ``stale`` (a predicate) made nameless
-        entries of READDIR kind: no inode, no attributes.  The bridge sends them with
-        nodeid 0, for which the kernel keeps nothing (it asks LOOKUP when it needs the
-        file); their inodes were never handed out and are forgotten if nobody holds
-        them."""
+        """``entries`` with those whose inode is ``stale`` (a predicate) stripped to
+        what plain readdir gives: name, number, type, no inode and no attributes.  The
+        bridge sends them with nodeid 0, from which the kernel keeps nothing (it asks
+        LOOKUP when it needs the file); their inodes were not handed out and are
+        forgotten below if nobody holds them."""
         out = []
         for e in entries:
             if e.entry is not None and stale(e.entry.inode):
