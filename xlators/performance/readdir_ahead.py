@@ -21,7 +21,9 @@ is and the buffered entries it covered are skipped.  Offsets are the child's own
 cookies, so a request at any other offset (seekdir, rewinddir) discards the buffer, is
 wound as is and the prefetch resumes after it.  Sizes are counted as the kernel packs
 entries (a READDIRPLUS entry takes 152 bytes plus its name), so a reply never carries
-more than fits.
+more than fits; a wound request's reply is cut to what fits too (storage/posix may
+answer one entry past the budget, which the bridge would drop: the stream would then
+not continue where the kernel asks next, and every request was discarded and wound).
 
 What discards a buffer (reading resumes at the same offset, from the child):
 
@@ -31,10 +33,32 @@ What discards a buffer (reading resumes at the same offset, from the child):
 - an upcall from below (storage/posix ``watch-brick``) about the directory, a name in it
   or a buffered inode;
 - a background read that fails: the error is given to the request that would have used
-  its entries (and the next one reads from the child again).
+  its entries (and the next one reads from the child again);
+- the release of a passthrough writer of a buffered inode (below).
+
+A change of an inode that comes while a background read is under way (the read may have
+stat'ed it before the change) marks the inode for that read: its entry in the reply is
+buffered without inode and attributes (the bridge sends such an entry with nodeid 0,
+from which the kernel keeps nothing: it looks the name up when it needs the file).
 
 Inodes of discarded readdirp entries were never given to the kernel: the ones nobody else
 holds are forgotten again below, so storage/posix closes their descriptors.
+
+FUSE passthrough: readdir-ahead never touches file data, so it declares
+``passes_data_through`` and a stack of it over posix lets the kernel read and write the
+brick files itself.  Those WRITEs pass no translator, so an entry read ahead (readdirp)
+may carry a size and times older than the kernel's writes to the file.  readdir-ahead
+sees the bridge ask ``passthrough_fd`` for each fd and counts the writable ones that get
+a brick file on their inode until they are released (as md-cache does); then:
+
+- while an inode has such a writer open, its buffered entries are handed out without
+  inode and attributes (as above), whenever they were read;
+- the writer's release discards the buffers that hold the inode (its last writes may
+  postdate their entries), and marks it for a background read under way.
+
+A READDIRPLUS reply therefore never gives the kernel a passthrough writer's size from
+before a write that had returned when the kernel asked for it.  Plain readdir entries
+carry no attributes and are served from the buffer as before.
 
 Without a nursery (a harness without ``attach_nursery``) everything is wound as is.
 ``parallel-readdir`` is accepted and changes nothing: in GlusterFS it fans readdirs out
@@ -42,6 +66,7 @@ over the subvolumes of cluster/distribute; one child has nothing to fan out to.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 from ..core.events import Event
@@ -52,7 +77,9 @@ from ..core.translator import Translator
 from ..core.types import DirEntry
 from ..core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
 from .fop_targets import MODIFYING_FOPS, Changes, changes_of
-from .readdir_ahead_stream import Stream
+from .readdir_ahead_stream import Stream, fitting
+
+_PASSTHROUGH_WRITER = object()   # fd.ctx mark: counted in inode.ctx[self]
 
 
 class ReaddirAhead(Translator):
@@ -60,6 +87,7 @@ class ReaddirAhead(Translator):
     type = "performance/readdir-ahead"
     children_range = (1, 1)
     needs_flush = False
+    passes_data_through = True   # FUSE passthrough: see the module docstring
     options = (
         Option.size("rda-request-size", default="131072", min=4096, max=131072,
                     description="Size of each background readdir(p) request."),
@@ -80,7 +108,8 @@ class ReaddirAhead(Translator):
         super().__init__(*args, **kw)
         self._streams: dict[int, Stream] = {}     # id(fd) -> stream
         self._orphans: list[Inode] = []
-        self.stats = dict(hits=0, misses=0, discards=0, prefetched=0)
+        self._pt_writers = 0        # open passthrough writers, all inodes (a fast test)
+        self.stats = dict(hits=0, misses=0, discards=0, prefetched=0, unattributed=0)
 
     def init(self) -> None:
         self._check(self.opts)
@@ -123,6 +152,7 @@ class ReaddirAhead(Translator):
                    and st.bytes < self.opts.rda_high_wmark
                    and self._total() < self.opts.rda_cache_limit):
                 gen, at = st.gen, st.fetch_at
+                st.touched.clear()
                 fop = self.child.readdirp if st.plus else self.child.readdir
                 try:
                     batch = await fop(system_frame(), st.fd, at, self.opts.rda_request_size)
@@ -135,6 +165,8 @@ class ReaddirAhead(Translator):
                     continue
                 if not batch:
                     st.eof = True
+                if st.touched and st.plus:
+                    batch = self._unattributed(batch, st.touched.__contains__)
                 st.push(batch)
                 self.stats["prefetched"] += len(batch)
                 st.wake()
@@ -142,6 +174,35 @@ class ReaddirAhead(Translator):
             st.filling = False
             st.wake()
             await self._reap()
+
+    def _unattributed(self, entries: list[DirEntry], stale: Any) -> list[DirEntry]:
+        """``entries`` with those whose inode is ``stale`` (a predicate) stripped to
+        what plain readdir gives: name, number, type, no inode and no attributes.  The
+        bridge sends them with nodeid 0, from which the kernel keeps nothing (it asks
+        LOOKUP when it needs the file); their inodes were not handed out and are
+        forgotten below if nobody holds them."""
+        out = []
+        for e in entries:
+            if e.entry is not None and stale(e.entry.inode):
+                self._orphans.append(e.entry.inode)
+                e = e._replace(entry=None)
+                self.stats["unattributed"] += 1
+            out.append(e)
+        return out
+
+    def _fit(self, reply: Any, size: int, plus: bool) -> Any:
+        """The part of a child's ``reply`` that a reply of ``size`` bytes holds: what the
+        kernel receives, so that the stream continues where the kernel will ask."""
+        n = fitting(reply, size, plus)
+        if n == len(reply):
+            return reply
+        if plus:
+            self._orphan(reply[n:])
+        return reply[:n]
+
+    def _writing(self, inode: Inode) -> bool:
+        """``inode`` has an fd open for writing whose WRITEs the kernel does itself."""
+        return bool(inode.ctx.get(self))
 
     def _orphan(self, entries: list[DirEntry]) -> None:
         self._orphans.extend(e.entry.inode for e in entries if e.entry is not None)
@@ -185,9 +246,45 @@ class ReaddirAhead(Translator):
         for st in list(self._streams.values()):
             if any(st.holds(i) for i in targets):
                 self._discard(st)
+            elif st.filling:               # its reply may carry them as they were
+                st.touched.update(targets)
 
     def _apply_changes(self, ch: Changes) -> None:
         self._affected(ch.inodes + tuple(p for p, _ in ch.names), ch.dirs)
+
+    # -- FUSE passthrough ---------------------------------------------------------------
+    def passthrough_fd(self, fd: Any) -> Optional[int]:
+        """The child's answer; a writable fd that gets one is counted on its inode until
+        it is released (the kernel's writes to it bypass the graph)."""
+        brick_fd = super().passthrough_fd(fd)
+        if brick_fd is not None and fd.flags & os.O_ACCMODE != os.O_RDONLY \
+                and fd.ctx.get(self) is not _PASSTHROUGH_WRITER:
+            fd.ctx[self] = _PASSTHROUGH_WRITER
+            inode = fd.inode
+            inode.ctx[self] = inode.ctx.get(self, 0) + 1
+            self._pt_writers += 1
+        return brick_fd
+
+    def release(self, frame: Any, fd: Any) -> Any:
+        """Winds (the child's coroutine, none of readdir-ahead's) unless ``fd`` is a
+        passthrough writer, whose end readdir-ahead must see."""
+        if self in fd.ctx:
+            return self._release_writer(frame, fd)
+        return self.child.release(frame, fd)
+
+    async def _release_writer(self, frame: Any, fd: Any) -> None:
+        try:
+            return await self.child.release(frame, fd)
+        finally:
+            if fd.ctx.pop(self, None) is _PASSTHROUGH_WRITER:
+                inode = fd.inode
+                left = inode.ctx.get(self, 1) - 1
+                if left:
+                    inode.ctx[self] = left
+                else:
+                    inode.ctx.pop(self, None)
+                self._pt_writers -= 1
+                self._affected((inode,))   # entries read while it wrote are stale
 
     # -- events -------------------------------------------------------------------------
     def notify(self, event: Event, data: Any = None, source: Any = None) -> None:
@@ -220,7 +317,7 @@ class ReaddirAhead(Translator):
             st = None
         fop = self.child.readdirp if plus else self.child.readdir
         if st is None:
-            reply = await fop(frame, fd, offset, size)
+            reply = self._fit(await fop(frame, fd, offset, size), size, plus)
             self.stats["misses"] += 1
             if reply and self._can_spawn():
                 self._streams[id(fd)] = Stream(fd, None, reply[-1].off)
@@ -229,7 +326,7 @@ class ReaddirAhead(Translator):
             st.plus = plus
             self._start_fill(st)
         elif st.plus != plus:                      # the other kind: wind it, skip ahead
-            reply = await fop(frame, fd, offset, size)
+            reply = self._fit(await fop(frame, fd, offset, size), size, plus)
             self.stats["misses"] += 1
             self._skip(st, reply)
             return reply
@@ -241,8 +338,7 @@ class ReaddirAhead(Translator):
                 return []
             self._start_fill(st)
             if not st.filling:                     # could not read ahead: wind it
-                reply = await (self.child.readdirp if plus else self.child.readdir)(
-                    frame, fd, offset, size)
+                reply = self._fit(await fop(frame, fd, offset, size), size, plus)
                 st.pos = st.fetch_at = reply[-1].off if reply else st.pos
                 st.eof = not reply
                 return reply
@@ -250,6 +346,8 @@ class ReaddirAhead(Translator):
             if self._streams.get(id(fd)) is not st:
                 return await self._read(frame, fd, offset, size, plus)
         out = st.take(size, plus)
+        if plus and self._pt_writers:
+            out = self._unattributed(out, self._writing)
         self.stats["hits"] += 1
         if st.bytes < self.opts.rda_low_wmark:
             self._start_fill(st)
@@ -273,7 +371,8 @@ class ReaddirAhead(Translator):
             self._apply_changes(changes_of("open", (inode, flags, fd)))
 
     def dump(self) -> dict[str, Any]:
-        return dict(self.stats, streams=len(self._streams), bytes=self._total())
+        return dict(self.stats, streams=len(self._streams), bytes=self._total(),
+                    passthrough_writers=self._pt_writers)
 
 
 def _discarding(fop_name: str):

@@ -17,13 +17,26 @@ def entry_cost(e: DirEntry, plus: bool) -> int:
     return ((DIRENTPLUS_COST if plus else DIRENT_COST) + len(e.name) + 7) & ~7
 
 
+def fitting(entries: Any, size: int, plus: bool) -> int:
+    """How many of ``entries``, from the first, a reply of ``size`` bytes holds (at least
+    one): a child may answer one entry past the budget, which the bridge then drops."""
+    base = (DIRENTPLUS_COST if plus else DIRENT_COST) + 7
+    total = 0
+    for k, e in enumerate(entries):
+        total += (base + len(e.name)) & ~7
+        if total > size and k:
+            return k
+    return len(entries)
+
+
 class Stream:
     """The prefetched part of one open directory's stream.
 
     ``pos`` is the offset (cookie) the next entry handed out follows; ``fetch_at`` is the
     offset the next background read starts at (the cookie of the last buffered entry).
     ``gen`` changes whenever the buffer is discarded: a background read that was started
-    before that drops what it got."""
+    before that drops what it got.  ``touched`` holds the inodes changed while a
+    background read is under way (their entries in its reply may predate the change)."""
 
     def __init__(self, fd: Any, plus: bool, pos: int) -> None:
         self.fd = fd
@@ -36,6 +49,7 @@ class Stream:
         self.error: Optional[BaseException] = None
         self.filling = False
         self.gen = 0
+        self.touched: set[Any] = set()
         self.changed = trio.Event()
 
     def wake(self) -> None:
