@@ -298,7 +298,6 @@ def probe(fn: Callable[[], Any]) -> Optional[int]:
     return None
 
 
-
 # -- FUSE passthrough -------------------------------------------------------------------
 #: The shipped stacks whose every translator declares ``passes_data_through``: with
 #: ``--fuse-passthrough=auto`` the kernel reads and writes their brick files itself.
@@ -381,5 +380,6 @@ class RequestCount:
         if self._trace is None:
             return
         self._trace.__exit__(*exc)
-        assert not self._trace.lost(), "the trace buffer overflowed: counts would be short"
-        self.counts = self._trace.counts()
+        if exc[0] is None:           # (a failure in the block is the one to report)
+            assert not self._trace.lost(), "the trace buffer overflowed: counts are short"
+            self.counts = self._trace.counts()

@@ -9,7 +9,11 @@ then (write-behind's flush and fsync paths).
 Every volfile in volfiles/ is covered (the list comes from the directory); a volfile
 with features/read-only gets the read-only variant: files placed in the brick before
 the mount read back exactly, and every modification fails with EROFS.  "raw" runs the
-same sequence on the backing directory, to check the checker.
+same sequence on the backing directory, to check the checker.  A run with
+``--fuse-passthrough`` (every stack with a performance translator runs with ``auto``)
+also checks that the stack took passthrough or declined it as it should, and counts the
+READ/WRITE requests the kernel sent during the run (fuse tracepoint, Linux 6.15+): none
+with passthrough, some without.
 
 Reproduce a failure with the seed it prints:
     XLFS_FSX_SEED=1234 XLFS_FSX_OPS=5000 pytest tests/posix/test_fsx.py -k write-behind
