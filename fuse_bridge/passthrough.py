@@ -35,6 +35,10 @@
   RELEASE, SETATTR (truncate), locks and every metadata request still do.
 - A registration the kernel refuses (not root, a stacked brick filesystem, ...) is logged
   once and that file is served through the graph: the fallback is per file.
+- Why passthrough is off for the mount (``--fuse-passthrough=no``, the kernel, the volume
+  that refuses it, the writeback cache) is logged at INIT and kept in the statedump's
+  ``passthrough.declined`` (``.meta/root/private``), so a test or ``xlfsctl`` reads it
+  from the running daemon; it is ``(none)`` while passthrough is on.
 """
 from __future__ import annotations
 
@@ -101,6 +105,8 @@ class Passthrough:
         self.mode = mode
         self.enabled = False
         self.failure = ""              # set when mode ``yes`` could not be honoured
+        # why the mount does without passthrough (None while it is on): set at INIT
+        self.declined: Optional[str] = "--fuse-passthrough=no" if mode == "no" else None
         self._backings: dict[int, _Backing] = {}      # nodeid -> registered brick file
         self._cached: dict[int, int] = {}             # nodeid -> cached-mode opens
         self._by_fh: dict[int, tuple[int, str]] = {}  # fh -> (nodeid, "pt" | "cached")
@@ -122,16 +128,19 @@ class Passthrough:
         if reason:
             return self._unavailable(reason, wanted)
         if writeback_asked and self.mode == "auto":
-            log.info("FUSE passthrough not used: --kernel-writeback-cache was asked for and "
-                     "the kernel does not use both (--fuse-passthrough=yes prefers it)")
+            self.declined = ("--kernel-writeback-cache was asked for and the kernel does "
+                             "not use both (--fuse-passthrough=yes prefers it)")
+            log.info("FUSE passthrough not used: %s", self.declined)
             return wanted
         if writeback_asked:
             log.warning("FUSE passthrough: the kernel writeback cache is not used with it "
                         "(--kernel-writeback-cache overridden)")
         self.enabled = True
+        self.declined = None
         return (wanted | _PASSTHROUGH) & ~_WRITEBACK
 
     def _unavailable(self, reason: str, wanted: int) -> int:
+        self.declined = reason
         if self.mode == "yes":
             self.failure = f"--fuse-passthrough=yes: {reason}"
             log.error("%s", self.failure)
@@ -237,7 +246,7 @@ class Passthrough:
                    abi.pack_u32(backing_id))
 
     def dump(self) -> dict[str, Any]:
-        return {"mode": self.mode, "enabled": self.enabled,
+        return {"mode": self.mode, "enabled": self.enabled, "declined": self.declined,
                 "open_backings": len(self._backings), **self.stats}
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.posix.posixlib import MountPool, Target, get_target, rmtree
+from tests.posix.posixlib import (MountPool, Target, check_passthrough_decision, get_target,
+                                  passthrough_mode, rmtree)
 
 # raw = the backing directory itself (the oracle); the others are xlfs mounts, given as
 # VOLFILE-STEM[:BRIDGE-FLAG...].  More for one run:
@@ -17,13 +18,17 @@ from tests.posix.posixlib import MountPool, Target, get_target, rmtree
 SUITE_TARGETS = ("raw", "local", "memory", "write-behind", "mirror", "dist3", "dist-rep",
                  "local:--kernel-writeback-cache", "write-behind:--direct-io-mode=yes") + tuple(
     os.environ.get("XLFS_POSIX_EXTRA", "").split())
-# the performance translators, each alone over posix (volfiles/<stem>.vol)
-SUITE_TARGETS += ("perf", "io-cache", "read-ahead", "quick-read", "io-threads",
-                  "md-cache", "nl-cache", "readdir-ahead", "open-behind")
+# perf.vol and the performance translators, each alone over posix (volfiles/<stem>.vol),
+# with --fuse-passthrough=auto (the default, made explicit): io-threads, md-cache,
+# nl-cache and readdir-ahead use FUSE passthrough, the others decline it (checked when
+# mounted, below)
+SUITE_TARGETS += tuple(f"{stem}:--fuse-passthrough=auto" for stem in (
+    "perf", "io-cache", "read-ahead", "quick-read", "io-threads", "md-cache", "nl-cache",
+    "readdir-ahead", "open-behind"))
 # FUSE passthrough: READ, WRITE and mmap done by the kernel on the brick files
 SUITE_TARGETS += ("local:--fuse-passthrough=yes",)
 # the README's stack (md-cache over posix), with and without passthrough
-SUITE_TARGETS += ("fast", "fast:--fuse-passthrough=yes")
+SUITE_TARGETS += ("fast:--fuse-passthrough=no", "fast:--fuse-passthrough=yes")
 
 
 def _param(spec: str):
@@ -52,7 +57,11 @@ def mount_pool(posix_base):
 @pytest.fixture(scope="session", params=[_param(n) for n in SUITE_TARGETS])
 def target(request, mount_pool) -> Target:
     name, *flags = request.param.split(":")
-    return get_target(mount_pool, name, *flags)
+    t = get_target(mount_pool, name, *flags)
+    mode = passthrough_mode(flags)
+    if mode is not None:          # the stack took passthrough, or declined it, as it should
+        check_passthrough_decision(t, mode)
+    return t
 
 
 @pytest.fixture

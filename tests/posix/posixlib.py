@@ -297,3 +297,89 @@ def probe(fn: Callable[[], Any]) -> Optional[int]:
         return exc.errno
     return None
 
+
+# -- FUSE passthrough -------------------------------------------------------------------
+#: The shipped stacks whose every translator declares ``passes_data_through``: with
+#: ``--fuse-passthrough=auto`` the kernel reads and writes their brick files itself.
+PASSTHROUGH_USED = frozenset({"local", "fast", "md-cache", "nl-cache", "io-threads",
+                              "readdir-ahead"})
+#: The shipped stacks that decline it, each with the volume that refuses (the first
+#: from the top), as the log and ``.meta/root/private`` name it.
+PASSTHROUGH_REFUSED_BY = {
+    "perf": "volume 'open-behind' (performance/open-behind)",
+    "io-cache": "volume 'ioc' (performance/io-cache)",
+    "read-ahead": "volume 'ra' (performance/read-ahead)",
+    "quick-read": "volume 'qr' (performance/quick-read)",
+    "open-behind": "volume 'open-behind' (performance/open-behind)",
+    "write-behind": "volume 'wb' (performance/write-behind)",
+}
+
+
+def passthrough_mode(flags: Sequence[str]) -> Optional[str]:
+    """The ``--fuse-passthrough=MODE`` among a target's bridge flags, or None."""
+    modes = [f.split("=", 1)[1] for f in flags if f.startswith("--fuse-passthrough=")]
+    return modes[-1] if modes else None
+
+
+def bridge_state(mount: Mounted) -> dict[str, str]:
+    """The bridge's statedump lines, read from the running daemon
+    (``.meta/root/private``: ``KEY=VALUE``)."""
+    text = Path(mount.path(".meta", "root", "private")).read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def check_passthrough_decision(target: Target, mode: str) -> bool:
+    """Assert that the mount of ``target`` (a shipped volfile mounted with
+    ``--fuse-passthrough=mode``) took passthrough exactly when its stack allows it, and
+    says why not otherwise; return whether it is on."""
+    state = {k: v for k, v in bridge_state(target.mount).items()
+             if k.startswith("passthrough.")}
+    enabled, declined = state["passthrough.enabled"], state["passthrough.declined"]
+    where = f"{target.name} with --fuse-passthrough={mode}"
+    if mode == "no":
+        assert (enabled, declined) == ("no", "--fuse-passthrough=no"), (where, state)
+        return False
+    if target.name in PASSTHROUGH_USED:
+        assert (enabled, declined) == ("yes", "(none)"), (where, state)
+        return True
+    refuser = PASSTHROUGH_REFUSED_BY[target.name]
+    assert enabled == "no", (where, state)
+    assert declined == f"{refuser} may change or must see file data", (where, declined)
+    assert f"FUSE passthrough not used: {refuser}" in target.mount.read_log(), where
+    return False
+
+
+def check_data_path(target: Target, used: bool, sent: dict[str, int]) -> None:
+    """READ and WRITE (``sent``: requests the kernel sent, by opcode) reach the daemon
+    exactly when passthrough is off."""
+    reads, writes = sent.get("READ", 0), sent.get("WRITE", 0)
+    if used:
+        assert reads == 0 and writes == 0, (target.name, sent)
+        assert int(bridge_state(target.mount)["passthrough.opens"]) > 0, target.name
+    else:
+        assert reads > 0 and writes > 0, (target.name, sent)
+
+
+class RequestCount:
+    """Requests the kernel sends to one mount while the block runs, by opcode, from the
+    kernel's fuse tracepoint (benchmarks.fuse_trace); ``counts`` stays None where that
+    cannot count (Linux before 6.15, no tracefs), and ``why`` says why."""
+
+    def __init__(self, mount: Mounted, events: int = 100_000) -> None:
+        from benchmarks.fuse_trace import FuseTrace, unavailable
+        self.why = unavailable()
+        self.counts: Optional[dict[str, int]] = None
+        self._trace = FuseTrace(mount.conn, events=events) if self.why is None else None
+
+    def __enter__(self) -> "RequestCount":
+        if self._trace is not None:
+            self._trace.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._trace is None:
+            return
+        self._trace.__exit__(*exc)
+        if exc[0] is None:           # (a failure in the block is the one to report)
+            assert not self._trace.lost(), "the trace buffer overflowed: counts are short"
+            self.counts = self._trace.counts()

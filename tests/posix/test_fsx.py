@@ -9,7 +9,11 @@ then (write-behind's flush and fsync paths).
 Every volfile in volfiles/ is covered (the list comes from the directory); a volfile
 with features/read-only gets the read-only variant: files placed in the brick before
 the mount read back exactly, and every modification fails with EROFS.  "raw" runs the
-same sequence on the backing directory, to check the checker.
+same sequence on the backing directory, to check the checker.  A run with
+``--fuse-passthrough`` (every stack with a performance translator runs with ``auto``)
+also checks that the stack took passthrough or declined it as it should, and counts the
+READ/WRITE requests the kernel sent during the run (fuse tracepoint, Linux 6.15+): none
+with passthrough, some without.
 
 Reproduce a failure with the seed it prints:
     XLFS_FSX_SEED=1234 XLFS_FSX_OPS=5000 pytest tests/posix/test_fsx.py -k write-behind
@@ -17,6 +21,7 @@ Reproduce a failure with the seed it prints:
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -33,8 +38,9 @@ import pytest
 
 from tests.mountlib import VOLFILES, wait_until
 from tests.posix.posixlib import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
-                                  FALLOC_FL_ZERO_RANGE, Target, errno_of, fallocate,
-                                  get_target, probe, rmtree)
+                                  FALLOC_FL_ZERO_RANGE, PASSTHROUGH_USED, RequestCount,
+                                  Target, check_data_path, check_passthrough_decision, errno_of,
+                                  fallocate, get_target, passthrough_mode, probe, rmtree)
 
 ALL_VOLFILES = sorted(VOLFILES.glob("*.vol"))
 MAXLEN = 256 * 1024          # fsx's default maximum file size
@@ -61,6 +67,8 @@ MODES = {
     "writeback": ("--kernel-writeback-cache",),
     "direct-io": ("--direct-io-mode=yes",),
     "passthrough": ("--fuse-passthrough=yes",),
+    "passthrough-auto": ("--fuse-passthrough=auto",),
+    "passthrough-no": ("--fuse-passthrough=no",),
 }
 VARIANTS = (("local", "writeback"), ("write-behind", "writeback"), ("memory", "direct-io"),
             ("write-behind", "direct-io"))
@@ -70,12 +78,22 @@ VARIANTS += (("io-cache", "writeback"), ("io-cache", "direct-io"), ("read-ahead"
 # FUSE passthrough: the kernel reads, writes and maps the brick file itself
 VARIANTS += (("local", "passthrough"), ("fast", "passthrough"), ("md-cache", "passthrough"),
              ("nl-cache", "passthrough"), ("io-threads", "passthrough"))
+# Every stack with a performance translator (each one alone over posix, perf.vol, fast.vol)
+# runs with --fuse-passthrough=auto (the default, made explicit) instead of a plain run:
+# it uses passthrough or declines it as posixlib.PASSTHROUGH_USED / PASSTHROUGH_REFUSED_BY
+# say.  The stacks that use it run once more without it.
+PERFORMANCE_STACKS = tuple(v.stem for v in ALL_VOLFILES if "performance/" in v.read_text())
+VARIANTS += tuple((stem, "passthrough-no") for stem in sorted(PASSTHROUGH_USED)
+                  if stem in PERFORMANCE_STACKS)
 
 
 def _params():
     out = [pytest.param("raw", (), id="raw")]
     for v in ALL_VOLFILES:
-        out.append(pytest.param(v.stem, (), id=v.stem, marks=pytest.mark.mount))
+        mode = "passthrough-auto" if v.stem in PERFORMANCE_STACKS else None
+        out.append(pytest.param(v.stem, MODES[mode] if mode else (),
+                                id=f"{v.stem}+{mode}" if mode else v.stem,
+                                marks=pytest.mark.mount))
     for stem, mode in VARIANTS:
         if (VOLFILES / f"{stem}.vol").exists():
             out.append(pytest.param(stem, MODES[mode], id=f"{stem}+{mode}",
@@ -377,9 +395,19 @@ def test_fsx(name: str, flags: tuple, mount_pool) -> None:
         supported = _supported(path)
         seed = seed_for(" ".join((name,) + flags))
         fsx = Fsx(path, seed, supported)
-        done = fsx.run(OPS, TIME_LIMIT)
+        # with --fuse-passthrough: the stack took it or declined it as it should, and
+        # READ/WRITE reached the daemon during the run exactly when it did not
+        mode = passthrough_mode(flags)
+        used = mode is not None and check_passthrough_decision(target, mode)
+        with (RequestCount(target.mount) if mode else contextlib.nullcontext()) as sent:
+            done = fsx.run(OPS, TIME_LIMIT)
         print(f"fsx {' '.join((name,) + flags)}: seed {seed}, {done} operations {fsx.counts}")
         assert done >= min(OPS, 300), f"only {done} operations in {TIME_LIMIT}s"
+        if mode is not None and sent.counts is not None:
+            print(f"requests sent: {sent.counts}")
+            check_data_path(target, used, sent.counts)
+        elif mode is not None:
+            print(f"READ/WRITE not counted: {sent.why}")
     finally:
         rmtree(d)
         if target.mount is not None and target.mount.proc.poll() is not None:

@@ -74,6 +74,9 @@ async def test_not_offered_falls_back(tmp_path: Path) -> None:
     async with serve(posix_graph(tmp_path, "features/locks"), opts("auto")) as (k, s):
         out = k.init_reply
         assert not flags_of(out) & I.PASSTHROUGH and out.max_stack_depth == 0
+        state = s.dump_state()              # why, for .meta/root/private and xlfsctl
+        assert state["passthrough.enabled"] is False
+        assert "the kernel does not offer FUSE_PASSTHROUGH" in state["passthrough.declined"]
         e, o = (await k.create(1, b"f")).create()
         assert not o.open_flags & F.PASSTHROUGH and o.backing_id == 0
         (await k.write(e.nodeid, o.fh, b"data")).ok()
@@ -95,6 +98,9 @@ async def test_offered_and_allowed(tmp_path: Path, monkeypatch) -> None:
     async with serve(graph, opts("auto"), flags=ALL_FLAGS, flags2=OFFER2) as (k, s):
         out = k.init_reply
         assert flags_of(out) & I.PASSTHROUGH and out.max_stack_depth == MAX_STACK_DEPTH
+        state = s.dump_state()
+        assert state["passthrough.enabled"] is True
+        assert state["passthrough.declined"] is None
         e, o = (await k.create(1, b"f")).create()
         assert o.open_flags & F.PASSTHROUGH and o.backing_id == 1
         o2 = (await k.open(e.nodeid, os.O_RDONLY)).open()
@@ -170,6 +176,8 @@ async def test_writeback_cache_is_not_asked_with_it(tmp_path: Path, monkeypatch)
             got = flags_of(k.init_reply)
             assert got & I.WRITEBACK_CACHE and not got & I.PASSTHROUGH, mode
             assert k.init_reply.max_stack_depth == 0
+            assert ("--fuse-passthrough=no" if mode == "no" else "--kernel-writeback-cache") \
+                in s.dump_state()["passthrough.declined"], mode
     async with serve(posix_graph(tmp_path), opts("auto"), flags=ALL_FLAGS,
                      flags2=OFFER2) as (k, s):
         assert flags_of(k.init_reply) & I.PASSTHROUGH
@@ -185,6 +193,10 @@ async def test_not_asked_when_off_or_blocked(tmp_path: Path, monkeypatch, mode) 
                      flags2=OFFER2) as (k, s):
         assert not flags_of(k.init_reply) & I.PASSTHROUGH
         assert k.init_reply.max_stack_depth == 0
+        declined = s.dump_state()["passthrough.declined"]
+        assert declined == ("--fuse-passthrough=no" if mode == "no" else
+                            "volume 'x0' (performance/write-behind) may change or must "
+                            "see file data"), declined
         e, o = (await k.create(1, b"f")).create()
         assert not o.open_flags & F.PASSTHROUGH and o.backing_id == 0
         (await k.release(e.nodeid, o.fh)).ok()
