@@ -10,6 +10,8 @@
   mount is gone when ``__exit__`` returns (asserted).
 - ``MountedByHelper`` is the same for a mount that ``mount -t xlfs`` makes (the daemon in
   the background; teardown: umount, wait, then abort + SIGKILL, then a lazy unmount).
+- ``two_mounts`` mounts one brick twice (a caching mount and a plain second one), for
+  coherence tests: a change made through one must be seen through the other.
 """
 from __future__ import annotations
 
@@ -67,6 +69,38 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, *,
         text = detail() if callable(detail) else detail
         message += f":\n{text[-4000:]}"
     raise AssertionError(message)
+
+
+#: Bridge flags: the kernel caches nothing, so every stat, lookup and readdir reaches the
+#: translators (what a test then sees is the translators' caches, not the kernel's).
+KERNEL_NO_CACHE = ("--attribute-timeout=0", "--entry-timeout=0", "--negative-timeout=0")
+#: Bridge flags: the kernel's attribute, entry and negative entry caches outlive any test,
+#: so only an invalidation (an upcall the bridge passes on) can refresh them.
+KERNEL_LONG_CACHE = ("--attribute-timeout=60", "--entry-timeout=60", "--negative-timeout=60")
+
+
+def read_all(path: str | os.PathLike) -> bytes:
+    """The whole file, read through a new open (a new open is what the caches that keep
+    data across opens are about)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def overwrite_keeping_times(path: str | os.PathLike, data: bytes, offset: int = 0) -> None:
+    """Overwrite in place, then put the old atime and mtime back: size and mtime are
+    unchanged, so a cache that checks them cannot tell; only an invalidation (the brick
+    watch's upcall) can.  ``path`` is in a brick or on another mount of it."""
+    st = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def xlfs_command() -> list[str]:
@@ -194,6 +228,23 @@ class Mounted:
                 self.proc.stdout.close()
             mnt.force_unmount(str(self.mountpoint), self.conn)
         assert mnt.find_mount(str(self.mountpoint)) is None, "mount left behind"
+
+
+@contextlib.contextmanager
+def two_mounts(volfile: str | os.PathLike, workdir: Path, *flags: str,
+               overrides: Sequence[str] = (), second: str | os.PathLike = VOLFILES / "local.vol",
+               second_flags: Sequence[str] = KERNEL_NO_CACHE, limit: float = 60.0):
+    """Two mounts of one brick (``workdir/brick``, which may be filled before): A mounts
+    ``volfile`` with ``flags`` and ``overrides`` (in ``workdir/a``), B mounts ``second``
+    with ``second_flags`` (in ``workdir/b``; by default local.vol, no translator cache,
+    kernel caches off, no brick watch).  Yields ``(a, b)``; both are unmounted on every
+    path."""
+    brick = Path(workdir) / "brick"
+    with Mounted(volfile, Path(workdir) / "a", *flags, brick=brick, overrides=overrides,
+                 limit=limit) as a, \
+            Mounted(second, Path(workdir) / "b", *second_flags, brick=brick,
+                    limit=limit) as b:
+        yield a, b
 
 
 def pid_alive(pid: int) -> bool:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.mountlib import VOLFILES, Mounted, needs_mount, wait_until
+from tests.mountlib import VOLFILES, Mounted, needs_mount, two_mounts, wait_until
 
 pytestmark = [pytest.mark.mount, needs_mount]
 
@@ -156,26 +156,21 @@ def test_open_behind_fd_stays_readable_after_a_chmod_000():
 
 
 def test_read_ahead_answers_no_stale_short_read_after_an_append_by_another_mount(tmp_path):
-    # Two mounts of one brick, no brick watch (no upcalls): B prefetched the page that
-    # held the file's end, A appended.  B's next read across the old end came back
-    # short from that page (and the kernel then cut the file's size), as GlusterFS's
-    # read caches do.  (The pause lets B's background prefetch finish first; were it
-    # slower, the test would pass without showing anything, never fail wrongly.)
-    brick = tmp_path / "brick"
-    brick.mkdir()
-    (brick / "f").write_bytes(b"a" * 4196)
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    over = ["posix.watch-brick=off"]
-    with Mounted(VOLFILES / "read-ahead.vol", tmp_path / "a", "--direct-io-mode=yes",
-                 brick=brick, overrides=over, limit=60) as ma, \
-            Mounted(VOLFILES / "read-ahead.vol", tmp_path / "b", "--direct-io-mode=yes",
-                    brick=brick, overrides=over, limit=60) as mb:
-        fd = os.open(mb.path("f"), os.O_RDONLY)
+    # Two mounts of one brick, no brick watch (no upcalls): the reader's read-ahead
+    # prefetched the page that held the file's end, the writer (a second mount) appended.
+    # The reader's next read across the old end came back short from that page (and the
+    # kernel then cut the file's size), as GlusterFS's read caches do.  (The pause lets
+    # the background prefetch finish first; were it slower, the test would pass without
+    # showing anything, never fail wrongly.)
+    (tmp_path / "brick").mkdir()
+    (tmp_path / "brick" / "f").write_bytes(b"a" * 4196)
+    with two_mounts(VOLFILES / "read-ahead.vol", tmp_path, "--direct-io-mode=yes",
+                    overrides=["posix.watch-brick=off"]) as (reader, writer):
+        fd = os.open(reader.path("f"), os.O_RDONLY)
         try:
-            assert os.pread(fd, 4096, 0) == b"a" * 4096   # B prefetches the end
+            assert os.pread(fd, 4096, 0) == b"a" * 4096   # the end is prefetched
             time.sleep(0.5)
-            with open(ma.path("f"), "ab") as f:
+            with open(writer.path("f"), "ab") as f:
                 f.write(b"b" * 1000)
             assert os.pread(fd, 4096, 4096) == b"a" * 100 + b"b" * 1000
         finally:
