@@ -11,14 +11,14 @@ more, or no timeout; the kernel's timeouts 60 s where the kernel is under test, 
 so only the invalidation can make a check pass.
 
 B makes every kind of change at once: data overwritten in place keeping size and mtime
-(a cache that compares them cannot tell), a chmod, a truncate, an unlink, the removal of
-one of a file's two names, a rename onto a name A found missing, a create and a mkdir of
-names A found missing, all in a directory A has listed.  Each case names the checks
-its caches really hold; the hazard half (``no-watch``: watch-brick off) shows that
-through A those stay stale, so the positive half cannot pass for want of a cache.  The
-positive half asserts every check.  A hazard half that finds a kernel cache fresh is
+(a cache that compares them cannot tell), a chmod, an xattr set, a truncate, an unlink,
+the removal of one of a file's two names, a rename onto a name A found missing, a create
+and a mkdir of names A found missing, all in a directory A has listed. Each case names
+the checks its caches really hold; the hazard half (``no-watch``: watch-brick off) shows
+that through A those stay stale, so the positive half cannot pass for want of a cache.
+The positive half asserts every check. A hazard half that finds a kernel cache fresh is
 skipped when some other process dropped the kernel's caches meanwhile
-(``unless_caches_dropped``).  Not seen, a strict xfail: a link count that changed by a
+(``unless_caches_dropped``). Not seen, a strict xfail: a link count that changed by a
 name posix had not looked up.
 
 read-ahead's pages belong to one open file read sequentially: a test of its own.
@@ -50,6 +50,7 @@ WATCH = {True: "posix.watch-brick=on", False: "posix.watch-brick=off"}
 SMALL = bytes(range(256)) * 15 + b"s" * 160          # 4000 bytes: quick-read's size
 BIG = bytes(range(256)) * 1200                        # 300 KiB: three io-cache pages
 AT, PATCH = 1000, b"N" * 100                           # the overwrite: same size and mtime
+XATTR = "user.swift.metadata"                          # one md-cache keeps by default
 
 
 def _patched(data: bytes) -> bytes:
@@ -63,6 +64,7 @@ def fill_brick(brick) -> None:
     (d / "big").write_bytes(BIG)
     (d / "mode").write_bytes(b"m")
     os.chmod(d / "mode", 0o644)
+    os.setxattr(d / "mode", XATTR, b"old")
     (d / "trunc").write_bytes(b"t" * 5000)
     (d / "gone").write_bytes(b"g")
     (d / "old").write_bytes(b"renamed")
@@ -75,6 +77,7 @@ def change_through(b: Mounted) -> None:
     overwrite_keeping_times(b.path("d", "small"), PATCH, AT)
     overwrite_keeping_times(b.path("d", "big"), PATCH, AT)
     os.chmod(b.path("d", "mode"), 0o600)
+    os.setxattr(b.path("d", "mode"), XATTR, b"new")
     os.truncate(b.path("d", "trunc"), 100)
     os.unlink(b.path("d", "gone"))
     os.unlink(b.path("d", "link"))
@@ -109,6 +112,7 @@ def checks(a: Mounted, held: int, mapped: mmap.mmap) -> dict[str, Check]:
         "open-data": Check(lambda: os.pread(held, len(BIG), 0), BIG, _patched(BIG)),
         "mmap-data": Check(lambda: mapped[:], BIG, _patched(BIG)),
         "chmod": Check(lambda: stat.S_IMODE(os.stat(d("mode")).st_mode), 0o644, 0o600),
+        "xattr": Check(lambda: os.getxattr(d("mode"), XATTR), b"old", b"new"),
         "truncate": Check(lambda: os.stat(d("trunc")).st_size, 5000, 100),
         "unlink": Check(lambda: os.path.exists(d("gone")), True, False),
         "rename-from": Check(lambda: os.path.exists(d("old")), True, False),
@@ -125,7 +129,7 @@ def checks(a: Mounted, held: int, mapped: mmap.mmap) -> dict[str, Check]:
 DATA = ("open-data", "mmap-data", "data", "big-data")
 ATTRIBUTES = ("chmod", "truncate", "unlink", "unlink-a-link", "rename-from")
 NEGATIVES = ("rename-to", "create", "mkdir")
-EVERYTHING = DATA + ATTRIBUTES + NEGATIVES + ("listing",)
+EVERYTHING = DATA + ATTRIBUTES + NEGATIVES + ("xattr", "listing")
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ class Case:
 #: the kernel ("open-data", "mmap-data").
 CASES = {
     # translators alone, the kernel caching no attributes or entries
-    "md-cache": Case("md-cache", KERNEL_NO_CACHE, (), ATTRIBUTES + ("listing",)),
+    "md-cache": Case("md-cache", KERNEL_NO_CACHE, (), ATTRIBUTES + ("xattr", "listing")),
     "io-cache": Case("io-cache", KERNEL_NO_CACHE, ("ioc.cache-timeout=60",), DATA),
     "quick-read": Case("quick-read", KERNEL_NO_CACHE, ("qr.cache-invalidation=on",),
                        ("open-data", "mmap-data", "data")),
