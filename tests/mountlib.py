@@ -16,10 +16,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
+import platform
 from collections import Counter
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -128,6 +131,62 @@ def unless_caches_dropped():
             pytest.skip("the kernel's caches were dropped (drop_caches) during the "
                         "hazard half: it cannot show them stale")
         raise
+
+
+_SYS_GETDENTS64 = {"x86_64": 217, "aarch64": 61}.get(platform.machine())
+#: Marks a test that calls getdents(2) itself (``getdents``, ``PlusListing``).
+needs_getdents = pytest.mark.skipif(_SYS_GETDENTS64 is None,
+                                    reason="getdents64's number is not known here")
+
+
+def getdents(fd: int, size: int) -> list[str]:
+    """The names (without "." and "..") one getdents64(2) of ``size`` bytes returns: on
+    a FUSE mount, one READDIR(PLUS) request of that size when the kernel does not cache
+    the directory (os.scandir reads with glibc's buffer, so a test could not put a
+    lookup between two requests)."""
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall.restype = ctypes.c_long
+    buf = ctypes.create_string_buffer(size)
+    got = syscall(_SYS_GETDENTS64, fd, buf, size)
+    if got < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    raw, names, pos = buf.raw[:got], [], 0
+    while pos < got:                       # struct linux_dirent64: ino, off, reclen, type
+        reclen = struct.unpack_from("<H", raw, pos + 16)[0]
+        names.append(os.fsdecode(raw[pos + 19:pos + reclen].split(b"\0", 1)[0]))
+        pos += reclen
+    return [n for n in names if n not in (".", "..")]
+
+
+class PlusListing:
+    """A directory of a mount listed as ``ls -l`` makes the kernel list it: before each
+    getdents(2), a lookup of a name (from ``probes``) not listed yet, so that every
+    request is READDIRPLUS (with READDIRPLUS_AUTO the kernel asks READDIRPLUS at offset
+    0 and for the first request after a lookup found a new name in the directory).
+    Needs an entry timeout above 0 (a name listed is not looked up again)."""
+
+    def __init__(self, path: str, probes: Sequence[str]) -> None:
+        self.path = path
+        self.listed: list[str] = []
+        self._probes = iter(probes)
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+    def next(self, size: int) -> list[str]:
+        """One getdents of ``size`` bytes after a probe; its names (also in ``listed``)."""
+        for probe in self._probes:
+            if probe not in self.listed:
+                os.stat(os.path.join(self.path, probe))
+                break
+        batch = getdents(self.fd, size)
+        self.listed.extend(batch)
+        return batch
+
+    def __enter__(self) -> "PlusListing":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        os.close(self.fd)
 
 
 def xlfs_command() -> list[str]:

@@ -11,16 +11,13 @@ pass without the cache being there).
 """
 from __future__ import annotations
 
-import ctypes
 import os
-import platform
-import struct
 import time
 
 import pytest
 
-from tests.mountlib import (KERNEL_NO_CACHE, VOLFILES, Mounted, needs_mount, two_mounts,
-                            unless_caches_dropped, wait_until)
+from tests.mountlib import (KERNEL_NO_CACHE, VOLFILES, Mounted, PlusListing, needs_getdents,
+                            needs_mount, two_mounts, unless_caches_dropped, wait_until)
 
 pytestmark = [pytest.mark.mount, needs_mount]
 
@@ -84,29 +81,7 @@ def test_nl_cache_sees_a_name_created_in_the_brick(tmp_path, watch):
             assert not os.path.exists(m.path("top"))
 
 
-_SYS_GETDENTS64 = {"x86_64": 217, "aarch64": 61}.get(platform.machine())
-
-
-def getdents(fd: int, size: int) -> list[str]:
-    """The names one getdents64(2) of ``size`` bytes returns: one READDIR(PLUS) request
-    of that size, when the kernel does not cache the directory (os.scandir reads with
-    glibc's buffer, so a test could not put a lookup between two requests)."""
-    syscall = ctypes.CDLL(None, use_errno=True).syscall
-    syscall.restype = ctypes.c_long
-    buf = ctypes.create_string_buffer(size)
-    got = syscall(_SYS_GETDENTS64, fd, buf, size)
-    if got < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    raw, names, pos = buf.raw[:got], [], 0
-    while pos < got:                       # struct linux_dirent64: ino, off, reclen, type
-        reclen = struct.unpack_from("<H", raw, pos + 16)[0]
-        names.append(os.fsdecode(raw[pos + 19:pos + reclen].split(b"\0", 1)[0]))
-        pos += reclen
-    return [n for n in names if n not in (".", "..")]
-
-
-@pytest.mark.skipif(_SYS_GETDENTS64 is None, reason="getdents64 number unknown here")
+@needs_getdents
 @pytest.mark.parametrize("source", ["brick", "second-mount"])
 def test_readdir_ahead_serves_no_names_or_attributes_older_than_a_change(tmp_path, source):
     """Entries read ahead before a change below (made in the brick, or through a second
@@ -134,29 +109,17 @@ def test_readdir_ahead_serves_no_names_or_attributes_older_than_a_change(tmp_pat
         # (a drop of the kernel's caches would refresh the marker before its upcall)
         with unless_caches_dropped():
             assert os.stat(a.path("marker")).st_size == 0
-            listed: list[str] = []
-            probes = iter(names[::3])              # looked up; the others are changed
-
-            def next_batch(size: int) -> list[str]:
-                for probe in probes:
-                    if probe not in listed:
-                        os.stat(a.path("d", probe))
-                        break
-                batch = getdents(fd, size)
-                listed.extend(batch)
-                return batch
-
-            fd = os.open(a.path("d"), os.O_RDONLY | os.O_DIRECTORY)
-            try:
+            with PlusListing(a.path("d"), names[::3]) as listing:   # the others change
                 # READDIRPLUS at 0, wound, of a size its entries fill exactly ("." and
                 # ".." take 160 bytes, a file-NNNN 168).  readdir-ahead takes the last
                 # cookie of a reply it winds as the stream's position, but storage/posix
                 # answers one entry past a budget it does not use up exactly, which the
                 # bridge leaves out: the kernel's next offset would be one less, and
-                # readdir-ahead would start over and read nothing ahead.
-                next_batch(2 * 160 + 23 * 168)
-                next_batch(4096)                   # READDIRPLUS: the rest is read ahead
-                before = set(listed)
+                # readdir-ahead would start over and read nothing ahead
+                # (test_perf_review_mount.py, test_readdir_ahead_reads_ahead_for_ls_l).
+                listing.next(2 * 160 + 23 * 168)
+                listing.next(4096)                 # READDIRPLUS: the rest is read ahead
+                before = set(listing.listed)
                 removed = [n for n in names[1::3] if n not in before]
                 grown = [n for n in names[2::3] if n not in before]
                 made = [f"new-{i:02d}" for i in range(30)]
@@ -172,11 +135,9 @@ def test_readdir_ahead_serves_no_names_or_attributes_older_than_a_change(tmp_pat
                     f.write(b"x")
                 wait_until(lambda: os.stat(a.path("marker")).st_size == 1, WAIT,
                            "the marker's change", detail=a.read_log)
-                while next_batch(1 << 20):         # the rest, in one request if it fits
+                while listing.next(1 << 20):       # the rest, in one request if it fits
                     pass
-            finally:
-                os.close(fd)
-            served = set(listed) - before
+            served = set(listing.listed) - before
             assert not served & set(removed), \
                 f"{len(served & set(removed))} names removed below were listed after it"
             stale = [n for n in grown if os.stat(a.path("d", n)).st_size != 5]
