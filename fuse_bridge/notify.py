@@ -28,6 +28,12 @@ notification targets was filled before that older change, so its own timeout run
 first, while the newest change is the one the application that made it is about to look
 for.  Dropping the oldest keeps the window of staleness shortest.
 
+A ``DeleteEntry`` upcall becomes DELETE when the kernel knows the child (and speaks 7.18),
+else INVAL_ENTRY.  DELETE clears the child's link count as if the name were its last
+(fs/fuse/dir.c, ``fuse_reverse_inval_entry``): a file that keeps other hard links would
+show 0 links through them until its attribute timeout, so a DELETE is always followed by
+an INVAL_INODE of the child's attributes, and the next stat asks for the real count.
+
 Errors the kernel returns for notifications are normal in part: ENOENT (the kernel no
 longer has that inode or dentry: forgotten, evicted, never looked up), ENOTDIR (the
 parent is no longer a directory), ENOTEMPTY and EBUSY (DELETE of a non-empty directory or
@@ -179,18 +185,32 @@ class Notifier:
 
     # -- the producer side (event loop) -------------------------------------------------
     def send(self, msg: Any) -> bool:
-        """Queue ``msg`` for the kernel.  Never blocks; False when it was not queued."""
+        """Queue ``msg`` for the kernel.  Never blocks; False when it was not queued.
+
+        A DELETE is followed by an INVAL_INODE of the child's attributes: the kernel
+        clears the link count of the inode a DELETE names, as if that name were its
+        last (fs/fuse/dir.c, ``fuse_reverse_inval_entry``), and until its attribute
+        timeout shows 0 through the file's other names when it was one of several
+        hard links; invalidated, the next stat asks for the real count."""
         if self.ended is not None:
             self.discarded += 1
             return False
+        minor = self._minor()
         try:
-            encoded = encode(msg, self._minor())
+            encoded = encode(msg, minor)
         except TypeError:
             log.debug("upcall %r is not a kernel notification; ignored", msg)
             return False
         if encoded is None:
             self.skipped += 1
             return False
+        queued = self._put(encoded)
+        if encoded[0] == _N.DELETE:
+            self._put(encode(InvalidateInode(msg.child, -1, 0), minor))
+        return queued
+
+    def _put(self, encoded: tuple[int, bytes]) -> bool:
+        """Queue one encoded notification (written at once in synchronous mode)."""
         if self.synchronous:
             self._write(*encoded)
             return True

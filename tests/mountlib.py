@@ -10,14 +10,19 @@
   mount is gone when ``__exit__`` returns (asserted).
 - ``MountedByHelper`` is the same for a mount that ``mount -t xlfs`` makes (the daemon in
   the background; teardown: umount, wait, then abort + SIGKILL, then a lazy unmount).
+- ``two_mounts`` mounts one brick twice (a caching mount and a plain second one), for
+  coherence tests: a change made through one must be seen through the other.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import os
+import platform
 from collections import Counter
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -67,6 +72,121 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, *,
         text = detail() if callable(detail) else detail
         message += f":\n{text[-4000:]}"
     raise AssertionError(message)
+
+
+#: Bridge flags: the kernel caches nothing, so every stat, lookup and readdir reaches the
+#: translators (what a test then sees is the translators' caches, not the kernel's).
+KERNEL_NO_CACHE = ("--attribute-timeout=0", "--entry-timeout=0", "--negative-timeout=0")
+#: Bridge flags: the kernel's attribute, entry and negative entry caches outlive any test,
+#: so only an invalidation (an upcall the bridge passes on) can refresh them.
+KERNEL_LONG_CACHE = ("--attribute-timeout=60", "--entry-timeout=60", "--negative-timeout=60")
+
+
+def read_all(path: str | os.PathLike) -> bytes:
+    """The whole file, read through a new open (a new open is what the caches that keep
+    data across opens are about)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def overwrite_keeping_times(path: str | os.PathLike, data: bytes, offset: int = 0) -> None:
+    """Overwrite in place, then put the old atime and mtime back: size and mtime are
+    unchanged, so a cache that checks them cannot tell; only an invalidation (the brick
+    watch's upcall) can.  ``path`` is in a brick or on another mount of it."""
+    st = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def cache_drops() -> int:
+    """How often anyone dropped the kernel's caches (``echo N >
+    /proc/sys/vm/drop_caches``) since boot: /proc/vmstat's drop_pagecache + drop_slab."""
+    try:
+        with open("/proc/vmstat") as f:
+            return sum(int(line.split()[1]) for line in f
+                       if line.startswith(("drop_pagecache ", "drop_slab ")))
+    except OSError:
+        return 0
+
+
+@contextlib.contextmanager
+def unless_caches_dropped():
+    """For a hazard half that shows the kernel's caches serving a stale state: an
+    AssertionError in the block becomes a skip when some process dropped the kernel's
+    caches meanwhile (the benchmarks' "after dropping caches" cases do, on a shared
+    machine), since the kernel then had nothing stale left to show."""
+    before = cache_drops()
+    try:
+        yield
+    except AssertionError:
+        if cache_drops() != before:
+            pytest.skip("the kernel's caches were dropped (drop_caches) during the "
+                        "hazard half: it cannot show them stale")
+        raise
+
+
+_SYS_GETDENTS64 = {"x86_64": 217, "aarch64": 61}.get(platform.machine())
+#: Marks a test that calls getdents(2) itself (``getdents``, ``PlusListing``).
+needs_getdents = pytest.mark.skipif(_SYS_GETDENTS64 is None,
+                                    reason="getdents64's number is not known here")
+
+
+def getdents(fd: int, size: int) -> list[str]:
+    """The names (without "." and "..") one getdents64(2) of ``size`` bytes returns: on
+    a FUSE mount, one READDIR(PLUS) request of that size when the kernel does not cache
+    the directory (os.scandir reads with glibc's buffer, so a test could not put a
+    lookup between two requests)."""
+    syscall = ctypes.CDLL(None, use_errno=True).syscall
+    syscall.restype = ctypes.c_long
+    buf = ctypes.create_string_buffer(size)
+    got = syscall(_SYS_GETDENTS64, fd, buf, size)
+    if got < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    raw, names, pos = buf.raw[:got], [], 0
+    while pos < got:                       # struct linux_dirent64: ino, off, reclen, type
+        reclen = struct.unpack_from("<H", raw, pos + 16)[0]
+        names.append(os.fsdecode(raw[pos + 19:pos + reclen].split(b"\0", 1)[0]))
+        pos += reclen
+    return [n for n in names if n not in (".", "..")]
+
+
+class PlusListing:
+    """A directory of a mount listed as ``ls -l`` makes the kernel list it: before each
+    getdents(2), a lookup of a name (from ``probes``) not listed yet, so that every
+    request is READDIRPLUS (with READDIRPLUS_AUTO the kernel asks READDIRPLUS at offset
+    0 and for the first request after a lookup found a new name in the directory).
+    Needs an entry timeout above 0 (a name listed is not looked up again)."""
+
+    def __init__(self, path: str, probes: Sequence[str]) -> None:
+        self.path = path
+        self.listed: list[str] = []
+        self._probes = iter(probes)
+        self.fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+    def next(self, size: int) -> list[str]:
+        """One getdents of ``size`` bytes after a probe; its names (also in ``listed``)."""
+        for probe in self._probes:
+            if probe not in self.listed:
+                os.stat(os.path.join(self.path, probe))
+                break
+        batch = getdents(self.fd, size)
+        self.listed.extend(batch)
+        return batch
+
+    def __enter__(self) -> "PlusListing":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        os.close(self.fd)
 
 
 def xlfs_command() -> list[str]:
@@ -194,6 +314,23 @@ class Mounted:
                 self.proc.stdout.close()
             mnt.force_unmount(str(self.mountpoint), self.conn)
         assert mnt.find_mount(str(self.mountpoint)) is None, "mount left behind"
+
+
+@contextlib.contextmanager
+def two_mounts(volfile: str | os.PathLike, workdir: Path, *flags: str,
+               overrides: Sequence[str] = (), second: str | os.PathLike = VOLFILES / "local.vol",
+               second_flags: Sequence[str] = KERNEL_NO_CACHE, limit: float = 60.0):
+    """Two mounts of one brick (``workdir/brick``, which may be filled before): A mounts
+    ``volfile`` with ``flags`` and ``overrides`` (in ``workdir/a``), B mounts ``second``
+    with ``second_flags`` (in ``workdir/b``; by default local.vol, no translator cache,
+    kernel caches off, no brick watch).  Yields ``(a, b)``; both are unmounted on every
+    path."""
+    brick = Path(workdir) / "brick"
+    with Mounted(volfile, Path(workdir) / "a", *flags, brick=brick, overrides=overrides,
+                 limit=limit) as a, \
+            Mounted(second, Path(workdir) / "b", *second_flags, brick=brick,
+                    limit=limit) as b:
+        yield a, b
 
 
 def pid_alive(pid: int) -> bool:

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from tests.mountlib import VOLFILES, Mounted, needs_mount, wait_until
+from tests.mountlib import (VOLFILES, Mounted, needs_mount, overwrite_keeping_times,
+                            read_all, wait_until)
 
 pytestmark = [pytest.mark.mount, needs_mount]
 
@@ -28,27 +29,6 @@ CASES = {
 }
 
 
-def read_all(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def overwrite_in_brick(path, data: bytes, offset: int = 0) -> None:
-    """Overwrite in place, then put the old atime and mtime back: size and mtime are
-    unchanged, so only the brick watch's upcall can tell the caches."""
-    st = os.stat(path)
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        f.write(data)
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-
-
 @pytest.mark.parametrize("stem", ["io-cache", "quick-read"])
 def test_without_the_brick_watch_the_cache_is_stale(stem, tmp_path):
     size, longer = CASES[stem]
@@ -60,7 +40,7 @@ def test_without_the_brick_watch_the_cache_is_stale(stem, tmp_path):
     with m:
         assert read_all(m.path("f")) == old
         assert read_all(m.path("f")) == old
-        overwrite_in_brick(m.brick / "f", b"N" * 100)
+        overwrite_keeping_times(m.brick / "f", b"N" * 100)
         time.sleep(0.5)
         assert read_all(m.path("f")) == old          # served from the translator
 
@@ -79,7 +59,7 @@ def test_a_change_in_the_brick_is_seen_through_the_mount(stem, tmp_path):
             new = bytearray(old)
             at = (round_ * 7919) % (size - 200)
             new[at:at + 100] = bytes([65 + round_]) * 100
-            overwrite_in_brick(m.brick / "f", new[at:at + 100], at)
+            overwrite_keeping_times(m.brick / "f", new[at:at + 100], at)
             wait_until(lambda: read_all(m.path("f")) == bytes(new), WINDOW,
                        f"{stem}: round {round_}: the brick change to be seen",
                        interval=0.05)
@@ -101,7 +81,7 @@ def test_read_ahead_drops_prefetched_pages_on_a_brick_change(tmp_path):
             pos = 0
             while pos < 1 << 20:                      # sequential: pages are prefetched
                 pos += len(os.pread(fd, 65536, pos))
-            overwrite_in_brick(m.brick / "f", b"N" * 65536, pos)
+            overwrite_keeping_times(m.brick / "f", b"N" * 65536, pos)
             time.sleep(0.5)                           # the upcall has arrived by now
             # one read only: a repeated pread at the same offset is not sequential and
             # would bypass the pages whatever happened to them

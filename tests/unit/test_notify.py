@@ -120,19 +120,50 @@ def pipe():
             pass
 
 
+def written_for(msg) -> list[bytes]:
+    """What send(msg) writes: its notification, and after a DELETE an INVAL_INODE of
+    the child's attributes."""
+    code, data = encode(msg)
+    if code != abi.NotifyCode.DELETE:
+        return [data]
+    return [data, encode(InvalidateInode(msg.child, -1, 0))[1]]
+
+
 def test_messages_flow_in_order(pipe):
     r, w = pipe
     n = Notifier(w, 16)
     msgs = [m for m, _ in GOLDEN]
     for m in msgs:
         assert n.send(m) is True
-    got = read_messages(r, len(msgs))
-    assert got == [encode(m)[1] for m in msgs]
+    expect = [data for m in msgs for data in written_for(m)]
+    got = read_messages(r, len(expect))
+    assert got == expect
     assert n.stop()
     d = n.dump()
-    assert d["notify.sent"] == len(msgs) and d["notify.dropped"] == 0
-    assert d["notify.sent.inval-inode"] == 3 and d["notify.sent.store"] == 1
+    assert d["notify.sent"] == len(msgs) + 1 and d["notify.dropped"] == 0
+    assert d["notify.sent.inval-inode"] == 4 and d["notify.sent.store"] == 1
     assert d["notify.state"] == "stopped"
+
+
+def test_a_delete_is_followed_by_an_attribute_invalidation_of_its_child(pipe):
+    """The kernel clears the link count of a DELETE's child as if the name were its
+    last; the file may have other hard links, whose stat must then ask again."""
+    r, w = pipe
+    n = Notifier(w, 16)
+    child = known(12)
+    assert n.send(DeleteEntry(known(9), child, b"x")) is True
+    delete, inval = read_messages(r, 2)
+    assert delete == encode(DeleteEntry(known(9), child, b"x"))[1]
+    assert abi.NOTIFY_INVAL_INODE_OUT.unpack_from(inval, abi.OUT_HEADER.size) == (12, -1, 0)
+    # sent as INVAL_ENTRY (a child the kernel does not know, a kernel before 7.18), it
+    # clears nothing: no follow-up
+    assert n.send(DeleteEntry(known(9), known(13, nlookup=0), b"y")) is True
+    n.session = type("S", (), {"client": type("C", (), {"proto_minor": 17})()})()
+    assert n.send(DeleteEntry(known(9), child, b"z")) is True
+    assert n.stop()
+    got = read_messages(r, 2)
+    assert [abi.OUT_HEADER.unpack_from(m)[1] for m in got] == [abi.NotifyCode.INVAL_ENTRY] * 2
+    assert n.dump()["notify.sent"] == 4
 
 
 def test_send_never_blocks_and_drops_the_oldest(pipe):
