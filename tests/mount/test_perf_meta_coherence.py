@@ -110,14 +110,9 @@ def test_readdir_ahead_serves_no_names_or_attributes_older_than_a_change(tmp_pat
         with unless_caches_dropped():
             assert os.stat(a.path("marker")).st_size == 0
             with PlusListing(a.path("d"), names[::3]) as listing:   # the others change
-                # READDIRPLUS at 0, wound, of a size its entries fill exactly ("." and
-                # ".." take 160 bytes, a file-NNNN 168).  readdir-ahead takes the last
-                # cookie of a reply it winds as the stream's position, but storage/posix
-                # answers one entry past a budget it does not use up exactly, which the
-                # bridge leaves out: the kernel's next offset would be one less, and
-                # readdir-ahead would start over and read nothing ahead
-                # (test_perf_review_mount.py, test_readdir_ahead_reads_ahead_for_ls_l).
-                listing.next(2 * 160 + 23 * 168)
+                # READDIRPLUS at 0, wound (4 KiB: readdir-ahead cuts the reply to what
+                # fits, so the kernel's next offset is its stream's position)
+                listing.next(4096)
                 listing.next(4096)                 # READDIRPLUS: the rest is read ahead
                 before = set(listing.listed)
                 removed = [n for n in names[1::3] if n not in before]

@@ -179,11 +179,6 @@ def test_read_ahead_answers_no_stale_short_read_after_an_append_by_another_mount
 
 
 @needs_getdents
-@pytest.mark.xfail(strict=True, reason=(
-    "readdir-ahead takes the last cookie of a reply it winds as its stream's position; "
-    "storage/posix answers one entry past a byte budget it does not use up exactly and "
-    "the bridge leaves that entry out, so the kernel's next offset is one less, every "
-    "request looks like a seek: discard, wind, read nothing ahead"))
 def test_readdir_ahead_reads_ahead_for_ls_l(tmp_path):
     # ls -l's requests: READDIRPLUS throughout (a lookup before each), 4 KiB each here.
     # The first is wound; from the second on readdir-ahead should answer from what it
