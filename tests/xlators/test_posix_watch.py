@@ -138,6 +138,26 @@ async def test_rename_invalidates_both_names(brick):
     assert not any(isinstance(m, DeleteEntry) for m in msgs)   # the inode lives on
 
 
+async def test_a_new_name_of_a_known_inode_invalidates_its_attributes(brick):
+    """A hard link made in the brick changes the link count of an inode the kernel may
+    hold under another name; a move its ctime.  inotify gives only the name's event."""
+    h, d, rec = brick
+    dent = await h.lookup("/d")
+    fent = await h.lookup("/d/f")
+    os.link(d / "d" / "f", d / "d" / "link")
+    pump(h)
+    msgs = rec.take()
+    assert InvalidateEntry(dent.inode, b"link") in msgs
+    assert InvalidateInode(fent.inode, -1, 0) in msgs
+    os.rename(d / "d" / "f", d / "d" / "g")
+    pump(h)
+    assert InvalidateInode(fent.inode, -1, 0) in rec.take()
+    (d / "d" / "fresh").write_bytes(b"")          # a new inode: nobody holds it
+    pump(h)
+    assert all(not isinstance(m, InvalidateInode) or m.inode is dent.inode
+               for m in rec.take())
+
+
 async def test_forget_removes_the_watch(brick):
     h, d, rec = brick
     dent = await h.lookup("/d")

@@ -17,7 +17,9 @@ notifications (fuse_bridge/notify.py, on its own thread: see docs/deadlocks.md):
   of that file (attributes and cached data);
 - its attributes changed (IN_ATTRIB): ``InvalidateInode`` with offset -1 (attributes only);
 - a name created or moved in (IN_CREATE, IN_MOVED_TO), moved out (IN_MOVED_FROM):
-  ``InvalidateEntry(parent, name)`` (this also drops a cached *negative* entry);
+  ``InvalidateEntry(parent, name)`` (this also drops a cached *negative* entry), and
+  ``InvalidateInode`` (offset -1) of the inode the new name is when the table knows it:
+  a hard link changed its link count, a move its ctime;
 - a name deleted (IN_DELETE): ``DeleteEntry(parent, child, name)`` when posix knows which
   inode that name was (it was looked up), else ``InvalidateEntry``;
 - and, for every name change, ``InvalidateInode(parent, -1)`` (the directory's mtime and
@@ -396,6 +398,12 @@ class BrickWatch:
                         continue
                 elif mask & IN_MOVED_FROM:
                     self._forget_name(key)
+                else:
+                    # a known inode under a new name: a hard link (its link count) or a
+                    # move (its ctime); the inode's own watchers would get IN_ATTRIB
+                    inode = self._child(dino, name)
+                    if inode is not None and ("data", inode.nodeid) not in out:
+                        put(("attr", inode.nodeid), InvalidateInode(inode, -1, 0))
                 put(("entry", parent.nodeid, name), InvalidateEntry(parent, name))
                 continue
             if mask & (IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB):
