@@ -20,6 +20,7 @@ import ctypes
 import fcntl
 import os
 import platform
+import re
 from collections import Counter
 import signal
 import struct
@@ -118,12 +119,13 @@ def cache_drops() -> int:
 
 
 @contextlib.contextmanager
-def unless_caches_dropped():
+def unless_caches_dropped(since: Optional[int] = None):
     """For a hazard half that shows the kernel's caches serving a stale state: an
     AssertionError in the block becomes a skip when some process dropped the kernel's
     caches meanwhile (the benchmarks' "after dropping caches" cases do, on a shared
-    machine), since the kernel then had nothing stale left to show."""
-    before = cache_drops()
+    machine), since the kernel then had nothing stale left to show.  ``since``: a
+    ``cache_drops()`` count taken earlier, when the state was read before the block."""
+    before = cache_drops() if since is None else since
     try:
         yield
     except AssertionError:
@@ -285,6 +287,26 @@ class Mounted:
         self.aborted = True
         if self.conn is not None:
             mnt.abort_connection(self.conn)
+
+    def private(self, volume: str) -> dict[str, str]:
+        """The ``key=value`` state of translator ``volume`` in the running graph
+        (``.meta/graphs/active/VOLUME/private``: the statedump's section, read whole)."""
+        with open(self.path(".meta", "graphs", "active", volume, "private")) as f:
+            return dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
+
+    def statedump(self, timeout: float = 5.0) -> str:
+        """A fresh statedump's text (SIGUSR1; the daemon logs the file it wrote, once it is
+        complete), its file removed.  Unlike ``private`` it sends no request."""
+        before = self.read_log().count("statedump written to")
+        self.proc.send_signal(signal.SIGUSR1)
+        log = wait_until(lambda: self.read_log().count("statedump written to") > before
+                         and self.read_log(), timeout, "a statedump")
+        path = re.findall(r"statedump written to (\S+)", log)[-1]
+        try:
+            with open(path) as f:
+                return f.read()
+        finally:
+            os.unlink(path)
 
     def read_log(self) -> str:
         try:

@@ -112,14 +112,5 @@ def python(*args: str, **kw: Any) -> subprocess.Popen:
 
 def statedump(m: Mounted, timeout: float = 5.0) -> dict[str, str]:
     """SIGUSR1 the daemon and return its statedump as ``key -> value`` (file removed)."""
-    import re
-    import signal
-    before = m.read_log().count("statedump written to")
-    os.kill(m.proc.pid, signal.SIGUSR1)
-    log = wait_until(lambda: m.read_log().count("statedump written to") > before
-                     and m.read_log(), timeout, "a statedump")
-    path = re.findall(r"statedump written to (\S+)", log)[-1]
-    with open(path) as f:
-        state = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
-    os.unlink(path)
-    return state
+    return dict(line.split("=", 1) for line in m.statedump(timeout).splitlines()
+                if "=" in line)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.deadlocks.seedlib import mount_marks, mounted, statedump, volfile
-from tests.mountlib import unless_caches_dropped, wait_until
+from tests.mountlib import cache_drops, read_all, unless_caches_dropped, wait_until
 
 pytestmark = mount_marks
 
@@ -33,7 +33,7 @@ def prime(m, brick):
     """Fill the kernel's caches: a negative entry, a file's attributes and pages, a name."""
     assert not os.path.exists(m.path("new"))              # negative dentry, 60 s
     assert not os.path.exists(m.path("dir", "inner"))
-    assert read_raw(m.path("old")) == b"v1\n"                # attributes and pages
+    assert read_all(m.path("old")) == b"v1\n"                # attributes and pages
     assert os.path.exists(m.path("gone"))                   # positive dentry
 
 
@@ -45,23 +45,12 @@ def change_the_brick(brick):
     (brick / "dir" / "inner").write_bytes(b"")
 
 
-def read_raw(path: str) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
 def seen(m) -> dict:
     """What the mount shows.  The file is read, never stat-ed: a read invalidates the
     cached atime, so a later stat() would fetch fresh attributes whatever the timeout;
     a read is bounded by the cached size, so stale attributes show as stale content.
     (Not ``open().read()``: Python fstat()s the file first.)"""
-    old = read_raw(m.path("old"))
+    old = read_all(m.path("old"))
     return {"new": os.path.exists(m.path("new")), "old": old,
             "gone": os.path.exists(m.path("gone")),
             "inner": os.path.exists(m.path("dir", "inner"))}
@@ -75,12 +64,13 @@ def test_hazard_without_watch_brick_changes_stay_invisible(tmp_path):
     vol = volfile(tmp_path / "posix.vol")
     make_brick(tmp_path)
     # the stale page cache is the hazard: FUSE passthrough reads the brick file itself
-    with unless_caches_dropped():
-        with mounted(tmp_path, vol, *LONG, "--fuse-passthrough=no") as m:
-            prime(m, m.brick)
-            change_the_brick(m.brick)
-            time.sleep(WINDOW)
-            state = seen(m)
+    drops = cache_drops()
+    with mounted(tmp_path, vol, *LONG, "--fuse-passthrough=no") as m:
+        prime(m, m.brick)
+        change_the_brick(m.brick)
+        time.sleep(WINDOW)
+        state = seen(m)
+    with unless_caches_dropped(since=drops):
         names = ("old", "gone")
         assert {k: state[k] for k in names} == {k: STALE[k] for k in names}
         assert state == STALE

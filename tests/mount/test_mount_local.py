@@ -54,6 +54,19 @@ class MountedByScript(Mounted):
             raise RuntimeError(f"{SCRIPT.name} exited with {self.proc.returncode}:\n"
                                f"{self.read_log()}")
 
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        """As Mounted.stop, but to the script's whole process group: the daemon, or
+        setup.sh's children (apt-get, pip) if the mount never came."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        os.killpg(self.proc.pid, sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.abort()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(10)
+
     def ctrl_c(self, timeout: float = 30.0) -> int:
         """SIGINT to the script's process group; its exit status."""
         os.killpg(self.proc.pid, signal.SIGINT)

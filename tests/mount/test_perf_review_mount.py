@@ -193,6 +193,5 @@ def test_readdir_ahead_reads_ahead_for_ls_l(tmp_path):
             while listing.next(4096):
                 pass
         assert sorted(listing.listed) == names
-        private = dict(line.split("=", 1) for line in open(m.path(
-            ".meta", "graphs", "active", "readdir-ahead", "private")).read().split())
+        private = m.private("readdir-ahead")
         assert int(private["hits"]) > 0 and int(private["prefetched"]) > 0, private
