@@ -156,6 +156,22 @@ class PlusBatch(Sequence[DirEntry]):
         """True while no DirEntry was made: the columns are the whole truth."""
         return self._listed is None
 
+    def entry_names(self) -> list[bytes]:
+        """Every entry's name, in order, without making a DirEntry."""
+        return [e.name for e in self.head] + self.names
+
+    def last_off(self) -> int:
+        """The cookie of the last entry (the batch is not empty)."""
+        return self.offs[-1] if self.offs else self.head[-1].off
+
+    def split(self, n: int) -> tuple["PlusBatch", list[Any]]:
+        """The first ``n`` entries as a batch of their own (the columns sliced, no
+        DirEntry made), and the table inodes of the others."""
+        k = max(n - len(self.head), 0)
+        return (PlusBatch(self.head[:n], self.names[:k], self.offs[:k], self.inodes[:k],
+                          self.inos[:k], self.stats[:k]),
+                [i for i in self.inodes[k:] if i is not None])
+
     def listed(self) -> list[DirEntry]:
         """The batch's DirEntry values (made on the first call, the same ones after)."""
         out = self._listed

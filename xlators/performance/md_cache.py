@@ -97,14 +97,14 @@ from ..core.types import Attr, DirEntry, Entry, StatFs
 from .fop_targets import (MODIFYING_FOPS, NAME_REMOVING_FOPS, changes_of)
 from .md_cache_entries import MdEntryFops
 from .md_cache_state import ABSENT, CAPABILITY, XattrSelection
+from .passthrough_writers import PassthroughWriters
 
 GLUSTER_MAX_TIMEOUT_WITHOUT_INVALIDATION = 60
-_PASSTHROUGH_WRITER = object()   # fd.ctx mark: counted in passthrough_writers
 _O_TRUNC = os.O_TRUNC
 _ENOENT = errno.ENOENT
 
 
-class MdCache(MdEntryFops, Translator):
+class MdCache(MdEntryFops, PassthroughWriters, Translator):
     """performance/md-cache: cache attributes, entries and chosen xattrs of inodes."""
     type = "performance/md-cache"
     children_range = (1, 1)
@@ -175,33 +175,16 @@ class MdCache(MdEntryFops, Translator):
         self._apply_options()
         self._drop_all()
 
-    # -- FUSE passthrough ---------------------------------------------------------------
-    def passthrough_fd(self, fd: Any) -> Optional[int]:
-        """The child's answer; a writable fd that gets one stops the inode's cache until
-        it is released (the kernel's writes bypass the graph)."""
-        brick_fd = super().passthrough_fd(fd)
-        if brick_fd is not None and fd.flags & os.O_ACCMODE != os.O_RDONLY \
-                and fd.ctx.get(self) is not _PASSTHROUGH_WRITER:
-            fd.ctx[self] = _PASSTHROUGH_WRITER
-            self._state(fd.inode).passthrough_writers += 1
-            self._written(fd.inode)
-        return brick_fd
+    # -- FUSE passthrough (PassthroughWriters) ------------------------------------------
+    def _writer_opened(self, inode: Any) -> None:
+        """A writable fd the kernel writes itself: the inode's cache stops until it is
+        released."""
+        self._state(inode).passthrough_writers += 1
+        self._written(inode)
 
-    def release(self, frame: Any, fd: Any) -> Any:
-        """Winds (the child's coroutine, none of md-cache's) unless ``fd`` is a
-        passthrough writer, whose end md-cache must see."""
-        if self in fd.ctx:
-            return self._release_writer(frame, fd)
-        return self.child.release(frame, fd)
-
-    async def _release_writer(self, frame: Any, fd: Any) -> None:
-        try:
-            return await self.child.release(frame, fd)
-        finally:
-            if fd.ctx.pop(self, None) is _PASSTHROUGH_WRITER:
-                st = self._state(fd.inode)
-                st.passthrough_writers -= 1
-                self._written(fd.inode)
+    def _writer_released(self, inode: Any) -> None:
+        self._state(inode).passthrough_writers -= 1
+        self._written(inode)
 
     # -- events ---------------------------------------------------------------------------
     def notify(self, event: Event, data: Any = None, source: Any = None) -> None:

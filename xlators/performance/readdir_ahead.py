@@ -66,23 +66,22 @@ over the subvolumes of cluster/distribute; one child has nothing to fan out to.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 from ..core.events import Event
 from ..core.frame import system_frame
+from ..core.dir_batch import PlusBatch
 from ..core.inode import Inode
 from ..core.options import Option
 from ..core.translator import Translator
 from ..core.types import DirEntry
 from ..core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
 from .fop_targets import MODIFYING_FOPS, Changes, changes_of
-from .readdir_ahead_stream import Stream, fitting
+from .passthrough_writers import PassthroughWriters
+from .readdir_ahead_stream import Stream, fitting, last_cookie
 
-_PASSTHROUGH_WRITER = object()   # fd.ctx mark: counted in inode.ctx[self]
 
-
-class ReaddirAhead(Translator):
+class ReaddirAhead(PassthroughWriters, Translator):
     """performance/readdir-ahead: read a directory's stream ahead, in the background."""
     type = "performance/readdir-ahead"
     children_range = (1, 1)
@@ -172,6 +171,7 @@ class ReaddirAhead(Translator):
                 st.wake()
         finally:
             st.filling = False
+            st.touched.clear()                     # (holds inodes: let them go)
             st.wake()
             await self._reap()
 
@@ -196,6 +196,10 @@ class ReaddirAhead(Translator):
         n = fitting(reply, size, plus)
         if n == len(reply):
             return reply
+        if type(reply) is PlusBatch and reply.unread():
+            kept, rest = reply.split(n)
+            self._orphans.extend(rest)
+            return kept
         if plus:
             self._orphan(reply[n:])
         return reply[:n]
@@ -221,7 +225,7 @@ class ReaddirAhead(Translator):
             self._discard(st)
             st.eof = True
             return
-        last = reply[-1].off
+        last = last_cookie(reply)
         covered = []
         while st.entries:
             e = st.take(1, st.plus)[0]
@@ -252,39 +256,20 @@ class ReaddirAhead(Translator):
     def _apply_changes(self, ch: Changes) -> None:
         self._affected(ch.inodes + tuple(p for p, _ in ch.names), ch.dirs)
 
-    # -- FUSE passthrough ---------------------------------------------------------------
-    def passthrough_fd(self, fd: Any) -> Optional[int]:
-        """The child's answer; a writable fd that gets one is counted on its inode until
-        it is released (the kernel's writes to it bypass the graph)."""
-        brick_fd = super().passthrough_fd(fd)
-        if brick_fd is not None and fd.flags & os.O_ACCMODE != os.O_RDONLY \
-                and fd.ctx.get(self) is not _PASSTHROUGH_WRITER:
-            fd.ctx[self] = _PASSTHROUGH_WRITER
-            inode = fd.inode
-            inode.ctx[self] = inode.ctx.get(self, 0) + 1
-            self._pt_writers += 1
-        return brick_fd
+    # -- FUSE passthrough (PassthroughWriters) ------------------------------------------
+    def _writer_opened(self, inode: Any) -> None:
+        """A writable fd the kernel writes itself: counted on its inode until released."""
+        inode.ctx[self] = inode.ctx.get(self, 0) + 1
+        self._pt_writers += 1
 
-    def release(self, frame: Any, fd: Any) -> Any:
-        """Winds (the child's coroutine, none of readdir-ahead's) unless ``fd`` is a
-        passthrough writer, whose end readdir-ahead must see."""
-        if self in fd.ctx:
-            return self._release_writer(frame, fd)
-        return self.child.release(frame, fd)
-
-    async def _release_writer(self, frame: Any, fd: Any) -> None:
-        try:
-            return await self.child.release(frame, fd)
-        finally:
-            if fd.ctx.pop(self, None) is _PASSTHROUGH_WRITER:
-                inode = fd.inode
-                left = inode.ctx.get(self, 1) - 1
-                if left:
-                    inode.ctx[self] = left
-                else:
-                    inode.ctx.pop(self, None)
-                self._pt_writers -= 1
-                self._affected((inode,))   # entries read while it wrote are stale
+    def _writer_released(self, inode: Any) -> None:
+        left = inode.ctx.get(self, 1) - 1
+        if left:
+            inode.ctx[self] = left
+        else:
+            inode.ctx.pop(self, None)
+        self._pt_writers -= 1
+        self._affected((inode,))   # entries read while it wrote are stale
 
     # -- events -------------------------------------------------------------------------
     def notify(self, event: Event, data: Any = None, source: Any = None) -> None:
@@ -320,7 +305,7 @@ class ReaddirAhead(Translator):
             reply = self._fit(await fop(frame, fd, offset, size), size, plus)
             self.stats["misses"] += 1
             if reply and self._can_spawn():
-                self._streams[id(fd)] = Stream(fd, None, reply[-1].off)
+                self._streams[id(fd)] = Stream(fd, None, last_cookie(reply))
             return reply
         if st.plus is None:                        # the second request sets the kind
             st.plus = plus
@@ -339,7 +324,7 @@ class ReaddirAhead(Translator):
             self._start_fill(st)
             if not st.filling:                     # could not read ahead: wind it
                 reply = self._fit(await fop(frame, fd, offset, size), size, plus)
-                st.pos = st.fetch_at = reply[-1].off if reply else st.pos
+                st.pos = st.fetch_at = last_cookie(reply) if reply else st.pos
                 st.eof = not reply
                 return reply
             await st.changed.wait()

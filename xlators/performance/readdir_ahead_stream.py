@@ -6,27 +6,45 @@ from typing import Any, Optional
 
 import trio
 
+from ..core.dir_batch import PlusBatch
 from ..core.types import DirEntry
 
 DIRENT_COST = 24        # struct fuse_dirent before the name
 DIRENTPLUS_COST = 152   # struct fuse_direntplus before the name
 
 
+def name_cost(name: bytes, plus: bool) -> int:
+    """Bytes an entry named ``name`` takes in a READDIR(PLUS) reply (padded as the
+    kernel packs it)."""
+    return ((DIRENTPLUS_COST if plus else DIRENT_COST) + len(name) + 7) & ~7
+
+
 def entry_cost(e: DirEntry, plus: bool) -> int:
-    """Bytes ``e`` takes in a READDIR(PLUS) reply (padded as the kernel packs it)."""
-    return ((DIRENTPLUS_COST if plus else DIRENT_COST) + len(e.name) + 7) & ~7
+    """Bytes ``e`` takes in a READDIR(PLUS) reply."""
+    return name_cost(e.name, plus)
 
 
 def fitting(entries: Any, size: int, plus: bool) -> int:
     """How many of ``entries``, from the first, a reply of ``size`` bytes holds (at least
-    one): a child may answer one entry past the budget, which the bridge then drops."""
-    base = (DIRENTPLUS_COST if plus else DIRENT_COST) + 7
+    one): a child may answer one entry past the budget, which the bridge then drops.
+    An unread PlusBatch is measured from its name column (no DirEntry made, so the
+    bridge keeps its columnar path for the reply)."""
+    names = (entries.entry_names() if type(entries) is PlusBatch and entries.unread()
+             else [e.name for e in entries])
     total = 0
-    for k, e in enumerate(entries):
-        total += (base + len(e.name)) & ~7
+    for k, name in enumerate(names):
+        total += name_cost(name, plus)
         if total > size and k:
             return k
-    return len(entries)
+    return len(names)
+
+
+def last_cookie(entries: Any) -> int:
+    """The cookie of the last of ``entries`` (not empty), read from the column of an
+    unread PlusBatch."""
+    if type(entries) is PlusBatch and entries.unread():
+        return entries.last_off()
+    return entries[-1].off
 
 
 class Stream:
