@@ -205,7 +205,7 @@ class Notifier:
             self.skipped += 1
             return False
         queued = self._put(encoded)
-        if encoded[0] == _N.DELETE:
+        if encoded[0] == _N.DELETE and self.limit != 1:   # (it would push the DELETE out)
             self._put(encode(InvalidateInode(msg.child, -1, 0), minor))
         return queued
 

@@ -193,6 +193,25 @@ def test_send_never_blocks_and_drops_the_oldest(pipe):
     assert n.stop()
 
 
+def test_with_room_for_one_message_a_delete_is_not_pushed_out_by_its_follow_up(pipe):
+    """--invalidate-limit=1: the DELETE is queued alone (its INVAL_INODE follow-up,
+    which would drop it as the oldest, is left out)."""
+    r, w = pipe
+    fcntl.fcntl(w, F_SETPIPE_SZ, 4096)
+    os.write(w, b"\0" * 4096)                   # the pipe is full: the writer blocks
+    n = Notifier(w, 1)
+    blocker = InvalidateInode(known(2))
+    n.send(blocker)
+    wait_until(lambda: n.blocked_since is not None, 5, "the writer to block",
+               interval=0.001)
+    delete = DeleteEntry(known(9), known(12), b"x")
+    assert n.send(delete) is True
+    assert n.dump()["notify.dropped"] == 0
+    os.read(r, 4096)                           # the "kernel" lets go
+    assert read_messages(r, 2) == [encode(blocker)[1], encode(delete)[1]]
+    assert n.stop()
+
+
 def test_expected_errors_are_counted_not_failures(pipe):
     r, w = pipe
     n = Notifier(w, 16)
