@@ -60,6 +60,14 @@ class PosixNodes:
         return node
 
 
+    def _known_ino(self, st: os.stat_result) -> Optional[int]:
+        """The table's inode number for ``st`` (the device folded in as ``_devbits``
+        does), or None for a device posix has not met: nothing is registered."""
+        if st.st_dev == self._dev:
+            return st.st_ino
+        idx = self._devs.get(st.st_dev)
+        return None if idx is None else st.st_ino | idx << 56
+
     def _devbits(self, dev: int, ino: int) -> int:
         idx = self._devs.get(dev)
         if idx is None:

@@ -399,8 +399,7 @@ class BrickWatch:
                 elif mask & IN_MOVED_FROM:
                     self._forget_name(key)
                 else:
-                    # a known inode under a new name: a hard link (its link count) or a
-                    # move (its ctime); the inode's own watchers would get IN_ATTRIB
+                    # a held inode's new name: a hard link (nlink) or a move (ctime)
                     inode = self._child(dino, name)
                     if inode is not None and ("data", inode.nodeid) not in out:
                         put(("attr", inode.nodeid), InvalidateInode(inode, -1, 0))
@@ -434,13 +433,8 @@ class BrickWatch:
         except OSError:
             ino = self.names.get((dino, name))
             return xl.itable.find(ino) if ino is not None else None
-        ino = st.st_ino
-        if st.st_dev != xl._dev:
-            idx = xl._devs.get(st.st_dev)
-            if idx is None:
-                return None
-            ino |= idx << 56
-        return xl.itable.find(ino)
+        ino = xl._known_ino(st)
+        return xl.itable.find(ino) if ino is not None else None
 
     def _overflow(self, put: Any) -> None:
         self.stats["overflows"] += 1
