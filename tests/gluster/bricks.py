@@ -20,6 +20,7 @@ Every daemon started here is remembered by pid and killed by pid (never by name)
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -238,6 +239,10 @@ class Brick:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def signal(self, sig: int) -> None:
+        if self.running:
+            os.kill(self.proc.pid, sig)
+
     def fop_stats(self, timeout: float = 10.0) -> dict[str, tuple[int, int]]:
         """The requests this brick has served since it started, by fop (LOOKUP, STAT,
         ...; those not served left out): ``(count, nanoseconds spent below io-stats in
@@ -312,6 +317,20 @@ class Bricks:
     def stop(self) -> None:
         for b in self.bricks:
             b.kill()
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Every brick stopped (SIGSTOP) inside the block, continued (SIGCONT) on
+        every way out: the connections stay open and nothing answers, so the clients
+        wait for protocol/client's ping-timeout (a killed brick closes its
+        connections, which the clients notice at once)."""
+        try:
+            for b in self.bricks:
+                b.signal(signal.SIGSTOP)
+            yield self
+        finally:
+            for b in self.bricks:
+                b.signal(signal.SIGCONT)
 
     def fop_stats(self) -> dict[str, tuple[int, int]]:
         """The requests all bricks have served, by fop: (count, total ns) as

@@ -76,6 +76,16 @@ class Victim:
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode()
 
+    def wait_opened(self, timeout: float = 10.0) -> None:
+        """Until a ``--gate`` victim has its file open and waits for :meth:`go`."""
+        line = self._line(timeout)
+        assert line and line.startswith("opened "), f"victim did not open: {line!r}"
+
+    def go(self) -> None:
+        """Let a ``--gate`` victim go on to its call."""
+        self.proc.stdin.write(b"\n")
+        self.proc.stdin.flush()
+
     def wait_blocked(self, timeout: float = 10.0, settle: float = 0.1) -> None:
         """Until the victim sits in its call (/proc/PID/syscall), then ``settle`` more."""
         line = self._line(timeout)

@@ -56,6 +56,7 @@ class GfapiClose:
 
         def run() -> None:
             for dup in of.owners.values():
+                self.settle_tries(dup)
                 b.lib.glfs_close(dup)
             if of.is_dir:
                 b.lib.glfs_closedir(of.glfd)
@@ -109,6 +110,7 @@ class GfapiClose:
 
         def run() -> int:
             for dup in dups:
+                self.settle_tries(dup)
                 b.lib.glfs_close(dup)
             if not written:
                 return 0
