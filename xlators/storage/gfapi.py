@@ -101,7 +101,6 @@ import ctypes
 import errno
 import os
 import threading
-import time
 from typing import Any, Callable, Optional
 
 from ..core.errors import FopError
@@ -109,7 +108,7 @@ from ..core.events import Event
 from ..core.options import Option
 from ..core.translator import Translator
 from .gfapi_attr import GfapiAttr
-from .gfapi_close import GfapiClose
+from .gfapi_close import GfapiClose, wait_closes
 from .gfapi_io import GfapiIo
 from .gfapi_locks import GfapiLocks
 from .gfapi_names import GfapiNames
@@ -296,7 +295,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiLocks, GfapiClose,
             return
         if self._upcalls is not None:
             self._upcalls.stop()
-        left = _wait_closes(self._closing, CLOSE_WAIT)   # their close must happen
+        left = wait_closes(self._closing, CLOSE_WAIT)   # their close must happen
         if left:
             self.log.warning("%s: %d closes of released files still running at fini "
                              "(after %.0f s)", self.name, left, CLOSE_WAIT)
@@ -474,23 +473,6 @@ def _holds_writes(b: Any, fs: int, volfile: Optional[str]) -> bool:
             return True
         text = buf.raw
     return b"performance/write-behind" in text
-
-
-def _wait_closes(jobs: list, timeout: float) -> int:
-    """Block (fini is not async) until every job of ``jobs`` finished or ``timeout``
-    seconds in all went by; how many are still running."""
-    deadline = time.monotonic() + timeout
-    for job in jobs:
-        while not job.finished:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return sum(1 for j in jobs if not j.finished)
-            waiter = job.waiter
-            if waiter is None:        # waited for the trio way by a drain cut short
-                time.sleep(min(left, 0.01))
-            elif waiter.acquire(True, left):
-                break
-    return 0
 
 
 def _fini_in_background(b: Any, fs: int) -> None:
