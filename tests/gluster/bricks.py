@@ -243,6 +243,18 @@ class Brick:
         if self.running:
             os.kill(self.proc.pid, sig)
 
+    def stopped(self) -> bool:
+        """Every thread of the brick is stopped (SIGSTOP delivered, not just sent)."""
+        try:
+            tasks = os.listdir(f"/proc/{self.proc.pid}/task")
+            states = []
+            for tid in tasks:
+                with open(f"/proc/{self.proc.pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except (OSError, AttributeError):
+            return False
+        return bool(states) and all(s in "tT" for s in states)
+
     def fop_stats(self, timeout: float = 10.0) -> dict[str, tuple[int, int]]:
         """The requests this brick has served since it started, by fop (LOOKUP, STAT,
         ...; those not served left out): ``(count, nanoseconds spent below io-stats in
@@ -323,10 +335,17 @@ class Bricks:
         """Every brick stopped (SIGSTOP) inside the block, continued (SIGCONT) on
         every way out: the connections stay open and nothing answers, so the clients
         wait for protocol/client's ping-timeout (a killed brick closes its
-        connections, which the clients notice at once)."""
+        connections, which the clients notice at once).  The block starts once every
+        thread of every brick is stopped: kill() only sends the signal, and a brick
+        thread running meanwhile could still answer."""
         try:
             for b in self.bricks:
                 b.signal(signal.SIGSTOP)
+            deadline = time.monotonic() + 10
+            while not all(b.stopped() for b in self.bricks):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the bricks did not stop")
+                time.sleep(0.001)
             yield self
         finally:
             for b in self.bricks:
