@@ -52,15 +52,14 @@ import pytest
 
 from tests.gluster.bricks import Bricks
 from tests.gluster.conftest import mount_gfapi
-from tests.interrupts.intrlib import Victim, log_since, statedump
-from tests.interrupts.test_locks_mount import third_gets_it
+from tests.interrupts.intrlib import Victim, log_since, statedump, third_gets_it
 from tests.mountlib import can_mount, wait_until
 
 pytestmark = [pytest.mark.mount,
               pytest.mark.skipif(can_mount() is not None, reason=str(can_mount()))]
 
 PING = 2              # s: protocol/client's ping-timeout of the ENOTCONN tests
-MARGIN = 1.5          # s past bricks x PING: GlusterFS's timer thread, the machine's load
+MARGIN = 1.5          # s past (2N - 1) x PING: GlusterFS's timer thread, the load
 RECONNECT = 3         # s: protocol/client reconnects a lost brick this often
 STUCK_PING = 60       # s: the ping-timeout of the signal tests (never reached)
 FREED = 5.0           # s: a signalled caller returns within this ("at once", loaded VM)

@@ -182,3 +182,23 @@ def statedump(mounted, directory: Path, timeout: float = 5.0) -> dict[str, str]:
             out.setdefault(k, v)
     new[0].unlink()
     return out
+
+
+THIRD = r"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    if sys.argv[2] == "flock":
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    sys.exit(1)
+sys.exit(0)
+"""
+
+
+def third_gets_it(path: str, kind: str) -> bool:
+    """Can another process take the lock right now (without waiting)?"""
+    r = subprocess.run([sys.executable, "-c", THIRD, path, kind], timeout=10)
+    return r.returncode == 0
