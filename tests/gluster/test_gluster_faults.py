@@ -35,6 +35,8 @@ test_volume_down_is_enotconn_and_child_down).
   finish (no busy worker, no interrupt record, no request in flight), the written
   data is there and the closed file's lock gone, and a lock the bricks granted to a given-up try after SIGCONT is unlocked
   again: another process takes it while the interrupted one still has the file open.
+  A lock wait on a lock another owner holds (the bricks answering) is withdrawn the
+  same way, at once, leaving nothing.
 
 Every brick is continued (SIGCONT) and killed by pid on every path (Bricks.frozen, the
 Bricks context), every mount unmounted (Mounted).
@@ -42,6 +44,7 @@ Bricks context), every mount unmounted (Mounted).
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import re
 import signal
@@ -251,3 +254,29 @@ def _answers_at(m, path) -> bool:
         return True
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("kind", ["fcntl", "flock"])
+def test_signal_withdraws_a_lock_wait_on_a_held_lock(stuck_volume, kind):
+    """The bricks answer, another owner holds the lock: storage/gfapi's wait (F_SETLK
+    tries from the event loop) is withdrawn at once by cancel_blocked, and the
+    interrupted process holds nothing once the holder lets go."""
+    _, m, _ = stuck_volume
+    path = m.path(f"held-{kind}")
+    lock = fcntl.flock if kind == "flock" else fcntl.lockf
+    offset = len(m.read_log())
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        lock(fd, fcntl.LOCK_EX)
+        with Victim(kind, path) as v:
+            v.wait_blocked(settle=0.3)
+            v.signal(signal.SIGINT)
+            result = v.wait_returned(FREED)
+            assert result is not None and (result["rc"], result["errno"]) == (-1, "EINTR")
+            lock(fd, fcntl.LOCK_UN)
+            assert third_gets_it(path, kind)        # the victim still has the file open
+            v.release()
+            v.wait_exit(10)
+    finally:
+        os.close(fd)
+    assert "blocked lock withdrawn" in log_since(m, offset)
