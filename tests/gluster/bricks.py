@@ -20,6 +20,7 @@ Every daemon started here is remembered by pid and killed by pid (never by name)
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -238,6 +239,22 @@ class Brick:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def signal(self, sig: int) -> None:
+        if self.running:
+            os.kill(self.proc.pid, sig)
+
+    def stopped(self) -> bool:
+        """Every thread of the brick is stopped (SIGSTOP delivered, not just sent)."""
+        try:
+            tasks = os.listdir(f"/proc/{self.proc.pid}/task")
+            states = []
+            for tid in tasks:
+                with open(f"/proc/{self.proc.pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except (OSError, AttributeError):
+            return False
+        return bool(states) and all(s in "tT" for s in states)
+
     def fop_stats(self, timeout: float = 10.0) -> dict[str, tuple[int, int]]:
         """The requests this brick has served since it started, by fop (LOOKUP, STAT,
         ...; those not served left out): ``(count, nanoseconds spent below io-stats in
@@ -312,6 +329,27 @@ class Bricks:
     def stop(self) -> None:
         for b in self.bricks:
             b.kill()
+
+    @contextlib.contextmanager
+    def frozen(self):
+        """Every brick stopped (SIGSTOP) inside the block, continued (SIGCONT) on
+        every way out: the connections stay open and nothing answers, so the clients
+        wait for protocol/client's ping-timeout (a killed brick closes its
+        connections, which the clients notice at once).  The block starts once every
+        thread of every brick is stopped: kill() only sends the signal, and a brick
+        thread running meanwhile could still answer."""
+        try:
+            for b in self.bricks:
+                b.signal(signal.SIGSTOP)
+            deadline = time.monotonic() + 10
+            while not all(b.stopped() for b in self.bricks):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the bricks did not stop")
+                time.sleep(0.001)
+            yield self
+        finally:
+            for b in self.bricks:
+                b.signal(signal.SIGCONT)
 
     def fop_stats(self) -> dict[str, tuple[int, int]]:
         """The requests all bricks have served, by fop: (count, total ns) as

@@ -1,5 +1,6 @@
 """fsx (tests/posix/test_fsx.py's checker, reused) on xlfs over storage/gfapi, and
-failover: a brick killed in the middle of an fsx run, restarted, and healed."""
+failover: a brick killed in the middle of an fsx run, restarted, and healed.  Frozen
+bricks (ENOTCONN, signals freeing stuck callers): test_gluster_faults."""
 from __future__ import annotations
 
 import os
@@ -84,44 +85,3 @@ def test_fsx_brick_killed_and_healed(tmp_path, flags):
                 "the restarted brick did not get the data back"
             assert m.proc.poll() is None, m.read_log()[-3000:]
 
-
-def test_signal_frees_a_caller_stuck_on_a_dead_brick(tmp_path):
-    """Every brick frozen (SIGSTOP: the connections stay open, nothing answers, so
-    libgfapi waits for the 30 s ping-timeout): a process stuck in a lookup on the mount
-    is freed by a signal at once; its library call is abandoned, not waited for."""
-    import signal
-    import subprocess
-    import sys
-    why = can_mount()
-    if why:
-        pytest.skip(why)
-    with Bricks(tmp_path / "bricks", 2, "stuck", ping_timeout=30) as bricks:
-        with mount_gfapi(tmp_path / "xlfs", bricks.client_volfile,
-                         "--entry-timeout=0", "--negative-timeout=0") as m:
-            os.stat(m.mountpoint)
-            for b in bricks.bricks:
-                os.kill(b.proc.pid, signal.SIGSTOP)
-            try:
-                code = ("import os, signal, sys\n"
-                        "signal.signal(signal.SIGINT, lambda *a: sys.exit(7))\n"
-                        "print('ready', flush=True)\n"
-                        "try:\n    os.stat(sys.argv[1])\nexcept OSError:\n    pass\n"
-                        "sys.exit(0)\n")
-                child = subprocess.Popen([sys.executable, "-c", code, m.path("nothing")],
-                                         stdout=subprocess.PIPE)
-                assert child.stdout.readline().strip() == b"ready"
-                time.sleep(1.0)
-                assert child.poll() is None, "the lookup did not wait for the bricks"
-                child.send_signal(signal.SIGINT)
-                try:
-                    rc = child.wait(10)       # well before the 30 s ping-timeout
-                except subprocess.TimeoutExpired:
-                    child.kill()
-                    child.wait()
-                    pytest.fail("SIGINT did not free the caller stuck on frozen bricks")
-                assert rc == 7
-                assert all(b.proc.poll() is None for b in bricks.bricks)   # still frozen
-            finally:
-                for b in bricks.bricks:
-                    os.kill(b.proc.pid, signal.SIGCONT)
-            assert m.proc.poll() is None, m.read_log()[-3000:]

@@ -76,6 +76,16 @@ class Victim:
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode()
 
+    def wait_opened(self, timeout: float = 10.0) -> None:
+        """Until a ``--gate`` victim has its file open and waits for :meth:`go`."""
+        line = self._line(timeout)
+        assert line and line.startswith("opened "), f"victim did not open: {line!r}"
+
+    def go(self) -> None:
+        """Let a ``--gate`` victim go on to its call."""
+        self.proc.stdin.write(b"\n")
+        self.proc.stdin.flush()
+
     def wait_blocked(self, timeout: float = 10.0, settle: float = 0.1) -> None:
         """Until the victim sits in its call (/proc/PID/syscall), then ``settle`` more."""
         line = self._line(timeout)
@@ -172,3 +182,23 @@ def statedump(mounted, directory: Path, timeout: float = 5.0) -> dict[str, str]:
             out.setdefault(k, v)
     new[0].unlink()
     return out
+
+
+THIRD = r"""
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    if sys.argv[2] == "flock":
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except BlockingIOError:
+    sys.exit(1)
+sys.exit(0)
+"""
+
+
+def third_gets_it(path: str, kind: str) -> bool:
+    """Can another process take the lock right now (without waiting)?"""
+    r = subprocess.run([sys.executable, "-c", THIRD, path, kind], timeout=10)
+    return r.returncode == 0

@@ -17,13 +17,11 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.interrupts.intrlib import LOCAL, Victim, log_since
+from tests.interrupts.intrlib import LOCAL, Victim, log_since, third_gets_it
 from tests.mountlib import Mounted, can_mount
 
 pytestmark = [pytest.mark.mount,
@@ -31,26 +29,6 @@ pytestmark = [pytest.mark.mount,
 
 FAST = 1.0
 HOLD = 1.5             # how long the holder keeps the lock after the signal (flag off)
-
-THIRD = r"""
-import fcntl, os, sys
-fd = os.open(sys.argv[1], os.O_RDWR)
-try:
-    if sys.argv[2] == "flock":
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    else:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-except BlockingIOError:
-    sys.exit(1)
-sys.exit(0)
-"""
-
-
-def third_gets_it(path: str, kind: str) -> bool:
-    """Can another process take the lock right now (without waiting)?"""
-    r = subprocess.run([sys.executable, "-c", THIRD, path, kind], timeout=10)
-    return r.returncode == 0
-
 
 @pytest.fixture(scope="module", params=[True, False], ids=["flag-on", "flag-off"])
 def lock_mount(request, tmp_path_factory):

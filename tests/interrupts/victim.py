@@ -1,15 +1,24 @@
 """A process to interrupt: it blocks in one system call on a mount and reports how it ended.
 
     python tests/interrupts/victim.py ACTION PATH [--sigint=handled|fatal] [--no-write]
+        [--lock] [--gate]
 
 ACTION is the call that blocks (made through libc with ctypes, so that Python's own
 EINTR retries (PEP 475) hide nothing and the errno is the kernel's):
 
-- ``close``:  creates PATH, writes to it (not with ``--no-write``), then close() (FLUSH);
+- ``close``:  creates PATH, writes to it (not with ``--no-write``), takes a whole-file
+  POSIX write lock (only with ``--lock``: its FLUSH then releases the lock owner's
+  locks), then close() (FLUSH);
 - ``write``:  opens PATH and write()s to it (WRITE);
 - ``read``:   opens PATH and read()s from it (READ; use a direct_io mount);
 - ``fcntl``:  opens PATH and takes a whole-file POSIX write lock with F_SETLKW;
-- ``flock``:  opens PATH and takes flock(LOCK_EX).
+- ``setlk``:  the same with F_SETLK (does not wait for a holder; SETLK);
+- ``flock``:  opens PATH and takes flock(LOCK_EX);
+- ``lookup``: access(PATH, F_OK) (LOOKUP of a name the kernel does not know).
+
+``--gate``: once the file is open (and, for ``close``, written and locked), print
+``opened PID`` and wait for a line on stdin before going on, so the caller can change
+the world in between (freeze the servers of the mount).
 
 ``--sigint=handled`` (the default) installs a SIGINT handler that only records the signal,
 as any program with a handler does (Python's default KeyboardInterrupt handler is one):
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -33,7 +43,9 @@ import sys
 import time
 
 # x86_64 syscall numbers (what /proc/PID/syscall shows while the call blocks)
-SYSCALL_NR = {"read": 0, "write": 1, "close": 3, "fcntl": 72, "flock": 73}
+SYSCALL_NR = {"read": 0, "write": 1, "close": 3, "fcntl": 72, "setlk": 72, "flock": 73,
+              "lookup": 21}
+F_SETLK = 6
 F_SETLKW = 7
 LOCK_EX = 2
 _FLOCK = struct.Struct("hh4xqqi4x")   # struct flock on LP64 Linux
@@ -53,17 +65,24 @@ def main(argv: list[str]) -> int:
         if a.startswith("--sigint="):
             sigint = a.split("=", 1)[1]
     write = "--no-write" not in argv
+    gate = "--gate" in argv
     signal.signal(signal.SIGINT, _record if sigint == "handled" else signal.SIG_DFL)
+    fd = -1
     if action == "close":
         fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
         if write:
             os.write(fd, b"written before close\n")
-    elif action in ("write", "fcntl", "flock"):
+        if "--lock" in argv:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    elif action in ("write", "fcntl", "setlk", "flock"):
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     elif action == "read":
         fd = os.open(path, os.O_RDONLY)
-    else:
+    elif action != "lookup":
         raise SystemExit(f"unknown action {action}")
+    if gate:
+        print(f"opened {os.getpid()}", flush=True)
+        sys.stdin.readline()
     buf = ctypes.create_string_buffer(b"x" * 4096, 4096)
     print(f"ready {os.getpid()} {SYSCALL_NR[action]}", flush=True)
     t0 = time.monotonic()
@@ -73,16 +92,18 @@ def main(argv: list[str]) -> int:
         rc = libc.write(fd, buf, 4096)
     elif action == "read":
         rc = libc.read(fd, buf, 4096)
-    elif action == "fcntl":
+    elif action in ("fcntl", "setlk"):
         lk = ctypes.create_string_buffer(_FLOCK.pack(1, 0, 0, 0, 0), _FLOCK.size)  # F_WRLCK
-        rc = libc.fcntl(fd, F_SETLKW, lk)
+        rc = libc.fcntl(fd, F_SETLKW if action == "fcntl" else F_SETLK, lk)
+    elif action == "lookup":
+        rc = libc.access(path.encode(), os.F_OK)
     else:
         rc = libc.flock(fd, LOCK_EX)
     err = ctypes.get_errno() if rc < 0 else 0
     elapsed = time.monotonic() - t0
     print(json.dumps({"rc": rc, "errno": errno.errorcode.get(err) if err else None,
                       "signals": got, "elapsed": round(elapsed, 4)}), flush=True)
-    if action in ("fcntl", "flock"):
+    if action in ("fcntl", "setlk", "flock"):
         sys.stdin.readline()
     return 0
 

@@ -292,15 +292,15 @@ def test_fini_waits_for_closes_behind_within_one_deadline():
     """storage/gfapi's fini (not async) waits for the closes it ran behind: one that
     finishes meanwhile is waited for, whether its answer would come to an inline
     waiter or the trio way; what still runs at the deadline is counted, not waited."""
-    from xlators.storage.gfapi import _wait_closes
+    from xlators.storage.gfapi_close import wait_closes
     w = Workers(4)
     gate, stuck = threading.Event(), threading.Event()
     quick = w.start(gate.wait, 10)
     trio_way = w.start(gate.wait, 10)
     trio_way.waiter = None                    # as a drain cut short leaves it
     threading.Timer(0.05, gate.set).start()
-    assert _wait_closes([quick, trio_way], 10) == 0
+    assert wait_closes([quick, trio_way], 10) == 0
     assert quick.finished and trio_way.finished
     never = [w.start(stuck.wait, 10) for _ in range(2)]
-    assert _wait_closes(never, 0.05) == 2
+    assert wait_closes(never, 0.05) == 2
     stuck.set()

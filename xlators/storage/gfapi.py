@@ -34,16 +34,19 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
   once: the call is abandoned and its thread finishes it by itself;
   the operation may still complete on the bricks, as when a GlusterFS client is killed.
   Blocking lock requests are retried with F_SETLK from the event loop instead, so a
-  waiting lock is interruptible and never left granted to an abandoned thread.
+  waiting lock is interruptible; a lock try given up while stuck on the bricks is
+  unlocked again if they grant it later (gfapi_locks).
 - Lifecycle: ``glfs_init`` runs in ``init()``, which the daemon calls after it forked
   (libgfapi is not fork-safe), so CHILD_UP (the answer to PARENT_UP) comes only after
   the volume answered. An unreachable server, an unknown volume or a bad client volfile
   fails ``init()`` with a one-line error: no mount (the bad volfile case leaves
   GlusterFS's global volfile parser unusable for the rest of the process: harmless for
   the daemon, which exits). When the volume becomes unreachable (every brick of a
-  replica set gone) calls fail with ENOTCONN (at the latest after protocol/client's
-  ping-timeout): the first such failure logs it and sends CHILD_DOWN up the graph, the
-  first success after it CHILD_UP. ``glfs_fini`` of a running volume is never called: it
+  replica set gone or frozen) calls fail with ENOTCONN (a frozen brick after
+  protocol/client's ping-timeout, once per brick replicate tries; libgfapi's EBADFD
+  for a file opened before, whose connection was lost, becomes ENOTCONN too): the
+  first such failure logs it, naming the volume, and sends CHILD_DOWN up the graph,
+  the first success after it CHILD_UP. ``glfs_fini`` of a running volume is never called: it
   takes 9-10 s, and run in a background thread it aborted the process (SIGABRT,
   GlusterFS 10.3, measured in the test suite); fini() unregisters the upcalls and drops
   every handle, and the daemon's exit closes the connections. An in-process graph
@@ -88,7 +91,7 @@ ctypes binding (gfapi_binding) speaks the GFAPI_6.0 prototypes.
 
 The code is split by concern: gfapi (options, lifecycle, calling the library),
 gfapi_nodes (inodes: handles, names, forget), gfapi_names (namespace fops), gfapi_io
-(open files, directories, locks), gfapi_close (flush and release), gfapi_attr
+(open files, directories), gfapi_locks (locks), gfapi_close (flush and release), gfapi_attr
 (attributes and xattrs), gfapi_upcall (invalidations), gfapi_workers (the worker
 threads), gfapi_rename (rename without lookups), gfapi_binding (ctypes).
 """
@@ -98,7 +101,6 @@ import ctypes
 import errno
 import os
 import threading
-import time
 from typing import Any, Callable, Optional
 
 from ..core.errors import FopError
@@ -106,8 +108,9 @@ from ..core.events import Event
 from ..core.options import Option
 from ..core.translator import Translator
 from .gfapi_attr import GfapiAttr
-from .gfapi_close import GfapiClose
+from .gfapi_close import GfapiClose, wait_closes
 from .gfapi_io import GfapiIo
+from .gfapi_locks import GfapiLocks
 from .gfapi_names import GfapiNames
 from .gfapi_nodes import GfapiNodes, Node
 from .gfapi_workers import Workers
@@ -124,7 +127,8 @@ def _binding() -> Any:
     return gfapi_binding
 
 
-class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
+class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiLocks, GfapiClose,
+            Translator):
     """storage/gfapi: a GlusterFS volume through libgfapi (GlusterFS's client library)."""
     type = "storage/gfapi"
     children_range = (0, 0)
@@ -190,6 +194,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
                                 self.opts.inline_wait)
         self._upcalls: Any = None
         self._source = ""
+        self._label = ""              # the volume's name and where it came from, for logs
         self._down = False            # the last call failed with ENOTCONN
         self._kept = 0                # opens that let the kernel keep its page cache
         self._read_ahead_used = 0     # reads answered by a read started ahead
@@ -197,6 +202,9 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
         self._closing: list = []      # closes of released files, maybe still running
         self._closed_behind = 0       # releases answered before their close ran
         self._holds_writes = False    # libgfapi's graph has performance/write-behind
+        self._lock_waits: dict = {}   # id(frame) -> [cancel scope, its try] (gfapi_locks)
+        self._tries: dict = {}        # owner glfd -> lock tries running on it
+        self._undone = 0              # locks granted after their request gave up, undone
         self._check_form(kw.get("option_where") or (lambda key: ""))
 
     def _check_form(self, where: Callable[[str], str]) -> None:
@@ -229,6 +237,8 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
                     raise RuntimeError(f"client volfile {o.volfile}: no such file")
                 b.check(b.lib.glfs_set_volfile(fs, o.volfile.encode()), "glfs_set_volfile")
                 self._source = o.volfile
+                self._label = f"{_top_volume(o.volfile) or volname} (client volfile " \
+                              f"{o.volfile})"
             else:
                 servers = [o.volfile_server] + [
                     s for s in o.backup_volfile_servers.replace(",", " ").split() if s]
@@ -237,6 +247,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
                         fs, o.volfile_server_transport.encode(), host.encode(),
                         o.volfile_server_port), f"glfs_set_volfile_server {host}")
                 self._source = f"{','.join(servers)}:{o.volfile_server_port}/{o.volume}"
+                self._label = f"{o.volume} (from {self._source})"
             log_file = o.log_file or f"/var/log/glusterfs/xlfs-{volname}.log"
             if b.lib.glfs_set_logging(fs, log_file.encode(), LOG_LEVELS[o.log_level]) < 0:
                 self.log.warning("%s: cannot log to %s", self.name, log_file)
@@ -276,7 +287,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
         self.itable.root.ctx[self] = node
         from .gfapi_upcall import Upcalls
         self._upcalls = Upcalls(self, b, fs, o.upcall_poll_interval)
-        self.log.info("%s: GlusterFS volume %s is up", self.name, self._source)
+        self.log.info("%s: GlusterFS volume %s is up", self.name, self._label)
 
     def fini(self) -> None:
         fs, self._fs = self._fs, None
@@ -284,7 +295,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
             return
         if self._upcalls is not None:
             self._upcalls.stop()
-        left = _wait_closes(self._closing, CLOSE_WAIT)   # their close must happen
+        left = wait_closes(self._closing, CLOSE_WAIT)   # their close must happen
         if left:
             self.log.warning("%s: %d closes of released files still running at fini "
                              "(after %.0f s)", self.name, left, CLOSE_WAIT)
@@ -337,6 +348,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
                 "opens-keeping-page-cache": self._kept,
                 "reads-answered-ahead": self._read_ahead_used,
                 "releases-closed-behind": self._closed_behind,
+                "locks-undone-after-interrupt": self._undone,
                 "renames-without-lookups": (self._direct_rename.sent
                                             if self._direct_rename else 0),
                 **(self._upcalls.dump() if self._upcalls is not None else {})}
@@ -356,19 +368,38 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiClose, Translator):
         try:
             result = await self._workers.run(self._as_caller, creds, fn, args)
         except OSError as exc:
-            if exc.errno == errno.ENOTCONN and not self._down:
-                self._down = True
-                self.log.warning("%s: GlusterFS volume %s is unreachable (%s): requests "
-                                 "fail with ENOTCONN until it is back", self.name,
-                                 self._source, exc.strerror)
-                self.notify_parents(Event.CHILD_DOWN, None)
+            if exc.errno == errno.EBADFD:
+                # protocol/client lost the open file with its brick's connection (it
+                # reopens it on reconnecting): the volume is unreachable for this
+                # file, which applications know as ENOTCONN, not as errno 77
+                what = (exc.strerror or "a call").split(":")[0]
+                raise self._unreachable(OSError(errno.ENOTCONN, (
+                    f"{what}: {os.strerror(errno.ENOTCONN)} (libgfapi: "
+                    f"{os.strerror(errno.EBADFD)}: the open file's brick connection "
+                    "was lost)")))
+            if exc.errno == errno.ENOTCONN:
+                raise self._unreachable(exc)
             raise
         if self._down:
             self._down = False
-            self.log.warning("%s: GlusterFS volume %s is reachable again", self.name,
-                             self._source)
+            self.log.warning("%s: GlusterFS volume %s answers again: CHILD_UP", self.name,
+                             self._label)
             self.notify_parents(Event.CHILD_UP, None)
         return result
+
+    def _unreachable(self, exc: OSError) -> OSError:
+        """``exc`` (ENOTCONN), after logging the volume unreachable and sending
+        CHILD_DOWN, once until a call succeeds again."""
+        if not self._down:
+            self._down = True
+            why = exc.strerror or "a call"
+            if os.strerror(exc.errno) not in why:
+                why = f"{why}: {os.strerror(exc.errno)}"
+            self.log.warning("%s: GlusterFS volume %s is unreachable (%s): CHILD_DOWN; "
+                             "requests fail with ENOTCONN until it answers again",
+                             self.name, self._label, why)
+            self.notify_parents(Event.CHILD_DOWN, None)
+        return exc
 
     @staticmethod
     def _interruptible(frame: Any) -> None:
@@ -405,6 +436,20 @@ def _abandon() -> None:
     which abandons the worker thread (its call completes by itself)."""
 
 
+def _top_volume(volfile: str) -> str:
+    """The top volume of a GlusterFS client volfile (the last one no other volume
+    lists as a subvolume, as GlusterFS picks it), or "" when it cannot be read."""
+    try:
+        with open(volfile, encoding="utf-8", errors="replace") as f:
+            words = [line.split() for line in f]
+    except OSError:
+        return ""
+    names = [w[1] for w in words if len(w) >= 2 and w[0] == "volume"]
+    below = {name for w in words if w and w[0] == "subvolumes" for name in w[1:]}
+    tops = [name for name in names if name not in below]
+    return tops[-1] if tops else ""
+
+
 def _holds_writes(b: Any, fs: int, volfile: Optional[str]) -> bool:
     """Whether the volume's client graph has write-behind, which answers writes before
     the bricks have them (a flush waits for them): the client volfile given, or the
@@ -428,23 +473,6 @@ def _holds_writes(b: Any, fs: int, volfile: Optional[str]) -> bool:
             return True
         text = buf.raw
     return b"performance/write-behind" in text
-
-
-def _wait_closes(jobs: list, timeout: float) -> int:
-    """Block (fini is not async) until every job of ``jobs`` finished or ``timeout``
-    seconds in all went by; how many are still running."""
-    deadline = time.monotonic() + timeout
-    for job in jobs:
-        while not job.finished:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return sum(1 for j in jobs if not j.finished)
-            waiter = job.waiter
-            if waiter is None:        # waited for the trio way by a drain cut short
-                time.sleep(min(left, 0.01))
-            elif waiter.acquire(True, left):
-                break
-    return 0
 
 
 def _fini_in_background(b: Any, fs: int) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import struct
+import time
 from typing import Any
 
 from ..core.errors import FopError
@@ -56,6 +57,7 @@ class GfapiClose:
 
         def run() -> None:
             for dup in of.owners.values():
+                self.settle_tries(dup)
                 b.lib.glfs_close(dup)
             if of.is_dir:
                 b.lib.glfs_closedir(of.glfd)
@@ -109,6 +111,7 @@ class GfapiClose:
 
         def run() -> int:
             for dup in dups:
+                self.settle_tries(dup)
                 b.lib.glfs_close(dup)
             if not written:
                 return 0
@@ -120,3 +123,20 @@ class GfapiClose:
         err = await self._workers.run(run, abandon=False)
         if err:
             raise FopError(err)
+
+
+def wait_closes(jobs: list, timeout: float) -> int:
+    """Block (fini is not async) until every job of ``jobs`` finished or ``timeout``
+    seconds in all went by; how many are still running."""
+    deadline = time.monotonic() + timeout
+    for job in jobs:
+        while not job.finished:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return sum(1 for j in jobs if not j.finished)
+            waiter = job.waiter
+            if waiter is None:        # waited for the trio way by a drain cut short
+                time.sleep(min(left, 0.01))
+            elif waiter.acquire(True, left):
+                break
+    return 0

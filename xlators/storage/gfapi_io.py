@@ -1,27 +1,23 @@
-"""storage/gfapi's fops on open files and directories: open, create, data, listings,
-locks (see gfapi for the translator and its volfile).
+"""storage/gfapi's fops on open files and directories: open, create, data, listings
+(see gfapi for the translator and its volfile, gfapi_locks for the locks of open files).
 
-An open file is a libgfapi ``glfs_fd``.  POSIX locks need one lock owner per glfs_fd
-(``glfs_fd_set_lkowner``), so each kernel lock owner gets its own ``glfs_dup`` of the
-open file; closing that duplicate releases the owner's locks on the bricks.  A blocking
-lock request (F_SETLKW) is retried with F_SETLK from the event loop, so it stays
-interruptible.  A directory listing resumes at any cookie with ``glfs_seekdir``.
+An open file is a libgfapi ``glfs_fd``; ``OpenFile.owners`` holds the ``glfs_dup`` of it
+each lock owner locks through (gfapi_locks).  A directory listing resumes at any cookie
+with ``glfs_seekdir``.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
 import stat
-import struct
 from typing import Any
 
 import trio
 
 from ..core.bounds import open_flags
 from ..core.errors import FopError
-from ..core.types import LK_GET, LK_SETW, OFFSET_MAX, DirEntry, Lock
+from ..core.types import DirEntry
 from ..core.types import O_EXEC_OPEN
 from .gfapi_names import _name
 
@@ -384,65 +380,3 @@ class GfapiIo:
                 if xstat.value:
                     lib.glfs_free(xstat)
         return rows
-
-    # -- locks ---------------------------------------------------------------------
-    async def lk(self, frame, fd, cmd, lock: Lock):
-        of = self._of(fd)
-        b = self._b
-        owner = lock.owner or getattr(frame, "lk_owner", 0) or id(of)
-        if lock.type not in (fcntl.F_RDLCK, fcntl.F_WRLCK, fcntl.F_UNLCK):
-            raise FopError(errno.EINVAL)
-        if lock.type == fcntl.F_UNLCK and owner not in of.owners:
-            return lock
-        fl = b.Flock()
-        fl.l_type, fl.l_whence = lock.type, os.SEEK_SET
-        start, end = (0, OFFSET_MAX) if lock.flock else (lock.start, lock.end)
-        fl.l_start = start
-        fl.l_len = 0 if end >= OFFSET_MAX else end - start + 1
-        fl.l_pid = lock.pid or getattr(frame, "pid", 0)
-        glfd = await self._owner_fd(frame, of, owner)
-        if cmd == LK_GET:
-            if lock.flock:
-                return Lock(fcntl.F_UNLCK, lock.start, lock.end, 0, 0, True)
-
-            def get() -> Lock:
-                b.check(b.lib.glfs_posix_lock(glfd, fcntl.F_GETLK, ctypes.byref(fl)),
-                        "getlk")
-                if fl.l_type == fcntl.F_UNLCK:
-                    return Lock(fcntl.F_UNLCK, lock.start, lock.end, 0, 0)
-                e = OFFSET_MAX if fl.l_len == 0 else fl.l_start + fl.l_len - 1
-                return Lock(fl.l_type, fl.l_start, e, fl.l_pid, 0)
-            return await self._call(frame, get)
-
-        def try_set() -> bool:
-            if b.lib.glfs_posix_lock(glfd, fcntl.F_SETLK, ctypes.byref(fl)) == 0:
-                return True
-            err = ctypes.get_errno()
-            if err in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise OSError(err, f"setlk: {os.strerror(err)}")
-        delay = 0.002
-        while not await self._call(frame, try_set):
-            if cmd != LK_SETW:
-                raise FopError(errno.EAGAIN)
-            await trio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        return lock
-
-    async def _owner_fd(self, frame: Any, of: OpenFile, owner: int) -> int:
-        glfd = of.owners.get(owner)
-        if glfd is None:
-            b = self._b
-            key = struct.pack("<Q", owner & 0xFFFFFFFFFFFFFFFF)
-
-            def dup() -> int:
-                new = b.check_ptr(b.lib.glfs_dup(of.glfd), "dup")
-                b.check(b.lib.glfs_fd_set_lkowner(new, key, len(key)), "set_lkowner")
-                return new
-            glfd = await self._call(frame, dup)
-            if owner in of.owners:                      # raced: keep the first
-                b.lib.glfs_close(glfd)
-                glfd = of.owners[owner]
-            else:
-                of.owners[owner] = glfd
-        return glfd
