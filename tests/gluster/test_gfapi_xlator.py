@@ -678,7 +678,7 @@ def test_bad_client_volfile(tmp_path):
     from tests.mountlib import ROOT
     bad = tmp_path / "client.vol"
     bad.write_text("volume x\n type protocol/nonsense\nend-volume\n")
-    for path, want in ((bad, f"client volfile {bad} does not work"),
+    for path, want in ((bad, f"client volfile {bad} does not work: Volume 'x', line 2"),
                        (tmp_path / "none.vol", "no such file")):
         code = ("from xlators.core.graph import Graph\n"
                 f"g = Graph.from_text({gfapi_volfile(path, tmp_path / 'c.log')!r})\n"

@@ -116,7 +116,9 @@ def test_bad_client_volfile(case, tmp_path):
     client = tmp_path / "client.vol"
     if case == "unparsable":
         client.write_text("volume x\n    type protocol/nonsense\nend-volume\n")
-        want = f"GlusterFS client volfile {client} does not work"
+        # the parser's own message (from libgfapi's log), not glfs_init's errno
+        want = (f"GlusterFS client volfile {client} does not work: Volume 'x', line 2: "
+                "type 'protocol/nonsense' is not valid or not found")
     else:
         want = f"client volfile {client}: no such file"
     vol = tmp_path / "gv.vol"

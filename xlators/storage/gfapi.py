@@ -253,10 +253,12 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiLocks, GfapiClose,
                 self.log.warning("%s: cannot log to %s", self.name, log_file)
                 b.lib.glfs_set_logging(fs, b"/dev/null", 0)
             self._log_file = log_file
+            logged = os.path.getsize(log_file) if os.path.isfile(log_file) else 0
             if b.lib.glfs_init(fs) != 0:
                 err = ctypes.get_errno()
                 why = os.strerror(err) if err else "glfs_init failed"
-                if o.volfile:
+                if o.volfile:        # the parser's own words name the line, not errno
+                    why = _first_logged_error(log_file, logged) or why
                     raise RuntimeError(f"GlusterFS client volfile {o.volfile} does not "
                                        f"work: {why} (details in {log_file})")
                 raise RuntimeError(f"cannot reach GlusterFS volume {self._source}: {why} "
@@ -434,6 +436,21 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiLocks, GfapiClose,
 def _abandon() -> None:
     """Interrupt handler: nothing to undo; the bridge then cancels the request's scope,
     which abandons the worker thread (its call completes by itself)."""
+
+
+def _first_logged_error(log_file: str, start: int) -> str:
+    """The message of the first error libgfapi logged past byte ``start`` of
+    ``log_file`` (``[date] E [MSGID: n] [where] 0-parser: MESSAGE``), or ""."""
+    try:
+        with open(log_file, "rb") as f:
+            f.seek(start)
+            for raw in f:
+                line = raw.decode(errors="replace").strip()
+                if "] E [" in line:
+                    return line.rsplit("] ", 1)[-1].split(": ", 1)[-1]
+    except OSError:
+        pass
+    return ""
 
 
 def _top_volume(volfile: str) -> str:
