@@ -18,8 +18,7 @@ the checks its caches really hold; the hazard half (``no-watch``: watch-brick of
 that through A those stay stale, so the positive half cannot pass for want of a cache.
 The positive half asserts every check. A hazard half that finds a kernel cache fresh is
 skipped when some other process dropped the kernel's caches meanwhile
-(``unless_caches_dropped``). Not seen, a strict xfail: a link count that changed by the
-removal of a name posix had not looked up.
+(``unless_caches_dropped``).
 
 read-ahead's pages belong to one open file read sequentially: a test of its own.
 open-behind caches nothing (its test here: a deferred open opens the file the name held
@@ -256,18 +255,12 @@ def test_open_behind_opens_the_file_it_was_asked_for(tmp_path):
             os.close(fy)
 
 
-@pytest.mark.parametrize("change", [
-    "link",
-    pytest.param("unlink-unseen", marks=pytest.mark.xfail(strict=True, reason=(
-        "storage/posix watch-brick: inotify reports the removal of a hard link as a "
-        "name event of its directory only (IN_ATTRIB goes to watches of the inode "
-        "itself), so posix can tell which inode lost a link only when it knows that "
-        "name already (a name looked up through A: the unlink-a-link check above); the "
-        "kernel keeps the old count through the inode's other names")))])
+@pytest.mark.parametrize("change", ["link", "unlink-unseen"])
 def test_a_link_count_changed_by_a_second_mount_is_seen(tmp_path, change):
     """B makes a hard link to ``x`` (posix stats the new name and finds the inode A
-    holds), or removes ``q``, the second name of ``p``, which A never looked up; A has
-    looked up ``x`` and ``p`` only, and keeps attributes 60 s."""
+    holds), or removes ``q``, the second name of ``p``, which A never looked up (posix
+    invalidates every held file it saw with several names); A has looked up ``x`` and
+    ``p`` only, and keeps attributes 60 s."""
     (tmp_path / "brick").mkdir()
     (tmp_path / "brick" / "x").write_bytes(b"x")
     (tmp_path / "brick" / "p").write_bytes(b"p")

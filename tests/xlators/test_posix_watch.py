@@ -158,6 +158,29 @@ async def test_a_new_name_of_a_known_inode_invalidates_its_attributes(brick):
                for m in rec.take())
 
 
+async def test_removing_a_name_nobody_looked_up_invalidates_the_multi_linked(brick):
+    """inotify names only the removed name; the held files that have (had) several
+    names get their attributes invalidated (one of them lost a link), no others."""
+    h, d, rec = brick
+    os.link(d / "d" / "f", d / "d" / "g")       # before the lookup: f has 2 names
+    dent = await h.lookup("/d")
+    fent = await h.lookup("/d/f")
+    (d / "d" / "single").write_bytes(b"")
+    sent = await h.lookup("/d/single")
+    pump(h)
+    rec.take()
+    os.unlink(d / "d" / "g")                    # never looked up
+    pump(h)
+    msgs = rec.take()
+    assert InvalidateEntry(dent.inode, b"g") in msgs
+    assert InvalidateInode(fent.inode, -1, 0) in msgs
+    assert InvalidateInode(sent.inode, -1, 0) not in msgs
+    os.mkdir(d / "d" / "sub")
+    os.rmdir(d / "d" / "sub")                   # a directory: no file lost a link
+    pump(h)
+    assert InvalidateInode(fent.inode, -1, 0) not in rec.take()
+
+
 async def test_forget_removes_the_watch(brick):
     h, d, rec = brick
     dent = await h.lookup("/d")

@@ -110,7 +110,7 @@ class PosixNodes:
                 node = self._live[ino] = Node(fd, st.st_mode, ino, bits)
                 fd = -1
                 if self._watch is not None:
-                    self._watch.new_node(node)
+                    self._watch.new_node(node, st.st_nlink)
             if inode is None:
                 handles = self._handles
                 key = handles.key(node.fd) if handles is not None and not bits else 0

@@ -21,7 +21,9 @@ notifications (fuse_bridge/notify.py, on its own thread: see docs/deadlocks.md):
   ``InvalidateInode`` (offset -1) of the inode the new name is when the table knows it:
   a hard link changed its link count, a move its ctime;
 - a name deleted (IN_DELETE): ``DeleteEntry(parent, child, name)`` when posix knows which
-  inode that name was (it was looked up), else ``InvalidateEntry``;
+  inode that name was (it was looked up), else ``InvalidateEntry`` and, for a file,
+  ``InvalidateInode`` (offset -1) of every held file known to have had several names
+  (inotify does not say which inode lost the name: its link count may be stale);
 - and, for every name change, ``InvalidateInode(parent, -1)`` (the directory's mtime and
   link count).
 
@@ -83,70 +85,32 @@ further directories are served without a watch.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
 import stat
-import struct
 from typing import Any, Optional
 
 import trio
 
 from xlators.core.upcall import DeleteEntry, InvalidateEntry, InvalidateInode
+from xlators.storage.posix_inotify import (
+    IN_ATTRIB, IN_CLOEXEC, IN_CLOSE_WRITE, IN_CREATE, IN_DELETE, IN_IGNORED, IN_ISDIR,
+    IN_MODIFY, IN_MOVED_FROM, IN_MOVED_TO, IN_NONBLOCK, IN_Q_OVERFLOW, MASK, NAME_EVENTS,
+    RENAME_NOREPLACE, libc, parse_events)
 
 log = logging.getLogger("xlfs.storage.posix.watch")
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_libc.inotify_init1.argtypes = [ctypes.c_int]
-_libc.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-_libc.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
-
-IN_MODIFY = 0x00000002
-IN_ATTRIB = 0x00000004
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_FROM = 0x00000040
-IN_MOVED_TO = 0x00000080
-IN_CREATE = 0x00000100
-IN_DELETE = 0x00000200
-IN_DELETE_SELF = 0x00000400
-IN_MOVE_SELF = 0x00000800
-IN_Q_OVERFLOW = 0x00004000
-IN_IGNORED = 0x00008000
-IN_ONLYDIR = 0x01000000
-IN_EXCL_UNLINK = 0x04000000
-IN_ISDIR = 0x40000000
-RENAME_NOREPLACE = 1
-IN_NONBLOCK = os.O_NONBLOCK
-IN_CLOEXEC = os.O_CLOEXEC
-
-MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE
-        | IN_DELETE | IN_ONLYDIR | IN_EXCL_UNLINK)
-_NAMES = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE
-_EVENT = struct.Struct("iIII")      # wd, mask, cookie, len; then len bytes of name
 COALESCE = 0.01
 _READ_SIZE = 65536
 MAX_EXPECTED = 4096     # own changes awaiting their event; past it, matching pauses
-
-
-def parse_events(data: bytes) -> list[tuple[int, int, bytes]]:
-    """(wd, mask, name) of every ``struct inotify_event`` in ``data``."""
-    out = []
-    pos, end = 0, len(data)
-    size = _EVENT.size
-    while pos + size <= end:
-        wd, mask, _cookie, length = _EVENT.unpack_from(data, pos)
-        name = data[pos + size:pos + size + length].rstrip(b"\0")
-        out.append((wd, mask, name))
-        pos += size + length
-    return out
 
 
 class BrickWatch:
     """The inotify watcher of one storage/posix translator (``xl``)."""
 
     def __init__(self, xl: Any) -> None:
-        fd = _libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
+        fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"inotify_init1: {os.strerror(err)}")
@@ -156,6 +120,7 @@ class BrickWatch:
         self.ino_wd: dict[int, int] = {}
         self.names: dict[tuple[int, bytes], int] = {}   # (dir ino, name) -> child ino
         self.keys_of: dict[int, set] = {}               # child ino -> its keys in names
+        self.linked: set[int] = set()   # held non-directories seen with other names
         self.task_started = False
         self.closed = False
         self.full_warned = False
@@ -172,7 +137,7 @@ class BrickWatch:
         """Watch the directory of posix Node ``node`` (no-op when already watched)."""
         if self.closed or node.ino in self.ino_wd:
             return
-        wd = _libc.inotify_add_watch(self.fd, f"/proc/self/fd/{node.fd}".encode(), MASK)
+        wd = libc.inotify_add_watch(self.fd, f"/proc/self/fd/{node.fd}".encode(), MASK)
         if wd < 0:
             err = ctypes.get_errno()
             self.stats["watch-failures"] += 1
@@ -190,16 +155,20 @@ class BrickWatch:
         self.ino_wd[node.ino] = wd
         self.start()
 
-    def new_node(self, node: Any) -> None:
+    def new_node(self, node: Any, nlink: int = 1) -> None:
         """posix made a descriptor for a new inode: watch it if it is a directory; the
         first one after the graph runs starts the reader task."""
         if node.kind == stat.S_IFDIR:
             self.add(node)
-        elif not self.task_started:
+            return
+        if nlink > 1:
+            self.linked.add(node.ino)
+        if not self.task_started:
             self.start()
 
     def forget(self, node: Any) -> None:
         """posix is closing ``node``'s descriptor: drop its watch and remembered names."""
+        self.linked.discard(node.ino)
         keys = self.keys_of.pop(node.ino, None)
         if keys:
             for key in keys:
@@ -210,7 +179,7 @@ class BrickWatch:
             self.wd_ino.pop(wd, None)
             self._drop_expected(wd)
             if not self.closed:
-                _libc.inotify_rm_watch(self.fd, wd)
+                libc.inotify_rm_watch(self.fd, wd)
 
     def looked_up(self, pnode: Any, name: bytes, entry: Any) -> None:
         """Remember which inode ``name`` in ``pnode`` is (for DELETE notifications)."""
@@ -375,7 +344,7 @@ class BrickWatch:
             dino = self.wd_ino.get(wd)
             if dino is None:
                 continue
-            if mask & _NAMES and self.expected and self._own(wd, mask & _NAMES, name):
+            if mask & NAME_EVENTS and self.expected and self._own(wd, mask & NAME_EVENTS, name):
                 if mask & (IN_DELETE | IN_MOVED_FROM):
                     self._forget_name((dino, name))
                 continue                   # posix's own change: its reply told everyone
@@ -386,7 +355,7 @@ class BrickWatch:
                 if mask & IN_ATTRIB:
                     put(("attr", parent.nodeid), InvalidateInode(parent, -1, 0))
                 continue
-            if mask & _NAMES:
+            if mask & NAME_EVENTS:
                 if ("data", parent.nodeid) not in out:
                     put(("attr", parent.nodeid), InvalidateInode(parent, -1, 0))
                 key = (dino, name)
@@ -396,11 +365,13 @@ class BrickWatch:
                     if inode is not None:
                         put(("del", parent.nodeid, name), DeleteEntry(parent, inode, name))
                         continue
+                    if not mask & IN_ISDIR:     # which file lost a name? any held one
+                        self._linked_changed(put)   # with several may have
                 elif mask & IN_MOVED_FROM:
                     self._forget_name(key)
                 else:
                     # a held inode's new name: a hard link (nlink) or a move (ctime)
-                    inode = self._child(dino, name)
+                    inode = self._child(dino, name, linked=True)
                     if inode is not None and ("data", inode.nodeid) not in out:
                         put(("attr", inode.nodeid), InvalidateInode(inode, -1, 0))
                 put(("entry", parent.nodeid, name), InvalidateEntry(parent, name))
@@ -416,14 +387,25 @@ class BrickWatch:
                     put(("attr", inode.nodeid), InvalidateInode(inode, -1, 0))
         return list(out.values())
 
+    def _linked_changed(self, put: Any) -> None:
+        """A name nobody looked up was removed: inotify does not say which inode it was,
+        so the attributes (link count) of every held file known to have several names
+        are invalidated."""
+        find = self.xl.itable.find
+        for ino in self.linked:
+            inode = find(ino)
+            if inode is not None:
+                put(("attr", inode.nodeid), InvalidateInode(inode, -1, 0))
+
     def _forget_name(self, key: tuple[int, bytes]) -> Optional[int]:
         child = self.names.pop(key, None)
         if child is not None:
             self.keys_of.get(child, set()).discard(key)
         return child
 
-    def _child(self, dino: int, name: bytes) -> Any:
-        """The table's inode that ``name`` in directory ``dino`` is now, if any."""
+    def _child(self, dino: int, name: bytes, linked: bool = False) -> Any:
+        """The table's inode that ``name`` in directory ``dino`` is now, if any;
+        ``linked``: a file found with several names joins ``self.linked``."""
         xl = self.xl
         dnode = xl._live.get(dino)
         if dnode is None:
@@ -434,7 +416,11 @@ class BrickWatch:
             ino = self.names.get((dino, name))
             return xl.itable.find(ino) if ino is not None else None
         ino = xl._known_ino(st)
-        return xl.itable.find(ino) if ino is not None else None
+        inode = xl.itable.find(ino) if ino is not None else None
+        if linked and inode is not None and st.st_nlink > 1 \
+                and not stat.S_ISDIR(st.st_mode):
+            self.linked.add(ino)
+        return inode
 
     def _overflow(self, put: Any) -> None:
         self.stats["overflows"] += 1
