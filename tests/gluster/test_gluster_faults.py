@@ -27,16 +27,16 @@ test_volume_down_is_enotconn_and_child_down).
   file its process locked (FLUSH: storage/gfapi closes the lock owner's descriptor,
   whose FLUSH the bricks must answer; ``--fuse-flush-handle-interrupt``; a write(2)
   itself cannot be the one stuck there: the kernel asks for the file's
-  security.capability xattr before each write, and that GETXATTR is what waits),
-  fcntl F_SETLKW (SETLKW;
-  ``--fuse-setlk-handle-interrupt``: storage/gfapi's ``cancel_blocked`` gives up the
-  lock try stuck on the bricks) and F_SETLK (SETLK; always interruptible).  The
-  process gets EINTR at once; after SIGCONT the mount works, the abandoned calls
-  finish (no busy worker, no interrupt record, no request in flight), the written
-  data is there and the closed file's lock gone, and a lock the bricks granted to a given-up try after SIGCONT is unlocked
-  again: another process takes it while the interrupted one still has the file open.
-  A lock wait on a lock another owner holds (the bricks answering) is withdrawn the
-  same way, at once, leaving nothing.
+  security.capability xattr before each write, and that GETXATTR is what waits), fcntl
+  F_SETLKW (SETLKW; ``--fuse-setlk-handle-interrupt``: storage/gfapi's
+  ``cancel_blocked`` gives up the lock try stuck on the bricks) and F_SETLK (SETLK;
+  always interruptible).  The process gets EINTR at once; after SIGCONT the mount works,
+  the abandoned calls finish (no busy worker, no interrupt record, no request in
+  flight), the written data is there and the closed file's lock gone, and a lock the
+  bricks granted to a given-up try after SIGCONT is unlocked again: another process
+  takes it while the interrupted one still has the file open. A lock wait on a lock
+  another owner holds (the bricks answering) is withdrawn the same way, at once, leaving
+  nothing.
 
 Every brick is continued (SIGCONT) and killed by pid on every path (Bricks.frozen, the
 Bricks context), every mount unmounted (Mounted).
