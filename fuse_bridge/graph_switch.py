@@ -267,7 +267,7 @@ async def _check_bricks(session: Any, new: Graph) -> None:
 def _compatibility(session: Any, new: Graph) -> list[str]:
     """What the new graph cannot do that this mount relies on (checked as at start, or
     negotiated with the kernel at INIT and fixed until unmount)."""
-    from .ops import _storage_flags
+    from .ops import _flag_names, _storage_flags
     from .passthrough import PassthroughUnavailable, graph_check
     problems = []
     try:
@@ -290,10 +290,8 @@ def _compatibility(session: Any, new: Graph) -> list[str]:
     wanted = session.client.flags & (abi.InitFlag.POSIX_ACL | abi.InitFlag.HANDLE_KILLPRIV_V2)
     missing = wanted & ~_storage_flags(SimpleNamespace(graph=new, opts=session.opts))
     if missing:
-        names = ",".join(f.name for f in abi.InitFlag
-                         if f.value & missing and not f.value & (f.value - 1) and f.name)
-        problems.append(f"the mount negotiated {names} with the kernel and the new graph's "
-                        f"storages cannot provide it")
+        problems.append(f"the mount negotiated {_flag_names(missing)} with the kernel and "
+                        f"the new graph's storages cannot provide it")
     return problems
 
 
