@@ -22,8 +22,9 @@ entries' names, cookies, inodes and stat results as columns, from which the FUSE
 packs the reply when no translator above read the batch (a known inode's entry then
 costs no Attr, Entry or DirEntry).  The first readdirp batch of a big directory (more than 1,024
 entries) holds "." and ".." alone: READDIRPLUS only where it pays (_BIG_LISTING says
-why).  A batch stops once the kernel's byte budget is spent (and holds at least one
-entry; a budget of 0 bytes gets an empty batch, as libfuse answers a buffer too small
+why).  A batch holds the entries that fit in the kernel's byte budget (at least one:
+the bridge would drop one past it, and its readdirp stat would be wasted; a budget of 0
+bytes gets an empty batch, as libfuse answers a buffer too small
 for one entry: the kernel never asks for less than a page).
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ import errno
 import os
 import stat
 import sys
-from bisect import bisect_left
+from bisect import bisect_right
 from itertools import accumulate, compress, islice
 from operator import attrgetter
 from typing import Any, Optional
@@ -328,8 +329,9 @@ class PosixDirOps:
             n = len(cols)
         if offset >= n:
             return []
-        # the entries from offset on until their records take ``size`` bytes or more
-        end = bisect_left(ends, ends[offset] + want, offset + 1)
+        # the entries from offset on whose records fit in ``size`` bytes (at least one)
+        end = max(bisect_right(ends, ends[offset] + (size >> 3), offset + 1) - 1,
+                  offset + 1)
         return DirBatch(cols, offset, end if end < n else n)
 
     async def readdirp(self, frame, fd, offset, size):
@@ -361,6 +363,8 @@ class PosixDirOps:
                         all_names, all_inos = cols.names, cols.inos
                     continue
                 budget -= (159 + len(all_names[i])) & ~7   # fuse_direntplus, padded
+                if budget < 0 and i > start:
+                    break                        # it would not fit: the next batch's
                 i += 1
             n = len(all_names)
             head = list(map(cols.entry, range(start, min(i, 2))))  # "." and ".."
