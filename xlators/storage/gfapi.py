@@ -370,16 +370,7 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiLocks, GfapiClose,
         try:
             result = await self._workers.run(self._as_caller, creds, fn, args)
         except OSError as exc:
-            if exc.errno == errno.EBADFD:
-                # protocol/client lost the open file with its brick's connection (it
-                # reopens it on reconnecting): the volume is unreachable for this
-                # file, which applications know as ENOTCONN, not as errno 77
-                what = (exc.strerror or "a call").split(":")[0]
-                raise self._unreachable(OSError(errno.ENOTCONN, (
-                    f"{what}: {os.strerror(errno.ENOTCONN)} (libgfapi: "
-                    f"{os.strerror(errno.EBADFD)}: the open file's brick connection "
-                    "was lost)")))
-            if exc.errno == errno.ENOTCONN:
+            if exc.errno in (errno.EBADFD, errno.ENOTCONN):
                 raise self._unreachable(exc)
             raise
         if self._down:
@@ -390,8 +381,15 @@ class Gfapi(GfapiNames, GfapiNodes, GfapiAttr, GfapiIo, GfapiLocks, GfapiClose,
         return result
 
     def _unreachable(self, exc: OSError) -> OSError:
-        """``exc`` (ENOTCONN), after logging the volume unreachable and sending
-        CHILD_DOWN, once until a call succeeds again."""
+        """``exc`` (ENOTCONN, or EBADFD made ENOTCONN), after logging the volume
+        unreachable and sending CHILD_DOWN, once until a call succeeds again.  EBADFD:
+        protocol/client lost the open file with its brick's connection (it reopens it
+        on reconnecting), which applications know as ENOTCONN, not as errno 77."""
+        if exc.errno == errno.EBADFD:
+            what = (exc.strerror or "a call").split(":")[0]
+            exc = OSError(errno.ENOTCONN, (
+                f"{what}: {os.strerror(errno.ENOTCONN)} (libgfapi: "
+                f"{os.strerror(errno.EBADFD)}: the open file's brick connection was lost)"))
         if not self._down:
             self._down = True
             why = exc.strerror or "a call"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import struct
 import time
 from typing import Any
@@ -121,6 +122,8 @@ class GfapiClose:
             return 0
         # not abandoned on cancel: the owners' descriptors are closed only here
         err = await self._workers.run(run, abandon=False)
+        if err in (errno.EBADFD, errno.ENOTCONN):
+            raise self._unreachable(FopError(err, f"flush: {os.strerror(err)}"))
         if err:
             raise FopError(err)
 
