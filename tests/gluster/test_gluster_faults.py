@@ -160,7 +160,7 @@ def test_frozen_volume_is_enotconn_within_ping_timeout(frozen_volume, op):
             with pytest.raises(OSError) as ei:
                 OPS[op](m, fd, len(TIMES.get(f"{count}", ())))
             took = time.monotonic() - t0
-            assert all(b.running for b in bricks.bricks)
+            assert all(b.stopped() for b in bricks.bricks)    # still frozen
         TIMES.setdefault(f"{count}", []).append(took)
         print(f"{op} on {count} frozen brick(s): {errno.errorcode[ei.value.errno]} "
               f"after {took:.2f} s")
@@ -221,7 +221,7 @@ def test_signal_frees_a_caller_stuck_on_frozen_bricks(stuck_volume, action):
                   "after SIGINT")
             assert v.returned_after < FREED
             assert (result["rc"], result["errno"]) == (-1, "EINTR"), result
-            assert all(b.running for b in bricks.bricks)       # still frozen
+            assert all(b.stopped() for b in bricks.bricks)     # still frozen
         wait_until(lambda: _answers_at(m, path if action != "lookup" else None), 30,
                    "the mount to answer after SIGCONT", detail=m.read_log)
         if action in ("fcntl", "setlk"):
