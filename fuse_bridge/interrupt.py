@@ -291,7 +291,9 @@ class Request(Frame):
         return h
 
     def add_handler(self, handler: Callable[[], Any]) -> bool:
-        """``frame.on_interrupt``: run ``handler`` and cancel the request on interrupt."""
+        """``frame.on_interrupt``: run ``handler`` and cancel the request on interrupt.
+        A handler already registered is not added again (a translator that retries a
+        call, as storage/gfapi's SETLKW does, asks on every try)."""
         if not self.interruptible or self.replied:
             return False
         if self.interrupted:             # the interrupt came before the handler
@@ -301,9 +303,11 @@ class Request(Frame):
             _run(handler)
             self.cancel()
             return True
-        if self.handlers is None:
-            self.handlers = []
-        self.handlers.append(handler)
+        handlers = self.handlers
+        if handlers is None:
+            self.handlers = [handler]
+        elif handler not in handlers:
+            handlers.append(handler)
         return True
 
     def cancel(self) -> None:

@@ -385,3 +385,19 @@ async def test_translator_handlers_and_late_registration(caplog):
         req2.interruptible = False
         assert req2.frame.on_interrupt(lambda: calls.append("refused")) is False
         assert calls == ["early", "late"]
+
+
+async def test_the_same_handler_is_registered_once():
+    """A translator retrying a call (storage/gfapi's SETLKW tries) registers its handler
+    on every try: the request keeps it once."""
+    async with trio.open_nursery() as nursery:
+        req = FakeSession(nursery).request()
+        calls = []
+
+        def handler():
+            calls.append(1)
+        for _ in range(50):
+            assert req.add_handler(handler) is True
+        assert req.add_handler(lambda: calls.append(2)) is True
+        assert len(req.handlers) == 2
+
